@@ -1,0 +1,3 @@
+//! The `duplex` command. Being written.
+
+fn main() {}
