@@ -1,1 +1,295 @@
-//! The connection state machine. Being written.
+//! The connection state machine (RFC 6455 §5-§7), after the opening handshake.
+//!
+//! A [`Connection`] turns received bytes into [`Event`]s and the caller's
+//! messages into bytes to write. It does no I/O: see the crate docs for the call
+//! discipline.
+//!
+//! Invariants:
+//! - Every received frame is checked against the role, the negotiated
+//!   extensions and the [`Config`] limits before its payload is buffered; a
+//!   violation fails the connection with the RFC's close code, queued as the
+//!   last bytes to transmit, and no further input is processed.
+//! - Memory is bounded by the limits: a message (after decompression) never
+//!   grows past `max_message_size`, a frame buffered whole never past
+//!   `max_frame_size`, and reassembly keeps no per-fragment state.
+//! - Text is validated as it arrives and fails on the first invalid byte.
+//! - Nothing is queued after our close frame, and the state is
+//!   [`State::Closed`] once a close frame was both sent and received.
+
+mod compression;
+mod outbuf;
+mod receive;
+mod send;
+
+use bytes::{Bytes, BytesMut};
+
+pub use compression::Compress;
+use compression::Compression;
+pub use outbuf::OutBuf;
+pub use send::PreparedMessage;
+
+use crate::Role;
+use crate::close::CloseFrame;
+use crate::error::ProtocolError;
+use crate::message::{Message, MessageKind};
+use crate::utf8::Utf8Validator;
+
+/// How received data messages are handed to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiveMode {
+    /// Each message arrives whole, as [`Event::Message`].
+    #[default]
+    Whole,
+    /// Each message arrives as [`Event::MessageStart`], any number of
+    /// [`Event::MessageData`] chunks as bytes arrive, then [`Event::MessageEnd`].
+    /// `max_message_size` still applies; nothing is buffered beyond a chunk.
+    Streaming,
+}
+
+/// Limits and behaviour of a connection. The defaults are safe on the open
+/// internet and let every legitimate message of up to 16 MiB through.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest payload of one received frame (close 1009 beyond). Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest received message, after decompression (close 1009 beyond).
+    /// Default 16 MiB.
+    pub max_message_size: usize,
+    /// Most frames in one received message (close 1009 beyond). Default
+    /// 1,048,576: reassembly keeps no per-fragment state, so the limit only
+    /// bounds work, and a 16 MiB message in 16-byte fragments still passes.
+    pub max_fragments: usize,
+    /// Largest payload of one sent frame; longer messages are fragmented.
+    /// Default: no limit (one frame per message).
+    pub max_send_frame_size: usize,
+    /// Answer each ping with a pong automatically. Default on; when off, pings
+    /// are still reported and the application answers with
+    /// [`Connection::send_pong`].
+    pub auto_pong: bool,
+    /// Whole messages or streamed chunks.
+    pub receive_mode: ReceiveMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            max_fragments: 1 << 20,
+            max_send_frame_size: usize::MAX,
+            auto_pong: true,
+            receive_mode: ReceiveMode::Whole,
+        }
+    }
+}
+
+/// The state of the connection (RFC 6455 §4-§7). The opening handshake
+/// (CONNECTING) happens before a [`Connection`] exists, in [`crate::handshake`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed. Close the transport.
+    Closed,
+}
+
+/// Something that happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole data message ([`ReceiveMode::Whole`]).
+    Message(Message),
+    /// A data message begins ([`ReceiveMode::Streaming`]).
+    MessageStart(MessageKind),
+    /// The next chunk of the current message ([`ReceiveMode::Streaming`]). For
+    /// text, the chunks together are valid UTF-8; a code point may straddle two.
+    MessageData(Bytes),
+    /// The current message is complete and valid ([`ReceiveMode::Streaming`]).
+    MessageEnd,
+    /// A ping with its payload; a pong was queued if `auto_pong` is on.
+    Ping(Bytes),
+    /// A pong with its payload.
+    Pong(Bytes),
+    /// The peer's close frame (`None` for an empty one, status 1005). A reply
+    /// was queued if we had not closed yet; the state is now [`State::Closed`].
+    Close(Option<CloseFrame>),
+}
+
+/// A call that cannot be carried out in the connection's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// We already sent a close frame (or the connection failed): nothing more may be sent.
+    #[error("the connection is closed for sending")]
+    Closed,
+    /// A control frame payload over 125 bytes.
+    #[error("control frame payload over 125 bytes")]
+    ControlPayloadTooLong,
+    /// A close code that may not be sent (1005, 1006, 1015, or outside the ranges).
+    #[error("close code {0} may not be sent")]
+    InvalidCloseCode(u16),
+    /// A whole message while a fragmented one is being sent, or a new fragmented
+    /// message before the previous one ended.
+    #[error("a fragmented message is being sent")]
+    MessageInProgress,
+    /// A fragment with no fragmented message begun.
+    #[error("no fragmented message is being sent")]
+    NoMessageInProgress,
+    /// Prepared frames are unmasked, so only a server may send them.
+    #[error("prepared frames can only be sent by a server")]
+    PreparedFromClient,
+}
+
+/// A source of masking keys for a client (RFC 6455 §5.3: unpredictable, from a
+/// strong source of entropy). The caller owns the randomness.
+pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send>;
+
+/// The frame being read.
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: crate::frame::FrameHeader,
+    /// Payload bytes not yet taken from the read buffer.
+    remaining: u64,
+    /// Payload bytes at the front of the read buffer already unmasked and
+    /// validated (frames held whole until complete).
+    held: usize,
+    /// Payload bytes unmasked so far (position in the mask cycle).
+    unmasked: u64,
+    /// Hold the frame whole in the read buffer (control frames, and
+    /// uncompressed single-frame messages in [`ReceiveMode::Whole`]).
+    hold: bool,
+}
+
+/// The data message being received.
+#[derive(Debug)]
+struct InMessage {
+    kind: MessageKind,
+    compressed: bool,
+    fragments: usize,
+    /// Payload bytes so far, after decompression.
+    size: usize,
+    /// Reassembled payload ([`ReceiveMode::Whole`] only).
+    buf: BytesMut,
+}
+
+/// A WebSocket connection after the opening handshake. See the module docs.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    read_buf: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    utf8: Utf8Validator,
+    compression: Option<Compression>,
+    out: OutBuf,
+    events: std::collections::VecDeque<Event>,
+    mask_source: Option<MaskSource>,
+    /// Kind of the fragmented message being sent, if any.
+    sending: Option<MessageKind>,
+    sent_close: bool,
+    received_close: bool,
+    failure: Option<ProtocolError>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("buffered_in", &self.read_buf.len())
+            .field("buffered_out", &self.out.len())
+            .field("compression", &self.compression.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A server-side connection.
+    pub fn server(config: Config) -> Self {
+        Self::new(Role::Server, config, None)
+    }
+
+    /// A client-side connection; `mask_source` supplies a fresh unpredictable
+    /// masking key for every frame sent.
+    pub fn client(config: Config, mask_source: MaskSource) -> Self {
+        Self::new(Role::Client, config, Some(mask_source))
+    }
+
+    fn new(role: Role, config: Config, mask_source: Option<MaskSource>) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            read_buf: BytesMut::new(),
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::new(),
+            compression: None,
+            out: OutBuf::default(),
+            events: Default::default(),
+            mask_source,
+            sending: None,
+            sent_close: false,
+            received_close: false,
+            failure: None,
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The error that failed the connection, if one did.
+    pub fn failure(&self) -> Option<&ProtocolError> {
+        self.failure.as_ref()
+    }
+
+    /// Whether the peer's close frame has been received.
+    pub fn received_close(&self) -> bool {
+        self.received_close
+    }
+
+    /// Whether our close frame has been queued.
+    pub fn sent_close(&self) -> bool {
+        self.sent_close
+    }
+
+    /// Bytes queued for the transport and not yet written: the backpressure a
+    /// slow peer exerts (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether input should still be read: false once the peer's close frame
+    /// arrived or the connection failed.
+    pub fn wants_read(&self) -> bool {
+        !self.received_close && self.failure.is_none()
+    }
+
+    /// Gives back buffer memory held by an idle connection: call when the
+    /// transport has nothing to read and nothing is queued.
+    pub fn shrink_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.frame.is_none() && self.message.is_none() {
+            self.read_buf = BytesMut::new();
+        }
+        if let Some(compression) = &mut self.compression {
+            compression.release_idle();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

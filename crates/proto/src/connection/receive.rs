@@ -1,0 +1,357 @@
+//! Receiving: bytes in, events out.
+//!
+//! Each frame header is checked in full before any of its payload is taken.
+//! Control frames and uncompressed single-frame messages (in whole mode) stay in
+//! the read buffer until complete and are then split off without copying; their
+//! bytes are unmasked and validated as they arrive, so invalid text fails on
+//! the first bad byte. Fragments and compressed frames are taken chunk by chunk
+//! as they arrive.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{Connection, Event, InFrame, InMessage, ReceiveMode, State};
+use crate::Role;
+use crate::close::CloseFrame;
+use crate::error::ProtocolError;
+use crate::frame::{FrameHeader, OpCode, RSV1, parse_header};
+use crate::mask::apply_mask;
+use crate::message::{Message, MessageKind, Utf8Bytes};
+
+impl Connection {
+    /// The buffer received bytes go into: a transport may read straight into
+    /// it instead of calling [`Connection::receive`].
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Appends received bytes. Ignored once the connection stopped reading
+    /// (see [`Connection::wants_read`]).
+    pub fn receive(&mut self, data: &[u8]) {
+        if self.wants_read() {
+            self.read_buf.extend_from_slice(data);
+        }
+    }
+
+    /// The next event from the bytes received so far, `Ok(None)` when more
+    /// bytes are needed (or nothing more will come).
+    ///
+    /// An error fails the connection: a close frame with the error's code is
+    /// queued as the last bytes to transmit, and the state becomes
+    /// [`State::Closed`]. The error is returned once.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            if !self.wants_read() {
+                return Ok(None);
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(error) => {
+                    self.fail(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Fails the connection with `error`.
+    fn fail(&mut self, error: ProtocolError) {
+        if !self.sent_close {
+            let frame = CloseFrame::new(error.close_code(), &error.to_string());
+            self.queue_close(Some(&frame));
+        }
+        self.failure = Some(error);
+        self.state = State::Closed;
+        self.read_buf = BytesMut::new();
+        self.frame = None;
+        self.message = None;
+        self.events.clear();
+    }
+
+    /// Makes progress on the read buffer. `Ok(false)` means more bytes are needed.
+    fn step(&mut self) -> Result<bool, ProtocolError> {
+        let mut frame = match self.frame {
+            Some(frame) => frame,
+            None => {
+                let Some((header, header_len)) = parse_header(&self.read_buf)? else {
+                    return Ok(false);
+                };
+                self.begin_frame(&header)?;
+                self.read_buf.advance(header_len);
+                let single_plain_message = header.fin
+                    && header.rsv & RSV1 == 0
+                    && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+                    && self.config.receive_mode == ReceiveMode::Whole;
+                InFrame {
+                    header,
+                    remaining: header.payload_len,
+                    held: 0,
+                    unmasked: 0,
+                    hold: header.opcode.is_control() || single_plain_message,
+                }
+            }
+        };
+        let available = self
+            .read_buf
+            .len()
+            .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        if frame.hold {
+            if available > frame.held {
+                let fresh = &mut self.read_buf[frame.held..available];
+                if let Some(key) = frame.header.mask {
+                    apply_mask(fresh, key, frame.held);
+                }
+                if frame.header.opcode == OpCode::Text {
+                    self.utf8
+                        .feed(fresh)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                frame.held = available;
+            }
+            if (available as u64) < frame.remaining {
+                self.frame = Some(frame);
+                return Ok(false);
+            }
+            self.frame = None;
+            let payload = self.read_buf.split_to(available).freeze();
+            if frame.header.opcode.is_control() {
+                self.on_control(frame.header.opcode, payload)?;
+            } else {
+                self.on_single_frame_message(payload)?;
+            }
+            return Ok(true);
+        }
+        if available == 0 && frame.remaining > 0 {
+            self.frame = Some(frame);
+            return Ok(false);
+        }
+        if available > 0 {
+            let mut chunk = self.read_buf.split_to(available);
+            if let Some(key) = frame.header.mask {
+                apply_mask(&mut chunk, key, (frame.unmasked & 3) as usize);
+            }
+            frame.unmasked += available as u64;
+            frame.remaining -= available as u64;
+            self.on_data_chunk(chunk)?;
+        }
+        if frame.remaining == 0 {
+            self.frame = None;
+            if frame.header.fin {
+                self.finish_message()?;
+            }
+        } else {
+            self.frame = Some(frame);
+        }
+        Ok(true)
+    }
+
+    /// Checks a header against the role, extensions, limits and message
+    /// sequence, and starts a data message when the frame begins one.
+    fn begin_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let allowed_rsv = if self.compression.is_some() { RSV1 } else { 0 };
+        if header.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        let compressed = header.rsv & RSV1 != 0;
+        let kind = match header.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong | OpCode::Continuation if compressed => {
+                return Err(ProtocolError::CompressedNonStartFrame);
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
+            OpCode::Continuation => {
+                let message = self
+                    .message
+                    .as_mut()
+                    .ok_or(ProtocolError::UnexpectedContinuation)?;
+                message.fragments += 1;
+                if message.fragments > self.config.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        limit: self.config.max_fragments,
+                    });
+                }
+                if !message.compressed {
+                    check_size(
+                        message.size as u64 + header.payload_len,
+                        self.config.max_message_size,
+                    )?;
+                }
+                return Ok(());
+            }
+            OpCode::Text => MessageKind::Text,
+            OpCode::Binary => MessageKind::Binary,
+        };
+        if self.message.is_some() {
+            return Err(ProtocolError::ExpectedContinuation);
+        }
+        if !compressed {
+            check_size(header.payload_len, self.config.max_message_size)?;
+        }
+        self.utf8.reset();
+        self.message = Some(InMessage {
+            kind,
+            compressed,
+            fragments: 1,
+            size: 0,
+            buf: BytesMut::new(),
+        });
+        if self.config.receive_mode == ReceiveMode::Streaming {
+            self.events.push_back(Event::MessageStart(kind));
+        }
+        Ok(())
+    }
+
+    /// Handles a complete control frame.
+    fn on_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && !self.sent_close {
+                    self.queue_control(OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            _ => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.received_close = true;
+                if !self.sent_close {
+                    // Echo the status code (RFC 6455 §5.5.1), without a reason.
+                    let reply = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                    self.queue_close(reply.as_ref());
+                }
+                self.state = State::Closed;
+                self.read_buf = BytesMut::new();
+                self.message = None;
+                self.events.push_back(Event::Close(frame));
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers an uncompressed message that came in one frame, without copying.
+    fn on_single_frame_message(&mut self, payload: Bytes) -> Result<(), ProtocolError> {
+        let Some(message) = self.message.take() else {
+            return Ok(());
+        };
+        let message = match message.kind {
+            MessageKind::Text => {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(Utf8Bytes::from_validated(payload))
+            }
+            MessageKind::Binary => Message::Binary(payload),
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    /// Takes the next chunk of a fragmented or compressed message's payload.
+    fn on_data_chunk(&mut self, chunk: BytesMut) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        let streaming = self.config.receive_mode == ReceiveMode::Streaming;
+        let Some(message) = self.message.as_mut() else {
+            return Ok(());
+        };
+        let is_text = message.kind == MessageKind::Text;
+        if message.compressed {
+            let Some(compression) = self.compression.as_mut() else {
+                return Err(ProtocolError::ReservedBits);
+            };
+            let mut scratch = BytesMut::new();
+            let out = if streaming {
+                &mut scratch
+            } else {
+                &mut message.buf
+            };
+            let before = out.len();
+            compression.decompress(&chunk, out, limit - message.size)?;
+            let inflated = &out[before..];
+            if is_text {
+                self.utf8
+                    .feed(inflated)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            message.size += inflated.len();
+            if streaming && !scratch.is_empty() {
+                self.events.push_back(Event::MessageData(scratch.freeze()));
+            }
+        } else {
+            if is_text {
+                self.utf8
+                    .feed(&chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            message.size += chunk.len();
+            if streaming {
+                self.events.push_back(Event::MessageData(chunk.freeze()));
+            } else {
+                message.buf.unsplit(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the current data message after its final frame.
+    fn finish_message(&mut self) -> Result<(), ProtocolError> {
+        let Some(mut message) = self.message.take() else {
+            return Ok(());
+        };
+        let streaming = self.config.receive_mode == ReceiveMode::Streaming;
+        if message.compressed {
+            let Some(compression) = self.compression.as_mut() else {
+                return Err(ProtocolError::ReservedBits);
+            };
+            let mut scratch = BytesMut::new();
+            let out = if streaming {
+                &mut scratch
+            } else {
+                &mut message.buf
+            };
+            let before = out.len();
+            compression.finish(out, self.config.max_message_size - message.size)?;
+            if message.kind == MessageKind::Text {
+                self.utf8
+                    .feed(&out[before..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            if streaming && !scratch.is_empty() {
+                self.events.push_back(Event::MessageData(scratch.freeze()));
+            }
+        }
+        if message.kind == MessageKind::Text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let event = if streaming {
+            Event::MessageEnd
+        } else {
+            let payload = message.buf.freeze();
+            Event::Message(match message.kind {
+                MessageKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+                MessageKind::Binary => Message::Binary(payload),
+            })
+        };
+        self.events.push_back(event);
+        Ok(())
+    }
+}
+
+/// Fails with 1009 when an uncompressed message would exceed `limit` bytes.
+fn check_size(size: u64, limit: usize) -> Result<(), ProtocolError> {
+    if size > limit as u64 {
+        Err(ProtocolError::MessageTooLarge { limit })
+    } else {
+        Ok(())
+    }
+}

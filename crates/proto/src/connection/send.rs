@@ -1,0 +1,293 @@
+//! Sending: calls in, bytes out.
+//!
+//! Frames are encoded straight into the [`OutBuf`]. A client masks every frame
+//! with a fresh key from its mask source; a server writes payloads unmasked and
+//! queues large `Bytes` payloads without copying them.
+
+use bytes::Bytes;
+
+use super::compression::Compress;
+use super::outbuf::SHARE_THRESHOLD;
+use super::{Connection, OutBuf, SendError, State};
+use crate::Role;
+use crate::close::{CloseCode, CloseFrame};
+use crate::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_header, encode_unmasked,
+};
+use crate::mask::apply_mask;
+use crate::message::{Message, MessageKind};
+
+/// A payload to send: borrowed (copied into the queue) or shared.
+#[derive(Clone)]
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(slice) => slice,
+            Self::Shared(bytes) => bytes,
+        }
+    }
+
+    fn slice(&self, range: std::ops::Range<usize>) -> Payload<'_> {
+        match self {
+            Self::Borrowed(slice) => Payload::Borrowed(&slice[range]),
+            Self::Shared(bytes) => Payload::Shared(bytes.slice(range)),
+        }
+    }
+}
+
+/// A single-frame, unmasked data message encoded once, for a server to send to
+/// many connections: each send copies a small frame or shares a large one,
+/// and never encodes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedMessage {
+    frame: Bytes,
+}
+
+impl PreparedMessage {
+    /// Encodes `message` as one uncompressed frame.
+    pub fn new(message: &Message) -> Self {
+        let opcode = data_opcode(message.kind());
+        Self {
+            frame: encode_unmasked(opcode, 0, message.payload()),
+        }
+    }
+
+    /// The encoded frame.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+}
+
+fn data_opcode(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    }
+}
+
+impl Connection {
+    /// The bytes to write to the transport. Write what it holds (a vectored
+    /// write of [`bytes::Buf::chunks_vectored`] sends every queued frame at
+    /// once) and [`bytes::Buf::advance`] it by the number of bytes written.
+    pub fn transmit(&mut self) -> &mut OutBuf {
+        &mut self.out
+    }
+
+    /// Sends a data message, compressed as [`Compress::Auto`] decides.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_with(message, Compress::Auto)
+    }
+
+    /// Sends a data message with an explicit compression choice.
+    pub fn send_with(&mut self, message: Message, compress: Compress) -> Result<(), SendError> {
+        let kind = message.kind();
+        let payload = match message {
+            Message::Text(text) => text.into_bytes(),
+            Message::Binary(bytes) => bytes,
+        };
+        self.send_data(kind, Payload::Shared(payload), compress)
+    }
+
+    /// Sends a text message, copying `text`.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(
+            MessageKind::Text,
+            Payload::Borrowed(text.as_bytes()),
+            Compress::Auto,
+        )
+    }
+
+    /// Sends a binary message, copying `data`.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_data(MessageKind::Binary, Payload::Borrowed(data), Compress::Auto)
+    }
+
+    /// Sends a prepared message (server role only), without encoding it again.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        if self.role != Role::Server {
+            return Err(SendError::PreparedFromClient);
+        }
+        self.check_can_send_message()?;
+        push_payload(&mut self.out, &Payload::Shared(message.frame.clone()));
+        Ok(())
+    }
+
+    /// Sends one fragment of a message streamed out piece by piece: the first
+    /// call names the kind, later calls continue it, and `fin` ends it. Control
+    /// frames and nothing else may go between fragments. Streamed messages are
+    /// sent uncompressed. For text, the caller guarantees that the fragments
+    /// together are UTF-8.
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        fin: bool,
+    ) -> Result<(), SendError> {
+        if self.sent_close {
+            return Err(SendError::Closed);
+        }
+        let opcode = match self.sending {
+            Some(current) if current == kind => OpCode::Continuation,
+            Some(_) => return Err(SendError::MessageInProgress),
+            None => data_opcode(kind),
+        };
+        self.sending = if fin { None } else { Some(kind) };
+        self.write_frame(fin, 0, opcode, &Payload::Borrowed(data));
+        Ok(())
+    }
+
+    /// Sends a ping (payload at most 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Sends a pong (payload at most 125 bytes); an unsolicited pong is a
+    /// one-way heartbeat.
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (cut to 123 bytes).
+    /// Nothing may be sent afterwards; received messages are still delivered
+    /// until the peer's close frame.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_allowed_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        self.close_with(Some(&CloseFrame::new(code, reason)))
+    }
+
+    /// Starts the closing handshake with an empty close frame (status 1005 for the peer).
+    pub fn close_without_status(&mut self) -> Result<(), SendError> {
+        self.close_with(None)
+    }
+
+    fn close_with(&mut self, frame: Option<&CloseFrame>) -> Result<(), SendError> {
+        if self.sent_close {
+            return Err(SendError::Closed);
+        }
+        self.queue_close(frame);
+        Ok(())
+    }
+
+    /// Queues our close frame and moves the state on.
+    pub(super) fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        let payload = frame.map(CloseFrame::encode).unwrap_or_default();
+        self.queue_control(OpCode::Close, &payload);
+        self.sent_close = true;
+        self.state = if self.received_close {
+            State::Closed
+        } else {
+            State::Closing
+        };
+    }
+
+    /// Queues a control frame whose payload is known to fit.
+    pub(super) fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        debug_assert!(payload.len() <= MAX_CONTROL_PAYLOAD);
+        self.write_frame(true, 0, opcode, &Payload::Borrowed(payload));
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.sent_close {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.queue_control(opcode, payload);
+        Ok(())
+    }
+
+    fn check_can_send_message(&self) -> Result<(), SendError> {
+        if self.sent_close {
+            Err(SendError::Closed)
+        } else if self.sending.is_some() {
+            Err(SendError::MessageInProgress)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send_data(
+        &mut self,
+        kind: MessageKind,
+        payload: Payload<'_>,
+        compress: Compress,
+    ) -> Result<(), SendError> {
+        self.check_can_send_message()?;
+        let compressed = match self.compression.as_mut() {
+            Some(compression) => compression.compress(payload.as_slice(), compress),
+            None => None,
+        };
+        let (rsv, body) = match compressed {
+            Some(deflated) => (RSV1, Payload::Shared(deflated.freeze())),
+            None => (0, payload),
+        };
+        let bytes = body.as_slice();
+        let max = self.config.max_send_frame_size.max(1);
+        if bytes.len() <= max {
+            self.write_frame(true, rsv, data_opcode(kind), &body);
+            return Ok(());
+        }
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (start + max).min(bytes.len());
+            let (opcode, rsv) = if start == 0 {
+                (data_opcode(kind), rsv)
+            } else {
+                (OpCode::Continuation, 0)
+            };
+            self.write_frame(end == bytes.len(), rsv, opcode, &body.slice(start..end));
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Encodes one frame into the output queue, masking it for a client.
+    fn write_frame(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &Payload<'_>) {
+        let bytes = payload.as_slice();
+        let mask = self.mask_source.as_mut().map(|source| source());
+        let header = FrameHeader {
+            fin,
+            rsv,
+            opcode,
+            mask,
+            payload_len: bytes.len() as u64,
+        };
+        let tail = self.out.tail();
+        let before = tail.len();
+        encode_header(&header, tail);
+        match mask {
+            Some(key) => {
+                let start = tail.len();
+                tail.extend_from_slice(bytes);
+                apply_mask(&mut tail[start..], key, 0);
+                let written = tail.len() - before;
+                self.out.commit_tail(written);
+            }
+            None => {
+                let written = tail.len() - before;
+                self.out.commit_tail(written);
+                push_payload(&mut self.out, payload);
+            }
+        }
+    }
+}
+
+/// Queues an unmasked payload: shared when large and already `Bytes`, copied otherwise.
+fn push_payload(out: &mut OutBuf, payload: &Payload<'_>) {
+    match payload {
+        Payload::Shared(bytes) if bytes.len() >= SHARE_THRESHOLD => out.push_shared(bytes.clone()),
+        other => {
+            let bytes = other.as_slice();
+            out.tail().extend_from_slice(bytes);
+            out.commit_tail(bytes.len());
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! Unit tests of the connection state machine, one per rule of RFC 6455 §5-§7.
+//! Each failure test asserts the exact error and the close code sent on the wire.
+
+use bytes::{Buf, Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+use crate::close::{CloseCode, CloseFrame};
+use crate::frame::{OpCode, RSV1, RSV2, RSV3, encode_frame};
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+fn server() -> Connection {
+    Connection::server(Config::default())
+}
+
+fn client() -> Connection {
+    let mut n = 0u32;
+    Connection::client(
+        Config::default(),
+        Box::new(move || {
+            n = n.wrapping_add(0x9e37_79b9);
+            n.to_le_bytes()
+        }),
+    )
+}
+
+/// A frame as a client sends it (masked).
+fn cframe(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(fin, rsv, opcode, Some(KEY), payload, &mut out);
+    out.to_vec()
+}
+
+/// A frame as a server sends it (unmasked).
+fn sframe(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(fin, rsv, opcode, None, payload, &mut out);
+    out.to_vec()
+}
+
+/// Feeds `bytes` and collects events until more input is needed or an error.
+fn feed(conn: &mut Connection, bytes: &[u8]) -> (Vec<Event>, Option<ProtocolError>) {
+    conn.receive(bytes);
+    drain_events(conn)
+}
+
+fn drain_events(conn: &mut Connection) -> (Vec<Event>, Option<ProtocolError>) {
+    let mut events = Vec::new();
+    loop {
+        match conn.poll_event() {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, None),
+            Err(error) => return (events, Some(error)),
+        }
+    }
+}
+
+fn take_output(conn: &mut Connection) -> Vec<u8> {
+    let out = conn.transmit();
+    out.copy_to_bytes(out.remaining()).to_vec()
+}
+
+/// Decodes what a server wrote, through a client connection.
+fn server_output_as_events(server: &mut Connection) -> Vec<Event> {
+    let bytes = take_output(server);
+    let mut peer = client();
+    let (events, error) = feed(&mut peer, &bytes);
+    assert_eq!(error, None);
+    events
+}
+
+/// Asserts that feeding `bytes` to a server fails with `expected`, and that the
+/// server's last output is a close frame with the matching code.
+fn assert_server_fails(bytes: &[u8], expected: ProtocolError) {
+    let mut conn = server();
+    let (_, error) = feed(&mut conn, bytes);
+    assert_eq!(error.as_ref(), Some(&expected));
+    assert_eq!(conn.state(), State::Closed);
+    let events = server_output_as_events(&mut conn);
+    match events.last() {
+        Some(Event::Close(Some(frame))) => assert_eq!(frame.code, expected.close_code()),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // Nothing more is processed or produced.
+    let (events, error) = feed(&mut conn, &cframe(true, 0, OpCode::Text, b"late"));
+    assert!(events.is_empty() && error.is_none());
+    assert_eq!(conn.buffered_amount(), 0);
+}
+
+#[test]
+fn single_frame_text_message() {
+    let mut conn = server();
+    let (events, error) = feed(&mut conn, &cframe(true, 0, OpCode::Text, b"Hello"));
+    assert_eq!(error, None);
+    assert_eq!(events, vec![Event::Message(Message::text("Hello"))]);
+}
+
+#[test]
+fn client_receives_unmasked_hello_from_rfc() {
+    let mut conn = client();
+    let (events, _) = feed(&mut conn, &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    assert_eq!(events, vec![Event::Message(Message::text("Hello"))]);
+    // RFC 6455 §5.7: a fragmented unmasked text message "Hel" + "lo".
+    let (events, _) = feed(
+        &mut conn,
+        &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f],
+    );
+    assert_eq!(events, vec![Event::Message(Message::text("Hello"))]);
+}
+
+#[test]
+fn fragmented_message_with_ping_in_between() {
+    let mut conn = server();
+    let mut bytes = cframe(false, 0, OpCode::Text, "κό".as_bytes());
+    bytes.extend(cframe(true, 0, OpCode::Ping, b"are you there"));
+    bytes.extend(cframe(false, 0, OpCode::Continuation, "σμ".as_bytes()));
+    bytes.extend(cframe(true, 0, OpCode::Continuation, "ε".as_bytes()));
+    let (events, error) = feed(&mut conn, &bytes);
+    assert_eq!(error, None);
+    assert_eq!(
+        events,
+        vec![
+            Event::Ping(Bytes::from_static(b"are you there")),
+            Event::Message(Message::text("κόσμε")),
+        ]
+    );
+    assert_eq!(
+        server_output_as_events(&mut conn),
+        vec![Event::Pong(Bytes::from_static(b"are you there"))]
+    );
+}
+
+#[test]
+fn code_point_split_across_fragments_is_valid() {
+    let euro = "€".as_bytes(); // e2 82 ac
+    let mut bytes = cframe(false, 0, OpCode::Text, &euro[..1]);
+    bytes.extend(cframe(false, 0, OpCode::Continuation, &euro[1..2]));
+    bytes.extend(cframe(true, 0, OpCode::Continuation, &euro[2..]));
+    let (events, error) = feed(&mut server(), &bytes);
+    assert_eq!(error, None);
+    assert_eq!(events, vec![Event::Message(Message::text("€"))]);
+}
+
+#[test]
+fn invalid_utf8_fails_in_the_first_bad_fragment() {
+    // The message never ends; the error must come from the first frame alone.
+    assert_server_fails(
+        &cframe(false, 0, OpCode::Text, b"ok \xf4\x90"),
+        ProtocolError::InvalidUtf8,
+    );
+}
+
+#[test]
+fn invalid_utf8_fails_before_a_single_frame_is_complete() {
+    let mut bytes = cframe(
+        true,
+        0,
+        OpCode::Text,
+        b"abc\xed\xa0\x80 and much more text after it",
+    );
+    bytes.truncate(6 + 6); // header + "abc" + the surrogate; the rest never arrives
+    assert_server_fails(&bytes, ProtocolError::InvalidUtf8);
+}
+
+#[test]
+fn unfinished_code_point_at_message_end_is_invalid() {
+    assert_server_fails(
+        &cframe(true, 0, OpCode::Text, b"abc\xe2\x82"),
+        ProtocolError::InvalidUtf8,
+    );
+}
+
+#[test]
+fn reserved_bits_without_extension() {
+    for rsv in [RSV1, RSV2, RSV3] {
+        assert_server_fails(
+            &cframe(true, rsv, OpCode::Text, b"x"),
+            ProtocolError::ReservedBits,
+        );
+    }
+}
+
+#[test]
+fn reserved_opcodes() {
+    for op in [3u8, 7, 0xB, 0xF] {
+        let mut bytes = cframe(true, 0, OpCode::Binary, b"");
+        bytes[0] = 0x80 | op;
+        assert_server_fails(&bytes, ProtocolError::ReservedOpcode(op));
+    }
+}
+
+#[test]
+fn control_frame_rules() {
+    assert_server_fails(
+        &cframe(false, 0, OpCode::Ping, b""),
+        ProtocolError::FragmentedControlFrame,
+    );
+    let mut long_ping = cframe(true, 0, OpCode::Ping, &[0; 126]);
+    long_ping.truncate(8);
+    assert_server_fails(&long_ping, ProtocolError::ControlFrameTooLong);
+}
+
+#[test]
+fn continuation_without_start() {
+    assert_server_fails(
+        &cframe(true, 0, OpCode::Continuation, b"x"),
+        ProtocolError::UnexpectedContinuation,
+    );
+}
+
+#[test]
+fn new_data_frame_inside_fragmented_message() {
+    let mut bytes = cframe(false, 0, OpCode::Binary, b"a");
+    bytes.extend(cframe(true, 0, OpCode::Text, b"b"));
+    assert_server_fails(&bytes, ProtocolError::ExpectedContinuation);
+}
+
+#[test]
+fn unmasked_client_frame() {
+    assert_server_fails(
+        &sframe(true, 0, OpCode::Text, b"x"),
+        ProtocolError::UnmaskedClientFrame,
+    );
+}
+
+#[test]
+fn masked_server_frame() {
+    let mut conn = client();
+    let (_, error) = feed(&mut conn, &cframe(true, 0, OpCode::Text, b"x"));
+    assert_eq!(error, Some(ProtocolError::MaskedServerFrame));
+    assert_eq!(error.unwrap().close_code(), CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn frame_over_limit_fails_at_the_header() {
+    let config = Config {
+        max_frame_size: 1000,
+        ..Config::default()
+    };
+    let mut conn = Connection::server(config);
+    let mut bytes = cframe(true, 0, OpCode::Binary, &[0; 1001]);
+    bytes.truncate(8); // only the header: the limit is checked before the payload
+    let (_, error) = feed(&mut conn, &bytes);
+    assert_eq!(
+        error,
+        Some(ProtocolError::FrameTooLarge {
+            size: 1001,
+            limit: 1000
+        })
+    );
+    assert_eq!(error.unwrap().close_code(), CloseCode::MESSAGE_TOO_BIG);
+}
+
+#[test]
+fn message_over_limit_across_fragments() {
+    let config = Config {
+        max_message_size: 10,
+        ..Config::default()
+    };
+    let mut conn = Connection::server(config);
+    let mut bytes = cframe(false, 0, OpCode::Binary, &[0; 6]);
+    bytes.extend(cframe(true, 0, OpCode::Continuation, &[0; 5]));
+    let (_, error) = feed(&mut conn, &bytes);
+    assert_eq!(error, Some(ProtocolError::MessageTooLarge { limit: 10 }));
+}
+
+#[test]
+fn too_many_fragments() {
+    let config = Config {
+        max_fragments: 3,
+        ..Config::default()
+    };
+    let mut conn = Connection::server(config);
+    let mut bytes = cframe(false, 0, OpCode::Binary, b"a");
+    for _ in 0..3 {
+        bytes.extend(cframe(false, 0, OpCode::Continuation, b"a"));
+    }
+    let (_, error) = feed(&mut conn, &bytes);
+    assert_eq!(error, Some(ProtocolError::TooManyFragments { limit: 3 }));
+}
+
+#[test]
+fn default_limits_pass_four_mib_in_64_byte_fragments() {
+    let chunk = [b'x'; 64];
+    let count = 65_536;
+    let mut conn = server();
+    let mut total = 0;
+    let mut delivered = None;
+    for i in 0..count {
+        let opcode = if i == 0 {
+            OpCode::Text
+        } else {
+            OpCode::Continuation
+        };
+        let (events, error) = feed(&mut conn, &cframe(i == count - 1, 0, opcode, &chunk));
+        assert_eq!(error, None);
+        total += chunk.len();
+        if let Some(Event::Message(message)) = events.into_iter().next() {
+            delivered = Some(message);
+        }
+    }
+    let message = delivered.expect("message delivered");
+    assert_eq!(message.payload().len(), total);
+    assert_eq!(total, 4 << 20);
+}
+
+#[test]
+fn close_codes_received() {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+    ] {
+        let mut conn = server();
+        let (events, error) = feed(
+            &mut conn,
+            &cframe(true, 0, OpCode::Close, &code.to_be_bytes()),
+        );
+        assert_eq!(error, None, "{code}");
+        assert_eq!(
+            events,
+            vec![Event::Close(Some(CloseFrame::new(CloseCode(code), "")))]
+        );
+        assert_eq!(conn.state(), State::Closed);
+        // The reply echoes the code.
+        assert_eq!(
+            server_output_as_events(&mut conn),
+            vec![Event::Close(Some(CloseFrame::new(CloseCode(code), "")))]
+        );
+    }
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+        assert_server_fails(
+            &cframe(true, 0, OpCode::Close, &code.to_be_bytes()),
+            ProtocolError::InvalidCloseCode(code),
+        );
+    }
+}
+
+#[test]
+fn close_payload_rules() {
+    assert_server_fails(
+        &cframe(true, 0, OpCode::Close, &[0x03]),
+        ProtocolError::ClosePayloadTooShort,
+    );
+    assert_server_fails(
+        &cframe(true, 0, OpCode::Close, b"\x03\xe8\xce\xba\xe1\xbd"),
+        ProtocolError::InvalidCloseReason,
+    );
+    let mut conn = server();
+    let (events, _) = feed(&mut conn, &cframe(true, 0, OpCode::Close, b""));
+    assert_eq!(events, vec![Event::Close(None)]);
+    assert_eq!(server_output_as_events(&mut conn), vec![Event::Close(None)]);
+}
+
+#[test]
+fn we_close_first_then_peer_answers() {
+    let mut conn = server();
+    conn.close(CloseCode(4000), "bye").unwrap();
+    assert_eq!(conn.state(), State::Closing);
+    assert_eq!(conn.send_text("more"), Err(SendError::Closed));
+    assert_eq!(conn.send_ping(b""), Err(SendError::Closed));
+    assert_eq!(conn.close(CloseCode::NORMAL, ""), Err(SendError::Closed));
+    assert_eq!(
+        server_output_as_events(&mut conn),
+        vec![Event::Close(Some(CloseFrame::new(CloseCode(4000), "bye")))]
+    );
+    // Data still arrives while closing; pings get no pong after our close.
+    let mut bytes = cframe(true, 0, OpCode::Text, b"late");
+    bytes.extend(cframe(true, 0, OpCode::Ping, b"p"));
+    bytes.extend(cframe(true, 0, OpCode::Close, &4000u16.to_be_bytes()));
+    bytes.extend(cframe(true, 0, OpCode::Text, b"after close"));
+    let (events, error) = feed(&mut conn, &bytes);
+    assert_eq!(error, None);
+    assert_eq!(
+        events,
+        vec![
+            Event::Message(Message::text("late")),
+            Event::Ping(Bytes::from_static(b"p")),
+            Event::Close(Some(CloseFrame::new(CloseCode(4000), ""))),
+        ]
+    );
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(conn.buffered_amount(), 0, "nothing after our close");
+}
+
+#[test]
+fn invalid_close_codes_cannot_be_sent() {
+    let mut conn = server();
+    for code in [1005u16, 1006, 1015, 999, 2000] {
+        assert_eq!(
+            conn.close(CloseCode(code), ""),
+            Err(SendError::InvalidCloseCode(code))
+        );
+    }
+    assert_eq!(conn.state(), State::Open);
+}
+
+#[test]
+fn auto_pong_can_be_turned_off() {
+    let mut conn = Connection::server(Config {
+        auto_pong: false,
+        ..Config::default()
+    });
+    let (events, _) = feed(&mut conn, &cframe(true, 0, OpCode::Ping, b"x"));
+    assert_eq!(events, vec![Event::Ping(Bytes::from_static(b"x"))]);
+    assert_eq!(conn.buffered_amount(), 0);
+    conn.send_pong(b"x").unwrap();
+    assert_eq!(
+        server_output_as_events(&mut conn),
+        vec![Event::Pong(Bytes::from_static(b"x"))]
+    );
+}
+
+#[test]
+fn unsolicited_pong_is_accepted() {
+    let (events, error) = feed(&mut server(), &cframe(true, 0, OpCode::Pong, b"beat"));
+    assert_eq!(
+        (events, error),
+        (vec![Event::Pong(Bytes::from_static(b"beat"))], None)
+    );
+}
+
+#[test]
+fn control_payload_limit_on_send() {
+    let mut conn = server();
+    assert_eq!(
+        conn.send_ping(&[0; 126]),
+        Err(SendError::ControlPayloadTooLong)
+    );
+    assert_eq!(conn.send_ping(&[0; 125]), Ok(()));
+}
+
+#[test]
+fn streaming_mode_hands_out_chunks_as_they_arrive() {
+    let mut conn = Connection::server(Config {
+        receive_mode: ReceiveMode::Streaming,
+        ..Config::default()
+    });
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let bytes = cframe(true, 0, OpCode::Binary, &payload);
+    let mut received = Vec::new();
+    let mut saw = Vec::new();
+    for piece in bytes.chunks(4096) {
+        let (events, error) = feed(&mut conn, piece);
+        assert_eq!(error, None);
+        for event in events {
+            match event {
+                Event::MessageData(data) => {
+                    assert!(data.len() <= 4096);
+                    received.extend_from_slice(&data);
+                    saw.push("data");
+                }
+                Event::MessageStart(kind) => {
+                    assert_eq!(kind, MessageKind::Binary);
+                    saw.push("start");
+                }
+                Event::MessageEnd => saw.push("end"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(received, payload);
+    assert_eq!(saw.first(), Some(&"start"));
+    assert_eq!(saw.last(), Some(&"end"));
+    assert!(saw.len() > 20, "chunks were handed out as they arrived");
+}
+
+#[test]
+fn streaming_text_still_fails_fast_and_enforces_the_message_limit() {
+    let config = Config {
+        receive_mode: ReceiveMode::Streaming,
+        max_message_size: 8,
+        ..Config::default()
+    };
+    let mut conn = Connection::server(config.clone());
+    let (_, error) = feed(&mut conn, &cframe(false, 0, OpCode::Text, b"\xff"));
+    assert_eq!(error, Some(ProtocolError::InvalidUtf8));
+    let mut conn = Connection::server(config);
+    let mut bytes = cframe(false, 0, OpCode::Text, b"12345");
+    bytes.extend(cframe(true, 0, OpCode::Continuation, b"6789"));
+    let (_, error) = feed(&mut conn, &bytes);
+    assert_eq!(error, Some(ProtocolError::MessageTooLarge { limit: 8 }));
+}
+
+#[test]
+fn client_masks_every_frame_with_a_fresh_key() {
+    let mut conn = client();
+    conn.send_text("same").unwrap();
+    conn.send_text("same").unwrap();
+    let out = take_output(&mut conn);
+    let (first, second) = out.split_at(out.len() / 2);
+    assert_eq!(first[1] & 0x80, 0x80);
+    assert_ne!(first[2..6], second[2..6], "keys differ");
+    let mut peer = server();
+    let (events, error) = feed(&mut peer, &out);
+    assert_eq!(error, None);
+    assert_eq!(events, vec![Event::Message(Message::text("same")); 2]);
+}
+
+#[test]
+fn sends_fragmented_when_over_max_send_frame_size() {
+    let mut conn = Connection::server(Config {
+        max_send_frame_size: 3,
+        ..Config::default()
+    });
+    conn.send_text("abcdefg").unwrap();
+    let out = take_output(&mut conn);
+    assert_eq!(
+        out,
+        [
+            sframe(false, 0, OpCode::Text, b"abc"),
+            sframe(false, 0, OpCode::Continuation, b"def"),
+            sframe(true, 0, OpCode::Continuation, b"g")
+        ]
+        .concat()
+    );
+}
+
+#[test]
+fn streamed_send_with_fragments() {
+    let mut conn = server();
+    conn.send_fragment(MessageKind::Binary, b"ab", false)
+        .unwrap();
+    assert_eq!(conn.send_text("x"), Err(SendError::MessageInProgress));
+    assert_eq!(
+        conn.send_fragment(MessageKind::Text, b"x", true),
+        Err(SendError::MessageInProgress)
+    );
+    conn.send_ping(b"between").unwrap();
+    conn.send_fragment(MessageKind::Binary, b"cd", true)
+        .unwrap();
+    assert_eq!(
+        server_output_as_events(&mut conn),
+        vec![
+            Event::Ping(Bytes::from_static(b"between")),
+            Event::Message(Message::binary(&b"abcd"[..]))
+        ]
+    );
+}
+
+#[test]
+fn prepared_message_matches_a_normal_send() {
+    let message = Message::text("broadcast");
+    let prepared = PreparedMessage::new(&message);
+    let mut a = server();
+    let mut b = server();
+    a.send(message).unwrap();
+    b.send_prepared(&prepared).unwrap();
+    assert_eq!(take_output(&mut a), take_output(&mut b));
+    assert_eq!(
+        client().send_prepared(&prepared),
+        Err(SendError::PreparedFromClient)
+    );
+}
+
+#[test]
+fn large_payload_is_queued_without_copying() {
+    let mut conn = server();
+    let payload = Bytes::from(vec![1u8; 100_000]);
+    conn.send(Message::Binary(payload.clone())).unwrap();
+    let out = conn.transmit();
+    let mut slices = [std::io::IoSlice::new(&[]); 4];
+    let n = out.chunks_vectored(&mut slices);
+    assert_eq!(n, 2, "header, then the shared payload");
+    assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+}
+
+#[test]
+fn idle_connection_gives_buffers_back() {
+    let mut conn = server();
+    let (events, _) = feed(&mut conn, &cframe(true, 0, OpCode::Binary, &[0; 50_000]));
+    drop(events);
+    conn.shrink_buffers();
+    assert_eq!(conn.read_buf().capacity(), 0);
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        "\\PC{0,300}".prop_map(Message::text),
+        proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Message::binary),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn round_trip_client_to_server(messages in proptest::collection::vec(any_message(), 1..8),
+                                   frame_size in 1usize..600, chunk in 1usize..700) {
+        let mut sender = Connection::client(
+            Config { max_send_frame_size: frame_size, ..Config::default() },
+            Box::new(|| [1, 2, 3, 4]),
+        );
+        for message in &messages {
+            sender.send(message.clone()).unwrap();
+        }
+        let bytes = take_output(&mut sender);
+        let mut receiver = server();
+        let mut got = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            let (events, error) = feed(&mut receiver, piece);
+            prop_assert_eq!(error, None);
+            got.extend(events);
+        }
+        let expected: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn round_trip_server_to_client(messages in proptest::collection::vec(any_message(), 1..8),
+                                   frame_size in 1usize..600) {
+        let mut sender = Connection::server(Config { max_send_frame_size: frame_size, ..Config::default() });
+        for message in &messages {
+            sender.send(message.clone()).unwrap();
+        }
+        let events = server_output_as_events(&mut sender);
+        let expected: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+        prop_assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole(bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                                   prefix in proptest::collection::vec(any_message(), 0..3)) {
+        // Valid frames followed by arbitrary bytes: same events and same error.
+        let mut sender = Connection::client(Config::default(), Box::new(|| [9, 8, 7, 6]));
+        for message in prefix {
+            sender.send(message).unwrap();
+        }
+        let mut input = take_output(&mut sender);
+        input.extend(bytes);
+        let whole = feed(&mut server(), &input);
+        let mut conn = server();
+        let mut events = Vec::new();
+        let mut error = None;
+        for byte in &input {
+            let (more, err) = feed(&mut conn, std::slice::from_ref(byte));
+            events.extend(more);
+            if err.is_some() {
+                error = err;
+                break;
+            }
+        }
+        prop_assert_eq!(whole, (events, error));
+    }
+}
