@@ -1,3 +1,64 @@
-//! The `duplex` command. Being written.
+//! The `duplex` command: one binary that fronts the Duplex stack.
+//!
+//! - `duplex serve`: the server on its embedded default (an echo server on
+//!   127.0.0.1:8080 until the hub lands).
+//! - `duplex echo --listen ADDR`: a WebSocket echo server.
+//! - `duplex connect URL`: a command-line client; `--echo` echoes what the
+//!   server sends (the shape conformance suites drive).
 
-fn main() {}
+mod connect;
+mod echo;
+
+use clap::{Parser, Subcommand};
+
+/// Duplex: a WebSocket stack.
+#[derive(Debug, Parser)]
+#[command(name = "duplex", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server on its embedded default: today an echo server.
+    Serve(echo::EchoArgs),
+    /// Run a WebSocket echo server: text stays text, binary stays binary.
+    Echo(echo::EchoArgs),
+    /// Connect to a WebSocket server.
+    Connect(connect::ConnectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("duplex: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) | Command::Echo(args) => echo::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("duplex: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,3 +1,29 @@
 //! # duplex: WebSocket client and server on tokio
 //!
-//! Puts [`duplex_proto`] on sockets. Being written.
+//! Puts the sans-I/O protocol of [`duplex_proto`] on sockets. A [`WebSocket`]
+//! is a `Stream<Item = Result<Message, Error>>` and a `Sink<Message>` over any
+//! `AsyncRead + AsyncWrite + Unpin` transport (plain TCP, TLS, a test pipe);
+//! split it with `futures_util::StreamExt::split` to give the reading and the
+//! writing half to two tasks.
+//!
+//! - Server: [`accept`], [`accept_with`] (decide on each request).
+//! - Client: [`connect`], [`connect_with`].
+//!
+//! Invariants: every wait is bounded by a configurable timeout (handshake,
+//! keepalive pong, close), every buffer by a configurable size, and every
+//! protocol violation ends the connection with the RFC's close code.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod transport;
+pub mod websocket;
+
+pub use client::{ClientRequest, client_handshake, connect, connect_with};
+pub use config::Config;
+pub use duplex_proto::close::{CloseCode, CloseFrame};
+pub use duplex_proto::message::{Message, MessageKind, Utf8Bytes};
+pub use error::Error;
+pub use server::{Accept, Reject, accept, accept_with};
+pub use websocket::{CloseInfo, WebSocket};

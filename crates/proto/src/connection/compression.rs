@@ -1,17 +1,24 @@
 //! permessage-deflate on the connection's data path (RFC 7692 §6).
 //!
-//! Wires the codec of [`crate::deflate`] into sending and receiving. Being
-//! connected; until then no connection negotiates compression.
+//! Invariants: RSV1 is set only on the first frame of a message this module
+//! compressed; a message whose compressed form would not be smaller is sent
+//! uncompressed only when our direction has no context takeover (with
+//! takeover, the peer's window must see every byte we compressed, so the
+//! compressed form is always sent once made); the decompressed size of a
+//! received message never exceeds the connection's `max_message_size`.
 
 use bytes::BytesMut;
 
+use crate::Role;
+use crate::deflate::{DecompressError, DeflateConfig, DeflateParams, PerMessageDeflate};
 use crate::error::ProtocolError;
 
 /// Whether to compress one outgoing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compress {
     /// Compress when compression is negotiated and the message is at least the
-    /// configured threshold.
+    /// configured threshold; send uncompressed if that would not shrink it and
+    /// our direction has no context takeover.
     #[default]
     Auto,
     /// Compress whenever compression is negotiated.
@@ -22,33 +29,77 @@ pub enum Compress {
 
 /// The compression state of one connection.
 #[derive(Debug)]
-pub(crate) struct Compression {}
+pub(crate) struct Compression {
+    params: DeflateParams,
+    codec: PerMessageDeflate,
+}
+
+fn protocol_error(error: DecompressError, limit: usize) -> ProtocolError {
+    match error {
+        DecompressError::TooLarge => ProtocolError::MessageTooLarge { limit },
+        DecompressError::Invalid(reason) => ProtocolError::InvalidCompressedData(reason),
+    }
+}
 
 impl Compression {
-    pub(crate) fn release_idle(&mut self) {}
-
-    /// Compresses an outgoing message, or returns `None` to send it as it is.
-    pub(crate) fn compress(&mut self, _payload: &[u8], _mode: Compress) -> Option<BytesMut> {
-        None
+    pub(crate) fn new(role: Role, params: DeflateParams, config: &DeflateConfig) -> Self {
+        Self {
+            codec: PerMessageDeflate::new(role, &params, config),
+            params,
+        }
     }
 
-    /// Inflates a chunk of a compressed message into `out`, at most `limit`
-    /// bytes in all for this call.
+    pub(crate) fn params(&self) -> &DeflateParams {
+        &self.params
+    }
+
+    /// Drops the zlib states, keeping only the windows (see
+    /// [`PerMessageDeflate::release`]).
+    pub(crate) fn release_idle(&mut self) {
+        self.codec.release();
+    }
+
+    /// Compresses an outgoing message, or returns `None` to send it as it is.
+    pub(crate) fn compress(&mut self, payload: &[u8], mode: Compress) -> Option<BytesMut> {
+        let wanted = match mode {
+            Compress::Auto => self.codec.should_compress(payload.len()),
+            Compress::Always => true,
+            Compress::Never => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let compressor = self.codec.compressor();
+        let mut out = BytesMut::with_capacity(payload.len() / 2 + 16);
+        // A backend failure leaves nothing sent; the compressor starts afresh,
+        // which the peer's decompressor tolerates (it only keeps more history).
+        compressor.compress(payload, &mut out).ok()?;
+        let no_gain = out.len() >= payload.len();
+        if no_gain && mode == Compress::Auto && compressor.no_context_takeover() {
+            return None;
+        }
+        Some(out)
+    }
+
+    /// Inflates a chunk of a compressed message into `out`; `limit` bounds the
+    /// whole message.
     pub(crate) fn decompress(
         &mut self,
-        _input: &[u8],
-        _out: &mut BytesMut,
-        _limit: usize,
+        input: &[u8],
+        out: &mut BytesMut,
+        limit: usize,
     ) -> Result<(), ProtocolError> {
-        Ok(())
+        self.codec
+            .decompressor()
+            .decompress(input, out, limit)
+            .map_err(|e| protocol_error(e, limit))
     }
 
     /// Ends a compressed message: inflates the implied tail into `out`.
-    pub(crate) fn finish(
-        &mut self,
-        _out: &mut BytesMut,
-        _limit: usize,
-    ) -> Result<(), ProtocolError> {
-        Ok(())
+    pub(crate) fn finish(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+        self.codec
+            .decompressor()
+            .finish_message(out, limit)
+            .map_err(|e| protocol_error(e, limit))
     }
 }

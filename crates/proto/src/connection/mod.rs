@@ -30,6 +30,7 @@ pub use send::PreparedMessage;
 
 use crate::Role;
 use crate::close::CloseFrame;
+use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::error::ProtocolError;
 use crate::message::{Message, MessageKind};
 use crate::utf8::Utf8Validator;
@@ -237,6 +238,19 @@ impl Connection {
         }
     }
 
+    /// Turns on permessage-deflate with the parameters the handshake negotiated
+    /// and the local policy `config` (threshold, level, memory). Call before any
+    /// frame is exchanged.
+    pub fn with_deflate(mut self, params: DeflateParams, config: &DeflateConfig) -> Self {
+        self.compression = Some(Compression::new(self.role, params, config));
+        self
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.compression.as_ref().map(Compression::params)
+    }
+
     /// This end's role.
     pub fn role(&self) -> Role {
         self.role
@@ -282,9 +296,18 @@ impl Connection {
     /// Gives back buffer memory held by an idle connection: call when the
     /// transport has nothing to read and nothing is queued.
     pub fn shrink_buffers(&mut self) {
-        if self.read_buf.is_empty() && self.frame.is_none() && self.message.is_none() {
+        if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
+        if self.out.is_empty() {
+            self.out = OutBuf::default();
+        }
+    }
+
+    /// Drops the compression states of an idle connection, keeping only the
+    /// windows that context takeover needs (a few KiB instead of ~200 KiB).
+    /// The next message rebuilds them, so call it only after a quiet spell.
+    pub fn release_compression(&mut self) {
         if let Some(compression) = &mut self.compression {
             compression.release_idle();
         }

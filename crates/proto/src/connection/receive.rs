@@ -276,7 +276,7 @@ impl Connection {
                 &mut message.buf
             };
             let before = out.len();
-            compression.decompress(&chunk, out, limit - message.size)?;
+            compression.decompress(&chunk, out, limit)?;
             let inflated = &out[before..];
             if is_text {
                 self.utf8
@@ -320,7 +320,7 @@ impl Connection {
                 &mut message.buf
             };
             let before = out.len();
-            compression.finish(out, self.config.max_message_size - message.size)?;
+            compression.finish(out, self.config.max_message_size)?;
             if message.kind == MessageKind::Text {
                 self.utf8
                     .feed(&out[before..])

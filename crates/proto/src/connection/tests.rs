@@ -640,3 +640,255 @@ proptest! {
         prop_assert_eq!(whole, (events, error));
     }
 }
+
+mod deflate {
+    //! permessage-deflate on the data path (RFC 7692 §6, §7.2.3).
+
+    use super::*;
+    use crate::deflate::{DeflateConfig, DeflateParams};
+    use crate::frame::RSV1;
+
+    fn params(bits: u8, server_nct: bool, client_nct: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: server_nct,
+            client_no_context_takeover: client_nct,
+            server_max_window_bits: Some(bits),
+            client_max_window_bits: Some(bits),
+        }
+    }
+
+    fn policy(threshold: usize) -> DeflateConfig {
+        DeflateConfig {
+            threshold,
+            ..DeflateConfig::default()
+        }
+    }
+
+    fn pair(p: DeflateParams, config: Config) -> (Connection, Connection) {
+        let server = Connection::server(config.clone()).with_deflate(p, &policy(0));
+        let mut n = 7u32;
+        let client = Connection::client(
+            config,
+            Box::new(move || {
+                n = n.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                n.to_le_bytes()
+            }),
+        )
+        .with_deflate(p, &policy(0));
+        (server, client)
+    }
+
+    #[test]
+    fn rfc7692_hello_on_the_wire() {
+        let mut conn = Connection::server(Config::default())
+            .with_deflate(DeflateParams::default(), &policy(0));
+        conn.send_text("Hello").unwrap();
+        // §7.2.3.1: 0xc1 0x07 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00
+        assert_eq!(
+            take_output(&mut conn),
+            [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+        );
+    }
+
+    #[test]
+    fn rfc7692_examples_decompress() {
+        let mut conn = client().with_deflate(DeflateParams::default(), &policy(0));
+        // §7.2.3.1 single frame; §7.2.3.2 context takeover ("Hello" again);
+        // §7.2.3.3 no compression (BTYPE 00 block); §7.2.3.4 two fragments.
+        let mut bytes = vec![0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        bytes.extend([0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00]);
+        bytes.extend([
+            0xc1, 0x0b, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ]);
+        bytes.extend([
+            0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+        ]);
+        let (events, error) = feed(&mut conn, &bytes);
+        assert_eq!(error, None);
+        assert_eq!(events, vec![Event::Message(Message::text("Hello")); 4]);
+    }
+
+    #[test]
+    fn rsv1_on_continuation_is_a_protocol_error() {
+        let mut conn = Connection::server(Config::default())
+            .with_deflate(DeflateParams::default(), &policy(0));
+        let mut bytes = cframe(false, RSV1, OpCode::Text, &[0xf2, 0x48]);
+        bytes.extend(cframe(true, RSV1, OpCode::Continuation, &[0xcd]));
+        let (_, error) = feed(&mut conn, &bytes);
+        assert_eq!(error, Some(ProtocolError::CompressedNonStartFrame));
+    }
+
+    #[test]
+    fn rsv1_on_control_frame_is_a_protocol_error() {
+        let mut conn = Connection::server(Config::default())
+            .with_deflate(DeflateParams::default(), &policy(0));
+        let (_, error) = feed(&mut conn, &cframe(true, RSV1, OpCode::Ping, b""));
+        assert_eq!(error, Some(ProtocolError::CompressedNonStartFrame));
+    }
+
+    #[test]
+    fn rsv1_without_negotiation_is_a_protocol_error() {
+        assert_server_fails(
+            &cframe(true, RSV1, OpCode::Text, &[0xf2, 0x48]),
+            ProtocolError::ReservedBits,
+        );
+    }
+
+    #[test]
+    fn invalid_deflate_data_fails_with_1007() {
+        let mut conn = Connection::server(Config::default())
+            .with_deflate(DeflateParams::default(), &policy(0));
+        let (_, error) = feed(
+            &mut conn,
+            &cframe(true, RSV1, OpCode::Binary, &[0xff, 0xff, 0xff, 0xff]),
+        );
+        let error = error.expect("invalid data fails");
+        assert!(
+            matches!(error, ProtocolError::InvalidCompressedData(_)),
+            "{error:?}"
+        );
+        assert_eq!(error.close_code(), CloseCode::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn bomb_stops_at_the_message_limit() {
+        // 16 MiB of zeros compresses to about 16 KiB; the limit is 1 MiB.
+        let limit = 1 << 20;
+        let config = Config {
+            max_message_size: limit,
+            ..Config::default()
+        };
+        let (_, mut sender) = pair(DeflateParams::default(), Config::default());
+        sender.send_binary(&vec![0u8; 16 << 20]).unwrap();
+        let bomb = take_output(&mut sender);
+        assert!(bomb.len() < 64 * 1024, "bomb is small: {}", bomb.len());
+        let mut receiver =
+            Connection::server(config).with_deflate(DeflateParams::default(), &policy(0));
+        let (events, error) = feed(&mut receiver, &bomb);
+        assert!(events.is_empty());
+        assert_eq!(error, Some(ProtocolError::MessageTooLarge { limit }));
+        assert_eq!(error.unwrap().close_code(), CloseCode::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn small_message_below_threshold_is_sent_uncompressed() {
+        let mut conn = Connection::server(Config::default())
+            .with_deflate(DeflateParams::default(), &policy(128));
+        conn.send_text("short").unwrap();
+        let out = take_output(&mut conn);
+        assert_eq!(out[0] & 0x40, 0, "RSV1 clear");
+        conn.send_with(Message::text("short"), Compress::Always)
+            .unwrap();
+        assert_eq!(
+            take_output(&mut conn)[0] & 0x40,
+            0x40,
+            "RSV1 set when forced"
+        );
+        conn.send_with(Message::text("x".repeat(500)), Compress::Never)
+            .unwrap();
+        assert_eq!(
+            take_output(&mut conn)[0] & 0x40,
+            0,
+            "RSV1 clear when refused"
+        );
+    }
+
+    #[test]
+    fn incompressible_message_goes_uncompressed_without_context_takeover() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut conn =
+            Connection::server(Config::default()).with_deflate(params(15, true, false), &policy(0));
+        conn.send_binary(&noise).unwrap();
+        let out = take_output(&mut conn);
+        assert_eq!(out[0] & 0x40, 0, "sent as it is");
+        assert_eq!(&out[4..], &noise[..]);
+    }
+
+    #[test]
+    fn compressed_frames_are_smaller_for_repetitive_json() {
+        let (mut server, mut client) = pair(params(15, false, false), Config::default());
+        let message = r#"{"type":"message","channel":"chat:lobby","user":"alice","text":"hello there, how is everyone today?"}"#;
+        let mut plain = 0;
+        for _ in 0..50 {
+            server.send_text(message).unwrap();
+            plain += message.len() + 2;
+        }
+        let wire = take_output(&mut server);
+        assert!(wire.len() * 3 < plain, "{} vs {}", wire.len(), plain);
+        let (events, error) = feed(&mut client, &wire);
+        assert_eq!(error, None);
+        assert_eq!(events.len(), 50);
+    }
+
+    fn json_like() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            ("[a-z]{0,12}", 0u32..1000).prop_map(|(user, n)| Message::text(format!(
+                r#"{{"type":"message","user":"{user}","seq":{n},"text":"hello hello hello {user}"}}"#
+            ))),
+            proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Message::binary),
+            "\\PC{0,200}".prop_map(Message::text),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn round_trip_every_window_and_takeover_mode(
+            bits in 9u8..=15, server_nct in any::<bool>(), client_nct in any::<bool>(),
+            messages in proptest::collection::vec(json_like(), 1..6),
+            frame_size in prop_oneof![Just(usize::MAX), 1usize..200],
+            chunk in prop_oneof![Just(1usize), 1usize..512],
+            ping_between in any::<bool>(),
+        ) {
+            let config = Config { max_send_frame_size: frame_size, ..Config::default() };
+            let (mut server, mut client) = pair(params(bits, server_nct, client_nct), config);
+            // Client to server, fed in chunks (down to one byte at a time).
+            for message in &messages {
+                client.send(message.clone()).unwrap();
+                if ping_between { client.send_ping(b"p").unwrap(); }
+            }
+            let bytes = take_output(&mut client);
+            let mut got = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                let (events, error) = feed(&mut server, piece);
+                prop_assert_eq!(error, None);
+                got.extend(events.into_iter().filter(|e| matches!(e, Event::Message(_))));
+            }
+            let expected: Vec<Event> = messages.iter().cloned().map(Event::Message).collect();
+            prop_assert_eq!(&got, &expected);
+            // And back, server to client.
+            let _ = take_output(&mut server); // pongs
+            for message in &messages {
+                server.send(message.clone()).unwrap();
+            }
+            let bytes = take_output(&mut server);
+            let (events, error) = feed(&mut client, &bytes);
+            prop_assert_eq!(error, None);
+            prop_assert_eq!(events, expected);
+        }
+
+        #[test]
+        fn release_between_messages_keeps_both_ends_in_step(
+            bits in 9u8..=15, messages in proptest::collection::vec(json_like(), 1..6)) {
+            let (mut server, mut client) = pair(params(bits, false, false), Config::default());
+            for message in &messages {
+                server.send(message.clone()).unwrap();
+                server.release_compression();
+                let bytes = take_output(&mut server);
+                let (events, error) = feed(&mut client, &bytes);
+                client.release_compression();
+                prop_assert_eq!(error, None);
+                prop_assert_eq!(events, vec![Event::Message(message.clone())]);
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Settings of a WebSocket endpoint on tokio: protocol limits, compression,
+//! buffers and timers.
+//!
+//! Invariant: [`Config::default`] is safe on the open internet: bounded
+//! handshake size and time, bounded write buffer, a keepalive that frees a
+//! half-open connection within `ping_interval + pong_timeout`.
+
+use std::time::Duration;
+
+use duplex_proto::connection;
+use duplex_proto::deflate::DeflateConfig;
+use duplex_proto::handshake::Limits;
+
+/// Settings shared by [`crate::accept_with`] and [`crate::connect_with`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Frame and message limits and receive behaviour of the protocol layer.
+    pub protocol: connection::Config,
+    /// permessage-deflate policy, or `None` to neither offer nor accept it.
+    /// Default: on, with [`DeflateConfig::default`] (servers) or
+    /// [`DeflateConfig::client`] (clients, see [`Config::client`]).
+    pub deflate: Option<DeflateConfig>,
+    /// Header block limits of the opening handshake (default 8 KiB).
+    pub handshake_limits: Limits,
+    /// Time allowed for the whole opening handshake (default 10 s); a slow
+    /// or silent peer is dropped after it.
+    pub handshake_timeout: Duration,
+    /// Queued outgoing bytes at which `poll_ready` waits for the peer to read
+    /// (default 1 MiB): the backpressure a slow peer exerts.
+    pub write_buffer_high_water: usize,
+    /// Send a ping after this long without hearing from the peer (default
+    /// 30 s), `None` for no keepalive.
+    pub ping_interval: Option<Duration>,
+    /// After a keepalive ping, how long to wait for any frame from the peer
+    /// before the connection is dropped as dead (default 10 s).
+    pub pong_timeout: Duration,
+    /// Close the connection (1001) after this long without a data message
+    /// either way. Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// After sending our close frame, how long to wait for the peer's before
+    /// dropping the connection (default 5 s).
+    pub close_timeout: Duration,
+    /// Set `TCP_NODELAY` on TCP sockets this crate opens or accepts (default on).
+    pub nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            protocol: connection::Config::default(),
+            deflate: Some(DeflateConfig::default()),
+            handshake_limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            write_buffer_high_water: 1 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            nodelay: true,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for a client: compression offered as a browser offers it.
+    pub fn client() -> Self {
+        Self {
+            deflate: Some(DeflateConfig::client()),
+            ..Self::default()
+        }
+    }
+
+    /// The same settings without compression.
+    pub fn without_compression(mut self) -> Self {
+        self.deflate = None;
+        self
+    }
+}

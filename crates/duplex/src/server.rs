@@ -1,0 +1,154 @@
+//! Accepting WebSocket connections on any transport.
+//!
+//! Invariants: the whole opening handshake is bounded in size
+//! ([`crate::Config::handshake_limits`]) and time
+//! ([`crate::Config::handshake_timeout`]); a bad request is answered with the
+//! matching HTTP error (400, 403, 426, 431 …) and never hangs; bytes the client
+//! sent after its request are kept for the connection.
+
+use bytes::BytesMut;
+use duplex_proto::connection::Connection;
+use duplex_proto::deflate;
+use duplex_proto::handshake::server::{
+    RequestParser, UpgradeRequest, accept_response, reject_response, write_response,
+};
+use http::{HeaderMap, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::Error;
+use crate::config::Config;
+use crate::websocket::WebSocket;
+
+/// The application's answer to an upgrade request.
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    /// The subprotocol to speak, one the client offered.
+    pub protocol: Option<String>,
+    /// Extra response headers (for example `Set-Cookie`).
+    pub headers: HeaderMap,
+}
+
+/// A refusal of an upgrade request: an HTTP status and a short reason.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// The status, such as 401, 403 or 429.
+    pub status: StatusCode,
+    /// A short plain-text reason sent as the body.
+    pub reason: String,
+    /// Extra response headers (for example `Retry-After`).
+    pub headers: HeaderMap,
+}
+
+impl Reject {
+    /// A refusal with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+/// Accepts a WebSocket connection with the default [`Config`], accepting any
+/// request and no subprotocol.
+pub async fn accept<S>(io: S) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(io, &Config::default(), |_| Ok(Accept::default())).await
+}
+
+/// Accepts a WebSocket connection: reads and validates the upgrade request,
+/// lets `decide` accept it (choosing a subprotocol, adding headers) or refuse
+/// it, negotiates compression, and writes the response.
+pub async fn accept_with<S, F>(mut io: S, config: &Config, decide: F) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
+{
+    let handshake = handshake(&mut io, config, decide);
+    match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok((conn, protocol))) => Ok(WebSocket::from_parts(io, conn, config, protocol)),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(Error::HandshakeTimeout),
+    }
+}
+
+async fn handshake<S, F>(
+    io: &mut S,
+    config: &Config,
+    decide: F,
+) -> Result<(Connection, Option<String>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
+{
+    let mut parser = RequestParser::with_limits(config.handshake_limits);
+    let mut buf = BytesMut::with_capacity(1024);
+    let (request, leftover) = loop {
+        buf.clear();
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        match parser.feed(&buf) {
+            Ok(Some((request, consumed))) => break (request, buf.split_off(consumed)),
+            Ok(None) => {}
+            Err(error) => {
+                write_and_close(io, &error.to_response()).await;
+                return Err(error.into());
+            }
+        }
+    };
+    let accept = match decide(&request) {
+        Ok(accept) => accept,
+        Err(reject) => {
+            let mut response = reject_response(reject.status, &reject.reason);
+            response.headers_mut().extend(reject.headers);
+            write_and_close(io, &response).await;
+            return Err(Error::Refused(reject.status));
+        }
+    };
+    let negotiated = config.deflate.as_ref().and_then(|policy| {
+        deflate::negotiate(request.extensions(), policy).map(|params| (params, policy))
+    });
+    let extensions = negotiated
+        .as_ref()
+        .map(|(params, _)| params.response_header());
+    let response = match accept_response(
+        &request,
+        accept.protocol.as_deref(),
+        extensions.as_deref(),
+        &accept.headers,
+    ) {
+        Ok(response) => response,
+        Err(error) => {
+            let response = reject_response(StatusCode::INTERNAL_SERVER_ERROR, "server error");
+            write_and_close(io, &response).await;
+            return Err(Error::ClientHandshake(error.to_string()));
+        }
+    };
+    let mut out = BytesMut::new();
+    write_response(&response, &mut out);
+    io.write_all(&out).await?;
+    io.flush().await?;
+    let mut conn = Connection::server(config.protocol.clone());
+    if let Some((params, policy)) = negotiated {
+        conn = conn.with_deflate(params, policy);
+    }
+    conn.receive(&leftover);
+    Ok((conn, accept.protocol))
+}
+
+/// Writes an error response and shuts the transport down, ignoring failures:
+/// the peer may already be gone.
+async fn write_and_close<S, B>(io: &mut S, response: &http::Response<B>)
+where
+    S: AsyncWrite + Unpin,
+    B: duplex_proto::handshake::server::ResponseBody,
+{
+    let mut out = BytesMut::new();
+    write_response(response, &mut out);
+    let _ = io.write_all(&out).await;
+    let _ = io.shutdown().await;
+}

@@ -1,0 +1,455 @@
+//! A WebSocket over any `AsyncRead + AsyncWrite` transport: a
+//! [`Stream`](futures_core::Stream) of received messages and a
+//! [`Sink`](futures_sink::Sink) of messages to send.
+//!
+//! Invariants:
+//! - Writes are batched: everything queued (replies, pongs, messages fed to the
+//!   sink) goes out in one vectored write per wakeup. Reading flushes what is
+//!   queued before it waits, so an echo loop that `feed`s each reply without
+//!   flushing sends all replies to one read in a single write.
+//! - The write buffer is bounded: `poll_ready` waits while
+//!   [`crate::Config::write_buffer_high_water`] bytes or more are queued.
+//! - An idle connection holds no read or write buffer (reads go through a
+//!   per-thread scratch buffer).
+//! - Once the stream has ended, [`WebSocket::close_info`] tells how: code,
+//!   reason, and whether the close handshake completed (`was_clean`), as a
+//!   browser's `CloseEvent` does.
+//! - Timers (keepalive, pong deadline, idle, close) advance only while the
+//!   stream is polled: keep reading, as every WebSocket application must.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Buf;
+use duplex_proto::close::{CloseCode, CloseFrame};
+use duplex_proto::connection::{Connection, Event, State};
+use duplex_proto::message::Message;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::Error;
+use crate::config::Config;
+
+/// Size of the per-thread buffer reads land in before being handed to the
+/// protocol layer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// How a connection ended, as a browser's `CloseEvent` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The close code: the peer's (1005 when its close frame had none), or
+    /// 1006 when the transport ended without a close handshake.
+    pub code: CloseCode,
+    /// The reason the peer gave, if any.
+    pub reason: String,
+    /// Whether both close frames were exchanged.
+    pub was_clean: bool,
+}
+
+/// Timer settings copied out of [`Config`], kept per connection.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    close_timeout: Duration,
+    high_water: usize,
+}
+
+/// What the one timer of a connection is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// Send a keepalive ping, or close when idle.
+    Keepalive,
+    /// A ping was sent; the peer must answer by then.
+    Pong,
+    /// Our close frame was sent; the peer must answer by then.
+    Close,
+}
+
+/// A WebSocket connection over the transport `S`. See the module docs.
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    timing: Timing,
+    timer: Option<Pin<Box<Sleep>>>,
+    deadline: Deadline,
+    last_heard: Instant,
+    last_message: Instant,
+    protocol: Option<String>,
+    close_info: Option<CloseInfo>,
+    /// The stream has returned `None` (or its final error).
+    finished: bool,
+    /// The transport's write side has been shut down.
+    shut_down: bool,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.conn)
+            .field("protocol", &self.protocol)
+            .field("close_info", &self.close_info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> WebSocket<S> {
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The protocol state (negotiated compression, state, limits).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Bytes queued and not yet written (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.buffered_amount()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<&CloseInfo> {
+        self.close_info.as_ref()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport whose opening handshake is done, with the protocol
+    /// state `conn` (which may already hold bytes read past the handshake).
+    pub fn from_parts(io: S, conn: Connection, config: &Config, protocol: Option<String>) -> Self {
+        let now = Instant::now();
+        Self {
+            io,
+            conn,
+            timing: Timing {
+                ping_interval: config.ping_interval,
+                pong_timeout: config.pong_timeout,
+                idle_timeout: config.idle_timeout,
+                close_timeout: config.close_timeout,
+                high_water: config.write_buffer_high_water.max(1),
+            },
+            timer: None,
+            deadline: Deadline::Keepalive,
+            last_heard: now,
+            last_message: now,
+            protocol,
+            close_info: None,
+            finished: false,
+            shut_down: false,
+        }
+    }
+
+    /// Queues a ping; it is written with the next flush or read.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        Ok(self.conn.send_ping(payload)?)
+    }
+
+    /// Closes the connection: sends a close frame with `code` and `reason`,
+    /// then reads (discarding messages) until the peer's close frame arrives or
+    /// `close_timeout` passes, and shuts the transport down.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if !self.conn.sent_close() {
+            self.conn.close(code, reason)?;
+        }
+        poll_fn(|cx| self.poll_flush_out(cx)).await?;
+        while let Some(item) = futures_util::StreamExt::next(self).await {
+            match item {
+                Ok(_) => {}
+                Err(Error::Protocol(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_flush_out(cx)).await
+    }
+
+    /// Writes queued bytes until none remain or the transport is not ready.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while self.conn.buffered_amount() > 0 {
+            let out = self.conn.transmit();
+            let written = if self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.conn.transmit().advance(written);
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads what the transport has into the protocol layer.
+    /// `Ready(Ok(0))` is end of stream.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Self { io, conn, .. } = self;
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+            let filled = buf.filled();
+            conn.receive(filled);
+            Poll::Ready(Ok(filled.len()))
+        })
+    }
+
+    /// (Re)arms the single timer for the next deadline, if any.
+    fn arm_timer(&mut self) {
+        let at = match self.deadline {
+            Deadline::Keepalive => {
+                let ping = self.timing.ping_interval.map(|d| self.last_heard + d);
+                let idle = self.timing.idle_timeout.map(|d| self.last_message + d);
+                match (ping, idle) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Deadline::Pong => Some(self.last_heard.max(Instant::now()) + self.timing.pong_timeout),
+            Deadline::Close => Some(Instant::now() + self.timing.close_timeout),
+        };
+        match (at, &mut self.timer) {
+            (None, _) => self.timer = None,
+            (Some(at), Some(timer)) => timer.as_mut().reset(at),
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Runs due timers. `Ready(Some(error))` ends the connection.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Error>> {
+        loop {
+            let Some(timer) = self.timer.as_mut() else {
+                if self.timing.ping_interval.is_none() && self.timing.idle_timeout.is_none() {
+                    return Poll::Pending;
+                }
+                self.arm_timer();
+                continue;
+            };
+            ready!(timer.as_mut().poll(cx));
+            let now = Instant::now();
+            match self.deadline {
+                Deadline::Keepalive => {
+                    if let Some(idle) = self.timing.idle_timeout
+                        && now >= self.last_message + idle
+                        && !self.conn.sent_close()
+                    {
+                        let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
+                        self.deadline = Deadline::Close;
+                    } else if let Some(interval) = self.timing.ping_interval
+                        && now >= self.last_heard + interval
+                        && !self.conn.sent_close()
+                    {
+                        let _ = self.conn.send_ping(b"");
+                        self.deadline = Deadline::Pong;
+                    }
+                }
+                Deadline::Pong => {
+                    if now >= self.last_heard + self.timing.pong_timeout {
+                        return Poll::Ready(Some(Error::KeepaliveTimeout));
+                    }
+                    // Heard from the peer since the ping: back to keepalive.
+                    self.deadline = Deadline::Keepalive;
+                }
+                Deadline::Close => return Poll::Ready(Some(Error::AbnormalClosure)),
+            }
+            self.arm_timer();
+        }
+    }
+
+    /// Ends the stream abnormally: records 1006 and drops the transport's write side.
+    fn end_abnormally(&mut self) {
+        self.finished = true;
+        if self.close_info.is_none() {
+            self.close_info = Some(CloseInfo {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                was_clean: false,
+            });
+        }
+    }
+
+    /// After the close handshake or a failure: write what is left (the close
+    /// frame), then shut the transport down. A client first waits (up to the
+    /// close timeout) for the server to close the TCP connection.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if let Err(error) = ready!(self.poll_flush_out(cx)) {
+            self.end_abnormally();
+            return Poll::Ready(Some(Err(error)));
+        }
+        if !self.shut_down {
+            if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {
+                // RFC 6455 §7.1.1: the server closes the TCP connection first.
+                loop {
+                    match self.poll_read_some(cx) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Pending => {
+                            if self.deadline != Deadline::Close {
+                                self.deadline = Deadline::Close;
+                                self.arm_timer();
+                            }
+                            match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                                Some(Poll::Ready(())) => break,
+                                _ => return Poll::Pending,
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            self.shut_down = true;
+        }
+        self.finished = true;
+        Poll::Ready(None)
+    }
+
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(event)) => {
+                    self.last_heard = Instant::now();
+                    match event {
+                        Event::Message(message) => {
+                            self.last_message = self.last_heard;
+                            return Poll::Ready(Some(Ok(message)));
+                        }
+                        Event::Close(frame) => {
+                            let (code, reason) = match frame {
+                                Some(CloseFrame { code, reason }) => (code, reason),
+                                None => (CloseCode::NO_STATUS, String::new()),
+                            };
+                            self.close_info = Some(CloseInfo {
+                                code,
+                                reason,
+                                was_clean: true,
+                            });
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.close_info = Some(CloseInfo {
+                        code: error.close_code(),
+                        reason: error.to_string(),
+                        was_clean: false,
+                    });
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+            if self.conn.state() == State::Closed || !self.conn.wants_read() {
+                return self.poll_finish(cx);
+            }
+            if let Poll::Ready(Err(error)) = self.poll_flush_out(cx) {
+                self.end_abnormally();
+                return Poll::Ready(Some(Err(error)));
+            }
+            if let Poll::Ready(Some(error)) = self.poll_timers(cx) {
+                self.end_abnormally();
+                return Poll::Ready(Some(Err(error)));
+            }
+            if self.conn.sent_close() && self.deadline != Deadline::Close {
+                self.deadline = Deadline::Close;
+                self.arm_timer();
+                continue;
+            }
+            match self.poll_read_some(cx) {
+                Poll::Pending => {
+                    if self.conn.buffered_amount() == 0 {
+                        self.conn.shrink_buffers();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.end_abnormally();
+                    return Poll::Ready(Some(Err(Error::AbnormalClosure)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => {
+                    self.end_abnormally();
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_message(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.conn.sent_close() {
+            return Poll::Ready(Err(duplex_proto::connection::SendError::Closed.into()));
+        }
+        if this.conn.buffered_amount() >= this.timing.high_water {
+            // Write what we can; wait while the buffer stays above the mark.
+            if let Poll::Ready(Err(error)) = this.poll_flush_out(cx) {
+                return Poll::Ready(Err(error));
+            }
+            if this.conn.buffered_amount() >= this.timing.high_water {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
+        let this = self.get_mut();
+        this.last_message = Instant::now();
+        Ok(this.conn.send(message)?)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_flush_out(cx)
+    }
+
+    /// Sends a normal close (1000) if none was sent and writes it out. The
+    /// peer's answer is read by the stream side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if !this.conn.sent_close() {
+            this.conn.close(CloseCode::NORMAL, "")?;
+        }
+        this.poll_flush_out(cx)
+    }
+}
