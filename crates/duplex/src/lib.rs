@@ -16,7 +16,9 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod server;
+pub mod shutdown;
 pub mod transport;
 pub mod websocket;
 
@@ -25,5 +27,7 @@ pub use config::Config;
 pub use duplex_proto::close::{CloseCode, CloseFrame};
 pub use duplex_proto::message::{Message, MessageKind, Utf8Bytes};
 pub use error::Error;
+pub use listener::Listener;
 pub use server::{Accept, Reject, accept, accept_with};
+pub use shutdown::{Shutdown, ShutdownWatch};
 pub use websocket::{CloseInfo, WebSocket};

@@ -35,6 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::Error;
 use crate::config::Config;
+use crate::shutdown::ShutdownWatch;
 
 /// Size of the per-thread buffer reads land in before being handed to the
 /// protocol layer.
@@ -95,6 +96,8 @@ pub struct WebSocket<S> {
     finished: bool,
     /// The transport's write side has been shut down.
     shut_down: bool,
+    /// Server shutdown to react to with close 1001.
+    shutdown: Option<ShutdownWatch>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -157,7 +160,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             close_info: None,
             finished: false,
             shut_down: false,
+            shutdown: None,
         }
+    }
+
+    /// Closes with 1001 ("going away") when `watch`'s [`crate::Shutdown`] is
+    /// triggered.
+    pub fn set_shutdown(&mut self, watch: ShutdownWatch) {
+        self.shutdown = Some(watch);
     }
 
     /// Queues a ping; it is written with the next flush or read.
@@ -295,6 +305,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
+    /// A writer waits for a peer that does not read. The timers still run
+    /// (the keepalive ping sits unread behind the backlog), so a peer that
+    /// never reads is dropped within `ping_interval + pong_timeout`.
+    fn poll_blocked_writer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.poll_timers(cx) {
+            Poll::Ready(Some(error)) => {
+                self.end_abnormally();
+                Poll::Ready(Err(error))
+            }
+            _ => Poll::Pending,
+        }
+    }
+
     /// After the close handshake or a failure: write what is left (the close
     /// frame), then shut the transport down. A client first waits (up to the
     /// close timeout) for the server to close the TCP connection.
@@ -368,6 +391,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     return Poll::Ready(Some(Err(error.into())));
                 }
             }
+            if let Some(watch) = &self.shutdown
+                && !self.conn.sent_close()
+                && watch.poll_triggered(cx)
+            {
+                let _ = self
+                    .conn
+                    .close(CloseCode::GOING_AWAY, "server shutting down");
+            }
             if self.conn.state() == State::Closed || !self.conn.wants_read() {
                 return self.poll_finish(cx);
             }
@@ -427,7 +458,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
                 return Poll::Ready(Err(error));
             }
             if this.conn.buffered_amount() >= this.timing.high_water {
-                return Poll::Pending;
+                return this.poll_blocked_writer(cx);
             }
         }
         Poll::Ready(Ok(()))
@@ -440,7 +471,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut().poll_flush_out(cx)
+        let this = self.get_mut();
+        match this.poll_flush_out(cx) {
+            Poll::Pending => this.poll_blocked_writer(cx),
+            ready => ready,
+        }
     }
 
     /// Sends a normal close (1000) if none was sent and writes it out. The
