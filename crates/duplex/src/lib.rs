@@ -17,9 +17,13 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod transport;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 pub mod websocket;
 
 pub use client::{ClientRequest, client_handshake, connect, connect_with};
@@ -28,6 +32,7 @@ pub use duplex_proto::close::{CloseCode, CloseFrame};
 pub use duplex_proto::message::{Message, MessageKind, Utf8Bytes};
 pub use error::Error;
 pub use listener::Listener;
+pub use proxy::Proxy;
 pub use server::{Accept, Reject, accept, accept_with};
 pub use shutdown::{Shutdown, ShutdownWatch};
 pub use websocket::{CloseInfo, WebSocket};

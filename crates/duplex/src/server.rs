@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use duplex_proto::connection::Connection;
 use duplex_proto::deflate;
 use duplex_proto::handshake::server::{
-    RequestParser, UpgradeRequest, accept_response, reject_response, write_response,
+    AcceptError, RequestParser, UpgradeRequest, accept_response, reject_response, write_response,
 };
 use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,8 +35,9 @@ pub struct Reject {
     pub status: StatusCode,
     /// A short plain-text reason sent as the body.
     pub reason: String,
-    /// Extra response headers (for example `Retry-After`).
-    pub headers: HeaderMap,
+    /// Extra response headers (for example `Retry-After`); boxed because a
+    /// refusal is rare and the `Result` of a decision stays small.
+    pub headers: Box<HeaderMap>,
 }
 
 impl Reject {
@@ -45,7 +46,7 @@ impl Reject {
         Self {
             status,
             reason: reason.into(),
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         }
     }
 }
@@ -104,24 +105,13 @@ where
         Ok(accept) => accept,
         Err(reject) => {
             let mut response = reject_response(reject.status, &reject.reason);
-            response.headers_mut().extend(reject.headers);
+            response.headers_mut().extend(*reject.headers);
             write_and_close(io, &response).await;
             return Err(Error::Refused(reject.status));
         }
     };
-    let negotiated = config.deflate.as_ref().and_then(|policy| {
-        deflate::negotiate(request.extensions(), policy).map(|params| (params, policy))
-    });
-    let extensions = negotiated
-        .as_ref()
-        .map(|(params, _)| params.response_header());
-    let response = match accept_response(
-        &request,
-        accept.protocol.as_deref(),
-        extensions.as_deref(),
-        &accept.headers,
-    ) {
-        Ok(response) => response,
+    let (response, mut conn) = match answer(&request, &accept, config) {
+        Ok(answer) => answer,
         Err(error) => {
             let response = reject_response(StatusCode::INTERNAL_SERVER_ERROR, "server error");
             write_and_close(io, &response).await;
@@ -132,12 +122,35 @@ where
     write_response(&response, &mut out);
     io.write_all(&out).await?;
     io.flush().await?;
+    conn.receive(&leftover);
+    Ok((conn, accept.protocol))
+}
+
+/// The `101` for an accepted `request`, with compression negotiated by
+/// `config`, and the server connection it opens. Shared by [`accept_with`]
+/// and the hyper integration so both negotiate alike.
+pub(crate) fn answer(
+    request: &UpgradeRequest,
+    accept: &Accept,
+    config: &Config,
+) -> Result<(http::Response<()>, Connection), AcceptError> {
+    let negotiated = config.deflate.as_ref().and_then(|policy| {
+        deflate::negotiate(request.extensions(), policy).map(|params| (params, policy))
+    });
+    let extensions = negotiated
+        .as_ref()
+        .map(|(params, _)| params.response_header());
+    let response = accept_response(
+        request,
+        accept.protocol.as_deref(),
+        extensions.as_deref(),
+        &accept.headers,
+    )?;
     let mut conn = Connection::server(config.protocol.clone());
     if let Some((params, policy)) = negotiated {
         conn = conn.with_deflate(params, policy);
     }
-    conn.receive(&leftover);
-    Ok((conn, accept.protocol))
+    Ok((response, conn))
 }
 
 /// Writes an error response and shuts the transport down, ignoring failures:

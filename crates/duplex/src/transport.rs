@@ -1,28 +1,107 @@
-//! The byte stream under a client connection: plain TCP for `ws://`.
+//! The byte stream under a client connection: plain TCP for `ws://`, TLS
+//! over TCP for `wss://`, either of them directly or through an HTTP
+//! `CONNECT` proxy.
 //!
-//! Invariant: [`open`] returns a connected stream to the URL's host and port
-//! (default 80 for `ws://`), with `TCP_NODELAY` as configured.
+//! Invariants:
+//! - [`Transport`] is connected to the URL's host and port (default 80 for
+//!   `ws://`, 443 for `wss://`), through the proxy of [`Options::proxy`] (or
+//!   of the environment, only if [`Options::use_env_proxy`]), with
+//!   `TCP_NODELAY` as configured.
+//! - A `wss://` transport has verified the server's certificate for the URL's
+//!   host against the roots [`Options`] names (see [`crate::tls`]) unless
+//!   [`Options::danger_accept_invalid_certs`] is set, and offered ALPN
+//!   `http/1.1`.
+//! - Vectored writes reach the socket (or rustls) as vectored writes.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::Error;
+use crate::proxy::Proxy;
+use crate::tls::{self, CaCertificate};
 
-/// How to reach a server.
-#[derive(Debug, Clone, Default)]
+/// How to reach a server: directly or through a proxy, and which TLS
+/// certificates to trust.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Options {}
+pub struct Options {
+    /// Tunnel through this HTTP proxy (default: none).
+    pub proxy: Option<Proxy>,
+    /// When [`Options::proxy`] is `None`, take the proxy from the environment
+    /// with [`Proxy::from_env`] (`https_proxy`/`http_proxy`, `no_proxy`).
+    /// Default off: the environment is never read unless asked for.
+    pub use_env_proxy: bool,
+    /// Trust the Mozilla root certificates built in through `webpki-roots`
+    /// (default on).
+    pub webpki_roots: bool,
+    /// Trust the operating system's root certificates, loaded once per
+    /// process (default off).
+    pub native_roots: bool,
+    /// More certificate authorities to trust, for example a private CA.
+    pub extra_roots: Vec<CaCertificate>,
+    /// **Unsafe**: accept any server certificate, for any name, expired or
+    /// self-signed, so anyone on the path can read and change the traffic.
+    /// Only for testing against a server whose certificate cannot be
+    /// verified (`duplex connect --insecure`). Handshake signatures are still
+    /// checked. Default off.
+    pub danger_accept_invalid_certs: bool,
+    /// A complete rustls client config to use instead of one built from the
+    /// fields above (which are then ignored). Build it once with
+    /// [`tls::client_config`] to share its session cache across connections.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            proxy: None,
+            use_env_proxy: false,
+            webpki_roots: true,
+            native_roots: false,
+            extra_roots: Vec::new(),
+            danger_accept_invalid_certs: false,
+            tls_config: None,
+        }
+    }
+}
 
 /// A connected client transport.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Transport {
-    /// Plain TCP (`ws://`).
+    /// Plain TCP (`ws://`), possibly a proxy tunnel.
     Plain(TcpStream),
+    /// TLS over TCP (`wss://`), possibly over a proxy tunnel.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The TCP stream underneath (to the proxy, when tunnelling).
+    pub fn tcp_stream(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the transport is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    /// The ALPN protocol the server selected, if TLS and it selected one.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
 }
 
 /// The host, port and TLS flag of a `ws://` or `wss://` URL.
@@ -43,15 +122,28 @@ pub(crate) fn target(url: &str) -> Result<(String, u16, bool), Error> {
     Ok((host, port, tls))
 }
 
-/// Opens the transport for `url`.
-pub(crate) async fn open(url: &str, _options: &Options, nodelay: bool) -> Result<Transport, Error> {
+/// Opens the transport for `url`. Not bounded in time by itself (a proxy
+/// tunnel is, by [`Proxy::timeout`]); [`crate::connect_with`] bounds it with
+/// the handshake timeout.
+pub(crate) async fn open(url: &str, options: &Options, nodelay: bool) -> Result<Transport, Error> {
     let (host, port, tls) = target(url)?;
-    if tls {
-        return Err(Error::Tls("wss:// is not supported yet".into()));
+    let env_proxy = match (&options.proxy, options.use_env_proxy) {
+        (None, true) => Proxy::from_env(url)?,
+        _ => None,
+    };
+    let tcp = match options.proxy.as_ref().or(env_proxy.as_ref()) {
+        Some(proxy) => proxy.connect(&host, port, nodelay).await?,
+        None => {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(nodelay)?;
+            tcp
+        }
+    };
+    if !tls {
+        return Ok(Transport::Plain(tcp));
     }
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    tcp.set_nodelay(nodelay)?;
-    Ok(Transport::Plain(tcp))
+    let stream = tls::connect_tcp(tcp, &host, options).await?;
+    Ok(Transport::Tls(Box::new(stream)))
 }
 
 impl AsyncRead for Transport {
@@ -62,6 +154,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -74,6 +167,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -84,24 +178,28 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -189,8 +189,9 @@ mod tests {
         fn error_is_reported_no_later_than_the_chunk_holding_it(
             data in proptest::collection::vec(any::<u8>(), 1..64), chunk in 1usize..10) {
             // The first failing prefix of `data`, byte-wise, must fail when fed.
-            if let Err(e) = std::str::from_utf8(&data) {
-                if let Some(bad_len) = e.error_len() {
+            if let Err(e) = std::str::from_utf8(&data)
+                && let Some(bad_len) = e.error_len()
+            {
                     let bad_end = e.valid_up_to() + bad_len;
                     let mut v = Utf8Validator::new();
                     let mut fed = 0;
@@ -206,7 +207,6 @@ mod tests {
                     let proof = (bad_end + 1).min(data.len());
                     let limit = (proof.div_ceil(chunk) * chunk).min(data.len());
                     prop_assert!(failed_at <= limit, "failed at {failed_at}, proof at {proof}");
-                }
             }
         }
     }
