@@ -1,15 +1,20 @@
-//! `duplex echo`: a WebSocket echo server.
+//! `duplex echo`: a WebSocket echo server, over TCP or TLS.
 //!
 //! Every connection runs in its own task and echoes each message as it came
-//! (text stays text). Replies are fed without flushing, so all replies to one
-//! read leave in one write.
+//! (text stays text, binary stays binary). Replies are fed without flushing,
+//! so all replies to one read leave in one write. Ctrl-C stops accepting and
+//! closes every connection with 1001 within the close timeout.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use duplex::{Accept, Config, WebSocket};
+use duplex::tls::TlsAcceptor;
+use duplex::{Accept, Config, Shutdown, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 /// Options of `duplex echo` and `duplex serve`.
@@ -24,6 +29,12 @@ pub(crate) struct EchoArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_message_size: usize,
+    /// PEM certificate chain: serve wss:// (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
@@ -36,8 +47,17 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
     if args.no_compress {
         config.deflate = None;
     }
-    tracing::info!(address = %listener.local_addr()?, "echo server listening");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(duplex::tls::server_config_from_pem(
+            cert, key,
+        )?)),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "echo server listening");
     let config = std::sync::Arc::new(config);
+    let shutdown = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -46,31 +66,57 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
                     Err(error) => {
                         // Out of file descriptors and the like: wait, don't spin.
                         tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let _ = tcp.set_nodelay(config.nodelay);
-                let config = config.clone();
-                tokio::spawn(async move {
-                    match duplex::accept_with(tcp, &config, |_| Ok(Accept::default())).await {
-                        Ok(ws) => echo(ws).await,
-                        Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
+                let _ = config.apply_socket_options(&tcp);
+                let (config, tls, watch) = (config.clone(), tls.clone(), shutdown.watch());
+                tasks.spawn(async move {
+                    let result = match tls {
+                        Some(acceptor) => match duplex::tls::accept(&acceptor, tcp, config.handshake_timeout).await {
+                            Ok(stream) => serve_one(stream, &config, watch).await,
+                            Err(error) => Err(error),
+                        },
+                        None => serve_one(tcp, &config, watch).await,
+                    };
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection failed");
                     }
                 });
             }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
-                return Ok(ExitCode::SUCCESS);
-            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = tokio::signal::ctrl_c() => break,
         }
     }
+    tracing::info!(connections = tasks.len(), "shutting down");
+    drop(listener);
+    shutdown.trigger();
+    let _ = tokio::time::timeout(config.close_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_one<S>(
+    io: S,
+    config: &Config,
+    watch: duplex::ShutdownWatch,
+) -> Result<(), duplex::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ws = duplex::accept_with(io, config, |_| Ok(Accept::default())).await?;
+    ws.set_shutdown(watch);
+    echo(ws).await;
+    Ok(())
 }
 
 /// Echoes every message until the connection ends.
 pub(crate) async fn echo<S>(mut ws: WebSocket<S>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(item) = ws.next().await {
         match item {

@@ -26,8 +26,14 @@ impl Drop for EchoProcess {
 
 /// Starts `duplex echo` on a free loopback port and waits until it listens.
 fn start_echo() -> EchoProcess {
+    start_echo_with(&[])
+}
+
+/// Starts `duplex echo` with extra arguments.
+fn start_echo_with(extra: &[&str]) -> EchoProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
         .args(["echo", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -123,4 +129,54 @@ fn connect_echo_mode_exits_zero_on_a_normal_close() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("code 1000"));
+}
+
+#[tokio::test]
+async fn echo_serves_wss_with_a_pem_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("duplex-echo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let server = start_echo_with(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let mut request = duplex::ClientRequest::new(format!("wss://localhost:{port}/"));
+    request.transport.extra_roots = vec![duplex::tls::CaCertificate::Pem(ca.pem().into_bytes())];
+    let mut ws = timeout(
+        Duration::from_secs(10),
+        duplex::connect_with(&request, &duplex::Config::client()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(ws.get_ref().is_tls());
+    ws.send(Message::binary(vec![9u8; 100_000])).await.unwrap();
+    let reply = timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Message::binary(vec![9u8; 100_000]));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    // A plain ws:// client gets no WebSocket from a wss:// port.
+    assert!(
+        duplex::connect(&format!("ws://{}/", server.addr))
+            .await
+            .is_err()
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -98,6 +98,7 @@ pub async fn connect_with(
 ) -> Result<WebSocket<Transport>, Error> {
     let work = async {
         let io = transport::open(request.url(), &request.transport, config.nodelay).await?;
+        config.apply_socket_options(io.tcp_stream())?;
         client_handshake_inner(io, request, config).await
     };
     match tokio::time::timeout(config.handshake_timeout, work).await {

@@ -42,6 +42,11 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Set `TCP_NODELAY` on TCP sockets this crate opens or accepts (default on).
     pub nodelay: bool,
+    /// `SO_SNDBUF` for TCP sockets, `None` for the system default. A server
+    /// holding many idle connections saves kernel memory with small buffers.
+    pub send_buffer_size: Option<usize>,
+    /// `SO_RCVBUF` for TCP sockets, `None` for the system default.
+    pub recv_buffer_size: Option<usize>,
 }
 
 impl Default for Config {
@@ -57,6 +62,8 @@ impl Default for Config {
             idle_timeout: None,
             close_timeout: Duration::from_secs(5),
             nodelay: true,
+            send_buffer_size: None,
+            recv_buffer_size: None,
         }
     }
 }
@@ -68,6 +75,20 @@ impl Config {
             deflate: Some(DeflateConfig::client()),
             ..Self::default()
         }
+    }
+
+    /// Applies the socket options of this config (`TCP_NODELAY`, buffer
+    /// sizes) to a connected TCP socket.
+    pub fn apply_socket_options(&self, tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+        tcp.set_nodelay(self.nodelay)?;
+        let socket = socket2::SockRef::from(tcp);
+        if let Some(size) = self.send_buffer_size {
+            socket.set_send_buffer_size(size)?;
+        }
+        if let Some(size) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(size)?;
+        }
+        Ok(())
     }
 
     /// The same settings without compression.

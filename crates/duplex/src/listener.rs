@@ -93,7 +93,9 @@ impl Listener {
                             continue;
                         }
                     };
-                    let _ = tcp.set_nodelay(self.config.nodelay);
+                    if let Err(error) = self.config.apply_socket_options(&tcp) {
+                        tracing::debug!(%peer, %error, "socket options");
+                    }
                     let (config, decide, handler, watch) =
                         (self.config.clone(), decide.clone(), handler.clone(), self.shutdown.watch());
                     tasks.spawn(async move {
