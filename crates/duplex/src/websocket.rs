@@ -88,7 +88,14 @@ pub struct WebSocket<S> {
     timing: Timing,
     timer: Option<Pin<Box<Sleep>>>,
     deadline: Deadline,
+    /// When bytes last arrived from the peer.
     last_heard: Instant,
+    /// Bytes written to the transport so far.
+    written: u64,
+    /// The keepalive ping has left our buffer once `written` reaches this.
+    ping_mark: u64,
+    /// `written` when the pong deadline was last checked.
+    written_at_check: u64,
     last_message: Instant,
     protocol: Option<String>,
     close_info: Option<CloseInfo>,
@@ -155,6 +162,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             timer: None,
             deadline: Deadline::Keepalive,
             last_heard: now,
+            written: 0,
+            ping_mark: 0,
+            written_at_check: 0,
             last_message: now,
             protocol,
             close_info: None,
@@ -213,6 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.conn.transmit().advance(written);
+            self.written += written as u64;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
@@ -222,13 +233,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `Ready(Ok(0))` is end of stream.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Self { io, conn, .. } = self;
-        SCRATCH.with_borrow_mut(|scratch| {
+        let read = SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
             ready!(Pin::new(io).poll_read(cx, &mut buf))?;
             let filled = buf.filled();
             conn.receive(filled);
             Poll::Ready(Ok(filled.len()))
-        })
+        });
+        if let Poll::Ready(Ok(n)) = read
+            && n > 0
+        {
+            // Any bytes are a sign of life, even part of a large frame.
+            self.last_heard = Instant::now();
+        }
+        read
     }
 
     /// (Re)arms the single timer for the next deadline, if any.
@@ -242,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     (a, b) => a.or(b),
                 }
             }
-            Deadline::Pong => Some(self.last_heard.max(Instant::now()) + self.timing.pong_timeout),
+            Deadline::Pong => Some(Instant::now() + self.timing.pong_timeout),
             Deadline::Close => Some(Instant::now() + self.timing.close_timeout),
         };
         match (at, &mut self.timer) {
@@ -277,15 +295,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.send_ping(b"");
+                        self.ping_mark = self.written + self.conn.buffered_amount() as u64;
+                        self.written_at_check = self.written;
                         self.deadline = Deadline::Pong;
                     }
                 }
                 Deadline::Pong => {
-                    if now >= self.last_heard + self.timing.pong_timeout {
+                    let silent = now >= self.last_heard + self.timing.pong_timeout;
+                    // Write what the peer has made room for: the kernel wakes a
+                    // writer only once much of its buffer is free, so progress
+                    // may not have been seen yet.
+                    if let Poll::Ready(Err(error)) = self.poll_flush_out(cx) {
+                        return Poll::Ready(Some(error));
+                    }
+                    // The ping may still sit behind our own backlog: while the
+                    // peer keeps draining it, the peer is alive and reading.
+                    let draining =
+                        self.written < self.ping_mark && self.written > self.written_at_check;
+                    self.written_at_check = self.written;
+                    if silent && !draining {
                         return Poll::Ready(Some(Error::KeepaliveTimeout));
                     }
-                    // Heard from the peer since the ping: back to keepalive.
-                    self.deadline = Deadline::Keepalive;
+                    if !silent {
+                        // Heard from the peer since the ping: back to keepalive.
+                        self.deadline = Deadline::Keepalive;
+                    }
                 }
                 Deadline::Close => return Poll::Ready(Some(Error::AbnormalClosure)),
             }
@@ -360,10 +394,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(event)) => {
-                    self.last_heard = Instant::now();
                     match event {
                         Event::Message(message) => {
-                            self.last_message = self.last_heard;
+                            self.last_message = Instant::now();
                             return Poll::Ready(Some(Ok(message)));
                         }
                         Event::Close(frame) => {

@@ -547,3 +547,86 @@ async fn subprotocol_is_chosen_by_the_server() {
         .unwrap();
     assert_eq!(ws.protocol(), Some("duplex.v1"));
 }
+
+fn fast_keepalive() -> Config {
+    Config {
+        ping_interval: Some(Duration::from_millis(200)),
+        pong_timeout: Duration::from_millis(200),
+        ..Config::default().without_compression()
+    }
+}
+
+#[tokio::test]
+async fn a_large_frame_trickling_in_keeps_the_peer_alive() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept_with(tcp, &fast_keepalive(), |_| Ok(Accept::default()))
+            .await
+            .unwrap();
+        ws.next().await
+    });
+    let mut client = silent_client(&url).await;
+    // One 64 KiB binary frame (masked with a zero key), sent over 1.5 s:
+    // far longer than ping interval + pong timeout, but bytes keep coming.
+    let len: u64 = 64 * 1024;
+    let mut frame = vec![0x82, 0xFF];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    client.write_all(&frame).await.unwrap();
+    for _ in 0..30 {
+        client
+            .write_all(&vec![5u8; (len / 30) as usize])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .write_all(&vec![5u8; (len % 30) as usize])
+        .await
+        .unwrap();
+    let item = timeout(LIMIT, server).await.unwrap().unwrap();
+    match item {
+        Some(Ok(Message::Binary(bytes))) => assert_eq!(bytes.len() as u64, len),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_reader_is_not_dropped_while_our_backlog_drains() {
+    // Ping after 200 ms of silence; the ping then waits behind about two
+    // seconds of backlog, twice the pong timeout.
+    let slow_pong = Config {
+        pong_timeout: Duration::from_secs(1),
+        ..fast_keepalive()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept_with(tcp, &slow_pong, |_| Ok(Accept::default()))
+            .await
+            .unwrap();
+        ws.send(Message::binary(vec![1u8; 16 << 20])).await
+    });
+    let mut client = silent_client(&url).await;
+    // Read 16 MiB at about 7 MiB/s: the send takes well over a second, and the
+    // keepalive ping sits behind it; the reader never answers pings.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while total < 16 << 20 {
+        let n = timeout(LIMIT, client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            let sent = timeout(LIMIT, server).await.unwrap().unwrap();
+            panic!("server closed early after {total} bytes: {sent:?}");
+        }
+        total += n;
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    let sent = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(sent.is_ok(), "{sent:?}");
+}
