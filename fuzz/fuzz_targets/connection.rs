@@ -43,7 +43,10 @@ fn run(options: u8, input: &[u8], chunk: usize) -> (Vec<Event>, Option<String>, 
                 Ok(None) => break,
                 Err(e) => {
                     error = Some(e.to_string());
-                    assert!(matches!(conn.poll_event(), Ok(None)), "events after an error");
+                    assert!(
+                        matches!(conn.poll_event(), Ok(None)),
+                        "events after an error"
+                    );
                     break 'feed;
                 }
             }

@@ -40,16 +40,23 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let p = params(*setup);
-    let policy = DeflateConfig { threshold: 0, ..DeflateConfig::default() };
+    let policy = DeflateConfig {
+        threshold: 0,
+        ..DeflateConfig::default()
+    };
     let (messages, raw) = match rest.iter().position(|&b| b == 0xFF) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
 
     // Round trip: client compresses, server inflates, content is exact.
-    let mut client = Connection::client(Config::default(), Box::new(|| [1, 2, 3, 4])).with_deflate(p, &policy);
+    let mut client =
+        Connection::client(Config::default(), Box::new(|| [1, 2, 3, 4])).with_deflate(p, &policy);
     let mut server = Connection::server(Config::default()).with_deflate(p, &policy);
-    let sent: Vec<Message> = messages.split(|&b| b == 0xFE).map(|m| Message::binary(m.to_vec())).collect();
+    let sent: Vec<Message> = messages
+        .split(|&b| b == 0xFE)
+        .map(|m| Message::binary(m.to_vec()))
+        .collect();
     for message in &sent {
         client.send(message.clone()).expect("open connection sends");
     }
@@ -65,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Arbitrary input after that: bounded, no panic.
     let limit = 4096;
-    let config = Config { max_message_size: limit, ..Config::default() };
+    let config = Config {
+        max_message_size: limit,
+        ..Config::default()
+    };
     let mut victim = Connection::server(config).with_deflate(p, &policy);
     victim.receive(raw);
     let (events, _) = drain(&mut victim);

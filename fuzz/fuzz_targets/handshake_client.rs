@@ -4,14 +4,16 @@
 //! Input layout: byte 0 = chunk size (0 means whole); the rest is the response.
 #![no_main]
 
-use duplex_proto::handshake::client::ClientHandshake;
 use duplex_proto::extension::ExtensionOffer;
+use duplex_proto::handshake::client::ClientHandshake;
 use libfuzzer_sys::fuzz_target;
 
 fn run(input: &[u8], chunk: usize) -> String {
     let mut handshake = ClientHandshake::builder("ws://example.com/chat", *b"0123456789abcdef")
         .protocols(["chat", "superchat"])
-        .extensions([ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None)])
+        .extensions([
+            ExtensionOffer::new("permessage-deflate").param("client_max_window_bits", None)
+        ])
         .build()
         .expect("valid request");
     for piece in input.chunks(chunk.max(1)) {

@@ -53,7 +53,17 @@ pub(crate) fn run() -> Result {
         );
     }
     cmd::run(&mut cmd::cargo(["build", "--release", "-p", "duplex-cli"]))?;
-    let bin = cmd::root().join("target/release/duplex");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                cmd::root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let bin = target.join("release/duplex");
     let out = cmd::root().join("artifacts/autobahn");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
 
