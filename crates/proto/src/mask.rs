@@ -15,8 +15,11 @@
 /// the compiler turns into SIMD instructions.
 #[inline]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut key = key;
-    key.rotate_left(offset & 3);
+    // Start the key cycle at `offset`: byte `offset % 4` first (inline, unlike
+    // the slice rotation).
+    let key = u32::from_le_bytes(key)
+        .rotate_right(8 * (offset & 3) as u32)
+        .to_le_bytes();
     if data.len() < 16 {
         for (i, byte) in data.iter_mut().enumerate() {
             *byte ^= key[i & 3];
