@@ -10,7 +10,8 @@
 //! - The write buffer is bounded: `poll_ready` waits while
 //!   [`crate::Config::write_buffer_high_water`] bytes or more are queued.
 //! - An idle connection holds no read or write buffer (reads go through a
-//!   per-thread scratch buffer).
+//!   per-thread scratch buffer), and after a quiet `ping_interval` no
+//!   compression state beyond the negotiated windows.
 //! - Once the stream has ended, [`WebSocket::close_info`] tells how: code,
 //!   reason, and whether the close handshake completed (`was_clean`), as a
 //!   browser's `CloseEvent` does.
@@ -295,6 +296,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.send_ping(b"");
+                        // Quiet for a whole interval: give back the compression
+                        // states (~200 KiB), keeping only the windows.
+                        self.conn.release_compression();
                         self.ping_mark = self.written + self.conn.buffered_amount() as u64;
                         self.written_at_check = self.written;
                         self.deadline = Deadline::Pong;

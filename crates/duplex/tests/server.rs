@@ -630,3 +630,38 @@ async fn a_slow_but_steady_reader_is_not_dropped_while_our_backlog_drains() {
     let sent = timeout(LIMIT, server).await.unwrap().unwrap();
     assert!(sent.is_ok(), "{sent:?}");
 }
+
+#[tokio::test]
+async fn compressed_traffic_continues_after_idle_release() {
+    let quick = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let url = echo_server(quick.clone()).await;
+    let client_config = Config {
+        deflate: Config::client().deflate,
+        ..quick
+    };
+    let mut ws = duplex::connect_with(&ClientRequest::new(&url), &client_config)
+        .await
+        .unwrap();
+    assert!(ws.connection().deflate_params().is_some());
+    let text = r#"{"channel":"chat:lobby","user":"alice","text":"hello hello hello"}"#;
+    for round in 0..3 {
+        for i in 0..20 {
+            ws.send(Message::text(format!("{text} {round} {i}")))
+                .await
+                .unwrap();
+            let reply = timeout(LIMIT, ws.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(reply, Message::text(format!("{text} {round} {i}")));
+        }
+        // Quiet for several ping intervals: both ends release their
+        // compression states and must carry on from the kept windows.
+        let quiet = tokio::time::Instant::now();
+        while quiet.elapsed() < Duration::from_millis(350) {
+            let _ = timeout(Duration::from_millis(50), ws.next()).await;
+        }
+    }
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
