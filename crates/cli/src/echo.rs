@@ -73,11 +73,10 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
                 let _ = config.apply_socket_options(&tcp);
                 let (config, tls, watch) = (config.clone(), tls.clone(), shutdown.watch());
                 tasks.spawn(async move {
+                    // The TLS path is boxed so that plain connections' tasks
+                    // do not carry the space of a TLS stream.
                     let result = match tls {
-                        Some(acceptor) => match duplex::tls::accept(&acceptor, tcp, config.handshake_timeout).await {
-                            Ok(stream) => serve_one(stream, &config, watch).await,
-                            Err(error) => Err(error),
-                        },
+                        Some(acceptor) => Box::pin(serve_tls(acceptor, tcp, &config, watch)).await,
                         None => serve_one(tcp, &config, watch).await,
                     };
                     if let Err(error) = result {
@@ -109,12 +108,24 @@ where
 {
     let mut ws = duplex::accept_with(io, config, |_| Ok(Accept::default())).await?;
     ws.set_shutdown(watch);
-    echo(ws).await;
+    echo(&mut ws).await;
     Ok(())
 }
 
-/// Echoes every message until the connection ends.
-pub(crate) async fn echo<S>(mut ws: WebSocket<S>)
+/// Runs the TLS handshake (bounded by the handshake timeout), then serves.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    config: &Config,
+    watch: duplex::ShutdownWatch,
+) -> Result<(), duplex::Error> {
+    let stream = duplex::tls::accept(&acceptor, tcp, config.handshake_timeout).await?;
+    serve_one(stream, config, watch).await
+}
+
+/// Echoes every message until the connection ends. Takes the socket by
+/// reference: an async fn stores a by-value argument twice in its future.
+pub(crate) async fn echo<S>(ws: &mut WebSocket<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

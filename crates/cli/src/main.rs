@@ -5,7 +5,10 @@
 //! - `duplex echo --listen ADDR`: a WebSocket echo server.
 //! - `duplex connect URL`: a command-line client; `--echo` echoes what the
 //!   server sends (the shape conformance suites drive).
+//! - `duplex bench echo|connect|idle --url URL`: a load generator (messages
+//!   per second, latency, connection rate, memory per idle connection).
 
+mod bench;
 mod connect;
 mod echo;
 
@@ -27,6 +30,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Connect to a WebSocket server.
     Connect(connect::ConnectArgs),
+    /// Measure a WebSocket server end to end: echo, connection rate, idle memory.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +58,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) | Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

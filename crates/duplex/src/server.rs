@@ -68,7 +68,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
 {
-    let handshake = handshake(&mut io, config, decide);
+    // Boxed: the handshake's state is large and short-lived; a connection's
+    // task should not carry its space for the connection's whole life.
+    let handshake = Box::pin(handshake(&mut io, config, decide));
     match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok((conn, protocol))) => Ok(WebSocket::from_parts(io, conn, config, protocol)),
         Ok(Err(error)) => Err(error),

@@ -42,6 +42,9 @@ use crate::shutdown::ShutdownWatch;
 /// protocol layer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// A read buffer at least this large is given back as soon as it is empty.
+const LARGE_BUFFER: usize = 64 * 1024;
+
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -295,10 +298,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         && now >= self.last_heard + interval
                         && !self.conn.sent_close()
                     {
-                        let _ = self.conn.send_ping(b"");
-                        // Quiet for a whole interval: give back the compression
-                        // states (~200 KiB), keeping only the windows.
+                        // Quiet for a whole interval: give back the buffers and
+                        // the compression states (~200 KiB), keeping only the
+                        // windows; then ping.
                         self.conn.release_compression();
+                        self.conn.shrink_buffers();
+                        let _ = self.conn.send_ping(b"");
                         self.ping_mark = self.written + self.conn.buffered_amount() as u64;
                         self.written_at_check = self.written;
                         self.deadline = Deadline::Pong;
@@ -400,7 +405,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Ok(Some(event)) => {
                     match event {
                         Event::Message(message) => {
-                            self.last_message = Instant::now();
+                            if self.timing.idle_timeout.is_some() {
+                                self.last_message = Instant::now();
+                            }
                             return Poll::Ready(Some(Ok(message)));
                         }
                         Event::Close(frame) => {
@@ -454,7 +461,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             match self.poll_read_some(cx) {
                 Poll::Pending => {
-                    if self.conn.buffered_amount() == 0 {
+                    // Large buffers (after a big message) go back at once;
+                    // small ones after a quiet ping interval (see the timers),
+                    // so a busy connection does not allocate on every read.
+                    if self.conn.buffered_amount() == 0
+                        && self.conn.read_buf().capacity() > LARGE_BUFFER
+                    {
                         self.conn.shrink_buffers();
                     }
                     return Poll::Pending;
@@ -503,7 +515,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
         let this = self.get_mut();
-        this.last_message = Instant::now();
+        if this.timing.idle_timeout.is_some() {
+            this.last_message = Instant::now();
+        }
         Ok(this.conn.send(message)?)
     }
 

@@ -183,7 +183,8 @@ pub struct Connection {
     frame: Option<InFrame>,
     message: Option<InMessage>,
     utf8: Utf8Validator,
-    compression: Option<Compression>,
+    /// Boxed: most connections never negotiate it, and the state is large.
+    compression: Option<Box<Compression>>,
     out: OutBuf,
     events: std::collections::VecDeque<Event>,
     mask_source: Option<MaskSource>,
@@ -242,13 +243,13 @@ impl Connection {
     /// and the local policy `config` (threshold, level, memory). Call before any
     /// frame is exchanged.
     pub fn with_deflate(mut self, params: DeflateParams, config: &DeflateConfig) -> Self {
-        self.compression = Some(Compression::new(self.role, params, config));
+        self.compression = Some(Box::new(Compression::new(self.role, params, config)));
         self
     }
 
     /// The negotiated permessage-deflate parameters, if any.
     pub fn deflate_params(&self) -> Option<&DeflateParams> {
-        self.compression.as_ref().map(Compression::params)
+        self.compression.as_deref().map(Compression::params)
     }
 
     /// This end's role.
@@ -294,7 +295,8 @@ impl Connection {
     }
 
     /// Gives back buffer memory held by an idle connection: call when the
-    /// transport has nothing to read and nothing is queued.
+    /// transport has nothing to read and nothing is queued, after a quiet
+    /// spell (calling it on every wakeup makes each read allocate anew).
     pub fn shrink_buffers(&mut self) {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
