@@ -219,7 +219,9 @@ fn client_role(wstest: &Path, bin: &Path, dir: &Path) -> Result<Summary> {
     )?;
     let mut server = Guard(
         Command::new(wstest)
-            .args(["-m", "fuzzingserver", "-s"])
+            // `--webport 0`: no report web server on port 8080, which may be
+            // taken (by `duplex serve`, or another run).
+            .args(["-m", "fuzzingserver", "--webport", "0", "-s"])
             .arg(&spec)
             .current_dir(dir)
             .stdout(log_file(dir.join("wstest.log"))?)

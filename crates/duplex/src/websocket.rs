@@ -42,6 +42,14 @@ use crate::shutdown::ShutdownWatch;
 /// protocol layer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// A frame still missing at least this many bytes is read straight into the
+/// connection's buffer rather than through the scratch buffer.
+const DIRECT_READ: usize = SCRATCH_SIZE;
+
+/// Most reserved at once for a direct read; a larger frame grows the buffer
+/// as it arrives (a compressed frame is consumed as it arrives anyway).
+const MAX_DIRECT_RESERVE: usize = 1 << 20;
+
 /// A read buffer at least this large is given back as soon as it is empty.
 const LARGE_BUFFER: usize = 64 * 1024;
 
@@ -236,14 +244,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads what the transport has into the protocol layer.
     /// `Ready(Ok(0))` is end of stream.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Self { io, conn, .. } = self;
-        let read = SCRATCH.with_borrow_mut(|scratch| {
-            let mut buf = ReadBuf::new(scratch);
-            ready!(Pin::new(io).poll_read(cx, &mut buf))?;
-            let filled = buf.filled();
-            conn.receive(filled);
-            Poll::Ready(Ok(filled.len()))
-        });
+        let pending = self.conn.pending_frame_bytes();
+        let read = if pending >= DIRECT_READ {
+            // A large frame is under way: read straight into the connection's
+            // buffer, reserved for (up to a MiB of) the rest of the frame,
+            // whose size already passed the frame limit; saves a copy per byte.
+            let buf = self.conn.read_buf();
+            buf.reserve(pending.min(MAX_DIRECT_RESERVE));
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)
+        } else {
+            let Self { io, conn, .. } = self;
+            SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+                let filled = buf.filled();
+                conn.receive(filled);
+                Poll::Ready(Ok(filled.len()))
+            })
+        };
         if let Poll::Ready(Ok(n)) = read
             && n > 0
         {

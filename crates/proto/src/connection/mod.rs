@@ -294,6 +294,19 @@ impl Connection {
         !self.received_close && self.failure.is_none()
     }
 
+    /// How many more bytes the frame being read needs before it is complete
+    /// (0 between frames). A transport may use it to read a large frame
+    /// straight into [`Connection::read_buf`] instead of through a small buffer.
+    pub fn pending_frame_bytes(&self) -> usize {
+        match &self.frame {
+            Some(frame) if frame.hold => usize::try_from(frame.remaining)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(self.read_buf.len()),
+            Some(frame) => usize::try_from(frame.remaining).unwrap_or(usize::MAX),
+            None => 0,
+        }
+    }
+
     /// Gives back buffer memory held by an idle connection: call when the
     /// transport has nothing to read and nothing is queued, after a quiet
     /// spell (calling it on every wakeup makes each read allocate anew).

@@ -565,6 +565,19 @@ fn large_payload_is_queued_without_copying() {
 }
 
 #[test]
+fn pending_frame_bytes_tells_what_the_frame_still_needs() {
+    let mut conn = server();
+    assert_eq!(conn.pending_frame_bytes(), 0);
+    let frame = cframe(true, 0, OpCode::Binary, &[7; 100_000]);
+    let (events, _) = feed(&mut conn, &frame[..14 + 1000]);
+    assert!(events.is_empty());
+    assert_eq!(conn.pending_frame_bytes(), 99_000);
+    let (events, _) = feed(&mut conn, &frame[14 + 1000..]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(conn.pending_frame_bytes(), 0);
+}
+
+#[test]
 fn idle_connection_gives_buffers_back() {
     let mut conn = server();
     let (events, _) = feed(&mut conn, &cframe(true, 0, OpCode::Binary, &[0; 50_000]));
