@@ -6,16 +6,46 @@
 //!
 //! Run with `cargo run --release -p duplex-benches --example deflate_ratio`
 //! (an optional argument sets the number of messages, default 10,000).
+//!
+//! `--dump PATH` also writes the generated messages to `PATH`, one JSON
+//! message per line, so that another implementation can compress the same
+//! stream (`benches/deflate_ratio_websockets.py` does, with Python
+//! `websockets`).
+
+use std::io::Write;
 
 use duplex_benches::{DeflateCase, chat_messages, send_through};
 use duplex_proto::connection::{Config, Connection};
 
+/// Writes `messages` to `path`, one per line (they contain no newlines).
+fn dump(path: &str, messages: &[String]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for message in messages {
+        assert!(!message.contains('\n'), "a message with a newline");
+        out.write_all(message.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 fn main() {
-    let count: usize = std::env::args()
-        .nth(1)
-        .map(|arg| arg.parse().expect("a message count"))
-        .unwrap_or(10_000);
+    let mut count: usize = 10_000;
+    let mut dump_path = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--dump" {
+            dump_path = Some(args.next().expect("--dump takes a path"));
+        } else if let Some(path) = arg.strip_prefix("--dump=") {
+            dump_path = Some(path.to_owned());
+        } else {
+            count = arg.parse().expect("a message count");
+        }
+    }
     let messages = chat_messages(count, 42);
+    if let Some(path) = &dump_path {
+        dump(path, &messages).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        eprintln!("wrote {count} messages to {path}");
+    }
     let payload: usize = messages.iter().map(String::len).sum();
     let shortest = messages.iter().map(String::len).min().unwrap_or(0);
     let longest = messages.iter().map(String::len).max().unwrap_or(0);
