@@ -23,8 +23,10 @@ const AGENT: &str = "duplex";
 /// How long one whole role may take.
 const ROLE_LIMIT: Duration = Duration::from_secs(40 * 60);
 
-/// How long one client case may take.
-const CASE_LIMIT: Duration = Duration::from_secs(60);
+/// How long one client case may take: above the suite's own 480 s case
+/// timeout, so the suite, not this harness, grades a slow case (12.2.15 sends
+/// 128 MB through single-threaded Python and can take minutes on a busy machine).
+const CASE_LIMIT: Duration = Duration::from_secs(500);
 
 /// Counts of one role's outcomes.
 #[derive(Debug, Default)]
