@@ -12,7 +12,7 @@ use duplex_proto::deflate;
 use duplex_proto::handshake::server::{
     AcceptError, RequestParser, UpgradeRequest, accept_response, reject_response, write_response,
 };
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Error;
@@ -70,7 +70,10 @@ where
 {
     // Boxed: the handshake's state is large and short-lived; a connection's
     // task should not carry its space for the connection's whole life.
-    let handshake = Box::pin(handshake(&mut io, config, decide));
+    let handshake = Box::pin(async {
+        let incoming = read_head(&mut io, config).await?;
+        upgrade(&mut io, incoming, config, decide).await
+    });
     match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok((conn, protocol))) => Ok(WebSocket::from_parts(io, conn, config, protocol)),
         Ok(Err(error)) => Err(error),
@@ -78,8 +81,97 @@ where
     }
 }
 
-async fn handshake<S, F>(
+/// An HTTP/1.x request head read from a transport, and the bytes that came
+/// after it (a body, or the first WebSocket frames).
+#[derive(Debug)]
+pub struct Incoming {
+    /// The request line and headers.
+    pub request: Request<()>,
+    /// Bytes read past the end of the header block.
+    pub leftover: BytesMut,
+}
+
+impl Incoming {
+    /// Whether the request asks for a WebSocket upgrade (`Upgrade:
+    /// websocket`); it may still be an invalid one.
+    pub fn wants_upgrade(&self) -> bool {
+        self.request
+            .headers()
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+                })
+            })
+    }
+}
+
+/// Reads one HTTP/1.x request head within [`Config::handshake_timeout`] and
+/// the handshake size limits, for a server that answers plain HTTP and
+/// WebSocket upgrades on the same port. A malformed or oversized head is
+/// answered (400, 431) and returned as an error. Continue with
+/// [`accept_incoming`] for an upgrade.
+pub async fn read_request<S>(io: &mut S, config: &Config) -> Result<Incoming, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(config.handshake_timeout, Box::pin(read_head(io, config))).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::HandshakeTimeout),
+    }
+}
+
+/// Completes a WebSocket handshake for a request read with
+/// [`read_request`]: validates it as an upgrade (answering 400, 426 … when it
+/// is not a valid one), lets `decide` accept or refuse it, and answers.
+pub async fn accept_incoming<S, F>(
+    mut io: S,
+    incoming: Incoming,
+    config: &Config,
+    decide: F,
+) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
+{
+    let handshake = Box::pin(upgrade(&mut io, incoming, config, decide));
+    match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok((conn, protocol))) => Ok(WebSocket::from_parts(io, conn, config, protocol)),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(Error::HandshakeTimeout),
+    }
+}
+
+async fn read_head<S>(io: &mut S, config: &Config) -> Result<Incoming, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut parser = RequestParser::with_limits(config.handshake_limits);
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        buf.clear();
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        match parser.feed_request(&buf) {
+            Ok(Some((request, consumed))) => {
+                let leftover = buf.split_off(consumed);
+                return Ok(Incoming { request, leftover });
+            }
+            Ok(None) => {}
+            Err(error) => {
+                write_and_close(io, &error.to_response()).await;
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+async fn upgrade<S, F>(
     io: &mut S,
+    incoming: Incoming,
     config: &Config,
     decide: F,
 ) -> Result<(Connection, Option<String>), Error>
@@ -87,20 +179,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
 {
-    let mut parser = RequestParser::with_limits(config.handshake_limits);
-    let mut buf = BytesMut::with_capacity(1024);
-    let (request, leftover) = loop {
-        buf.clear();
-        if io.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-        match parser.feed(&buf) {
-            Ok(Some((request, consumed))) => break (request, buf.split_off(consumed)),
-            Ok(None) => {}
-            Err(error) => {
-                write_and_close(io, &error.to_response()).await;
-                return Err(error.into());
-            }
+    let Incoming { request, leftover } = incoming;
+    let request = match UpgradeRequest::validate(request) {
+        Ok(request) => request,
+        Err(error) => {
+            write_and_close(io, &error.to_response()).await;
+            return Err(error.into());
         }
     };
     let accept = match decide(&request) {

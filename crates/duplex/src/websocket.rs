@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use duplex_proto::close::{CloseCode, CloseFrame};
-use duplex_proto::connection::{Connection, Event, State};
+use duplex_proto::connection::{Connection, Event, PreparedMessage, State};
 use duplex_proto::message::Message;
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -213,6 +213,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
         }
         Ok(())
+    }
+
+    /// Queues a message encoded once for many connections (see
+    /// [`PreparedMessage`]); like `Sink::start_send`, it is written with the
+    /// next flush or read. Only a server may send prepared messages.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        if self.timing.idle_timeout.is_some() {
+            self.last_message = Instant::now();
+        }
+        Ok(self.conn.send_prepared(message)?)
+    }
+
+    /// The write buffer's high-water mark from the config: above it
+    /// `poll_ready` waits.
+    pub fn high_water(&self) -> usize {
+        self.timing.high_water
     }
 
     /// Writes out everything queued.

@@ -50,6 +50,20 @@ impl RequestParser {
         &mut self,
         input: &[u8],
     ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+        match self.feed_request(input)? {
+            Some((request, consumed)) => Ok(Some((UpgradeRequest::validate(request)?, consumed))),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`RequestParser::feed`], but returns any well-formed HTTP/1.x
+    /// request without checking that it asks for a WebSocket upgrade: for a
+    /// server that also answers plain HTTP on the same port. Pass the request
+    /// to [`UpgradeRequest::validate`] to treat it as an upgrade.
+    pub fn feed_request(
+        &mut self,
+        input: &[u8],
+    ) -> Result<Option<(Request<()>, usize)>, HandshakeError> {
         let consumed = match self.head.push(input, self.limits.max_header_size) {
             Ok(None) => return Ok(None),
             Ok(Some(consumed)) => consumed,
@@ -64,8 +78,10 @@ impl RequestParser {
             }
         };
         let head = self.head.take();
-        let request = parse_head(&head, self.limits.max_headers)?;
-        Ok(Some((UpgradeRequest::validate(request)?, consumed)))
+        Ok(Some((
+            parse_head(&head, self.limits.max_headers)?,
+            consumed,
+        )))
     }
 }
 
