@@ -1,7 +1,7 @@
 //! The `duplex` command: one binary that fronts the Duplex stack.
 //!
-//! - `duplex serve`: the server on its embedded default (an echo server on
-//!   127.0.0.1:8080 until the hub lands).
+//! - `duplex serve`: the hub (real-time channels, presence, history and
+//!   recovery, web chat and dashboard) on 127.0.0.1:8080 by default.
 //! - `duplex echo --listen ADDR`: a WebSocket echo server.
 //! - `duplex connect URL`: a command-line client; `--echo` echoes what the
 //!   server sends (the shape conformance suites drive).
@@ -11,6 +11,7 @@
 mod bench;
 mod connect;
 mod echo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server on its embedded default: today an echo server.
-    Serve(echo::EchoArgs),
+    /// Run the hub: real-time channels over WebSocket, with its web pages.
+    Serve(Box<serve::ServeArgs>),
     /// Run a WebSocket echo server: text stays text, binary stays binary.
     Echo(echo::EchoArgs),
     /// Connect to a WebSocket server.
@@ -36,14 +37,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if matches!(&cli.command, Command::Serve(args) if args.json_logs()) {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,7 +60,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) | Command::Echo(args) => echo::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

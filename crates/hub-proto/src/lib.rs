@@ -1,3 +1,87 @@
 //! # duplex-hub-proto: the hub's protocol without I/O
 //!
-//! Not built yet: the hub protocol lands with the hub issue.
+//! This crate implements version 1 of the Duplex hub protocol (`duplex.v1`,
+//! specified in `docs/protocol.md`): the messages, their codec over WebSocket
+//! text and binary frames, the hub's recovery decision and the client's
+//! subscribe/recover state machine. It opens no socket, reads no clock and draws
+//! no random numbers: epochs, times, client ids and request ids come from the
+//! caller (or, for request ids, from a plain counter), so everything here is
+//! deterministic, testable without a runtime and fuzzable.
+//!
+//! ## Call discipline
+//!
+//! **Hub.** For every text or binary WebSocket message received:
+//!
+//! 1. [`decode_command`] (or [`decode_binary_command`], which shares the
+//!    frame's bytes instead of copying binary data). On `Err(e)`, send
+//!    [`encode_server`]`(&e.to_reply())` and keep the connection: every
+//!    [`DecodeError`] is recoverable and carries the command's `id` when it could
+//!    be read.
+//! 2. On `Ok(request)`, act on [`Request::command`]; for `subscribe`, ask
+//!    [`plan_recovery`] what to answer and what to replay from history.
+//! 3. Encode each reply or push with [`encode_server`]. A `message` push is
+//!    encoded once per publish ([`encode_publication`]) and the same bytes go to
+//!    every subscriber: JSON data is written as the raw text it arrived as,
+//!    never parsed into a tree or re-serialised.
+//!
+//! **Client.** Encode commands with [`encode_command`] and decode what the hub
+//! sends with [`decode_server`]. To keep subscriptions across reconnections
+//! without losing or repeating messages, drive a [`Subscriptions`]:
+//!
+//! 1. [`Subscriptions::subscribe`] / [`Subscriptions::unsubscribe`] at any time;
+//! 2. after the hub's `connected` reply, send every request
+//!    [`Subscriptions::on_connected`] returns;
+//! 3. pass every decoded [`ServerMessage`] to [`Subscriptions::handle`] and act
+//!    on the [`Event`]s it returns (messages the state machine does not own come
+//!    back as [`Event::Other`]);
+//! 4. after each of the calls above, send what [`Subscriptions::poll_transmit`]
+//!    yields until it returns `None`;
+//! 5. when the connection ends, call [`Subscriptions::on_disconnected`], then
+//!    reconnect (with backoff and jitter) and go back to 2.
+//!
+//! Take ids for your own commands from [`Subscriptions::next_id`] so that they
+//! never collide with the state machine's.
+//!
+//! ## Invariants
+//!
+//! - Decoding never panics, whatever the input: malformed input is a
+//!   [`DecodeError`] naming the problem.
+//! - Whatever decodes, encoded again, decodes to an equal value
+//!   ([`decode_command`] ∘ [`encode_command`] and [`decode_server`] ∘
+//!   [`encode_server`] are the identity on decoded values).
+//! - Data published as JSON is delivered as the same JSON text; data published
+//!   as bytes is delivered as the same bytes in a binary frame.
+//! - [`Subscriptions`] hands the application each channel's messages at most
+//!   once and in offset order, and reports a [`Event::Gap`] before the first
+//!   message that follows any message it could not deliver.
+
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod client;
+pub mod close;
+pub mod codec;
+pub mod data;
+mod fields;
+mod json;
+pub mod message;
+pub mod recovery;
+
+pub use channel::{NameError, namespace, validate_channel};
+pub use client::{Event, SubscribeOptions, Subscriptions};
+pub use codec::{
+    DecodeError, Encoded, Frame, decode_binary_command, decode_command, decode_server,
+    encode_command, encode_publication, encode_server,
+};
+pub use data::{Data, JsonText};
+pub use message::{ClientInfo, Command, ErrorCode, Publication, Request, ServerMessage, Since};
+pub use recovery::{HistoryBounds, RecoveryPlan, plan_recovery};
+
+/// The WebSocket subprotocol a client offers and the hub answers with.
+pub const SUBPROTOCOL: &str = "duplex.v1";
+
+/// The protocol version this crate implements (sent in `connected`).
+pub const VERSION: u32 = 1;
+
+/// The largest idempotency `key` of a `publish`, in bytes.
+pub const MAX_KEY_LEN: usize = 64;

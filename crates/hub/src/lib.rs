@@ -1,4 +1,43 @@
-//! # duplex-hub: the real-time hub
+//! # duplex-hub: a real-time messaging server on Duplex
 //!
-//! Not built yet: the hub lands with the hub issue; `duplex serve` runs an echo
-//! server until then.
+//! Clients connect over WebSocket to `/ws` and speak the hub protocol
+//! (`duplex.v1`, see `docs/protocol.md` and [`duplex_hub_proto`]): they
+//! subscribe to channels, publish to them, and receive what others publish,
+//! each message with a per-channel offset, so that a client that reconnects
+//! recovers exactly what it missed from the channel's bounded history, or is
+//! told plainly that it cannot. Presence, join/leave events, ephemeral
+//! signals, JWT authentication, origin checks, connection and rate limits,
+//! Prometheus metrics and two web pages (a chat and a live dashboard) come
+//! with it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), duplex_hub::HubError> {
+//! let hub = duplex_hub::Hub::new(duplex_hub::HubConfig::default())?;
+//! let server = duplex_hub::Server::bind(hub).await?;
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Shape: [`Server`] accepts connections and routes requests; each hub
+//! connection is a session (one task) that answers commands and drains its
+//! bounded outbox; a [`broker::Broker`] gives offsets, keeps history and
+//! presence, and delivers to subscribers. Invariants live in each module's
+//! docs; the ones a client relies on are in `docs/protocol.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+mod frame;
+mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod outbox;
+mod server;
+mod session;
+mod web;
+
+pub use config::HubConfig;
+pub use hub::{Hub, HubError};
+pub use server::Server;

@@ -1,0 +1,173 @@
+//! `duplex serve`: the hub, on its embedded default or a configuration.
+//!
+//! Settings come from, in increasing precedence: the defaults, a TOML file
+//! (`--config`), environment variables (`DUPLEX_*`), and flags. SIGTERM and
+//! Ctrl-C stop it gracefully: stop accepting, close every connection with
+//! 1001 "going away", wait for the close handshakes, exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use duplex_hub::config::{AuthConfig, LogFormat, TlsConfig};
+use duplex_hub::{Hub, HubConfig, Server};
+
+/// Options of `duplex serve`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Endpoints on the one port: /ws (hub protocol duplex.v1, see docs/protocol.md), \
+/echo (echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz.")]
+pub(crate) struct ServeArgs {
+    /// A TOML configuration file (see docs/operations.md); flags override it.
+    #[arg(long, short, env = "DUPLEX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "DUPLEX_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// An origin allowed to connect from a browser besides the hub's own
+    /// (repeat it; `*` allows any).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
+    #[arg(long, requires = "tls_key", env = "DUPLEX_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "DUPLEX_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Verify tokens with this HS256 secret.
+    #[arg(long, env = "DUPLEX_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Verify tokens with this RS256 public key (PEM file).
+    #[arg(long, env = "DUPLEX_JWT_RS256_KEY")]
+    jwt_rs256_key: Option<PathBuf>,
+    /// Verify tokens with this ES256 public key (PEM file).
+    #[arg(long, env = "DUPLEX_JWT_ES256_KEY")]
+    jwt_es256_key: Option<PathBuf>,
+    /// Connections in total; more are refused with 503.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections per client IP; more are refused with 429.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Commands per second per connection (sustained).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Largest message in bytes; larger ones close the connection with 1009.
+    #[arg(long)]
+    max_message_size: Option<usize>,
+    /// Seconds between WebSocket pings to a quiet client.
+    #[arg(long)]
+    ping_interval: Option<f64>,
+    /// Seconds a pinged client has to answer before it is dropped.
+    #[arg(long)]
+    pong_timeout: Option<f64>,
+    /// Join a cluster of hubs through Redis (redis://HOST:PORT).
+    #[arg(long, env = "DUPLEX_REDIS")]
+    redis: Option<String>,
+    /// Log format: human or json.
+    #[arg(long, value_parser = ["human", "json"], env = "DUPLEX_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// The configuration: file, then flags on top.
+    fn config(&self) -> anyhow::Result<HubConfig> {
+        let mut config = match &self.config {
+            Some(path) => HubConfig::from_toml_file(path)?,
+            None => HubConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        config.allowed_origins.extend(self.allow_origins.iter().cloned());
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if self.jwt_secret.is_some() || self.jwt_rs256_key.is_some() || self.jwt_es256_key.is_some()
+        {
+            let auth = config.auth.get_or_insert_with(AuthConfig::default);
+            auth.hs256_secret = self.jwt_secret.clone();
+            auth.rs256_public_key = self.jwt_rs256_key.clone();
+            auth.es256_public_key = self.jwt_es256_key.clone();
+        }
+        let limits = &mut config.limits;
+        if let Some(n) = self.max_connections {
+            limits.max_connections = n;
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            limits.max_connections_per_ip = n;
+        }
+        if let Some(rate) = self.rate {
+            limits.messages_per_second = rate;
+            limits.burst = limits.burst.max(rate);
+        }
+        if let Some(n) = self.max_message_size {
+            limits.max_message_size = n;
+        }
+        if let Some(secs) = self.ping_interval {
+            config.heartbeat.ping_interval = std::time::Duration::try_from_secs_f64(secs)?;
+        }
+        if let Some(secs) = self.pong_timeout {
+            config.heartbeat.pong_timeout = std::time::Duration::try_from_secs_f64(secs)?;
+        }
+        if self.redis.is_some() {
+            config.redis = self.redis.clone();
+        }
+        if let Some(format) = &self.log_format {
+            config.log_format = if format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Human
+            };
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether logs should be JSON (flag, environment or file), read before
+    /// logging is set up.
+    pub(crate) fn json_logs(&self) -> bool {
+        self.config()
+            .is_ok_and(|config| config.log_format == LogFormat::Json)
+    }
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    if config.redis.is_some() {
+        anyhow::bail!("--redis: the Redis backplane is not available in this build yet");
+    }
+    let hub = Hub::new(config)?;
+    let server = Server::bind(hub).await?;
+    let left = server.run(stop_signal()).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "dropped connections that did not close in time");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop signal received");
+}

@@ -1,0 +1,230 @@
+//! A small JSON object writer for the encoders.
+//!
+//! Keys are `'static` ASCII names that need no escaping; string values are
+//! escaped per RFC 8259 (`"`, `\` and the control characters U+0000–U+001F;
+//! everything else, including non-ASCII, is written as UTF-8); raw values are
+//! [`crate::JsonText`] written verbatim. The output is always one valid JSON
+//! object once [`ObjectWriter::finish`] has run.
+
+/// What each ASCII byte becomes inside a JSON string: 0 for itself, `b'u'` for
+/// a `\u00XX` escape, any other letter for a two-character `\X` escape.
+const ESCAPE: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as a JSON string (with quotes).
+pub(crate) fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = match ESCAPE.get(usize::from(b)) {
+            Some(&esc) if esc != 0 => esc,
+            _ => continue,
+        };
+        // `b` is ASCII, so `start..i` and `i + 1..` fall on char boundaries.
+        out.push_str(&s[start..i]);
+        start = i + 1;
+        if esc == b'u' {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push('\\');
+            out.push(char::from(esc));
+        }
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn write_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &buf[i..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// The length of `s` once written by [`write_str`], give or take escapes: a
+/// capacity hint.
+pub(crate) fn str_hint(s: &str) -> usize {
+    s.len() + 2
+}
+
+/// Writes one JSON object, field by field, `op` first.
+pub(crate) struct ObjectWriter {
+    out: String,
+}
+
+impl ObjectWriter {
+    /// Starts `{"op":"<op>"` with room for about `capacity` bytes.
+    pub(crate) fn new(op: &'static str, capacity: usize) -> Self {
+        let mut out = String::with_capacity(capacity + 16);
+        out.push_str("{\"op\":\"");
+        out.push_str(op);
+        out.push('"');
+        Self { out }
+    }
+
+    fn key(&mut self, key: &'static str) {
+        self.out.push_str(",\"");
+        self.out.push_str(key);
+        self.out.push_str("\":");
+    }
+
+    pub(crate) fn str(&mut self, key: &'static str, value: &str) {
+        self.key(key);
+        write_str(&mut self.out, value);
+    }
+
+    pub(crate) fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+    }
+
+    pub(crate) fn u64(&mut self, key: &'static str, value: u64) {
+        self.key(key);
+        write_u64(&mut self.out, value);
+    }
+
+    pub(crate) fn opt_u64(&mut self, key: &'static str, value: Option<u64>) {
+        if let Some(value) = value {
+            self.u64(key, value);
+        }
+    }
+
+    pub(crate) fn bool(&mut self, key: &'static str, value: bool) {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    /// `"key":{"epoch":…,"offset":…}`.
+    pub(crate) fn since(&mut self, key: &'static str, epoch: &str, offset: u64) {
+        self.key(key);
+        self.out.push_str("{\"epoch\":");
+        write_str(&mut self.out, epoch);
+        self.out.push_str(",\"offset\":");
+        write_u64(&mut self.out, offset);
+        self.out.push('}');
+    }
+
+    /// `"key":{"user":…,"client":…}`.
+    pub(crate) fn client_info(&mut self, key: &'static str, user: &str, client: &str) {
+        self.key(key);
+        self.client_object(user, client);
+    }
+
+    fn client_object(&mut self, user: &str, client: &str) {
+        self.out.push_str("{\"user\":");
+        write_str(&mut self.out, user);
+        self.out.push_str(",\"client\":");
+        write_str(&mut self.out, client);
+        self.out.push('}');
+    }
+
+    /// `"key":[{"user":…,"client":…},…]`.
+    pub(crate) fn client_list<'a>(
+        &mut self,
+        key: &'static str,
+        clients: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.key(key);
+        self.out.push('[');
+        for (i, (user, client)) in clients.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.client_object(user, client);
+        }
+        self.out.push(']');
+    }
+
+    /// `"key":<json>`, the text written verbatim (it must be one JSON value).
+    pub(crate) fn raw(&mut self, key: &'static str, json: &str) {
+        self.key(key);
+        self.out.push_str(json);
+    }
+
+    /// Closes the object.
+    pub(crate) fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        write_str(&mut out, s);
+        out
+    }
+
+    #[test]
+    fn strings_escape_like_rfc_8259() {
+        assert_eq!(escaped(""), "\"\"");
+        assert_eq!(escaped("plain"), "\"plain\"");
+        assert_eq!(escaped("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(
+            escaped("\u{0}\u{8}\t\n\u{b}\u{c}\r\u{1f}"),
+            "\"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f\""
+        );
+        assert_eq!(escaped("/\u{7f}é😀\u{2028}"), "\"/\u{7f}é😀\u{2028}\"");
+        for s in ["\u{0}x\"é\\\n😀", "\u{1}\u{2}\u{3}", "tail\\"] {
+            assert_eq!(serde_json::from_str::<String>(&escaped(s)).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = String::new();
+            write_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
+
+    #[test]
+    fn objects() {
+        let mut w = ObjectWriter::new("x", 0);
+        w.u64("id", 3);
+        w.opt_u64("none", None);
+        w.str("s", "a\"");
+        w.bool("b", false);
+        w.since("since", "e", 4);
+        w.client_list("clients", [("u", "c"), ("v", "d")]);
+        w.raw("data", "[1, 2]");
+        assert_eq!(
+            w.finish(),
+            r#"{"op":"x","id":3,"s":"a\"","b":false,"since":{"epoch":"e","offset":4},"clients":[{"user":"u","client":"c"},{"user":"v","client":"d"}],"data":[1, 2]}"#
+        );
+    }
+}

@@ -1,0 +1,1183 @@
+//! Token (JWT) verification and channel grants.
+//!
+//! A [`Verifier`] is built once from the hub's configuration with exactly one
+//! key: an HS256 shared secret, an RS256 public key or an ES256 public key.
+//! [`Verifier::verify`] turns a token into an [`Identity`]: who the client is
+//! (`sub`), until when (`exp`), and which channels its token grants
+//! ([`Grants`]).
+//!
+//! # Invariants
+//! - **One algorithm.** Only the algorithm of the configured key is accepted.
+//!   The token's header is read before anything else: `alg: "none"`, another
+//!   algorithm (such as HS256 signed with an RS256 public key, the classic
+//!   algorithm-confusion attack) or any `crit` header is refused with
+//!   [`AuthError::WrongAlgorithm`] or [`AuthError::Malformed`], before the
+//!   signature is even looked at.
+//! - **Signature first.** No claim of a token is trusted, or reported on,
+//!   before its signature is verified.
+//! - **No clock inside.** Time checks use the `now` the caller passes (Unix
+//!   seconds), so verification is deterministic. `exp` is required: a token
+//!   is expired when `now >= exp + leeway`; with `nbf`, it is not yet valid
+//!   while `now + leeway < nbf`. The leeway is 0 unless configured.
+//! - **`sub` is required** and not empty: an empty user is the anonymous
+//!   user, which a token must not be able to claim.
+//! - `aud` and `iss` are checked only when configured
+//!   ([`Verifier::with_audience`], [`Verifier::with_issuer`]); then they are
+//!   required.
+//! - Tokens longer than [`MAX_TOKEN_LEN`] are refused unparsed.
+//!
+//! # Grants
+//! The claims `"channels"`, `"subscribe"`, `"publish"` and `"presence"` are
+//! arrays of channel patterns. `"channels"` grants all three actions; each
+//! of the others grants just its action. A pattern is an exact channel name
+//! (`"news:sport"`) or a prefix ending in `*` (`"chat:*"` matches every
+//! channel starting with `chat:`; `"*"` matches every channel). A `*`
+//! anywhere else is an ordinary character (channel names never contain one,
+//! so such a pattern matches nothing). A claim that is present but not an
+//! array of strings makes the token [`AuthError::Malformed`].
+
+use std::path::Path;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+
+/// Longest token accepted, in bytes (8 KiB); longer ones are
+/// [`AuthError::Malformed`] without being decoded.
+pub const MAX_TOKEN_LEN: usize = 8 << 10;
+
+/// Smallest RSA modulus accepted for RS256, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Why a token (or a key) was refused.
+///
+/// Every variant is the client's fault except [`AuthError::BadKey`], which is
+/// a configuration error. [`AuthError::code`] names each for metrics and
+/// logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Not a JWT: wrong shape, bad base64 or JSON, a claim of the wrong type,
+    /// an unsupported `crit` header, or too long.
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match the configured key.
+    #[error("invalid token signature")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is still in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// The token's `alg` is not the configured algorithm (this includes
+    /// `"none"`).
+    #[error("token signed with an algorithm this hub does not accept")]
+    WrongAlgorithm,
+    /// `aud` is missing or names another audience.
+    #[error("token for another audience")]
+    WrongAudience,
+    /// `iss` is missing or names another issuer.
+    #[error("token from another issuer")]
+    WrongIssuer,
+    /// `sub` is missing or empty.
+    #[error("token without a subject")]
+    MissingSubject,
+    /// `exp` is missing: tokens without an expiry are not accepted.
+    #[error("token without an expiry")]
+    MissingExpiry,
+    /// The configured key cannot be used (unreadable, wrong type, too weak).
+    #[error("bad key: {0}")]
+    BadKey(String),
+}
+
+impl AuthError {
+    /// A short, stable name for metrics and logs, such as `"expired"`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::WrongAudience => "wrong_audience",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::MissingSubject => "missing_subject",
+            Self::MissingExpiry => "missing_expiry",
+            Self::BadKey(_) => "bad_key",
+        }
+    }
+}
+
+/// Something a client may do with a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Subscribe to it (and so receive its messages).
+    Subscribe,
+    /// Publish to it and send signals on it.
+    Publish,
+    /// See who is present in it.
+    Presence,
+}
+
+impl Action {
+    /// This action's bit in a rule's action set.
+    const fn bit(self) -> u8 {
+        match self {
+            Self::Subscribe => 1,
+            Self::Publish => 2,
+            Self::Presence => 4,
+        }
+    }
+}
+
+/// A channel pattern of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    /// Exactly this channel.
+    Exact(Box<str>),
+    /// Every channel starting with this (the pattern without its final `*`).
+    Prefix(Box<str>),
+}
+
+impl Pattern {
+    fn parse(pattern: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.into()),
+            None => Self::Exact(pattern.into()),
+        }
+    }
+
+    fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::Exact(name) => **name == *channel,
+            Self::Prefix(prefix) => channel.starts_with(&**prefix),
+        }
+    }
+}
+
+/// The channels a token grants, per [`Action`]. See the module docs for the
+/// claims and patterns.
+///
+/// Invariant: each distinct pattern appears once, with the union of the
+/// actions granted on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    rules: Vec<(Pattern, u8)>,
+}
+
+impl Grants {
+    /// Whether `action` is granted on `channel`.
+    pub fn allows(&self, action: Action, channel: &str) -> bool {
+        let bit = action.bit();
+        self.rules
+            .iter()
+            .any(|(pattern, actions)| actions & bit != 0 && pattern.matches(channel))
+    }
+
+    /// Whether nothing at all is granted.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Grants `action` on the channels matching `pattern` (an exact name or a
+    /// prefix ending in `*`). An empty pattern grants nothing.
+    pub fn grant(&mut self, action: Action, pattern: &str) {
+        self.grant_bits(action.bit(), pattern);
+    }
+
+    fn grant_bits(&mut self, bits: u8, pattern: &str) {
+        if pattern.is_empty() {
+            return;
+        }
+        let pattern = Pattern::parse(pattern);
+        match self.rules.iter_mut().find(|(p, _)| *p == pattern) {
+            Some((_, actions)) => *actions |= bits,
+            None => self.rules.push((pattern, bits)),
+        }
+    }
+}
+
+/// Who a verified token says the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`: never empty.
+    pub user: String,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires: u64,
+    /// The channels the token grants.
+    pub grants: Grants,
+}
+
+/// The claims the hub reads. Other claims are ignored.
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    publish: Option<Vec<String>>,
+    #[serde(default)]
+    presence: Option<Vec<String>>,
+}
+
+/// Verifies tokens with one configured key and algorithm. Cheap to clone;
+/// build it once at startup. See the module docs for what is checked.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    algorithm: Algorithm,
+    /// What `jsonwebtoken` checks: the algorithm, the signature, `aud` and
+    /// `iss`. Its own clock checks are off: `exp` and `nbf` are checked
+    /// against the caller's `now`.
+    validation: Validation,
+    leeway: u64,
+}
+
+impl Verifier {
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        validation.required_spec_claims.clear();
+        Self {
+            key,
+            algorithm,
+            validation,
+            leeway: 0,
+        }
+    }
+
+    /// A verifier of HS256 tokens signed with `secret`.
+    ///
+    /// The secret should be long and random (32 bytes or more): anyone who
+    /// knows it can mint tokens.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// A verifier of RS256 tokens, from an RSA public key in PEM (SPKI
+    /// `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`) of at least
+    /// [`MIN_RSA_BITS`] bits.
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| bad_key("RS256", &e))?;
+        let der = key.try_get_as_bytes().map_err(|e| bad_key("RS256", &e))?;
+        let (modulus, _) = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
+            .key_utils
+            .rsa_pub_components_from_public_key)(der)
+        .map_err(|e| bad_key("RS256", &e))?;
+        let bits = significant_bits(&modulus);
+        if bits < MIN_RSA_BITS {
+            return Err(AuthError::BadKey(format!(
+                "RS256 key of {bits} bits; at least {MIN_RSA_BITS} are required"
+            )));
+        }
+        Self::probed(key, Algorithm::RS256)
+    }
+
+    /// A verifier of ES256 tokens, from a P-256 public key in PEM (SPKI
+    /// `PUBLIC KEY`).
+    pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_ec_pem(pem).map_err(|e| bad_key("ES256", &e))?;
+        Self::probed(key, Algorithm::ES256)
+    }
+
+    /// A verifier for `algorithm`, once the crypto backend has accepted
+    /// `key` for it (a key of the wrong type or curve fails here, at
+    /// startup, rather than on every token).
+    fn probed(key: DecodingKey, algorithm: Algorithm) -> Result<Self, AuthError> {
+        let name = algorithm_name(algorithm);
+        jsonwebtoken::crypto::verify("", b"probe", &key, algorithm)
+            .map_err(|e| bad_key(name, &e))?;
+        Ok(Self::new(key, algorithm))
+    }
+
+    /// A verifier as the hub's `[auth]` configuration says: exactly one key
+    /// source (key files are read here), and the audience and issuer if set.
+    /// An empty HS256 secret is refused.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
+        let verifier = match (
+            &config.hs256_secret,
+            &config.rs256_public_key,
+            &config.es256_public_key,
+        ) {
+            (Some(secret), None, None) => {
+                if secret.is_empty() {
+                    return Err(AuthError::BadKey("empty hs256_secret".to_owned()));
+                }
+                Self::hs256(secret.as_bytes())
+            }
+            (None, Some(path), None) => Self::rs256_pem(&read_key(path)?)?,
+            (None, None, Some(path)) => Self::es256_pem(&read_key(path)?)?,
+            _ => {
+                return Err(AuthError::BadKey(
+                    "set exactly one of hs256_secret, rs256_public_key, es256_public_key"
+                        .to_owned(),
+                ));
+            }
+        };
+        let verifier = match &config.audience {
+            Some(audience) => verifier.with_audience(audience),
+            None => verifier,
+        };
+        Ok(match &config.issuer {
+            Some(issuer) => verifier.with_issuer(issuer),
+            None => verifier,
+        })
+    }
+
+    /// Also requires `aud` to name `audience`. Called several times, any of
+    /// the audiences is accepted.
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        let audience = audience.into();
+        let set = self.validation.aud.get_or_insert_with(Default::default);
+        set.insert(audience);
+        self.validation.validate_aud = true;
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
+        self
+    }
+
+    /// Also requires `iss` to be `issuer`. Called several times, any of the
+    /// issuers is accepted.
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        let set = self.validation.iss.get_or_insert_with(Default::default);
+        set.insert(issuer);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
+        self
+    }
+
+    /// Tolerates clocks this many seconds apart when checking `exp` and `nbf`
+    /// (default 0).
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// The algorithm accepted: `"HS256"`, `"RS256"` or `"ES256"`.
+    pub fn algorithm(&self) -> &'static str {
+        algorithm_name(self.algorithm)
+    }
+
+    /// Verifies `token` at `now` (seconds since the Unix epoch, from the
+    /// caller's clock) and returns who it identifies. See the module docs for
+    /// the checks and their order.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
+        self.check_header(token)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(map_error)?;
+        let claims = data.claims;
+
+        let exp = claims.exp.ok_or(AuthError::MissingExpiry)?;
+        let expires = seconds(exp, f64::floor)?;
+        if now >= expires.saturating_add(self.leeway) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.nbf {
+            let nbf = seconds(nbf, f64::ceil)?;
+            if now.saturating_add(self.leeway) < nbf {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        let user = match claims.sub {
+            Some(sub) if !sub.is_empty() => sub,
+            _ => return Err(AuthError::MissingSubject),
+        };
+
+        let mut grants = Grants::default();
+        let all = Action::Subscribe.bit() | Action::Publish.bit() | Action::Presence.bit();
+        for (patterns, bits) in [
+            (&claims.channels, all),
+            (&claims.subscribe, Action::Subscribe.bit()),
+            (&claims.publish, Action::Publish.bit()),
+            (&claims.presence, Action::Presence.bit()),
+        ] {
+            for pattern in patterns.iter().flatten() {
+                grants.grant_bits(bits, pattern);
+            }
+        }
+        Ok(Identity {
+            user,
+            expires,
+            grants,
+        })
+    }
+
+    /// Reads the header ourselves, so that `alg: "none"` and other
+    /// algorithms (which `jsonwebtoken` may not even parse) are named as
+    /// such, and `crit` is refused.
+    fn check_header(&self, token: &str) -> Result<(), AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        let json = base64url_decode(header).ok_or(AuthError::Malformed)?;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+        if header.contains_key("crit") {
+            return Err(AuthError::Malformed);
+        }
+        match header.get("alg") {
+            Some(serde_json::Value::String(alg)) if alg == self.algorithm() => Ok(()),
+            Some(serde_json::Value::String(_)) => Err(AuthError::WrongAlgorithm),
+            _ => Err(AuthError::Malformed),
+        }
+    }
+}
+
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::HS256 => "HS256",
+        Algorithm::RS256 => "RS256",
+        Algorithm::ES256 => "ES256",
+        // The constructors make only the three above.
+        _ => "unsupported",
+    }
+}
+
+fn bad_key(algorithm: &str, error: &jsonwebtoken::errors::Error) -> AuthError {
+    AuthError::BadKey(format!("not a usable {algorithm} public key: {error}"))
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>, AuthError> {
+    std::fs::read(path)
+        .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Bits of a big-endian unsigned integer, leading zeros not counted.
+fn significant_bits(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        None => 0,
+        Some(i) => (be.len() - i) * 8 - be[i].leading_zeros() as usize,
+    }
+}
+
+/// A JWT NumericDate as whole seconds, rounded with `round` (down for `exp`,
+/// up for `nbf`: the stricter way in both cases).
+fn seconds(value: f64, round: fn(f64) -> f64) -> Result<u64, AuthError> {
+    if value.is_finite() && value >= 0.0 {
+        // Saturating conversion: beyond u64 is "never".
+        Ok(round(value) as u64)
+    } else {
+        Err(AuthError::Malformed)
+    }
+}
+
+fn map_error(error: jsonwebtoken::errors::Error) -> AuthError {
+    match error.kind() {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
+            AuthError::BadKey(error.to_string())
+        }
+        _ => AuthError::Malformed,
+    }
+}
+
+/// Decodes unpadded base64url (RFC 4648 §5), as JWTs use. `None` on any
+/// character outside the alphabet, on padding, or on an impossible length.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | value(c)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 => out.push((acc >> 4) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The token of an upgrade request: the `Authorization: Bearer` header (the
+/// scheme in any case), else the `token` parameter of the query string
+/// (without its `?`; percent-decoded, `+` as space). `None` if neither holds
+/// a non-empty token.
+///
+/// The protocol gives a token in the `connect` command precedence over both;
+/// that is the caller's business.
+pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    for value in headers.get_all(http::header::AUTHORIZATION) {
+        let Ok(value) = value.to_str() else { continue };
+        let value = value.trim();
+        let Some((scheme, token)) = value.split_once([' ', '\t']) else {
+            continue;
+        };
+        let token = token.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+            return Some(token.to_owned());
+        }
+    }
+    let query = query?;
+    let query = query.strip_prefix('?').unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(name).as_deref() != Some("token") {
+            return None;
+        }
+        percent_decode(value).filter(|token| !token.is_empty())
+    })
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `%XX` escapes and `+`
+/// for space; a `%` not followed by two hex digits stays as it is. `None` if
+/// the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    fn hex(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi << 4) | lo);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const NOW: u64 = 1_795_000_000;
+    const SECRET: &[u8] = b"a-test-secret-of-thirty-two-byte";
+
+    fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+    }
+
+    fn hs(claims: &serde_json::Value) -> String {
+        sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET), claims)
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.len();
+            let mut acc = 0u32;
+            for (i, &b) in chunk.iter().enumerate() {
+                acc |= (b as u32) << (16 - 8 * i);
+            }
+            for i in 0..=n {
+                out.push(ALPHABET[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// A token with this header and claims, and a signature of junk.
+    fn raw_token(header: &serde_json::Value, claims: &serde_json::Value, sig: &str) -> String {
+        format!(
+            "{}.{}.{sig}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        )
+    }
+
+    fn good_claims() -> serde_json::Value {
+        json!({"sub": "alice", "exp": NOW + 60})
+    }
+
+    #[test]
+    fn base64url_round_trips_every_length() {
+        for len in 0..40u8 {
+            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+            assert_eq!(base64url_decode(&b64(&data)).unwrap(), data, "len {len}");
+        }
+        assert_eq!(base64url_decode("A"), None);
+        assert_eq!(
+            base64url_decode("AA=="),
+            None,
+            "padding is not base64url in JWTs"
+        );
+        assert_eq!(base64url_decode("AA+/"), None);
+    }
+
+    #[test]
+    fn hs256_good_token_gives_identity() {
+        let v = Verifier::hs256(SECRET);
+        let id = v.verify(&hs(&good_claims()), NOW).unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.expires, NOW + 60);
+        assert!(id.grants.is_empty());
+        assert_eq!(v.algorithm(), "HS256");
+    }
+
+    #[test]
+    fn hs256_expiry_is_exact_and_leeway_configurable() {
+        let v = Verifier::hs256(SECRET);
+        let token = hs(&good_claims());
+        assert!(v.verify(&token, NOW + 59).is_ok());
+        assert_eq!(v.verify(&token, NOW + 60), Err(AuthError::Expired));
+        assert_eq!(v.verify(&token, NOW + 6000), Err(AuthError::Expired));
+        let lenient = Verifier::hs256(SECRET).with_leeway(5);
+        assert!(lenient.verify(&token, NOW + 64).is_ok());
+        assert_eq!(lenient.verify(&token, NOW + 65), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn hs256_exp_is_required_and_must_be_a_number() {
+        let v = Verifier::hs256(SECRET);
+        let no_exp = hs(&json!({"sub": "alice"}));
+        assert_eq!(v.verify(&no_exp, NOW), Err(AuthError::MissingExpiry));
+        let text_exp = hs(&json!({"sub": "alice", "exp": "tomorrow"}));
+        assert_eq!(v.verify(&text_exp, NOW), Err(AuthError::Malformed));
+        let negative = hs(&json!({"sub": "alice", "exp": -1}));
+        assert_eq!(v.verify(&negative, NOW), Err(AuthError::Malformed));
+        let fractional = hs(&json!({"sub": "alice", "exp": (NOW as f64) + 0.5}));
+        assert_eq!(v.verify(&fractional, NOW), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn hs256_nbf_is_checked_against_callers_clock() {
+        let v = Verifier::hs256(SECRET);
+        let token = hs(&json!({"sub": "alice", "exp": NOW + 60, "nbf": NOW + 10}));
+        assert_eq!(v.verify(&token, NOW), Err(AuthError::NotYetValid));
+        assert_eq!(v.verify(&token, NOW + 9), Err(AuthError::NotYetValid));
+        assert!(v.verify(&token, NOW + 10).is_ok());
+        assert!(
+            Verifier::hs256(SECRET)
+                .with_leeway(10)
+                .verify(&token, NOW)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn hs256_forged_signature_is_refused() {
+        let v = Verifier::hs256(SECRET);
+        let other = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"another-secret-entirely-32-bytes"),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&other, NOW), Err(AuthError::BadSignature));
+
+        // A good signature over other claims: swap the payload.
+        let good = hs(&good_claims());
+        let evil = hs(&json!({"sub": "mallory", "exp": NOW + 60}));
+        let (h, rest) = good.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let evil_payload = evil.split('.').nth(1).unwrap();
+        let spliced = format!("{h}.{evil_payload}.{sig}");
+        assert_eq!(v.verify(&spliced, NOW), Err(AuthError::BadSignature));
+
+        let unsigned = format!("{h}.{evil_payload}.");
+        assert_eq!(v.verify(&unsigned, NOW), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn forged_token_reports_no_claim_errors() {
+        // Expired and forged: the signature is what is reported, so a forger
+        // learns nothing about the claims' checks.
+        let v = Verifier::hs256(SECRET);
+        let forged = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"nope"),
+            &json!({"exp": 1}),
+        );
+        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let v = Verifier::hs256(SECRET);
+        for alg in ["none", "None", "NONE"] {
+            let token = raw_token(&json!({"alg": alg, "typ": "JWT"}), &good_claims(), "");
+            assert_eq!(
+                v.verify(&token, NOW),
+                Err(AuthError::WrongAlgorithm),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        let v = Verifier::hs256(SECRET);
+        let hs512 = sign(
+            Algorithm::HS512,
+            &EncodingKey::from_secret(SECRET),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&hs512, NOW), Err(AuthError::WrongAlgorithm));
+        let es = sign(
+            Algorithm::ES256,
+            &EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap(),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&es, NOW), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn hs256_signed_with_the_rsa_public_key_is_refused() {
+        // Algorithm confusion: an RS256 verifier must not treat its public
+        // key as an HMAC secret.
+        let v = Verifier::rs256_pem(RSA_A_PUBLIC.as_bytes()).unwrap();
+        let token = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(RSA_A_PUBLIC.as_bytes()),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&token, NOW), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let v = Verifier::hs256(SECRET);
+        let good = hs(&good_claims());
+        for token in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d",
+            "!!.b.c",
+            &format!("{good}.x"),
+            &raw_token(&json!(["alg"]), &good_claims(), "x"),
+            &raw_token(&json!({"typ": "JWT"}), &good_claims(), "x"),
+            &raw_token(&json!({"alg": 256}), &good_claims(), "x"),
+            &raw_token(
+                &json!({"alg": "HS256", "crit": ["b64"]}),
+                &good_claims(),
+                "x",
+            ),
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert_eq!(
+                v.verify(token, NOW),
+                Err(AuthError::Malformed),
+                "{token:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn subject_is_required_and_not_empty() {
+        let v = Verifier::hs256(SECRET);
+        let none = hs(&json!({"exp": NOW + 60}));
+        assert_eq!(v.verify(&none, NOW), Err(AuthError::MissingSubject));
+        let empty = hs(&json!({"sub": "", "exp": NOW + 60}));
+        assert_eq!(v.verify(&empty, NOW), Err(AuthError::MissingSubject));
+    }
+
+    #[test]
+    fn audience_and_issuer_only_when_configured() {
+        let claims = json!({"sub": "a", "exp": NOW + 60, "aud": "hub", "iss": "idp"});
+        let token = hs(&claims);
+        // Not configured: not checked.
+        assert!(Verifier::hs256(SECRET).verify(&token, NOW).is_ok());
+
+        let v = Verifier::hs256(SECRET)
+            .with_audience("hub")
+            .with_issuer("idp");
+        assert!(v.verify(&token, NOW).is_ok());
+        let list_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": ["x", "hub"], "iss": "idp"}));
+        assert!(v.verify(&list_aud, NOW).is_ok());
+
+        let wrong_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "other", "iss": "idp"}));
+        assert_eq!(v.verify(&wrong_aud, NOW), Err(AuthError::WrongAudience));
+        let no_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "iss": "idp"}));
+        assert_eq!(v.verify(&no_aud, NOW), Err(AuthError::WrongAudience));
+        let wrong_iss = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "hub", "iss": "evil"}));
+        assert_eq!(v.verify(&wrong_iss, NOW), Err(AuthError::WrongIssuer));
+        let no_iss = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "hub"}));
+        assert_eq!(v.verify(&no_iss, NOW), Err(AuthError::WrongIssuer));
+    }
+
+    #[test]
+    fn rs256_good_and_forged() {
+        let v = Verifier::rs256_pem(RSA_A_PUBLIC.as_bytes()).unwrap();
+        assert_eq!(v.algorithm(), "RS256");
+        let key_a = EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap();
+        let key_b = EncodingKey::from_rsa_pem(RSA_B_PRIVATE.as_bytes()).unwrap();
+        let good = sign(Algorithm::RS256, &key_a, &good_claims());
+        assert_eq!(v.verify(&good, NOW).unwrap().user, "alice");
+        let forged = sign(Algorithm::RS256, &key_b, &good_claims());
+        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
+        // Same key, another RSA scheme: refused by name.
+        let ps256 = sign(Algorithm::PS256, &key_a, &good_claims());
+        assert_eq!(v.verify(&ps256, NOW), Err(AuthError::WrongAlgorithm));
+        assert_eq!(v.verify(&good, NOW + 60), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn es256_good_and_forged() {
+        let v = Verifier::es256_pem(EC_A_PUBLIC.as_bytes()).unwrap();
+        assert_eq!(v.algorithm(), "ES256");
+        let key_a = EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap();
+        let key_b = EncodingKey::from_ec_pem(EC_B_PRIVATE.as_bytes()).unwrap();
+        let good = sign(Algorithm::ES256, &key_a, &good_claims());
+        assert_eq!(v.verify(&good, NOW).unwrap().user, "alice");
+        let forged = sign(Algorithm::ES256, &key_b, &good_claims());
+        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        for junk in [b64(&[7; 64]), b64(&[7; 10]), String::new()] {
+            let token = format!("{signed}.{junk}");
+            assert_eq!(v.verify(&token, NOW), Err(AuthError::BadSignature));
+        }
+        let hs = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(EC_A_PUBLIC.as_bytes()),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&hs, NOW), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_at_construction() {
+        let bad = |r: Result<Verifier, AuthError>| matches!(r, Err(AuthError::BadKey(_)));
+        assert!(bad(Verifier::rs256_pem(b"not a pem")));
+        assert!(bad(Verifier::rs256_pem(EC_A_PUBLIC.as_bytes())));
+        assert!(
+            bad(Verifier::rs256_pem(RSA_1024_PUBLIC.as_bytes())),
+            "too weak"
+        );
+        assert!(bad(Verifier::es256_pem(b"")));
+        assert!(bad(Verifier::es256_pem(RSA_A_PUBLIC.as_bytes())));
+        assert!(
+            bad(Verifier::es256_pem(EC_P384_PUBLIC.as_bytes())),
+            "wrong curve"
+        );
+        assert_eq!(AuthError::BadKey(String::new()).code(), "bad_key");
+    }
+
+    #[test]
+    fn from_config_reads_keys_and_claims_checks() {
+        let dir = std::env::temp_dir().join(format!("duplex-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("es256.pem");
+        std::fs::write(&path, EC_A_PUBLIC).unwrap();
+        let config = AuthConfig {
+            es256_public_key: Some(path.clone()),
+            audience: Some("hub".into()),
+            ..AuthConfig::default()
+        };
+        let v = Verifier::from_config(&config).unwrap();
+        let key = EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap();
+        let no_aud = sign(Algorithm::ES256, &key, &good_claims());
+        assert_eq!(v.verify(&no_aud, NOW), Err(AuthError::WrongAudience));
+        let with_aud = sign(
+            Algorithm::ES256,
+            &key,
+            &json!({"sub": "a", "exp": NOW + 1, "aud": "hub"}),
+        );
+        assert!(v.verify(&with_aud, NOW).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let missing = AuthConfig {
+            rs256_public_key: Some(dir.join("nope.pem")),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            Verifier::from_config(&missing),
+            Err(AuthError::BadKey(_))
+        ));
+        let empty = AuthConfig {
+            hs256_secret: Some(String::new()),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            Verifier::from_config(&empty),
+            Err(AuthError::BadKey(_))
+        ));
+        assert!(Verifier::from_config(&AuthConfig::default()).is_err());
+        let hs = AuthConfig {
+            hs256_secret: Some("s3cret".into()),
+            issuer: Some("idp".into()),
+            ..AuthConfig::default()
+        };
+        let v = Verifier::from_config(&hs).unwrap();
+        let token = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"s3cret"),
+            &good_claims(),
+        );
+        assert_eq!(v.verify(&token, NOW), Err(AuthError::WrongIssuer));
+    }
+
+    #[test]
+    fn grants_from_claims() {
+        let v = Verifier::hs256(SECRET);
+        let token = hs(&json!({
+            "sub": "alice",
+            "exp": NOW + 60,
+            "channels": ["chat:*", "news:sport"],
+            "subscribe": ["news:*"],
+            "publish": ["inbox:alice"],
+            "presence": ["lobby"],
+        }));
+        let g = v.verify(&token, NOW).unwrap().grants;
+        assert!(!g.is_empty());
+        for action in [Action::Subscribe, Action::Publish, Action::Presence] {
+            assert!(g.allows(action, "chat:lobby"), "{action:?}");
+            assert!(g.allows(action, "news:sport"), "{action:?}");
+            assert!(!g.allows(action, "chat"), "prefix includes the colon");
+        }
+        for action in [Action::Publish, Action::Presence] {
+            assert!(!g.allows(action, "news:sports"), "exact is exact");
+        }
+        assert!(g.allows(Action::Subscribe, "news:weather"));
+        assert!(!g.allows(Action::Publish, "news:weather"));
+        assert!(!g.allows(Action::Presence, "news:weather"));
+        assert!(g.allows(Action::Publish, "inbox:alice"));
+        assert!(!g.allows(Action::Subscribe, "inbox:alice"));
+        assert!(!g.allows(Action::Publish, "inbox:bob"));
+        assert!(g.allows(Action::Presence, "lobby"));
+        assert!(!g.allows(Action::Subscribe, "lobby"));
+
+        let bad = hs(&json!({"sub": "a", "exp": NOW + 60, "channels": "chat:*"}));
+        assert_eq!(v.verify(&bad, NOW), Err(AuthError::Malformed));
+        let bad = hs(&json!({"sub": "a", "exp": NOW + 60, "publish": [1]}));
+        assert_eq!(v.verify(&bad, NOW), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn grant_patterns() {
+        let mut g = Grants::default();
+        assert!(g.is_empty());
+        g.grant(Action::Subscribe, "");
+        assert!(g.is_empty(), "an empty pattern grants nothing");
+        g.grant(Action::Subscribe, "*");
+        assert!(g.allows(Action::Subscribe, "anything:at-all"));
+        assert!(!g.allows(Action::Publish, "anything:at-all"));
+        g.grant(Action::Publish, "a*b");
+        assert!(!g.allows(Action::Publish, "axxb"), "* only at the end");
+        assert!(g.allows(Action::Publish, "a*b"));
+        g.grant(Action::Publish, "*");
+        g.grant(Action::Presence, "*");
+        assert_eq!(g.rules.len(), 2, "one rule per distinct pattern");
+        assert!(g.allows(Action::Presence, "x"));
+    }
+
+    #[test]
+    fn error_codes_are_distinct() {
+        let all = [
+            AuthError::Malformed,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::WrongAlgorithm,
+            AuthError::WrongAudience,
+            AuthError::WrongIssuer,
+            AuthError::MissingSubject,
+            AuthError::MissingExpiry,
+            AuthError::BadKey("x".into()),
+        ];
+        let codes: std::collections::HashSet<_> = all.iter().map(AuthError::code).collect();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn token_from_bearer_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(token_from_request(&headers, None), None);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "bEaReR  abc.def.ghi ".parse().unwrap(),
+        );
+        assert_eq!(
+            token_from_request(&headers, Some("token=other")).as_deref(),
+            Some("abc.def.ghi"),
+            "the header wins over the query"
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Basic dXNlcjpwdw==".parse().unwrap(),
+        );
+        assert_eq!(token_from_request(&headers, None), None);
+        assert_eq!(
+            token_from_request(&headers, Some("token=q")).as_deref(),
+            Some("q"),
+            "another scheme falls back to the query"
+        );
+        headers.insert(http::header::AUTHORIZATION, "Bearer".parse().unwrap());
+        assert_eq!(token_from_request(&headers, None), None);
+        headers.append(http::header::AUTHORIZATION, "Bearer t2".parse().unwrap());
+        assert_eq!(token_from_request(&headers, None).as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn token_from_query() {
+        let headers = http::HeaderMap::new();
+        let get = |q| token_from_request(&headers, Some(q));
+        assert_eq!(get("token=a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(get("?x=1&token=a%2Eb%2ec&y").as_deref(), Some("a.b.c"));
+        assert_eq!(get("tokens=a&xtoken=b"), None);
+        assert_eq!(get("token=&token=second").as_deref(), Some("second"));
+        assert_eq!(get("token"), None);
+        assert_eq!(get("t%6Fken=x+y%20z").as_deref(), Some("x y z"));
+        assert_eq!(get("token=100%").as_deref(), Some("100%"));
+        assert_eq!(get("token=%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(get("token=%ff"), None, "not UTF-8");
+        assert_eq!(get("token=%C3%A9").as_deref(), Some("é"));
+    }
+
+    // Test-only keys, generated once with `openssl genpkey` (2048-bit RSA,
+    // P-256 and P-384 EC). Never use them for anything else.
+
+    const RSA_A_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQCiUiMSGz97RTvV
+FMCw8/Uw7VVhZBd/QmHmbWkGyFoDV89RxHPJQmE9L7lz4z1w2Hlx9xBgB23wggEy
+m/i/Rz/Z6XeKekNXlf5kIHvk6zDXn/2RnN2Al3Qln3ONlRIZFT+STrjrEyKKCn6Y
+RW4Oll2tVs2K3rC9v9Rv4KOYdO+Ikb1lU7MkBfcUhPCJqvJ/zfgyZrh/wMFNcXM7
+UsauCfKAkl0BHrGys4I/0GYO4TYDHaiZKFWilR7sKiXTUBkIvUicO6imOPGhbz7U
+msUjT1yUcqHOsvkP+TL7FyEFo4wfSD5ro8PnQ1HbhIwSZPkF+DtYQ64AlSFU6+Jv
+qZsSw547AgMBAAECggEAKAKK9nmU6jOkjd8xp+xaMZcuhnT/fbTFIOEzFCLqXQyV
+45fC2obsJQLQeYo3qMsTFE5L0P/Dz5ab6PedFrjfOj1b49xDISGttMx0/XYjceLT
+w8KgroOmc2ecOffWoCwmoU+aMQdkahYwIiRq/ll9+a39uA8wDXVtTa5XZMreCBFP
+1pYgQrtwcj0P0ESP0B00QyJxZ8dqu7C3gRspA5QAzEN4JUVl6CRu/vi6yaDD8aLZ
+IMuZPXGQY4ACN+Axm6XgPvaO+J/fjW8ksxJhK1mvrZSBRuA09rM8XSotsoV9s3Cq
+SwRcaaKPdSxgCkf3X9TPA8OpwDt/W/6QQXEY4Qd24QKBgQDO+U2q9J37/pELuftD
+pAudY5Jh3GujDbs871f85OXA1JmQU9qFd7j6JETB1QffvzYzDgAtRrJKX143ir6E
+J+UPCqCYGCjY5XsFVmW7nwD2+JL9QMtfHqvrYcSuTiNwJKRw2OHWx6N0xHXjHJXb
+AG7xpQYuBHUapIxQQ2hmrmQcWQKBgQDIxR5cOf8995jFIICdYkGit+cf/g/jZ9CI
+Gq7410r7kHTY1gBj7PjVc+I0RhceABibG5REvbcwYpKZX+O+NgRgqsI9mzwOACaF
+t0XMyymdTvqR5VPXkyotMNC1AvJ+J7xnC5F5R1KjMAkYGptVTQFl9oSRUtq3PODR
+qGHghnisswKBgEaQqPJIRDTOLhWZaxk8rNkUQawrwmbtH5E+6PjH8a00zsZuUGqA
+zwg5pVeQkgau4oO1mknVeKPyr+Sv4RSdpXLjZK12TzbjxnWjZzv4khOh3DuMA8qC
+Yor14mCrM1ngpE/1IcpgdlIxSSANduob07d/VAQMcQCMaWpUERwxCODBAoGBAJUa
+B00Y6Vz852DmnX3Efdg5WZVh2izZaX3ayz0UrqQbCRwL+ig70iS7ti96KirmiV+P
+4NIYTtbJLfRnyTv249NinXShN71yESnXDShlbRddkysMs/JyYa1EBouXj71vBzVD
+2xrFhDKbNvXGtLtpv/MYXCWM8c+Jj7FEqsPTOgWPAoGBALpG4g2OTLrkusrh+Sqc
+ld7QuGIVrNj/xu+NIHby5j7dKsyOYfPR1FhhAcDze++6VjzEp0PuXdGlBRQcDt5o
+ExZgK2FSSJz4lOUCK87S2MEpX6LOhq1/jWYTd8stvtpxMV5hZXgNy1aqM20zYnW+
+yneUBEUBwWUw4PEYOoQJ+QfT
+-----END PRIVATE KEY-----
+";
+
+    const RSA_A_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAolIjEhs/e0U71RTAsPP1
+MO1VYWQXf0Jh5m1pBshaA1fPUcRzyUJhPS+5c+M9cNh5cfcQYAdt8IIBMpv4v0c/
+2el3inpDV5X+ZCB75Osw15/9kZzdgJd0JZ9zjZUSGRU/kk646xMiigp+mEVuDpZd
+rVbNit6wvb/Ub+CjmHTviJG9ZVOzJAX3FITwiaryf834Mma4f8DBTXFzO1LGrgny
+gJJdAR6xsrOCP9BmDuE2Ax2omShVopUe7Col01AZCL1InDuopjjxoW8+1JrFI09c
+lHKhzrL5D/ky+xchBaOMH0g+a6PD50NR24SMEmT5Bfg7WEOuAJUhVOvib6mbEsOe
+OwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+    const RSA_B_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCUDjA5eSstqlvj
+rEKzv2/tSPuEUoFyRda5Z7EDm582VnLJTEQvVKhtx4cjF21B2lAeJ633CxhaRvwr
+wyKbQldHKVBd0HFYvwO7xJs0//z0yp+23qvS8hiWjyNgauwTWdBGMl0VcGRfhS8O
+aKrtferVhLtzwjadeQ1jGwkL1Q+Uh0RQo4ve8bdaLvm9lHbR+gQyZ7/lTnsbSc9l
+tr4dkoBT6I+3/NxrnRV3ljAlPGQsBVUZ3PD6gwJap2z98URIqFeAqiM17AIJnR9S
+iGkZNGZ0RqNJXNT868Ia2jiXCBnownD5tGGxcYQkwuXAoLG+vwCTAXkYjXVU4poF
+KpDHgBBHAgMBAAECggEAOCRvNgQUEwN0R8/VFVslIsoXkjRFIOOJypGe5rrW82Bx
+s5KHkpkcK1DLlkt2Y0/ZLK4oQjNDX0xmqGOdFlngRbxNXN3DdX8td8DUiBMARYUm
+bk5ewqWKHGGX7SJudeILX+sOMCiH707OKr0W/+rNJ31nJbzCQBGcuXWRhxqah1v2
+IQfzIrKFNj4W6PXPYmCwPMszXPhPpRMM+RH6aZlcFMI9/dv/3bwhYQFn7ubSZVZ9
+7sRUXaWrn2WYWVelw+VN57WkT8pTI31PpuvgsDylALKDVUQQKYgMx5L/FP1MfTVn
+OxsIhemLHhVEUISVehoLBP8p8ALGq6jF0WTKpGDriQKBgQDHzphdKlC5cy+VpYY+
+sJtgKkk6eNbC/5kV8TEAnYy7sEpJBqu8huFKfTJC/1f/fyDZy3CA5I0D52HnQVNU
+sOMpyVYYB7AIlPff9U0Fq1g41HPmnY2uZ3ZNcIT6vnkT04fSe5jHOxaygB/lme6x
+tuf7GSVu8V8kIvehsv3s2IkqCQKBgQC9saj9YxqJViZFcThqHr38xC77GkxldoDr
+2OsWsoF/vloHNzY7I0G1CP/oWDCzj2q0EC+uGBKBPmilnU0l0V+u2ghTFrhsgFE4
+IV8YqXREhTRq7vgGzb4I4ft4Y0KhX47uCHxy3CaCWTEnJLP9AVw63y9vAUp74O40
+bo7kim87zwKBgHm6ZNsFp66D/W6HLHVO9SouOPTVn8mnHKXgjoEYex/xtCAvXzt5
+VRIjmhZ1KDBxTBtENSNhmoPRWLUh+Fm1doADuF7leBqSXz1jXexhSls9G+tY+3NQ
+dyOQtINqvasViT7zq81dM2PGaShhkqlUjJpO5J5lkRgb8Y/i046TEWW5AoGAWExc
+ZyY8cfUh920OX4dT1FbVr5i8OvaAaEgelgAde4L1kSpIGhr9OPGpfVOfx9VYS9zE
+9PrLklGkkIK6KIJfUZq4CUUoL4lDRSdzhp1KO6LtlWELHs+iR6w5S/6YQ1mhxHc6
+xpRncIFn+dqB1aFOdzDweXFWZHd9KfbUmNk/kc0CgYALWQONql3lYbBwKAuAErLC
+t7k1U/uAVHRllNv6Gy7BRwDuamsqFLHid3ethU+njVCZZV8vcJMM6RZOQLZIAdGM
+8EYUmCKeadQEXXzjGqjU1qSiyatrG7O1yKvjqVp9eCsyh7r/VhBuzEkCstl98F7z
+8SF09sSKbrJa28E6fqnm2g==
+-----END PRIVATE KEY-----
+";
+
+    const RSA_1024_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDNK9CzNctpaRxfbgEFTSCIyx04
+J2Y/EBsU0GdVlf4rLwyAKaRT1U/DJ2mF8Oj9RSMpDfM3FPTfAzs5IyeJ2u3xr4nn
+TkRKeGP/EgOitGaGgDw4d3RgF7HMkiRt59giF+hgC5Ta+rbAUZIUJUmjWYzx3HrH
+twEb+oRRXZIiDo7T7wIDAQAB
+-----END PUBLIC KEY-----
+";
+
+    const EC_A_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSZ0MPdCw1Ry8nrka
+C+Z49HV+wVLs98oNzeQEorFSmNahRANCAAS9e/NkiUBwQ9kWujSrU2RS0yZt1IxW
+wDh4BjqKhoWWyIur1ZW7oex+Myt21YOhlW+WMZvheO6Pr6AX0t0+xP8I
+-----END PRIVATE KEY-----
+";
+
+    const EC_A_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvXvzZIlAcEPZFro0q1NkUtMmbdSM
+VsA4eAY6ioaFlsiLq9WVu6HsfjMrdtWDoZVvljGb4Xjuj6+gF9LdPsT/CA==
+-----END PUBLIC KEY-----
+";
+
+    const EC_B_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3nct+WDY785Dn5J4
+KGjcCX3TyememUC6Ihec6xhermShRANCAAT0wqx8EW8o1T4SapHCm6PbcdYN2hMX
+jK4vRaiBskeYD22zTcbeYVaa+hcssPxnuY/duV8qmsGCzbgRqRP1RHRt
+-----END PRIVATE KEY-----
+";
+
+    const EC_P384_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEvZXw0oUCmw5/Erv7Vf9o6ZixjKDiWyDv
+qnH0Ld3jR4Dy8A5ib8JWpjBK0EBr3SlEGe4+D/pPEgrsf2lQ0eBu04XoQ0kGMy6g
+8oQNMvp2MF8ptkKrki2BibVL0Y0PEDfS
+-----END PUBLIC KEY-----
+";
+}

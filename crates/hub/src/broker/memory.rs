@@ -1,0 +1,327 @@
+//! The in-memory broker of a single node.
+//!
+//! Each channel is one [`Channel`] behind its own lock, holding its epoch,
+//! its bounded history (already-encoded frames), its idempotency keys, its
+//! local subscribers and its presence. Publishing, subscribing and
+//! unsubscribing a channel all happen under that lock, which is what makes
+//! offsets, delivery order and subscribe-with-recovery atomic.
+//!
+//! Invariants (beyond the [`Broker`] ones):
+//! - History holds at most the namespace's `history_size` messages, none
+//!   older than its `history_ttl` once the channel is next touched or swept.
+//! - A channel with no subscriber and no history left is removed by
+//!   [`MemoryBroker::sweep`]; when it is next used it starts a new epoch, so
+//!   an old offset is reported as a gap, never misread.
+//! - A frame is encoded once per publish and shared by every subscriber and
+//!   by the history.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use duplex::PreparedMessage;
+use duplex_hub_proto::{
+    ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
+};
+use tokio::time::Instant;
+
+use super::{
+    BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
+};
+use crate::config::HubConfig;
+use crate::frame::prepare;
+use crate::metrics::Metrics;
+
+/// A single node's broker. See the module docs.
+#[derive(Debug)]
+pub struct MemoryBroker {
+    config: Arc<HubConfig>,
+    metrics: Arc<Metrics>,
+    channels: Mutex<HashMap<Arc<str>, Arc<Mutex<Channel>>>>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    epoch: Arc<str>,
+    /// The latest offset given out (0: none yet).
+    last: u64,
+    history: VecDeque<Stored>,
+    /// Idempotency keys of messages still in history, with their offsets.
+    keys: HashMap<Box<str>, u64>,
+    subscribers: Vec<Subscriber>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    offset: u64,
+    stored: Instant,
+    key: Option<Box<str>>,
+    frame: PreparedMessage,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            epoch: new_epoch().into(),
+            last: 0,
+            history: VecDeque::new(),
+            keys: HashMap::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Drops history beyond `size` entries or older than `ttl`.
+    fn prune(&mut self, size: usize, ttl: std::time::Duration, now: Instant) {
+        while let Some(front) = self.history.front() {
+            if self.history.len() <= size && now.duration_since(front.stored) <= ttl {
+                break;
+            }
+            if let Some(gone) = self.history.pop_front()
+                && let Some(key) = gone.key
+            {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    fn bounds(&self) -> HistoryBounds<'_> {
+        HistoryBounds {
+            epoch: &self.epoch,
+            first: self.history.front().map_or(self.last + 1, |s| s.offset),
+            last: self.last,
+        }
+    }
+
+    /// Pushes `frame` to every subscriber except `except`; returns how many
+    /// it reached.
+    fn deliver(&self, frame: &PreparedMessage, published: Instant, except: Option<u64>) -> usize {
+        let mut reached = 0;
+        for sub in &self.subscribers {
+            if Some(sub.id) != except && sub.outbox.push(frame.clone(), published) {
+                reached += 1;
+            }
+        }
+        reached
+    }
+}
+
+/// A fresh epoch: 8 random base-36 characters.
+fn new_epoch() -> String {
+    use rand::Rng;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| DIGITS[rng.random_range(0..DIGITS.len())] as char)
+        .collect()
+}
+
+impl MemoryBroker {
+    /// A broker with no channels.
+    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            metrics,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Mutex<Channel>>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channel, created if `create`.
+    fn channel(&self, name: &Arc<str>, create: bool) -> Option<Arc<Mutex<Channel>>> {
+        let mut channels = self.channels();
+        if let Some(channel) = channels.get(name) {
+            return Some(channel.clone());
+        }
+        if !create {
+            return None;
+        }
+        let channel = Arc::new(Mutex::new(Channel::new()));
+        channels.insert(name.clone(), channel.clone());
+        self.metrics.set_channels(channels.len());
+        Some(channel)
+    }
+
+    /// Removes channels that have no subscriber and no history left (after
+    /// pruning by age). Call it periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut channels = self.channels();
+        channels.retain(|name, channel| {
+            let ns = self.config.namespace(name);
+            let mut channel = lock(channel);
+            channel.prune(ns.history_size, ns.history_ttl, now);
+            !(channel.subscribers.is_empty() && channel.history.is_empty())
+        });
+        self.metrics.set_channels(channels.len());
+    }
+
+    fn publish_now(&self, publish: Publish) -> Published {
+        let ns = self.config.namespace(&publish.channel);
+        let channel = self.channel(&publish.channel, true).expect("created");
+        let mut channel = lock(&channel);
+        let now = Instant::now();
+        if let Some(key) = &publish.key
+            && let Some(&offset) = channel.keys.get(key.as_str())
+        {
+            return Published {
+                offset,
+                duplicate: true,
+            };
+        }
+        channel.last += 1;
+        let offset = channel.last;
+        let frame = prepare(&ServerMessage::Message(Publication {
+            channel: publish.channel.to_string(),
+            offset,
+            time: publish.time,
+            from: publish.from,
+            data: publish.data,
+        }));
+        let reached = channel.deliver(&frame, now, None);
+        self.metrics.published(reached, frame.frame().len());
+        if ns.history_size > 0 {
+            let key: Option<Box<str>> = publish.key.map(Into::into);
+            if let Some(key) = &key {
+                channel.keys.insert(key.clone(), offset);
+            }
+            channel.history.push_back(Stored {
+                offset,
+                stored: now,
+                key,
+                frame,
+            });
+        }
+        channel.prune(ns.history_size, ns.history_ttl, now);
+        Published {
+            offset,
+            duplicate: false,
+        }
+    }
+
+    fn subscribe_now(&self, subscribe: Subscribe) -> Subscribed {
+        let ns = self.config.namespace(&subscribe.channel);
+        let channel = self.channel(&subscribe.channel, true).expect("created");
+        let mut channel = lock(&channel);
+        let now = Instant::now();
+        channel.prune(ns.history_size, ns.history_ttl, now);
+        let plan = plan_recovery(subscribe.since.as_ref(), subscribe.recent, channel.bounds());
+        let sub = subscribe.subscriber;
+        if let Some(range) = plan.replay {
+            for stored in channel.history.iter() {
+                if range.contains(&stored.offset) {
+                    sub.outbox.push(stored.frame.clone(), now);
+                }
+            }
+        }
+        if ns.presence && ns.join_leave {
+            let join = prepare(&ServerMessage::Join {
+                channel: subscribe.channel.to_string(),
+                user: sub.info.user.clone(),
+                client: sub.info.client.clone(),
+            });
+            channel.deliver(&join, now, None);
+        }
+        channel.subscribers.push(sub);
+        Subscribed {
+            epoch: channel.epoch.to_string(),
+            offset: channel.last,
+            recovered: plan.recovered,
+            gap: plan.gap,
+        }
+    }
+
+    fn unsubscribe_now(&self, name: &str, sub: &Subscriber) {
+        let ns = self.config.namespace(name);
+        let name: Arc<str> = name.into();
+        let Some(channel) = self.channel(&name, false) else {
+            return;
+        };
+        let mut channel = lock(&channel);
+        let before = channel.subscribers.len();
+        channel.subscribers.retain(|s| s.id != sub.id);
+        if channel.subscribers.len() != before && ns.presence && ns.join_leave {
+            let leave = prepare(&ServerMessage::Leave {
+                channel: name.to_string(),
+                user: sub.info.user.clone(),
+                client: sub.info.client.clone(),
+            });
+            channel.deliver(&leave, Instant::now(), None);
+        }
+        if channel.subscribers.is_empty() && channel.subscribers.capacity() > 4 {
+            channel.subscribers = Vec::new();
+        }
+    }
+
+    fn presence_now(&self, name: &str) -> Vec<ClientInfo> {
+        let name: Arc<str> = name.into();
+        self.channel(&name, false)
+            .map(|channel| {
+                lock(&channel)
+                    .subscribers
+                    .iter()
+                    .map(|s| s.info.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn signal_now(&self, name: &str, from: &Subscriber, data: Data) {
+        let name: Arc<str> = name.into();
+        let Some(channel) = self.channel(&name, false) else {
+            return;
+        };
+        let channel = lock(&channel);
+        let frame = prepare(&ServerMessage::Signal {
+            channel: name.to_string(),
+            from: from.info.clone(),
+            data,
+        });
+        channel.deliver(&frame, Instant::now(), Some(from.id));
+    }
+}
+
+fn lock(channel: &Mutex<Channel>) -> MutexGuard<'_, Channel> {
+    channel.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>> {
+        let published = self.publish_now(publish);
+        Box::pin(std::future::ready(Ok(published)))
+    }
+
+    fn subscribe(&self, subscribe: Subscribe) -> BoxFuture<'_, Result<Subscribed, BrokerError>> {
+        let subscribed = self.subscribe_now(subscribe);
+        Box::pin(std::future::ready(Ok(subscribed)))
+    }
+
+    fn unsubscribe(&self, channel: &str, subscriber: &Subscriber) -> BoxFuture<'_, ()> {
+        self.unsubscribe_now(channel, subscriber);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<ClientInfo>, BrokerError>> {
+        let clients = self.presence_now(channel);
+        Box::pin(std::future::ready(Ok(clients)))
+    }
+
+    fn signal(
+        &self,
+        channel: &str,
+        from: &Subscriber,
+        data: Data,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.signal_now(channel, from, data);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn local_channels(&self) -> usize {
+        self.channels().len()
+    }
+}

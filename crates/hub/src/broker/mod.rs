@@ -1,0 +1,143 @@
+//! The broker: where publishes get their offsets, history is kept, presence
+//! is tracked, and messages reach every subscriber.
+//!
+//! One interface, two implementations: [`memory::MemoryBroker`] for a single
+//! node, and a Redis broker that makes several nodes one cluster. The hub's
+//! sessions speak only to [`Broker`].
+//!
+//! # Invariants every broker keeps
+//! - **Offsets.** Each accepted publish to a channel gets the channel's next
+//!   offset (1, 2, 3 … within an epoch), and every subscriber of the channel,
+//!   on every node, receives the channel's messages in offset order, each
+//!   once.
+//! - **Epochs.** A channel's history lives in one epoch; when the history is
+//!   lost (restart of an in-memory node, Redis data loss) the channel gets a
+//!   new epoch, so an offset from before is recognised as stale.
+//! - **Subscribe with recovery is atomic.** [`Broker::subscribe`] decides with
+//!   [`duplex_hub_proto::plan_recovery`], queues the replay in the
+//!   subscriber's outbox and registers it for live messages such that no
+//!   message is missed or queued twice between the replay and the live
+//!   stream. Where it cannot promise that, it says `gap`.
+//! - **Idempotency.** A publish whose key was already used on the channel,
+//!   while that message is still in history, is not delivered again; the
+//!   outcome carries the first offset and `duplicate`.
+//! - **Never blocked by a reader.** Delivery pushes into outboxes, which
+//!   never wait (see [`crate::outbox`]).
+//! - **Presence** lists the clients subscribed to a channel; `join` and
+//!   `leave` pushes go to the channel's subscribers where the namespace
+//!   enables them.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use duplex_hub_proto::{ClientInfo, Data, Since};
+
+use crate::outbox::Outbox;
+
+/// A boxed future, so [`Broker`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connection subscribed on this node, as the broker sees it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The connection's number on this node (unique while it lives).
+    pub id: u64,
+    /// Who it is.
+    pub info: ClientInfo,
+    /// Where its messages go.
+    pub outbox: Arc<Outbox>,
+}
+
+/// A publish, as the session hands it to the broker.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The payload.
+    pub data: Data,
+    /// Who publishes.
+    pub from: ClientInfo,
+    /// The idempotency key, if any.
+    pub key: Option<String>,
+    /// The hub's clock when it accepted the publish, in ms since the Unix epoch.
+    pub time: u64,
+}
+
+/// What became of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset in its channel.
+    pub offset: u64,
+    /// Whether the key had been used: the message was not delivered again.
+    pub duplicate: bool,
+}
+
+/// A subscription request.
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The subscribing connection.
+    pub subscriber: Subscriber,
+    /// Recover from here, if given.
+    pub since: Option<Since>,
+    /// How many recent messages to replay when not recovering.
+    pub recent: u32,
+}
+
+/// The answer to a subscription, for the `subscribed` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's latest offset when the subscription took effect.
+    pub offset: u64,
+    /// Whether `since` was honoured: exactly the missed messages follow.
+    pub recovered: bool,
+    /// Whether messages may have been missed that will not follow.
+    pub gap: bool,
+}
+
+/// A broker failure. Sessions report it to the client as `unavailable` and
+/// keep the connection.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The backing store cannot be reached now.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// See the module docs for the invariants every implementation keeps.
+pub trait Broker: Send + Sync + 'static {
+    /// Gives the message its offset, keeps it in history and delivers it to
+    /// every subscriber of the channel.
+    fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>>;
+
+    /// Subscribes a local connection, queueing the replay the request asks for.
+    fn subscribe(&self, subscribe: Subscribe) -> BoxFuture<'_, Result<Subscribed, BrokerError>>;
+
+    /// Removes a local connection from a channel (and from its presence).
+    fn unsubscribe(&self, channel: &str, subscriber: &Subscriber) -> BoxFuture<'_, ()>;
+
+    /// The clients subscribed to a channel, on every node.
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<ClientInfo>, BrokerError>>;
+
+    /// Delivers an ephemeral signal to the channel's subscribers except the
+    /// sender: no offset, no history.
+    fn signal(
+        &self,
+        channel: &str,
+        from: &Subscriber,
+        data: Data,
+    ) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Whether the broker can serve now (`/readyz`).
+    fn is_ready(&self) -> bool;
+
+    /// Channels with at least one local subscriber.
+    fn local_channels(&self) -> usize;
+}

@@ -1,0 +1,379 @@
+//! The hub's settings: what an operator sets with flags, environment or a
+//! TOML file.
+//!
+//! Invariants: [`HubConfig::default`] is the embedded default of `duplex
+//! serve`: no authentication configured, so anonymous clients are served;
+//! every limit bounded (connections, rate, message size, subscriptions,
+//! outbound queue); browsers accepted only from the hub's own origin. Every
+//! field has a serde default, so a TOML file sets only what it changes, and
+//! unknown keys are an error (a typo is not silently ignored).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the hub is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Origins allowed to open `/ws` from a browser, as `scheme://host[:port]`;
+    /// `"*"` allows any. Requests without an `Origin` header (non-browser
+    /// clients) and requests whose origin is the hub's own host are always
+    /// allowed. Others get 403 at the handshake.
+    pub allowed_origins: Vec<String>,
+    /// TLS: serve `wss://` and `https://` with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Token verification; `None` serves anonymous clients only.
+    pub auth: Option<AuthConfig>,
+    /// Limits on connections, rates and sizes.
+    pub limits: LimitsConfig,
+    /// WebSocket heartbeats.
+    pub heartbeat: HeartbeatConfig,
+    /// Settings of channels per namespace (the part of a channel name before
+    /// the first `:`; `""` for names without one). Namespaces not listed get
+    /// `default_namespace`.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Settings of namespaces not listed in `namespaces`.
+    pub default_namespace: NamespaceConfig,
+    /// Redis URL (`redis://host:port`): join a cluster of hubs through Redis.
+    /// `None`: the in-memory broker of a single node.
+    pub redis: Option<String>,
+    /// Log format: `"human"` (default) or `"json"`.
+    pub log_format: LogFormat,
+    /// How long shutdown waits for connections to finish their close
+    /// handshake (default 5 s).
+    #[serde(with = "seconds")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_origins: Vec::new(),
+            tls: None,
+            auth: None,
+            limits: LimitsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            namespaces: BTreeMap::new(),
+            default_namespace: NamespaceConfig::default(),
+            redis: None,
+            log_format: LogFormat::Human,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Certificate and key files for TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// How tokens (JWTs) are verified. Exactly one key source is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<String>,
+    /// RS256 public key, a PEM file.
+    pub rs256_public_key: Option<PathBuf>,
+    /// ES256 public key, a PEM file.
+    pub es256_public_key: Option<PathBuf>,
+    /// Required `aud` claim, if any.
+    pub audience: Option<String>,
+    /// Required `iss` claim, if any.
+    pub issuer: Option<String>,
+}
+
+/// Limits, per node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections in total (default 100,000); more are refused with 503.
+    pub max_connections: usize,
+    /// Connections per client IP (default 1,000); more are refused with 429.
+    pub max_connections_per_ip: usize,
+    /// Commands per second per connection, sustained (default 100).
+    pub messages_per_second: f64,
+    /// Commands allowed in a burst above the sustained rate (default 200).
+    pub burst: f64,
+    /// Commands refused for rate (each a `rate_limited` error) before the
+    /// next refusal closes the connection with 1008 (default 10). Strikes
+    /// are forgiven once the client has stayed under the rate long enough to
+    /// refill its burst.
+    pub rate_strikes: u32,
+    /// Largest WebSocket message accepted, in bytes (default 64 KiB); larger
+    /// ones close the connection with 1009.
+    pub max_message_size: usize,
+    /// Channels one connection may be subscribed to (default 100).
+    pub max_subscriptions: usize,
+    /// Bytes queued for one connection that it has not read yet (default
+    /// 4 MiB); beyond it the connection is a slow consumer and is closed
+    /// with 4008.
+    pub max_outbound_bytes: usize,
+    /// Time a new connection has to send `connect` (default 10 s).
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+    /// `SO_SNDBUF` of client sockets in bytes (default: the system's). Small
+    /// buffers save kernel memory on a node holding many quiet connections.
+    pub socket_send_buffer: Option<usize>,
+    /// `SO_RCVBUF` of client sockets in bytes (default: the system's).
+    pub socket_recv_buffer: Option<usize>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            messages_per_second: 100.0,
+            burst: 200.0,
+            rate_strikes: 10,
+            max_message_size: 64 << 10,
+            max_subscriptions: 100,
+            max_outbound_bytes: 4 << 20,
+            connect_timeout: Duration::from_secs(10),
+            socket_send_buffer: None,
+            socket_recv_buffer: None,
+        }
+    }
+}
+
+/// WebSocket pings from the hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Ping a connection after this long without hearing from it (default 25 s).
+    #[serde(with = "seconds")]
+    pub ping_interval: Duration,
+    /// Drop it if nothing arrives within this long after the ping (default 10 s).
+    #[serde(with = "seconds")]
+    pub pong_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who may do something in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Any connected client (anonymous ones too, where `anonymous` is on).
+    Any,
+    /// Only clients whose token grants the channel.
+    Granted,
+    /// Nobody (for publish: only the hub itself, as for `$sys:stats`).
+    None,
+}
+
+/// Settings of the channels of one namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Messages kept per channel for recovery (default 100; 0 keeps none).
+    pub history_size: usize,
+    /// Age after which kept messages are dropped (default 300 s).
+    #[serde(with = "seconds")]
+    pub history_ttl: Duration,
+    /// Whether `presence` answers (default on).
+    pub presence: bool,
+    /// Whether subscribers get `join` and `leave` pushes (default on).
+    pub join_leave: bool,
+    /// Who may subscribe (default any).
+    pub subscribe: Permission,
+    /// Who may publish and send signals (default any).
+    pub publish: Permission,
+    /// Whether anonymous clients may use the namespace at all (default: on
+    /// when the hub has no auth configured, off when it has).
+    pub anonymous: Option<bool>,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence: true,
+            join_leave: true,
+            subscribe: Permission::Any,
+            publish: Permission::Any,
+            anonymous: None,
+        }
+    }
+}
+
+/// The namespace the hub publishes its own statistics in, once a second, to
+/// the channel [`STATS_CHANNEL`]. Clients may subscribe, never publish.
+pub const SYS_NAMESPACE: &str = "$sys";
+
+/// The channel carrying the hub's statistics for the dashboard.
+pub const STATS_CHANNEL: &str = "$sys:stats";
+
+impl HubConfig {
+    /// Reads a TOML file.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+            return bad("limits: connection limits must be at least 1");
+        }
+        if !(l.messages_per_second > 0.0 && l.burst >= 1.0) {
+            return bad("limits: messages_per_second must be > 0 and burst >= 1");
+        }
+        if l.max_message_size < 128 {
+            return bad("limits: max_message_size must be at least 128 bytes");
+        }
+        if l.max_outbound_bytes < l.max_message_size {
+            return bad("limits: max_outbound_bytes must be at least max_message_size");
+        }
+        if self.heartbeat.ping_interval.is_zero() || self.heartbeat.pong_timeout.is_zero() {
+            return bad("heartbeat: ping_interval and pong_timeout must be above 0");
+        }
+        if let Some(auth) = &self.auth {
+            let sources = [
+                auth.hs256_secret.is_some(),
+                auth.rs256_public_key.is_some(),
+                auth.es256_public_key.is_some(),
+            ];
+            if sources.iter().filter(|set| **set).count() != 1 {
+                return bad(
+                    "auth: set exactly one of hs256_secret, rs256_public_key, es256_public_key",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of the namespace of `channel`.
+    pub fn namespace(&self, channel: &str) -> &NamespaceConfig {
+        let name = channel.split_once(':').map_or("", |(ns, _)| ns);
+        self.namespaces.get(name).unwrap_or(&self.default_namespace)
+    }
+
+    /// Whether anonymous clients may use `ns`.
+    pub fn anonymous_allowed(&self, ns: &NamespaceConfig) -> bool {
+        ns.anonymous.unwrap_or(self.auth.is_none())
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Durations in the TOML file are seconds (integers or decimals).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_anonymous_without_auth() {
+        let config = HubConfig::default();
+        config.validate().unwrap();
+        assert!(config.anonymous_allowed(config.namespace("chat:lobby")));
+    }
+
+    #[test]
+    fn toml_sets_only_what_it_names() {
+        let config = HubConfig::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            [limits]
+            max_connections_per_ip = 5
+            [namespaces.news]
+            history_size = 10
+            publish = "granted"
+            [auth]
+            hs256_secret = "s3cret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.max_connections_per_ip, 5);
+        assert_eq!(config.limits.max_connections, 100_000);
+        let news = config.namespace("news:sport");
+        assert_eq!(news.history_size, 10);
+        assert_eq!(news.publish, Permission::Granted);
+        assert_eq!(config.namespace("chat:x").history_size, 100);
+        assert!(
+            !config.anonymous_allowed(news),
+            "auth on: anonymous off by default"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(HubConfig::from_toml("lisen = \"1.2.3.4:1\"").is_err());
+        assert!(HubConfig::from_toml("[limits]\nmax_connections = 0").is_err());
+        let two_keys = "[auth]\nhs256_secret = \"a\"\nrs256_public_key = \"k.pem\"";
+        assert!(HubConfig::from_toml(two_keys).is_err());
+    }
+}

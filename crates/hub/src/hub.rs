@@ -1,0 +1,210 @@
+//! The hub: the state shared by every connection of one node.
+//!
+//! Invariants: the hub is built from a validated [`HubConfig`] and never
+//! changes it afterwards; client ids are unique on the node and, with a
+//! random node prefix, across a cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duplex::Shutdown;
+use duplex_hub_proto::{ClientInfo, Data, JsonText};
+
+use crate::auth::Verifier;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, Publish};
+use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
+use crate::limits::Admission;
+use crate::metrics::Metrics;
+
+/// Why a hub could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A key for token verification could not be read.
+    #[error("auth: {0}")]
+    Auth(String),
+    /// TLS files could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// One node's shared state. Build it with [`Hub::new`], serve it with
+/// [`crate::Server`].
+#[derive(Debug)]
+pub struct Hub {
+    pub(crate) config: Arc<HubConfig>,
+    pub(crate) broker: Arc<dyn Broker>,
+    memory: Option<Arc<MemoryBroker>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) verifier: Option<Verifier>,
+    pub(crate) admission: Admission,
+    pub(crate) ws_config: duplex::Config,
+    node: String,
+    next_id: AtomicU64,
+    pub(crate) shutdown: Shutdown,
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for dyn Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Broker")
+    }
+}
+
+impl Hub {
+    /// A hub on the in-memory broker.
+    pub fn new(mut config: HubConfig) -> Result<Arc<Self>, HubError> {
+        config.validate()?;
+        config
+            .namespaces
+            .entry(SYS_NAMESPACE.to_owned())
+            .or_insert_with(|| NamespaceConfig {
+                history_size: 120,
+                presence: false,
+                join_leave: false,
+                publish: Permission::None,
+                anonymous: Some(true),
+                ..NamespaceConfig::default()
+            });
+        let verifier = match &config.auth {
+            None => None,
+            Some(auth) => {
+                Some(Verifier::from_config(auth).map_err(|e| HubError::Auth(e.to_string()))?)
+            }
+        };
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
+        let mut ws_config = duplex::Config::default();
+        ws_config.protocol.max_message_size = config.limits.max_message_size;
+        ws_config.protocol.max_frame_size = config.limits.max_message_size;
+        ws_config.ping_interval = Some(config.heartbeat.ping_interval);
+        ws_config.pong_timeout = config.heartbeat.pong_timeout;
+        ws_config.write_buffer_high_water = 256 << 10;
+        ws_config.close_timeout = Duration::from_secs(5);
+        ws_config.send_buffer_size = config.limits.socket_send_buffer;
+        ws_config.recv_buffer_size = config.limits.socket_recv_buffer;
+        let node = {
+            use rand::Rng;
+            format!("{:06x}", rand::rng().random_range(0..0x100_0000u32))
+        };
+        Ok(Arc::new(Self {
+            admission: Admission::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            broker: memory.clone(),
+            memory: Some(memory),
+            config,
+            metrics,
+            verifier,
+            ws_config,
+            node,
+            next_id: AtomicU64::new(1),
+            shutdown: Shutdown::new(),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether it can serve: the broker is ready and it is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.broker.is_ready() && !self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Starts shutting down: `/readyz` turns false and every connection is
+    /// sent close 1001.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.shutdown.trigger();
+    }
+
+    /// A new connection's number and client id.
+    pub(crate) fn next_client(&self) -> (u64, String) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        (id, format!("{}{id:x}", self.node))
+    }
+
+    /// Runs the hub's own periodic work until shutdown: the statistics
+    /// published to [`STATS_CHANNEL`] every second, and sweeping channels
+    /// that are no longer used.
+    pub(crate) async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
+        loop {
+            tick.tick().await;
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            ticks += 1;
+            self.publish_stats().await;
+            if ticks.is_multiple_of(10)
+                && let Some(memory) = &self.memory
+            {
+                memory.sweep();
+            }
+        }
+    }
+
+    async fn publish_stats(&self) {
+        let snapshot = self.metrics.snapshot();
+        let value = serde_json::json!({
+            "time": now_ms(),
+            "connections": snapshot.connections,
+            "messages_in": snapshot.messages_in,
+            "messages_out": snapshot.messages_out,
+            "publishes": snapshot.publishes,
+            "latency_p50": snapshot.latency_p50,
+            "latency_p90": snapshot.latency_p90,
+            "latency_p99": snapshot.latency_p99,
+        });
+        let publish = Publish {
+            channel: STATS_CHANNEL.into(),
+            data: Data::Json(JsonText::from_value(&value)),
+            from: ClientInfo {
+                client: String::new(),
+                user: String::new(),
+            },
+            key: None,
+            time: now_ms(),
+        };
+        if let Err(error) = self.broker.publish(publish).await {
+            tracing::debug!(%error, "stats not published");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    now_ms() / 1000
+}

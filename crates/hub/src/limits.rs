@@ -1,0 +1,629 @@
+//! Admission and rate limits.
+//!
+//! Nothing here reads a clock: callers pass a [`std::time::Instant`] (one
+//! read per message at most, or the time the I/O layer already has).
+//!
+//! - [`TokenBucket`]: a per-connection rate limit, 24 bytes.
+//! - [`RateLimiter`]: the hub's policy on top of it, one per connection:
+//!   allow, refuse with `rate_limited`, or close with 1008.
+//! - [`Admission`]: the node-wide limits on connections in total and per
+//!   client address, with an RAII [`Ticket`] per admitted connection.
+//!
+//! # Invariants
+//! - A [`TokenBucket`] created with `rate` and `burst` lets through at most
+//!   `burst + rate × t` takes in any interval of length `t`, and starts full.
+//! - [`Admission`] never has more than `max_total` tickets alive, nor more
+//!   than `max_per_ip` for one address (IPv6 addresses count per /64, see
+//!   [`Admission`]), under any interleaving of threads. Its per-address map
+//!   holds exactly the addresses with at least one live ticket: an entry is
+//!   removed when its last ticket drops, so the map cannot grow without
+//!   bound.
+//! - [`RateLimiter`]'s rule: a command over the rate is refused
+//!   ([`Verdict::Reject`], answered with `rate_limited`) and counts a
+//!   *strike*. When the connection's bucket has refilled completely (the
+//!   client stayed under the rate for `burst / rate` seconds), its strikes
+//!   are forgiven. A command over the rate after `max_strikes` strikes that
+//!   were not forgiven gets [`Verdict::Close`] (close the connection with
+//!   1008), and so does every command after it. So a client that keeps
+//!   sending faster than the rate is closed after `max_strikes`
+//!   (default [`DEFAULT_MAX_STRIKES`]) refusals, while one that bursts now and
+//!   then is only slowed down.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::LimitsConfig;
+
+/// Refused commands tolerated before [`RateLimiter`] closes the connection,
+/// unless configured otherwise.
+pub const DEFAULT_MAX_STRIKES: u32 = 10;
+
+/// The lowest refill rate a [`TokenBucket`] keeps (per second); lower rates,
+/// zero and NaN are raised to it.
+const MIN_RATE: f64 = 1e-6;
+
+/// The largest burst a [`TokenBucket`] keeps; larger ones are lowered to it.
+const MAX_BURST: f64 = 1e9;
+
+/// A token bucket: `burst` tokens at most, refilled at `rate` per second,
+/// one token per take.
+///
+/// Stored as the "generic cell rate algorithm": the theoretical arrival time
+/// of the next take, plus the interval between takes and the burst, which
+/// fits in 24 bytes (it lives in every connection). A take is allowed when
+/// the bucket's debt (how far that time is ahead of `now`) leaves room for
+/// one more within the burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    /// When the bucket is full again if nothing more is taken.
+    full_at: Instant,
+    /// Nanoseconds per token (whole nanoseconds are used: `as u64`).
+    interval_ns: f32,
+    /// The capacity, at least 1.
+    burst: f32,
+}
+
+impl TokenBucket {
+    /// A full bucket refilled at `rate_per_sec` tokens per second holding at
+    /// most `burst` tokens.
+    ///
+    /// `burst` is raised to 1 if lower (and capped at 10⁹); a rate that is
+    /// not above 10⁻⁶ (including NaN) is raised to 10⁻⁶; an infinite rate
+    /// never refuses. Rates are kept to about 7 significant digits.
+    pub fn new(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
+        let rate = if rate_per_sec > MIN_RATE {
+            rate_per_sec
+        } else {
+            MIN_RATE
+        };
+        let burst = if burst > 1.0 {
+            burst.min(MAX_BURST)
+        } else {
+            1.0
+        };
+        Self {
+            full_at: now,
+            interval_ns: (1e9 / rate) as f32,
+            burst: burst as f32,
+        }
+    }
+
+    fn interval(&self) -> u64 {
+        // Float-to-int casts saturate.
+        self.interval_ns as u64
+    }
+
+    /// The most debt allowed before a take: `burst - 1` intervals.
+    fn tolerance(&self, interval: u64) -> u64 {
+        (f64::from(self.burst - 1.0) * interval as f64) as u64
+    }
+
+    fn debt(&self, now: Instant) -> u64 {
+        u64::try_from(self.full_at.saturating_duration_since(now).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token if there is one at `now`.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let interval = self.interval();
+        if self.debt(now) > self.tolerance(interval) {
+            return false;
+        }
+        let from = self.full_at.max(now);
+        match from.checked_add(Duration::from_nanos(interval)) {
+            Some(full_at) => {
+                self.full_at = full_at;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tokens available at `now`, fractional (between 0 and `burst`).
+    pub fn available(&self, now: Instant) -> f64 {
+        let interval = self.interval();
+        let burst = f64::from(self.burst);
+        if interval == 0 {
+            return burst;
+        }
+        let debt = self.debt(now) as f64 / interval as f64;
+        (burst - debt).clamp(0.0, burst)
+    }
+
+    /// Whether the bucket is full at `now`: nothing taken that has not been
+    /// refilled.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.full_at <= now
+    }
+}
+
+/// What to do with a command, as [`RateLimiter::check`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the rate: handle it.
+    Allow,
+    /// Over the rate: do not handle it, answer `rate_limited`.
+    Reject,
+    /// Over the rate again after too many refusals: close with 1008.
+    Close,
+}
+
+/// A connection's command-rate policy: a [`TokenBucket`] plus strikes. See
+/// the module docs for the rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
+    strikes: u32,
+    max_strikes: u32,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `rate_per_sec` commands per second with bursts of
+    /// `burst`, closing after `max_strikes` refusals not forgiven.
+    pub fn new(rate_per_sec: f64, burst: f64, max_strikes: u32, now: Instant) -> Self {
+        Self {
+            bucket: TokenBucket::new(rate_per_sec, burst, now),
+            strikes: 0,
+            max_strikes,
+        }
+    }
+
+    /// A limiter as the hub's `[limits]` say (`messages_per_second`,
+    /// `burst`, `rate_strikes`).
+    pub fn from_config(limits: &LimitsConfig, now: Instant) -> Self {
+        Self::new(
+            limits.messages_per_second,
+            limits.burst,
+            limits.rate_strikes,
+            now,
+        )
+    }
+
+    /// The verdict on one command arriving at `now`.
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.strikes > self.max_strikes {
+            return Verdict::Close;
+        }
+        if self.strikes > 0 && self.bucket.is_full(now) {
+            self.strikes = 0;
+        }
+        if self.bucket.try_take(now) {
+            return Verdict::Allow;
+        }
+        self.strikes += 1;
+        if self.strikes > self.max_strikes {
+            Verdict::Close
+        } else {
+            Verdict::Reject
+        }
+    }
+
+    /// Refusals counted and not yet forgiven.
+    pub fn strikes(&self) -> u32 {
+        self.strikes
+    }
+}
+
+/// Why [`Admission::try_admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refused {
+    /// The node is at its connection limit.
+    #[error("the server is at its connection limit")]
+    Total,
+    /// The client's address is at its connection limit.
+    #[error("too many connections from this address")]
+    PerIp,
+}
+
+impl Refused {
+    /// The HTTP status to refuse the upgrade with: 503 for [`Refused::Total`]
+    /// (try another node or later), 429 for [`Refused::PerIp`].
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Self::Total => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::PerIp => http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// A plain-English reason for the response body and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Total => "the server is at its connection limit",
+            Self::PerIp => "too many connections from this address",
+        }
+    }
+}
+
+/// Node-wide connection limits: in total and per client address. Cheap to
+/// clone (clones share the counts) and safe to use from any thread.
+///
+/// Addresses are counted by their key: an IPv4 address (an IPv4-mapped IPv6
+/// address counts as its IPv4 address), or for IPv6 its /64 prefix, since
+/// one host commonly holds a whole /64 and could otherwise step around the
+/// limit.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<State>,
+    /// A copy of `state.total`, for [`Admission::current`] without the lock.
+    current: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock, so the state is consistent
+        // even if the lock were poisoned.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The key an address is counted under: see [`Admission`].
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = v6.to_bits() & !(u128::from(u64::MAX));
+                IpAddr::V6(Ipv6Addr::from_bits(prefix))
+            }
+        },
+    }
+}
+
+impl Admission {
+    /// Limits of `max_total` connections on the node and `max_per_ip` per
+    /// client address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                max_total,
+                max_per_ip,
+                state: Mutex::new(State::default()),
+                current: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Admits a connection from `ip`, or says which limit refuses it. The
+    /// slot is held until the [`Ticket`] drops. The total limit is checked
+    /// first.
+    pub fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refused> {
+        let key = ip_key(ip);
+        let mut state = self.shared.state();
+        if state.total >= self.shared.max_total {
+            return Err(Refused::Total);
+        }
+        let count = state.per_ip.entry(key).or_insert(0);
+        if *count >= self.shared.max_per_ip {
+            if *count == 0 {
+                // max_per_ip == 0: don't leave an empty entry behind.
+                state.per_ip.remove(&key);
+            }
+            return Err(Refused::PerIp);
+        }
+        *count += 1;
+        state.total += 1;
+        self.shared.current.store(state.total, Ordering::Relaxed);
+        Ok(Ticket {
+            shared: self.shared.clone(),
+            key,
+        })
+    }
+
+    /// Connections admitted and not yet released.
+    pub fn current(&self) -> usize {
+        self.shared.current.load(Ordering::Relaxed)
+    }
+
+    /// Connections admitted and not yet released from `ip`'s key.
+    pub fn current_for(&self, ip: IpAddr) -> usize {
+        let state = self.shared.state();
+        state.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
+    }
+
+    /// Addresses (keys) with at least one connection: the size of the
+    /// per-address map.
+    pub fn addresses(&self) -> usize {
+        self.shared.state().per_ip.len()
+    }
+}
+
+/// One admitted connection's slot in an [`Admission`]; dropping it releases
+/// the slot. Keep it alive exactly as long as the connection.
+#[derive(Debug)]
+#[must_use = "dropping the ticket releases the connection's slot at once"]
+pub struct Ticket {
+    shared: Arc<Shared>,
+    key: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        if let Some(count) = state.per_ip.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_ip.remove(&self.key);
+            }
+        }
+        state.total -= 1;
+        self.shared.current.store(state.total, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn bucket_is_small() {
+        assert!(
+            size_of::<TokenBucket>() <= 24,
+            "{}",
+            size_of::<TokenBucket>()
+        );
+        assert!(
+            size_of::<RateLimiter>() <= 32,
+            "{}",
+            size_of::<RateLimiter>()
+        );
+    }
+
+    #[test]
+    fn bucket_starts_full_then_refills_at_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(4.0, 10.0, t0);
+        assert!(b.is_full(t0));
+        assert_eq!(b.available(t0), 10.0);
+        for i in 0..10 {
+            assert!(b.try_take(t0), "take {i}");
+        }
+        assert!(!b.try_take(t0));
+        assert!(!b.is_full(t0));
+        assert_eq!(b.available(t0), 0.0);
+        // 4 per second: one every 250 ms.
+        assert!(!b.try_take(t0 + ms(249)));
+        assert!(b.try_take(t0 + ms(250)));
+        assert!(!b.try_take(t0 + ms(250)));
+        assert!(b.try_take(t0 + ms(1000)));
+        assert!(b.try_take(t0 + ms(1000)));
+        assert!(b.try_take(t0 + ms(1000)));
+        assert!(!b.try_take(t0 + ms(1000)));
+        // Long idle: full again, never more than burst.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(b.is_full(later));
+        assert_eq!(b.available(later), 10.0);
+        let taken = (0..100).filter(|_| b.try_take(later)).count();
+        assert_eq!(taken, 10);
+    }
+
+    #[test]
+    fn bucket_never_exceeds_burst_plus_rate_times_t() {
+        // Steady requests every 1 ms for 10 s against 100/s, burst 200.
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(100.0, 200.0, t0);
+        let mut allowed = 0;
+        for i in 0..10_000u64 {
+            if b.try_take(t0 + ms(i)) {
+                allowed += 1;
+            }
+        }
+        // 200 + 100/s × 9.999 s, give or take one interval.
+        assert!((1198..=1201).contains(&allowed), "{allowed}");
+    }
+
+    #[test]
+    fn bucket_fractional_and_odd_settings() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3.0, 1.0, t0);
+        assert!(b.try_take(t0));
+        assert!(!b.try_take(t0 + ms(333)));
+        assert!(b.try_take(t0 + ms(334)));
+
+        let mut never = TokenBucket::new(0.0, 2.0, t0);
+        assert!(never.try_take(t0));
+        assert!(never.try_take(t0));
+        assert!(!never.try_take(t0 + Duration::from_secs(86_400)));
+        let mut nan = TokenBucket::new(f64::NAN, f64::NAN, t0);
+        assert!(nan.try_take(t0));
+        assert!(!nan.try_take(t0 + ms(10)));
+
+        let mut unlimited = TokenBucket::new(f64::INFINITY, 1.0, t0);
+        assert!((0..1000).all(|_| unlimited.try_take(t0)));
+
+        // An earlier `now` than one already seen is handled conservatively.
+        let mut b = TokenBucket::new(1.0, 1.0, t0 + ms(1000));
+        assert!(!b.try_take(t0));
+        assert!(b.try_take(t0 + ms(1000)));
+    }
+
+    #[test]
+    fn rate_limiter_rejects_then_closes() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(1.0, 2.0, 3, t0);
+        assert_eq!(r.check(t0), Verdict::Allow);
+        assert_eq!(r.check(t0), Verdict::Allow);
+        for strike in 1..=3 {
+            assert_eq!(r.check(t0), Verdict::Reject, "strike {strike}");
+            assert_eq!(r.strikes(), strike);
+        }
+        assert_eq!(r.check(t0), Verdict::Close);
+        // Once closing, always closing, even if the bucket refilled.
+        assert_eq!(r.check(t0 + Duration::from_secs(60)), Verdict::Close);
+    }
+
+    #[test]
+    fn rate_limiter_closes_a_client_that_keeps_sending_too_fast() {
+        // Twice the rate: half the commands get through, which never lets the
+        // bucket refill, so strikes add up.
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10.0, 5.0, DEFAULT_MAX_STRIKES, t0);
+        let mut verdicts = Vec::new();
+        for i in 0..1000u64 {
+            let v = r.check(t0 + ms(i * 50));
+            verdicts.push(v);
+            if v == Verdict::Close {
+                break;
+            }
+        }
+        assert_eq!(verdicts.last(), Some(&Verdict::Close));
+        let rejects = verdicts.iter().filter(|v| **v == Verdict::Reject).count();
+        assert_eq!(rejects, DEFAULT_MAX_STRIKES as usize);
+    }
+
+    #[test]
+    fn rate_limiter_forgives_after_a_full_refill() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10.0, 5.0, 2, t0);
+        for round in 0..10u64 {
+            // A burst of 7: 5 allowed, 2 refused (strikes 1 and 2).
+            let t = t0 + Duration::from_secs(round);
+            let v: Vec<_> = (0..7).map(|_| r.check(t)).collect();
+            assert_eq!(v.iter().filter(|v| **v == Verdict::Allow).count(), 5);
+            assert_eq!(v.iter().filter(|v| **v == Verdict::Reject).count(), 2);
+            // Quiet for 1 s ≥ 5 / 10 per s: the next command finds the bucket
+            // full and the strikes forgiven.
+        }
+        let mut r = RateLimiter::new(10.0, 5.0, 0, t0);
+        for _ in 0..5 {
+            assert_eq!(r.check(t0), Verdict::Allow);
+        }
+        assert_eq!(
+            r.check(t0),
+            Verdict::Close,
+            "max_strikes 0: no second chance"
+        );
+    }
+
+    #[test]
+    fn rate_limiter_from_config() {
+        let limits = LimitsConfig::default();
+        let t0 = Instant::now();
+        let mut r = RateLimiter::from_config(&limits, t0);
+        let burst = limits.burst as usize;
+        assert!((0..burst).all(|_| r.check(t0) == Verdict::Allow));
+        for _ in 0..limits.rate_strikes {
+            assert_eq!(r.check(t0), Verdict::Reject);
+        }
+        assert_eq!(r.check(t0), Verdict::Close);
+    }
+
+    #[test]
+    fn admission_limits_and_releases() {
+        let a = Admission::new(3, 2);
+        let ip1 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let ip2 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let t1 = a.try_admit(ip1).unwrap();
+        let t2 = a.try_admit(ip1).unwrap();
+        assert_eq!(a.try_admit(ip1).unwrap_err(), Refused::PerIp);
+        let t3 = a.try_admit(ip2).unwrap();
+        assert_eq!(a.current(), 3);
+        assert_eq!(a.try_admit(ip2).unwrap_err(), Refused::Total);
+        assert_eq!(a.current_for(ip1), 2);
+        assert_eq!(a.addresses(), 2);
+        drop(t1);
+        assert_eq!(a.current(), 2);
+        let t4 = a.try_admit(ip1).unwrap();
+        drop((t2, t4));
+        assert_eq!(a.current_for(ip1), 0);
+        assert_eq!(
+            a.addresses(),
+            1,
+            "an address with no connection is forgotten"
+        );
+        drop(t3);
+        assert_eq!(a.current(), 0);
+        assert_eq!(a.addresses(), 0);
+    }
+
+    #[test]
+    fn refusals_map_to_statuses() {
+        assert_eq!(Refused::Total.status(), 503);
+        assert_eq!(Refused::PerIp.status(), 429);
+        assert!(!Refused::Total.reason().is_empty());
+        assert_eq!(Refused::PerIp.to_string(), Refused::PerIp.reason());
+    }
+
+    #[test]
+    fn admission_per_ip_zero_leaves_no_entry() {
+        let a = Admission::new(10, 0);
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(a.try_admit(ip).unwrap_err(), Refused::PerIp);
+        assert_eq!(a.addresses(), 0);
+        assert_eq!(a.current(), 0);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a = Admission::new(100, 2);
+        let x: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let z: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _t = (a.try_admit(x).unwrap(), a.try_admit(y).unwrap());
+        assert_eq!(a.try_admit(x).unwrap_err(), Refused::PerIp, "same /64");
+        let _u = a.try_admit(z).unwrap();
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        let _v = (a.try_admit(v4).unwrap(), a.try_admit(mapped).unwrap());
+        assert_eq!(a.try_admit(v4).unwrap_err(), Refused::PerIp);
+        assert_eq!(a.current_for(mapped), 2);
+    }
+
+    #[test]
+    fn admission_is_exact_under_concurrency() {
+        use std::sync::atomic::AtomicUsize;
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 2_000;
+        let a = Admission::new(20, 5);
+        let peak_total = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let a = a.clone();
+                let peak_total = peak_total.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    let mut admitted = 0;
+                    for round in 0..ROUNDS {
+                        // Four addresses shared among the threads.
+                        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, ((t + round) % 4) as u8));
+                        if let Ok(ticket) = a.try_admit(ip) {
+                            admitted += 1;
+                            assert!(a.current_for(ip) <= 5);
+                            held.push(ticket);
+                        }
+                        peak_total.fetch_max(a.current(), Ordering::Relaxed);
+                        if round % 3 == 0 {
+                            held.clear();
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(admitted > 0);
+        assert!(peak_total.load(Ordering::Relaxed) <= 20);
+        assert_eq!(a.current(), 0);
+        assert_eq!(a.addresses(), 0);
+    }
+}

@@ -1,0 +1,256 @@
+//! The bounded queue of frames waiting for one connection.
+//!
+//! Publishers on any task push shared, already-encoded frames
+//! ([`PreparedMessage`]) into a subscriber's outbox; the connection's own
+//! task drains it into its WebSocket.
+//!
+//! Invariants:
+//! - A push never blocks and never waits for the reader: a publisher is never
+//!   slowed by a slow consumer.
+//! - The queued bytes are bounded: a push that would exceed the limit marks
+//!   the outbox overflowed and drops the frame; the connection's task then
+//!   closes the connection as a slow consumer (4008). Nothing is queued after
+//!   an overflow or a close.
+//! - An empty outbox holds no heap memory beyond its `Arc`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use duplex::PreparedMessage;
+use tokio::time::Instant;
+
+/// A frame queued for a connection, with the time it was published (for the
+/// publish-to-delivery latency).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The encoded frame, shared with every other subscriber.
+    pub frame: PreparedMessage,
+    /// When the hub accepted the publish.
+    pub published: Instant,
+}
+
+/// One connection's queue. See the module docs.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+    waker: Option<Waker>,
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Open,
+    Overflowed,
+    Closed,
+}
+
+/// What [`Outbox::poll_take`] found.
+#[derive(Debug)]
+pub enum Taken {
+    /// Frames, in push order.
+    Frames(Vec<Queued>),
+    /// The outbox overflowed: the connection must be closed as a slow consumer.
+    Overflowed,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes of frames.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            limit,
+        }
+    }
+
+    /// Queues `frame`; returns `false` when it was not queued (overflowed or
+    /// closed). Wakes the connection's task.
+    pub fn push(&self, frame: PreparedMessage, published: Instant) -> bool {
+        let len = frame.frame().len();
+        let (queued, waker) = {
+            let mut inner = self.lock();
+            if inner.state != State::Open {
+                return false;
+            }
+            let queued = inner.bytes + len <= self.limit;
+            if queued {
+                inner.bytes += len;
+                inner.queue.push_back(Queued { frame, published });
+            } else {
+                inner.state = State::Overflowed;
+                inner.queue = VecDeque::new();
+                inner.bytes = 0;
+            }
+            (queued, inner.waker.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        queued
+    }
+
+    /// Takes up to `max_bytes` of frames (at least one when any is queued),
+    /// or registers `cx` to be woken by the next push.
+    pub fn poll_take(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Taken> {
+        let mut inner = self.lock();
+        if inner.state == State::Overflowed {
+            return Poll::Ready(Taken::Overflowed);
+        }
+        if inner.queue.is_empty() {
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
+            if inner.queue.capacity() > 64 {
+                inner.queue = VecDeque::new();
+            }
+            return Poll::Pending;
+        }
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = inner.queue.front() {
+            let len = front.frame.frame().len();
+            if !taken.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
+            if let Some(item) = inner.queue.pop_front() {
+                taken.push(item);
+            }
+        }
+        inner.bytes -= bytes;
+        Poll::Ready(Taken::Frames(taken))
+    }
+
+    /// Whether the outbox overflowed; if not, registers `cx` to be woken by
+    /// the next push (for a reader that takes nothing while its socket is
+    /// full but must still notice an overflow).
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> bool {
+        let mut inner = self.lock();
+        if inner.state == State::Overflowed {
+            return true;
+        }
+        if !inner
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            inner.waker = Some(cx.waker().clone());
+        }
+        false
+    }
+
+    /// Refuses every later push and drops what is queued.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.state = State::Closed;
+        inner.queue = VecDeque::new();
+        inner.bytes = 0;
+        inner.waker = None;
+    }
+
+    /// Bytes queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves the queue consistent (every
+        // update is a single step), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use duplex::Message;
+
+    use super::*;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn frame(len: usize) -> PreparedMessage {
+        PreparedMessage::new(&Message::binary(vec![7u8; len]))
+    }
+
+    #[test]
+    fn push_wakes_and_take_returns_in_order() {
+        let outbox = Outbox::new(1 << 20);
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbox.poll_take(&mut cx, usize::MAX).is_pending());
+        let now = Instant::now();
+        assert!(outbox.push(frame(1), now));
+        assert!(outbox.push(frame(2), now));
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, usize::MAX) else {
+            panic!("expected frames");
+        };
+        let lens: Vec<_> = frames.iter().map(|q| q.frame.frame().len()).collect();
+        assert_eq!(lens, [3, 4]);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn take_respects_max_bytes_but_returns_at_least_one() {
+        let outbox = Outbox::new(1 << 20);
+        let now = Instant::now();
+        for _ in 0..3 {
+            outbox.push(frame(100), now);
+        }
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, 10) else {
+            panic!("expected frames");
+        };
+        assert_eq!(frames.len(), 1);
+        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, 250) else {
+            panic!("expected frames");
+        };
+        assert_eq!(frames.len(), 2);
+    }
+
+    #[test]
+    fn overflow_drops_everything_and_refuses_more() {
+        let outbox = Outbox::new(250);
+        let now = Instant::now();
+        assert!(outbox.push(frame(100), now));
+        assert!(outbox.push(frame(100), now));
+        assert!(!outbox.push(frame(100), now), "third frame overflows");
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert!(!outbox.push(frame(1), now));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(
+            outbox.poll_take(&mut cx, usize::MAX),
+            Poll::Ready(Taken::Overflowed)
+        ));
+    }
+
+    #[test]
+    fn closed_outbox_refuses_pushes() {
+        let outbox = Outbox::new(1000);
+        outbox.close();
+        assert!(!outbox.push(frame(1), Instant::now()));
+    }
+}

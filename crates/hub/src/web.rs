@@ -1,0 +1,23 @@
+//! The web pages the hub serves: a chat at `/` and a live dashboard at
+//! `/dashboard`, plain HTML, CSS and JavaScript compiled into the binary (no
+//! CDN, nothing fetched from elsewhere).
+//!
+//! Invariant: only the files listed here are served; a path is never mapped
+//! to the file system.
+
+/// The content type and body of the page or asset at `path`, if any.
+pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
+    const HTML: &str = "text/html; charset=utf-8";
+    const JS: &str = "text/javascript; charset=utf-8";
+    const CSS: &str = "text/css; charset=utf-8";
+    let found: (&str, &str) = match path {
+        "/" | "/index.html" => (HTML, include_str!("../web/index.html")),
+        "/dashboard" | "/dashboard.html" => (HTML, include_str!("../web/dashboard.html")),
+        "/assets/hub.js" => (JS, include_str!("../web/hub.js")),
+        "/assets/chat.js" => (JS, include_str!("../web/chat.js")),
+        "/assets/dashboard.js" => (JS, include_str!("../web/dashboard.js")),
+        "/assets/style.css" => (CSS, include_str!("../web/style.css")),
+        _ => return None,
+    };
+    Some((found.0, found.1.as_bytes()))
+}

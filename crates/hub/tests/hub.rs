@@ -1,0 +1,622 @@
+//! The hub end to end over real sockets: channels, offsets, recovery,
+//! presence, signals, idempotency, and every kind of bad input with the
+//! connection's state asserted afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestClient, TestHub, WAIT, json, offset_of};
+use duplex_hub::HubConfig;
+use duplex_hub::config::{NamespaceConfig, Permission};
+use duplex_hub_proto::{Command, Data, ErrorCode, ServerMessage, Since};
+use serde_json::json;
+
+fn error_code(message: &ServerMessage) -> ErrorCode {
+    match message {
+        ServerMessage::Error { code, .. } => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// A command still works: the connection is alive and in order.
+async fn assert_alive(client: &mut TestClient) {
+    let reply = client.call(Command::Ping).await;
+    assert!(matches!(reply, ServerMessage::Pong { .. }), "{reply:?}");
+}
+
+#[tokio::test]
+async fn publish_reaches_every_subscriber_in_offset_order() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut a = hub.client().await;
+    let mut b = hub.client().await;
+    let mut publisher = hub.client().await;
+    for client in [&mut a, &mut b] {
+        let reply = client.subscribe("chat:lobby").await;
+        assert!(
+            matches!(reply, ServerMessage::Subscribed { offset: 0, .. }),
+            "{reply:?}"
+        );
+    }
+    for i in 0..20 {
+        let reply = publisher.publish("chat:lobby", json!({ "n": i })).await;
+        match reply {
+            ServerMessage::Published {
+                offset, duplicate, ..
+            } => {
+                assert_eq!(offset, i + 1);
+                assert!(!duplicate);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for client in [&mut a, &mut b] {
+        for i in 0..20u64 {
+            let message = client
+                .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+                .await;
+            let ServerMessage::Message(publication) = &message else {
+                unreachable!()
+            };
+            assert_eq!(publication.offset, i + 1);
+            assert_eq!(publication.from.client, publisher.client_id);
+            let data = publication
+                .data
+                .as_json()
+                .expect("json")
+                .to_value()
+                .unwrap();
+            assert_eq!(data, json!({ "n": i }));
+        }
+    }
+}
+
+#[tokio::test]
+async fn binary_data_stays_binary() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut sub = hub.client().await;
+    sub.subscribe("files:x").await;
+    let mut publisher = hub.client().await;
+    let payload: Vec<u8> = (0..=255u8).collect();
+    let reply = publisher
+        .call(Command::Publish {
+            channel: "files:x".into(),
+            data: Data::Binary(payload.clone().into()),
+            key: None,
+        })
+        .await;
+    assert!(
+        matches!(reply, ServerMessage::Published { offset: 1, .. }),
+        "{reply:?}"
+    );
+    let message = sub
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    let ServerMessage::Message(publication) = message else {
+        unreachable!()
+    };
+    assert_eq!(
+        publication.data.as_binary().expect("binary").as_ref(),
+        &payload[..]
+    );
+}
+
+#[tokio::test]
+async fn reconnect_with_last_offset_recovers_exactly_the_missed_messages() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut publisher = hub.client().await;
+    let mut reader = hub.client().await;
+    let ServerMessage::Subscribed { epoch, .. } = reader.subscribe("chat:r").await else {
+        panic!("subscribed")
+    };
+    for i in 0..3 {
+        publisher.publish("chat:r", json!(i)).await;
+    }
+    let mut last = 0;
+    for _ in 0..3 {
+        last = offset_of(
+            &reader
+                .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+                .await,
+        );
+    }
+    assert_eq!(last, 3);
+    drop(reader);
+    for i in 3..10 {
+        publisher.publish("chat:r", json!(i)).await;
+    }
+    // Offsets 4 to 10 were missed.
+    let mut reader = hub.client().await;
+    let reply = reader
+        .call(Command::Subscribe {
+            channel: "chat:r".into(),
+            since: Some(Since {
+                epoch: epoch.clone(),
+                offset: last,
+            }),
+            recent: 0,
+        })
+        .await;
+    match reply {
+        ServerMessage::Subscribed {
+            recovered,
+            gap,
+            offset,
+            ..
+        } => {
+            assert!(recovered && !gap);
+            assert_eq!(offset, 10);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut seen = Vec::new();
+    for _ in 4..=10 {
+        seen.push(offset_of(
+            &reader
+                .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+                .await,
+        ));
+    }
+    assert_eq!(seen, (4..=10).collect::<Vec<_>>());
+    // Then live, with no duplicate.
+    publisher.publish("chat:r", json!("live")).await;
+    let next = reader
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert_eq!(offset_of(&next), 11);
+}
+
+#[tokio::test]
+async fn recovery_beyond_history_or_with_another_epoch_is_a_gap() {
+    let mut config = HubConfig::default();
+    config.namespaces.insert(
+        "short".into(),
+        NamespaceConfig {
+            history_size: 3,
+            ..NamespaceConfig::default()
+        },
+    );
+    let hub = TestHub::start(config).await;
+    let mut publisher = hub.client().await;
+    let mut reader = hub.client().await;
+    let ServerMessage::Subscribed { epoch, .. } = reader.subscribe("short:x").await else {
+        panic!()
+    };
+    for i in 0..10 {
+        publisher.publish("short:x", json!(i)).await;
+    }
+    // Offset 2 is long gone: only 8, 9, 10 are kept.
+    let mut late = hub.client().await;
+    let reply = late
+        .call(Command::Subscribe {
+            channel: "short:x".into(),
+            since: Some(Since {
+                epoch: epoch.clone(),
+                offset: 2,
+            }),
+            recent: 2,
+        })
+        .await;
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Subscribed {
+                recovered: false,
+                gap: true,
+                offset: 10,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // `recent: 2` still delivers the last two.
+    let first = late
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    let second = late
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert_eq!((offset_of(&first), offset_of(&second)), (9, 10));
+    // Another epoch (a lost history) is a gap too.
+    let mut stale = hub.client().await;
+    let reply = stale
+        .call(Command::Subscribe {
+            channel: "short:x".into(),
+            since: Some(Since {
+                epoch: "another".into(),
+                offset: 9,
+            }),
+            recent: 0,
+        })
+        .await;
+    assert!(
+        matches!(reply, ServerMessage::Subscribed { gap: true, .. }),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn restarted_hub_has_new_epochs_and_reports_the_gap() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let addr = hub.addr;
+    let mut client = hub.client().await;
+    let ServerMessage::Subscribed { epoch, .. } = client.subscribe("chat:e").await else {
+        panic!()
+    };
+    client.publish("chat:e", json!(1)).await;
+    drop(client);
+    assert_eq!(hub.stop().await, 0);
+    let hub = TestHub::start_on(addr, HubConfig::default()).await;
+    let mut client = hub.client().await;
+    let reply = client
+        .call(Command::Subscribe {
+            channel: "chat:e".into(),
+            since: Some(Since {
+                epoch: epoch.clone(),
+                offset: 1,
+            }),
+            recent: 0,
+        })
+        .await;
+    match reply {
+        ServerMessage::Subscribed {
+            epoch: new,
+            gap,
+            recovered,
+            ..
+        } => {
+            assert_ne!(new, epoch);
+            assert!(gap && !recovered);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn presence_join_leave_and_signals() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut a = hub.client().await;
+    a.subscribe("room:1").await;
+    let mut b = hub.client().await;
+    b.subscribe("room:1").await;
+    let join = a
+        .wait_for(|m| matches!(m, ServerMessage::Join { .. }))
+        .await;
+    assert!(matches!(&join, ServerMessage::Join { client, .. } if *client == b.client_id));
+    let reply = a
+        .call(Command::Presence {
+            channel: "room:1".into(),
+        })
+        .await;
+    let ServerMessage::Presence { clients, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let mut ids: Vec<_> = clients.iter().map(|c| c.client.clone()).collect();
+    ids.sort();
+    let mut expected = vec![a.client_id.clone(), b.client_id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    // A signal reaches the others, not the sender, and has no offset.
+    let reply = b
+        .call(Command::Signal {
+            channel: "room:1".into(),
+            data: json(json!({ "typing": true })),
+        })
+        .await;
+    assert!(matches!(reply, ServerMessage::Ok { .. }), "{reply:?}");
+    let signal = a
+        .wait_for(|m| matches!(m, ServerMessage::Signal { .. }))
+        .await;
+    assert!(matches!(&signal, ServerMessage::Signal { from, .. } if from.client == b.client_id));
+    assert_alive(&mut b).await;
+    assert!(
+        !b.pending_has(|m| matches!(m, ServerMessage::Signal { .. })),
+        "the sender does not get its own signal"
+    );
+    // Leaving (by disconnecting) is announced.
+    let b_id = b.client_id.clone();
+    drop(b);
+    let leave = a
+        .wait_for(|m| matches!(m, ServerMessage::Leave { .. }))
+        .await;
+    assert!(matches!(&leave, ServerMessage::Leave { client, .. } if *client == b_id));
+    // Signals are not history: a publish after them gets offset 1.
+    let reply = a.publish("room:1", json!("first")).await;
+    assert!(
+        matches!(reply, ServerMessage::Published { offset: 1, .. }),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_publish_retried_with_its_key_is_delivered_once() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut sub = hub.client().await;
+    sub.subscribe("orders:1").await;
+    let mut publisher = hub.client().await;
+    let publish = |key: &str| Command::Publish {
+        channel: "orders:1".into(),
+        data: json(json!({ "buy": 1 })),
+        key: Some(key.into()),
+    };
+    let first = publisher.call(publish("k-1")).await;
+    let again = publisher.call(publish("k-1")).await;
+    assert!(matches!(
+        first,
+        ServerMessage::Published {
+            offset: 1,
+            duplicate: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        again,
+        ServerMessage::Published {
+            offset: 1,
+            duplicate: true,
+            ..
+        }
+    ));
+    let other = publisher.call(publish("k-2")).await;
+    assert!(matches!(other, ServerMessage::Published { offset: 2, .. }));
+    let one = sub
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    let two = sub
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert_eq!((offset_of(&one), offset_of(&two)), (1, 2));
+}
+
+#[tokio::test]
+async fn recoverable_errors_keep_the_connection() {
+    let mut config = HubConfig::default();
+    config.namespaces.insert(
+        "news".into(),
+        NamespaceConfig {
+            publish: Permission::None,
+            ..NamespaceConfig::default()
+        },
+    );
+    let hub = TestHub::start(config).await;
+    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    // Before connect.
+    let reply = c.call(Command::Ping).await;
+    assert_eq!(error_code(&reply), ErrorCode::NotConnected);
+    c.connect(None).await;
+    // Unknown op, malformed JSON, wrong types: errors with the id when known.
+    c.send_raw(r#"{"op":"dance","id":77}"#).await;
+    let reply = c.reply_to(77).await;
+    assert_eq!(error_code(&reply), ErrorCode::UnknownOp);
+    c.send_raw("{not json").await;
+    let reply = c.recv().await;
+    assert_eq!(error_code(&reply), ErrorCode::BadRequest);
+    c.send_raw(r#"{"op":"subscribe","id":78,"channel":42}"#)
+        .await;
+    assert_eq!(error_code(&c.reply_to(78).await), ErrorCode::BadRequest);
+    c.send_raw(r#"{"op":"subscribe","id":79,"channel":"bad name!"}"#)
+        .await;
+    assert_eq!(error_code(&c.reply_to(79).await), ErrorCode::BadRequest);
+    c.send_raw(r#"[1,2,3]"#).await;
+    assert_eq!(error_code(&c.recv().await), ErrorCode::BadRequest);
+    // A second connect.
+    let reply = c
+        .call(Command::Connect {
+            token: None,
+            name: None,
+        })
+        .await;
+    assert_eq!(error_code(&reply), ErrorCode::AlreadyConnected);
+    // Publishing without permission, in the hub's own namespace too.
+    let reply = c.publish("news:today", json!("x")).await;
+    assert_eq!(error_code(&reply), ErrorCode::Forbidden);
+    let reply = c.publish("$sys:stats", json!("x")).await;
+    assert_eq!(error_code(&reply), ErrorCode::Forbidden);
+    // Subscribing twice, unsubscribing from a channel not subscribed.
+    c.subscribe("news:today").await;
+    assert_eq!(
+        error_code(&c.subscribe("news:today").await),
+        ErrorCode::AlreadySubscribed
+    );
+    let reply = c
+        .call(Command::Unsubscribe {
+            channel: "news:other".into(),
+        })
+        .await;
+    assert_eq!(error_code(&reply), ErrorCode::NotSubscribed);
+    let reply = c
+        .call(Command::Unsubscribe {
+            channel: "news:today".into(),
+        })
+        .await;
+    assert!(
+        matches!(reply, ServerMessage::Unsubscribed { .. }),
+        "{reply:?}"
+    );
+    assert_alive(&mut c).await;
+    let (status, metrics) = hub.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("duplex_errors_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn subscription_limit_is_an_error_not_a_close() {
+    let mut config = HubConfig::default();
+    config.limits.max_subscriptions = 3;
+    let hub = TestHub::start(config).await;
+    let mut c = hub.client().await;
+    for i in 0..3 {
+        assert!(matches!(
+            c.subscribe(&format!("s:{i}")).await,
+            ServerMessage::Subscribed { .. }
+        ));
+    }
+    assert_eq!(
+        error_code(&c.subscribe("s:3").await),
+        ErrorCode::TooManyChannels
+    );
+    assert_alive(&mut c).await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let mut config = HubConfig::default();
+    config.limits.max_message_size = 1024;
+    let hub = TestHub::start(config).await;
+    let mut c = hub.client().await;
+    c.send(Command::Publish {
+        channel: "chat:x".into(),
+        data: json(json!("x".repeat(2000))),
+        key: None,
+    })
+    .await;
+    let info = c.closed().await;
+    assert_eq!(u16::from(info.code), 1009);
+    // The hub still serves others.
+    let mut other = hub.client().await;
+    assert_alive(&mut other).await;
+}
+
+#[tokio::test]
+async fn flood_past_the_rate_limit_gets_errors_then_1008() {
+    let mut config = HubConfig::default();
+    config.limits.messages_per_second = 5.0;
+    config.limits.burst = 5.0;
+    config.limits.rate_strikes = 3;
+    let hub = TestHub::start(config).await;
+    let mut c = hub.client().await;
+    let mut limited = 0;
+    for _ in 0..40 {
+        c.send(Command::Ping).await;
+    }
+    let info = loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut c.ws))
+            .await
+            .expect("in time")
+        {
+            Some(Ok(message)) => {
+                if message.payload().windows(12).any(|w| w == b"rate_limited") {
+                    limited += 1;
+                }
+            }
+            Some(Err(_)) | None => break c.ws.close_info().cloned().expect("closed"),
+        }
+    };
+    assert!(limited >= 1, "rate_limited errors come first");
+    assert_eq!(u16::from(info.code), 1008);
+    let (_, metrics) = hub.get("/metrics").await;
+    assert!(metrics.contains("duplex_rate_limited_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_is_dropped_and_never_slows_publishers() {
+    let mut config = HubConfig::default();
+    config.limits.max_outbound_bytes = 256 << 10;
+    config.limits.socket_send_buffer = Some(16 << 10);
+    config.limits.messages_per_second = 1e6;
+    config.limits.burst = 1e6;
+    let hub = TestHub::start(config).await;
+    // The slow reader: small socket buffers, and it never reads.
+    let mut small = duplex::Config::client();
+    small.recv_buffer_size = Some(8 << 10);
+    let mut slow = TestClient::open_with(&hub.url(), |r| r, &small).await.unwrap();
+    slow.connect(None).await;
+    slow.subscribe("firehose:1").await;
+    let mut healthy = hub.client().await;
+    healthy.subscribe("firehose:1").await;
+    let mut publisher = hub.client().await;
+    let chunk = "x".repeat(8 << 10);
+    let started = std::time::Instant::now();
+    for i in 0..400 {
+        let id = publisher
+            .send(Command::Publish {
+                channel: "firehose:1".into(),
+                data: json(json!({ "i": i, "pad": chunk })),
+                key: None,
+            })
+            .await;
+        let reply = publisher.reply_to(id).await;
+        assert!(
+            matches!(reply, ServerMessage::Published { .. }),
+            "{reply:?}"
+        );
+        // The healthy subscriber keeps up.
+        let message = healthy
+            .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+            .await;
+        assert_eq!(offset_of(&message), i + 1);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "publisher not slowed"
+    );
+    // The slow one was closed with 4008 (its close frame waits behind what it
+    // never read, so look at the hub's side).
+    let (_, metrics) = hub.get("/metrics").await;
+    let slow_line = metrics
+        .lines()
+        .find(|l| l.starts_with("duplex_slow_consumers_total"))
+        .expect("slow consumer metric");
+    assert!(!slow_line.ends_with(" 0"), "{slow_line}");
+    drop(slow);
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1001() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut c = hub.client().await;
+    c.subscribe("chat:bye").await;
+    let stopping = tokio::spawn(hub.stop());
+    let info = c.closed().await;
+    assert_eq!(u16::from(info.code), 1001);
+    assert!(info.was_clean);
+    assert_eq!(
+        tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn http_endpoints_answer() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    assert_eq!(hub.get("/healthz").await.0, 200);
+    assert_eq!(hub.get("/readyz").await.0, 200);
+    let (status, page) = hub.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
+    assert_eq!(hub.get("/dashboard").await.0, 200);
+    assert_eq!(hub.get("/assets/hub.js").await.0, 200);
+    assert_eq!(hub.get("/nope").await.0, 404);
+    assert_eq!(hub.get("/ws").await.0, 426);
+    let (status, metrics) = hub.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "duplex_connections",
+        "duplex_connections_accepted_total",
+        "duplex_connections_rejected_total",
+        "duplex_messages_in_total",
+        "duplex_messages_out_total",
+        "duplex_bytes_in_total",
+        "duplex_bytes_out_total",
+        "duplex_delivery_latency_seconds_bucket",
+        "duplex_close_codes_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn the_echo_endpoint_echoes() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut ws = duplex::connect(&format!("ws://{}/echo", hub.addr))
+        .await
+        .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(duplex::Message::text("hello")).await.unwrap();
+    let back = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, duplex::Message::text("hello"));
+}

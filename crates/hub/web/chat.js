@@ -1,0 +1,556 @@
+// chat.js: the web chat on top of HubClient (hub.js).
+//
+// Rooms are channels `chat:<room>`; a message's data is {"name", "text"}.
+// Names of the people present travel in signals ({"hello"}, {"here"}) since
+// anonymous connections have an empty `user`; "typing…" is a signal too.
+// Query parameters: ?name= sets the name, ?room= opens a room, ?token= is
+// passed to the hub.
+"use strict";
+
+(function () {
+  const $ = (selector) => document.querySelector(selector);
+  const params = new URLSearchParams(location.search);
+  const ROOM_NAME = /^[A-Za-z0-9_.@=/-]{1,64}$/;
+  const HISTORY = 50; // messages of history when joining a room
+  const KEEP = 500; // messages kept per room
+  const TYPING_EVERY = 2500; // ms between "typing" signals while typing
+  const TYPING_SHOWN = 5000; // ms a "typing" signal is shown for
+
+  const store = {
+    get(key, fallback) {
+      try {
+        const value = localStorage.getItem(key);
+        return value === null ? fallback : JSON.parse(value);
+      } catch (_) {
+        return fallback;
+      }
+    },
+    set(key, value) {
+      try {
+        localStorage.setItem(key, JSON.stringify(value));
+      } catch (_) {
+        /* private mode: nothing kept */
+      }
+    },
+  };
+
+  function cleanName(name) {
+    return String(name || "").trim().slice(0, 32);
+  }
+
+  let myName = cleanName(params.get("name")) || cleanName(store.get("duplex.name", ""));
+  if (!myName) myName = `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+  store.set("duplex.name", myName);
+
+  let roomList = store.get("duplex.rooms", ["lobby"]).filter((r) => ROOM_NAME.test(r));
+  if (!roomList.includes("lobby")) roomList.unshift("lobby");
+  let current = params.get("room") || store.get("duplex.room", "lobby");
+  if (!ROOM_NAME.test(current)) current = "lobby";
+  if (!roomList.includes(current)) roomList.push(current);
+
+  const hub = new HubClient({ name: "web-chat" });
+  window.hub = hub;
+
+  /** client id -> display name, learnt from messages and signals. */
+  const names = new Map();
+  /** Client ids this page has had (one per connection). */
+  const mine = new Set();
+  /** room -> {entries, offsets, unread, present, typing} */
+  const rooms = new Map();
+
+  const channelOf = (room) => `chat:${room}`;
+  const roomOf = (channel) => (channel.startsWith("chat:") ? channel.slice(5) : null);
+
+  function roomState(room) {
+    let state = rooms.get(room);
+    if (!state) {
+      state = {
+        entries: [], // {kind: "msg"|"note"|"pending", ...}
+        offsets: new Set(),
+        unread: 0,
+        present: new Map(), // client -> user
+        typing: new Map(), // client -> expiry (ms)
+      };
+      rooms.set(room, state);
+    }
+    return state;
+  }
+
+  function nameOf(client, user) {
+    if (mine.has(client)) return myName;
+    return names.get(client) || user || `guest·${String(client || "").slice(-4)}`;
+  }
+
+  // ---- connection state ----------------------------------------------------
+
+  function renderState() {
+    const el = $("#state");
+    const text = $("#state-text");
+    let label;
+    switch (hub.state) {
+      case "open":
+        label = "live";
+        break;
+      case "connecting":
+        label = "connecting…";
+        break;
+      case "reconnecting":
+        if (hub.retryAt) {
+          const seconds = Math.max(1, Math.ceil((hub.retryAt - Date.now()) / 1000));
+          label = `reconnecting in ${seconds}s`;
+        } else {
+          label = "reconnecting…";
+        }
+        break;
+      default:
+        label = hub.lastClose && hub.lastClose.code !== 1000 ? `offline (${hub.lastClose.code})` : "offline";
+    }
+    el.dataset.state = hub.state === "reconnecting" && !navigator.onLine ? "offline" : hub.state;
+    el.dataset.hubState = hub.state;
+    if (text.textContent !== label) text.textContent = label;
+    el.title = hub.state === "reconnecting" ? "Reconnect now" : hub.state === "closed" ? "Connect" : "Connected to the hub";
+  }
+
+  $("#state").addEventListener("click", () => {
+    if (hub.state === "reconnecting") hub.retryNow();
+    else if (hub.state === "closed") hub.connect();
+  });
+  hub.on("state", renderState);
+  setInterval(renderState, 500);
+  window.addEventListener("offline", renderState);
+
+  // ---- rooms ---------------------------------------------------------------
+
+  function saveRooms() {
+    store.set("duplex.rooms", roomList);
+    store.set("duplex.room", current);
+  }
+
+  function renderRooms() {
+    const list = $("#rooms");
+    list.replaceChildren();
+    for (const room of roomList) {
+      const state = roomState(room);
+      const li = document.createElement("li");
+      li.dataset.room = room;
+      li.className = room === current ? "active" : "";
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "room-open";
+      open.textContent = `# ${room}`;
+      open.addEventListener("click", () => switchRoom(room));
+      li.append(open);
+      if (state.unread > 0) {
+        const badge = document.createElement("span");
+        badge.className = "unread";
+        badge.textContent = state.unread > 99 ? "99+" : String(state.unread);
+        li.append(badge);
+      }
+      if (roomList.length > 1) {
+        const leave = document.createElement("button");
+        leave.type = "button";
+        leave.className = "room-leave";
+        leave.title = `Leave #${room}`;
+        leave.textContent = "×";
+        leave.addEventListener("click", () => leaveRoom(room));
+        li.append(leave);
+      }
+      list.append(li);
+    }
+    const unread = roomList.reduce((sum, r) => sum + roomState(r).unread, 0);
+    document.title = unread > 0 ? `(${unread}) Duplex chat` : "Duplex chat";
+  }
+
+  function joinRoom(room) {
+    roomState(room);
+    hub.subscribe(channelOf(room), { recent: HISTORY }).catch((error) => {
+      addNote(room, `Could not join #${room}: ${error.message}`, "error");
+    });
+  }
+
+  function switchRoom(room) {
+    if (!roomList.includes(room)) {
+      roomList.push(room);
+      joinRoom(room);
+    }
+    current = room;
+    roomState(room).unread = 0;
+    saveRooms();
+    renderRooms();
+    renderRoom();
+    $("#text").focus();
+  }
+
+  function leaveRoom(room) {
+    roomList = roomList.filter((r) => r !== room);
+    hub.unsubscribe(channelOf(room));
+    rooms.delete(room);
+    if (current === room) current = roomList[0];
+    saveRooms();
+    renderRooms();
+    renderRoom();
+  }
+
+  $("#join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("#room-input");
+    const room = input.value.trim().replace(/^#/, "");
+    if (!ROOM_NAME.test(room)) {
+      input.setCustomValidity("letters, digits and _ - . @ / =");
+      input.reportValidity();
+      return;
+    }
+    input.setCustomValidity("");
+    input.value = "";
+    switchRoom(room);
+  });
+
+  // ---- messages ------------------------------------------------------------
+
+  function formatTime(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function messageElement(entry, previous) {
+    const li = document.createElement("li");
+    if (entry.kind === "note") {
+      li.className = `note ${entry.tone || ""}`.trim();
+      li.textContent = entry.text;
+      return li;
+    }
+    li.className = entry.kind === "pending" ? "pending" : "msg";
+    if (entry.mine) li.classList.add("mine");
+    if (entry.failed) li.classList.add("failed");
+    if (entry.kind === "msg") {
+      li.dataset.offset = entry.offset;
+      li.dataset.client = entry.client;
+      // Consecutive messages of one person within 5 minutes form a group.
+      if (previous && previous.kind === "msg" && previous.client === entry.client
+        && previous.name === entry.name && entry.time - previous.time < 300000) {
+        li.classList.add("cont");
+      }
+    } else {
+      li.dataset.key = entry.key;
+    }
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = entry.name;
+    name.style.setProperty("--hue", hueOf(entry.name));
+    const time = document.createElement("time");
+    time.className = "time";
+    if (entry.kind === "msg") {
+      time.dateTime = new Date(entry.time).toISOString();
+      time.title = new Date(entry.time).toLocaleString();
+      time.textContent = formatTime(entry.time);
+    } else {
+      time.textContent = entry.failed ? "not sent" : "sending…";
+    }
+    meta.append(name, time);
+    const text = document.createElement("div");
+    text.className = "text";
+    text.textContent = entry.text;
+    li.append(meta, text);
+    return li;
+  }
+
+  function hueOf(name) {
+    let hash = 0;
+    for (const ch of String(name)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+    return String(hash % 360);
+  }
+
+  function nearBottom(list) {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function renderRoom() {
+    $("#room-title").textContent = `# ${current}`;
+    $("#text").placeholder = `Message #${current}`;
+    const list = $("#messages");
+    list.replaceChildren();
+    const state = roomState(current);
+    let previous = null;
+    for (const entry of state.entries) {
+      list.append(messageElement(entry, previous));
+      previous = entry;
+    }
+    if (state.entries.length === 0) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = `No messages in #${current} yet. Say hi!`;
+      list.append(li);
+    }
+    list.scrollTop = list.scrollHeight;
+    renderPresence();
+    renderTyping();
+  }
+
+  /** Adds `entry` to `room`, and to the page if the room is open. */
+  function addEntry(room, entry) {
+    const state = roomState(room);
+    const previous = state.entries[state.entries.length - 1] || null;
+    state.entries.push(entry);
+    if (state.entries.length > KEEP) state.entries.splice(0, state.entries.length - KEEP);
+    if (room !== current) {
+      if (entry.kind === "msg" && !entry.mine) {
+        state.unread += 1;
+        renderRooms();
+      }
+      return;
+    }
+    const list = $("#messages");
+    const stick = nearBottom(list) || entry.mine;
+    const empty = list.querySelector("li.empty");
+    if (empty) empty.remove();
+    // Pending messages stay at the bottom, under what arrives meanwhile.
+    const firstPending = entry.kind === "pending" ? null : list.querySelector("li.pending");
+    list.insertBefore(messageElement(entry, previous), firstPending);
+    while (list.children.length > KEEP + 20) list.firstElementChild.remove();
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function addNote(room, text, tone) {
+    addEntry(room, { kind: "note", text, tone });
+  }
+
+  function removePending(room, key) {
+    const state = roomState(room);
+    state.entries = state.entries.filter((e) => !(e.kind === "pending" && e.key === key));
+    if (room === current) {
+      const li = $("#messages").querySelector(`li.pending[data-key="${CSS.escape(key)}"]`);
+      if (li) li.remove();
+    }
+  }
+
+  /** Pending messages waiting for their offset to arrive: offset -> [room, key]. */
+  const awaiting = new Map();
+
+  hub.on("message", (msg) => {
+    const room = roomOf(msg.channel);
+    if (room === null || !rooms.has(room)) return;
+    const state = roomState(room);
+    const data = msg.data && typeof msg.data === "object" && !(msg.data instanceof Uint8Array) ? msg.data : {};
+    const client = msg.from ? msg.from.client : "";
+    const name = cleanName(data.name) || nameOf(client, msg.from && msg.from.user);
+    if (client && data.name && !mine.has(client)) names.set(client, cleanName(data.name));
+    state.typing.delete(client);
+    state.offsets.add(msg.offset);
+    const waiting = awaiting.get(msg.channel + " " + msg.offset);
+    if (waiting) {
+      awaiting.delete(msg.channel + " " + msg.offset);
+      removePending(room, waiting);
+    }
+    addEntry(room, {
+      kind: "msg",
+      offset: msg.offset,
+      time: msg.time,
+      client,
+      name,
+      text: typeof data.text === "string" ? data.text : JSON.stringify(msg.data),
+      mine: mine.has(client),
+    });
+    if (room === current) {
+      renderTyping();
+      renderPresence();
+    }
+  });
+
+  hub.on("gap", ({ channel }) => {
+    const room = roomOf(channel);
+    if (room === null || !rooms.has(room)) return;
+    addNote(room, "Some messages could not be recovered: the history no longer reaches back to the last one seen here.", "gap");
+  });
+
+  function send(text) {
+    const room = current;
+    const channel = channelOf(room);
+    const entry = { kind: "pending", key: `p${Math.random().toString(36).slice(2)}`, name: myName, text, mine: true };
+    addEntry(room, entry);
+    hub.publish(channel, { name: myName, text }).then(
+      ({ offset }) => {
+        if (roomState(room).offsets.has(offset)) removePending(room, entry.key);
+        else awaiting.set(channel + " " + offset, entry.key);
+      },
+      (error) => {
+        entry.failed = true;
+        const li = room === current && $("#messages").querySelector(`li.pending[data-key="${entry.key}"]`);
+        if (li) {
+          li.classList.add("failed");
+          li.querySelector(".time").textContent = `not sent: ${error.message}`;
+        }
+      },
+    );
+  }
+
+  $("#composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("#text");
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    send(text);
+    stopTyping();
+  });
+
+  // ---- presence and names ----------------------------------------------------
+
+  function renderPresence() {
+    const state = roomState(current);
+    const list = $("#presence");
+    const people = Array.from(state.present, ([client, user]) => ({
+      client,
+      name: nameOf(client, user),
+      me: mine.has(client),
+    })).sort((a, b) => (b.me - a.me) || a.name.localeCompare(b.name));
+    list.replaceChildren(...people.map((p) => {
+      const li = document.createElement("li");
+      li.dataset.client = p.client;
+      li.dataset.name = p.name;
+      if (p.me) li.className = "me";
+      const dot = document.createElement("span");
+      dot.className = "avatar";
+      dot.style.setProperty("--hue", hueOf(p.name));
+      dot.textContent = p.name.slice(0, 1).toUpperCase();
+      const label = document.createElement("span");
+      label.className = "who";
+      label.textContent = p.me ? `${p.name} (you)` : p.name;
+      li.append(dot, label);
+      return li;
+    }));
+    $("#presence-count").textContent = String(people.length);
+  }
+
+  function greet(channel, kind) {
+    hub.signal(channel, { [kind]: true, name: myName });
+  }
+
+  hub.on("connected", (reply) => {
+    mine.add(reply.client);
+  });
+
+  hub.on("subscribed", (reply) => {
+    const room = roomOf(reply.channel);
+    if (room === null || !rooms.has(room)) return;
+    greet(reply.channel, "hello");
+    hub.presence(reply.channel).then((clients) => {
+      const state = roomState(room);
+      state.present = new Map(clients.map((c) => [c.client, c.user]));
+      if (hub.clientId) state.present.set(hub.clientId, hub.user || "");
+      if (room === current) renderPresence();
+    }, () => {});
+  });
+
+  hub.on("join", (push) => {
+    const room = roomOf(push.channel);
+    if (room === null || !rooms.has(room)) return;
+    roomState(room).present.set(push.client, push.user);
+    if (room === current) renderPresence();
+  });
+
+  hub.on("leave", (push) => {
+    const room = roomOf(push.channel);
+    if (room === null || !rooms.has(room)) return;
+    const state = roomState(room);
+    state.present.delete(push.client);
+    state.typing.delete(push.client);
+    if (room === current) {
+      renderPresence();
+      renderTyping();
+    }
+  });
+
+  hub.on("signal", (push) => {
+    const room = roomOf(push.channel);
+    const data = push.data;
+    if (room === null || !rooms.has(room) || !data || typeof data !== "object") return;
+    const client = push.from.client;
+    const state = roomState(room);
+    if (typeof data.name === "string" && cleanName(data.name)) {
+      names.set(client, cleanName(data.name));
+      if (!state.present.has(client)) state.present.set(client, push.from.user);
+    }
+    if (data.hello) greet(push.channel, "here");
+    if (data.typing === true) state.typing.set(client, Date.now() + TYPING_SHOWN);
+    if (data.typing === false) state.typing.delete(client);
+    if (room === current) {
+      renderPresence();
+      renderTyping();
+    }
+  });
+
+  // ---- typing ----------------------------------------------------------------
+
+  let typingSentAt = 0;
+
+  function renderTyping() {
+    const state = roomState(current);
+    const now = Date.now();
+    const who = [];
+    for (const [client, until] of state.typing) {
+      if (until < now) state.typing.delete(client);
+      else who.push(nameOf(client, state.present.get(client)));
+    }
+    const el = $("#typing");
+    let text = "";
+    if (who.length === 1) text = `${who[0]} is typing…`;
+    else if (who.length === 2) text = `${who[0]} and ${who[1]} are typing…`;
+    else if (who.length > 2) text = `${who.length} people are typing…`;
+    if (el.textContent !== text) el.textContent = text;
+    el.classList.toggle("on", who.length > 0);
+  }
+
+  setInterval(renderTyping, 1000);
+
+  function stopTyping() {
+    if (typingSentAt) {
+      hub.signal(channelOf(current), { typing: false, name: myName });
+      typingSentAt = 0;
+    }
+  }
+
+  $("#text").addEventListener("input", (event) => {
+    if (!event.target.value.trim()) {
+      stopTyping();
+      return;
+    }
+    const now = Date.now();
+    if (now - typingSentAt > TYPING_EVERY) {
+      typingSentAt = now;
+      hub.signal(channelOf(current), { typing: true, name: myName });
+    }
+  });
+
+  // ---- the name ----------------------------------------------------------------
+
+  const nameInput = $("#name-input");
+  nameInput.value = myName;
+
+  function rename() {
+    const name = cleanName(nameInput.value);
+    if (!name || name === myName) {
+      nameInput.value = myName;
+      return;
+    }
+    myName = name;
+    store.set("duplex.name", myName);
+    for (const room of roomList) hub.signal(channelOf(room), { name: myName });
+    renderPresence();
+  }
+
+  $("#name-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    rename();
+    nameInput.blur();
+  });
+  nameInput.addEventListener("change", rename);
+
+  // ---- start ---------------------------------------------------------------------
+
+  for (const room of roomList) joinRoom(room);
+  saveRooms();
+  renderRooms();
+  renderRoom();
+  renderState();
+})();

@@ -1,0 +1,204 @@
+// dashboard.js: live numbers and 60-second charts from the hub's `$sys:stats`
+// channel (a JSON snapshot a second: connections, message counters, delivery
+// latency percentiles in seconds). Rates come from consecutive snapshots.
+"use strict";
+
+(function () {
+  const $ = (selector) => document.querySelector(selector);
+  const SVG = "http://www.w3.org/2000/svg";
+  const WINDOW = 60000; // ms shown in the charts
+  const STATS = "$sys:stats";
+
+  const hub = new HubClient({ name: "web-dashboard" });
+  window.hub = hub;
+
+  /** Derived points: {time, connections, inRate, outRate, p50, p90, p99} (ms for latency). */
+  const points = [];
+  let previous = null; // the last raw snapshot
+  let lastSeen = 0; // when (browser clock) the last snapshot arrived
+  window.dashboard = { points, snapshots: 0 };
+
+  const ms = (seconds) => (typeof seconds === "number" && isFinite(seconds) ? seconds * 1000 : null);
+
+  function rate(now, before, field) {
+    const a = now[field];
+    const b = before && before[field];
+    const dt = before ? (now.time - before.time) / 1000 : 0;
+    if (typeof a !== "number" || typeof b !== "number" || dt <= 0 || a < b) return null;
+    return (a - b) / dt;
+  }
+
+  function take(snapshot) {
+    if (!snapshot || typeof snapshot.time !== "number") return;
+    // A snapshot replayed twice (recent history) or out of order is skipped;
+    // counters that went down mean the hub restarted: no rate for that step.
+    if (previous && snapshot.time <= previous.time) return;
+    const before = previous && snapshot.time - previous.time < 10000 ? previous : null;
+    points.push({
+      time: snapshot.time,
+      connections: typeof snapshot.connections === "number" ? snapshot.connections : null,
+      inRate: rate(snapshot, before, "messages_in"),
+      outRate: rate(snapshot, before, "messages_out"),
+      p50: ms(snapshot.latency_p50),
+      p90: ms(snapshot.latency_p90),
+      p99: ms(snapshot.latency_p99),
+    });
+    previous = snapshot;
+    const oldest = snapshot.time - WINDOW - 2000;
+    while (points.length && points[0].time < oldest) points.shift();
+    window.dashboard.snapshots += 1;
+  }
+
+  // ---- numbers -----------------------------------------------------------
+
+  function formatRate(value) {
+    if (value === null || value === undefined) return "–";
+    return value < 10 ? value.toFixed(1) : Math.round(value).toLocaleString("en-US");
+  }
+
+  function formatMs(value) {
+    if (value === null || value === undefined) return "–";
+    if (value < 1) return value.toFixed(2);
+    if (value < 10) return value.toFixed(1);
+    return Math.round(value).toLocaleString("en-US");
+  }
+
+  function setNumber(selector, value, text) {
+    const el = $(selector);
+    el.dataset.value = value === null || value === undefined ? "" : String(value);
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function renderNumbers() {
+    const last = points[points.length - 1];
+    if (!last) return;
+    setNumber("#conn-count", last.connections, last.connections === null ? "–" : last.connections.toLocaleString("en-US"));
+    setNumber("#msg-rate", last.inRate, formatRate(last.inRate));
+    setNumber("#msg-out-rate", last.outRate, formatRate(last.outRate));
+    setNumber("#lat-p50", last.p50, formatMs(last.p50));
+    setNumber("#lat-p99", last.p99, formatMs(last.p99));
+    if (previous && typeof previous.publishes === "number") {
+      setNumber("#publishes", previous.publishes, previous.publishes.toLocaleString("en-US"));
+    }
+  }
+
+  // ---- charts ----------------------------------------------------------------
+
+  function niceMax(value) {
+    if (!(value > 0)) return 1;
+    const power = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const step of [1, 2, 2.5, 5, 10]) {
+      if (value <= step * power) return step * power;
+    }
+    return 10 * power;
+  }
+
+  function node(name, attrs, text) {
+    const el = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, value);
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  /** Draws `series` ([{field, cls}]) of the last minute into `svg`. */
+  function drawChart(svg, series, format) {
+    const width = Math.max(200, Math.round(svg.clientWidth || 600));
+    const height = Math.max(80, Math.round(svg.clientHeight || 150));
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    const left = 40;
+    const top = 8;
+    const bottom = height - 18;
+    const right = width - 6;
+    const end = points.length ? points[points.length - 1].time : Date.now();
+    const start = end - WINDOW;
+    let max = 0;
+    for (const p of points) {
+      for (const s of series) if (p.time >= start && p[s.field] > max) max = p[s.field];
+    }
+    max = niceMax(max * 1.1);
+    const x = (t) => left + ((t - start) / WINDOW) * (right - left);
+    const y = (v) => bottom - (v / max) * (bottom - top);
+    const children = [];
+    for (const fraction of [0, 0.5, 1]) {
+      const value = max * fraction;
+      children.push(node("line", { class: "grid", x1: left, x2: right, y1: y(value), y2: y(value) }));
+      children.push(node("text", { class: "axis", x: left - 6, y: y(value) + 3, "text-anchor": "end" }, format(value)));
+    }
+    children.push(node("text", { class: "axis", x: left, y: height - 4 }, "-60 s"));
+    children.push(node("text", { class: "axis", x: right, y: height - 4, "text-anchor": "end" }, "now"));
+    series.forEach((s, index) => {
+      const coords = [];
+      for (const p of points) {
+        const v = p[s.field];
+        if (p.time >= start && v !== null && v !== undefined) coords.push([x(p.time), y(v)]);
+      }
+      if (coords.length === 0) return;
+      const line = coords.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ");
+      if (index === 0 && coords.length > 1) {
+        const area = `${coords[0][0].toFixed(1)},${bottom} ${line} ${coords[coords.length - 1][0].toFixed(1)},${bottom}`;
+        children.push(node("polygon", { class: `area ${s.cls}`, points: area }));
+      }
+      children.push(node("polyline", { class: s.cls, points: line, "data-series": s.field }));
+    });
+    svg.replaceChildren(...children);
+  }
+
+  function renderCharts() {
+    drawChart($("#chart-conn"), [{ field: "connections", cls: "s1" }], (v) => String(Math.round(v)));
+    drawChart($("#chart-rate"), [
+      { field: "inRate", cls: "s1" },
+      { field: "outRate", cls: "s2" },
+    ], (v) => (v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}k` : String(Math.round(v))));
+    drawChart($("#chart-latency"), [
+      { field: "p50", cls: "s1" },
+      { field: "p90", cls: "s2" },
+      { field: "p99", cls: "s3" },
+    ], (v) => formatMs(v));
+  }
+
+  function render() {
+    renderNumbers();
+    renderCharts();
+  }
+
+  // ---- connection ------------------------------------------------------------
+
+  function renderState() {
+    const el = $("#state");
+    let label = { open: "live", connecting: "connecting…", closed: "offline" }[hub.state];
+    if (hub.state === "reconnecting") {
+      label = hub.retryAt ? `reconnecting in ${Math.max(1, Math.ceil((hub.retryAt - Date.now()) / 1000))}s` : "reconnecting…";
+    }
+    el.dataset.state = hub.state;
+    const text = $("#state-text");
+    if (text.textContent !== label) text.textContent = label;
+    if (lastSeen) {
+      const age = Math.round((Date.now() - lastSeen) / 1000);
+      $("#updated").textContent = age < 2 ? "just now" : `${age} s ago`;
+    }
+  }
+
+  $("#state").addEventListener("click", () => {
+    if (hub.state === "reconnecting") hub.retryNow();
+    else if (hub.state === "closed") hub.connect();
+  });
+
+  hub.on("state", renderState);
+  hub.on("message", (msg) => {
+    if (msg.channel !== STATS) return;
+    take(msg.data);
+    lastSeen = Date.now();
+    render();
+  });
+  hub.on("error", ({ channel, error }) => {
+    if (channel === STATS) $("#updated").textContent = `cannot subscribe: ${error.message}`;
+  });
+
+  // The hub keeps the last two minutes: fill the charts at once.
+  hub.subscribe(STATS, { recent: 61 });
+  setInterval(renderState, 1000);
+  window.addEventListener("resize", renderCharts);
+  renderState();
+  renderCharts();
+})();
