@@ -14,8 +14,10 @@ use duplex_hub::{Hub, HubConfig, Server};
 
 /// Options of `duplex serve`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Endpoints on the one port: /ws (hub protocol duplex.v1, see docs/protocol.md), \
-/echo (echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz.")]
+#[command(
+    after_help = "Endpoints on the one port: /ws (hub protocol duplex.v1, see docs/protocol.md), \
+/echo (echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz."
+)]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (see docs/operations.md); flags override it.
     #[arg(long, short, env = "DUPLEX_CONFIG")]
@@ -78,7 +80,9 @@ impl ServeArgs {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        config.allowed_origins.extend(self.allow_origins.iter().cloned());
+        config
+            .allowed_origins
+            .extend(self.allow_origins.iter().cloned());
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig {
                 cert: cert.clone(),
@@ -143,7 +147,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let server = Server::bind(hub).await?;
     let left = server.run(stop_signal()).await;
     if left > 0 {
-        tracing::warn!(connections = left, "dropped connections that did not close in time");
+        tracing::warn!(
+            connections = left,
+            "dropped connections that did not close in time"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
