@@ -53,11 +53,16 @@ enum State {
     Closed,
 }
 
-/// What [`Outbox::poll_take`] found.
-#[derive(Debug)]
-pub enum Taken {
-    /// Frames, in push order.
-    Frames(Vec<Queued>),
+/// What [`Outbox::poll_drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// It handed over `count` frames of `bytes` bytes in all.
+    Frames {
+        /// Frames handed over.
+        count: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
     /// The outbox overflowed: the connection must be closed as a slow consumer.
     Overflowed,
 }
@@ -97,12 +102,19 @@ impl Outbox {
         queued
     }
 
-    /// Takes up to `max_bytes` of frames (at least one when any is queued),
-    /// or registers `cx` to be woken by the next push.
-    pub fn poll_take(&self, cx: &mut Context<'_>, max_bytes: usize) -> Poll<Taken> {
+    /// Hands up to `max_bytes` of frames (at least one when any is queued)
+    /// to `sink`, in push order, and returns how many; or registers `cx` to
+    /// be woken by the next push. `sink` runs under the outbox's lock: keep
+    /// it short (queueing into a WebSocket's write buffer is).
+    pub fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+        mut sink: impl FnMut(Queued),
+    ) -> Poll<Drained> {
         let mut inner = self.lock();
         if inner.state == State::Overflowed {
-            return Poll::Ready(Taken::Overflowed);
+            return Poll::Ready(Drained::Overflowed);
         }
         if inner.queue.is_empty() {
             if !inner
@@ -117,20 +129,21 @@ impl Outbox {
             }
             return Poll::Pending;
         }
-        let mut taken = Vec::new();
-        let mut bytes = 0;
+        let (mut count, mut bytes) = (0, 0);
         while let Some(front) = inner.queue.front() {
             let len = front.frame.frame().len();
-            if !taken.is_empty() && bytes + len > max_bytes {
+            if count > 0 && bytes + len > max_bytes {
                 break;
             }
+            let Some(item) = inner.queue.pop_front() else {
+                break;
+            };
             bytes += len;
-            if let Some(item) = inner.queue.pop_front() {
-                taken.push(item);
-            }
+            count += 1;
+            sink(item);
         }
         inner.bytes -= bytes;
-        Poll::Ready(Taken::Frames(taken))
+        Poll::Ready(Drained::Frames { count, bytes })
     }
 
     /// Whether the outbox overflowed; if not, registers `cx` to be woken by
@@ -198,15 +211,14 @@ mod tests {
         let flag = Arc::new(Flag(false.into()));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(outbox.poll_take(&mut cx, usize::MAX).is_pending());
+        assert!(outbox.poll_drain(&mut cx, usize::MAX, |_| {}).is_pending());
         let now = Instant::now();
         assert!(outbox.push(frame(1), now));
         assert!(outbox.push(frame(2), now));
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, usize::MAX) else {
-            panic!("expected frames");
-        };
-        let lens: Vec<_> = frames.iter().map(|q| q.frame.frame().len()).collect();
+        let mut lens = Vec::new();
+        let drained = outbox.poll_drain(&mut cx, usize::MAX, |q| lens.push(q.frame.frame().len()));
+        assert_eq!(drained, Poll::Ready(Drained::Frames { count: 2, bytes: 7 }));
         assert_eq!(lens, [3, 4]);
         assert_eq!(outbox.queued_bytes(), 0);
     }
@@ -220,14 +232,10 @@ mod tests {
         }
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, 10) else {
-            panic!("expected frames");
-        };
-        assert_eq!(frames.len(), 1);
-        let Poll::Ready(Taken::Frames(frames)) = outbox.poll_take(&mut cx, 250) else {
-            panic!("expected frames");
-        };
-        assert_eq!(frames.len(), 2);
+        let one = outbox.poll_drain(&mut cx, 10, |_| {});
+        assert!(matches!(one, Poll::Ready(Drained::Frames { count: 1, .. })));
+        let two = outbox.poll_drain(&mut cx, 250, |_| {});
+        assert!(matches!(two, Poll::Ready(Drained::Frames { count: 2, .. })));
     }
 
     #[test]
@@ -241,10 +249,10 @@ mod tests {
         assert!(!outbox.push(frame(1), now));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert!(matches!(
-            outbox.poll_take(&mut cx, usize::MAX),
-            Poll::Ready(Taken::Overflowed)
-        ));
+        assert_eq!(
+            outbox.poll_drain(&mut cx, usize::MAX, |_| {}),
+            Poll::Ready(Drained::Overflowed)
+        );
     }
 
     #[test]

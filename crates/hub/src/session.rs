@@ -38,7 +38,7 @@ use crate::config::{Permission, SYS_NAMESPACE};
 use crate::frame::{frame_of, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
-use crate::outbox::{Outbox, Taken};
+use crate::outbox::{Drained, Outbox};
 
 /// What a connection brings from its handshake.
 #[derive(Debug)]
@@ -177,21 +177,20 @@ impl Session {
                 }
                 break;
             }
-            match self.me.outbox.poll_take(cx, room) {
-                Poll::Ready(Taken::Frames(frames)) => {
-                    let mut bytes = 0;
-                    for queued in &frames {
-                        bytes += queued.frame.frame().len();
-                        if ws.send_prepared(&queued.frame).is_err() {
-                            break;
-                        }
+            let mut oldest = None;
+            let drained = self.me.outbox.poll_drain(cx, room, |queued| {
+                oldest.get_or_insert(queued.published);
+                // A failed send means our close was sent; the stream ends next.
+                let _ = ws.send_prepared(&queued.frame);
+            });
+            match drained {
+                Poll::Ready(Drained::Frames { count, bytes }) => {
+                    if let Some(published) = oldest {
+                        self.hub.metrics.delivery_latency(published.elapsed());
                     }
-                    if let Some(first) = frames.first() {
-                        self.hub.metrics.delivery_latency(first.published.elapsed());
-                    }
-                    self.hub.metrics.messages_out(frames.len(), bytes);
+                    self.hub.metrics.messages_out(count, bytes);
                 }
-                Poll::Ready(Taken::Overflowed) => return Poll::Ready(Wake::Overflowed),
+                Poll::Ready(Drained::Overflowed) => return Poll::Ready(Wake::Overflowed),
                 Poll::Pending => break,
             }
         }
