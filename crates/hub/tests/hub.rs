@@ -519,7 +519,9 @@ async fn a_reader_that_never_reads_is_dropped_and_never_slows_publishers() {
     // The slow reader: small socket buffers, and it never reads.
     let mut small = duplex::Config::client();
     small.recv_buffer_size = Some(8 << 10);
-    let mut slow = TestClient::open_with(&hub.url(), |r| r, &small).await.unwrap();
+    let mut slow = TestClient::open_with(&hub.url(), |r| r, &small)
+        .await
+        .unwrap();
     slow.connect(None).await;
     slow.subscribe("firehose:1").await;
     let mut healthy = hub.client().await;
