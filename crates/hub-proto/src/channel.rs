@@ -45,7 +45,7 @@ pub fn validate_channel(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_CHANNEL_LEN {
         return Err(NameError::TooLong { len: name.len() });
     }
-    let hub_owned = usize::from(name.starts_with('$'));
+    let hub_owned = usize::from(name.len() > 1 && name.starts_with('$'));
     match name.bytes().skip(hub_owned).position(|b| !allowed(b)) {
         None => Ok(()),
         Some(at) => Err(NameError::BadChar {
@@ -109,6 +109,10 @@ mod tests {
         assert_eq!(
             validate_channel("$$x"),
             Err(NameError::BadChar { ch: '$', at: 1 })
+        );
+        assert_eq!(
+            validate_channel("$"),
+            Err(NameError::BadChar { ch: '$', at: 0 })
         );
         assert_eq!(
             validate_channel("a$"),

@@ -22,7 +22,10 @@
 //! - a live message more than one past it means messages were lost on the way:
 //!   the message is dropped and the channel is resubscribed (`unsubscribe`,
 //!   then `subscribe` with `since`), so the hub replays what was missed if its
-//!   history still has it; a `gap` push does the same;
+//!   history still has it; a `gap` push does the same, and when it names
+//!   another epoch than the channel's (history lost under the subscription),
+//!   reports [`Event::Gap`] at once and drops messages until the hub's
+//!   `subscribed` gives the new position;
 //! - only when the hub answers `subscribed` without recovering a `since` that
 //!   was sent (or says `gap`) is [`Event::Gap`] produced.
 //!
@@ -278,15 +281,7 @@ impl Subscriptions {
         }
         match message {
             ServerMessage::Message(publication) => self.on_message(publication, &mut events),
-            ServerMessage::Gap { channel, .. } => {
-                if self
-                    .channels
-                    .get(&channel)
-                    .is_some_and(|ch| ch.phase == Phase::Subscribed)
-                {
-                    self.resubscribe(channel);
-                }
-            }
+            ServerMessage::Gap { channel, epoch, .. } => self.on_gap(channel, &epoch, &mut events),
             ServerMessage::Subscribed {
                 id: Some(id),
                 channel,
@@ -421,6 +416,30 @@ impl Subscriptions {
         if lost {
             events.push(Event::Gap { channel });
         }
+    }
+
+    fn on_gap(&mut self, channel: String, epoch: &str, events: &mut Vec<Event>) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if !matches!(ch.phase, Phase::Subscribing | Phase::Subscribed) {
+            return;
+        }
+        if ch.position.as_ref().is_some_and(|p| p.epoch != epoch) {
+            // The channel's history was lost under this subscription: the
+            // offsets that follow belong to a new epoch and cannot be told from
+            // ours. Report the loss now and take nothing until the hub says
+            // where the channel stands.
+            ch.position = None;
+            ch.replay_until = None;
+            events.push(Event::Gap {
+                channel: channel.clone(),
+            });
+        }
+        if ch.phase == Phase::Subscribed {
+            self.resubscribe(channel);
+        }
+        // Else the `subscribe` in flight answers for the loss.
     }
 
     fn on_message(&mut self, publication: Publication, events: &mut Vec<Event>) {

@@ -6,68 +6,88 @@
 //! [`crate::JsonText`] written verbatim. The output is always one valid JSON
 //! object once [`ObjectWriter::finish`] has run.
 
-/// What each ASCII byte becomes inside a JSON string: 0 for itself, `b'u'` for
-/// a `\u00XX` escape, any other letter for a two-character `\X` escape.
-const ESCAPE: [u8; 128] = {
-    let mut table = [0u8; 128];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = b'u';
-        b += 1;
-    }
-    table[0x08] = b'b';
-    table[0x09] = b't';
-    table[0x0a] = b'n';
-    table[0x0c] = b'f';
-    table[0x0d] = b'r';
-    table[b'"' as usize] = b'"';
-    table[b'\\' as usize] = b'\\';
-    table
-};
+/// Whether `b` must be escaped inside a JSON string.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends the escape of `b`, one of the bytes [`needs_escape`] selects.
+fn write_escape(out: &mut String, b: u8) {
+    let short = match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
+        0x08 => "\\b",
+        0x0c => "\\f",
+        _ => {
+            let hex = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ];
+            out.extend(hex.iter().map(|&b| char::from(b)));
+            return;
+        }
+    };
+    out.push_str(short);
+}
 
 /// Appends `s` as a JSON string (with quotes).
 pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = match ESCAPE.get(usize::from(b)) {
-            Some(&esc) if esc != 0 => esc,
-            _ => continue,
-        };
-        // `b` is ASCII, so `start..i` and `i + 1..` fall on char boundaries.
-        out.push_str(&s[start..i]);
-        start = i + 1;
-        if esc == b'u' {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push('\\');
-            out.push(char::from(esc));
-        }
+    // Most strings need no escape: check the whole string without an early
+    // exit (which vectorises), then copy it in one go.
+    if !s.bytes().fold(false, |any, b| any | needs_escape(b)) {
+        out.push_str(s);
+        out.push('"');
+        return;
     }
-    out.push_str(&s[start..]);
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(needs_escape) {
+        // The byte at `i` is ASCII, so `i` and `i + 1` are char boundaries.
+        out.push_str(&rest[..i]);
+        write_escape(out, rest.as_bytes()[i]);
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
     out.push('"');
 }
+
+/// "00", "01", … "99": two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 /// Appends `n` in decimal.
 pub(crate) fn write_u64(out: &mut String, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        let pair = usize::from((n % 100) as u8) * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = usize::from(n as u8) * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
-    for &digit in &buf[i..] {
-        out.push(char::from(digit));
-    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 /// The length of `s` once written by [`write_str`], give or take escapes: a
@@ -205,7 +225,21 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut out = String::new();
             write_u64(&mut out, n);
             assert_eq!(out, n.to_string());

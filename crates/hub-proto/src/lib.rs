@@ -42,6 +42,38 @@
 //! Take ids for your own commands from [`Subscriptions::next_id`] so that they
 //! never collide with the state machine's.
 //!
+//! ```
+//! use duplex_hub_proto::{
+//!     Command, ErrorCode, Event, Frame, Subscriptions, decode_command, decode_server,
+//!     encode_command, encode_server,
+//! };
+//!
+//! // The hub: a bad command is an error reply, and the connection goes on.
+//! let error = decode_command(Frame::Text(r#"{"op":"subscribe","id":4,"channel":"a b"}"#))
+//!     .unwrap_err();
+//! assert_eq!((error.id, error.code), (Some(4), ErrorCode::BadRequest));
+//! let reply = encode_server(&error.to_reply());
+//! assert!(reply.is_text());
+//!
+//! // The client: subscribe, connect, feed what the hub sends.
+//! let mut subs = Subscriptions::new();
+//! subs.subscribe("chat:lobby").unwrap();
+//! let requests = subs.on_connected();
+//! let frame = encode_command(&requests[0]);
+//! let request = decode_command(frame.as_frame()).unwrap();
+//! assert!(matches!(request.command, Command::Subscribe { since: None, .. }));
+//! let subscribed = r#"{"op":"subscribed","id":1,"channel":"chat:lobby","epoch":"k3x9","offset":44,"recovered":false}"#;
+//! let events = subs.handle(decode_server(Frame::Text(subscribed)).unwrap());
+//! assert_eq!(
+//!     events,
+//!     [Event::Subscribed { channel: "chat:lobby".into(), recovered: false }]
+//! );
+//! let message = r#"{"op":"message","channel":"chat:lobby","offset":45,"time":1795000001000,"from":{"user":"bob","client":"c01"},"data":{"text":"hi"}}"#;
+//! let events = subs.handle(decode_server(Frame::Text(message)).unwrap());
+//! let [Event::Message(publication)] = &events[..] else { panic!("{events:?}") };
+//! assert_eq!(publication.data.as_json().unwrap().as_str(), r#"{"text":"hi"}"#);
+//! ```
+//!
 //! ## Invariants
 //!
 //! - Decoding never panics, whatever the input: malformed input is a

@@ -78,10 +78,7 @@ fn since() -> impl Strategy<Value = Since> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (
-            prop::option::of(any_text()),
-            prop::option::of(any_text())
-        )
+        (prop::option::of(any_text()), prop::option::of(any_text()))
             .prop_map(|(token, name)| Command::Connect { token, name }),
         any_text().prop_map(|token| Command::Refresh { token }),
         (channel(), prop::option::of(since()), any::<u32>()).prop_map(
@@ -109,15 +106,20 @@ fn client_info() -> impl Strategy<Value = ClientInfo> {
 }
 
 fn publication() -> impl Strategy<Value = Publication> {
-    (any_text(), any::<u64>(), any::<u64>(), client_info(), data()).prop_map(
-        |(channel, offset, time, from, data)| Publication {
+    (
+        any_text(),
+        any::<u64>(),
+        any::<u64>(),
+        client_info(),
+        data(),
+    )
+        .prop_map(|(channel, offset, time, from, data)| Publication {
             channel,
             offset,
             time,
             from,
             data,
-        },
-    )
+        })
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
@@ -170,16 +172,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 duplicate,
             }
         ),
-        (
-            id(),
-            any_text(),
-            prop::collection::vec(client_info(), 0..4)
-        )
-            .prop_map(|(id, channel, clients)| ServerMessage::Presence {
+        (id(), any_text(), prop::collection::vec(client_info(), 0..4)).prop_map(
+            |(id, channel, clients)| ServerMessage::Presence {
                 id,
                 channel,
                 clients,
-            }),
+            }
+        ),
         id().prop_map(|id| ServerMessage::Ok { id }),
         id().prop_map(|id| ServerMessage::Pong { id }),
         publication().prop_map(ServerMessage::Message),
@@ -197,12 +196,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 client,
             }
         }),
-        (any_text(), client_info(), data())
-            .prop_map(|(channel, from, data)| ServerMessage::Signal {
+        (any_text(), client_info(), data()).prop_map(|(channel, from, data)| {
+            ServerMessage::Signal {
                 channel,
                 from,
-                data
-            }),
+                data,
+            }
+        }),
         (any_text(), any_text(), any::<u64>()).prop_map(|(channel, epoch, offset)| {
             ServerMessage::Gap {
                 channel,
@@ -210,7 +210,11 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 offset,
             }
         }),
-        (id(), prop::sample::select(ErrorCode::ALL.to_vec()), any_text())
+        (
+            id(),
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            any_text()
+        )
             .prop_map(|(id, code, message)| ServerMessage::Error { id, code, message }),
     ]
 }
@@ -520,7 +524,11 @@ fn decode_server_refusals() {
         let e = decode_server(Frame::Text(std::str::from_utf8(text).unwrap())).unwrap_err();
         assert_eq!(
             e.code,
-            if unknown { ErrorCode::UnknownOp } else { ErrorCode::BadRequest },
+            if unknown {
+                ErrorCode::UnknownOp
+            } else {
+                ErrorCode::BadRequest
+            },
             "{e}"
         );
         assert!(e.message.contains(message), "{e}");
@@ -530,5 +538,8 @@ fn decode_server_refusals() {
     frame.extend_from_slice(header);
     let e = decode_server(Frame::Binary(&frame)).unwrap_err();
     assert_eq!(e.id, Some(1));
-    assert!(e.message.contains("cannot be sent in a binary frame"), "{e}");
+    assert!(
+        e.message.contains("cannot be sent in a binary frame"),
+        "{e}"
+    );
 }

@@ -157,8 +157,10 @@ fn data_is_kept_as_raw_text() {
 #[test]
 fn any_json_value_is_data_even_null() {
     for value in ["null", "0", "\"s\"", "[]", "true"] {
-        let Command::Publish { data, .. } =
-            ok(&format!(r#"{{"op":"publish","channel":"a","data":{value}}}"#)).command
+        let Command::Publish { data, .. } = ok(&format!(
+            r#"{{"op":"publish","channel":"a","data":{value}}}"#
+        ))
+        .command
         else {
             panic!()
         };
@@ -214,8 +216,10 @@ fn escapes_in_keys_and_strings() {
 #[test]
 fn key_of_64_bytes_is_fine() {
     let key = "k".repeat(64);
-    let Command::Publish { key: Some(got), .. } =
-        ok(&format!(r#"{{"op":"publish","channel":"a","data":1,"key":"{key}"}}"#)).command
+    let Command::Publish { key: Some(got), .. } = ok(&format!(
+        r#"{{"op":"publish","channel":"a","data":1,"key":"{key}"}}"#
+    ))
+    .command
     else {
         panic!()
     };
@@ -224,7 +228,10 @@ fn key_of_64_bytes_is_fine() {
 
 #[test]
 fn binary_publish_and_signal() {
-    let frame = binary(r#"{"op":"publish","id":5,"channel":"a","key":"k"}"#, &[0, 1, 255]);
+    let frame = binary(
+        r#"{"op":"publish","id":5,"channel":"a","key":"k"}"#,
+        &[0, 1, 255],
+    );
     let expected = Request {
         id: Some(5),
         command: Command::Publish {
@@ -267,7 +274,15 @@ fn binary_data_is_shared_not_copied() {
 
 #[test]
 fn not_json() {
-    for text in ["", "   ", "{", "{\"op\":", "{'op':'ping'}", "op=ping", "{\"op\":\"ping\",}"] {
+    for text in [
+        "",
+        "   ",
+        "{",
+        "{\"op\":",
+        "{'op':'ping'}",
+        "op=ping",
+        "{\"op\":\"ping\",}",
+    ] {
         bad(err(text), None, "malformed JSON");
     }
 }
@@ -299,7 +314,17 @@ fn invalid_json_inside_ignored_fields() {
 
 #[test]
 fn bad_ids_are_reported_without_id() {
-    for id in ["\"1\"", "-1", "1.5", "1.0", "1e3", "true", "{}", "[1]", "18446744073709551616"] {
+    for id in [
+        "\"1\"",
+        "-1",
+        "1.5",
+        "1.0",
+        "1e3",
+        "true",
+        "{}",
+        "[1]",
+        "18446744073709551616",
+    ] {
         let e = err(&format!(r#"{{"op":"ping","id":{id}}}"#));
         bad(e, None, "`id`");
     }
@@ -313,7 +338,11 @@ fn bad_ids_are_reported_without_id() {
 fn missing_or_bad_op() {
     bad(err(r#"{"id":4}"#), Some(4), "missing field `op`");
     bad(err(r#"{"op":1,"id":4}"#), Some(4), "`op` must be a string");
-    bad(err(r#"{"op":null,"id":4}"#), Some(4), "`op` must be a string");
+    bad(
+        err(r#"{"op":null,"id":4}"#),
+        Some(4),
+        "`op` must be a string",
+    );
     bad(
         err(r#"{"op":"ping","op":"ping","id":4}"#),
         Some(4),
@@ -383,25 +412,82 @@ fn missing_fields() {
 #[test]
 fn wrong_types() {
     for (text, message) in [
-        (r#"{"op":"connect","id":1,"token":5}"#, "`token` must be a string"),
-        (r#"{"op":"connect","id":1,"name":[]}"#, "`name` must be a string"),
-        (r#"{"op":"refresh","id":1,"token":null}"#, "`token` must be a string"),
-        (r#"{"op":"subscribe","id":1,"channel":7}"#, "`channel` must be a string"),
-        (r#"{"op":"subscribe","id":1,"channel":null}"#, "`channel` must be a string"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":5}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":"e:5"}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":{"offset":5}}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e"}}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":1,"offset":5}}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e","offset":-1}}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e","offset":"5"}}"#, "`since`"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","recent":-1}"#, "`recent` must be a non-negative integer"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","recent":"3"}"#, "`recent` must be a non-negative integer"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","recent":2.5}"#, "`recent` must be a non-negative integer"),
-        (r#"{"op":"subscribe","id":1,"channel":"a","recent":4294967296}"#, "`recent` is too large"),
-        (r#"{"op":"publish","id":1,"channel":"a","data":1,"key":1}"#, "`key` must be a string"),
-        (r#"{"op":"presence","id":1,"channel":{}}"#, "`channel` must be a string"),
-        (r#"{"op":"connect","id":1,"token":"\ud800"}"#, "`token` is not valid Unicode"),
+        (
+            r#"{"op":"connect","id":1,"token":5}"#,
+            "`token` must be a string",
+        ),
+        (
+            r#"{"op":"connect","id":1,"name":[]}"#,
+            "`name` must be a string",
+        ),
+        (
+            r#"{"op":"refresh","id":1,"token":null}"#,
+            "`token` must be a string",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":7}"#,
+            "`channel` must be a string",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":null}"#,
+            "`channel` must be a string",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":5}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":"e:5"}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":{"offset":5}}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e"}}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":1,"offset":5}}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e","offset":-1}}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","since":{"epoch":"e","offset":"5"}}"#,
+            "`since`",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","recent":-1}"#,
+            "`recent` must be a non-negative integer",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","recent":"3"}"#,
+            "`recent` must be a non-negative integer",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","recent":2.5}"#,
+            "`recent` must be a non-negative integer",
+        ),
+        (
+            r#"{"op":"subscribe","id":1,"channel":"a","recent":4294967296}"#,
+            "`recent` is too large",
+        ),
+        (
+            r#"{"op":"publish","id":1,"channel":"a","data":1,"key":1}"#,
+            "`key` must be a string",
+        ),
+        (
+            r#"{"op":"presence","id":1,"channel":{}}"#,
+            "`channel` must be a string",
+        ),
+        (
+            r#"{"op":"connect","id":1,"token":"\ud800"}"#,
+            "`token` is not valid Unicode",
+        ),
     ] {
         bad(err(text), Some(1), message);
     }
@@ -441,7 +527,9 @@ fn bad_channel_names() {
     }
     for op in ["publish", "signal"] {
         bad(
-            err(&format!(r#"{{"op":"{op}","id":2,"channel":"a b","data":1}}"#)),
+            err(&format!(
+                r#"{{"op":"{op}","id":2,"channel":"a b","data":1}}"#
+            )),
             Some(2),
             "invalid channel",
         );
@@ -517,9 +605,19 @@ fn binary_header_not_utf8_or_not_json() {
 
 #[test]
 fn binary_frames_only_for_publish_and_signal() {
-    for op in ["connect", "refresh", "subscribe", "unsubscribe", "presence", "ping"] {
+    for op in [
+        "connect",
+        "refresh",
+        "subscribe",
+        "unsubscribe",
+        "presence",
+        "ping",
+    ] {
         bad(
-            err_bin(&binary(&format!(r#"{{"op":"{op}","id":6,"channel":"a"}}"#), b"x")),
+            err_bin(&binary(
+                &format!(r#"{{"op":"{op}","id":6,"channel":"a"}}"#),
+                b"x",
+            )),
             Some(6),
             "cannot be sent in a binary frame",
         );
@@ -535,7 +633,10 @@ fn binary_frames_only_for_publish_and_signal() {
 #[test]
 fn binary_header_must_not_carry_data() {
     bad(
-        err_bin(&binary(r#"{"op":"publish","id":6,"channel":"a","data":1}"#, b"x")),
+        err_bin(&binary(
+            r#"{"op":"publish","id":6,"channel":"a","data":1}"#,
+            b"x",
+        )),
         Some(6),
         "must not have a `data` field",
     );

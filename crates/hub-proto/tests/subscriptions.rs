@@ -32,7 +32,14 @@ fn unsubscribe(id: u64, channel: &str) -> Request {
     )
 }
 
-fn subscribed(id: u64, channel: &str, epoch: &str, offset: u64, recovered: bool, gap: bool) -> ServerMessage {
+fn subscribed(
+    id: u64,
+    channel: &str,
+    epoch: &str,
+    offset: u64,
+    recovered: bool,
+    gap: bool,
+) -> ServerMessage {
     ServerMessage::Subscribed {
         id: Some(id),
         channel: channel.into(),
@@ -95,11 +102,18 @@ fn subscribes_on_connect_and_delivers_in_order() {
     )
     .unwrap();
     subs.subscribe("a").unwrap();
-    assert_eq!(subs.poll_transmit(), None, "nothing is sent before a connection");
+    assert_eq!(
+        subs.poll_transmit(),
+        None,
+        "nothing is sent before a connection"
+    );
     assert!(!subs.is_connected());
     assert_eq!(
         subs.on_connected(),
-        [subscribe(1, "a", None, 0), subscribe(2, "chat:lobby", None, 5)]
+        [
+            subscribe(1, "a", None, 0),
+            subscribe(2, "chat:lobby", None, 5)
+        ]
     );
     assert!(subs.is_connected());
     assert!(!subs.is_subscribed("a"));
@@ -144,7 +158,10 @@ fn recent_messages_may_start_anywhere() {
     assert_eq!(subs.handle(message("a", 22)), []);
     assert_eq!(
         transmit(&mut subs),
-        [unsubscribe(2, "a"), subscribe(3, "a", Some(since("e", 20)), 10)]
+        [
+            unsubscribe(2, "a"),
+            subscribe(3, "a", Some(since("e", 20)), 10)
+        ]
     );
 }
 
@@ -250,7 +267,10 @@ fn an_offset_jump_resubscribes_and_recovers() {
     assert_eq!(subs.handle(message("a", 11)), []);
     assert_eq!(
         transmit(&mut subs),
-        [unsubscribe(2, "a"), subscribe(3, "a", Some(since("e", 8)), 0)]
+        [
+            unsubscribe(2, "a"),
+            subscribe(3, "a", Some(since("e", 8)), 0)
+        ]
     );
     // Live messages still in flight before the hub unsubscribes: 12 is a jump
     // again, but a resubscription is already under way.
@@ -285,7 +305,10 @@ fn in_order_messages_during_a_resubscription_are_delivered_once() {
     });
     assert_eq!(
         transmit(&mut subs),
-        [unsubscribe(2, "a"), subscribe(3, "a", Some(since("e", 7)), 0)]
+        [
+            unsubscribe(2, "a"),
+            subscribe(3, "a", Some(since("e", 7)), 0)
+        ]
     );
     // The old subscription's 8 arrives before the hub handles the unsubscribe.
     assert_eq!(subs.handle(message("a", 8)), [delivered("a", 8)]);
@@ -438,4 +461,40 @@ fn on_connected_twice_starts_over() {
         subs.on_connected(),
         [subscribe(2, "a", Some(since("e", 4)), 0)]
     );
+}
+
+#[test]
+fn a_gap_push_with_a_new_epoch_is_a_gap_at_once() {
+    let mut subs = subscribed_at(7);
+    assert_eq!(
+        subs.handle(ServerMessage::Gap {
+            channel: "a".into(),
+            epoch: "f".into(),
+            offset: 0,
+        }),
+        [Event::Gap {
+            channel: "a".into()
+        }]
+    );
+    assert_eq!(subs.position("a"), None);
+    // The old position is worthless: subscribe afresh.
+    assert_eq!(
+        transmit(&mut subs),
+        [unsubscribe(2, "a"), subscribe(3, "a", None, 0)]
+    );
+    // Offset 1 of the new epoch must not pass for 8 of the old one: nothing is
+    // taken until the hub says where the channel stands.
+    assert_eq!(subs.handle(message("a", 1)), []);
+    subs.handle(ServerMessage::Unsubscribed {
+        id: Some(2),
+        channel: "a".into(),
+    });
+    assert_eq!(
+        subs.handle(subscribed(3, "a", "f", 1, false, false)),
+        [Event::Subscribed {
+            channel: "a".into(),
+            recovered: false
+        }]
+    );
+    assert_eq!(subs.handle(message("a", 2)), [delivered("a", 2)]);
 }
