@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use duplex::server::Incoming;
 use duplex::tls::TlsAcceptor;
-use duplex::{Accept, Reject, accept_incoming, read_request};
+use duplex::{Accept, Reject, WebSocket, accept_incoming, read_request};
 use duplex_hub_proto::SUBPROTOCOL;
 use duplex_proto::handshake::server::{UpgradeRequest, write_response};
 use futures_util::{SinkExt, StreamExt};
@@ -150,7 +150,26 @@ async fn serve_tls(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, peer: S
 }
 
 /// Reads one request and routes it.
-async fn serve_connection<S>(hub: Arc<Hub>, mut io: S, peer: SocketAddr)
+async fn serve_connection<S>(hub: Arc<Hub>, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // This future lives as long as the connection, holding the space of its
+    // largest state: so everything short-lived (reading the request, the
+    // handshake, plain HTTP answers) runs boxed in `route`, and only a hub
+    // session's state stays.
+    if let Some(upgraded) = Box::pin(route(&hub, io, peer)).await {
+        session::run(hub, upgraded).await;
+    }
+}
+
+/// Reads the request and serves it, except for a hub session, which it
+/// returns upgraded for [`serve_connection`] to run.
+async fn route<S>(
+    hub: &Arc<Hub>,
+    mut io: S,
+    peer: SocketAddr,
+) -> Option<Box<(WebSocket<S>, Handshake)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -159,22 +178,21 @@ where
         Err(error) => {
             hub.metrics.rejected(RejectReason::Handshake);
             tracing::debug!(%peer, %error, "bad request");
-            return;
+            return None;
         }
     };
     let path = incoming.request.uri().path().to_owned();
     match (path.as_str(), incoming.wants_upgrade()) {
-        ("/ws", true) => hub_socket(hub, io, incoming, peer).await,
-        ("/echo", true) => echo_socket(hub, io, incoming, peer).await,
+        ("/ws", true) => return upgrade_hub(hub, io, incoming, peer).await,
+        // The echo loop is long-lived too: boxed, so its state does not
+        // add to a hub session's.
+        ("/echo", true) => Box::pin(echo_socket(hub.clone(), io, incoming, peer)).await,
         (_, true) => {
-            respond(
-                &mut io,
-                plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws"),
-            )
-            .await;
+            let response = plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws");
+            respond(&mut io, response).await;
         }
         (_, false) => {
-            let mut response = http_route(&hub, &incoming);
+            let mut response = http_route(hub, &incoming);
             let length = response.body().len();
             response
                 .headers_mut()
@@ -185,10 +203,16 @@ where
             respond(&mut io, response).await;
         }
     }
+    None
 }
 
-/// `/ws`: the hub protocol.
-async fn hub_socket<S>(hub: Arc<Hub>, io: S, incoming: Incoming, peer: SocketAddr)
+/// The `/ws` handshake: admission, then [`decide`]; `None` when refused.
+async fn upgrade_hub<S>(
+    hub: &Hub,
+    io: S,
+    incoming: Incoming,
+    peer: SocketAddr,
+) -> Option<Box<(WebSocket<S>, Handshake)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -204,13 +228,13 @@ where
                     .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
             }
             respond(&mut io, response).await;
-            return;
+            return None;
         }
     };
     let mut identity = None;
     let mut refusal = None;
     let decided = accept_incoming(io, incoming, &hub.ws_config, |request| {
-        match decide(&hub, request) {
+        match decide(hub, request) {
             Ok((accept, id)) => {
                 identity = id;
                 Ok(accept)
@@ -228,13 +252,12 @@ where
             hub.metrics
                 .rejected(refusal.unwrap_or(RejectReason::Handshake));
             tracing::debug!(%peer, %error, "upgrade refused");
-            return;
+            return None;
         }
     };
     hub.metrics.accepted();
     ws.set_shutdown(hub.shutdown.watch());
-    let handshake = Handshake { identity, ticket };
-    session::run(hub, ws, handshake).await;
+    Some(Box::new((ws, Handshake { identity, ticket })))
 }
 
 /// Decides on a `/ws` upgrade: origin, subprotocol, handshake token.
@@ -414,4 +437,23 @@ where
     write_response(&response, &mut out);
     let _ = io.write_all(&out).await;
     let _ = io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// A connection's task holds its future for the connection's whole life:
+    /// the handshake's and the HTTP paths' state must not inflate it. The
+    /// bound is for debug builds, whose futures are the larger.
+    #[tokio::test]
+    async fn a_hub_connection_task_stays_small() {
+        let hub = crate::Hub::new(crate::HubConfig::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let task = super::serve_connection(hub.clone(), client, addr);
+        let size = std::mem::size_of_val(&task);
+        let websocket = std::mem::size_of::<duplex::WebSocket<tokio::net::TcpStream>>();
+        eprintln!("connection future: {size} bytes, of which WebSocket: {websocket}");
+        assert!(size <= 1024, "a connection's future grew to {size} bytes");
+    }
 }

@@ -70,6 +70,8 @@ enum Deadline {
 
 struct Session {
     hub: Arc<Hub>,
+    /// The connection's admission, released when the session is dropped.
+    _ticket: Ticket,
     me: Subscriber,
     identity: Option<Identity>,
     connected: bool,
@@ -79,60 +81,77 @@ struct Session {
 }
 
 /// Serves one hub connection until it ends.
-pub(crate) async fn run<S>(hub: Arc<Hub>, mut ws: WebSocket<S>, handshake: Handshake)
+pub(crate) async fn run<S>(hub: Arc<Hub>, upgraded: Box<(WebSocket<S>, Handshake)>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (id, client) = hub.next_client();
-    let limits = &hub.config.limits;
-    let rate = RateLimiter::new(
-        limits.messages_per_second,
-        limits.burst,
-        limits.rate_strikes,
-        StdInstant::now(),
-    );
-    let outbox = Arc::new(Outbox::new(limits.max_outbound_bytes));
-    let timer = Some((
-        Deadline::Connect,
-        Box::pin(tokio::time::sleep(limits.connect_timeout)),
-    ));
-    let mut session = Session {
-        me: Subscriber {
-            id,
-            info: ClientInfo {
-                client,
-                user: String::new(),
-            },
-            outbox,
-        },
-        identity: handshake.identity,
-        connected: false,
-        channels: Vec::new(),
-        rate,
-        timer,
-        hub,
-    };
-    session.hub.metrics.connection_opened();
+    // Everything here lives as long as the connection: keep the locals few
+    // (each is a slot in this future for its whole life).
+    let (mut ws, handshake) = *upgraded;
+    let mut session = Session::new(hub, handshake);
     let end = session.serve(&mut ws).await;
-    let code = match end {
-        Some(End(code, reason)) => {
-            let _ = ws.close(CloseCode::from(code), reason).await;
-            code
-        }
-        None => {
-            // The stream ended: a close handshake, a protocol error (its
-            // close frame is queued) or a dead transport. Write what is
-            // queued, within the close timeout.
-            let _ = tokio::time::timeout(session.hub.ws_config.close_timeout, ws.flush()).await;
-            ws.close_info().map_or(1006, |info| u16::from(info.code))
-        }
-    };
-    session.leave_all().await;
-    session.hub.metrics.connection_closed(code);
-    drop(handshake.ticket);
+    // The ending is boxed for the same reason as command handling.
+    Box::pin(session.finish(ws, end)).await;
 }
-
 impl Session {
+    /// A session that has not sent `connect` yet.
+    fn new(hub: Arc<Hub>, handshake: Handshake) -> Self {
+        let (id, client) = hub.next_client();
+        let limits = &hub.config.limits;
+        let rate = RateLimiter::new(
+            limits.messages_per_second,
+            limits.burst,
+            limits.rate_strikes,
+            StdInstant::now(),
+        );
+        let outbox = Arc::new(Outbox::new(limits.max_outbound_bytes));
+        let timer = Some((
+            Deadline::Connect,
+            Box::pin(tokio::time::sleep(limits.connect_timeout)),
+        ));
+        hub.metrics.connection_opened();
+        Self {
+            me: Subscriber {
+                id,
+                info: ClientInfo {
+                    client,
+                    user: String::new(),
+                },
+                outbox,
+            },
+            identity: handshake.identity,
+            _ticket: handshake.ticket,
+            connected: false,
+            channels: Vec::new(),
+            rate,
+            timer,
+            hub,
+        }
+    }
+
+    /// Closes the connection (with our code, if we end it), leaves every
+    /// channel and counts the close.
+    async fn finish<S>(&mut self, mut ws: WebSocket<S>, end: Option<End>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let code = match end {
+            Some(End(code, reason)) => {
+                let _ = ws.close(CloseCode::from(code), reason).await;
+                code
+            }
+            None => {
+                // The stream ended: a close handshake, a protocol error (its
+                // close frame is queued) or a dead transport. Write what is
+                // queued, within the close timeout.
+                let _ = tokio::time::timeout(self.hub.ws_config.close_timeout, ws.flush()).await;
+                ws.close_info().map_or(1006, |info| u16::from(info.code))
+            }
+        };
+        self.leave_all().await;
+        self.hub.metrics.connection_closed(code);
+    }
+
     /// Runs until the connection ends; returns the close to send, if ours.
     async fn serve<S>(&mut self, ws: &mut WebSocket<S>) -> Option<End>
     where
@@ -142,7 +161,9 @@ impl Session {
             match poll_fn(|cx| self.poll_wake(cx, ws)).await {
                 Wake::Message(message) => {
                     self.hub.metrics.message_in(message.payload().len());
-                    if let Err(end) = self.handle(ws, &message).await {
+                    // Boxed: handling a command may await the broker and the
+                    // socket; an idle session should not carry that space.
+                    if let Err(end) = Box::pin(self.handle(ws, &message)).await {
                         return Some(end);
                     }
                 }

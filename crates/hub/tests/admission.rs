@@ -40,11 +40,13 @@ fn token_signed(sub: &str, expires_in: i64, extra: serde_json::Value, secret: &s
 }
 
 fn authed_config() -> HubConfig {
-    let mut config = HubConfig::default();
-    config.auth = Some(AuthConfig {
-        hs256_secret: Some(SECRET.into()),
-        ..AuthConfig::default()
-    });
+    let mut config = HubConfig {
+        auth: Some(AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        }),
+        ..HubConfig::default()
+    };
     config.namespaces.insert(
         "public".into(),
         NamespaceConfig {
@@ -232,8 +234,10 @@ async fn grants_and_anonymous_access_per_namespace() {
 
 #[tokio::test]
 async fn a_disallowed_origin_gets_403_and_the_own_origin_is_welcome() {
-    let mut config = HubConfig::default();
-    config.allowed_origins = vec!["https://app.example".into()];
+    let config = HubConfig {
+        allowed_origins: vec!["https://app.example".into()],
+        ..HubConfig::default()
+    };
     let hub = TestHub::start(config).await;
     let refused = TestClient::open(&hub.url(), |r| r.origin("https://evil.example"))
         .await
@@ -298,7 +302,6 @@ async fn a_wrong_subprotocol_is_refused_with_400() {
     )
     .await
     .unwrap()
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(status_of(&refused), 400);
 }

@@ -107,6 +107,7 @@
     }
     el.dataset.state = hub.state === "reconnecting" && !navigator.onLine ? "offline" : hub.state;
     el.dataset.hubState = hub.state;
+    document.body.dataset.hub = hub.state;
     if (text.textContent !== label) text.textContent = label;
     el.title = hub.state === "reconnecting" ? "Reconnect now" : hub.state === "closed" ? "Connect" : "Connected to the hub";
   }
@@ -273,8 +274,12 @@
     const state = roomState(current);
     let previous = null;
     for (const entry of state.entries) {
+      if (entry.kind === "pending") continue;
       list.append(messageElement(entry, previous));
       previous = entry;
+    }
+    for (const entry of state.entries) {
+      if (entry.kind === "pending") list.append(messageElement(entry, null));
     }
     if (state.entries.length === 0) {
       const li = document.createElement("li");
@@ -290,7 +295,8 @@
   /** Adds `entry` to `room`, and to the page if the room is open. */
   function addEntry(room, entry) {
     const state = roomState(room);
-    const previous = state.entries[state.entries.length - 1] || null;
+    const shown = state.entries.filter((e) => e.kind !== "pending");
+    const previous = entry.kind === "pending" ? null : shown[shown.length - 1] || null;
     state.entries.push(entry);
     if (state.entries.length > KEEP) state.entries.splice(0, state.entries.length - KEEP);
     if (room !== current) {
@@ -348,7 +354,8 @@
       time: msg.time,
       client,
       name,
-      text: typeof data.text === "string" ? data.text : JSON.stringify(msg.data),
+      text: typeof data.text === "string" ? data.text
+        : msg.data instanceof Uint8Array ? `[${msg.data.length} bytes]` : JSON.stringify(msg.data),
       mine: mine.has(client),
     });
     if (room === current) {
@@ -399,11 +406,15 @@
   function renderPresence() {
     const state = roomState(current);
     const list = $("#presence");
+    // An earlier connection of this page may linger on the hub until its
+    // heartbeat times out: it is not listed.
     const people = Array.from(state.present, ([client, user]) => ({
       client,
       name: nameOf(client, user),
-      me: mine.has(client),
-    })).sort((a, b) => (b.me - a.me) || a.name.localeCompare(b.name));
+      me: client === hub.clientId,
+    }))
+      .filter((p) => p.me || !mine.has(p.client))
+      .sort((a, b) => (b.me - a.me) || a.name.localeCompare(b.name));
     list.replaceChildren(...people.map((p) => {
       const li = document.createElement("li");
       li.dataset.client = p.client;

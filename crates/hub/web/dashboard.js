@@ -58,6 +58,7 @@
 
   function formatMs(value) {
     if (value === null || value === undefined) return "–";
+    if (value === 0) return "0";
     if (value < 1) return value.toFixed(2);
     if (value < 10) return value.toFixed(1);
     return Math.round(value).toLocaleString("en-US");

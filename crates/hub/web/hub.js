@@ -58,7 +58,8 @@
     /**
      * options: url (default ws(s)://<host>/ws), token (default ?token= of the
      * page), name (sent in `connect`), queueLimit (100), pingInterval (20000
-     * ms), backoffBase (1000 ms), backoffCap (30000 ms), autoConnect (true).
+     * ms), pongTimeout (10000 ms), backoffBase (1000 ms), backoffCap (30000
+     * ms), autoConnect (true).
      */
     constructor(options = {}) {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -69,6 +70,7 @@
       this.name = options.name || "web";
       this.queueLimit = options.queueLimit || 100;
       this.pingInterval = options.pingInterval || 20000;
+      this.pongTimeout = options.pongTimeout || 10000;
       this.backoffBase = options.backoffBase || 1000;
       this.backoffCap = options.backoffCap || 30000;
 
@@ -82,6 +84,8 @@
       this.clientId = null;
       this.user = null;
       this.ws = null;
+      /** The last reconnect delays chosen: [{attempt, delay (ms)}]. */
+      this.delays = [];
       this.counters = {
         connects: 0, // `connected` replies received
         reconnects: 0, // of which after a drop
@@ -180,7 +184,9 @@
         if (this.token) connect.token = this.token;
         this._request(connect).then(
           (reply) => this._connected(reply),
-          (error) => console.warn("hub: connect refused", error),
+          (error) => {
+            if (error.code) console.warn("hub: connect refused", error);
+          },
         );
       };
       ws.onmessage = (event) => this._receive(event.data);
@@ -260,12 +266,13 @@
         return;
       }
       const delay = backoff(this._attempt, this.backoffBase, this.backoffCap);
+      this.delays.push({ attempt: this._attempt, delay: Math.round(delay) });
+      if (this.delays.length > 20) this.delays.shift();
       this._attempt += 1;
       this.retryAt = Date.now() + delay;
       this._waiting = true;
       this._timer = setTimeout(() => this._open(), delay);
       this._setState("reconnecting", true); // retryAt moved
-
     }
 
     /** While waiting to reconnect: tries now instead. */
@@ -338,13 +345,13 @@
       return this._request({ ...command });
     }
 
-    /** App-level heartbeat; a pong must come within 10 s or the link is dead. */
+    /** App-level heartbeat: without a pong within `pongTimeout` the link is dead. */
     ping() {
       if (this.state !== "open") return;
       const ws = this.ws;
       this.counters.pings += 1;
       clearTimeout(this._pongTimer);
-      this._pongTimer = setTimeout(() => this._abandon(ws, "no pong"), 10000);
+      this._pongTimer = setTimeout(() => this._abandon(ws, "no pong"), this.pongTimeout);
       this._request({ op: "ping" }).then(
         () => {
           clearTimeout(this._pongTimer);
@@ -402,6 +409,12 @@
     signal(channel, data) {
       if (this.state !== "open") return false;
       return this._send({ op: "signal", channel, data });
+    }
+
+    /** Sends a new token before the current one expires; resolves with `refreshed`. */
+    refresh(token) {
+      this.token = token;
+      return this.request({ op: "refresh", token });
     }
 
     /** Who is in `channel`: resolves with [{client, user}]. */

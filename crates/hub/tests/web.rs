@@ -1,0 +1,712 @@
+//! The hub's web pages in headless Chromium, against a hub started in this
+//! process on `127.0.0.1:0`.
+//!
+//! - Two chat pages (each its own browser context, like two people) join the
+//!   lobby, see each other in the presence list by name, see "… is typing",
+//!   and see each other's messages with names, once each and in order.
+//! - A chat page whose connection is cut (a relay in front of the hub resets
+//!   its TCP connection and refuses new ones) while the other sends 5
+//!   messages reconnects by itself with backoff and shows all 5, in order,
+//!   once each; what it sent while cut off is delivered once after.
+//! - A publish whose reply is lost with the connection is sent again with
+//!   its idempotency key after the reconnect and is delivered once.
+//! - A link gone silent (DevTools' offline mode: the socket stays open,
+//!   nothing passes) is found by the app-level ping; back online, the page
+//!   reconnects and recovers what it missed.
+//! - A gap older than the history (rooms keep 3 messages here) shows a note
+//!   in the message list, then the messages the history still had.
+//! - The dashboard's connection count and message rate follow a load of
+//!   Rust clients, and go back down when it stops.
+//!
+//! Screenshots land in `artifacts/web/`. Chromium missing is a failure, not
+//! a skip; every wait is bounded and each test has an overall time limit.
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use duplex::{ClientRequest, Config, Message};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::Relay;
+use support::browser::{Browser, Page};
+use tokio::sync::{oneshot, watch};
+
+/// The longest a single test may run.
+const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+/// The longest to wait for something a page should show soon.
+const SHORT: Duration = Duration::from_secs(15);
+/// The longest to wait for a reconnect: the backoff grows to 8 s while the
+/// connection is cut for a few seconds.
+const RECONNECT: Duration = Duration::from_secs(45);
+
+/// A hub serving on `127.0.0.1:<free port>` until dropped.
+struct TestHub {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl TestHub {
+    /// Starts a hub with the default configuration (anonymous clients, the
+    /// pages' own origin allowed, `$sys:stats` once a second).
+    async fn start() -> Self {
+        Self::start_with(duplex_hub::HubConfig::default()).await
+    }
+
+    /// Starts a hub with `config`, on a free port whatever it says.
+    async fn start_with(mut config: duplex_hub::HubConfig) -> Self {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let hub = duplex_hub::Hub::new(config).expect("the hub config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let server =
+            duplex_hub::Server::from_listener(hub, listener).expect("serve on the listener");
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Runs a test body with the overall time limit; on timeout the body (and
+/// with it the browser and the hub) is dropped and the test fails.
+/// Browsers running at once in this test binary: the tests run in parallel
+/// and a machine of 2 cores runs 2 Chromiums well, not 5.
+static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs a test body with the overall time limit (counted once it may start
+/// a browser); on timeout the body (and with it the browser and the hub) is
+/// dropped and the test fails.
+async fn bounded(test: impl Future<Output = ()>) {
+    let _turn = BROWSERS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
+        panic!("the test did not finish within {TEST_TIMEOUT:?}");
+    }
+}
+
+async fn launch() -> Browser {
+    Browser::launch()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start headless Chromium: {e}"))
+}
+
+/// Opens the chat at `base` as `name` and waits until it is live.
+async fn open_chat(browser: &Browser, base: &str, name: &str) -> Page {
+    let page = browser
+        .new_page(&format!("{base}/?name={name}"))
+        .await
+        .unwrap_or_else(|e| panic!("open the chat for {name}: {e}"));
+    wait(&page, "window.hub && hub.state === 'open'", SHORT).await;
+    page
+}
+
+/// Waits for `predicate` on `page`, or fails the test with the page's
+/// console output.
+async fn wait(page: &Page, predicate: &str, timeout: Duration) -> Value {
+    page.wait_for(predicate, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn eval(page: &Page, js: &str) -> Value {
+    page.eval(js).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Types `text` in the composer and presses Enter, as a person would.
+async fn say(page: &Page, text: &str) {
+    page.type_into("#text", text)
+        .await
+        .unwrap_or_else(|e| panic!("type {text:?}: {e}"));
+    page.press_enter()
+        .await
+        .unwrap_or_else(|e| panic!("send {text:?}: {e}"));
+}
+
+/// `[name, text]` of every message shown in the open room, in order.
+const MESSAGES: &str = "Array.from(document.querySelectorAll('#messages li.msg'))\
+    .map(li => [li.querySelector('.name').textContent, li.querySelector('.text').textContent])";
+
+/// The texts of the messages shown, in order.
+const TEXTS: &str = "Array.from(document.querySelectorAll('#messages li.msg .text'))\
+    .map(el => el.textContent)";
+
+/// Names in the presence list, sorted.
+const PRESENT: &str =
+    "Array.from(document.querySelectorAll('#presence li')).map(li => li.dataset.name).sort()";
+
+/// A JS predicate: the list of message texts shown equals `texts`.
+fn texts_are(texts: &[&str]) -> String {
+    format!(
+        "JSON.stringify({TEXTS}) === {}",
+        Value::String(json!(texts).to_string())
+    )
+}
+
+/// Fails if the page logged an uncaught exception.
+fn assert_no_page_errors(page: &Page, who: &str) {
+    let errors: Vec<String> = page
+        .console()
+        .into_iter()
+        .filter(|line| line.starts_with("uncaught") || line.contains("the page crashed"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{who}'s page had errors:\n{}",
+        errors.join("\n")
+    );
+}
+
+async fn screenshot(page: &Page, file: &str) {
+    let path = support::artifacts_dir().join(file);
+    page.screenshot(&path)
+        .await
+        .unwrap_or_else(|e| panic!("screenshot {}: {e}", path.display()));
+}
+
+#[tokio::test]
+async fn two_chat_pages_see_each_other_presence_and_typing() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+
+        // Presence: both pages list both people, by name (the names travel
+        // in signals; anonymous connections have an empty `user`).
+        for page in [&alice, &bob] {
+            wait(
+                page,
+                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
+                SHORT,
+            )
+            .await;
+        }
+        assert_eq!(
+            eval(&alice, "document.querySelector('#presence li.me').dataset.name").await,
+            "alice"
+        );
+        assert_eq!(eval(&alice, "document.querySelector('#state-text').textContent").await, "live");
+        assert_eq!(eval(&alice, "document.querySelector('#state').dataset.state").await, "open");
+
+        // Typing shows on the other page, and goes away with the message.
+        alice.type_into("#text", "hi bob").await.expect("type");
+        wait(
+            &bob,
+            "document.querySelector('#typing').textContent === 'alice is typing…'",
+            SHORT,
+        )
+        .await;
+        assert_eq!(eval(&alice, "document.querySelector('#typing').textContent").await, "");
+        alice.press_enter().await.expect("send");
+        wait(&bob, &texts_are(&["hi bob"]), SHORT).await;
+        wait(&bob, "document.querySelector('#typing').textContent === ''", SHORT).await;
+
+        say(&bob, "hello alice").await;
+        let both = json!([["alice", "hi bob"], ["bob", "hello alice"]]);
+        for page in [&alice, &bob] {
+            wait(page, &texts_are(&["hi bob", "hello alice"]), SHORT).await;
+            assert_eq!(eval(page, MESSAGES).await, both);
+            // Nothing left waiting for its acknowledgement.
+            wait(page, "document.querySelectorAll('#messages li.pending').length === 0", SHORT)
+                .await;
+        }
+        assert_eq!(
+            eval(&alice, "Array.from(document.querySelectorAll('#messages li.msg')).map(li => li.classList.contains('mine'))").await,
+            json!([true, false])
+        );
+        assert_eq!(eval(&alice, "hub.counters.duplicates").await, 0);
+
+        // A screenshot of alice's view while bob types.
+        bob.type_into("#text", "how are you").await.expect("type");
+        wait(
+            &alice,
+            "document.querySelector('#typing').textContent === 'bob is typing…'",
+            SHORT,
+        )
+        .await;
+        screenshot(&alice, "chat.png").await;
+        // And bob's on a phone, in dark mode.
+        bob.set_viewport(390, 780, true).await.expect("viewport");
+        bob.set_dark(true).await.expect("dark");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        screenshot(&bob, "chat-phone-dark.png").await;
+
+        assert_no_page_errors(&alice, "alice");
+        assert_no_page_errors(&bob, "bob");
+        browser.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let browser = launch().await;
+        // Alice reaches the hub through the relay, bob directly.
+        let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        wait(&bob, &format!("{PRESENT}.length === 2"), SHORT).await;
+        say(&bob, "before the cut").await;
+        wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
+
+        relay.cut();
+        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(
+            &alice,
+            "/^reconnecting/.test(document.querySelector('#state-text').textContent)",
+            SHORT,
+        )
+        .await;
+        // The hub noticed too: alice left bob's room.
+        wait(
+            &bob,
+            &format!("JSON.stringify({PRESENT}) === '[\"bob\"]'"),
+            SHORT,
+        )
+        .await;
+
+        let missed = ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"];
+        for text in missed {
+            say(&bob, text).await;
+        }
+        let mut seen_by_bob = vec!["before the cut"];
+        seen_by_bob.extend(missed);
+        wait(&bob, &texts_are(&seen_by_bob), SHORT).await;
+
+        // Alice writes while cut off: the message waits in her queue.
+        say(&alice, "written while offline").await;
+        wait(
+            &alice,
+            "document.querySelectorAll('#messages li.pending').length === 1",
+            SHORT,
+        )
+        .await;
+        assert_eq!(eval(&alice, "hub.counters.queued").await, 1);
+        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+        screenshot(&alice, "chat-reconnecting.png").await;
+
+        relay.restore();
+        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        let mut everything = seen_by_bob.clone();
+        everything.push("written while offline");
+        for page in [&alice, &bob] {
+            wait(page, &texts_are(&everything), SHORT).await;
+            wait(
+                page,
+                "document.querySelectorAll('#messages li.pending').length === 0",
+                SHORT,
+            )
+            .await;
+        }
+        let counters = eval(&alice, "hub.counters").await;
+        assert!(counters["reconnects"].as_u64() >= Some(1), "{counters}");
+        assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
+        assert_eq!(counters["gaps"], 0, "{counters}");
+        assert_eq!(
+            eval(
+                &alice,
+                "document.querySelectorAll('#messages li.note').length"
+            )
+            .await,
+            0,
+            "no gap note: everything was recovered"
+        );
+        wait(
+            &alice,
+            "document.querySelector('#state-text').textContent === 'live'",
+            SHORT,
+        )
+        .await;
+        wait(&bob, &format!("{PRESENT}.length === 2"), SHORT).await;
+
+        // Full-jitter backoff: attempt n waited at most min(30 s, 1 s × 2^n).
+        let delays = eval(&alice, "hub.delays").await;
+        let delays = delays.as_array().expect("hub.delays is an array");
+        assert!(!delays.is_empty());
+        for d in delays {
+            let (attempt, delay) = (d["attempt"].as_u64().unwrap(), d["delay"].as_u64().unwrap());
+            let cap = 30_000u64.min(1000 << attempt.min(5));
+            assert!(
+                delay <= cap,
+                "attempt {attempt} waited {delay} ms > {cap} ms"
+            );
+        }
+
+        screenshot(&alice, "chat-recovered.png").await;
+        assert_no_page_errors(&alice, "alice");
+        assert_no_page_errors(&bob, "bob");
+        browser.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_publish_whose_reply_was_lost_is_delivered_once() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let browser = launch().await;
+        let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        wait(&alice, &format!("{PRESENT}.length === 2"), SHORT).await;
+
+        // The hub gets alice's publish and delivers it, but its reply (and
+        // the message's echo) never reach her: the link fails before.
+        relay.hold_replies(true);
+        say(&alice, "only once").await;
+        wait(&bob, &texts_are(&["only once"]), SHORT).await;
+        assert_eq!(
+            eval(
+                &alice,
+                "document.querySelectorAll('#messages li.pending').length"
+            )
+            .await,
+            1
+        );
+        assert_eq!(eval(&alice, "hub.counters.published").await, 0);
+        relay.cut();
+        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        relay.hold_replies(false);
+        relay.restore();
+        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+
+        // Sent again with the same key: the hub says it is a duplicate.
+        wait(&alice, "hub.counters.duplicatePublishes === 1", SHORT).await;
+        assert!(eval(&alice, "hub.counters.retried").await.as_u64() >= Some(1));
+        for page in [&alice, &bob] {
+            wait(page, &texts_are(&["only once"]), SHORT).await;
+            wait(
+                page,
+                "document.querySelectorAll('#messages li.pending').length === 0",
+                SHORT,
+            )
+            .await;
+        }
+        // Still once a little later.
+        say(&bob, "after").await;
+        for page in [&alice, &bob] {
+            wait(page, &texts_are(&["only once", "after"]), SHORT).await;
+        }
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        wait(&alice, &format!("{PRESENT}.length === 2"), SHORT).await;
+        say(&bob, "before").await;
+        wait(&alice, &texts_are(&["before"]), SHORT).await;
+
+        // DevTools' offline mode: new connections fail, and the open
+        // WebSocket stays OPEN with nothing getting through (Chromium does
+        // not close it): a link gone silent, which only the ping finds.
+        alice.set_offline(true).await.expect("offline");
+        wait(&alice, "navigator.onLine === false", SHORT).await;
+        assert_eq!(eval(&alice, "hub.state").await, "open");
+        for text in ["while silent 1", "while silent 2", "while silent 3"] {
+            say(&bob, text).await;
+        }
+        wait(
+            &bob,
+            "document.querySelectorAll('#messages li.msg').length === 4",
+            SHORT,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            eval(&alice, "hub.ws && hub.ws.readyState").await,
+            1,
+            "Chromium keeps the WebSocket open while offline"
+        );
+        assert_eq!(
+            eval(&alice, &format!("{TEXTS}.length")).await,
+            1,
+            "nothing got through"
+        );
+
+        // The next ping goes unanswered (2 s here instead of 10 s).
+        eval(&alice, "hub.pongTimeout = 2000; hub.ping(); true").await;
+        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        assert_eq!(
+            eval(&alice, "document.querySelector('#state').dataset.state").await,
+            "offline",
+            "the dot says offline while the browser is"
+        );
+        // Reconnect attempts fail while offline.
+        wait(&alice, "hub.delays.length >= 2", RECONNECT).await;
+        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+
+        alice.set_offline(false).await.expect("online");
+        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(
+            &alice,
+            &texts_are(&[
+                "before",
+                "while silent 1",
+                "while silent 2",
+                "while silent 3",
+            ]),
+            SHORT,
+        )
+        .await;
+        let counters = eval(&alice, "hub.counters").await;
+        assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
+        assert_eq!(counters["gaps"], 0, "{counters}");
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
+    bounded(async {
+        // Rooms keep 3 messages: 5 missed ones cannot all be recovered.
+        let mut config = duplex_hub::HubConfig::default();
+        config.namespaces.insert(
+            "chat".to_owned(),
+            duplex_hub::config::NamespaceConfig {
+                history_size: 3,
+                ..duplex_hub::config::NamespaceConfig::default()
+            },
+        );
+        let hub = TestHub::start_with(config).await;
+        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let browser = launch().await;
+        let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        wait(&alice, &format!("{PRESENT}.length === 2"), SHORT).await;
+        say(&bob, "before the cut").await;
+        wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
+
+        relay.cut();
+        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        for n in 1..=5 {
+            say(&bob, &format!("missed {n}")).await;
+        }
+        wait(&bob, "document.querySelectorAll('#messages li.msg').length === 6", SHORT).await;
+        relay.restore();
+        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+
+        // The note, then what the history still had (the last 3), once each.
+        wait(&alice, "hub.counters.gaps === 1", SHORT).await;
+        wait(
+            &alice,
+            &texts_are(&["before the cut", "missed 3", "missed 4", "missed 5"]),
+            SHORT,
+        )
+        .await;
+        let kinds = eval(
+            &alice,
+            "Array.from(document.querySelectorAll('#messages li')).map(li => li.className.split(' ')[0])",
+        )
+        .await;
+        assert_eq!(kinds, json!(["msg", "note", "msg", "msg", "msg"]));
+        let note = eval(&alice, "document.querySelector('#messages li.note').textContent").await;
+        assert!(
+            note.as_str().is_some_and(|n| n.contains("could not be recovered")),
+            "{note}"
+        );
+        // Live again afterwards.
+        say(&bob, "after the gap").await;
+        wait(
+            &alice,
+            &texts_are(&["before the cut", "missed 3", "missed 4", "missed 5", "after the gap"]),
+            SHORT,
+        )
+        .await;
+        screenshot(&alice, "chat-gap.png").await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// A Rust client of the hub protocol that publishes to `chat:load` every
+/// `every` until `stop` turns true, reading everything it receives.
+async fn load_client(addr: SocketAddr, n: usize, every: Duration, mut stop: watch::Receiver<bool>) {
+    let request = ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
+    let mut ws = duplex::connect_with(&request, &Config::client())
+        .await
+        .expect("a load client connects");
+    let commands = [
+        json!({"op": "connect", "id": 1, "name": format!("load-{n}")}),
+        json!({"op": "subscribe", "id": 2, "channel": "chat:load"}),
+    ];
+    for command in commands {
+        ws.send(Message::text(command.to_string()))
+            .await
+            .expect("send");
+    }
+    // Both replies, bounded.
+    let mut replies = 0;
+    while replies < 2 {
+        let next = tokio::time::timeout(SHORT, ws.next())
+            .await
+            .expect("the hub answers a load client");
+        let Some(Ok(Message::Text(text))) = next else {
+            panic!("load client {n}: connection ended early: {next:?}");
+        };
+        let reply: Value = serde_json::from_str(&text).expect("JSON");
+        assert_ne!(reply["op"], "error", "load client {n}: {reply}");
+        if reply["op"] == "connected" || reply["op"] == "subscribed" {
+            replies += 1;
+        }
+    }
+    let mut tick = tokio::time::interval(every);
+    let mut sent = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                sent += 1;
+                let publish = json!({
+                    "op": "publish",
+                    "channel": "chat:load",
+                    "data": {"name": format!("load-{n}"), "text": format!("message {sent}")},
+                });
+                if ws.send(Message::text(publish.to_string())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = ws.next() => {
+                if !matches!(incoming, Some(Ok(_))) {
+                    break;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        ws.close(duplex::CloseCode(1000), "done"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_dashboard_follows_connections_and_message_rate() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let dash = browser
+            .new_page(&format!("{}/dashboard", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard: {e}"));
+        dash.set_dark(true).await.expect("dark");
+        wait(&dash, "window.dashboard && dashboard.snapshots >= 2", SHORT).await;
+        // The first snapshots may be history from before it connected: wait
+        // for one that counts the dashboard itself.
+        let base = wait(
+            &dash,
+            "Number(document.querySelector('#conn-count').dataset.value)",
+            SHORT,
+        )
+        .await
+        .as_u64()
+        .expect("a connection count");
+
+        // 5 clients publishing 20 messages a second each.
+        const CLIENTS: u64 = 5;
+        let (stop, stopped) = watch::channel(false);
+        let mut load = tokio::task::JoinSet::new();
+        for n in 0..CLIENTS as usize {
+            load.spawn(load_client(
+                hub.addr,
+                n,
+                Duration::from_millis(50),
+                stopped.clone(),
+            ));
+        }
+        wait(
+            &dash,
+            &format!(
+                "Number(document.querySelector('#conn-count').dataset.value) >= {}",
+                base + CLIENTS
+            ),
+            SHORT,
+        )
+        .await;
+        wait(
+            &dash,
+            "Number(document.querySelector('#msg-rate').dataset.value) >= 50 \
+             && Number(document.querySelector('#msg-out-rate').dataset.value) >= 50",
+            SHORT,
+        )
+        .await;
+        wait(
+            &dash,
+            "document.querySelector('#lat-p50').dataset.value !== ''",
+            SHORT,
+        )
+        .await;
+        // The charts draw the last minute.
+        wait(
+            &dash,
+            "['connections', 'inRate', 'outRate', 'p50'].every(s => { \
+               const line = document.querySelector(`polyline[data-series=${s}]`); \
+               return line && line.getAttribute('points').split(' ').length >= 2; })",
+            SHORT,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        screenshot(&dash, "dashboard.png").await;
+
+        // When the load stops, the numbers come back down.
+        stop.send_replace(true);
+        while let Some(done) = load.join_next().await {
+            done.expect("a load client ran without panicking");
+        }
+        wait(
+            &dash,
+            &format!("Number(document.querySelector('#conn-count').dataset.value) === {base}"),
+            SHORT,
+        )
+        .await;
+        wait(
+            &dash,
+            "Number(document.querySelector('#msg-rate').dataset.value) < 10",
+            SHORT,
+        )
+        .await;
+        assert_eq!(eval(&dash, "hub.state").await, "open");
+        assert_no_page_errors(&dash, "the dashboard");
+        browser.close().await;
+    })
+    .await;
+}
