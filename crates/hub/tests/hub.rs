@@ -622,3 +622,43 @@ async fn the_echo_endpoint_echoes() {
         .unwrap();
     assert_eq!(back, duplex::Message::text("hello"));
 }
+
+#[tokio::test]
+async fn a_half_open_client_is_freed_within_ping_interval_plus_pong_timeout() {
+    let mut config = HubConfig::default();
+    config.heartbeat.ping_interval = Duration::from_millis(500);
+    config.heartbeat.pong_timeout = Duration::from_millis(500);
+    let hub = TestHub::start(config).await;
+    // A client that completes the handshake and then goes silent: it never
+    // reads again, as a peer behind a dead link.
+    let mut silent = hub.client().await;
+    silent.subscribe("chat:quiet").await;
+    let gauge = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("duplex_connections "))
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("connections gauge")
+    };
+    assert_eq!(gauge(&hub.get("/metrics").await.1), 1);
+    let started = std::time::Instant::now();
+    // Keep the client's socket open but unread by holding it here.
+    let held = &mut silent;
+    loop {
+        if gauge(&hub.get("/metrics").await.1) == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the hub still holds the silent client"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let freed = started.elapsed();
+    assert!(
+        freed >= Duration::from_millis(900),
+        "freed too early: {freed:?}"
+    );
+    let _ = held;
+}
