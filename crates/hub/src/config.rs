@@ -60,7 +60,14 @@ impl Default for HubConfig {
             auth: None,
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
-            namespaces: BTreeMap::new(),
+            // The web chat's rooms announce who comes and goes.
+            namespaces: BTreeMap::from([(
+                "chat".to_owned(),
+                NamespaceConfig {
+                    join_leave: true,
+                    ..NamespaceConfig::default()
+                },
+            )]),
             default_namespace: NamespaceConfig::default(),
             redis: None,
             log_format: LogFormat::Human,
@@ -203,7 +210,10 @@ pub struct NamespaceConfig {
     pub history_ttl: Duration,
     /// Whether `presence` answers (default on).
     pub presence: bool,
-    /// Whether subscribers get `join` and `leave` pushes (default on).
+    /// Whether subscribers get `join` and `leave` pushes (default off, on
+    /// for the `chat` namespace of the embedded default). Each join or leave
+    /// is sent to every subscriber of the channel, so a channel of n
+    /// subscribers costs n pushes per join: keep it off for large channels.
     pub join_leave: bool,
     /// Who may subscribe (default any).
     pub subscribe: Permission,
@@ -220,7 +230,7 @@ impl Default for NamespaceConfig {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             presence: true,
-            join_leave: true,
+            join_leave: false,
             subscribe: Permission::Any,
             publish: Permission::Any,
             anonymous: None,

@@ -276,16 +276,16 @@ async fn restarted_hub_has_new_epochs_and_reports_the_gap() {
 async fn presence_join_leave_and_signals() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut a = hub.client().await;
-    a.subscribe("room:1").await;
+    a.subscribe("chat:room1").await;
     let mut b = hub.client().await;
-    b.subscribe("room:1").await;
+    b.subscribe("chat:room1").await;
     let join = a
         .wait_for(|m| matches!(m, ServerMessage::Join { .. }))
         .await;
     assert!(matches!(&join, ServerMessage::Join { client, .. } if *client == b.client_id));
     let reply = a
         .call(Command::Presence {
-            channel: "room:1".into(),
+            channel: "chat:room1".into(),
         })
         .await;
     let ServerMessage::Presence { clients, .. } = reply else {
@@ -299,7 +299,7 @@ async fn presence_join_leave_and_signals() {
     // A signal reaches the others, not the sender, and has no offset.
     let reply = b
         .call(Command::Signal {
-            channel: "room:1".into(),
+            channel: "chat:room1".into(),
             data: json(json!({ "typing": true })),
         })
         .await;
@@ -321,7 +321,7 @@ async fn presence_join_leave_and_signals() {
         .await;
     assert!(matches!(&leave, ServerMessage::Leave { client, .. } if *client == b_id));
     // Signals are not history: a publish after them gets offset 1.
-    let reply = a.publish("room:1", json!("first")).await;
+    let reply = a.publish("chat:room1", json!("first")).await;
     assert!(
         matches!(reply, ServerMessage::Published { offset: 1, .. }),
         "{reply:?}"
