@@ -1,41 +1,205 @@
-//! `duplex connect URL`: a command-line WebSocket client.
+//! `duplex connect URL`: a command-line WebSocket client, for people and for
+//! scripts.
 //!
-//! Without `--echo`, each line of standard input is sent as a text message and
-//! each received message is printed on its own line of standard output; the
-//! command ends when the server closes (or standard input ends, which closes
-//! with 1000). With `--echo`, every received message is sent back as it came.
-//! The close code and reason go to standard error; the exit status is 0 for a
-//! clean close with 1000 or 1001, 1 otherwise.
+//! - **Interactive** (standard output is a terminal): each line typed is sent
+//!   as a text message; received messages print as `< text`, binary ones as
+//!   `< [N bytes] hex`. Ctrl-D or Ctrl-C closes with 1000 (a second Ctrl-C
+//!   gives up waiting for the server's answer).
+//! - **Scriptable** (standard output is not a terminal): standard input and
+//!   output are streams of messages, one per line and without marks; binary
+//!   messages are written in hex (or in the `--binary` encoding). When
+//!   standard input ends, the client closes with 1000 and keeps printing what
+//!   arrives until the server's close (unless `--keep-open`).
+//! - `--binary hex|base64`: each input line is decoded and sent as a binary
+//!   message; every received message is written in that encoding.
+//! - `--echo`: every received message is sent back as it came (the shape
+//!   conformance suites drive); nothing is read from standard input.
+//! - `--show-frames` logs every frame both ways on standard error (direction,
+//!   opcode, FIN, RSV bits, length, masked, close code and reason), and
+//!   `--show-handshake` the request and response heads. Both watch a copy of
+//!   the bytes through a tap on the transport ([`Tap`]), below the WebSocket
+//!   and above TLS, so what they show is what went on the wire.
+//!
+//! Invariants: standard output carries only received messages (notes, frame
+//! and handshake logs and the final close line go to standard error); the exit
+//! status tells how the connection ended ([`EXIT_STATUS`]); every wait is
+//! bounded (handshake timeout, close timeout, keepalive).
 
+use std::io::{self, IoSlice, IsTerminal};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use duplex::{ClientRequest, CloseCode, Config, Message};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use duplex::tls::CaCertificate;
+use duplex::transport::{self, Transport};
+use duplex::{ClientRequest, Config, Message, Proxy, WebSocket};
+use duplex_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1, RSV2, RSV3, parse_header};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The exit statuses, as `--help` shows them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  the connection closed cleanly with 1000 (normal) or 1001 (going away)
+  1  a local failure (standard input or output, a bad CA file)
+  2  a usage error (bad arguments, URL or header)
+  3  could not connect (DNS, TCP, TLS, proxy, handshake timeout)
+  4  the server refused the WebSocket handshake (for example HTTP 401, 404)
+  5  the server closed cleanly with another code (1008, 4001 ...)
+  6  the connection ended abnormally (no close handshake, protocol error,
+     unanswered keepalive)
+The close code, reason and cleanliness are printed on standard error.";
+
+/// How `duplex connect` ended: its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Clean = 0,
+    Local = 1,
+    Usage = 2,
+    Connect = 3,
+    Refused = 4,
+    PeerClosed = 5,
+    Abnormal = 6,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// How binary messages are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Encoding {
+    /// Two hex digits per byte (input may hold spaces).
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
 
 /// Options of `duplex connect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
 pub(crate) struct ConnectArgs {
     /// The server's URL, `ws://` or `wss://`.
     url: String,
-    /// Echo every received message back to the server.
+    /// Echo every received message back to the server (reads no input).
     #[arg(long)]
     echo: bool,
-    /// Do not offer permessage-deflate.
-    #[arg(long)]
-    no_compress: bool,
+    /// Send each input line as a binary message decoded from hex or base64,
+    /// and write every received message in that encoding.
+    #[arg(long, value_enum, value_name = "ENCODING", num_args = 0..=1, default_missing_value = "hex")]
+    binary: Option<Encoding>,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Offer a subprotocol (repeatable, in order of preference).
+    #[arg(long = "subprotocol", value_name = "PROTOCOL")]
+    subprotocols: Vec<String>,
     /// Send `Origin: ORIGIN`.
     #[arg(long)]
     origin: Option<String>,
-    /// Offer a subprotocol (repeatable).
-    #[arg(long = "subprotocol")]
-    subprotocols: Vec<String>,
-    /// Extra request header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header")]
-    headers: Vec<String>,
+    /// Do not offer permessage-deflate.
+    #[arg(long)]
+    no_compress: bool,
+    /// Send a ping every SECS seconds (and drop a peer that stays silent
+    /// after one); 0 turns keepalive pings off. Default: a keepalive ping
+    /// after 30 s of silence.
+    #[arg(long, value_name = "SECS")]
+    ping_interval: Option<f64>,
+    /// Trust the CA certificates in this PEM file for wss:// (repeatable), in
+    /// addition to the built-in roots.
+    #[arg(long = "ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Accept any server certificate for wss:// (expired, self-signed, for
+    /// another name). Unsafe: for testing only.
+    #[arg(long)]
+    insecure: bool,
+    /// Connect through this HTTP proxy (`http://[user:pass@]host:port`) with
+    /// CONNECT.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Log every frame sent and received on standard error: direction,
+    /// opcode, FIN, RSV bits, length, masking, close code and reason.
+    #[arg(long)]
+    show_frames: bool,
+    /// Print the handshake's request and response headers on standard error.
+    #[arg(long)]
+    show_handshake: bool,
+    /// Keep the connection open when standard input ends (until the server
+    /// closes or Ctrl-C).
+    #[arg(long)]
+    keep_open: bool,
+}
+
+/// An error of `duplex connect` with the exit status it ends with.
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    match connect_and_run(&args).await {
+        Ok(exit) => Ok(exit.into()),
+        Err(failure) => {
+            eprintln!("duplex: {}", failure.message);
+            Ok(failure.exit.into())
+        }
+    }
+}
+
+async fn connect_and_run(args: &ConnectArgs) -> Result<Exit, Failure> {
+    let request = build_request(args)?;
+    let config = build_config(args);
+    if args.insecure {
+        eprintln!("duplex: --insecure: the server's certificate is not checked");
+    }
+    if args.show_frames || args.show_handshake {
+        let started = Instant::now();
+        let open = async {
+            let io = open_transport(&request, &config).await?;
+            let tap = Tap::new(io, args.show_frames, args.show_handshake, started);
+            duplex::client_handshake(tap, &request, &config).await
+        };
+        let ws = match tokio::time::timeout(config.handshake_timeout, open).await {
+            Ok(result) => result.map_err(connect_failure)?,
+            Err(_) => return Err(connect_failure(duplex::Error::HandshakeTimeout)),
+        };
+        session(ws, args).await
+    } else {
+        let ws = duplex::connect_with(&request, &config)
+            .await
+            .map_err(connect_failure)?;
+        session(ws, args).await
+    }
+}
+
+fn build_request(args: &ConnectArgs) -> Result<ClientRequest, Failure> {
+    let usage = |message: String| Failure::new(Exit::Usage, message);
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|_| usage(format!("{:?} is not a URL", args.url)))?;
+    if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none() {
+        return Err(usage(format!(
+            "{:?}: expected ws://host[:port]/path or wss://…",
+            args.url
+        )));
+    }
     let mut request = ClientRequest::new(&args.url);
     if let Some(origin) = &args.origin {
         request = request.origin(origin);
@@ -46,77 +210,698 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("header {header:?} is not `Name: value`"))?;
-        request = request.header(name.trim(), value.trim())?;
+            .ok_or_else(|| usage(format!("header {header:?} is not `Name: value`")))?;
+        request = request
+            .header(name.trim(), value.trim())
+            .map_err(|e| usage(e.to_string()))?;
     }
+    if let Some(proxy) = &args.proxy {
+        request.transport.proxy = Some(Proxy::new(proxy).map_err(|e| usage(e.to_string()))?);
+    }
+    for ca in &args.ca {
+        request
+            .transport
+            .extra_roots
+            .push(CaCertificate::PemFile(ca.clone()));
+    }
+    request.transport.danger_accept_invalid_certs = args.insecure;
+    if !args.ca.is_empty() || args.insecure {
+        // Load the CA files now: a bad file is a local error, not a failure
+        // to connect.
+        let tls = duplex::tls::client_config(&request.transport)
+            .map_err(|e| Failure::new(Exit::Local, e.to_string()))?;
+        request.transport.tls_config = Some(tls);
+    }
+    Ok(request)
+}
+
+fn build_config(args: &ConnectArgs) -> Config {
     let mut config = Config::client();
     if args.no_compress {
         config.deflate = None;
     }
-    let mut ws = duplex::connect_with(&request, &config).await?;
+    if let Some(secs) = args.ping_interval {
+        config.ping_interval = ping_period(secs);
+    }
+    config
+}
+
+/// `--ping-interval SECS` as a period; `None` for 0 (or nonsense).
+fn ping_period(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// The exit status and message of a failed connection attempt.
+fn connect_failure(error: duplex::Error) -> Failure {
+    match error {
+        duplex::Error::HttpStatus(response) => {
+            let mut message = format!("the server refused the handshake: {}", response.status());
+            if let Some(body) = response.body().as_deref().filter(|b| !b.is_empty()) {
+                message.push_str(&format!(": {}", String::from_utf8_lossy(body).trim()));
+            }
+            Failure::new(Exit::Refused, message)
+        }
+        error @ (duplex::Error::ClientHandshake(_) | duplex::Error::Negotiation(_)) => {
+            Failure::new(Exit::Refused, error.to_string())
+        }
+        error @ duplex::Error::Url(_) => Failure::new(Exit::Usage, error.to_string()),
+        error => Failure::new(Exit::Connect, format!("cannot connect: {error}")),
+    }
+}
+
+/// Opens the TCP (or TLS, or proxied) stream for `request`, as
+/// [`duplex::connect_with`] does, so that a [`Tap`] can sit on it.
+async fn open_transport(
+    request: &ClientRequest,
+    config: &Config,
+) -> Result<Transport, duplex::Error> {
+    let url = request.url();
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| duplex::Error::Url(url.to_owned()))?;
+    let tls = uri.scheme_str() == Some("wss");
+    let host = uri
+        .host()
+        .ok_or_else(|| duplex::Error::Url(format!("{url}: no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let options: &transport::Options = &request.transport;
+    let tcp = match &options.proxy {
+        Some(proxy) => proxy.connect(&host, port, config.nodelay).await?,
+        None => TcpStream::connect((host.as_str(), port)).await?,
+    };
+    config.apply_socket_options(&tcp)?;
+    if !tls {
+        return Ok(Transport::Plain(tcp));
+    }
+    let tls_config = duplex::tls::client_config(options)?;
+    let stream = duplex::tls::connect(tcp, &host, tls_config).await?;
+    Ok(Transport::Tls(Box::new(stream)))
+}
+
+/// Runs an open connection until it ends; returns the exit status.
+async fn session<S>(mut ws: WebSocket<S>, args: &ConnectArgs) -> Result<Exit, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if args.echo {
-        while let Some(item) = ws.next().await {
-            match item {
-                Ok(message) => {
-                    if ws.feed(message).await.is_err() {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    eprintln!("duplex: {error}");
-                    break;
-                }
-            }
-        }
-        let _ = ws.flush().await;
+        echo(&mut ws).await;
     } else {
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
-        let mut stdout = tokio::io::stdout();
-        let mut stdin_open = true;
-        loop {
-            tokio::select! {
-                line = lines.next_line(), if stdin_open => match line? {
-                    Some(line) => ws.send(Message::text(line)).await?,
-                    None => {
-                        stdin_open = false;
-                        ws.close(CloseCode::NORMAL, "").await?;
-                    }
-                },
-                item = ws.next() => match item {
-                    Some(Ok(Message::Text(text))) => {
-                        stdout.write_all(text.as_bytes()).await?;
-                        stdout.write_all(b"\n").await?;
-                        stdout.flush().await?;
-                    }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        stdout.write_all(&bytes).await?;
-                        stdout.flush().await?;
-                    }
-                    Some(Err(error)) => {
-                        eprintln!("duplex: {error}");
-                        break;
-                    }
-                    None => break,
-                },
-            }
-        }
+        converse(&mut ws, args).await?;
     }
     Ok(report_close(&ws))
 }
 
-fn report_close<S>(ws: &duplex::WebSocket<S>) -> ExitCode {
-    match ws.close_info() {
-        Some(info) => {
-            eprintln!(
-                "closed: code {} reason {:?} clean {}",
-                info.code, info.reason, info.was_clean
-            );
-            if info.was_clean && matches!(info.code.0, 1000 | 1001) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+/// `--echo`: sends every message back as it came.
+async fn echo<S>(ws: &mut WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(item) = ws.next().await {
+        match item {
+            Ok(message) => {
+                if ws.feed(message).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                eprintln!("duplex: {error}");
+                break;
             }
         }
-        None => ExitCode::FAILURE,
+    }
+    let _ = ws.flush().await;
+}
+
+/// Lines in, messages out; messages in, lines out.
+async fn converse<S>(ws: &mut WebSocket<S>, args: &ConnectArgs) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let local = |e: io::Error| Failure::new(Exit::Local, e.to_string());
+    let interactive = io::stdout().is_terminal();
+    if interactive {
+        let protocol = ws
+            .protocol()
+            .map(|p| format!(" (subprotocol {p})"))
+            .unwrap_or_default();
+        eprintln!(
+            "connected to {}{protocol}; each line is sent as a message; Ctrl-D or Ctrl-C closes",
+            args.url
+        );
+    }
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut stdin_open = true;
+    let mut closing = false;
+    let period = args.ping_interval.and_then(ping_period);
+    let mut pings = period.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open && !closing => match line {
+                Ok(Some(line)) => match parse_input(&line, args.binary) {
+                    Ok(message) => {
+                        if let Err(error) = ws.send(message).await {
+                            eprintln!("duplex: cannot send: {error}");
+                        }
+                    }
+                    Err(error) => eprintln!("duplex: not sent: {error}"),
+                },
+                Ok(None) => {
+                    stdin_open = false;
+                    if !args.keep_open {
+                        closing = true;
+                        // Sends close 1000; what arrives until the server's
+                        // answer is still printed.
+                        let _ = SinkExt::close(ws).await;
+                    }
+                }
+                Err(error) => {
+                    eprintln!("duplex: standard input: {error}");
+                    stdin_open = false;
+                }
+            },
+            _ = tick(&mut pings), if !closing => {
+                if let Err(error) = ws.ping(b"") {
+                    eprintln!("duplex: cannot ping: {error}");
+                }
+            }
+            _ = &mut ctrl_c => {
+                if closing {
+                    eprintln!("duplex: not waiting for the server's close any longer");
+                    break;
+                }
+                closing = true;
+                ctrl_c = Box::pin(tokio::signal::ctrl_c());
+                let _ = SinkExt::close(ws).await;
+            }
+            item = ws.next() => match item {
+                Some(Ok(message)) => {
+                    let line = render(&message, interactive, args.binary);
+                    stdout.write_all(line.as_bytes()).await.map_err(local)?;
+                    stdout.flush().await.map_err(local)?;
+                }
+                // The stream ends right after (or tells more first).
+                Some(Err(error)) => eprintln!("duplex: {error}"),
+                None => break,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The next tick of the ping timer, or never without one.
+async fn tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One input line as a message: text, or binary decoded from `binary`.
+fn parse_input(line: &str, binary: Option<Encoding>) -> Result<Message, String> {
+    match binary {
+        None => Ok(Message::text(line.to_owned())),
+        Some(Encoding::Hex) => decode_hex(line).map(Message::binary),
+        Some(Encoding::Base64) => BASE64
+            .decode(line.trim())
+            .map(Message::binary)
+            .map_err(|e| format!("invalid base64: {e}")),
+    }
+}
+
+fn decode_hex(line: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = line.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("invalid hex: an odd number of digits".into());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).map_err(|_| "invalid hex".to_owned())?;
+            u8::from_str_radix(text, 16).map_err(|_| format!("invalid hex: {text:?}"))
+        })
+        .collect()
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+fn encode(bytes: &[u8], encoding: Encoding) -> String {
+    match encoding {
+        Encoding::Hex => encode_hex(bytes),
+        Encoding::Base64 => BASE64.encode(bytes),
+    }
+}
+
+/// A received message as the line to write (with its newline).
+fn render(message: &Message, interactive: bool, binary: Option<Encoding>) -> String {
+    match (message, interactive, binary) {
+        (Message::Text(text), true, _) => format!("< {}\n", text.as_str()),
+        (Message::Binary(bytes), true, encoding) => format!(
+            "< [{} bytes] {}\n",
+            bytes.len(),
+            encode(bytes, encoding.unwrap_or(Encoding::Hex))
+        ),
+        (message, false, Some(encoding)) => format!("{}\n", encode(message.payload(), encoding)),
+        (Message::Text(text), false, None) => format!("{}\n", text.as_str()),
+        (Message::Binary(bytes), false, None) => format!("{}\n", encode_hex(bytes)),
+    }
+}
+
+/// Prints how the connection ended and returns the exit status.
+fn report_close<S>(ws: &WebSocket<S>) -> Exit {
+    let Some(info) = ws.close_info() else {
+        eprintln!("closed without a close handshake");
+        return Exit::Abnormal;
+    };
+    eprintln!(
+        "closed: code {} reason {:?} clean {}",
+        info.code, info.reason, info.was_clean
+    );
+    match (info.was_clean, info.code.0) {
+        (true, 1000 | 1001) => Exit::Clean,
+        (true, _) => Exit::PeerClosed,
+        (false, _) => Exit::Abnormal,
+    }
+}
+
+/// A transport wrapper that logs, on standard error, the handshake heads
+/// and the frame headers of the bytes passing through it, read from a copy:
+/// the bytes themselves pass unchanged.
+struct Tap<S> {
+    io: S,
+    sent: Inspector,
+    received: Inspector,
+}
+
+impl<S> Tap<S> {
+    fn new(io: S, frames: bool, handshake: bool, started: Instant) -> Self {
+        Self {
+            io,
+            sent: Inspector::new(">>", frames, handshake, started),
+            received: Inspector::new("<<", frames, handshake, started),
+        }
+    }
+}
+
+/// Writes what an inspector has to say.
+fn print_lines(inspector: &mut Inspector) {
+    for line in inspector.lines.drain(..) {
+        eprintln!("{line}");
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.received.feed(&buf.filled()[before..]);
+            print_lines(&mut this.received);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.sent.feed(&buf[..n]);
+            print_lines(&mut this.sent);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = result {
+            for buf in bufs {
+                if n == 0 {
+                    break;
+                }
+                let take = n.min(buf.len());
+                this.sent.feed(&buf[..take]);
+                n -= take;
+            }
+            print_lines(&mut this.sent);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The most bytes of an HTTP head the inspector keeps while looking for its
+/// end; a longer head stops the inspection (the connection goes on).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Where an [`Inspector`] is in its direction's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In the HTTP head of the handshake.
+    Head,
+    /// In frames.
+    Frames,
+    /// Lost (an unparseable frame or an oversized head): silent from here.
+    Off,
+}
+
+/// Follows one direction of a WebSocket byte stream and describes it: the
+/// handshake head's lines, then one line per frame.
+///
+/// Invariant: any split of the same bytes into `feed` calls gives the same
+/// lines.
+#[derive(Debug)]
+struct Inspector {
+    arrow: &'static str,
+    frames: bool,
+    handshake: bool,
+    started: Instant,
+    phase: Phase,
+    /// The head so far, or the frame header so far.
+    pending: Vec<u8>,
+    /// The frame whose payload is passing.
+    frame: Option<FrameHeader>,
+    /// Payload bytes of that frame still to come.
+    remaining: u64,
+    /// A close frame's payload, unmasked.
+    close: Vec<u8>,
+    /// Lines to print.
+    lines: Vec<String>,
+}
+
+impl Inspector {
+    fn new(arrow: &'static str, frames: bool, handshake: bool, started: Instant) -> Self {
+        Self {
+            arrow,
+            frames,
+            handshake,
+            started,
+            phase: Phase::Head,
+            pending: Vec::new(),
+            frame: None,
+            remaining: 0,
+            close: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.phase {
+                Phase::Off => return,
+                Phase::Head => data = self.feed_head(data),
+                Phase::Frames if self.remaining > 0 => data = self.feed_payload(data),
+                Phase::Frames => data = self.feed_header(data),
+            }
+        }
+    }
+
+    /// Takes head bytes; returns what follows the head (if it ended).
+    fn feed_head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        // The end may straddle the previous bytes: look from 3 back.
+        let from = self.pending.len().saturating_sub(3);
+        let old = self.pending.len();
+        self.pending.extend_from_slice(data);
+        let Some(at) = find(&self.pending[from..], b"\r\n\r\n") else {
+            if self.pending.len() > MAX_HEAD {
+                self.phase = Phase::Off;
+                self.pending = Vec::new();
+            }
+            return &[];
+        };
+        let end = from + at + 4;
+        if self.handshake {
+            let head = String::from_utf8_lossy(&self.pending[..end - 4]).into_owned();
+            for line in head.split("\r\n") {
+                self.lines.push(format!("{} {line}", self.arrow));
+            }
+            self.lines.push(self.arrow.to_owned());
+        }
+        self.pending.clear();
+        self.phase = Phase::Frames;
+        &data[end - old..]
+    }
+
+    /// Takes frame header bytes; returns the rest.
+    fn feed_header<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let old = self.pending.len();
+        let take = (MAX_HEADER_LEN - old).min(data.len());
+        self.pending.extend_from_slice(&data[..take]);
+        match parse_header(&self.pending) {
+            Ok(Some((header, len))) => {
+                let used = len - old;
+                self.pending.clear();
+                self.remaining = header.payload_len;
+                self.close.clear();
+                self.frame = Some(header);
+                if header.opcode != OpCode::Close {
+                    self.describe(&header, None);
+                }
+                if self.remaining == 0 {
+                    self.end_frame();
+                }
+                &data[used..]
+            }
+            Ok(None) => &data[take..],
+            Err(error) => {
+                if self.frames {
+                    self.lines
+                        .push(format!("{} unparseable frame: {error}", self.arrow));
+                }
+                self.phase = Phase::Off;
+                &[]
+            }
+        }
+    }
+
+    /// Takes payload bytes of the current frame; returns the rest.
+    fn feed_payload<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let take = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        if let Some(header) = self.frame
+            && header.opcode == OpCode::Close
+        {
+            for &byte in &data[..take] {
+                let at = self.close.len();
+                let key = header.mask.map_or(0, |mask| mask[at % 4]);
+                self.close.push(byte ^ key);
+            }
+        }
+        self.remaining -= take as u64;
+        if self.remaining == 0 {
+            self.end_frame();
+        }
+        &data[take..]
+    }
+
+    fn end_frame(&mut self) {
+        if let Some(header) = self.frame.take()
+            && header.opcode == OpCode::Close
+        {
+            let close = std::mem::take(&mut self.close);
+            self.describe(&header, Some(&close));
+        }
+    }
+
+    /// One line for a frame; `close` is a close frame's payload.
+    fn describe(&mut self, header: &FrameHeader, close: Option<&[u8]>) {
+        if !self.frames {
+            return;
+        }
+        let op = match header.opcode {
+            OpCode::Continuation => "continuation",
+            OpCode::Text => "text",
+            OpCode::Binary => "binary",
+            OpCode::Close => "close",
+            OpCode::Ping => "ping",
+            OpCode::Pong => "pong",
+        };
+        let bit = |flag: u8| if header.rsv & flag != 0 { '1' } else { '0' };
+        let mut line = format!(
+            "{} frame op={op} fin={} rsv={}{}{} len={} masked={}",
+            self.arrow,
+            u8::from(header.fin),
+            bit(RSV1),
+            bit(RSV2),
+            bit(RSV3),
+            header.payload_len,
+            if header.mask.is_some() { "yes" } else { "no" },
+        );
+        match close {
+            Some([a, b, reason @ ..]) => line.push_str(&format!(
+                " code={} reason={:?}",
+                u16::from_be_bytes([*a, *b]),
+                String::from_utf8_lossy(reason)
+            )),
+            Some(_) => line.push_str(" code=none"),
+            None => {}
+        }
+        line.push_str(&format!(" t=+{:.3}s", self.started.elapsed().as_secs_f64()));
+        self.lines.push(line);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_proto::frame::encode_header;
+
+    fn frame(opcode: OpCode, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin: true,
+            rsv,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut out = Vec::new();
+        encode_header(&header, &mut out);
+        let key = mask.unwrap_or([0; 4]);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    /// A request head, then a masked text frame, a large binary frame and a
+    /// masked close frame.
+    fn stream() -> Vec<u8> {
+        let mut bytes =
+            b"GET /chat HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        bytes.extend(frame(OpCode::Text, RSV1, Some([1, 2, 3, 4]), b"hello"));
+        bytes.extend(frame(OpCode::Binary, 0, None, &[7; 70_000]));
+        let mut close = 1000u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"bye");
+        bytes.extend(frame(OpCode::Close, 0, Some([9, 8, 7, 6]), &close));
+        bytes
+    }
+
+    fn lines_of(chunks: &[&[u8]]) -> Vec<String> {
+        let mut inspector = Inspector::new(">>", true, true, Instant::now());
+        for chunk in chunks {
+            inspector.feed(chunk);
+        }
+        inspector
+            .lines
+            .into_iter()
+            // Drop the timestamps, which differ between runs.
+            .map(|line| line.split(" t=").next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_inspector_describes_the_head_and_every_frame() {
+        let bytes = stream();
+        assert_eq!(
+            lines_of(&[&bytes]),
+            [
+                ">> GET /chat HTTP/1.1",
+                ">> Host: example",
+                ">> Upgrade: websocket",
+                ">>",
+                ">> frame op=text fin=1 rsv=100 len=5 masked=yes",
+                ">> frame op=binary fin=1 rsv=000 len=70000 masked=no",
+                ">> frame op=close fin=1 rsv=000 len=5 masked=yes code=1000 reason=\"bye\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn any_split_of_the_bytes_gives_the_same_lines() {
+        let bytes = stream();
+        let whole = lines_of(&[&bytes]);
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(lines_of(&singles), whole);
+        for size in [2, 3, 5, 13, 4096] {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(lines_of(&chunks), whole, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_head_silences_the_inspector() {
+        let mut inspector = Inspector::new("<<", true, false, Instant::now());
+        inspector.feed(b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x83\x00more");
+        assert_eq!(inspector.lines.len(), 1);
+        assert!(inspector.lines[0].starts_with("<< unparseable frame"));
+        inspector.feed(&frame(OpCode::Text, 0, None, b"x"));
+        assert_eq!(inspector.lines.len(), 1);
+    }
+
+    #[test]
+    fn hex_and_base64_both_ways() {
+        assert_eq!(decode_hex("68 65 6c6C6f").unwrap(), b"hello");
+        assert!(decode_hex("abc").is_err());
+        assert!(decode_hex("zz").is_err());
+        assert_eq!(encode_hex(b"\x00\xffA"), "00ff41");
+        assert_eq!(
+            parse_input("aGk=", Some(Encoding::Base64)).unwrap(),
+            Message::binary(&b"hi"[..])
+        );
+        assert!(parse_input("a", Some(Encoding::Base64)).is_err());
+        assert_eq!(parse_input("68 69", None).unwrap(), Message::text("68 69"));
+    }
+
+    #[test]
+    fn received_messages_render_with_marks_only_in_a_terminal() {
+        let text = Message::text("hi there");
+        let binary = Message::binary(&b"\x01\x02"[..]);
+        assert_eq!(render(&text, true, None), "< hi there\n");
+        assert_eq!(render(&binary, true, None), "< [2 bytes] 0102\n");
+        assert_eq!(
+            render(&binary, true, Some(Encoding::Base64)),
+            "< [2 bytes] AQI=\n"
+        );
+        assert_eq!(render(&text, false, None), "hi there\n");
+        assert_eq!(render(&binary, false, None), "0102\n");
+        assert_eq!(
+            render(&text, false, Some(Encoding::Hex)),
+            "6869207468657265\n"
+        );
+        assert_eq!(render(&binary, false, Some(Encoding::Base64)), "AQI=\n");
     }
 }

@@ -7,7 +7,8 @@
 //! writing half to two tasks.
 //!
 //! - Server: [`accept`], [`accept_with`] (decide on each request).
-//! - Client: [`connect`], [`connect_with`].
+//! - Client: [`connect`], [`connect_with`]; [`ReconnectingWebSocket`]
+//!   reconnects by itself with backoff and jitter.
 //!
 //! Invariants: every wait is bounded by a configurable timeout (handshake,
 //! keepalive pong, close), every buffer by a configurable size, and every
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod listener;
 pub mod proxy;
+pub mod reconnect;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
@@ -34,6 +36,7 @@ pub use duplex_proto::message::{Message, MessageKind, Utf8Bytes};
 pub use error::Error;
 pub use listener::Listener;
 pub use proxy::Proxy;
+pub use reconnect::{ReadyState, ReconnectingWebSocket};
 pub use server::{Accept, Incoming, Reject, accept, accept_incoming, accept_with, read_request};
 pub use shutdown::{Shutdown, ShutdownWatch};
 pub use websocket::{CloseInfo, WebSocket};

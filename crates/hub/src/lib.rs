@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod client;
 pub mod config;
 mod frame;
 mod hub;

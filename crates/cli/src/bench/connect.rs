@@ -5,9 +5,11 @@
 //! over, until the duration is up. The latency of one connection is from the
 //! `connect` call to the end of the close.
 //!
-//! Invariants: only connections completed inside the window count; failures
-//! are counted and the first one is reported; every task stops by itself at
-//! the end of the window (a connection under way is given two more seconds).
+//! Invariants: only connections completed inside the window count, and at
+//! most `--count` of them (the window ends early when they are done; rates
+//! are over the time actually measured); failures are counted and the first
+//! one is reported; every task stops by itself at the end of the window (a
+//! connection under way is given two more seconds).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,6 +41,10 @@ pub(crate) struct ConnectArgs {
     /// Connections under way at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Stop once this many connections have been completed (if before the
+    /// end of the window).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -58,6 +64,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     if !args.duration.is_finite() || args.duration <= 0.0 {
         bail!("--duration must be positive");
     }
+    if args.count == Some(0) {
+        bail!("--count must be at least 1");
+    }
+    let limit = args.count.unwrap_or(u64::MAX);
     let target = Arc::new(Target::new(&args.target)?);
     let config = Arc::new(Config::client().without_compression());
     let server_cpu = args
@@ -68,8 +78,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let client_cpu = CpuWindow::start(Proc::Current)?;
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let progress = report::spawn_progress("connections", counter.clone(), start);
+    let window = Duration::from_secs_f64(args.duration);
+    let deadline = start + window;
+    let progress =
+        report::Progress::start("connections", counter.clone(), start, window, args.count);
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (target, config, counter) = (target.clone(), config.clone(), counter.clone());
@@ -79,7 +91,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
                     failures: 0,
                     first_error: None,
                 };
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && counter.load(Ordering::Relaxed) < limit {
                     let began = Instant::now();
                     let attempt = async {
                         let conn = target.open(&config).await?;
@@ -88,9 +100,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
                     match tokio::time::timeout_at(deadline + GRACE, attempt).await {
                         Ok(Ok(())) => {
                             let now = Instant::now();
-                            if now <= deadline {
+                            // Taking a number first keeps the total exact
+                            // under `--count`.
+                            if now <= deadline && counter.fetch_add(1, Ordering::Relaxed) < limit {
                                 report::record(&mut result.latency, now - began);
-                                counter.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         Ok(Err(error)) => {
@@ -115,12 +128,13 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             first_error.get_or_insert(error);
         }
     }
+    let measured = start.elapsed().min(window).as_secs_f64();
     let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
     let client_seconds = client_cpu.elapsed()?;
-    progress.abort();
+    progress.finish();
 
     let connections = latency.len();
-    let rate = connections as f64 / args.duration;
+    let rate = connections as f64 / measured;
     let summary = Latency::of(&latency);
     let per_conn = |cpu: f64| (connections > 0).then(|| cpu * 1e6 / connections as f64);
     if args.output.json {
@@ -130,6 +144,8 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             "url": target.url,
             "concurrency": args.concurrency,
             "duration_s": args.duration,
+            "count_limit": args.count,
+            "measured_s": measured,
             "connections": connections,
             "connections_per_s": rate,
             "latency": summary.json(),
@@ -144,15 +160,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     } else {
         report::heading("connect", args.output.label.as_ref(), &target.url);
         println!(
-            "  load         {} at once, {} s",
-            args.concurrency, args.duration
+            "  load         {} at once, {measured:.2} s",
+            args.concurrency
         );
         println!(
             "  connections  {} opened and closed, {}/s",
             report::count(connections),
             report::count(rate as u64)
         );
-        println!("  latency      {}", summary.line());
+        report::latency_table("connection", &summary);
         report::cpu_lines(server_seconds, client_seconds, connections, "connection");
         if failures > 0 {
             println!("  failures     {failures}");

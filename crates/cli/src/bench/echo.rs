@@ -8,9 +8,11 @@
 //! should write its replies.
 //!
 //! Invariants: sending starts when every connection is open; the window is
-//! exactly `--duration`; a reply counts if it arrives inside the window; a
-//! reply of the wrong size or kind fails the run; a server that stops
-//! answering is given up on two seconds after the window.
+//! `--duration`, or shorter when `--messages` replies have been counted
+//! first (rates are over the time actually measured); a reply counts if it
+//! arrives inside the window; a reply of the wrong size or kind fails the
+//! run; a server that stops answering is given up on two seconds after the
+//! window.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -53,6 +55,10 @@ pub(crate) struct EchoArgs {
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Stop once this many replies have been counted (if before the end of
+    /// the window).
+    #[arg(long, value_name = "N")]
+    messages: Option<u64>,
     /// Send binary messages (default: text).
     #[arg(long)]
     binary: bool,
@@ -77,6 +83,9 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.duration.is_finite() || args.duration <= 0.0 {
         bail!("--duration must be positive");
+    }
+    if args.messages == Some(0) {
+        bail!("--messages must be at least 1");
     }
     let target = Arc::new(Target::new(&args.target)?);
     let config = if args.compress {
@@ -105,22 +114,29 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
     let client_cpu = CpuWindow::start(Proc::Current)?;
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let progress = report::spawn_progress("messages", counter.clone(), start);
+    let window = Duration::from_secs_f64(args.duration);
+    let deadline = start + window;
+    let progress =
+        report::Progress::start("messages", counter.clone(), start, window, args.messages);
+    let bounds = Bounds {
+        deadline,
+        limit: args.messages.unwrap_or(u64::MAX),
+    };
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|conn| {
             let (message, counter) = (message.clone(), counter.clone());
-            tokio::spawn(drive(conn, message, args.in_flight, deadline, counter))
+            tokio::spawn(drive(conn, message, args.in_flight, bounds, counter))
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         results.push(task.await?);
     }
+    let measured = start.elapsed().min(window);
     let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
     let client_seconds = client_cpu.elapsed()?;
-    progress.abort();
+    progress.finish();
 
     let mut latency = report::histogram();
     let mut first_error = None;
@@ -142,7 +158,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
     let _ = tokio::time::timeout(GRACE * 2, closing).await;
 
     let messages = latency.len();
-    let seconds = args.duration;
+    let seconds = measured.as_secs_f64();
     let rate = messages as f64 / seconds;
     let summary = Latency::of(&latency);
     let per_message = |cpu: f64| (messages > 0).then(|| cpu * 1e6 / messages as f64);
@@ -156,7 +172,9 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
             "size": args.size,
             "binary": args.binary,
             "compress": args.compress,
-            "duration_s": seconds,
+            "duration_s": args.duration,
+            "messages_limit": args.messages,
+            "measured_s": seconds,
             "messages": messages,
             "messages_per_s": rate,
             "mib_per_s_each_way": rate * args.size as f64 / (1 << 20) as f64,
@@ -173,7 +191,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
         let kind = if args.binary { "binary" } else { "text" };
         report::heading("echo", args.output.label.as_ref(), &target.url);
         println!(
-            "  load        {} connections × {} in flight, {} {kind} messages{}, {seconds} s",
+            "  load        {} connections × {} in flight, {} {kind} messages{}, {seconds:.2} s",
             args.connections,
             args.in_flight,
             report::bytes(args.size as f64),
@@ -189,7 +207,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
             report::count(rate as u64),
             report::bytes(rate * args.size as f64)
         );
-        println!("  round trip  {}", summary.line());
+        report::latency_table("round trip", &summary);
         report::cpu_lines(server_seconds, client_seconds, messages, "message");
         if failed > 0 {
             println!("  failed      {failed} connections");
@@ -213,12 +231,20 @@ fn payload(size: usize, binary: bool) -> Message {
     }
 }
 
-/// Keeps `in_flight` messages in flight on `conn` until `deadline`.
+/// When the measured window ends: at `deadline`, or once `limit` replies
+/// have been counted in all.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    deadline: Instant,
+    limit: u64,
+}
+
+/// Keeps `in_flight` messages in flight on `conn` until the window ends.
 async fn drive(
     mut conn: Conn,
     message: Message,
     in_flight: usize,
-    deadline: Instant,
+    bounds: Bounds,
     counter: Arc<AtomicU64>,
 ) -> ConnResult {
     let mut latency = report::histogram();
@@ -226,11 +252,11 @@ async fn drive(
         &mut conn,
         &message,
         in_flight,
-        deadline,
+        bounds,
         &counter,
         &mut latency,
     );
-    let error = match tokio::time::timeout_at(deadline + GRACE, work).await {
+    let error = match tokio::time::timeout_at(bounds.deadline + GRACE, work).await {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error),
         Err(_) => Some(anyhow::anyhow!("the server stopped answering")),
@@ -247,7 +273,7 @@ async fn pump(
     conn: &mut Conn,
     message: &Message,
     in_flight: usize,
-    deadline: Instant,
+    bounds: Bounds,
     counter: &AtomicU64,
     latency: &mut Histogram<u64>,
 ) -> anyhow::Result<()> {
@@ -264,7 +290,7 @@ async fn pump(
         };
         // One clock read per message: the reply's arrival is the next send.
         let now = Instant::now();
-        if now >= deadline {
+        if now >= bounds.deadline || counter.load(Ordering::Relaxed) >= bounds.limit {
             return Ok(());
         }
         if reply.kind() != message.kind() || reply.payload().len() != message.payload().len() {
@@ -279,8 +305,15 @@ async fn pump(
         let Some(sent_at) = sent.pop_front() else {
             bail!("a reply to a message never sent");
         };
+        // Taking a number first keeps the total exact under `--messages`.
+        let number = counter.fetch_add(1, Ordering::Relaxed);
+        if number >= bounds.limit {
+            return Ok(());
+        }
         report::record(latency, now - sent_at);
-        counter.fetch_add(1, Ordering::Relaxed);
+        if number + 1 == bounds.limit {
+            return Ok(());
+        }
         conn.feed(message.clone()).await?;
         sent.push_back(now);
     }

@@ -152,6 +152,137 @@ pub(super) fn spawn_progress(
     })
 }
 
+/// A live progress display on standard error for a run bounded by a window
+/// and optionally a count: on a terminal, one line redrawn four times a
+/// second with a bar, the count so far, the rate over the last second and
+/// the average rate; otherwise one plain line per second.
+pub(super) struct Progress {
+    task: tokio::task::JoinHandle<()>,
+    terminal: bool,
+}
+
+impl Progress {
+    /// Starts showing `counter` (of `what`) from `start`, for a run of
+    /// `window` or `limit` counts, whichever comes first.
+    pub(super) fn start(
+        what: &'static str,
+        counter: Arc<AtomicU64>,
+        start: Instant,
+        window: Duration,
+        limit: Option<u64>,
+    ) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let period = if terminal {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(start + period, period);
+            // (time, total) over the last second, for the current rate.
+            let mut recent = std::collections::VecDeque::from([(start, 0u64)]);
+            loop {
+                let now = tick.tick().await;
+                let total = counter.load(Ordering::Relaxed);
+                recent.push_back((now, total));
+                while recent.len() > 2 && now - recent[1].0 >= Duration::from_secs(1) {
+                    recent.pop_front();
+                }
+                let (then, before) = recent[0];
+                let line = progress_line(
+                    what,
+                    now - start,
+                    window,
+                    total,
+                    limit,
+                    rate(total - before, now - then),
+                    rate(total, now - start),
+                );
+                if terminal {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        Self { task, terminal }
+    }
+
+    /// Stops the display (and clears its line on a terminal).
+    pub(super) fn finish(self) {
+        self.task.abort();
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// `count` per second over `over`.
+fn rate(count: u64, over: Duration) -> u64 {
+    let seconds = over.as_secs_f64();
+    if seconds > 0.0 {
+        (count as f64 / seconds) as u64
+    } else {
+        0
+    }
+}
+
+/// One progress line: a bar of the fraction done (of the window, or of the
+/// count limit when that is further along), then the figures.
+fn progress_line(
+    what: &str,
+    elapsed: Duration,
+    window: Duration,
+    total: u64,
+    limit: Option<u64>,
+    now: u64,
+    average: u64,
+) -> String {
+    const WIDTH: usize = 24;
+    let by_time = elapsed.as_secs_f64() / window.as_secs_f64().max(1e-9);
+    let by_count = limit.map_or(0.0, |limit| total as f64 / limit.max(1) as f64);
+    let done = by_time.max(by_count).clamp(0.0, 1.0);
+    let filled = (done * WIDTH as f64).round() as usize;
+    let of_limit = limit.map(|l| format!("/{}", count(l))).unwrap_or_default();
+    format!(
+        "[{}{}] {:>5.1}/{:.1} s  {}{of_limit} {what}  {}/s now  {}/s average",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        elapsed.as_secs_f64(),
+        window.as_secs_f64(),
+        count(total),
+        count(now),
+        count(average),
+    )
+}
+
+/// Prints a latency summary as a small table: a header row of percentiles
+/// and one row for `name`, aligned under it.
+pub(super) fn latency_table(name: &str, latency: &Latency) {
+    if latency.count == 0 {
+        println!("  {name:<12} no samples");
+        return;
+    }
+    let cells = [
+        ("p50", latency.p50),
+        ("p90", latency.p90),
+        ("p99", latency.p99),
+        ("p99.9", latency.p999),
+        ("max", latency.max),
+        ("mean", latency.mean as u64),
+    ];
+    let header: String = cells
+        .iter()
+        .map(|(label, _)| format!("{label:>11}"))
+        .collect();
+    let row: String = cells
+        .iter()
+        .map(|(_, v)| format!("{:>11}", nanos(*v)))
+        .collect();
+    println!("  {:<12}{header}", "latency");
+    println!("  {name:<12}{row}");
+}
+
 /// Prints the heading of a human-readable report: the mode, the optional
 /// label and the target URL.
 pub(crate) fn heading(mode: &str, label: Option<&String>, url: &str) {
@@ -200,5 +331,43 @@ mod tests {
         assert!(latency.max >= 999_000);
         assert_eq!(nanos(1_500), "1.5 µs");
         assert_eq!(bytes(1536.0), "1.50 KiB");
+    }
+
+    #[test]
+    fn the_progress_bar_shows_the_further_of_time_and_count() {
+        let line = progress_line(
+            "messages",
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+            1_500,
+            None,
+            1_400,
+            1_500,
+        );
+        assert_eq!(
+            line,
+            "[######------------------]   1.0/4.0 s  1,500 messages  1,400/s now  1,500/s average"
+        );
+        let line = progress_line(
+            "connections",
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            750,
+            Some(1_000),
+            0,
+            750,
+        );
+        assert!(line.starts_with("[##################------]"), "{line}");
+        assert!(line.contains("750/1,000 connections"), "{line}");
+        let done = progress_line(
+            "x",
+            Duration::from_secs(9),
+            Duration::from_secs(5),
+            1,
+            None,
+            0,
+            0,
+        );
+        assert!(done.starts_with(&format!("[{}]", "#".repeat(24))), "{done}");
     }
 }

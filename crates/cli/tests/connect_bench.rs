@@ -1,0 +1,127 @@
+//! `duplex bench echo` and `duplex bench connect` as processes against an
+//! echo server in the test: bounded by count as well as by duration, they
+//! stop by themselves with exactly the count asked for, and `--json` carries
+//! the figures.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::time::timeout;
+
+/// A WebSocket echo server on 127.0.0.1.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = duplex::accept(tcp).await else {
+                    return;
+                };
+                // `feed` without a flush: the next read writes the replies.
+                while let Some(Ok(message)) = ws.next().await {
+                    if ws.feed(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `duplex bench ARGS --json` and returns its JSON result and how long
+/// it took.
+async fn bench(args: &[&str]) -> (serde_json::Value, Duration) {
+    let started = Instant::now();
+    let output = timeout(
+        Duration::from_secs(30),
+        Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .arg("bench")
+            .args(args)
+            .arg("--json")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench stops by itself")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    (value, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_echo_stops_at_the_message_count() {
+    let addr = echo_server().await;
+    let url = format!("ws://{addr}/");
+    let (result, took) = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "4",
+        "--in-flight",
+        "8",
+        "--duration",
+        "20",
+        "--messages",
+        "2000",
+        "--source-ips",
+        "127.0.0.1,127.0.0.2",
+    ])
+    .await;
+    assert_eq!(result["messages"], 2000, "{result}");
+    assert_eq!(result["latency"]["count"], 2000);
+    assert_eq!(result["messages_limit"], 2000);
+    let measured = result["measured_s"].as_f64().unwrap();
+    assert!(measured < 20.0, "{result}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let rate = result["messages_per_s"].as_f64().unwrap();
+    assert!((rate - 2000.0 / measured).abs() < 1.0, "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_connect_stops_at_the_connection_count() {
+    let addr = echo_server().await;
+    let url = format!("ws://{addr}/");
+    let (result, took) = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--concurrency",
+        "4",
+        "--duration",
+        "20",
+        "--count",
+        "60",
+    ])
+    .await;
+    assert_eq!(result["connections"], 60, "{result}");
+    assert_eq!(result["failures"], 0);
+    assert!(result["measured_s"].as_f64().unwrap() < 20.0);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_echo_without_a_count_runs_its_duration() {
+    let addr = echo_server().await;
+    let url = format!("ws://{addr}/");
+    let (result, _) = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "0.5",
+    ])
+    .await;
+    assert_eq!(result["measured_s"].as_f64().unwrap(), 0.5, "{result}");
+    assert!(result["messages"].as_u64().unwrap() > 0);
+    assert!(result["messages_limit"].is_null());
+}

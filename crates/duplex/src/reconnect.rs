@@ -1,0 +1,939 @@
+//! A WebSocket client that reconnects by itself, with the events and ready
+//! states a browser's `WebSocket` has.
+//!
+//! [`ReconnectingWebSocket::connect`] starts a task that owns the connection.
+//! The application sends with [`Handle::send`] (the client dereferences to
+//! its [`Handle`], which clones) and reads [`Event`]s: `Open`, `Message`,
+//! `Close`, `Error`.
+//! When a connection ends for a reason worth retrying, the task waits and
+//! connects again; [`Handle::close`] ends it for good.
+//!
+//! ## The schedule
+//!
+//! Waits follow [`Backoff`]: exponential (1 s, 2 s, 4 s … capped at 30 s by
+//! default) with *full jitter*: each wait is drawn uniformly between zero and
+//! the current ceiling, so that many clients dropped at the same moment do
+//! not come back at the same moment. [`Backoff::delay`] is a pure function of
+//! the attempt number and a random number in `[0, 1]`, which the caller
+//! supplies ([`Options::random`] replaces the default thread RNG).
+//!
+//! ## Invariants
+//!
+//! - Events come in order: each connection that opens gives one
+//!   [`Event::Open`], its messages, then one [`Event::Close`]. An attempt
+//!   that fails before opening gives [`Event::Error`] then [`Event::Close`]
+//!   (code 1006, not clean), as a browser reports a failed connection.
+//! - Every [`Event::Close`] says whether another attempt follows
+//!   ([`Closed::reconnect_in`]); after the one that says `None` (the final
+//!   close), the event stream ends and the ready state is
+//!   [`ReadyState::Closed`].
+//! - After a connection opened, the next wait starts again from the first
+//!   step of the schedule ("reset after a successful open"); the wait before
+//!   the first reconnection is jittered too (never an immediate stampede).
+//! - No reconnection after the server closed with a code of
+//!   [`Options::no_reconnect`] (1000 and 1008 by default), after a handshake
+//!   refused with a 4xx status other than 408 and 429 (unless
+//!   [`Options::retry_client_errors`]), after an invalid URL, after
+//!   [`Options::max_attempts`] attempts in a row failed, or after
+//!   [`Handle::close`]. A
+//!   `Retry-After` in seconds on a refused handshake lengthens the wait to
+//!   at least that.
+//! - A message is sent only on the connection that was open when
+//!   [`Handle::send`] accepted it: messages are never carried
+//!   over to the next connection (they are dropped, as a browser drops what a
+//!   closed socket had not sent). Protocols that must resend after a
+//!   reconnection (such as the hub's) do it on the new `Open`.
+//! - Memory is bounded: bytes accepted by `send` and not yet written are at
+//!   most [`Options::max_buffered`] (beyond it `send` fails), and at most
+//!   [`Options::event_capacity`] events wait for the application; while that
+//!   queue is full the task stops reading the socket, so the server sees
+//!   backpressure. Keep reading events.
+//! - Dropping every handle (the [`ReconnectingWebSocket`] and all
+//!   [`Handle`]s) or the event stream closes the connection with 1001 and
+//!   stops the task.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::client::{ClientRequest, connect_with};
+use crate::config::Config;
+use crate::transport::Transport;
+use crate::websocket::WebSocket;
+use crate::{CloseCode, Error, Message};
+
+/// An exponential backoff schedule with full jitter.
+///
+/// The ceiling of retry `n` (0 for the first wait) is
+/// `min(max, initial * factor^n)`; the wait is that ceiling times a random
+/// number in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// The ceiling of the first wait (default 1 s).
+    pub initial: Duration,
+    /// The largest ceiling (default 30 s).
+    pub max: Duration,
+    /// How much the ceiling grows per retry (default 2); values below 1 (or
+    /// not a number) count as 1.
+    pub factor: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+        }
+    }
+}
+
+impl Backoff {
+    /// The ceiling of retry `retry` (0-based): `min(max, initial * factor^retry)`.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = if self.factor >= 1.0 { self.factor } else { 1.0 };
+        let max = self.max.as_secs_f64();
+        // Beyond 2^64 times the initial ceiling everything is capped anyway.
+        let exponent = i32::try_from(retry.min(64)).unwrap_or(64);
+        let secs = self.initial.as_secs_f64() * factor.powi(exponent);
+        if secs.is_finite() && secs < max {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.max
+        }
+    }
+
+    /// The wait before retry `retry` with full jitter, for a random `unit`
+    /// drawn uniformly from `[0, 1]` (clamped into it; NaN counts as 0): the
+    /// ceiling times `unit`. A pure function: the same inputs give the same
+    /// wait.
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        let unit = if unit.is_nan() {
+            0.0
+        } else {
+            unit.clamp(0.0, 1.0)
+        };
+        self.ceiling(retry).mul_f64(unit)
+    }
+
+    /// The waits of retries 0, 1, 2 … with `random` as the source of units.
+    pub fn schedule<R: FnMut() -> f64>(self, mut random: R) -> impl Iterator<Item = Duration> {
+        (0u32..).map(move |retry| self.delay(retry, random()))
+    }
+}
+
+/// A source of random numbers in `[0, 1]` for the jitter.
+pub type RandomSource = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// How a [`ReconnectingWebSocket`] reconnects.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// The schedule of waits between attempts.
+    pub backoff: Backoff,
+    /// How many connection attempts in a row may fail (not open) before the
+    /// client gives up; `None` (the default) for no limit. The count starts
+    /// again after every successful open.
+    pub max_attempts: Option<u32>,
+    /// Close codes from the server after which the client does not
+    /// reconnect. Default: 1000 (normal) and 1008 (policy). Add the
+    /// application's own, for example the hub's 4001 and 4002.
+    pub no_reconnect: Vec<u16>,
+    /// Keep trying after a handshake refused with a 4xx status other than
+    /// 408 and 429 (default `false`: such a refusal is final, since trying
+    /// again does not change the answer).
+    pub retry_client_errors: bool,
+    /// Most bytes accepted by `send` and not yet written to the socket
+    /// (default 16 MiB); `send` fails beyond it.
+    pub max_buffered: usize,
+    /// Most events waiting for the application (default 1024); while full,
+    /// the socket is not read.
+    pub event_capacity: usize,
+    /// The jitter's random numbers, uniform in `[0, 1]`; `None` (the
+    /// default) for the thread RNG. Inject one to make waits deterministic in
+    /// tests.
+    pub random: Option<RandomSource>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            max_attempts: None,
+            no_reconnect: vec![CloseCode::NORMAL.0, CloseCode::POLICY_VIOLATION.0],
+            retry_client_errors: false,
+            max_buffered: 16 << 20,
+            event_capacity: 1024,
+            random: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("backoff", &self.backoff)
+            .field("max_attempts", &self.max_attempts)
+            .field("no_reconnect", &self.no_reconnect)
+            .field("retry_client_errors", &self.retry_client_errors)
+            .field("max_buffered", &self.max_buffered)
+            .field("event_capacity", &self.event_capacity)
+            .field("random", &self.random.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+impl Options {
+    /// Sets the backoff schedule.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Gives up after `attempts` failed attempts in a row.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Adds close codes after which the client does not reconnect.
+    pub fn no_reconnect_on(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.no_reconnect.extend(codes);
+        self
+    }
+
+    /// Draws the jitter from `random` (numbers in `[0, 1]`).
+    pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.random = Some(Arc::new(random));
+        self
+    }
+}
+
+/// The state of a [`ReconnectingWebSocket`], as a browser's `readyState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// Opening a connection, or waiting to (between connections).
+    Connecting = 0,
+    /// A connection is open: `send` works.
+    Open = 1,
+    /// [`Handle::close`] was called; the close handshake is
+    /// under way.
+    Closing = 2,
+    /// Closed for good: no more connections, the event stream has ended or
+    /// is about to.
+    Closed = 3,
+}
+
+impl ReadyState {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Connecting,
+            1 => Self::Open,
+            2 => Self::Closing,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// A connection opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Which connection: 1 for the first that opened, then 2, 3 … Pass it
+    /// to [`Handle::send_on`] to be sure a message goes on this one.
+    pub connection: u64,
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
+}
+
+/// A connection (or an attempt at one) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The close code, as [`crate::CloseInfo`] gives it (1006 when there was
+    /// no close handshake, 1005 when the close frame had no code).
+    pub code: CloseCode,
+    /// The reason the peer gave, if any.
+    pub reason: String,
+    /// Whether both close frames were exchanged.
+    pub was_clean: bool,
+    /// How long until the next attempt; `None` when this close is final.
+    pub reconnect_in: Option<Duration>,
+}
+
+/// What a [`ReconnectingWebSocket`] tells the application.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection opened; the ready state is [`ReadyState::Open`].
+    Open(Opened),
+    /// A message arrived.
+    Message(Message),
+    /// A connection ended, or an attempt failed.
+    Close(Closed),
+    /// Something failed: an attempt to connect, or the connection (a
+    /// [`Event::Close`] follows).
+    Error(Error),
+}
+
+/// Why [`Handle::send`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No connection is open.
+    #[error("not open (ready state {0:?})")]
+    NotOpen(ReadyState),
+    /// The connection named in [`Handle::send_on`] is no longer the open one.
+    #[error("connection {0} is gone")]
+    Gone(u64),
+    /// Sending would buffer more than [`Options::max_buffered`] bytes.
+    #[error("{buffered} bytes buffered; the limit is {limit}")]
+    Full {
+        /// Bytes buffered now.
+        buffered: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Why [`Handle::close`] refused its arguments (as a browser's `close()`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// Only 1000 and 3000–4999 may be sent by an application.
+    #[error("close code {0} may not be sent; use 1000 or 3000-4999")]
+    InvalidCode(u16),
+    /// The reason is longer than 123 bytes.
+    #[error("close reason is {0} bytes; at most 123 fit in a close frame")]
+    ReasonTooLong(usize),
+}
+
+/// State shared by the task and the handles.
+#[derive(Debug, Default)]
+struct Shared {
+    state: AtomicU8,
+    /// The open connection's number (0: none yet).
+    connection: AtomicU64,
+    /// Bytes of messages accepted by `send` and not yet taken by the task.
+    queued: AtomicUsize,
+    /// Bytes the socket had not written at its last poll.
+    socket_buffered: AtomicUsize,
+}
+
+impl Shared {
+    fn state(&self) -> ReadyState {
+        ReadyState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, state: ReadyState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+}
+
+enum Command {
+    Send {
+        connection: u64,
+        message: Message,
+        len: usize,
+    },
+    Close {
+        code: CloseCode,
+        reason: String,
+    },
+}
+
+/// A cloneable sending side of a [`ReconnectingWebSocket`]: send, close,
+/// ready state, buffered amount.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+    max_buffered: usize,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("ready_state", &self.ready_state())
+            .field("connection", &self.connection())
+            .field("buffered_amount", &self.buffered_amount())
+            .finish()
+    }
+}
+
+impl Handle {
+    /// The ready state.
+    pub fn ready_state(&self) -> ReadyState {
+        self.shared.state()
+    }
+
+    /// The number of the open connection ([`Opened::connection`]), or of the
+    /// last one that was open; 0 before the first opened.
+    pub fn connection(&self) -> u64 {
+        self.shared.connection.load(Ordering::Acquire)
+    }
+
+    /// Bytes accepted by `send` and not yet written to the socket, as a
+    /// browser's `bufferedAmount` (including frame headers and compression
+    /// once the socket has taken them).
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+            + self.shared.socket_buffered.load(Ordering::Acquire)
+    }
+
+    /// Sends `message` on the open connection. Fails when none is open or
+    /// the buffer is full. A message accepted here and not yet written when
+    /// the connection ends is dropped, never sent on the next connection.
+    pub fn send(&self, message: Message) -> Result<(), SendError> {
+        let state = self.ready_state();
+        if state != ReadyState::Open {
+            return Err(SendError::NotOpen(state));
+        }
+        self.send_on(self.connection(), message)
+    }
+
+    /// Sends `message` only if connection `connection` (from
+    /// [`Opened::connection`]) is still the open one: a protocol that must
+    /// send a greeting first on each connection uses this so that nothing
+    /// meant for an old connection reaches a new one.
+    pub fn send_on(&self, connection: u64, message: Message) -> Result<(), SendError> {
+        let state = self.ready_state();
+        if state != ReadyState::Open {
+            return Err(SendError::NotOpen(state));
+        }
+        if self.connection() != connection {
+            return Err(SendError::Gone(connection));
+        }
+        let len = message.payload().len();
+        let buffered = self.buffered_amount();
+        if buffered.saturating_add(len) > self.max_buffered {
+            return Err(SendError::Full {
+                buffered,
+                limit: self.max_buffered,
+            });
+        }
+        self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        let command = Command::Send {
+            connection,
+            message,
+            len,
+        };
+        if self.commands.send(command).is_err() {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(SendError::NotOpen(ReadyState::Closed));
+        }
+        Ok(())
+    }
+
+    /// Closes for good: sends a close frame with `code` (1000 or 3000–4999)
+    /// and `reason` (at most 123 bytes) on the open connection, or stops
+    /// connecting. The final [`Event::Close`] follows (not clean when no
+    /// connection was open). Does nothing once closing or closed.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), CloseError> {
+        if !(code == 1000 || (3000..=4999).contains(&code)) {
+            return Err(CloseError::InvalidCode(code));
+        }
+        if reason.len() > duplex_proto::close::MAX_REASON_LEN {
+            return Err(CloseError::ReasonTooLong(reason.len()));
+        }
+        if matches!(self.ready_state(), ReadyState::Closing | ReadyState::Closed) {
+            return Ok(());
+        }
+        let _ = self.commands.send(Command::Close {
+            code: CloseCode(code),
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+}
+
+/// A WebSocket client that reconnects by itself. See the [module docs](self).
+///
+/// It is a [`Stream`] of [`Event`]s (also [`ReconnectingWebSocket::next_event`]);
+/// sending goes through the [`Handle`] it dereferences to.
+pub struct ReconnectingWebSocket {
+    handle: Handle,
+    events: mpsc::Receiver<Event>,
+}
+
+impl fmt::Debug for ReconnectingWebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconnectingWebSocket")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for ReconnectingWebSocket {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl ReconnectingWebSocket {
+    /// Starts connecting to `request` with `config`, reconnecting as
+    /// `options` say. Returns at once (ready state
+    /// [`ReadyState::Connecting`]); the first attempt starts immediately.
+    /// Must be called within a tokio runtime.
+    pub fn connect(request: ClientRequest, config: Config, options: Options) -> Self {
+        let shared = Arc::new(Shared::default());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(options.event_capacity.max(1));
+        let handle = Handle {
+            shared: shared.clone(),
+            commands,
+            max_buffered: options.max_buffered,
+        };
+        let task = Task {
+            request,
+            config,
+            options,
+            shared,
+            commands: command_rx,
+            events: event_tx,
+            connection: 0,
+        };
+        tokio::spawn(task.run());
+        Self { handle, events }
+    }
+
+    /// A cloneable handle for sending from elsewhere.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The next event; `None` after the final [`Event::Close`].
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl Stream for ReconnectingWebSocket {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().events.poll_recv(cx)
+    }
+}
+
+/// What ended the service of one connection.
+enum Step {
+    Message(Message),
+    Error(Error),
+    /// The stream ended.
+    End,
+    /// The application asked to close.
+    Close(CloseCode, String),
+    /// Every handle, or the event stream, is gone.
+    Abandoned,
+}
+
+/// What happened while not connected.
+enum Control {
+    Close(CloseCode, String),
+    Abandoned,
+}
+
+/// The task that owns the connection.
+struct Task {
+    request: ClientRequest,
+    config: Config,
+    options: Options,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// The number of the last connection that opened.
+    connection: u64,
+}
+
+impl Task {
+    async fn run(mut self) {
+        // Waits in a row without an open in between.
+        let mut retries: u32 = 0;
+        // Attempts in a row that did not open.
+        let mut failures: u32 = 0;
+        loop {
+            self.shared.set_state(ReadyState::Connecting);
+            let attempt = {
+                let connect = connect_with(&self.request, &self.config);
+                tokio::pin!(connect);
+                tokio::select! {
+                    result = &mut connect => Ok(result),
+                    control = next_control(&mut self.commands, &self.shared) => Err(control),
+                    () = self.events.closed() => Err(Control::Abandoned),
+                }
+            };
+            let result = match attempt {
+                Ok(result) => result,
+                Err(control) => return self.stop_unconnected(control).await,
+            };
+            // How the attempt or connection ended, and the least wait.
+            let (mut closed, at_least) = match result {
+                Ok(ws) => {
+                    retries = 0;
+                    failures = 0;
+                    let Some(closed) = self.serve(ws).await else {
+                        return;
+                    };
+                    if self.options.no_reconnect.contains(&closed.code.0) {
+                        self.shared.set_state(ReadyState::Closed);
+                        let _ = self.emit(Event::Close(closed)).await;
+                        return self.finish();
+                    }
+                    (closed, Duration::ZERO)
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let retry = self.retry_after_failure(&error, failures);
+                    tracing::debug!(url = self.request.url(), %error, failures, "connection attempt failed");
+                    if !self.emit(Event::Error(error)).await {
+                        return self.finish();
+                    }
+                    let Some(at_least) = retry else {
+                        self.shared.set_state(ReadyState::Closed);
+                        let _ = self.emit(Event::Close(abnormal(None))).await;
+                        return self.finish();
+                    };
+                    (abnormal(None), at_least)
+                }
+            };
+            let delay = self.next_delay(retries).max(at_least);
+            retries = retries.saturating_add(1);
+            closed.reconnect_in = Some(delay);
+            if !self.emit(Event::Close(closed)).await {
+                return self.finish();
+            }
+            tracing::debug!(
+                url = self.request.url(),
+                ?delay,
+                "reconnecting after a wait"
+            );
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            tokio::select! {
+                () = &mut sleep => {}
+                control = next_control(&mut self.commands, &self.shared) => {
+                    return self.stop_unconnected(control).await;
+                }
+                () = self.events.closed() => return self.finish(),
+            }
+        }
+    }
+
+    /// After a failed attempt: `None` to stop, else the least wait before
+    /// the next one.
+    fn retry_after_failure(&self, error: &Error, failures: u32) -> Option<Duration> {
+        if self.options.max_attempts.is_some_and(|max| failures >= max) {
+            return None;
+        }
+        let response = match error {
+            Error::HttpStatus(response) => response,
+            // Trying again does not make a bad URL good.
+            Error::Url(_) => return None,
+            _ => return Some(Duration::ZERO),
+        };
+        let status = response.status().as_u16();
+        if (400..500).contains(&status)
+            && status != 408
+            && status != 429
+            && !self.options.retry_client_errors
+        {
+            return None;
+        }
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |secs| secs.min(3600));
+        Some(Duration::from_secs(retry_after))
+    }
+
+    /// The wait before retry `retry`, drawn now.
+    fn next_delay(&self, retry: u32) -> Duration {
+        let unit = match &self.options.random {
+            Some(random) => random(),
+            None => rand::random::<f64>(),
+        };
+        self.options.backoff.delay(retry, unit)
+    }
+
+    /// Closing while no connection is open: the final close event.
+    async fn stop_unconnected(&mut self, control: Control) {
+        self.shared.set_state(ReadyState::Closed);
+        if let Control::Close(code, reason) = control {
+            let _ = self
+                .emit(Event::Close(Closed {
+                    code,
+                    reason,
+                    was_clean: false,
+                    reconnect_in: None,
+                }))
+                .await;
+        }
+        self.finish();
+    }
+
+    /// The task ends: nothing more is accepted.
+    fn finish(&mut self) {
+        self.shared.set_state(ReadyState::Closed);
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Send { len, .. } = command {
+                self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            }
+        }
+        self.shared.socket_buffered.store(0, Ordering::Release);
+    }
+
+    /// Hands an event to the application; `false` when nobody listens.
+    async fn emit(&self, event: Event) -> bool {
+        self.events.send(event).await.is_ok()
+    }
+
+    /// Closes the connection with 1001 and ends the task (nobody listens,
+    /// or every handle is gone).
+    async fn abandon(&mut self, ws: &mut WebSocket<Transport>) {
+        self.shared.set_state(ReadyState::Closing);
+        let _ = ws.close(CloseCode::GOING_AWAY, "").await;
+        self.finish();
+    }
+
+    /// Serves one open connection until it ends by itself, and returns how
+    /// (its `reconnect_in` still `None`). `None`: the task is over (closed
+    /// on request, final event sent, or nobody listening).
+    async fn serve(&mut self, mut ws: WebSocket<Transport>) -> Option<Closed> {
+        self.connection += 1;
+        let connection = self.connection;
+        self.shared.connection.store(connection, Ordering::Release);
+        self.shared.set_state(ReadyState::Open);
+        tracing::debug!(url = self.request.url(), connection, "connection open");
+        let opened = Opened {
+            connection,
+            protocol: ws.protocol().map(str::to_owned),
+        };
+        if !self.emit(Event::Open(opened)).await {
+            self.abandon(&mut ws).await;
+            return None;
+        }
+        loop {
+            let step = {
+                let events = self.events.clone();
+                tokio::select! {
+                    step = poll_fn(|cx| self.poll_step(&mut ws, cx)) => step,
+                    () = events.closed() => Step::Abandoned,
+                }
+            };
+            match step {
+                Step::Message(message) => {
+                    if !self.emit(Event::Message(message)).await {
+                        self.abandon(&mut ws).await;
+                        return None;
+                    }
+                }
+                Step::Error(error) => {
+                    if !self.emit(Event::Error(error)).await {
+                        self.abandon(&mut ws).await;
+                        return None;
+                    }
+                }
+                Step::End => break,
+                Step::Close(code, reason) => {
+                    self.shared.set_state(ReadyState::Closing);
+                    let result = ws.close(code, &reason).await;
+                    self.shared.set_state(ReadyState::Closed);
+                    if let Err(error) = result {
+                        let _ = self.emit(Event::Error(error)).await;
+                    }
+                    let _ = self.emit(Event::Close(closed_of(&ws))).await;
+                    self.finish();
+                    return None;
+                }
+                Step::Abandoned => {
+                    self.abandon(&mut ws).await;
+                    return None;
+                }
+            }
+        }
+        self.shared.set_state(ReadyState::Connecting);
+        self.shared.socket_buffered.store(0, Ordering::Release);
+        let closed = closed_of(&ws);
+        tracing::debug!(
+            url = self.request.url(),
+            connection,
+            code = closed.code.0,
+            "connection ended"
+        );
+        Some(closed)
+    }
+
+    /// Moves sends into the socket while it has room, writes, and reads.
+    fn poll_step(&mut self, ws: &mut WebSocket<Transport>, cx: &mut Context<'_>) -> Poll<Step> {
+        loop {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                // The socket sent its close frame: reading tells the rest.
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(Command::Send {
+                    connection,
+                    message,
+                    len,
+                })) => {
+                    self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+                    if connection == self.connection
+                        && let Err(error) = Pin::new(&mut *ws).start_send(message)
+                    {
+                        return Poll::Ready(Step::Error(error));
+                    }
+                }
+                Poll::Ready(Some(Command::Close { code, reason })) => {
+                    return Poll::Ready(Step::Close(code, reason));
+                }
+                Poll::Ready(None) => return Poll::Ready(Step::Abandoned),
+                Poll::Pending => break,
+            }
+        }
+        // Write errors surface again on the read side, which ends the stream.
+        let _ = Pin::new(&mut *ws).poll_flush(cx);
+        let step = match ws.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Step::Message(message)),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Step::Error(error)),
+            Poll::Ready(None) => Poll::Ready(Step::End),
+            Poll::Pending => Poll::Pending,
+        };
+        self.shared
+            .socket_buffered
+            .store(ws.buffered_amount(), Ordering::Release);
+        step
+    }
+}
+
+/// Waits for a close request or the loss of every handle, dropping sends
+/// (no connection is open for them).
+async fn next_control(commands: &mut mpsc::UnboundedReceiver<Command>, shared: &Shared) -> Control {
+    loop {
+        match commands.recv().await {
+            Some(Command::Send { len, .. }) => {
+                shared.queued.fetch_sub(len, Ordering::AcqRel);
+            }
+            Some(Command::Close { code, reason }) => return Control::Close(code, reason),
+            None => return Control::Abandoned,
+        }
+    }
+}
+
+/// The close of an attempt that never opened.
+fn abnormal(reconnect_in: Option<Duration>) -> Closed {
+    Closed {
+        code: CloseCode::ABNORMAL,
+        reason: String::new(),
+        was_clean: false,
+        reconnect_in,
+    }
+}
+
+/// The close event of an ended connection.
+fn closed_of(ws: &WebSocket<Transport>) -> Closed {
+    match ws.close_info() {
+        Some(info) => Closed {
+            code: info.code,
+            reason: info.reason.clone(),
+            was_clean: info.was_clean,
+            reconnect_in: None,
+        },
+        None => abnormal(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_double_from_one_second_up_to_thirty() {
+        let backoff = Backoff::default();
+        let secs: Vec<f64> = (0..8).map(|n| backoff.ceiling(n).as_secs_f64()).collect();
+        assert_eq!(secs, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
+        assert_eq!(backoff.ceiling(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn full_jitter_scales_the_ceiling() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.delay(0, 0.0), Duration::ZERO);
+        assert_eq!(backoff.delay(0, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff.delay(2, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff.delay(10, 0.25), Duration::from_millis(7500));
+        // Out-of-range units are clamped.
+        assert_eq!(backoff.delay(1, 7.0), Duration::from_secs(2));
+        assert_eq!(backoff.delay(1, -1.0), Duration::ZERO);
+        assert_eq!(backoff.delay(1, f64::NAN), Duration::ZERO);
+    }
+
+    #[test]
+    fn odd_settings_stay_bounded() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            factor: 0.5,
+        };
+        assert_eq!(backoff.ceiling(9), Duration::from_millis(100));
+        let huge = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            factor: 1e300,
+        };
+        assert_eq!(huge.ceiling(5), Duration::from_secs(60));
+        let inverted = Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(1),
+            factor: 2.0,
+        };
+        assert_eq!(inverted.ceiling(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn schedule_draws_one_unit_per_wait() {
+        let units = [0.5, 1.0, 0.25, 0.0, 1.0, 1.0];
+        let mut next = units.iter().copied();
+        let waits: Vec<Duration> = Backoff::default()
+            .schedule(move || next.next().unwrap())
+            .take(units.len())
+            .collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [500, 2000, 1000, 0, 16000, 30000]);
+    }
+
+    #[test]
+    fn close_arguments_are_checked_like_a_browser() {
+        let (commands, _rx) = mpsc::unbounded_channel();
+        let handle = Handle {
+            shared: Arc::new(Shared::default()),
+            commands,
+            max_buffered: 10,
+        };
+        assert_eq!(handle.close(1001, ""), Err(CloseError::InvalidCode(1001)));
+        assert_eq!(handle.close(2999, ""), Err(CloseError::InvalidCode(2999)));
+        assert_eq!(
+            handle.close(1000, &"x".repeat(124)),
+            Err(CloseError::ReasonTooLong(124))
+        );
+        assert_eq!(handle.close(4000, "bye"), Ok(()));
+        assert_eq!(
+            handle.send(Message::text("x")),
+            Err(SendError::NotOpen(ReadyState::Connecting))
+        );
+    }
+}
