@@ -6,6 +6,9 @@
 //!   handshake, close handshake) and their latency.
 //! - `duplex bench idle`: opens N connections, holds them, and reports the
 //!   server's resident memory per connection.
+//! - `duplex bench fanout`: one publisher, N subscribers (hub protocol or a
+//!   plain broadcast server); deliveries per second and publish-to-delivery
+//!   latency.
 //!
 //! The client side is the duplex client itself ([`duplex::client_handshake`]
 //! over a [`tokio::net::TcpSocket`] bound to a chosen source address), so the
@@ -26,6 +29,7 @@
 
 mod connect;
 mod echo;
+mod fanout;
 mod idle;
 mod net;
 mod procfs;
@@ -50,6 +54,8 @@ enum BenchCommand {
     Connect(connect::ConnectArgs),
     /// Memory of idle connections in the server.
     Idle(idle::IdleArgs),
+    /// Fan-out: one publisher, N subscribers, deliveries and their latency.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Where to connect and from which local addresses.
@@ -87,5 +93,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Echo(args) => echo::run(args).await,
         BenchCommand::Connect(args) => connect::run(args).await,
         BenchCommand::Idle(args) => idle::run(args).await,
+        BenchCommand::Fanout(args) => fanout::run(args).await,
     }
 }

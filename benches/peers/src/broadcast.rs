@@ -1,0 +1,206 @@
+//! `peer-broadcast`: the broadcast servers `duplex bench fanout --protocol
+//! broadcast` compares the hub with.
+//!
+//! `peer-broadcast --impl IMPL --listen ADDR` runs a server that sends every
+//! text or binary message any client sends to every connected client, the
+//! sender included (as Node's `wss.clients.forEach(c => c.send(data))`), in
+//! one of two shapes:
+//!
+//! - `tungstenite`: tokio-tungstenite as its `server.rs` chat example and a
+//!   typical application write it: a map of connected peers, each with an
+//!   unbounded channel of `Message`s; the read half of each connection clones
+//!   every message into every peer's channel under the map's lock; the write
+//!   half forwards its channel into the socket, feeding what is queued and
+//!   flushing once the channel is empty (what `StreamExt::forward` of the
+//!   example does). Each connection frames every message itself.
+//! - `duplex`: the same shape on the duplex library, with duplex's broadcast
+//!   idiom: the message is framed once ([`duplex::PreparedMessage`]) and the
+//!   same bytes are queued to every connection, written by the connection's
+//!   next read. Not a peer: a reference for what the hub adds on top of the
+//!   library.
+//!
+//! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
+//! default worker count (one under `taskset -c 0`); one task per connection;
+//! `TCP_NODELAY`; no compression; library default limits; errors end the
+//! connection silently. A connection is in the map from the end of its
+//! handshake until its task ends; channels are unbounded (a slow client grows
+//! its queue: the benchmark bounds what is in flight).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use clap::{Parser, ValueEnum};
+use tokio::net::TcpListener;
+
+/// Broadcast servers of peer WebSocket libraries, for `duplex bench fanout`.
+#[derive(Debug, Parser)]
+#[command(name = "peer-broadcast", version, about)]
+struct Args {
+    /// The implementation to run.
+    #[arg(long = "impl", value_enum)]
+    implementation: Impl,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+}
+
+/// The broadcast server implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Impl {
+    /// tokio-tungstenite, one unbounded channel per client.
+    Tungstenite,
+    /// duplex, one prepared frame shared by every client.
+    Duplex,
+}
+
+/// The connected clients: each one's id and the sending side of its queue.
+type Peers<T> = Arc<Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<T>>>>;
+
+/// Locks the peer map, whether or not a panicking holder poisoned it (every
+/// update is a single insert or remove).
+fn lock<T>(
+    peers: &Peers<T>,
+) -> MutexGuard<'_, HashMap<u64, tokio::sync::mpsc::UnboundedSender<T>>> {
+    peers.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accepts connections for ever, one task per connection, each registered in
+/// the implementation's peer map.
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    eprintln!(
+        "peer-broadcast: {:?} listening on {}",
+        args.implementation,
+        listener.local_addr()?
+    );
+    let tungstenite_peers: Peers<tokio_tungstenite::tungstenite::Message> = Peers::default();
+    let duplex_peers: Peers<duplex::PreparedMessage> = Peers::default();
+    let duplex_config = Arc::new(duplex::Config::default().without_compression());
+    let mut next_id = 0u64;
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(_) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        next_id += 1;
+        match args.implementation {
+            Impl::Tungstenite => tokio::spawn(tungstenite_broadcast::serve(
+                tcp,
+                next_id,
+                tungstenite_peers.clone(),
+            )),
+            Impl::Duplex => tokio::spawn(duplex_broadcast::serve(
+                tcp,
+                next_id,
+                duplex_peers.clone(),
+                duplex_config.clone(),
+            )),
+        };
+    }
+}
+
+/// tokio-tungstenite, as its `server.rs` example with a broadcast to all.
+mod tungstenite_broadcast {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::{Peers, lock};
+
+    /// Accepts the handshake, joins the map, and runs the read half
+    /// (broadcast) and the write half (forward its queue) until either ends.
+    pub(super) async fn serve(tcp: TcpStream, id: u64, peers: Peers<Message>) {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        lock(&peers).insert(id, tx);
+        let (mut write, mut read) = ws.split();
+        let broadcast_incoming = async {
+            while let Some(Ok(message)) = read.next().await {
+                if message.is_text() || message.is_binary() {
+                    for peer in lock(&peers).values() {
+                        let _ = peer.send(message.clone());
+                    }
+                }
+            }
+        };
+        let receive_from_others = async {
+            while let Some(message) = rx.recv().await {
+                if write.feed(message).await.is_err() {
+                    return;
+                }
+                while let Ok(message) = rx.try_recv() {
+                    if write.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+                if write.flush().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = broadcast_incoming => {}
+            () = receive_from_others => {}
+        }
+        lock(&peers).remove(&id);
+    }
+}
+
+/// duplex, framing each message once for every client.
+mod duplex_broadcast {
+    use std::sync::Arc;
+
+    use duplex::{Accept, Config, PreparedMessage};
+    use futures_util::StreamExt;
+    use tokio::net::TcpStream;
+
+    use super::{Peers, lock};
+
+    /// Accepts the handshake, joins the map, and serves: every message read
+    /// is prepared once and queued to every peer; queued frames are written
+    /// by the next read (one vectored write for all of them).
+    pub(super) async fn serve(
+        tcp: TcpStream,
+        id: u64,
+        peers: Peers<PreparedMessage>,
+        config: Arc<Config>,
+    ) {
+        let Ok(mut ws) = duplex::accept_with(tcp, &config, |_| Ok(Accept::default())).await else {
+            return;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PreparedMessage>();
+        lock(&peers).insert(id, tx);
+        loop {
+            tokio::select! {
+                message = ws.next() => {
+                    let Some(Ok(message)) = message else { break };
+                    let prepared = PreparedMessage::new(&message);
+                    for peer in lock(&peers).values() {
+                        let _ = peer.send(prepared.clone());
+                    }
+                }
+                Some(prepared) = rx.recv() => {
+                    if ws.send_prepared(&prepared).is_err() {
+                        break;
+                    }
+                    while let Ok(prepared) = rx.try_recv() {
+                        if ws.send_prepared(&prepared).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        lock(&peers).remove(&id);
+    }
+}

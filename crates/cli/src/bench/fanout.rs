@@ -1,0 +1,1123 @@
+//! `duplex bench fanout`: one publisher, N subscribers, every message
+//! delivered to all of them.
+//!
+//! Two protocols:
+//!
+//! - `hub` (default): the Duplex hub protocol (`duplex.v1`, docs/protocol.md).
+//!   Every subscriber sends `connect` and `subscribe` to `--channel` and waits
+//!   for `subscribed`; one more connection, the publisher, sends `connect`,
+//!   then `publish`es. The hub answers every publish with `published` and
+//!   pushes a `message` (the payload wrapped in the hub's envelope) to every
+//!   subscriber.
+//! - `broadcast`: a plain broadcast server (`peer-broadcast`,
+//!   benches/node/broadcast.js): no protocol at all; every text message any
+//!   client sends goes to every connected client. The publisher receives its
+//!   own messages too and drops them unread beyond the frame.
+//!
+//! Each payload is a JSON object of `--size` bytes that starts with
+//! `{"fanout":[SEQ,NANOS],` (the sequence number and the send time in
+//! nanoseconds since the generator started), padded with `x`. A subscriber
+//! finds that marker with one substring search and parses the two numbers;
+//! nothing else of the message is parsed.
+//!
+//! **In flight.** By default (`--window delivered`) a message is in flight
+//! from its publish until *every* subscriber has received it, and the
+//! publisher keeps `--in-flight` of them under way: the same definition for
+//! every server, and a load the servers can sustain. `--window acked` (hub
+//! only) counts a message in flight until its `published` reply instead; the
+//! hub acknowledges as soon as the message is queued for its subscribers, so
+//! that mode measures how fast the hub fills queues and ends, under
+//! sustained load, with slow-consumer disconnects (4008). With `--rate R` the
+//! publisher instead publishes R messages per second on a fixed schedule
+//! (the timestamp is the scheduled time, so a publisher that falls behind
+//! shows as latency: no coordinated omission), whatever is in flight.
+//!
+//! **Latency.** Publish (the publisher's clock read just before encoding) to
+//! delivery (the subscriber's clock read when the duplex client hands it the
+//! message), in the same process and on the same monotonic clock. "Last" is
+//! the latency of each message at the last subscriber to receive it (the
+//! latest arrival among all N), recorded once per message that every
+//! subscriber received inside the window; "all" records every delivery.
+//!
+//! **Server cost.** With `--server-pid`, the server's CPU time over the window
+//! per delivery, and its resident memory before the subscribers connect,
+//! once they are all subscribed (the difference per subscriber is its memory
+//! per subscribed connection), and at the end of the window. On a shared
+//! machine, the time the server's and the generator's threads spent runnable
+//! but waiting for a core (`/proc/PID/task/*/schedstat`) tells a starved run
+//! from an idle one.
+//!
+//! Sequence of a run: open N subscribers (and, for the hub, wait for every
+//! `subscribed`), open the publisher, publish warm-up probes (sequence 0) until
+//! every subscriber has received one (so no subscriber misses the first
+//! measured message), measure for `--duration`, then publish stop probes
+//! until every subscriber has seen one after the deadline and closed.
+//!
+//! Invariants:
+//! - The measured window starts only when every subscriber has received a
+//!   probe; it lasts `--duration`, or less when `--messages` were all
+//!   delivered to every subscriber first; deliveries, publishes and CPU count
+//!   inside it only, and rates are over its actual length.
+//! - At most [`RING`]/2 messages are ever outstanding, so the per-message
+//!   bookkeeping ring never hands one slot to two live messages.
+//! - Every run ends by itself: setup steps time out, the stop phase lasts at
+//!   most [`STOP_GRACE`], and subscribers still running then are aborted.
+//! - Loopback and other local servers only: the generator trusts its clock
+//!   comparison within one process, not across machines.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use duplex::{Config, Message};
+use duplex_hub_proto::{
+    Command, Data, Frame, JsonText, Request, ServerMessage, decode_server, encode_command,
+};
+use futures_util::{StreamExt as _, stream};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::net::{Conn, Scheme, Target};
+use super::procfs::{CpuWindow, Proc};
+use super::report::{self, Latency};
+use super::{OutputArgs, TargetArgs};
+
+/// Connections opened at once while setting up.
+const OPEN_CONCURRENCY: usize = 128;
+
+/// Slots of the per-message bookkeeping ring (a power of two).
+const RING: usize = 1 << 16;
+
+/// How long every subscriber has to subscribe, and to see a warm-up probe.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Interval between warm-up and stop probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Longest stop phase after the window.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Longest close handshake of one connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Histogram shards for the all-deliveries latency (subscriber `i` records
+/// into shard `i % SHARDS`), so that no subscriber owns a histogram of its own.
+const SHARDS: usize = 16;
+
+/// What every payload starts with, before the sequence number.
+const MARKER: &[u8] = b"\"fanout\":[";
+
+/// Request ids of the hub commands this generator sends before publishing.
+const CONNECT_ID: u64 = 1;
+/// See [`CONNECT_ID`].
+const SUBSCRIBE_ID: u64 = 2;
+
+/// Options of `duplex bench fanout`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Messages the publisher keeps in flight (see `--window`); ignored with
+    /// `--rate`.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Payload size in bytes (the JSON the publisher sends; the hub wraps it
+    /// in its envelope).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Length of the measured window, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Publish at most this many messages, and end the window early once
+    /// every subscriber has received all of them (rates are over the time
+    /// actually measured).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// The server's protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Hub)]
+    protocol: Protocol,
+    /// The hub channel to subscribe and publish to. Turn `join_leave` off in
+    /// its namespace on the hub: with it on, N subscribers joining cost N²/2
+    /// `join` pushes before the first publish (and `leave`s at the end) where
+    /// the broker sends them.
+    #[arg(long, default_value = "bench:fanout")]
+    channel: String,
+    /// Publish this many messages per second on a fixed schedule instead of
+    /// keeping `--in-flight` in flight.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// When a message stops being in flight.
+    #[arg(long, value_enum, default_value_t = Window::Delivered)]
+    window: Window,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    /// The Duplex hub protocol: connect, subscribe, publish.
+    Hub,
+    /// Every text message from a client goes to every client.
+    Broadcast,
+}
+
+/// When a published message stops counting as in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Window {
+    /// When every subscriber has received it.
+    Delivered,
+    /// When the hub has acknowledged it (`published`); hub only.
+    Acked,
+}
+
+/// Bookkeeping of one outstanding message: which message owns the slot, how
+/// many subscribers received it, and the latest arrival.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The sequence number of the message using this slot (0: none).
+    seq: AtomicU64,
+    /// Subscribers that received it inside the window.
+    received: AtomicU32,
+    /// Latest arrival, in nanoseconds since [`Shared::origin`].
+    latest: AtomicU64,
+}
+
+/// Counters a subscriber keeps to itself and adds to the totals when done.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    /// Deliveries inside the window.
+    deliveries: u64,
+    /// Their payload bytes, as received (the hub's envelope included).
+    bytes: u64,
+    /// Sequence numbers skipped (never received).
+    lost: u64,
+    /// Sequence numbers received again or out of order.
+    reordered: u64,
+}
+
+impl Totals {
+    /// Adds `other` to these.
+    fn add(&mut self, other: &Self) {
+        self.deliveries += other.deliveries;
+        self.bytes += other.bytes;
+        self.lost += other.lost;
+        self.reordered += other.reordered;
+    }
+}
+
+/// A subscriber's counters, added to [`Shared::totals`] when dropped: when
+/// the task ends, and also when it is aborted at the end of the stop phase
+/// (dropping the task's future drops this), so no delivery goes uncounted.
+#[derive(Debug)]
+struct Tally<'a> {
+    /// The counters so far.
+    totals: Totals,
+    /// Where they go.
+    shared: &'a Shared,
+}
+
+impl Drop for Tally<'_> {
+    /// Adds the counters to the shared totals.
+    fn drop(&mut self) {
+        lock(&self.shared.totals).add(&self.totals);
+    }
+}
+
+/// State shared by the publisher, the subscribers and the run.
+#[derive(Debug)]
+struct Shared {
+    /// The zero of every timestamp.
+    origin: std::time::Instant,
+    /// How many subscribers there are.
+    subscribers: u32,
+    /// The end of the window, in nanoseconds since `origin` (`u64::MAX`
+    /// until the window starts).
+    deadline_ns: AtomicU64,
+    /// Per-message bookkeeping, indexed by sequence number modulo [`RING`].
+    slots: Box<[Slot]>,
+    /// Messages every subscriber received inside the window.
+    completed: AtomicU64,
+    /// Woken when a message completes (the publisher waits on it).
+    completion: Notify,
+    /// Deliveries so far (for the progress line).
+    deliveries: Arc<AtomicU64>,
+    /// Subscribers that finished their setup (hub: `subscribed`).
+    subscribed: AtomicUsize,
+    /// Subscribers that received a probe.
+    ready: AtomicUsize,
+    /// Subscriber tasks that ended, by success or failure.
+    finished: AtomicUsize,
+    /// Subscribers that failed.
+    failed: AtomicUsize,
+    /// The first subscriber failure.
+    first_error: Mutex<Option<String>>,
+    /// Latency of every delivery, sharded.
+    all: Box<[Mutex<Histogram<u64>>]>,
+    /// Latency at the last subscriber, once per completed message.
+    last: Mutex<Histogram<u64>>,
+    /// The subscribers' counters, added as they finish.
+    totals: Mutex<Totals>,
+}
+
+impl Shared {
+    /// Nanoseconds since `origin`.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The slot of message `seq`.
+    fn slot(&self, seq: u64) -> &Slot {
+        &self.slots[(seq as usize) & (RING - 1)]
+    }
+
+    /// Records a subscriber's failure.
+    fn fail(&self, error: &anyhow::Error) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut first = lock(&self.first_error);
+        first.get_or_insert_with(|| format!("{error:#}"));
+    }
+}
+
+/// Locks `mutex`, whether or not a panicking holder poisoned it (every
+/// update under these locks is a single step).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The publisher's fixed settings.
+#[derive(Debug)]
+struct PublishPlan {
+    protocol: Protocol,
+    channel: String,
+    size: usize,
+    in_flight: usize,
+    window: Window,
+    /// Nanoseconds between publishes when paced.
+    interval_ns: Option<f64>,
+    /// Most messages to publish (`u64::MAX`: until the deadline).
+    limit: u64,
+}
+
+/// What the publisher counted inside the window.
+#[derive(Debug, Default, Clone, Copy)]
+struct PublishStats {
+    /// Messages published (sequence numbers 1 ..= sent).
+    sent: u64,
+    /// `published` replies received (hub).
+    acked: u64,
+    /// Times the publisher could not publish on schedule because
+    /// [`RING`]/2 messages were outstanding (paced runs only).
+    stalls: u64,
+    /// How far behind its schedule the publisher published, at worst, in
+    /// nanoseconds (paced runs only; that delay counts as latency).
+    max_lag_ns: u64,
+}
+
+/// Runs `duplex bench fanout`.
+pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
+    if args.subscribers == 0 || u32::try_from(args.subscribers).is_err() {
+        bail!("--subscribers must be at least 1");
+    }
+    if args.in_flight == 0 || args.in_flight > RING / 2 {
+        bail!("--in-flight must be between 1 and {}", RING / 2);
+    }
+    if !args.duration.is_finite() || args.duration <= 0.0 {
+        bail!("--duration must be positive");
+    }
+    if args.messages == Some(0) {
+        bail!("--messages must be at least 1");
+    }
+    if args.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
+        bail!("--rate must be positive");
+    }
+    if args.window == Window::Acked && args.protocol != Protocol::Hub {
+        bail!("--window acked needs --protocol hub (a broadcast server sends no acks)");
+    }
+    let target = Arc::new(Target::new(&args.target)?);
+    if target.scheme != Scheme::WebSocket {
+        bail!("duplex bench fanout needs a ws:// URL");
+    }
+    let config = Config::client().without_compression();
+    let n = args.subscribers;
+    let server = args.target.server_pid.map(Proc::Pid);
+    let rss_before = server.map(Proc::rss_bytes).transpose()?;
+
+    let shared = Arc::new(Shared {
+        origin: std::time::Instant::now(),
+        subscribers: n as u32,
+        deadline_ns: AtomicU64::new(u64::MAX),
+        slots: (0..RING).map(|_| Slot::default()).collect(),
+        completed: AtomicU64::new(0),
+        completion: Notify::new(),
+        deliveries: Arc::new(AtomicU64::new(0)),
+        subscribed: AtomicUsize::new(0),
+        ready: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        first_error: Mutex::new(None),
+        all: (0..SHARDS)
+            .map(|_| Mutex::new(report::histogram()))
+            .collect(),
+        last: Mutex::new(report::histogram()),
+        totals: Mutex::new(Totals::default()),
+    });
+
+    // Subscribers: each task starts (the hub's `connect` and `subscribe`)
+    // as soon as its connection is open, not after all of them: the hub closes
+    // a connection that sends no `connect` within 10 s.
+    let opened = Instant::now();
+    eprintln!("opening {n} connections to {} …", target.url);
+    let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(n);
+    let mut opening = stream::iter(0..n)
+        .map(|_| target.open(&config))
+        .buffer_unordered(OPEN_CONCURRENCY);
+    while let Some(conn) = opening.next().await {
+        let conn = conn.context("cannot open the connections")?;
+        let (protocol, channel) = (args.protocol, args.channel.clone());
+        let index = tasks.len();
+        tasks.push(tokio::spawn(subscriber(
+            conn,
+            index,
+            protocol,
+            channel,
+            shared.clone(),
+        )));
+    }
+    drop(opening);
+    let setup_end = Instant::now() + SETUP_TIMEOUT;
+    wait_for(&shared, &shared.subscribed, n, setup_end, "subscribe").await?;
+    eprintln!(
+        "{n} subscribers open{} in {:.2} s",
+        if args.protocol == Protocol::Hub {
+            " and subscribed"
+        } else {
+            ""
+        },
+        opened.elapsed().as_secs_f64()
+    );
+
+    // The publisher, then probes until every subscriber hears one.
+    let mut publisher = target.open(&config).await?;
+    if args.protocol == Protocol::Hub {
+        hub_connect(&mut publisher)
+            .await
+            .context("publisher: connect")?;
+    }
+    let plan = Arc::new(PublishPlan {
+        protocol: args.protocol,
+        channel: args.channel.clone(),
+        size: args.size,
+        in_flight: args.in_flight,
+        window: args.window,
+        interval_ns: args.rate.map(|r| 1e9 / r),
+        limit: args.messages.unwrap_or(u64::MAX),
+    });
+    let warm = Instant::now();
+    while shared.ready.load(Ordering::Acquire) < n {
+        check_failures(&shared)?;
+        if Instant::now() >= setup_end {
+            bail!(
+                "only {} of {n} subscribers received the warm-up messages",
+                shared.ready.load(Ordering::Acquire)
+            );
+        }
+        send_probe(&mut publisher, &plan).await?;
+        drain_until(&mut publisher, Instant::now() + PROBE_INTERVAL).await?;
+    }
+    let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
+    eprintln!(
+        "every subscriber receives (warm-up {:.2} s); publishing for {} s{}",
+        warm.elapsed().as_secs_f64(),
+        args.duration,
+        args.messages
+            .map(|m| format!(" or {m} messages"))
+            .unwrap_or_default()
+    );
+
+    // The window.
+    let server_cpu = server.map(CpuWindow::start).transpose()?;
+    let client_cpu = CpuWindow::start(Proc::Current)?;
+    let server_wait_start = args
+        .target
+        .server_pid
+        .and_then(|pid| run_queue_wait(Some(pid)));
+    let client_wait_start = run_queue_wait(None);
+    let start = Instant::now();
+    let window = Duration::from_secs_f64(args.duration);
+    let deadline = start + window;
+    let start_ns = shared.now_ns();
+    let deadline_ns = start_ns + u64::try_from(window.as_nanos()).unwrap_or(u64::MAX / 2);
+    shared.deadline_ns.store(deadline_ns, Ordering::Release);
+    let progress = report::spawn_progress("deliveries", shared.deliveries.clone(), start);
+    let publishing = tokio::spawn(publish(
+        publisher,
+        plan.clone(),
+        shared.clone(),
+        start_ns,
+        deadline_ns,
+        deadline,
+    ));
+    let (publisher, stats, publish_error) = publishing.await?;
+    let measured = start.elapsed().min(window);
+    let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
+    let client_seconds = client_cpu.elapsed()?;
+    let waited = |start: Option<f64>, pid: Option<u32>| {
+        start
+            .zip(run_queue_wait(pid))
+            .map(|(start, end)| (end - start).max(0.0))
+    };
+    let server_waited = args
+        .target
+        .server_pid
+        .and_then(|pid| waited(server_wait_start, Some(pid)));
+    let client_waited = waited(client_wait_start, None);
+    let rss_end = server.map(Proc::rss_bytes).transpose()?;
+    progress.abort();
+
+    // Stop: probes after the deadline tell the subscribers to close.
+    let stop_end = Instant::now() + STOP_GRACE;
+    if let Some(mut publisher) = publisher {
+        while shared.finished.load(Ordering::Acquire) < n && Instant::now() < stop_end {
+            if send_probe(&mut publisher, &plan).await.is_err()
+                || drain_until(&mut publisher, Instant::now() + PROBE_INTERVAL)
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, publisher.close()).await;
+    }
+    while shared.finished.load(Ordering::Acquire) < n && Instant::now() < stop_end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut unfinished = 0;
+    for task in &tasks {
+        if !task.is_finished() {
+            task.abort();
+            unfinished += 1;
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    // Results.
+    let totals = *lock(&shared.totals);
+    let mut all = report::histogram();
+    for shard in &shared.all {
+        all.add(&*lock(shard))?;
+    }
+    let last = Latency::of(&lock(&shared.last));
+    let all = Latency::of(&all);
+    let completed = shared.completed.load(Ordering::Acquire);
+    let failed = shared.failed.load(Ordering::Relaxed);
+    let first_error = publish_error
+        .map(|e| format!("publisher: {e:#}"))
+        .or_else(|| lock(&shared.first_error).clone());
+    let seconds = measured.as_secs_f64();
+    let deliveries = totals.deliveries;
+    let per_delivery = |cpu: f64| (deliveries > 0).then(|| cpu * 1e6 / deliveries as f64);
+    let wire = (deliveries > 0).then(|| totals.bytes as f64 / deliveries as f64);
+    let per_subscriber = rss_before
+        .zip(rss_subscribed)
+        .map(|(before, after)| (after as f64 - before as f64) / n as f64);
+    let protocol = match args.protocol {
+        Protocol::Hub => "hub",
+        Protocol::Broadcast => "broadcast",
+    };
+    let window_name = match (args.rate, args.window) {
+        (Some(_), _) => "paced",
+        (None, Window::Delivered) => "delivered",
+        (None, Window::Acked) => "acked",
+    };
+    if args.output.json {
+        let value = json!({
+            "bench": "fanout",
+            "label": args.output.label,
+            "url": target.url,
+            "protocol": protocol,
+            "channel": args.channel,
+            "subscribers": n,
+            "in_flight": args.in_flight,
+            "window": window_name,
+            "rate": args.rate,
+            "size": args.size,
+            "duration_s": args.duration,
+            "messages_limit": args.messages,
+            "measured_s": seconds,
+            "publishes": stats.sent,
+            "publishes_per_s": stats.sent as f64 / seconds,
+            "acks": stats.acked,
+            "paced_stalls": stats.stalls,
+            "publisher_max_lag_us": args.rate.map(|_| stats.max_lag_ns as f64 / 1e3),
+            "completed": completed,
+            "completed_per_s": completed as f64 / seconds,
+            "deliveries": deliveries,
+            "deliveries_per_s": deliveries as f64 / seconds,
+            "delivered_bytes_avg": wire,
+            "lost": totals.lost,
+            "reordered": totals.reordered,
+            "latency_last": last.json(),
+            "latency_all": all.json(),
+            "server_cpu_s": server_seconds,
+            "server_cpu_us_per_delivery": server_seconds.and_then(per_delivery),
+            "client_cpu_s": client_seconds,
+            "client_cpu_us_per_delivery": per_delivery(client_seconds),
+            "server_runqueue_wait_s": server_waited,
+            "client_runqueue_wait_s": client_waited,
+            "server_rss_before": rss_before,
+            "server_rss_subscribed": rss_subscribed,
+            "server_rss_end": rss_end,
+            "server_bytes_per_subscriber": per_subscriber,
+            "failed_subscribers": failed,
+            "unfinished_subscribers": unfinished,
+            "first_error": first_error,
+        });
+        println!("{value}");
+    } else {
+        report::heading("fanout", args.output.label.as_ref(), &target.url);
+        let pacing = match args.rate {
+            Some(rate) => format!(
+                "paced at {rate} publishes/s (at worst {} behind)",
+                report::nanos(stats.max_lag_ns)
+            ),
+            None => format!("{} in flight ({window_name})", args.in_flight),
+        };
+        println!(
+            "  load         {} subscribers ({protocol}), 1 publisher, {pacing}, {} payloads, {seconds:.2} s",
+            report::count(n as u64),
+            report::bytes(args.size as f64),
+        );
+        println!(
+            "  publishes    {} ({}/s), {} delivered to every subscriber",
+            report::count(stats.sent),
+            report::count((stats.sent as f64 / seconds) as u64),
+            report::count(completed)
+        );
+        println!(
+            "  deliveries   {} ({}/s), {} per message as received",
+            report::count(deliveries),
+            report::count((deliveries as f64 / seconds) as u64),
+            wire.map_or_else(|| "-".to_owned(), report::bytes)
+        );
+        println!("  latency last {}", last.line());
+        println!("  latency all  {}", all.line());
+        report::cpu_lines(server_seconds, client_seconds, deliveries, "delivery");
+        let seconds_or_dash =
+            |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.2} s"));
+        println!(
+            "  CPU waited   server {}, client {} (runnable, but other processes had the core)",
+            seconds_or_dash(server_waited),
+            seconds_or_dash(client_waited)
+        );
+        if let (Some(before), Some(subscribed), Some(end), Some(each)) =
+            (rss_before, rss_subscribed, rss_end, per_subscriber)
+        {
+            println!(
+                "  server RSS   {} → {} subscribed ({} per subscriber), {} at the end",
+                report::bytes(before as f64),
+                report::bytes(subscribed as f64),
+                report::bytes(each),
+                report::bytes(end as f64)
+            );
+        }
+        if totals.lost > 0 || totals.reordered > 0 || stats.stalls > 0 {
+            println!(
+                "  anomalies    {} lost, {} out of order, {} paced stalls",
+                totals.lost, totals.reordered, stats.stalls
+            );
+        }
+        if failed > 0 || unfinished > 0 {
+            println!("  failed       {failed} subscribers; {unfinished} aborted at the end");
+        }
+    }
+    if let Some(error) = first_error {
+        eprintln!("duplex bench fanout: {failed} subscribers failed; the first error: {error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds the threads of a process (the given one, or this one) have spent
+/// runnable but waiting for a CPU, summed over its current threads (the
+/// second field of `/proc/PID/task/TID/schedstat`); `None` where the kernel
+/// does not keep scheduler statistics.
+fn run_queue_wait(pid: Option<u32>) -> Option<f64> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(dir).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that ended since the listing is simply not counted.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        nanos += stat.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// Waits until `counter` reaches `n`, failing on a subscriber failure or at
+/// `until`.
+async fn wait_for(
+    shared: &Shared,
+    counter: &AtomicUsize,
+    n: usize,
+    until: Instant,
+    what: &str,
+) -> anyhow::Result<()> {
+    while counter.load(Ordering::Acquire) < n {
+        check_failures(shared)?;
+        if Instant::now() >= until {
+            bail!(
+                "only {} of {n} subscribers managed to {what} in time",
+                counter.load(Ordering::Acquire)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Fails when any subscriber has failed.
+fn check_failures(shared: &Shared) -> anyhow::Result<()> {
+    if shared.failed.load(Ordering::Relaxed) > 0 {
+        let error = lock(&shared.first_error).clone().unwrap_or_default();
+        bail!(
+            "{} subscribers failed; the first: {error}",
+            shared.failed.load(Ordering::Relaxed)
+        );
+    }
+    Ok(())
+}
+
+/// Sends `connect` on a hub connection and waits for `connected`.
+async fn hub_connect(conn: &mut Conn) -> anyhow::Result<()> {
+    send_command(
+        conn,
+        CONNECT_ID,
+        Command::Connect {
+            token: None,
+            name: Some("duplex-bench".to_owned()),
+        },
+    )
+    .await?;
+    conn.flush().await?;
+    await_reply(conn, CONNECT_ID).await
+}
+
+/// Queues one hub command.
+async fn send_command(conn: &mut Conn, id: u64, command: Command) -> anyhow::Result<()> {
+    let encoded = encode_command(&Request::new(id, command));
+    let text = match encoded {
+        duplex_hub_proto::Encoded::Text(text) => text,
+        duplex_hub_proto::Encoded::Binary(_) => bail!("a JSON command encoded as binary"),
+    };
+    conn.feed(Message::text(text)).await
+}
+
+/// Reads hub messages until the reply with `id`; an error reply fails.
+async fn await_reply(conn: &mut Conn, id: u64) -> anyhow::Result<()> {
+    loop {
+        let Some(message) = conn.next().await? else {
+            bail!("the hub closed the connection{}", close_reason(conn));
+        };
+        let Message::Text(text) = &message else {
+            continue;
+        };
+        match decode_server(Frame::Text(text.as_str()))? {
+            ServerMessage::Error { code, message, .. } => {
+                bail!("the hub refused: {code}: {message}")
+            }
+            ServerMessage::Connected { id: Some(got), .. }
+            | ServerMessage::Subscribed { id: Some(got), .. }
+                if got == id =>
+            {
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// ", close CODE REASON" when the server closed `conn` with a close frame.
+fn close_reason(conn: &Conn) -> String {
+    match conn {
+        Conn::Ws(ws) => ws
+            .close_info()
+            .map(|info| format!(" (close {}: {})", u16::from(info.code), info.reason))
+            .unwrap_or_default(),
+        Conn::Raw(_) => String::new(),
+    }
+}
+
+/// The payload of message `seq` sent at `ts` (nanoseconds since the origin):
+/// `{"fanout":[SEQ,TS],"pad":"xxx…"}`, `size` bytes when that fits.
+fn payload(seq: u64, ts: u64, size: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(size.max(48));
+    let _ = write!(text, "{{\"fanout\":[{seq},{ts}],\"pad\":\"");
+    let pad = size.saturating_sub(text.len() + 2);
+    text.extend(std::iter::repeat_n('x', pad));
+    text.push_str("\"}");
+    text
+}
+
+/// Finds the marker in a received message and parses `(seq, ts)`.
+fn parse_stamp(bytes: &[u8]) -> Option<(u64, u64)> {
+    let at = memchr::memmem::find(bytes, MARKER)? + MARKER.len();
+    let rest = &bytes[at..];
+    let (seq, used) = parse_u64(rest)?;
+    let rest = rest.get(used..)?.strip_prefix(b",")?;
+    let (ts, _) = parse_u64(rest)?;
+    Some((seq, ts))
+}
+
+/// A decimal number at the start of `bytes`, and the digits it took.
+fn parse_u64(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    let mut used = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        used += 1;
+    }
+    (used > 0).then_some((value, used))
+}
+
+/// Queues message `seq` stamped `ts` as the protocol wants it.
+async fn send_message(
+    conn: &mut Conn,
+    plan: &PublishPlan,
+    seq: u64,
+    ts: u64,
+) -> anyhow::Result<()> {
+    let text = payload(seq, ts, plan.size);
+    match plan.protocol {
+        Protocol::Broadcast => conn.feed(Message::text(text)).await,
+        Protocol::Hub => {
+            let data = Data::Json(JsonText::parse(&text)?);
+            let command = Command::Publish {
+                channel: plan.channel.clone(),
+                data,
+                key: None,
+            };
+            // Ids above the setup ids; probes and messages share the space.
+            send_command(conn, SUBSCRIBE_ID + 1 + seq, command).await
+        }
+    }
+}
+
+/// Publishes a probe (sequence 0) and writes it out.
+async fn send_probe(conn: &mut Conn, plan: &PublishPlan) -> anyhow::Result<()> {
+    send_message(conn, plan, 0, 0).await?;
+    conn.flush().await
+}
+
+/// Reads and drops what the publisher receives (acks, its own broadcast
+/// messages) until `until`; fails on a hub error reply or end of stream.
+async fn drain_until(conn: &mut Conn, until: Instant) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            message = conn.next() => {
+                check_publisher_message(conn, message?)?;
+            }
+            () = tokio::time::sleep_until(until) => return Ok(()),
+        }
+    }
+}
+
+/// Checks one message the publisher received: `Ok(true)` for a `published`
+/// reply, `Ok(false)` for anything else harmless.
+fn check_publisher_message(conn: &Conn, message: Option<Message>) -> anyhow::Result<bool> {
+    let Some(message) = message else {
+        bail!("the server closed the connection{}", close_reason(conn));
+    };
+    let Message::Text(text) = &message else {
+        return Ok(false);
+    };
+    // A broadcast server's echo of our own message: not a hub reply.
+    if text.as_bytes().starts_with(b"{\"fanout\"") {
+        return Ok(false);
+    }
+    match decode_server(Frame::Text(text.as_str())) {
+        Ok(ServerMessage::Published { .. }) => Ok(true),
+        Ok(ServerMessage::Error { code, message, .. }) => {
+            bail!("the hub refused a publish: {code}: {message}")
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The publisher task: publishes until `deadline` as `plan` says. Returns the
+/// connection (unless it failed), the counts, and the error if any.
+async fn publish(
+    mut conn: Conn,
+    plan: Arc<PublishPlan>,
+    shared: Arc<Shared>,
+    start_ns: u64,
+    deadline_ns: u64,
+    deadline: Instant,
+) -> (Option<Conn>, PublishStats, Option<anyhow::Error>) {
+    let mut stats = PublishStats::default();
+    let result = publish_loop(
+        &mut conn,
+        &plan,
+        &shared,
+        start_ns,
+        deadline_ns,
+        deadline,
+        &mut stats,
+    )
+    .await;
+    match result {
+        Ok(()) => (Some(conn), stats, None),
+        Err(error) => (None, stats, Some(error)),
+    }
+}
+
+/// The body of [`publish`].
+async fn publish_loop(
+    conn: &mut Conn,
+    plan: &PublishPlan,
+    shared: &Shared,
+    start_ns: u64,
+    deadline_ns: u64,
+    deadline: Instant,
+    stats: &mut PublishStats,
+) -> anyhow::Result<()> {
+    let max_outstanding = (RING / 2) as u64;
+    loop {
+        // Publish everything the window or the schedule allows now.
+        let mut fed = false;
+        let mut next_due = deadline;
+        let mut stalled = false;
+        loop {
+            let now_ns = shared.now_ns();
+            if now_ns >= deadline_ns || stats.sent >= plan.limit {
+                break;
+            }
+            let done = match plan.window {
+                Window::Delivered => shared.completed.load(Ordering::Acquire),
+                Window::Acked => stats.acked,
+            };
+            let outstanding = stats.sent.saturating_sub(done);
+            let ts = if let Some(interval) = plan.interval_ns {
+                let due = start_ns + (stats.sent as f64 * interval) as u64;
+                if due > now_ns {
+                    next_due = deadline.min(Instant::now() + Duration::from_nanos(due - now_ns));
+                    break;
+                }
+                if shared.completed.load(Ordering::Acquire) + max_outstanding <= stats.sent {
+                    stalled = true;
+                    break;
+                }
+                stats.max_lag_ns = stats.max_lag_ns.max(now_ns - due);
+                due
+            } else {
+                if outstanding >= plan.in_flight as u64 {
+                    break;
+                }
+                now_ns
+            };
+            let seq = stats.sent + 1;
+            let slot = shared.slot(seq);
+            slot.received.store(0, Ordering::Relaxed);
+            slot.latest.store(0, Ordering::Relaxed);
+            slot.seq.store(seq, Ordering::Release);
+            send_message(conn, plan, seq, ts).await?;
+            stats.sent = seq;
+            fed = true;
+        }
+        if stalled {
+            stats.stalls += 1;
+        }
+        if fed {
+            conn.flush().await?;
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        if stats.sent >= plan.limit && shared.completed.load(Ordering::Acquire) >= plan.limit {
+            // Every message reached every subscriber: the window ends now,
+            // and the stop probes that follow are after it.
+            shared.deadline_ns.store(shared.now_ns(), Ordering::Release);
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = shared.completion.notified() => {}
+            message = conn.next() => {
+                if check_publisher_message(conn, message?)? {
+                    stats.acked += 1;
+                }
+            }
+            () = tokio::time::sleep_until(next_due) => {}
+        }
+    }
+}
+
+/// One subscriber task: setup, then read and count until a probe arrives
+/// after the deadline; then close. Failures are recorded in `shared`.
+async fn subscriber(
+    mut conn: Conn,
+    index: usize,
+    protocol: Protocol,
+    channel: String,
+    shared: Arc<Shared>,
+) {
+    let mut tally = Tally {
+        totals: Totals::default(),
+        shared: &shared,
+    };
+    let result = subscribe_and_read(
+        &mut conn,
+        index,
+        protocol,
+        channel,
+        &shared,
+        &mut tally.totals,
+    )
+    .await;
+    drop(tally);
+    match result {
+        Ok(()) => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+        }
+        Err(error) => shared.fail(&error.context(format!("subscriber {index}"))),
+    }
+    shared.finished.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The body of [`subscriber`].
+async fn subscribe_and_read(
+    conn: &mut Conn,
+    index: usize,
+    protocol: Protocol,
+    channel: String,
+    shared: &Shared,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    if protocol == Protocol::Hub {
+        send_command(
+            conn,
+            CONNECT_ID,
+            Command::Connect {
+                token: None,
+                name: None,
+            },
+        )
+        .await?;
+        send_command(
+            conn,
+            SUBSCRIBE_ID,
+            Command::Subscribe {
+                channel,
+                since: None,
+                recent: 0,
+            },
+        )
+        .await?;
+        conn.flush().await?;
+        await_reply(conn, CONNECT_ID).await?;
+        await_reply(conn, SUBSCRIBE_ID).await?;
+    }
+    shared.subscribed.fetch_add(1, Ordering::AcqRel);
+    let shard = &shared.all[index % SHARDS];
+    let mut ready = false;
+    let mut expected = 1u64;
+    loop {
+        let Some(message) = conn.next().await? else {
+            bail!("the server closed the connection{}", close_reason(conn));
+        };
+        let Message::Text(text) = &message else {
+            continue;
+        };
+        let bytes = text.as_bytes();
+        // Other hub pushes (none are expected) carry no stamp.
+        let Some((seq, ts)) = parse_stamp(bytes) else {
+            continue;
+        };
+        let now = shared.now_ns();
+        if seq == 0 {
+            if !ready {
+                ready = true;
+                shared.ready.fetch_add(1, Ordering::AcqRel);
+            }
+            if now >= shared.deadline_ns.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            continue;
+        }
+        if now >= shared.deadline_ns.load(Ordering::Relaxed) {
+            continue;
+        }
+        if seq >= expected {
+            totals.lost += seq - expected;
+            expected = seq + 1;
+        } else {
+            totals.reordered += 1;
+        }
+        totals.deliveries += 1;
+        totals.bytes += bytes.len() as u64;
+        shared.deliveries.fetch_add(1, Ordering::Relaxed);
+        let latency = now.saturating_sub(ts);
+        report::record(&mut lock(shard), Duration::from_nanos(latency));
+        let slot = shared.slot(seq);
+        if slot.seq.load(Ordering::Acquire) == seq {
+            slot.latest.fetch_max(now, Ordering::AcqRel);
+            let received = slot.received.fetch_add(1, Ordering::AcqRel) + 1;
+            if received == shared.subscribers {
+                let latest = slot.latest.load(Ordering::Acquire);
+                let last = Duration::from_nanos(latest.saturating_sub(ts));
+                report::record(&mut lock(&shared.last), last);
+                shared.completed.fetch_add(1, Ordering::AcqRel);
+                shared.completion.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_requested_size_and_parse_back() {
+        for size in [0, 40, 100, 1000] {
+            let text = payload(123, 456_789, size);
+            if size >= 40 {
+                assert_eq!(text.len(), size, "{text}");
+            }
+            serde_json::from_str::<serde_json::Value>(&text).unwrap();
+            assert_eq!(parse_stamp(text.as_bytes()), Some((123, 456_789)));
+        }
+    }
+
+    #[test]
+    fn stamps_are_found_inside_the_hub_envelope() {
+        let data = payload(7, 99, 100);
+        let envelope = format!(
+            "{{\"op\":\"message\",\"channel\":\"bench\",\"offset\":8,\"time\":1,\
+             \"from\":{{\"user\":\"\",\"client\":\"c1\"}},\"data\":{data}}}"
+        );
+        assert_eq!(parse_stamp(envelope.as_bytes()), Some((7, 99)));
+        assert_eq!(parse_stamp(b"{\"op\":\"pong\"}"), None);
+        assert_eq!(parse_stamp(b"\"fanout\":[1,"), None);
+        assert_eq!(parse_stamp(b"\"fanout\":[99999999999999999999999,1]"), None);
+    }
+}
