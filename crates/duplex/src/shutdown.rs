@@ -5,37 +5,66 @@
 //! away") at its next poll and is woken to do so; the close handshake then runs
 //! as usual.
 //!
-//! Invariants: a watch costs one small allocation and no stored future; a
-//! connection that starts after the trigger sees it at once; dropped
-//! connections are pruned so the registry does not grow without bound.
+//! Invariants: a watch costs one small allocation (48 bytes) and no stored
+//! future, and that allocation is also the connection's wake-up node for its
+//! timers (see [`crate::websocket`]), so a watched connection allocates
+//! nothing more for them; a connection that starts after the trigger sees it
+//! at once; dropped connections are pruned so the registry does not grow
+//! without bound.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Context;
+use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
 
-/// The per-connection half: a flag and the task to wake.
+/// [`Watch::flags`]: the shutdown was triggered (sticky).
+const TRIGGERED: u8 = 1;
+/// [`Watch::flags`]: a timer of the connection fired and was not yet seen.
+const TIMER: u8 = 2;
+
+/// One connection's wake-up node: flags set by others (the shutdown trigger,
+/// the timer wheel) and the task to wake when they change (the one that
+/// waited last, as with a tokio `Sleep`).
 #[derive(Debug, Default)]
-struct Watch {
-    triggered: AtomicBool,
+pub(crate) struct Watch {
+    flags: AtomicU8,
     waker: AtomicWaker,
+}
+
+impl Watch {
+    /// Registers the task to wake. Call before checking the flags, so that a
+    /// flag set in between still wakes the task.
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Whether shutdown was triggered.
+    pub(crate) fn triggered(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & TRIGGERED != 0
+    }
+
+    /// Whether a timer fired since the last call; clears the mark.
+    pub(crate) fn take_timer(&self) -> bool {
+        // A plain load first: the common answer is "no", without a write.
+        self.flags.load(Ordering::Acquire) & TIMER != 0
+            && self.flags.fetch_and(!TIMER, Ordering::AcqRel) & TIMER != 0
+    }
+
+    /// Marks a timer as fired and wakes the task.
+    pub(crate) fn fire_timer(&self) {
+        self.set(TIMER);
+    }
+
+    fn set(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 /// A connection's view of a [`Shutdown`].
 #[derive(Debug, Clone)]
-pub struct ShutdownWatch(Arc<Watch>);
-
-impl ShutdownWatch {
-    /// Registers the current task and tells whether shutdown was triggered.
-    pub(crate) fn poll_triggered(&self, cx: &mut Context<'_>) -> bool {
-        if self.0.triggered.load(Ordering::Acquire) {
-            return true;
-        }
-        self.0.waker.register(cx.waker());
-        self.0.triggered.load(Ordering::Acquire)
-    }
-}
+pub struct ShutdownWatch(pub(crate) Arc<Watch>);
 
 #[derive(Debug, Default)]
 struct Registry {
@@ -58,7 +87,7 @@ impl Shutdown {
         let watch = Arc::new(Watch::default());
         let mut watches = self.0.watches.lock().unwrap_or_else(|e| e.into_inner());
         if self.0.triggered.load(Ordering::Acquire) {
-            watch.triggered.store(true, Ordering::Release);
+            watch.flags.fetch_or(TRIGGERED, Ordering::Release);
         }
         if watches.len() == watches.capacity() {
             watches.retain(|w| w.strong_count() > 0);
@@ -73,8 +102,7 @@ impl Shutdown {
         let watches =
             std::mem::take(&mut *self.0.watches.lock().unwrap_or_else(|e| e.into_inner()));
         for watch in watches.iter().filter_map(Weak::upgrade) {
-            watch.triggered.store(true, Ordering::Release);
-            watch.waker.wake();
+            watch.set(TRIGGERED);
         }
     }
 

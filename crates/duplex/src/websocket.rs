@@ -17,12 +17,27 @@
 //!   browser's `CloseEvent` does.
 //! - Timers (keepalive, pong deadline, idle, close) advance only while the
 //!   stream is polled: keep reading, as every WebSocket application must.
+//! - Timers are coarse and shared: a connection has one deadline at a time,
+//!   kept in a per-thread timer wheel (`timer`) that fires it at or after the
+//!   deadline and at most 1/16 of its span later (never more than ~1 s), by
+//!   waking the connection's wake-up node. That node is the
+//!   [`crate::ShutdownWatch`] when one is set (else a 48-byte node made on the
+//!   first timer), so a connection owns no `Sleep` (112 bytes, boxed) and no
+//!   second allocation for timers. A wake is only a hint: deadlines are checked against the
+//!   clock, so a stale wake costs one poll.
+//! - The node holds one waker: with the socket split in two halves, the half
+//!   that waited last is the one woken, as with a single `Sleep`, and it acts
+//!   on what fired (timers, shutdown) for both.
+//! - Durations are kept in whole milliseconds (rounded up, at most ~49 days).
+
+mod timer;
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -32,11 +47,11 @@ use duplex_proto::message::Message;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::Error;
 use crate::config::Config;
-use crate::shutdown::ShutdownWatch;
+use crate::shutdown::{ShutdownWatch, Watch};
 
 /// Size of the per-thread buffer reads land in before being handed to the
 /// protocol layer.
@@ -72,14 +87,46 @@ pub struct CloseInfo {
     pub was_clean: bool,
 }
 
+/// A duration in whole milliseconds (rounded up), or none: 4 bytes where an
+/// `Option<Duration>` takes 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Millis(u32);
+
+impl Millis {
+    const NONE: Self = Self(u32::MAX);
+
+    fn new(duration: Duration) -> Self {
+        let ms = duration.as_nanos().div_ceil(1_000_000);
+        Self(u32::try_from(ms).unwrap_or(u32::MAX - 1).min(u32::MAX - 1))
+    }
+
+    fn from_option(duration: Option<Duration>) -> Self {
+        duration.map_or(Self::NONE, Self::new)
+    }
+
+    fn get(self) -> Option<Duration> {
+        (self != Self::NONE).then(|| Duration::from_millis(u64::from(self.0)))
+    }
+
+    fn is_some(self) -> bool {
+        self != Self::NONE
+    }
+}
+
 /// Timer settings copied out of [`Config`], kept per connection.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
-    ping_interval: Option<Duration>,
-    pong_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    close_timeout: Duration,
+    ping_interval: Millis,
+    pong_timeout: Millis,
+    idle_timeout: Millis,
+    close_timeout: Millis,
     high_water: usize,
+}
+
+impl Timing {
+    fn timeout(ms: Millis) -> Duration {
+        ms.get().unwrap_or_default()
+    }
 }
 
 /// What the one timer of a connection is waiting for.
@@ -98,25 +145,31 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     timing: Timing,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The wake-up node the timer wheel and the shutdown trigger mark: the
+    /// shutdown watch, or our own, made when the first timer is armed.
+    signal: Option<Arc<Watch>>,
+    /// What the armed timer waits for.
     deadline: Deadline,
+    /// When the armed timer is due; `None` when none is armed.
+    due: Option<Instant>,
     /// When bytes last arrived from the peer.
     last_heard: Instant,
+    /// When a data message last went either way (for `idle_timeout`).
+    last_message: Instant,
     /// Bytes written to the transport so far.
     written: u64,
     /// The keepalive ping has left our buffer once `written` reaches this.
     ping_mark: u64,
     /// `written` when the pong deadline was last checked.
     written_at_check: u64,
-    last_message: Instant,
-    protocol: Option<String>,
-    close_info: Option<CloseInfo>,
+    /// Boxed: most connections have none, and a `String` takes 24 bytes.
+    protocol: Option<Box<str>>,
+    /// Boxed: set once, when the connection ends.
+    close_info: Option<Box<CloseInfo>>,
     /// The stream has returned `None` (or its final error).
     finished: bool,
     /// The transport's write side has been shut down.
     shut_down: bool,
-    /// Server shutdown to react to with close 1001.
-    shutdown: Option<ShutdownWatch>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -152,7 +205,7 @@ impl<S> WebSocket<S> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<&CloseInfo> {
-        self.close_info.as_ref()
+        self.close_info.as_deref()
     }
 }
 
@@ -165,31 +218,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             timing: Timing {
-                ping_interval: config.ping_interval,
-                pong_timeout: config.pong_timeout,
-                idle_timeout: config.idle_timeout,
-                close_timeout: config.close_timeout,
+                ping_interval: Millis::from_option(config.ping_interval),
+                pong_timeout: Millis::new(config.pong_timeout),
+                idle_timeout: Millis::from_option(config.idle_timeout),
+                close_timeout: Millis::new(config.close_timeout),
                 high_water: config.write_buffer_high_water.max(1),
             },
-            timer: None,
+            signal: None,
             deadline: Deadline::Keepalive,
+            due: None,
             last_heard: now,
+            last_message: now,
             written: 0,
             ping_mark: 0,
             written_at_check: 0,
-            last_message: now,
-            protocol,
+            protocol: protocol.map(String::into_boxed_str),
             close_info: None,
             finished: false,
             shut_down: false,
-            shutdown: None,
         }
     }
 
     /// Closes with 1001 ("going away") when `watch`'s [`crate::Shutdown`] is
-    /// triggered.
+    /// triggered. The watch also serves as the connection's timer node, so a
+    /// watched connection allocates nothing more for its timers.
     pub fn set_shutdown(&mut self, watch: ShutdownWatch) {
-        self.shutdown = Some(watch);
+        self.signal = Some(watch.0);
+        // The armed timer (if any) was put in the wheel with the old node:
+        // arm it again with this one at the next poll.
+        self.due = None;
     }
 
     /// Queues a ping; it is written with the next flush or read.
@@ -287,48 +344,101 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         read
     }
 
-    /// (Re)arms the single timer for the next deadline, if any.
-    fn arm_timer(&mut self) {
-        let at = match self.deadline {
-            Deadline::Keepalive => {
-                let ping = self.timing.ping_interval.map(|d| self.last_heard + d);
-                let idle = self.timing.idle_timeout.map(|d| self.last_message + d);
-                match (ping, idle) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+    /// Registers the task with the wake-up node, if there is one yet, and
+    /// closes with 1001 if shutdown was triggered. Call before
+    /// [`WebSocket::poll_timers`] in every poll that may wait.
+    fn poll_signal(&mut self, cx: &mut Context<'_>) {
+        if let Some(signal) = &self.signal {
+            signal.register(cx.waker());
+            if signal.triggered() && !self.conn.sent_close() {
+                let _ = self
+                    .conn
+                    .close(CloseCode::GOING_AWAY, "server shutting down");
             }
-            Deadline::Pong => Some(Instant::now() + self.timing.pong_timeout),
-            Deadline::Close => Some(Instant::now() + self.timing.close_timeout),
-        };
-        match (at, &mut self.timer) {
-            (None, _) => self.timer = None,
-            (Some(at), Some(timer)) => timer.as_mut().reset(at),
-            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
-    /// Runs due timers. `Ready(Some(error))` ends the connection.
+    /// Arms the timer for the next deadline, if any, and returns when it is
+    /// due. Makes the wake-up node (registered with `waker`) if there is none.
+    fn arm(&mut self, waker: &Waker) -> Option<Instant> {
+        let deadline = match self.deadline {
+            Deadline::Keepalive => {
+                let ping = self
+                    .timing
+                    .ping_interval
+                    .get()
+                    .map(|d| (self.last_heard + d, d));
+                let idle = self
+                    .timing
+                    .idle_timeout
+                    .get()
+                    .map(|d| (self.last_message + d, d));
+                match (ping, idle) {
+                    (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                    (a, b) => a.or(b),
+                }
+            }
+            Deadline::Pong => {
+                let d = Timing::timeout(self.timing.pong_timeout);
+                Some((Instant::now() + d, d))
+            }
+            Deadline::Close => {
+                let d = Timing::timeout(self.timing.close_timeout);
+                Some((Instant::now() + d, d))
+            }
+        };
+        let Some((at, span)) = deadline else {
+            self.due = None;
+            return None;
+        };
+        let signal = self.signal.get_or_insert_with(|| {
+            let signal = Arc::new(Watch::default());
+            signal.register(waker);
+            signal
+        });
+        timer::schedule(signal, at, span);
+        self.due = Some(at);
+        Some(at)
+    }
+
+    /// Moves the timer to a new kind of deadline.
+    fn set_deadline(&mut self, deadline: Deadline, waker: &Waker) {
+        self.deadline = deadline;
+        self.arm(waker);
+    }
+
+    /// Runs due timers. `Ready(Some(error))` ends the connection. Call after
+    /// [`WebSocket::poll_signal`].
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Error>> {
-        loop {
-            let Some(timer) = self.timer.as_mut() else {
-                if self.timing.ping_interval.is_none() && self.timing.idle_timeout.is_none() {
+        let mut due = match self.due {
+            Some(due) => {
+                // The common case, on every poll: one atomic load.
+                if !self.signal.as_ref().is_some_and(|s| s.take_timer()) {
                     return Poll::Pending;
                 }
-                self.arm_timer();
-                continue;
-            };
-            ready!(timer.as_mut().poll(cx));
+                due
+            }
+            None => match self.arm(cx.waker()) {
+                Some(due) => due,
+                None => return Poll::Pending,
+            },
+        };
+        loop {
             let now = Instant::now();
+            if now < due {
+                // Not yet (a stale entry, or just armed): the wheel holds one
+                // for `due`.
+                return Poll::Pending;
+            }
             match self.deadline {
                 Deadline::Keepalive => {
-                    if let Some(idle) = self.timing.idle_timeout
+                    if let Some(idle) = self.timing.idle_timeout.get()
                         && now >= self.last_message + idle
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
                         self.deadline = Deadline::Close;
-                    } else if let Some(interval) = self.timing.ping_interval
+                    } else if let Some(interval) = self.timing.ping_interval.get()
                         && now >= self.last_heard + interval
                         && !self.conn.sent_close()
                     {
@@ -344,7 +454,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                 }
                 Deadline::Pong => {
-                    let silent = now >= self.last_heard + self.timing.pong_timeout;
+                    let silent = now >= self.last_heard + Timing::timeout(self.timing.pong_timeout);
                     // Write what the peer has made room for: the kernel wakes a
                     // writer only once much of its buffer is free, so progress
                     // may not have been seen yet.
@@ -366,7 +476,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Deadline::Close => return Poll::Ready(Some(Error::AbnormalClosure)),
             }
-            self.arm_timer();
+            match self.arm(cx.waker()) {
+                Some(next) => due = next,
+                None => return Poll::Pending,
+            }
         }
     }
 
@@ -374,11 +487,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn end_abnormally(&mut self) {
         self.finished = true;
         if self.close_info.is_none() {
-            self.close_info = Some(CloseInfo {
+            self.close_info = Some(Box::new(CloseInfo {
                 code: CloseCode::ABNORMAL,
                 reason: String::new(),
                 was_clean: false,
-            });
+            }));
         }
     }
 
@@ -386,6 +499,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// (the keepalive ping sits unread behind the backlog), so a peer that
     /// never reads is dropped within `ping_interval + pong_timeout`.
     fn poll_blocked_writer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // This task may be the one the node wakes now (a split socket's
+        // writer): it acts on shutdown as the reader would.
+        self.poll_signal(cx);
         match self.poll_timers(cx) {
             Poll::Ready(Some(error)) => {
                 self.end_abnormally();
@@ -411,13 +527,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                         Poll::Ready(Ok(_)) => continue,
                         Poll::Pending => {
+                            self.poll_signal(cx);
                             if self.deadline != Deadline::Close {
-                                self.deadline = Deadline::Close;
-                                self.arm_timer();
+                                self.set_deadline(Deadline::Close, cx.waker());
                             }
-                            match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-                                Some(Poll::Ready(())) => break,
-                                _ => return Poll::Pending,
+                            match self.poll_timers(cx) {
+                                Poll::Ready(_) => break,
+                                Poll::Pending => return Poll::Pending,
                             }
                         }
                     }
@@ -449,11 +565,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                                 Some(CloseFrame { code, reason }) => (code, reason),
                                 None => (CloseCode::NO_STATUS, String::new()),
                             };
-                            self.close_info = Some(CloseInfo {
+                            self.close_info = Some(Box::new(CloseInfo {
                                 code,
                                 reason,
                                 was_clean: true,
-                            });
+                            }));
+                        }
+                        Event::Pong(_) if self.deadline == Deadline::Pong => {
+                            // The answer to our keepalive ping after a quiet
+                            // interval: give back what receiving it took.
+                            self.conn.shrink_buffers();
                         }
                         _ => {}
                     }
@@ -461,22 +582,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    self.close_info = Some(CloseInfo {
+                    self.close_info = Some(Box::new(CloseInfo {
                         code: error.close_code(),
                         reason: error.to_string(),
                         was_clean: false,
-                    });
+                    }));
                     return Poll::Ready(Some(Err(error.into())));
                 }
             }
-            if let Some(watch) = &self.shutdown
-                && !self.conn.sent_close()
-                && watch.poll_triggered(cx)
-            {
-                let _ = self
-                    .conn
-                    .close(CloseCode::GOING_AWAY, "server shutting down");
-            }
+            self.poll_signal(cx);
             if self.conn.state() == State::Closed || !self.conn.wants_read() {
                 return self.poll_finish(cx);
             }
@@ -489,8 +603,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Some(Err(error)));
             }
             if self.conn.sent_close() && self.deadline != Deadline::Close {
-                self.deadline = Deadline::Close;
-                self.arm_timer();
+                self.set_deadline(Deadline::Close, cx.waker());
                 continue;
             }
             match self.poll_read_some(cx) {
@@ -498,8 +611,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // Large buffers (after a big message) go back at once;
                     // small ones after a quiet ping interval (see the timers),
                     // so a busy connection does not allocate on every read.
-                    if self.conn.buffered_amount() == 0
-                        && self.conn.read_buf().capacity() > LARGE_BUFFER
+                    if self.conn.buffered_amount() == 0 && self.conn.read_capacity() > LARGE_BUFFER
                     {
                         self.conn.shrink_buffers();
                     }

@@ -15,6 +15,11 @@
 //! - Text is validated as it arrives and fails on the first invalid byte.
 //! - Nothing is queued after our close frame, and the state is
 //!   [`State::Closed`] once a close frame was both sent and received.
+//! - An idle connection is small (88 bytes on 64-bit targets): the receive
+//!   state (read buffer, frame and message under way, queued events, UTF-8
+//!   state) and the write queue each live in a box made on first use and
+//!   given back by [`Connection::shrink_buffers`] once empty, and the rare
+//!   parts (compression, a client's mask source, the failure) are boxed too.
 
 mod compression;
 mod outbuf;
@@ -162,6 +167,27 @@ struct InFrame {
     hold: bool,
 }
 
+/// Everything a connection receiving data needs and an idle one does not:
+/// boxed in [`Connection`] while in use.
+#[derive(Debug, Default)]
+struct Rx {
+    read_buf: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    events: std::collections::VecDeque<Event>,
+    utf8: Utf8Validator,
+}
+
+impl Rx {
+    /// Whether nothing is under way: no bytes, frame, message or event.
+    fn is_idle(&self) -> bool {
+        self.read_buf.is_empty()
+            && self.frame.is_none()
+            && self.message.is_none()
+            && self.events.is_empty()
+    }
+}
+
 /// The data message being received.
 #[derive(Debug)]
 struct InMessage {
@@ -177,22 +203,21 @@ struct InMessage {
 /// A WebSocket connection after the opening handshake. See the module docs.
 pub struct Connection {
     role: Role,
-    config: Config,
     state: State,
-    read_buf: BytesMut,
-    frame: Option<InFrame>,
-    message: Option<InMessage>,
-    utf8: Utf8Validator,
-    /// Boxed: most connections never negotiate it, and the state is large.
-    compression: Option<Box<Compression>>,
-    out: OutBuf,
-    events: std::collections::VecDeque<Event>,
-    mask_source: Option<MaskSource>,
     /// Kind of the fragmented message being sent, if any.
     sending: Option<MessageKind>,
     sent_close: bool,
     received_close: bool,
-    failure: Option<ProtocolError>,
+    config: Config,
+    /// The receive state, while there is one (see [`Rx`]).
+    rx: Option<Box<Rx>>,
+    /// The write queue, while there is one.
+    out: Option<Box<OutBuf>>,
+    /// Boxed: most connections never negotiate it, and the state is large.
+    compression: Option<Box<Compression>>,
+    /// Boxed again (a thin pointer): only clients have one.
+    mask_source: Option<Box<MaskSource>>,
+    failure: Option<Box<ProtocolError>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -200,8 +225,11 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("role", &self.role)
             .field("state", &self.state)
-            .field("buffered_in", &self.read_buf.len())
-            .field("buffered_out", &self.out.len())
+            .field(
+                "buffered_in",
+                &self.rx.as_ref().map_or(0, |rx| rx.read_buf.len()),
+            )
+            .field("buffered_out", &self.buffered_amount())
             .field("compression", &self.compression.is_some())
             .finish_non_exhaustive()
     }
@@ -222,19 +250,15 @@ impl Connection {
     fn new(role: Role, config: Config, mask_source: Option<MaskSource>) -> Self {
         Self {
             role,
-            config,
             state: State::Open,
-            read_buf: BytesMut::new(),
-            frame: None,
-            message: None,
-            utf8: Utf8Validator::new(),
-            compression: None,
-            out: OutBuf::default(),
-            events: Default::default(),
-            mask_source,
             sending: None,
             sent_close: false,
             received_close: false,
+            config,
+            rx: None,
+            out: None,
+            compression: None,
+            mask_source: mask_source.map(Box::new),
             failure: None,
         }
     }
@@ -269,7 +293,7 @@ impl Connection {
 
     /// The error that failed the connection, if one did.
     pub fn failure(&self) -> Option<&ProtocolError> {
-        self.failure.as_ref()
+        self.failure.as_deref()
     }
 
     /// Whether the peer's close frame has been received.
@@ -285,7 +309,7 @@ impl Connection {
     /// Bytes queued for the transport and not yet written: the backpressure a
     /// slow peer exerts (the browser's `bufferedAmount`).
     pub fn buffered_amount(&self) -> usize {
-        self.out.len()
+        self.out.as_ref().map_or(0, |out| out.len())
     }
 
     /// Whether input should still be read: false once the peer's close frame
@@ -298,24 +322,39 @@ impl Connection {
     /// (0 between frames). A transport may use it to read a large frame
     /// straight into [`Connection::read_buf`] instead of through a small buffer.
     pub fn pending_frame_bytes(&self) -> usize {
-        match &self.frame {
+        let Some(rx) = &self.rx else {
+            return 0;
+        };
+        match &rx.frame {
             Some(frame) if frame.hold => usize::try_from(frame.remaining)
                 .unwrap_or(usize::MAX)
-                .saturating_sub(self.read_buf.len()),
+                .saturating_sub(rx.read_buf.len()),
             Some(frame) => usize::try_from(frame.remaining).unwrap_or(usize::MAX),
             None => 0,
         }
     }
 
+    /// The capacity of the read buffer (0 when there is none), to decide
+    /// whether [`Connection::shrink_buffers`] is worth calling.
+    pub fn read_capacity(&self) -> usize {
+        self.rx.as_ref().map_or(0, |rx| rx.read_buf.capacity())
+    }
+
     /// Gives back buffer memory held by an idle connection: call when the
     /// transport has nothing to read and nothing is queued, after a quiet
     /// spell (calling it on every wakeup makes each read allocate anew).
+    /// The receive state goes entirely when nothing is under way, the write
+    /// queue when it is empty.
     pub fn shrink_buffers(&mut self) {
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
+        if let Some(rx) = &mut self.rx {
+            if rx.is_idle() {
+                self.rx = None;
+            } else if rx.read_buf.is_empty() {
+                rx.read_buf = BytesMut::new();
+            }
         }
-        if self.out.is_empty() {
-            self.out = OutBuf::default();
+        if self.out.as_ref().is_some_and(|out| out.is_empty()) {
+            self.out = None;
         }
     }
 

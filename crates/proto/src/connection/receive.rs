@@ -9,7 +9,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Connection, Event, InFrame, InMessage, ReceiveMode, State};
+use super::{Connection, Event, InFrame, InMessage, ReceiveMode, Rx, State};
 use crate::Role;
 use crate::close::CloseFrame;
 use crate::error::ProtocolError;
@@ -21,14 +21,17 @@ impl Connection {
     /// The buffer received bytes go into: a transport may read straight into
     /// it instead of calling [`Connection::receive`].
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        &mut self.read_buf
+        &mut self.rx.get_or_insert_with(Box::default).read_buf
     }
 
     /// Appends received bytes. Ignored once the connection stopped reading
     /// (see [`Connection::wants_read`]).
     pub fn receive(&mut self, data: &[u8]) {
-        if self.wants_read() {
-            self.read_buf.extend_from_slice(data);
+        if self.wants_read() && !data.is_empty() {
+            self.rx
+                .get_or_insert_with(Box::default)
+                .read_buf
+                .extend_from_slice(data);
         }
     }
 
@@ -38,18 +41,43 @@ impl Connection {
     /// An error fails the connection: a close frame with the error's code is
     /// queued as the last bytes to transmit, and the state becomes
     /// [`State::Closed`]. The error is returned once.
+    #[inline]
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        // The receive state is taken out while in use, so that the steps can
+        // borrow it beside the rest of the connection; it always goes back.
+        let Some(mut rx) = self.rx.take() else {
+            return Ok(None);
+        };
+        let result = self.poll_event_in(&mut rx);
+        if self.failure.is_some() {
+            // Failed (now or before): nothing more will be read.
+            rx.read_buf = BytesMut::new();
+            rx.frame = None;
+            rx.message = None;
+        }
+        // The steps never set `self.rx`, so the slot is empty: putting the
+        // state back needs no drop (a plain assignment would check and drop
+        // the old value on every call, about 10 instructions per message).
+        let previous = self.rx.replace(rx);
+        debug_assert!(previous.is_none());
+        std::mem::forget(previous);
+        result
+    }
+
+    #[inline(never)]
+    fn poll_event_in(&mut self, rx: &mut Rx) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if let Some(event) = self.events.pop_front() {
+            if let Some(event) = rx.events.pop_front() {
                 return Ok(Some(event));
             }
             if !self.wants_read() {
                 return Ok(None);
             }
-            match self.step() {
+            match self.step(rx) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(error) => {
+                    rx.events.clear();
                     self.fail(error.clone());
                     return Err(error);
                 }
@@ -57,30 +85,26 @@ impl Connection {
         }
     }
 
-    /// Fails the connection with `error`.
+    /// Fails the connection with `error` (the caller drops the receive state).
     fn fail(&mut self, error: ProtocolError) {
         if !self.sent_close {
             let frame = CloseFrame::new(error.close_code(), &error.to_string());
             self.queue_close(Some(&frame));
         }
-        self.failure = Some(error);
+        self.failure = Some(Box::new(error));
         self.state = State::Closed;
-        self.read_buf = BytesMut::new();
-        self.frame = None;
-        self.message = None;
-        self.events.clear();
     }
 
     /// Makes progress on the read buffer. `Ok(false)` means more bytes are needed.
-    fn step(&mut self) -> Result<bool, ProtocolError> {
-        let mut frame = match self.frame {
+    fn step(&mut self, rx: &mut Rx) -> Result<bool, ProtocolError> {
+        let mut frame = match rx.frame {
             Some(frame) => frame,
             None => {
-                let Some((header, header_len)) = parse_header(&self.read_buf)? else {
+                let Some((header, header_len)) = parse_header(&rx.read_buf)? else {
                     return Ok(false);
                 };
-                self.begin_frame(&header)?;
-                self.read_buf.advance(header_len);
+                self.begin_frame(rx, &header)?;
+                rx.read_buf.advance(header_len);
                 let single_plain_message = header.fin
                     && header.rsv & RSV1 == 0
                     && matches!(header.opcode, OpCode::Text | OpCode::Binary)
@@ -94,63 +118,63 @@ impl Connection {
                 }
             }
         };
-        let available = self
+        let available = rx
             .read_buf
             .len()
             .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
         if frame.hold {
             if available > frame.held {
-                let fresh = &mut self.read_buf[frame.held..available];
+                let fresh = &mut rx.read_buf[frame.held..available];
                 if let Some(key) = frame.header.mask {
                     apply_mask(fresh, key, frame.held);
                 }
                 if frame.header.opcode == OpCode::Text {
-                    self.utf8
+                    rx.utf8
                         .feed(fresh)
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 frame.held = available;
             }
             if (available as u64) < frame.remaining {
-                self.frame = Some(frame);
+                rx.frame = Some(frame);
                 return Ok(false);
             }
-            self.frame = None;
-            let payload = self.read_buf.split_to(available).freeze();
+            rx.frame = None;
+            let payload = rx.read_buf.split_to(available).freeze();
             if frame.header.opcode.is_control() {
-                self.on_control(frame.header.opcode, payload)?;
+                self.on_control(rx, frame.header.opcode, payload)?;
             } else {
-                self.on_single_frame_message(payload)?;
+                on_single_frame_message(rx, payload)?;
             }
             return Ok(true);
         }
         if available == 0 && frame.remaining > 0 {
-            self.frame = Some(frame);
+            rx.frame = Some(frame);
             return Ok(false);
         }
         if available > 0 {
-            let mut chunk = self.read_buf.split_to(available);
+            let mut chunk = rx.read_buf.split_to(available);
             if let Some(key) = frame.header.mask {
                 apply_mask(&mut chunk, key, (frame.unmasked & 3) as usize);
             }
             frame.unmasked += available as u64;
             frame.remaining -= available as u64;
-            self.on_data_chunk(chunk)?;
+            self.on_data_chunk(rx, chunk)?;
         }
         if frame.remaining == 0 {
-            self.frame = None;
+            rx.frame = None;
             if frame.header.fin {
-                self.finish_message()?;
+                self.finish_message(rx)?;
             }
         } else {
-            self.frame = Some(frame);
+            rx.frame = Some(frame);
         }
         Ok(true)
     }
 
     /// Checks a header against the role, extensions, limits and message
     /// sequence, and starts a data message when the frame begins one.
-    fn begin_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+    fn begin_frame(&mut self, rx: &mut Rx, header: &FrameHeader) -> Result<(), ProtocolError> {
         let allowed_rsv = if self.compression.is_some() { RSV1 } else { 0 };
         if header.rsv & !allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits);
@@ -173,7 +197,7 @@ impl Connection {
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
             OpCode::Continuation => {
-                let message = self
+                let message = rx
                     .message
                     .as_mut()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
@@ -194,14 +218,14 @@ impl Connection {
             OpCode::Text => MessageKind::Text,
             OpCode::Binary => MessageKind::Binary,
         };
-        if self.message.is_some() {
+        if rx.message.is_some() {
             return Err(ProtocolError::ExpectedContinuation);
         }
         if !compressed {
             check_size(header.payload_len, self.config.max_message_size)?;
         }
-        self.utf8.reset();
-        self.message = Some(InMessage {
+        rx.utf8.reset();
+        rx.message = Some(InMessage {
             kind,
             compressed,
             fragments: 1,
@@ -209,21 +233,26 @@ impl Connection {
             buf: BytesMut::new(),
         });
         if self.config.receive_mode == ReceiveMode::Streaming {
-            self.events.push_back(Event::MessageStart(kind));
+            rx.events.push_back(Event::MessageStart(kind));
         }
         Ok(())
     }
 
     /// Handles a complete control frame.
-    fn on_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ProtocolError> {
+    fn on_control(
+        &mut self,
+        rx: &mut Rx,
+        opcode: OpCode,
+        payload: Bytes,
+    ) -> Result<(), ProtocolError> {
         match opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && !self.sent_close {
                     self.queue_control(OpCode::Pong, &payload);
                 }
-                self.events.push_back(Event::Ping(payload));
+                rx.events.push_back(Event::Ping(payload));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            OpCode::Pong => rx.events.push_back(Event::Pong(payload)),
             _ => {
                 let frame = CloseFrame::parse(&payload)?;
                 self.received_close = true;
@@ -233,35 +262,19 @@ impl Connection {
                     self.queue_close(reply.as_ref());
                 }
                 self.state = State::Closed;
-                self.read_buf = BytesMut::new();
-                self.message = None;
-                self.events.push_back(Event::Close(frame));
+                rx.read_buf = BytesMut::new();
+                rx.message = None;
+                rx.events.push_back(Event::Close(frame));
             }
         }
         Ok(())
     }
 
-    /// Delivers an uncompressed message that came in one frame, without copying.
-    fn on_single_frame_message(&mut self, payload: Bytes) -> Result<(), ProtocolError> {
-        let Some(message) = self.message.take() else {
-            return Ok(());
-        };
-        let message = match message.kind {
-            MessageKind::Text => {
-                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                Message::Text(Utf8Bytes::from_validated(payload))
-            }
-            MessageKind::Binary => Message::Binary(payload),
-        };
-        self.events.push_back(Event::Message(message));
-        Ok(())
-    }
-
     /// Takes the next chunk of a fragmented or compressed message's payload.
-    fn on_data_chunk(&mut self, chunk: BytesMut) -> Result<(), ProtocolError> {
+    fn on_data_chunk(&mut self, rx: &mut Rx, chunk: BytesMut) -> Result<(), ProtocolError> {
         let limit = self.config.max_message_size;
         let streaming = self.config.receive_mode == ReceiveMode::Streaming;
-        let Some(message) = self.message.as_mut() else {
+        let Some(message) = rx.message.as_mut() else {
             return Ok(());
         };
         let is_text = message.kind == MessageKind::Text;
@@ -279,23 +292,23 @@ impl Connection {
             compression.decompress(&chunk, out, limit)?;
             let inflated = &out[before..];
             if is_text {
-                self.utf8
+                rx.utf8
                     .feed(inflated)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             message.size += inflated.len();
             if streaming && !scratch.is_empty() {
-                self.events.push_back(Event::MessageData(scratch.freeze()));
+                rx.events.push_back(Event::MessageData(scratch.freeze()));
             }
         } else {
             if is_text {
-                self.utf8
+                rx.utf8
                     .feed(&chunk)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             message.size += chunk.len();
             if streaming {
-                self.events.push_back(Event::MessageData(chunk.freeze()));
+                rx.events.push_back(Event::MessageData(chunk.freeze()));
             } else {
                 message.buf.unsplit(chunk);
             }
@@ -304,8 +317,8 @@ impl Connection {
     }
 
     /// Completes the current data message after its final frame.
-    fn finish_message(&mut self) -> Result<(), ProtocolError> {
-        let Some(mut message) = self.message.take() else {
+    fn finish_message(&mut self, rx: &mut Rx) -> Result<(), ProtocolError> {
+        let Some(mut message) = rx.message.take() else {
             return Ok(());
         };
         let streaming = self.config.receive_mode == ReceiveMode::Streaming;
@@ -322,16 +335,16 @@ impl Connection {
             let before = out.len();
             compression.finish(out, self.config.max_message_size)?;
             if message.kind == MessageKind::Text {
-                self.utf8
+                rx.utf8
                     .feed(&out[before..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             if streaming && !scratch.is_empty() {
-                self.events.push_back(Event::MessageData(scratch.freeze()));
+                rx.events.push_back(Event::MessageData(scratch.freeze()));
             }
         }
         if message.kind == MessageKind::Text {
-            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            rx.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let event = if streaming {
             Event::MessageEnd
@@ -342,9 +355,26 @@ impl Connection {
                 MessageKind::Binary => Message::Binary(payload),
             })
         };
-        self.events.push_back(event);
+        rx.events.push_back(event);
         Ok(())
     }
+}
+
+/// Delivers an uncompressed message that came in one frame, without copying.
+#[inline]
+fn on_single_frame_message(rx: &mut Rx, payload: Bytes) -> Result<(), ProtocolError> {
+    let Some(message) = rx.message.take() else {
+        return Ok(());
+    };
+    let message = match message.kind {
+        MessageKind::Text => {
+            rx.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(Utf8Bytes::from_validated(payload))
+        }
+        MessageKind::Binary => Message::Binary(payload),
+    };
+    rx.events.push_back(Event::Message(message));
+    Ok(())
 }
 
 /// Fails with 1009 when an uncompressed message would exceed `limit` bytes.

@@ -75,7 +75,7 @@ impl Connection {
     /// write of [`bytes::Buf::chunks_vectored`] sends every queued frame at
     /// once) and [`bytes::Buf::advance`] it by the number of bytes written.
     pub fn transmit(&mut self) -> &mut OutBuf {
-        &mut self.out
+        self.out.get_or_insert_with(Box::default)
     }
 
     /// Sends a data message, compressed as [`Compress::Auto`] decides.
@@ -113,7 +113,10 @@ impl Connection {
             return Err(SendError::PreparedFromClient);
         }
         self.check_can_send_message()?;
-        push_payload(&mut self.out, &Payload::Shared(message.frame.clone()));
+        push_payload(
+            self.out.get_or_insert_with(Box::default),
+            &Payload::Shared(message.frame.clone()),
+        );
         Ok(())
     }
 
@@ -260,7 +263,8 @@ impl Connection {
             mask,
             payload_len: bytes.len() as u64,
         };
-        let tail = self.out.tail();
+        let out = self.out.get_or_insert_with(Box::default);
+        let tail = out.tail();
         let before = tail.len();
         encode_header(&header, tail);
         match mask {
@@ -269,12 +273,12 @@ impl Connection {
                 tail.extend_from_slice(bytes);
                 apply_mask(&mut tail[start..], key, 0);
                 let written = tail.len() - before;
-                self.out.commit_tail(written);
+                out.commit_tail(written);
             }
             None => {
                 let written = tail.len() - before;
-                self.out.commit_tail(written);
-                push_payload(&mut self.out, payload);
+                out.commit_tail(written);
+                push_payload(out, payload);
             }
         }
     }
