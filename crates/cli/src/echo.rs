@@ -138,7 +138,7 @@ async fn accept_loop(
 /// idle`). The thread caches in front of the bins still serve small
 /// allocations as fast (no difference in `duplex bench echo`'s CPU per
 /// message). A no-op where the allocator is not glibc's.
-fn keep_small_frees_mergeable() -> bool {
+pub(crate) fn keep_small_frees_mergeable() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: `mallopt` sets a parameter of glibc's allocator under the
