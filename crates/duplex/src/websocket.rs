@@ -282,6 +282,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(self.conn.send_prepared(message)?)
     }
 
+    /// Gives back the receive and write buffers now if they hold nothing
+    /// (they are rebuilt on the next message). The connection does this by
+    /// itself after a quiet ping interval; an application that knows a
+    /// connection is going quiet (a server that has just answered a
+    /// client's setup commands) can do it at once.
+    pub fn shrink_buffers(&mut self) {
+        if self.conn.buffered_amount() == 0 {
+            self.conn.shrink_buffers();
+        }
+    }
+
     /// The write buffer's high-water mark from the config: above it
     /// `poll_ready` waits.
     pub fn high_water(&self) -> usize {

@@ -223,7 +223,13 @@ impl Session {
         match ws.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(message))) => Poll::Ready(Wake::Message(message)),
             Poll::Ready(Some(Err(_)) | None) => Poll::Ready(Wake::Ended),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // Everything read is handled and everything queued written:
+                // most hub clients now sit idle, so the buffers go back at
+                // once (a busy one pays one allocation per batch).
+                ws.shrink_buffers();
+                Poll::Pending
+            }
         }
     }
 
