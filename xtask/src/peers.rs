@@ -49,6 +49,10 @@ pub(crate) const PEERS: &[Peer] = &[
         name: "redis",
         ensure: redis,
     },
+    Peer {
+        name: "haproxy",
+        ensure: haproxy,
+    },
 ];
 
 /// The project-local Python 3 environment (python `websockets`, and `virtualenv`
@@ -200,6 +204,11 @@ fn redis() -> Result<Outcome> {
         Path::new("/usr/bin/redis-server"),
         &["--version"],
     )
+}
+
+/// Debian's `haproxy` (the hub cluster's load-balancer test), from apt.
+fn haproxy() -> Result<Outcome> {
+    apt_install("haproxy", Path::new("/usr/sbin/haproxy"), &["-v"])
 }
 
 /// Autobahn|Testsuite's `wstest` in a Python 2.7 environment, `.tools/autobahn`,

@@ -183,9 +183,17 @@ fn doctests(_: &Ctx) -> Result {
     ]))
 }
 
-/// The peers the interop tests and Autobahn talk to, installed when missing.
+/// The peers the interop tests, the hub cluster tests and Autobahn talk to,
+/// installed when missing.
 fn peers(_: &Ctx) -> Result {
-    for name in ["python-websockets", "node-ws", "chromium", "autobahn"] {
+    for name in [
+        "python-websockets",
+        "node-ws",
+        "chromium",
+        "autobahn",
+        "redis",
+        "haproxy",
+    ] {
         crate::peers::ensure(name).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())

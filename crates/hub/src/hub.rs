@@ -2,7 +2,9 @@
 //!
 //! Invariants: the hub is built from a validated [`HubConfig`] and never
 //! changes it afterwards; client ids are unique on the node and, with a
-//! random node prefix, across a cluster.
+//! random node prefix, across a cluster. The broker is chosen once, from
+//! [`HubConfig::redis`]: the in-memory broker without it, the Redis broker
+//! (a member of a cluster) with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use duplex_hub_proto::{ClientInfo, Data, JsonText};
 
 use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{RedisBroker, RedisOptions};
 use crate::broker::{Broker, Publish};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
 use crate::limits::Admission;
@@ -31,6 +34,9 @@ pub enum HubError {
     /// TLS files could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The Redis broker could not be set up (a malformed URL, no runtime).
+    #[error("redis: {0}")]
+    Redis(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -48,6 +54,7 @@ pub struct Hub {
     pub(crate) config: Arc<HubConfig>,
     pub(crate) broker: Arc<dyn Broker>,
     memory: Option<Arc<MemoryBroker>>,
+    redis: Option<Arc<RedisBroker>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) verifier: Option<Verifier>,
     pub(crate) admission: Admission,
@@ -65,8 +72,63 @@ impl std::fmt::Debug for dyn Broker {
 }
 
 impl Hub {
-    /// A hub on the in-memory broker.
-    pub fn new(mut config: HubConfig) -> Result<Arc<Self>, HubError> {
+    /// A hub on the broker its configuration names: in memory, or, with
+    /// [`HubConfig::redis`], a member of a cluster through Redis with the
+    /// default [`RedisOptions`] (it connects in the background: see
+    /// [`Hub::connect`] to wait for it). The Redis broker needs a tokio
+    /// runtime.
+    pub fn new(config: HubConfig) -> Result<Arc<Self>, HubError> {
+        Self::build(config, RedisOptions::default())
+    }
+
+    /// A cluster member through the Redis at [`HubConfig::redis`] (which
+    /// must be set), with these options.
+    pub fn with_redis_options(
+        config: HubConfig,
+        options: RedisOptions,
+    ) -> Result<Arc<Self>, HubError> {
+        if config.redis.is_none() {
+            return Err(HubError::Redis("no Redis URL configured".into()));
+        }
+        Self::build(config, options)
+    }
+
+    /// [`Hub::new`], then, with Redis, waits up to 5 s for the first
+    /// connection. A node that cannot reach Redis yet still starts: it
+    /// answers `/readyz` with 503 and keeps trying.
+    pub async fn connect(config: HubConfig) -> Result<Arc<Self>, HubError> {
+        let hub = Self::new(config)?;
+        if hub.redis.is_some() && !hub.wait_ready(Duration::from_secs(5)).await {
+            tracing::warn!("redis is not reachable yet; not ready until it is");
+        }
+        Ok(hub)
+    }
+
+    /// Waits until the broker is ready, at most `within`; returns whether
+    /// it is.
+    pub async fn wait_ready(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.broker.is_ready() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leaves the cluster (Redis broker): removes this node's presence and
+    /// registration and stops its link to Redis. Call it after the server
+    /// stopped; nothing with the in-memory broker.
+    pub async fn leave_cluster(&self) {
+        if let Some(redis) = &self.redis {
+            redis.leave().await;
+        }
+    }
+
+    fn build(mut config: HubConfig, redis_options: RedisOptions) -> Result<Arc<Self>, HubError> {
         config.validate()?;
         config
             .namespaces
@@ -87,7 +149,6 @@ impl Hub {
         };
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
         let mut ws_config = duplex::Config::default();
         ws_config.protocol.max_message_size = config.limits.max_message_size;
         ws_config.protocol.max_frame_size = config.limits.max_message_size;
@@ -101,13 +162,31 @@ impl Hub {
             use rand::Rng;
             format!("{:06x}", rand::rng().random_range(0..0x100_0000u32))
         };
+        let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match &config.redis {
+            None => {
+                let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
+                (memory.clone(), Some(memory), None)
+            }
+            Some(url) => {
+                let redis = RedisBroker::start(
+                    url,
+                    config.clone(),
+                    metrics.clone(),
+                    node.clone(),
+                    redis_options,
+                )
+                .map_err(HubError::Redis)?;
+                (redis.clone(), None, Some(redis))
+            }
+        };
         Ok(Arc::new(Self {
             admission: Admission::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
             ),
-            broker: memory.clone(),
-            memory: Some(memory),
+            broker,
+            memory,
+            redis,
             config,
             metrics,
             verifier,
@@ -161,10 +240,13 @@ impl Hub {
             }
             ticks += 1;
             self.publish_stats().await;
-            if ticks.is_multiple_of(10)
-                && let Some(memory) = &self.memory
-            {
-                memory.sweep();
+            if ticks.is_multiple_of(10) {
+                if let Some(memory) = &self.memory {
+                    memory.sweep();
+                }
+                if let Some(redis) = &self.redis {
+                    redis.sweep();
+                }
             }
         }
     }

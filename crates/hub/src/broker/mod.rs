@@ -2,8 +2,8 @@
 //! is tracked, and messages reach every subscriber.
 //!
 //! One interface, two implementations: [`memory::MemoryBroker`] for a single
-//! node, and a Redis broker that makes several nodes one cluster. The hub's
-//! sessions speak only to [`Broker`].
+//! node, and [`redis::RedisBroker`] that makes several nodes one cluster
+//! through Redis. The hub's sessions speak only to [`Broker`].
 //!
 //! # Invariants every broker keeps
 //! - **Offsets.** Each accepted publish to a channel gets the channel's next
@@ -28,6 +28,7 @@
 //!   enables them.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

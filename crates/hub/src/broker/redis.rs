@@ -1,0 +1,1700 @@
+//! The Redis broker: several hub nodes as one cluster.
+//!
+//! Every node connects to the same Redis. Offsets, epochs, history,
+//! idempotency keys and presence live in Redis; messages, join/leave events
+//! and signals travel over Redis pub/sub, one topic per channel, to the
+//! nodes that have local subscribers of that channel. Each node encodes a
+//! message's WebSocket frame once, when it receives it, and shares it among
+//! all its local subscribers.
+//!
+//! # Redis key layout
+//!
+//! `P` is the key prefix ([`RedisOptions::prefix`], `duplex` by default),
+//! `C` a channel name, `N` a node id. The `{C}` hash tag keeps a channel's
+//! keys together (the scripts also touch a node's keys, so a single Redis,
+//! or a primary with replicas, is required, not Redis Cluster).
+//!
+//! | key / topic        | type   | what                                                          |
+//! |--------------------|--------|---------------------------------------------------------------|
+//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
+//! | `P:{C}:hist`       | list   | the history, oldest first, at most `history_size` entries, none older than `history_ttl` (the list expires `history_ttl` after the last publish) |
+//! | `P:{C}:keys`       | hash   | idempotency key → offset, for the entries still in `hist`      |
+//! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
+//! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
+//! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
+//! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
+//!
+//! Entries and envelopes are laid out as the private `envelope` module
+//! documents; the Lua scripts that write them are in `scripts`
+//! (`src/broker/redis/`).
+//!
+//! # Round-trip budget
+//!
+//! - **publish**: exactly one round trip, `EVALSHA` of the publish script:
+//!   idempotency check, offset (`HINCRBY`), history append and trim, and
+//!   `PUBLISH` of the envelope, atomically, so pub/sub order is offset order.
+//!   (The first publish after Redis restarted costs one more: redis-rs loads
+//!   the script when Redis answers `NOSCRIPT`.)
+//! - **subscribe**: one round trip for the history read (which also enters
+//!   presence and publishes the join), plus a `SUBSCRIBE` round trip on the
+//!   pub/sub connection when the channel is new on this node.
+//! - **unsubscribe**: one round trip when presence is on (leave), plus an
+//!   `UNSUBSCRIBE` when the last local subscriber of the channel left.
+//! - **signal**: one `PUBLISH`; **presence**: one `HGETALL`.
+//! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
+//!   plus a `PING` on the pub/sub connection.
+//!
+//! # Invariants (beyond the [`Broker`] ones)
+//!
+//! - **Interest.** A node is subscribed (pub/sub) exactly to the channels
+//!   with local subscribers: `SUBSCRIBE` before the first local subscriber
+//!   reads history, `UNSUBSCRIBE` once the last one left. Changes of interest
+//!   are serialised on the node, so they reach Redis in the order they were
+//!   decided.
+//! - **Subscribe is atomic with live delivery.** A subscriber is registered
+//!   as *joining* (live envelopes are buffered for it) before the
+//!   `SUBSCRIBE` is confirmed, the history is read after it, the replay is
+//!   queued, and then the buffer is released skipping the offsets the read
+//!   already covered. Every later message reaches it through pub/sub.
+//! - **Per-subscriber position.** Each local subscriber remembers the epoch
+//!   and the last offset it was given; a message at or below it is skipped
+//!   (no duplicate), a message of another epoch or beyond the next offset is
+//!   preceded by a `gap` push (no silent loss).
+//! - **Redis down.** Local connections stay; `is_ready` is false; publish,
+//!   subscribe, presence and signal fail with [`BrokerError::Unavailable`].
+//!   The node reconnects with exponential backoff (with jitter, from
+//!   [`RedisOptions::backoff_min`] to [`RedisOptions::backoff_max`]),
+//!   re-subscribes its channels, and for each channel reads the history
+//!   after the position of its local subscribers: what the history still
+//!   holds (same epoch) is delivered in order; otherwise the subscribers get a
+//!   `gap` push with the channel's current epoch and offset. Then it re-enters
+//!   its presence and turns ready again.
+//! - **Presence of a dead node** disappears within
+//!   `node_expiry + heartbeat` (20 s by default): every node heartbeats every
+//!   [`RedisOptions::heartbeat`] (5 s) and, in the same script, removes the
+//!   presence of nodes silent for [`RedisOptions::node_expiry`] (15 s),
+//!   publishing a `leave` for each of their clients.
+//! - **Hub channels are node-local.** Channels whose name starts with `$`
+//!   (`$sys:stats`) are served by an in-memory broker of this node: each
+//!   node's dashboard shows that node.
+
+mod envelope;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duplex::PreparedMessage;
+use duplex_hub_proto::{
+    ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
+};
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, RedisError, Value};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
+use self::scripts::Scripts;
+use super::memory::MemoryBroker;
+use super::{
+    BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
+};
+use crate::config::HubConfig;
+use crate::frame::prepare;
+use crate::metrics::Metrics;
+
+/// Tuning of the Redis broker. The defaults suit production; tests shorten
+/// the heartbeat to see a dead node leave quickly.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Prefix of every key and topic (default `duplex`). Clusters sharing
+    /// one Redis need different prefixes.
+    pub prefix: String,
+    /// How often a node proves it is alive (default 5 s).
+    pub heartbeat: Duration,
+    /// How long a silent node stays in presence (default 15 s); a dead
+    /// node's clients leave presence within `node_expiry + heartbeat`.
+    pub node_expiry: Duration,
+    /// Longest wait for one Redis command or connection (default 2 s).
+    pub command_timeout: Duration,
+    /// First wait before reconnecting (default 100 ms); doubles per failure.
+    pub backoff_min: Duration,
+    /// Longest wait between reconnection attempts (default 5 s).
+    pub backoff_max: Duration,
+    /// How long a channel's epoch and offset outlive its last publish or
+    /// subscribe (default 24 h; at least the namespace's history TTL).
+    pub meta_ttl: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "duplex".to_owned(),
+            heartbeat: Duration::from_secs(5),
+            node_expiry: Duration::from_secs(15),
+            command_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            meta_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A cluster node's broker. See the module docs.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    link: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.shared.node)
+            .field("ready", &self.shared.ready.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the broker's methods and its link task share.
+struct Shared {
+    config: Arc<HubConfig>,
+    metrics: Arc<Metrics>,
+    options: RedisOptions,
+    /// This node's id in Redis (also the prefix of its client ids).
+    node: String,
+    /// `P:m:`, the prefix of channel topics.
+    topic_prefix: String,
+    client: redis::Client,
+    scripts: Scripts,
+    /// `$` channels: this node only.
+    local: MemoryBroker,
+    /// Connected, resubscribed and caught up.
+    ready: AtomicBool,
+    /// The command connection while connected.
+    conn: RwLock<Option<MultiplexedConnection>>,
+    /// Changes of pub/sub interest, one at a time.
+    interest: tokio::sync::Mutex<Interest>,
+    /// A copy of `interest.generation`, for the fast path.
+    generation: AtomicU64,
+    /// Channels with local subscribers (live or joining).
+    channels: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    /// Presence removals that failed while Redis was away; retried.
+    pending_leaves: Mutex<Vec<PendingLeave>>,
+    /// A command failed in a way that suggests the connection is gone.
+    suspect: Notify,
+}
+
+/// The pub/sub connection's sink, and which connection it is.
+struct Interest {
+    /// Counts pub/sub connections: a channel subscribed on an older one is
+    /// not subscribed now.
+    generation: u64,
+    sink: Option<PubSubSink>,
+}
+
+/// One channel with local subscribers.
+struct Slot {
+    name: Arc<str>,
+    topic: String,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    live: Vec<Live>,
+    joining: Vec<Joiner>,
+    /// The epoch and offset of the last message received for the channel.
+    seen: Option<(Arc<str>, u64)>,
+    /// The pub/sub generation the channel is subscribed in (0: none).
+    subscribed: u64,
+}
+
+impl SlotState {
+    fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.joining.is_empty()
+    }
+
+    /// The epoch as a shared string, reusing the one last seen.
+    fn intern(&self, epoch: &str) -> Arc<str> {
+        match &self.seen {
+            Some((seen, _)) if &**seen == epoch => seen.clone(),
+            _ => epoch.into(),
+        }
+    }
+}
+
+/// A subscriber receiving live messages.
+struct Live {
+    sub: Subscriber,
+    /// The epoch of the last message it was given (or told of).
+    epoch: Arc<str>,
+    /// The last offset it was given in `epoch`.
+    last: u64,
+}
+
+/// A subscriber between registration and the end of its history read.
+struct Joiner {
+    id: u64,
+    client: String,
+    buffer: Vec<Buffered>,
+    /// The buffer overflowed: what was dropped is reported as a gap.
+    lost: bool,
+}
+
+/// Buffered envelopes of a joining subscriber; each remembers the pub/sub
+/// generation it arrived in.
+enum Buffered {
+    Message {
+        generation: u64,
+        epoch: Arc<str>,
+        offset: u64,
+        frame: PreparedMessage,
+        published: Instant,
+    },
+    Event {
+        generation: u64,
+        frame: PreparedMessage,
+        /// The client the event is about (its own join is not sent to it).
+        about: String,
+    },
+    Gap {
+        generation: u64,
+        epoch: Arc<str>,
+        offset: u64,
+    },
+}
+
+impl Buffered {
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Message { generation, .. }
+            | Self::Event { generation, .. }
+            | Self::Gap { generation, .. } => *generation,
+        }
+    }
+}
+
+/// Envelopes buffered per joining subscriber at most; beyond, a gap.
+const MAX_BUFFERED: usize = 65_536;
+
+/// Channels per `SUBSCRIBE` command when resubscribing.
+const SUBSCRIBE_BATCH: usize = 512;
+
+/// Channels caught up (or presence re-entered) concurrently after a reconnect.
+const RESYNC_CONCURRENCY: usize = 32;
+
+struct PendingLeave {
+    channel: Arc<str>,
+    client: String,
+    user: String,
+}
+
+/// What the read script answered.
+struct Read {
+    epoch: String,
+    last: u64,
+    first: u64,
+    entries: Vec<Vec<u8>>,
+}
+
+/// Why the link to Redis ended.
+enum LinkEnd {
+    Stopped,
+    Lost(String),
+}
+
+impl RedisBroker {
+    /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`): it connects in
+    /// the background (see [`RedisBroker::is_ready`]) and keeps reconnecting
+    /// while it lives. Needs a tokio runtime; `node` is this node's id.
+    pub fn start(
+        url: &str,
+        config: Arc<HubConfig>,
+        metrics: Arc<Metrics>,
+        node: String,
+        options: RedisOptions,
+    ) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis URL {url:?}: {e}"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            local: MemoryBroker::new(config.clone(), Arc::new(Metrics::new())),
+            config,
+            metrics,
+            topic_prefix: format!("{}:m:", options.prefix),
+            options,
+            node,
+            client,
+            scripts: Scripts::new(),
+            ready: AtomicBool::new(false),
+            conn: RwLock::new(None),
+            interest: tokio::sync::Mutex::new(Interest {
+                generation: 0,
+                sink: None,
+            }),
+            generation: AtomicU64::new(0),
+            channels: Mutex::new(HashMap::new()),
+            pending_leaves: Mutex::new(Vec::new()),
+            suspect: Notify::new(),
+        });
+        let link = runtime.spawn(run_link(shared.clone(), stopped));
+        Ok(Arc::new(Self {
+            shared,
+            stop,
+            link: Mutex::new(Some(link)),
+        }))
+    }
+
+    /// This node's id in the cluster.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Leaves the cluster: stops the link to Redis after removing this
+    /// node's presence (each client announced with a `leave`) and its
+    /// registration, within about two command timeouts. Call it after the
+    /// node's connections have ended; the broker is unavailable afterwards.
+    pub async fn leave(&self) {
+        let _ = self.stop.send(true);
+        let link = lock(&self.link).take();
+        if let Some(link) = link {
+            let grace = self.shared.options.command_timeout * 2;
+            let _ = tokio::time::timeout(grace, link).await;
+        }
+        self.shared.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Forgets unused node-local (`$`) channels; call it periodically.
+    pub fn sweep(&self) {
+        self.shared.local.sweep();
+        self.shared.update_channel_gauge();
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Hub-owned channels (`$…`) stay on their node.
+fn is_local(channel: &str) -> bool {
+    channel.starts_with('$')
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The local instant of a publish stamped `sent_us` by its node's wall clock
+/// (for the publish-to-delivery latency across nodes).
+fn published_at(sent_us: u64) -> Instant {
+    let now = Instant::now();
+    let age = Duration::from_micros(now_us().saturating_sub(sent_us)).min(Duration::from_secs(60));
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// A fresh epoch: 8 random base-36 characters.
+fn new_epoch() -> String {
+    use rand::Rng;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| DIGITS[rng.random_range(0..DIGITS.len())] as char)
+        .collect()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn unavailable(what: &str) -> BrokerError {
+    BrokerError::Unavailable(what.to_owned())
+}
+
+fn gap_frame(channel: &str, epoch: &str, offset: u64) -> PreparedMessage {
+    prepare(&ServerMessage::Gap {
+        channel: channel.to_owned(),
+        epoch: epoch.to_owned(),
+        offset,
+    })
+}
+
+/// Epochs are compared by pointer first: a channel's subscribers share one.
+fn same_epoch(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+impl Shared {
+    fn key(&self, channel: &str, what: &str) -> String {
+        format!("{}:{{{channel}}}:{what}", self.options.prefix)
+    }
+
+    fn node_key(&self) -> String {
+        format!("{}:node:{}:pres", self.options.prefix, self.node)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.options.prefix)
+    }
+
+    fn topic(&self, channel: &str) -> String {
+        format!("{}{channel}", self.topic_prefix)
+    }
+
+    fn meta_ttl(&self, history_ttl: Duration) -> u64 {
+        millis(self.options.meta_ttl.max(history_ttl))
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Slot>>> {
+        lock(&self.channels)
+    }
+
+    fn update_channel_gauge(&self) {
+        let count = self.channels().len() + self.local.local_channels();
+        self.metrics.set_channels(count);
+    }
+
+    /// The command connection, if connected and ready.
+    fn conn(&self) -> Result<MultiplexedConnection, BrokerError> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(unavailable("redis is not connected"));
+        }
+        self.conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| unavailable("redis is not connected"))
+    }
+
+    /// Maps a failed command; a connection-level failure wakes the link,
+    /// which checks the connection at once.
+    fn failed(&self, error: &RedisError) -> BrokerError {
+        if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+            self.suspect.notify_one();
+        }
+        BrokerError::Unavailable(format!("redis: {error}"))
+    }
+
+    /// Runs `invocation` within the command timeout.
+    async fn invoke(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Value, BrokerError> {
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            invocation.invoke_async::<Value>(conn),
+        )
+        .await
+        {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.failed(&error)),
+            Err(_) => {
+                self.suspect.notify_one();
+                Err(unavailable("redis did not answer in time"))
+            }
+        }
+    }
+
+    // ---- publish ---------------------------------------------------------
+
+    async fn publish(&self, publish: Publish) -> Result<Published, BrokerError> {
+        let mut conn = self.conn()?;
+        let ns = self.config.namespace(&publish.channel);
+        let channel = &*publish.channel;
+        let body = encode_body(now_us(), &publish.from, &publish.data);
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .key(self.key(channel, "keys"))
+            .arg(self.topic(channel))
+            .arg(publish.key.as_deref().unwrap_or(""))
+            .arg(publish.time)
+            .arg(body)
+            .arg(ns.history_size)
+            .arg(millis(ns.history_ttl))
+            .arg(self.meta_ttl(ns.history_ttl))
+            .arg(new_epoch());
+        let reply = self.invoke(&invocation, &mut conn).await?;
+        let items = array(&reply).ok_or_else(|| unavailable("redis: bad publish reply"))?;
+        match items {
+            [_, offset, duplicate] => Ok(Published {
+                offset: int(offset).ok_or_else(|| unavailable("redis: bad offset"))?,
+                duplicate: int(duplicate) == Some(1),
+            }),
+            _ => Err(unavailable("redis: bad publish reply")),
+        }
+    }
+
+    async fn signal(
+        &self,
+        channel: &str,
+        from: &Subscriber,
+        data: Data,
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.conn()?;
+        let mut payload = vec![b's'];
+        payload.extend_from_slice(&encode_body(now_us(), &from.info, &data));
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(self.topic(channel)).arg(payload);
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(self.failed(&error)),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
+        let mut conn = self.conn()?;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.key(channel, "pres"));
+        let reply = match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        let pairs: Vec<(&[u8], &[u8])> = match &reply {
+            Value::Map(map) => map
+                .iter()
+                .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+                .collect(),
+            Value::Array(items) => items
+                .chunks_exact(2)
+                .filter_map(|kv| Some((bytes(&kv[0])?, bytes(&kv[1])?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut clients: Vec<ClientInfo> = pairs
+            .into_iter()
+            .filter_map(|(client, value)| {
+                let value = std::str::from_utf8(value).ok()?;
+                let (_node, user) = value.split_once(' ')?;
+                Some(ClientInfo {
+                    client: String::from_utf8(client.to_vec()).ok()?,
+                    user: user.to_owned(),
+                })
+            })
+            .collect();
+        clients.sort_by(|a, b| a.client.cmp(&b.client));
+        Ok(clients)
+    }
+
+    // ---- subscribe -------------------------------------------------------
+
+    async fn subscribe(self: &Arc<Self>, subscribe: Subscribe) -> Result<Subscribed, BrokerError> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(unavailable("redis is not connected"));
+        }
+        let Subscribe {
+            channel,
+            subscriber,
+            since,
+            recent,
+        } = subscribe;
+        let ns = self.config.namespace(&channel);
+        let slot = self.register(&channel, &subscriber);
+        let mut guard = JoinGuard {
+            shared: self.clone(),
+            slot: slot.clone(),
+            id: subscriber.id,
+            armed: true,
+        };
+        let generation = self.ensure_subscribed(&slot).await?;
+        let mut conn = self.conn()?;
+        let mut invocation = self.scripts.read.prepare_invoke();
+        let presence = ns.presence;
+        invocation
+            .key(self.key(&channel, "meta"))
+            .key(self.key(&channel, "hist"))
+            .key(self.key(&channel, "keys"))
+            .key(self.key(&channel, "pres"))
+            .key(self.node_key())
+            .arg(new_epoch())
+            .arg(self.meta_ttl(ns.history_ttl))
+            .arg(millis(ns.history_ttl))
+            .arg(since.as_ref().map_or("", |s| s.epoch.as_str()))
+            .arg(since.as_ref().map_or(0, |s| s.offset))
+            .arg(recent)
+            .arg("")
+            .arg(if presence {
+                subscriber.info.client.as_str()
+            } else {
+                ""
+            })
+            .arg(&self.node)
+            .arg(&subscriber.info.user)
+            .arg(&*channel)
+            .arg(if presence && ns.join_leave {
+                self.topic(&channel)
+            } else {
+                String::new()
+            });
+        let read = match self.invoke(&invocation, &mut conn).await {
+            Ok(reply) => parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply")),
+            Err(error) => Err(error),
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                if presence {
+                    // The script may have run: make sure the entry goes.
+                    self.pending_leave(&channel, &subscriber.info);
+                }
+                return Err(error);
+            }
+        };
+        let plan = plan_recovery(
+            since.as_ref(),
+            recent,
+            HistoryBounds {
+                epoch: &read.epoch,
+                first: read.first,
+                last: read.last,
+            },
+        );
+        if let Some(range) = &plan.replay {
+            let now = Instant::now();
+            for raw in &read.entries {
+                let Some(entry) = parse_entry(raw) else {
+                    continue;
+                };
+                if range.contains(&entry.offset)
+                    && let Some(frame) =
+                        message_frame(&channel, entry.offset, entry.time, entry.body)
+                {
+                    subscriber.outbox.push(frame, now);
+                }
+            }
+        }
+        guard.armed = false;
+        self.release(&slot, subscriber, generation, &read.epoch, read.last);
+        Ok(Subscribed {
+            epoch: read.epoch,
+            offset: read.last,
+            recovered: plan.recovered,
+            gap: plan.gap,
+        })
+    }
+
+    /// Registers `sub` as joining `channel` (buffering its live envelopes).
+    fn register(&self, channel: &Arc<str>, sub: &Subscriber) -> Arc<Slot> {
+        let (slot, created) = {
+            let mut channels = self.channels();
+            let mut created = false;
+            let slot = channels
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    created = true;
+                    Arc::new(Slot {
+                        name: channel.clone(),
+                        topic: self.topic(channel),
+                        state: Mutex::new(SlotState::default()),
+                    })
+                })
+                .clone();
+            lock(&slot.state).joining.push(Joiner {
+                id: sub.id,
+                client: sub.info.client.clone(),
+                buffer: Vec::new(),
+                lost: false,
+            });
+            (slot, created)
+        };
+        if created {
+            self.update_channel_gauge();
+        }
+        slot
+    }
+
+    /// Makes sure this node's pub/sub connection is subscribed to the
+    /// slot's topic (confirmed by Redis); returns the connection generation.
+    async fn ensure_subscribed(&self, slot: &Slot) -> Result<u64, BrokerError> {
+        let current = self.generation.load(Ordering::SeqCst);
+        if current != 0 && lock(&slot.state).subscribed == current {
+            return Ok(current);
+        }
+        let timeout = self.options.command_timeout;
+        let interest = tokio::time::timeout(timeout, self.interest.lock())
+            .await
+            .map_err(|_| unavailable("redis pub/sub is busy"))?;
+        let generation = interest.generation;
+        if lock(&slot.state).subscribed == generation && generation != 0 {
+            return Ok(generation);
+        }
+        let mut sink = interest
+            .sink
+            .clone()
+            .ok_or_else(|| unavailable("redis is not connected"))?;
+        match tokio::time::timeout(timeout, sink.subscribe(&slot.topic)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => {
+                self.suspect.notify_one();
+                return Err(unavailable("redis did not confirm SUBSCRIBE in time"));
+            }
+        }
+        lock(&slot.state).subscribed = generation;
+        drop(interest);
+        Ok(generation)
+    }
+
+    /// The joining subscriber's history read is done (`epoch`, `last`):
+    /// queue what was buffered after it and make it live.
+    fn release(&self, slot: &Slot, sub: Subscriber, generation: u64, epoch: &str, last: u64) {
+        let mut state = lock(&slot.state);
+        let Some(at) = state.joining.iter().position(|j| j.id == sub.id) else {
+            return;
+        };
+        let joiner = state.joining.swap_remove(at);
+        let mut epoch = state.intern(epoch);
+        let mut last = last;
+        let now = Instant::now();
+        for buffered in joiner.buffer {
+            if buffered.generation() < generation {
+                // Arrived on an older connection, before our SUBSCRIBE.
+                continue;
+            }
+            match buffered {
+                Buffered::Message {
+                    epoch: e,
+                    offset,
+                    frame,
+                    published,
+                    ..
+                } => {
+                    if same_epoch(&e, &epoch) {
+                        if offset <= last {
+                            continue;
+                        }
+                        if offset > last + 1 {
+                            sub.outbox.push(gap_frame(&slot.name, &e, offset - 1), now);
+                        }
+                    } else {
+                        sub.outbox.push(gap_frame(&slot.name, &e, offset - 1), now);
+                        epoch = e;
+                    }
+                    sub.outbox.push(frame, published);
+                    last = offset;
+                }
+                Buffered::Event { frame, about, .. } => {
+                    if about != joiner.client {
+                        sub.outbox.push(frame, now);
+                    }
+                }
+                Buffered::Gap {
+                    epoch: e, offset, ..
+                } => {
+                    if !(same_epoch(&e, &epoch) && offset <= last) {
+                        sub.outbox.push(gap_frame(&slot.name, &e, offset), now);
+                        epoch = e;
+                        last = offset;
+                    }
+                }
+            }
+        }
+        if joiner.lost {
+            sub.outbox.push(gap_frame(&slot.name, &epoch, last), now);
+        }
+        state.live.push(Live { sub, epoch, last });
+    }
+
+    // ---- unsubscribe -----------------------------------------------------
+
+    async fn unsubscribe(self: &Arc<Self>, channel: &str, sub: &Subscriber) {
+        let Some(slot) = self.channels().get(channel).cloned() else {
+            return;
+        };
+        let (removed, empty) = {
+            let mut state = lock(&slot.state);
+            let before = state.live.len();
+            state.live.retain(|l| l.sub.id != sub.id);
+            state.joining.retain(|j| j.id != sub.id);
+            (state.live.len() != before, state.is_empty())
+        };
+        let ns = self.config.namespace(channel);
+        if removed && ns.presence {
+            let leave = PendingLeave {
+                channel: slot.name.clone(),
+                client: sub.info.client.clone(),
+                user: sub.info.user.clone(),
+            };
+            if self.leave(&leave).await.is_err() {
+                lock(&self.pending_leaves).push(leave);
+            }
+        }
+        if empty {
+            self.release_interest(&slot).await;
+        }
+    }
+
+    /// Removes a client's presence entry, announcing its leave.
+    async fn leave(&self, leave: &PendingLeave) -> Result<(), BrokerError> {
+        let mut conn = self.conn()?;
+        let ns = self.config.namespace(&leave.channel);
+        let mut invocation = self.scripts.leave.prepare_invoke();
+        invocation
+            .key(self.key(&leave.channel, "pres"))
+            .key(self.node_key())
+            .arg(&leave.client)
+            .arg(&*leave.channel)
+            .arg(if ns.join_leave {
+                self.topic(&leave.channel)
+            } else {
+                String::new()
+            })
+            .arg(&leave.user);
+        self.invoke(&invocation, &mut conn).await.map(|_| ())
+    }
+
+    fn pending_leave(&self, channel: &Arc<str>, info: &ClientInfo) {
+        lock(&self.pending_leaves).push(PendingLeave {
+            channel: channel.clone(),
+            client: info.client.clone(),
+            user: info.user.clone(),
+        });
+    }
+
+    /// Retries the presence removals that failed.
+    async fn flush_leaves(&self) {
+        let leaves = std::mem::take(&mut *lock(&self.pending_leaves));
+        let mut leaves = leaves.into_iter();
+        while let Some(leave) = leaves.next() {
+            if self.leave(&leave).await.is_err() {
+                let mut pending = lock(&self.pending_leaves);
+                pending.push(leave);
+                pending.extend(leaves);
+                return;
+            }
+        }
+    }
+
+    /// The slot's last subscriber left: forget the channel and unsubscribe
+    /// (unless someone joined meanwhile).
+    async fn release_interest(&self, slot: &Arc<Slot>) {
+        let interest = self.interest.lock().await;
+        let subscribed = {
+            let mut channels = self.channels();
+            let mut state = lock(&slot.state);
+            let current = channels
+                .get(&slot.name)
+                .is_some_and(|s| Arc::ptr_eq(s, slot));
+            if !state.is_empty() || !current {
+                return;
+            }
+            channels.remove(&slot.name);
+            std::mem::take(&mut state.subscribed)
+        };
+        self.update_channel_gauge();
+        if subscribed == interest.generation
+            && let Some(mut sink) = interest.sink.clone()
+        {
+            let unsubscribe = sink.unsubscribe(&slot.topic);
+            if tokio::time::timeout(self.options.command_timeout, unsubscribe)
+                .await
+                .is_err()
+            {
+                self.suspect.notify_one();
+            }
+        }
+    }
+
+    // ---- the pub/sub side ------------------------------------------------
+
+    /// Hands one pub/sub envelope to the channel's local subscribers.
+    fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
+        let Some(name) = topic.strip_prefix(&self.topic_prefix) else {
+            return;
+        };
+        let Some(slot) = self.channels().get(name).cloned() else {
+            return;
+        };
+        let Some(envelope) = parse_envelope(payload) else {
+            tracing::warn!(channel = name, "malformed envelope from redis dropped");
+            return;
+        };
+        match envelope {
+            Envelope::Message { epoch, entry } => {
+                let Ok(epoch) = std::str::from_utf8(epoch) else {
+                    return;
+                };
+                let Some(body) = decode_body(entry.body) else {
+                    tracing::warn!(channel = name, "malformed message from redis dropped");
+                    return;
+                };
+                let published = published_at(body.sent_us);
+                let frame = prepare(&ServerMessage::Message(Publication {
+                    channel: name.to_owned(),
+                    offset: entry.offset,
+                    time: entry.time,
+                    from: body.from,
+                    data: body.data,
+                }));
+                self.deliver(&slot, generation, epoch, entry.offset, frame, published);
+            }
+            Envelope::Join { client, user } | Envelope::Leave { client, user } => {
+                let ns = self.config.namespace(name);
+                if !(ns.presence && ns.join_leave) {
+                    return;
+                }
+                let (channel, user, client_id) = (name.to_owned(), user.to_owned(), client);
+                let message = if matches!(envelope, Envelope::Join { .. }) {
+                    ServerMessage::Join {
+                        channel,
+                        user,
+                        client: client_id.to_owned(),
+                    }
+                } else {
+                    ServerMessage::Leave {
+                        channel,
+                        user,
+                        client: client_id.to_owned(),
+                    }
+                };
+                let frame = prepare(&message);
+                self.deliver_event(&slot, generation, &frame, client_id);
+            }
+            Envelope::Signal(body) => {
+                let Some(body) = decode_body(body) else {
+                    return;
+                };
+                let sender = body.from.client.clone();
+                let frame = prepare(&ServerMessage::Signal {
+                    channel: name.to_owned(),
+                    from: body.from,
+                    data: body.data,
+                });
+                let now = Instant::now();
+                let state = lock(&slot.state);
+                for live in &state.live {
+                    if live.sub.info.client != sender {
+                        live.sub.outbox.push(frame.clone(), now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers a message to the live subscribers (each at most once, in
+    /// order, a gap push before any discontinuity) and buffers it for the
+    /// joining ones.
+    fn deliver(
+        &self,
+        slot: &Slot,
+        generation: u64,
+        epoch: &str,
+        offset: u64,
+        frame: PreparedMessage,
+        published: Instant,
+    ) {
+        let mut state = lock(&slot.state);
+        let epoch = state.intern(epoch);
+        state.seen = Some((epoch.clone(), offset));
+        let now = Instant::now();
+        let mut reached = 0;
+        let mut gap: Option<PreparedMessage> = None;
+        for live in &mut state.live {
+            if same_epoch(&live.epoch, &epoch) {
+                if offset <= live.last {
+                    continue;
+                }
+                if offset > live.last + 1 {
+                    let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, offset - 1));
+                    live.sub.outbox.push(gap.clone(), now);
+                }
+            } else {
+                let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, offset - 1));
+                live.sub.outbox.push(gap.clone(), now);
+                live.epoch = epoch.clone();
+            }
+            live.last = offset;
+            if live.sub.outbox.push(frame.clone(), published) {
+                reached += 1;
+            }
+        }
+        let bytes = frame.frame().len();
+        for joiner in &mut state.joining {
+            joiner.buffer(Buffered::Message {
+                generation,
+                epoch: epoch.clone(),
+                offset,
+                frame: frame.clone(),
+                published,
+            });
+        }
+        drop(state);
+        self.metrics.published(reached, bytes);
+    }
+
+    fn deliver_event(&self, slot: &Slot, generation: u64, frame: &PreparedMessage, about: &str) {
+        let now = Instant::now();
+        let mut state = lock(&slot.state);
+        for live in &state.live {
+            if live.sub.info.client != about {
+                live.sub.outbox.push(frame.clone(), now);
+            }
+        }
+        for joiner in &mut state.joining {
+            joiner.buffer(Buffered::Event {
+                generation,
+                frame: frame.clone(),
+                about: about.to_owned(),
+            });
+        }
+    }
+
+    // ---- after a reconnect -----------------------------------------------
+
+    /// Reads, for each channel, what its local subscribers may have missed
+    /// while the link was down, and delivers it or reports a gap.
+    async fn catch_up(&self, conn: &MultiplexedConnection, generation: u64) -> Result<(), String> {
+        let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
+        let reads = slots.into_iter().filter_map(|slot| {
+            let base = {
+                let state = lock(&slot.state);
+                if let Some(first) = state.live.first() {
+                    let epoch = first.epoch.clone();
+                    let low = state
+                        .live
+                        .iter()
+                        .filter(|l| same_epoch(&l.epoch, &epoch))
+                        .map(|l| l.last)
+                        .min()
+                        .unwrap_or(0);
+                    let high = state
+                        .live
+                        .iter()
+                        .filter(|l| same_epoch(&l.epoch, &epoch))
+                        .map(|l| l.last)
+                        .max()
+                        .unwrap_or(0);
+                    Some((Some((epoch, low)), high))
+                } else if !state.joining.is_empty() {
+                    Some((state.seen.clone(), state.seen.as_ref().map_or(0, |s| s.1)))
+                } else {
+                    None
+                }
+            }?;
+            let mut conn = conn.clone();
+            Some(async move {
+                let read = self
+                    .read_after(&mut conn, &slot, base.0.as_ref(), base.1)
+                    .await;
+                (slot, base.0, read)
+            })
+        });
+        let mut reads = futures_util::stream::iter(reads).buffer_unordered(RESYNC_CONCURRENCY);
+        while let Some((slot, base, read)) = reads.next().await {
+            let read = read.map_err(|e| e.to_string())?;
+            self.apply_catch_up(&slot, generation, base, read);
+        }
+        Ok(())
+    }
+
+    /// The history of `slot` after `base` (a node's catch-up read).
+    async fn read_after(
+        &self,
+        conn: &mut MultiplexedConnection,
+        slot: &Slot,
+        base: Option<&(Arc<str>, u64)>,
+        high: u64,
+    ) -> Result<Read, BrokerError> {
+        let ns = self.config.namespace(&slot.name);
+        let mut invocation = self.scripts.read.prepare_invoke();
+        invocation
+            .key(self.key(&slot.name, "meta"))
+            .key(self.key(&slot.name, "hist"))
+            .key(self.key(&slot.name, "keys"))
+            .key(self.key(&slot.name, "pres"))
+            .key(self.node_key())
+            .arg(new_epoch())
+            .arg(self.meta_ttl(ns.history_ttl))
+            .arg(millis(ns.history_ttl))
+            .arg(base.map_or("", |b| &*b.0))
+            .arg(base.map_or(0, |b| b.1))
+            .arg(0)
+            .arg(if base.is_some() {
+                high.to_string()
+            } else {
+                String::new()
+            })
+            .arg("")
+            .arg(&self.node)
+            .arg("")
+            .arg(&*slot.name)
+            .arg("");
+        let reply = self.invoke(&invocation, conn).await?;
+        parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))
+    }
+
+    fn apply_catch_up(
+        &self,
+        slot: &Slot,
+        generation: u64,
+        base: Option<(Arc<str>, u64)>,
+        read: Read,
+    ) {
+        let mut frames = Vec::with_capacity(read.entries.len());
+        for raw in &read.entries {
+            if let Some(entry) = parse_entry(raw)
+                && let Some(body) = decode_body(entry.body)
+            {
+                let published = published_at(body.sent_us);
+                let frame = prepare(&ServerMessage::Message(Publication {
+                    channel: slot.name.to_string(),
+                    offset: entry.offset,
+                    time: entry.time,
+                    from: body.from,
+                    data: body.data,
+                }));
+                frames.push((entry.offset, frame, published));
+            }
+        }
+        // Whether the frames continue a subscriber at `last` of `epoch`
+        // without a hole up to the channel's last offset.
+        let continues = |epoch: &str, last: u64| {
+            epoch == read.epoch
+                && last <= read.last
+                && last + 1 >= read.first
+                && frames.iter().filter(|(offset, ..)| *offset > last).count() as u64
+                    == read.last - last
+        };
+        // Otherwise: a gap, then everything kept if that is a whole run.
+        let whole = read.last < read.first
+            || (frames.first().map(|f| f.0) == Some(read.first)
+                && frames.len() as u64 == read.last + 1 - read.first);
+        let gap_at = if whole { read.first - 1 } else { read.last };
+        let mut state = lock(&slot.state);
+        let epoch = state.intern(&read.epoch);
+        let now = Instant::now();
+        let mut gaps = 0usize;
+        let mut gap: Option<PreparedMessage> = None;
+        for live in &mut state.live {
+            let from = if continues(&live.epoch, live.last) {
+                live.last
+            } else {
+                let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, gap_at));
+                live.sub.outbox.push(gap.clone(), now);
+                gaps += 1;
+                gap_at
+            };
+            for (offset, frame, published) in &frames {
+                if *offset > from {
+                    live.sub.outbox.push(frame.clone(), *published);
+                }
+            }
+            live.epoch = epoch.clone();
+            live.last = read.last;
+        }
+        let joiners_continue = base.as_ref().is_some_and(|(e, last)| continues(e, *last));
+        let after = match &base {
+            Some((_, last)) if joiners_continue => *last,
+            _ => gap_at,
+        };
+        for joiner in &mut state.joining {
+            if !joiners_continue {
+                joiner.buffer(Buffered::Gap {
+                    generation,
+                    epoch: epoch.clone(),
+                    offset: gap_at,
+                });
+            }
+            for (offset, frame, published) in &frames {
+                if *offset > after {
+                    joiner.buffer(Buffered::Message {
+                        generation,
+                        epoch: epoch.clone(),
+                        offset: *offset,
+                        frame: frame.clone(),
+                        published: *published,
+                    });
+                }
+            }
+        }
+        state.seen = Some((epoch, read.last));
+        if gaps > 0 {
+            tracing::info!(
+                channel = &*slot.name,
+                subscribers = gaps,
+                "messages may have been lost while redis was away: gap sent"
+            );
+        }
+    }
+
+    /// Re-enters the presence of every local subscriber (after a reconnect,
+    /// or when the cluster took this node for dead).
+    async fn enter_all(&self, conn: &MultiplexedConnection) -> Result<(), String> {
+        let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
+        let calls = slots.into_iter().filter_map(|slot| {
+            let ns = self.config.namespace(&slot.name);
+            if !ns.presence {
+                return None;
+            }
+            let members: Vec<(String, String)> = lock(&slot.state)
+                .live
+                .iter()
+                .map(|l| (l.sub.info.client.clone(), l.sub.info.user.clone()))
+                .collect();
+            if members.is_empty() {
+                return None;
+            }
+            let mut conn = conn.clone();
+            let topic = if ns.join_leave {
+                slot.topic.clone()
+            } else {
+                String::new()
+            };
+            Some(async move {
+                let mut invocation = self.scripts.enter.prepare_invoke();
+                invocation
+                    .key(self.key(&slot.name, "pres"))
+                    .key(self.node_key())
+                    .arg(&self.node)
+                    .arg(&*slot.name)
+                    .arg(topic);
+                for (client, user) in &members {
+                    invocation.arg(client).arg(user);
+                }
+                self.invoke(&invocation, &mut conn).await.map(|_| ())
+            })
+        });
+        let mut calls = futures_util::stream::iter(calls).buffer_unordered(RESYNC_CONCURRENCY);
+        while let Some(result) = calls.next().await {
+            result.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Heartbeat (and dead-node cleanup); `Ok(true)` when this node was not
+    /// registered (new, or taken for dead by the cluster).
+    async fn heartbeat(
+        &self,
+        conn: &mut MultiplexedConnection,
+        leaving: bool,
+    ) -> Result<bool, String> {
+        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        invocation
+            .key(self.nodes_key())
+            .arg(&self.node)
+            .arg(millis(self.options.node_expiry))
+            .arg(&self.options.prefix)
+            .arg(if leaving { "1" } else { "0" });
+        let reply = self
+            .invoke(&invocation, conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let items = array(&reply).ok_or("bad heartbeat reply")?;
+        if let [added, purged] = items {
+            let purged = int(purged).unwrap_or(0);
+            if purged > 0 && !leaving {
+                tracing::info!(nodes = purged, "removed the presence of silent nodes");
+            }
+            Ok(int(added) == Some(1))
+        } else {
+            Err("bad heartbeat reply".into())
+        }
+    }
+
+    /// The link is gone: not ready, no connection, no pub/sub sink.
+    async fn mark_down(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.interest.lock().await.sink = None;
+    }
+
+    /// Connects both connections.
+    async fn connect(&self) -> Result<(MultiplexedConnection, PubSubSink, PubSubStream), String> {
+        let timeout = self.options.command_timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let conn = tokio::time::timeout(
+            timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "pub/sub connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (sink, stream) = pubsub.split();
+        Ok((conn, sink, stream))
+    }
+
+    /// Serves one connection to Redis until it is lost or the broker stops.
+    async fn serve_link(
+        &self,
+        mut conn: MultiplexedConnection,
+        sink: PubSubSink,
+        mut stream: PubSubStream,
+        stop: &mut watch::Receiver<bool>,
+    ) -> LinkEnd {
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        if let Err(why) = self.heartbeat(&mut conn, false).await {
+            return LinkEnd::Lost(why);
+        }
+        // Re-subscribe every channel with local subscribers.
+        let generation = {
+            let mut interest = self.interest.lock().await;
+            interest.generation += 1;
+            let generation = interest.generation;
+            interest.sink = Some(sink.clone());
+            self.generation.store(generation, Ordering::SeqCst);
+            let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
+            let mut sink = sink.clone();
+            for batch in slots.chunks(SUBSCRIBE_BATCH) {
+                let topics: Vec<&str> = batch.iter().map(|s| s.topic.as_str()).collect();
+                match tokio::time::timeout(self.options.command_timeout, sink.subscribe(&topics))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
+                    Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
+                }
+                for slot in batch {
+                    lock(&slot.state).subscribed = generation;
+                }
+            }
+            generation
+        };
+        if let Err(why) = self.catch_up(&conn, generation).await {
+            return LinkEnd::Lost(format!("catching up: {why}"));
+        }
+        if let Err(why) = self.enter_all(&conn).await {
+            return LinkEnd::Lost(format!("re-entering presence: {why}"));
+        }
+        self.ready.store(true, Ordering::SeqCst);
+        self.flush_leaves().await;
+        tracing::info!(node = %self.node, "connected to redis; node ready");
+        let mut tick = tokio::time::interval(self.options.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        let mut ping_sink = sink;
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        self.dispatch(generation, message.get_channel_name(), message.get_payload_bytes());
+                    }
+                    None => return LinkEnd::Lost("pub/sub connection closed".into()),
+                },
+                _ = tick.tick() => {
+                    match self.heartbeat(&mut conn, false).await {
+                        Ok(true) => {
+                            tracing::warn!("the cluster took this node for dead; re-entering presence");
+                            if let Err(why) = self.enter_all(&conn).await {
+                                return LinkEnd::Lost(format!("re-entering presence: {why}"));
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(why) => return LinkEnd::Lost(format!("heartbeat: {why}")),
+                    }
+                    if let Err(why) = self.ping(&mut ping_sink).await {
+                        return LinkEnd::Lost(why);
+                    }
+                    if !lock(&self.pending_leaves).is_empty() {
+                        self.flush_leaves().await;
+                    }
+                }
+                () = self.suspect.notified() => {
+                    if let Err(why) = self.ping(&mut ping_sink).await {
+                        return LinkEnd::Lost(why);
+                    }
+                    let ping = redis::cmd("PING");
+                    let ping = ping.query_async::<Value>(&mut conn);
+                    match tokio::time::timeout(self.options.command_timeout, ping).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => return LinkEnd::Lost(format!("PING: {error}")),
+                        Err(_) => return LinkEnd::Lost("PING timed out".into()),
+                    }
+                }
+                changed = stop.changed() => {
+                    let _ = changed;
+                    self.ready.store(false, Ordering::SeqCst);
+                    if let Err(why) = self.heartbeat(&mut conn, true).await {
+                        tracing::warn!(%why, "could not leave the cluster cleanly");
+                    }
+                    return LinkEnd::Stopped;
+                }
+            }
+        }
+    }
+
+    async fn ping(&self, sink: &mut PubSubSink) -> Result<(), String> {
+        match tokio::time::timeout(self.options.command_timeout, sink.ping::<Value>()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("pub/sub PING: {error}")),
+            Err(_) => Err("pub/sub PING timed out".into()),
+        }
+    }
+}
+
+impl Joiner {
+    fn buffer(&mut self, buffered: Buffered) {
+        if self.buffer.len() < MAX_BUFFERED {
+            self.buffer.push(buffered);
+        } else {
+            self.lost = true;
+        }
+    }
+}
+
+/// Removes a joining subscriber whose subscribe did not finish (failed, or
+/// its future was dropped).
+struct JoinGuard {
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for JoinGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let empty = {
+            let mut state = lock(&self.slot.state);
+            state.joining.retain(|j| j.id != self.id);
+            state.is_empty()
+        };
+        if empty && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (shared, slot) = (self.shared.clone(), self.slot.clone());
+            runtime.spawn(async move { shared.release_interest(&slot).await });
+        }
+    }
+}
+
+/// Keeps a node connected to Redis until the broker stops: connect, serve,
+/// and after a loss wait (exponential backoff with jitter) and reconnect.
+async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = shared.options.backoff_min;
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = tokio::select! {
+            attempt = shared.connect() => attempt,
+            _ = stop.changed() => return,
+        };
+        match attempt {
+            Ok((conn, sink, stream)) => {
+                backoff = shared.options.backoff_min;
+                failures = 0;
+                let end = shared.serve_link(conn, sink, stream, &mut stop).await;
+                shared.mark_down().await;
+                match end {
+                    LinkEnd::Stopped => return,
+                    LinkEnd::Lost(why) => {
+                        tracing::warn!(%why, "lost redis; node not ready, reconnecting");
+                    }
+                }
+            }
+            Err(why) => {
+                shared.mark_down().await;
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(%why, "cannot reach redis; retrying with backoff");
+                } else {
+                    tracing::debug!(%why, failures, "cannot reach redis");
+                }
+            }
+        }
+        let wait = {
+            use rand::Rng;
+            backoff.mul_f64(rand::rng().random_range(0.5..1.0))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(shared.options.backoff_max);
+    }
+}
+
+/// The frame of a history entry's message.
+fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<PreparedMessage> {
+    let body = decode_body(body)?;
+    Some(prepare(&ServerMessage::Message(Publication {
+        channel: channel.to_owned(),
+        offset,
+        time,
+        from: body.from,
+        data: body.data,
+    })))
+}
+
+fn array(value: &Value) -> Option<&[Value]> {
+    match value {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => Some(u64::try_from(*n).unwrap_or(0)),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn parse_read(reply: &Value) -> Option<Read> {
+    let [epoch, last, first, entries] = array(reply)? else {
+        return None;
+    };
+    Some(Read {
+        epoch: String::from_utf8(bytes(epoch)?.to_vec()).ok()?,
+        last: int(last)?,
+        first: int(first)?,
+        entries: array(entries)?
+            .iter()
+            .filter_map(|e| bytes(e).map(<[u8]>::to_vec))
+            .collect(),
+    })
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>> {
+        if is_local(&publish.channel) {
+            return self.shared.local.publish(publish);
+        }
+        Box::pin(self.shared.publish(publish))
+    }
+
+    fn subscribe(&self, subscribe: Subscribe) -> BoxFuture<'_, Result<Subscribed, BrokerError>> {
+        if is_local(&subscribe.channel) {
+            let subscribed = self.shared.local.subscribe(subscribe);
+            self.shared.update_channel_gauge();
+            return subscribed;
+        }
+        Box::pin(self.shared.subscribe(subscribe))
+    }
+
+    fn unsubscribe(&self, channel: &str, subscriber: &Subscriber) -> BoxFuture<'_, ()> {
+        if is_local(channel) {
+            return self.shared.local.unsubscribe(channel, subscriber);
+        }
+        let (channel, subscriber) = (channel.to_owned(), subscriber.clone());
+        Box::pin(async move { self.shared.unsubscribe(&channel, &subscriber).await })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<ClientInfo>, BrokerError>> {
+        if is_local(channel) {
+            return self.shared.local.presence(channel);
+        }
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.presence(&channel).await })
+    }
+
+    fn signal(
+        &self,
+        channel: &str,
+        from: &Subscriber,
+        data: Data,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if is_local(channel) {
+            return self.shared.local.signal(channel, from, data);
+        }
+        let (channel, from) = (channel.to_owned(), from.clone());
+        Box::pin(async move { self.shared.signal(&channel, &from, data).await })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    fn local_channels(&self) -> usize {
+        self.shared.channels().len() + self.shared.local.local_channels()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_eight_base36_characters() {
+        let epoch = new_epoch();
+        assert_eq!(epoch.len(), 8);
+        assert!(
+            epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        );
+    }
+
+    #[test]
+    fn hub_channels_stay_local() {
+        assert!(is_local("$sys:stats"));
+        assert!(!is_local("chat:lobby"));
+        assert!(!is_local("lobby"));
+    }
+
+    #[test]
+    fn read_replies_parse() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"k3x9ab0c".to_vec()),
+            Value::Int(44),
+            Value::Int(40),
+            Value::Array(vec![Value::BulkString(b"44 1 0 0 0 J1".to_vec())]),
+        ]);
+        let read = parse_read(&reply).expect("parses");
+        assert_eq!(
+            (read.epoch.as_str(), read.last, read.first),
+            ("k3x9ab0c", 44, 40)
+        );
+        assert_eq!(read.entries.len(), 1);
+        assert!(parse_read(&Value::Nil).is_none());
+    }
+
+    #[test]
+    fn latency_stamps_map_to_past_instants() {
+        let at = published_at(now_us() - 5_000);
+        let age = Instant::now() - at;
+        assert!(
+            age >= Duration::from_millis(5) && age < Duration::from_secs(1),
+            "{age:?}"
+        );
+        // A clock ahead of ours is not in the future.
+        assert!(published_at(now_us() + 10_000_000) <= Instant::now());
+    }
+}

@@ -1,0 +1,232 @@
+//! The Lua scripts the Redis broker runs (with `EVALSHA`; redis-rs loads a
+//! script with `SCRIPT LOAD` the first time Redis answers `NOSCRIPT`, for
+//! example after a restart).
+//!
+//! Each script is one round trip and runs atomically in Redis: nothing else
+//! happens between its commands. That is what makes a publish's idempotency
+//! check, offset, history append and `PUBLISH` one step, so that the order
+//! of messages on a channel's pub/sub topic is their offset order.
+//!
+//! Invariants kept by every script:
+//! - A channel's `meta` hash (`epoch`, `last`) is created together with an
+//!   empty history: when it is missing, the history and keys are deleted and
+//!   a new epoch (drawn by the caller, `fresh`) starts at offset 0.
+//! - The history list holds consecutive offsets `last - LLEN + 1 ..= last`,
+//!   oldest first: entries are appended at the tail and only ever dropped
+//!   from the head (size bound, age bound), or all at once (key expiry).
+//! - The idempotency hash holds exactly the keys of the entries in the
+//!   history (a key leaves with its entry).
+//! - Times compared with entry times are Redis's own clock (`TIME`).
+//!
+//! Entry and envelope layouts are in [`super::envelope`].
+
+use redis::Script;
+
+/// Shared Lua helpers, prepended to the scripts that touch history.
+const HELPERS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Forgets the idempotency key of a history entry that leaves the history.
+local function drop_key(keys, entry)
+  local kl, pos = string.match(entry, '^%d+ %d+ (%d+) ()')
+  kl = tonumber(kl)
+  if kl and kl > 0 then
+    redis.call('HDEL', keys, string.sub(entry, pos, pos + kl - 1))
+  end
+end
+-- Drops entries older than ttl ms from the head of the history.
+local function prune(hist, keys, ttl)
+  local now = now_ms()
+  while true do
+    local head = redis.call('LINDEX', hist, 0)
+    if not head then return end
+    local time = tonumber(string.match(head, '^%d+ (%d+) '))
+    if time and time + ttl >= now then return end
+    redis.call('LPOP', hist)
+    drop_key(keys, head)
+  end
+end
+-- The channel's epoch and last offset; a missing channel starts a new epoch.
+local function meta_of(meta, hist, keys, fresh)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    redis.call('DEL', hist, keys)
+    redis.call('HSET', meta, 'epoch', fresh, 'last', 0)
+    return fresh, 0
+  end
+  return epoch, tonumber(redis.call('HGET', meta, 'last') or 0)
+end
+";
+
+/// Publish: `KEYS` = meta, hist, keys; `ARGV` = topic, idempotency key (or
+/// ""), time (ms), body, history size, history ttl (ms), meta ttl (ms), fresh
+/// epoch. Returns `{epoch, offset, duplicate (0/1)}`.
+const PUBLISH: &str = r"
+local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
+local key, size, ttl = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
+local epoch = meta_of(meta, hist, keys, ARGV[8])
+prune(hist, keys, ttl)
+if key ~= '' then
+  local seen = redis.call('HGET', keys, key)
+  if seen then
+    redis.call('PEXPIRE', meta, ARGV[7])
+    return {epoch, tonumber(seen), 1}
+  end
+end
+local offset = redis.call('HINCRBY', meta, 'last', 1)
+local entry = string.format('%d', offset) .. ' ' .. ARGV[3] .. ' ' .. #key .. ' ' .. key .. ARGV[4]
+if size > 0 then
+  local len = redis.call('RPUSH', hist, entry)
+  if key ~= '' then redis.call('HSET', keys, key, offset) end
+  while len > size do
+    drop_key(keys, redis.call('LPOP', hist))
+    len = len - 1
+  end
+  redis.call('PEXPIRE', hist, ttl)
+  redis.call('PEXPIRE', keys, ttl)
+end
+redis.call('PEXPIRE', meta, ARGV[7])
+redis.call('PUBLISH', ARGV[1], 'm' .. epoch .. ' ' .. entry)
+return {epoch, offset, 0}
+";
+
+/// Read the history (subscribe, or a node catching up after a reconnect),
+/// and optionally enter presence and announce the join.
+///
+/// `KEYS` = meta, hist, keys, pres, node's pres; `ARGV` = fresh epoch, meta
+/// ttl (ms), history ttl (ms), since epoch (or ""), since offset, recent,
+/// check (or "": the highest offset this node has delivered in the `since`
+/// epoch; if the channel is behind it, Redis lost writes, so a new epoch
+/// starts), client (or "": no presence), node, user, channel, topic (or "":
+/// no join event).
+///
+/// Returns `{epoch, last, first, entries}` where `entries` are the kept
+/// entries from the oldest either plan may replay (after `since`, or the
+/// last `recent`) to `last`; with `check` (a node catching up), every kept
+/// entry when the history cannot continue from `since`.
+const READ: &str = r"
+local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
+local epoch, last = meta_of(meta, hist, keys, ARGV[1])
+local since = tonumber(ARGV[5])
+if ARGV[7] ~= '' and ARGV[4] == epoch and tonumber(ARGV[7]) > last then
+  redis.call('DEL', hist, keys)
+  epoch, last = ARGV[1], 0
+  redis.call('HSET', meta, 'epoch', epoch, 'last', 0)
+end
+redis.call('PEXPIRE', meta, ARGV[2])
+prune(hist, keys, tonumber(ARGV[3]))
+local first = last - redis.call('LLEN', hist) + 1
+local from = last - tonumber(ARGV[6]) + 1
+if ARGV[4] == epoch and since < last and since + 1 < from then from = since + 1 end
+if ARGV[7] ~= '' and not (ARGV[4] == epoch and since + 1 >= first) then from = first end
+if from < first then from = first end
+local entries = {}
+if from <= last then entries = redis.call('LRANGE', hist, from - first, -1) end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[8], ARGV[9] .. ' ' .. ARGV[10])
+  redis.call('HSET', KEYS[5], ARGV[8] .. ' ' .. ARGV[11], ARGV[10])
+  if ARGV[12] ~= '' then
+    redis.call('PUBLISH', ARGV[12], 'j' .. ARGV[8] .. ' ' .. ARGV[10])
+  end
+end
+return {epoch, last, first, entries}
+";
+
+/// Leave presence: `KEYS` = pres, node's pres; `ARGV` = client, channel,
+/// topic (or "": no leave event), user. Returns 1 if the client was present.
+const LEAVE: &str = r"
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+if removed == 1 and ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], 'l' .. ARGV[1] .. ' ' .. ARGV[4])
+end
+return removed
+";
+
+/// (Re-)enter presence after a reconnect: `KEYS` = pres, node's pres;
+/// `ARGV` = node, channel, topic (or "": no join events), then client, user
+/// pairs. A join is announced only for clients that were not present.
+/// Returns how many were added.
+const ENTER: &str = r"
+local added = 0
+for i = 4, #ARGV, 2 do
+  local client, user = ARGV[i], ARGV[i + 1]
+  if redis.call('HSET', KEYS[1], client, ARGV[1] .. ' ' .. user) == 1 then
+    added = added + 1
+    if ARGV[3] ~= '' then
+      redis.call('PUBLISH', ARGV[3], 'j' .. client .. ' ' .. user)
+    end
+  end
+  redis.call('HSET', KEYS[2], client .. ' ' .. ARGV[2], user)
+end
+return added
+";
+
+/// Heartbeat and dead-node cleanup: `KEYS` = nodes; `ARGV` = node, expiry
+/// (ms), key prefix, leaving (1: this node leaves the cluster: remove its
+/// presence now). A node whose heartbeat is older than the expiry loses its
+/// presence entries (each announced with a leave event) and its registration.
+/// Returns `{registered anew (0/1), nodes purged}`.
+const HEARTBEAT: &str = r"
+local nodes, node, prefix = KEYS[1], ARGV[1], ARGV[3]
+local function purge(dead)
+  local np = prefix .. ':node:' .. dead .. ':pres'
+  local all = redis.call('HGETALL', np)
+  for i = 1, #all, 2 do
+    local client, channel = string.match(all[i], '^(%S+) (.+)$')
+    if client then
+      if redis.call('HDEL', prefix .. ':{' .. channel .. '}:pres', client) == 1 then
+        redis.call('PUBLISH', prefix .. ':m:' .. channel, 'l' .. client .. ' ' .. all[i + 1])
+      end
+    end
+  end
+  redis.call('DEL', np)
+  redis.call('ZREM', nodes, dead)
+end
+if ARGV[4] == '1' then
+  purge(node)
+  return {0, 1}
+end
+local now = now_ms()
+local added = redis.call('ZADD', nodes, now, node)
+local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - tonumber(ARGV[2]))
+local purged = 0
+for _, d in ipairs(dead) do
+  if d ~= node then
+    purge(d)
+    purged = purged + 1
+  end
+end
+return {added, purged}
+";
+
+/// The broker's scripts, hashed once.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    /// See [`PUBLISH`].
+    pub(crate) publish: Script,
+    /// See [`READ`].
+    pub(crate) read: Script,
+    /// See [`LEAVE`].
+    pub(crate) leave: Script,
+    /// See [`ENTER`].
+    pub(crate) enter: Script,
+    /// See [`HEARTBEAT`].
+    pub(crate) heartbeat: Script,
+}
+
+impl Scripts {
+    /// Every script, with its helpers.
+    pub(crate) fn new() -> Self {
+        let with_helpers = |body: &str| Script::new(&format!("{HELPERS}{body}"));
+        Self {
+            publish: with_helpers(PUBLISH),
+            read: with_helpers(READ),
+            leave: Script::new(LEAVE),
+            enter: Script::new(ENTER),
+            heartbeat: with_helpers(HEARTBEAT),
+        }
+    }
+}

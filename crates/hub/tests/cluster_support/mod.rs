@@ -1,0 +1,574 @@
+//! Test support for the hub cluster: a Redis server of the test's own
+//! ([`Redis`]), hub nodes in this process ([`Node`]) or in a child process
+//! that a test can kill ([`NodeProcess`]), a TCP link that a test can cut
+//! ([`Cut`]), HAProxy ([`Haproxy`]) and a checker of message streams
+//! ([`Stream`]).
+//!
+//! Everything listens on loopback, every wait is bounded, and every process
+//! started here is stopped by the PID it was started with (on drop too).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use duplex_hub::broker::redis::RedisOptions;
+use duplex_hub::{Hub, HubConfig, Server};
+use duplex_hub_proto::ServerMessage;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::common::{TestClient, http_get};
+
+/// How long a node or server may take to come up.
+pub const STARTUP: Duration = Duration::from_secs(15);
+
+/// Broker options for tests: a dead node leaves presence within about 1.5 s,
+/// and reconnection retries quickly.
+pub fn fast_options() -> RedisOptions {
+    RedisOptions {
+        heartbeat: Duration::from_millis(250),
+        node_expiry: Duration::from_millis(1000),
+        command_timeout: Duration::from_secs(1),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ..RedisOptions::default()
+    }
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Finds `program` on `PATH` (or in the usual system directories).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Waits until `addr` accepts TCP connections, at most `within`.
+pub fn wait_listening(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Stops a child we started, by its PID (SIGKILL), and reaps it.
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without
+/// persistence. Stopped (by PID) when dropped.
+pub struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts one; panics with the fix if `redis-server` is missing.
+    pub fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let Some(program) = find_program("redis-server") else {
+            panic!(
+                "redis-server is missing: the cluster tests need Debian's redis-server \
+                 (`cargo xtask setup redis`, or `apt-get install redis-server`)"
+            );
+        };
+        let port = self.port.to_string();
+        let child = Command::new(program)
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + STARTUP;
+        while std::time::Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills it (SIGKILL: no goodbye to its clients, data lost).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs one command (blocking; for checks between steps).
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect to the test redis");
+        cmd.query(&mut conn).expect("redis command")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A hub node in this process, a member of the cluster through Redis.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<usize>>,
+}
+
+impl Node {
+    /// A node with the default configuration on `redis_url`.
+    pub async fn start(redis_url: &str) -> Self {
+        let config = HubConfig {
+            // Tests keep clients open past the end: do not wait long for
+            // their close handshakes.
+            shutdown_grace: Duration::from_millis(500),
+            ..HubConfig::default()
+        };
+        Self::start_with(config, redis_url, fast_options()).await
+    }
+
+    /// A node with `config` (its listen address is ignored) and `options`;
+    /// returns once it is ready.
+    pub async fn start_with(mut config: HubConfig, redis_url: &str, options: RedisOptions) -> Self {
+        config.redis = Some(redis_url.to_owned());
+        let hub = Hub::with_redis_options(config, options).expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::from_listener(hub.clone(), listener).expect("server");
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        assert!(hub.wait_ready(STARTUP).await, "node connects to redis");
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `ws://ADDR/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> TestClient {
+        client_at(&self.url()).await
+    }
+
+    /// An HTTP GET on the node: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+
+    /// Stops it gracefully and leaves the cluster.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        let task = self.task.take().expect("running");
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        self.hub.leave_cluster().await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A connected client of the hub at `url`.
+pub async fn client_at(url: &str) -> TestClient {
+    let mut client = TestClient::open(url, |r| r).await.expect("open");
+    client.connect(None).await;
+    client
+}
+
+/// The environment variable that makes the test binary's `node_process`
+/// test run a node (see [`NodeProcess`]).
+pub const NODE_REDIS_ENV: &str = "DUPLEX_CLUSTER_NODE_REDIS";
+
+/// What the child prints once it listens.
+pub const LISTENING: &str = "DUPLEX_NODE_LISTENING ";
+
+/// A hub node in a child process (this test binary, running its
+/// `node_process` test), so that a test can kill it the hard way. The child
+/// exits by itself when its stdin closes (when this process ends).
+pub struct NodeProcess {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Starts a node on `redis_url` with [`fast_options`].
+    pub fn spawn(redis_url: &str) -> Self {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                "node_process",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(NODE_REDIS_ENV, redis_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the node process");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                // libtest may have printed `test node_process ... ` first.
+                if let Some(at) = line.find(LISTENING) {
+                    let _ = tx.send(line[at + LISTENING.len()..].trim().to_owned());
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(STARTUP) else {
+            kill_child(&mut child);
+            panic!("the node process did not start listening");
+        };
+        Self {
+            addr: addr.parse().expect("an address"),
+            child: Some(child),
+        }
+    }
+
+    /// `ws://ADDR/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// SIGKILL: no close frames, no goodbye to Redis.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a node for [`NodeProcess`] until stdin closes; prints
+/// [`LISTENING`] and the address once it is ready.
+pub fn run_node_process(redis_url: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let node = Node::start_with(HubConfig::default(), redis_url, fast_options()).await;
+        println!("{LISTENING}{}", node.addr);
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+    });
+    std::process::exit(0);
+}
+
+/// A TCP link to a server that a test can cut: [`Cut::cut`] drops every
+/// connection through it and refuses new ones until [`Cut::restore`].
+pub struct Cut {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Cut {
+    /// A link on a free loopback port to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = Arc::new(AtomicBool::new(true));
+        let (generation, _) = watch::channel(0u64);
+        let task = {
+            let (open, generation) = (open.clone(), generation.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !open.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let mut cut = generation.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut inbound, mut outbound) = (inbound, outbound);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            open,
+            generation,
+            task,
+        }
+    }
+
+    /// `redis://ADDR` (when the target is Redis).
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// HAProxy in front of hub nodes, from a configuration the test writes.
+/// Stopped (by PID) when dropped.
+pub struct Haproxy {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Haproxy {
+    /// Starts `haproxy -db -f FILE` with `config`, in which `{port}` is
+    /// replaced by a free loopback port it listens on; panics with the fix
+    /// if haproxy is missing.
+    pub fn start(config: &str) -> Self {
+        let Some(program) = find_program("haproxy") else {
+            panic!(
+                "haproxy is missing: the load-balancer test needs Debian's haproxy \
+                 (`cargo xtask setup haproxy`, or `apt-get install haproxy`)"
+            );
+        };
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("duplex-haproxy-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, config.replace("{port}", &port.to_string())).expect("write config");
+        let check = Command::new(&program)
+            .arg("-c")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("run haproxy -c");
+        assert!(
+            check.status.success(),
+            "haproxy refuses the configuration: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(&program)
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut haproxy = Self {
+            addr,
+            child: Some(child),
+            dir,
+        };
+        if !wait_listening(addr, STARTUP) {
+            haproxy.stop();
+            panic!("haproxy did not listen on {addr}");
+        }
+        haproxy
+    }
+
+    /// `ws://ADDR/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The directory of its configuration file.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_child(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One subscriber's view of a channel, checked as it arrives: every message
+/// continues the one before (same epoch, next offset) unless a `gap` push
+/// (or a `subscribed` with `gap: true`) came in between.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// The epoch and offset of the position.
+    pub position: Option<(String, u64)>,
+    /// Messages received, as (epoch, offset).
+    pub messages: Vec<(String, u64)>,
+    /// Gap pushes received.
+    pub gaps: Vec<(String, u64)>,
+    /// What broke the rule, if anything.
+    pub violations: Vec<String>,
+}
+
+impl Stream {
+    /// Starts at a `subscribed` reply.
+    pub fn from_subscribed(reply: &ServerMessage) -> Self {
+        match reply {
+            ServerMessage::Subscribed { epoch, offset, .. } => Self {
+                position: Some((epoch.clone(), *offset)),
+                ..Self::default()
+            },
+            other => panic!("expected subscribed, got {other:?}"),
+        }
+    }
+
+    /// Takes in one push; ignores those of other kinds or channels.
+    pub fn push(&mut self, channel: &str, message: &ServerMessage) {
+        match message {
+            ServerMessage::Message(publication) if publication.channel == channel => {
+                let (epoch, last) = self.position.clone().unwrap_or_default();
+                if publication.offset != last + 1 {
+                    self.violations.push(format!(
+                        "offset {} after {last} without a gap push",
+                        publication.offset
+                    ));
+                }
+                self.messages.push((epoch.clone(), publication.offset));
+                self.position = Some((epoch, publication.offset));
+            }
+            ServerMessage::Gap {
+                channel: c,
+                epoch,
+                offset,
+            } if c == channel => {
+                self.gaps.push((epoch.clone(), *offset));
+                self.position = Some((epoch.clone(), *offset));
+            }
+            _ => {}
+        }
+    }
+
+    /// The offsets received in `epoch`.
+    pub fn offsets_in(&self, epoch: &str) -> Vec<u64> {
+        self.messages
+            .iter()
+            .filter(|(e, _)| e == epoch)
+            .map(|(_, o)| *o)
+            .collect()
+    }
+}
