@@ -62,10 +62,14 @@ pub(crate) struct ServeArgs {
     /// Seconds a pinged client has to answer before it is dropped.
     #[arg(long)]
     pong_timeout: Option<f64>,
-    /// Join a cluster of hubs through Redis (redis://HOST:PORT); see
-    /// docs/deploy.md.
+    /// Join a cluster of hubs through Redis (redis://HOST:PORT, or
+    /// rediss://HOST:PORT for TLS); see docs/deploy.md.
     #[arg(long, env = "DUPLEX_REDIS")]
     redis: Option<String>,
+    /// PEM file of the CA that signed a rediss:// Redis's certificate,
+    /// trusted instead of the system's roots.
+    #[arg(long, value_name = "PEM", env = "DUPLEX_REDIS_CA")]
+    redis_ca: Option<PathBuf>,
     /// Log format: human or json.
     #[arg(long, value_parser = ["human", "json"], env = "DUPLEX_LOG_FORMAT")]
     log_format: Option<String>,
@@ -119,6 +123,9 @@ impl ServeArgs {
         }
         if self.redis.is_some() {
             config.redis = self.redis.clone();
+        }
+        if self.redis_ca.is_some() {
+            config.redis_ca = self.redis_ca.clone();
         }
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" {
@@ -180,4 +187,79 @@ async fn stop_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("stop signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ServeArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<duplex_hub::HubConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        cli.serve.config()
+    }
+
+    #[test]
+    fn redis_flags_set_the_url_and_the_ca() {
+        let config = parse(&[
+            "--redis",
+            "rediss://127.0.0.1:6380",
+            "--redis-ca",
+            "/etc/duplex/redis-ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(config.redis.as_deref(), Some("rediss://127.0.0.1:6380"));
+        assert_eq!(
+            config.redis_ca.as_deref(),
+            Some(std::path::Path::new("/etc/duplex/redis-ca.pem"))
+        );
+        let plain = parse(&["--redis", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(plain.redis.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(plain.redis_ca, None);
+    }
+
+    #[test]
+    fn a_redis_ca_without_a_tls_url_is_refused() {
+        let error = parse(&["--redis", "redis://127.0.0.1:6379", "--redis-ca", "ca.pem"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("rediss://"), "{error}");
+        let error = parse(&["--redis-ca", "ca.pem"]).unwrap_err().to_string();
+        assert!(error.contains("no redis URL"), "{error}");
+    }
+
+    #[test]
+    fn a_redis_ca_in_the_file_is_overridden_by_the_flag() {
+        let dir = std::env::temp_dir().join(format!("duplex-serve-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hub.toml");
+        std::fs::write(
+            &file,
+            "redis = \"rediss://redis.internal:6380\"\nredis_ca = \"/from/file.pem\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = parse(&["--config", path]).unwrap();
+        assert_eq!(
+            from_file.redis_ca.as_deref(),
+            Some(std::path::Path::new("/from/file.pem"))
+        );
+        let overridden = parse(&["--config", path, "--redis-ca", "/from/flag.pem"]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            overridden.redis_ca.as_deref(),
+            Some(std::path::Path::new("/from/flag.pem"))
+        );
+        assert_eq!(
+            overridden.redis.as_deref(),
+            Some("rediss://redis.internal:6380")
+        );
+    }
 }

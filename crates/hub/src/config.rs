@@ -40,9 +40,14 @@ pub struct HubConfig {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Settings of namespaces not listed in `namespaces`.
     pub default_namespace: NamespaceConfig,
-    /// Redis URL (`redis://host:port`): join a cluster of hubs through Redis.
-    /// `None`: the in-memory broker of a single node.
+    /// Redis URL (`redis://host:port`, or `rediss://host:port` for TLS):
+    /// join a cluster of hubs through Redis. `None`: the in-memory broker of
+    /// a single node.
     pub redis: Option<String>,
+    /// A PEM file of the CA certificate(s) to trust for a `rediss://` Redis,
+    /// instead of the system's roots (for a Redis whose certificate a private
+    /// CA signed). Needs a `rediss://` URL in [`HubConfig::redis`].
+    pub redis_ca: Option<PathBuf>,
     /// Log format: `"human"` (default) or `"json"`.
     pub log_format: LogFormat,
     /// How long shutdown waits for connections to finish their close
@@ -70,6 +75,7 @@ impl Default for HubConfig {
             )]),
             default_namespace: NamespaceConfig::default(),
             redis: None,
+            redis_ca: None,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
         }
@@ -281,6 +287,15 @@ impl HubConfig {
         if self.heartbeat.ping_interval.is_zero() || self.heartbeat.pong_timeout.is_zero() {
             return bad("heartbeat: ping_interval and pong_timeout must be above 0");
         }
+        if self.redis_ca.is_some() {
+            match &self.redis {
+                None => return bad("redis_ca is set but no redis URL is"),
+                Some(url) if !is_tls_url(url) => {
+                    return bad("redis_ca applies to TLS only: use a rediss:// URL, not redis://");
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(auth) = &self.auth {
             let sources = [
                 auth.hs256_secret.is_some(),
@@ -306,6 +321,12 @@ impl HubConfig {
     pub fn anonymous_allowed(&self, ns: &NamespaceConfig) -> bool {
         ns.anonymous.unwrap_or(self.auth.is_none())
     }
+}
+
+/// Whether a Redis URL asks for TLS (`rediss://`).
+fn is_tls_url(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
 }
 
 /// A configuration that cannot be used.
@@ -385,5 +406,27 @@ mod tests {
         assert!(HubConfig::from_toml("[limits]\nmax_connections = 0").is_err());
         let two_keys = "[auth]\nhs256_secret = \"a\"\nrs256_public_key = \"k.pem\"";
         assert!(HubConfig::from_toml(two_keys).is_err());
+    }
+
+    #[test]
+    fn redis_ca_needs_a_tls_redis_url() {
+        let config = HubConfig::from_toml(
+            "redis = \"rediss://redis.internal:6380\"\nredis_ca = \"/etc/duplex/redis-ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.redis_ca.as_deref(),
+            Some(std::path::Path::new("/etc/duplex/redis-ca.pem"))
+        );
+        let error = HubConfig::from_toml("redis = \"redis://r:6379\"\nredis_ca = \"ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("rediss://"), "{error}");
+        let error = HubConfig::from_toml("redis_ca = \"ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no redis URL"), "{error}");
+        assert!(HubConfig::from_toml("redis = \"REDISS://r:6380\"\nredis_ca = \"ca.pem\"").is_ok());
+        assert!(HubConfig::from_toml("redis = \"redis://r:6379\"").is_ok());
     }
 }

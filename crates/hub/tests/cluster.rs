@@ -1,7 +1,10 @@
 //! Several hub nodes as one cluster through a real Redis (started by the
 //! test on a free loopback port, without persistence): chat, presence and
 //! join/leave across nodes, a node killed with SIGKILL, Redis restarted in
-//! the middle of traffic, a node cut off from Redis, and HAProxy in front.
+//! the middle of traffic, a node cut off from Redis, Redis over TLS
+//! (`rediss://`, with a CA made by the test, and without it), and HAProxy
+//! in front (round robin, `balance source`, and the cookie stickiness of
+//! docs/deploy.md).
 //!
 //! Needs Debian's `redis-server` and `haproxy` (`cargo xtask setup redis
 //! haproxy`); a missing one fails the test with that hint.
@@ -14,9 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster_support::{
-    Cut, Haproxy, NODE_REDIS_ENV, Node, NodeProcess, Redis, Stream, client_at, fast_options,
+    Cut, Haproxy, LogCapture, NODE_REDIS_ENV, Node, NodeProcess, Pki, Recorded, Redis, Stream,
+    client_at, deploy_doc_haproxy, fast_options,
 };
 use common::{TestClient, json, offset_of};
+use duplex_hub::HubConfig;
 use duplex_hub_proto::{Command, ErrorCode, ServerMessage, Since};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -832,4 +837,335 @@ async fn history_in_redis_is_bounded_by_size_and_age_and_keys_leave_with_it() {
     assert_eq!(published_offset(&reply), 7, "expired keys are free again");
     a.stop().await;
     b.stop().await;
+}
+
+/// A node configuration for the TLS tests: `redis_ca` as given.
+fn tls_config(redis_ca: Option<&std::path::Path>) -> HubConfig {
+    HubConfig {
+        shutdown_grace: Duration::from_millis(500),
+        redis_ca: redis_ca.map(ToOwned::to_owned),
+        ..HubConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_a_tls_redis_trusting_its_ca_chat_as_one() {
+    let redis = Redis::start_tls();
+    assert!(
+        redis.url().starts_with("rediss://127.0.0.1:"),
+        "{}",
+        redis.url()
+    );
+    // That Redis speaks TLS only: a plain client gets no answer from it.
+    let plain = redis::Client::open(redis.url().replacen("rediss://", "redis://", 1)).expect("url");
+    let answer = plain
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .and_then(|mut conn| {
+            conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+            redis::cmd("PING").query::<String>(&mut conn)
+        });
+    assert!(answer.is_err(), "plain PING answered: {answer:?}");
+
+    let config = tls_config(Some(redis.ca()));
+    let a = Node::start_with(config.clone(), &redis.url(), fast_options()).await;
+    let b = Node::start_with(config, &redis.url(), fast_options()).await;
+    let channel = "chat:tls";
+    let mut alice = a.client().await;
+    let mut bob = b.client().await;
+    assert_ne!(alice.client_id[..6], bob.client_id[..6], "two nodes");
+    let epoch = subscribed_epoch(&alice.subscribe(channel).await);
+    assert_eq!(subscribed_epoch(&bob.subscribe(channel).await), epoch);
+    let join = alice
+        .wait_for(|m| matches!(m, ServerMessage::Join { .. }))
+        .await;
+    assert!(
+        matches!(&join, ServerMessage::Join { client, .. } if *client == bob.client_id),
+        "{join:?}"
+    );
+    for i in 1..=20u64 {
+        assert_eq!(published_offset(&alice.publish(channel, json!(i)).await), i);
+    }
+    for client in [&mut bob, &mut alice] {
+        for i in 1..=20u64 {
+            assert_eq!(offset_of(&client.wait_for(is_message).await), i);
+        }
+    }
+    assert_eq!(
+        published_offset(&bob.publish(channel, json!("from b")).await),
+        21
+    );
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(offset_of(&client.wait_for(is_message).await), 21);
+        let more = next_within(client, Duration::from_millis(200)).await;
+        assert!(
+            more.as_ref().is_none_or(|m| !is_message(m)),
+            "twice: {more:?}"
+        );
+    }
+    // What the nodes wrote is in that Redis.
+    let kept: i64 = redis.query(redis::cmd("LLEN").arg("duplex:{chat:tls}:hist"));
+    assert_eq!(kept, 21);
+    let nodes: i64 = redis.query(redis::cmd("ZCARD").arg("duplex:nodes"));
+    assert_eq!(nodes, 2, "both nodes registered");
+    for node in [&a, &b] {
+        assert_eq!(node.get("/readyz").await.0, 200);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Current-thread runtime: the hub's tasks log on the test's thread, where
+/// [`LogCapture`] listens.
+#[tokio::test]
+async fn a_node_that_cannot_verify_a_tls_redis_is_not_ready_and_says_why() {
+    let logs = LogCapture::default();
+    let _logging = tracing::subscriber::set_default(logs.clone());
+    let redis = Redis::start_tls();
+    let other = Pki::new("other");
+    // Without redis_ca (the system's roots) and with another authority's CA:
+    // the node serves, is not ready, and logs the certificate failure.
+    for (case, ca) in [
+        ("no redis_ca", None),
+        ("another CA", Some(other.ca.as_path())),
+    ] {
+        let logged = logs.lines().len();
+        let node = Node::launch(tls_config(ca), &redis.url(), fast_options())
+            .await
+            .expect("the node starts");
+        assert!(
+            !node.hub.wait_ready(Duration::from_secs(2)).await,
+            "{case}: ready on an unverified Redis"
+        );
+        assert_eq!(node.get("/readyz").await.0, 503, "{case}");
+        assert_eq!(node.get("/healthz").await.0, 200, "{case}: still serving");
+        let mut client = node.client().await;
+        let reply = client.subscribe("chat:x").await;
+        assert!(
+            matches!(
+                reply,
+                ServerMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            ),
+            "{case}: {reply:?}"
+        );
+        let lines = logs.lines()[logged..].to_vec();
+        assert!(
+            lines.iter().any(|line| line.starts_with("WARN")
+                && line.contains("cannot reach redis")
+                && line.contains("TLS to redis failed")
+                && line.contains("UnknownIssuer")
+                && line.contains("redis_ca")),
+            "{case}: no clear warning in {lines:#?}"
+        );
+        drop(client);
+        node.stop().await;
+    }
+    let nodes: i64 = redis.query(redis::cmd("ZCARD").arg("duplex:nodes"));
+    assert_eq!(nodes, 0, "no node got in");
+
+    // A CA file that cannot be used stops the node from starting, and the
+    // error names the file.
+    let not_pem = other.dir().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").expect("write");
+    let missing = other.dir().join("missing.pem");
+    let key_only = redis.pki().key.clone();
+    for (path, why) in [
+        (&not_pem, "no PEM certificate"),
+        (&missing, "No such file"),
+        (&key_only, "no PEM certificate"),
+    ] {
+        let error = match Node::launch(tls_config(Some(path)), &redis.url(), fast_options()).await {
+            Ok(node) => {
+                node.stop().await;
+                panic!("a node started with redis_ca = {}", path.display());
+            }
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains(why),
+            "{error}"
+        );
+    }
+    // redis_ca with a plain redis:// URL is a configuration error.
+    let plain = redis.url().replacen("rediss://", "redis://", 1);
+    let error = match Node::launch(tls_config(Some(redis.ca())), &plain, fast_options()).await {
+        Ok(node) => {
+            node.stop().await;
+            panic!("a node started with redis_ca and a redis:// URL");
+        }
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("rediss://"), "{error}");
+}
+
+/// A connection through HAProxy at `url` (with `cookie` as its `Cookie`
+/// header, if any): the node's part of the client id from `connected`, and
+/// the `Set-Cookie` headers of the 101 response.
+async fn open_recorded(
+    addr: std::net::SocketAddr,
+    url: &str,
+    cookie: Option<&str>,
+) -> (String, Vec<String>) {
+    use duplex::{ClientRequest, Config, Message};
+    use duplex_hub_proto::{Encoded, Frame, Request, SUBPROTOCOL, decode_server, encode_command};
+    use futures_util::{SinkExt, StreamExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = ClientRequest::new(url).protocol(SUBPROTOCOL);
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie).expect("a header");
+    }
+    let mut ws = duplex::client_handshake(Recorded::new(tcp), &request, &Config::client())
+        .await
+        .expect("handshake through haproxy");
+    let head = ws.get_ref().response_head().expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let set_cookie = ws.get_ref().response_headers("set-cookie");
+    let connect = Request {
+        id: Some(1),
+        command: Command::Connect {
+            token: None,
+            name: None,
+        },
+    };
+    let Encoded::Text(text) = encode_command(&connect) else {
+        panic!("connect is text");
+    };
+    ws.send(Message::text(text)).await.expect("send connect");
+    let client = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a reply in time")
+            .expect("a message")
+            .expect("a message, not an error");
+        let frame = match &message {
+            Message::Text(text) => Frame::Text(text.as_str()),
+            Message::Binary(bytes) => Frame::Binary(bytes),
+        };
+        if let ServerMessage::Connected { client, .. } = decode_server(frame).expect("valid") {
+            break client;
+        }
+    };
+    (client[..6].to_owned(), set_cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_cookie_on_the_upgrade_response_keeps_a_client_on_its_node() {
+    let redis = Redis::start();
+    // Node a reaches Redis through a link the test can cut (to make it
+    // not ready at the end).
+    let cut = Cut::start(redis.addr()).await;
+    let a = Node::start(&cut.redis_url()).await;
+    let b = Node::start(&redis.url()).await;
+    let node_of = |client: &TestClient| client.client_id[..6].to_owned();
+    let node_a = node_of(&a.client().await);
+    let node_b = node_of(&b.client().await);
+    assert_ne!(node_a, node_b);
+    // docs/deploy.md's cookie configuration, as written there.
+    let config = deploy_doc_haproxy(
+        "cookie DUPLEXNODE insert indirect nocache httponly",
+        a.addr,
+        b.addr,
+    );
+    assert!(
+        config.contains("server a") && config.contains("cookie a"),
+        "{config}"
+    );
+    let haproxy = Haproxy::start(&config);
+
+    // Without the cookie, connections spread over both nodes.
+    let mut spread = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        spread.insert(node_of(&client_at(&haproxy.url()).await));
+    }
+    assert_eq!(
+        spread,
+        [node_a.clone(), node_b.clone()].into(),
+        "round robin without the cookie"
+    );
+
+    // A first connection gets the cookie naming its node on the 101.
+    let (first, set_cookie) = open_recorded(haproxy.addr, &haproxy.url(), None).await;
+    assert_eq!(set_cookie.len(), 1, "one Set-Cookie: {set_cookie:?}");
+    let cookie = set_cookie[0]
+        .split(';')
+        .next()
+        .expect("a pair")
+        .trim()
+        .to_owned();
+    let attributes = set_cookie[0].to_ascii_lowercase();
+    assert!(attributes.contains("httponly"), "{set_cookie:?}");
+    assert!(
+        attributes.contains("path=/"),
+        "sent back on /ws: {set_cookie:?}"
+    );
+    let named = match cookie.as_str() {
+        "DUPLEXNODE=a" => &node_a,
+        "DUPLEXNODE=b" => &node_b,
+        other => panic!("unexpected cookie {other:?}"),
+    };
+    assert_eq!(
+        &first, named,
+        "the cookie names the node the client reached"
+    );
+
+    // Reconnecting with it lands on the same node, every time, and is not
+    // given the cookie again.
+    for _ in 0..6 {
+        let client = client_at_with_cookie(&haproxy.url(), &cookie).await;
+        assert_eq!(
+            node_of(&client),
+            first,
+            "{cookie} keeps the client on its node"
+        );
+    }
+    let (again, set_cookie) = open_recorded(haproxy.addr, &haproxy.url(), Some(&cookie)).await;
+    assert_eq!(again, first);
+    assert!(
+        set_cookie.is_empty(),
+        "a valid cookie is not set again: {set_cookie:?}"
+    );
+    // The other node's cookie pins to the other node.
+    let (other_cookie, other_node) = if first == node_a {
+        ("DUPLEXNODE=b", &node_b)
+    } else {
+        ("DUPLEXNODE=a", &node_a)
+    };
+    for _ in 0..3 {
+        let client = client_at_with_cookie(&haproxy.url(), other_cookie).await;
+        assert_eq!(&node_of(&client), other_node, "{other_cookie}");
+    }
+
+    // Node a loses Redis (/readyz 503): once HAProxy's check marks it down,
+    // a client with a's cookie reaches b and is given b's cookie.
+    cut.cut();
+    assert!(wait_status(a.addr, "/readyz", 503, Duration::from_secs(5)).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (moved, set_cookie) = loop {
+        let (node, set_cookie) =
+            open_recorded(haproxy.addr, &haproxy.url(), Some("DUPLEXNODE=a")).await;
+        if node == node_b || Instant::now() > deadline {
+            break (node, set_cookie);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(moved, node_b, "a down node's cookie is not followed");
+    assert_eq!(set_cookie.len(), 1, "{set_cookie:?}");
+    assert!(
+        set_cookie[0].starts_with("DUPLEXNODE=b;"),
+        "the cookie now names b: {set_cookie:?}"
+    );
+    drop(haproxy);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A connected client of the hub at `url` sending `cookie`.
+async fn client_at_with_cookie(url: &str, cookie: &str) -> TestClient {
+    let mut client = TestClient::open(url, |r| r.header("Cookie", cookie).expect("a header"))
+        .await
+        .expect("open");
+    client.connect(None).await;
+    client
 }

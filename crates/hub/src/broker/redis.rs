@@ -1,6 +1,7 @@
 //! The Redis broker: several hub nodes as one cluster.
 //!
-//! Every node connects to the same Redis. Offsets, epochs, history,
+//! Every node connects to the same Redis (`redis://`, or `rediss://` over
+//! TLS: see [`RedisBroker::start`]). Offsets, epochs, history,
 //! idempotency keys and presence live in Redis; messages, join/leave events
 //! and signals travel over Redis pub/sub, one topic per channel, to the
 //! nodes that have local subscribers of that channel. Each node encodes a
@@ -82,17 +83,23 @@ mod envelope;
 mod scripts;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duplex::PreparedMessage;
+use duplex::tls::rustls::crypto::CryptoProvider;
+use duplex::tls::rustls::pki_types::CertificateDer;
+use duplex::tls::rustls::pki_types::pem::PemObject;
 use duplex_hub_proto::{
     ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
 };
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, TlsCertificates, Value,
+};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -309,9 +316,14 @@ enum LinkEnd {
 }
 
 impl RedisBroker {
-    /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`): it connects in
-    /// the background (see [`RedisBroker::is_ready`]) and keeps reconnecting
-    /// while it lives. Needs a tokio runtime; `node` is this node's id.
+    /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`, or
+    /// `rediss://HOST:PORT[/DB]` for TLS, verified against
+    /// [`HubConfig::redis_ca`] if set, else the system's roots): it connects
+    /// in the background (see [`RedisBroker::is_ready`]) and keeps
+    /// reconnecting while it lives. Needs a tokio runtime; `node` is this
+    /// node's id. Fails at once on a malformed URL or an unusable CA file; a
+    /// Redis that cannot be reached or whose certificate fails verification
+    /// leaves the node not ready, each attempt's error logged.
     pub fn start(
         url: &str,
         config: Arc<HubConfig>,
@@ -319,7 +331,7 @@ impl RedisBroker {
         node: String,
         options: RedisOptions,
     ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis URL {url:?}: {e}"))?;
+        let client = open_client(url, config.redis_ca.as_deref())?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
         let (stop, stopped) = watch::channel(false);
@@ -380,6 +392,114 @@ impl RedisBroker {
 impl Drop for RedisBroker {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// The client for `url`. A `rediss://` URL verifies Redis's certificate
+/// (and its name: the URL's host) against the PEM certificates of `ca` if
+/// given, else against the system's roots; `ca` needs a `rediss://` URL.
+fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client, String> {
+    let shown = redacted(url);
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("redis URL {shown}: {e}"))?;
+    let insecure = match info.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
+        _ => None,
+    };
+    match (insecure, ca) {
+        (None, None) => redis::Client::open(info).map_err(|e| format!("redis URL {shown}: {e}")),
+        (None, Some(ca)) => Err(format!(
+            "redis CA {}: set, but the redis URL {shown} is not rediss:// (TLS)",
+            ca.display()
+        )),
+        (Some(true), _) => Err(format!(
+            "redis URL {shown}: `#insecure` (no certificate verification) is not supported; \
+             give the CA that signed Redis's certificate (redis_ca, --redis-ca)"
+        )),
+        (Some(false), ca) => {
+            // redis-rs builds its rustls configs with the process-wide
+            // provider: make it the one the rest of the stack uses.
+            if CryptoProvider::get_default().is_none() {
+                let _ = duplex::tls::rustls::crypto::ring::default_provider().install_default();
+            }
+            let root_cert = ca.map(read_ca).transpose()?;
+            let certificates = TlsCertificates {
+                client_tls: None,
+                root_cert,
+            };
+            redis::Client::build_with_tls(info, certificates)
+                .map_err(|e| format!("redis TLS set-up for {shown}: {e}"))
+        }
+    }
+}
+
+/// Why a connection to Redis failed, in words an operator can act on: a
+/// TLS failure says so, and a certificate Redis sent that does not verify
+/// points at `redis_ca`.
+fn connect_error(error: &RedisError) -> String {
+    match tls_failure(error) {
+        Some(tls @ duplex::tls::rustls::Error::InvalidCertificate(_)) => format!(
+            "TLS to redis failed: {tls} (redis_ca / --redis-ca must hold the CA that signed \
+             Redis's certificate, and the certificate must name the URL's host)"
+        ),
+        Some(tls) => format!("TLS to redis failed: {tls}"),
+        None => error.to_string(),
+    }
+}
+
+/// The rustls error behind `error`, if TLS is what failed.
+fn tls_failure(error: &RedisError) -> Option<&duplex::tls::rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let mut source = std::error::Error::source(error);
+    while let Some(mut error) = source {
+        // redis-rs keeps I/O errors in an `Arc`, which is its source.
+        if let Some(shared) = error.downcast_ref::<Shared>() {
+            error = shared.as_ref();
+        }
+        if let Some(tls) = error.downcast_ref::<duplex::tls::rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<duplex::tls::rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// The PEM file `path`, checked to hold at least one certificate, all valid
+/// PEM.
+fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
+    let what = || format!("redis CA file {}", path.display());
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", what()))?;
+    let mut count = 0;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|e| format!("{}: bad PEM: {e}", what()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!("{}: no PEM certificate in it", what()));
+    }
+    Ok(pem)
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("{url:?}");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("\"{scheme}://{user}:***@{host}{path}\"")
+        }
+        None => format!("{url:?}"),
     }
 }
 
@@ -1340,11 +1460,11 @@ impl Shared {
         )
         .await
         .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| connect_error(&e))?;
         let pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| "pub/sub connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| connect_error(&e))?;
         let (sink, stream) = pubsub.split();
         Ok((conn, sink, stream))
     }
@@ -1684,6 +1804,93 @@ mod tests {
         );
         assert_eq!(read.entries.len(), 1);
         assert!(parse_read(&Value::Nil).is_none());
+    }
+
+    #[test]
+    fn plain_urls_open_as_before_and_tls_options_are_checked() {
+        let client = open_client("redis://127.0.0.1:6379/2", None).expect("plain");
+        assert!(matches!(
+            client.get_connection_info().addr(),
+            ConnectionAddr::Tcp(host, 6379) if host == "127.0.0.1"
+        ));
+        let client = open_client("rediss://localhost:6380", None).expect("TLS, system roots");
+        assert!(matches!(
+            client.get_connection_info().addr(),
+            ConnectionAddr::TcpTls { port: 6380, .. }
+        ));
+        let error =
+            open_client("redis://127.0.0.1:6379", Some(Path::new("/x/ca.pem"))).unwrap_err();
+        assert!(
+            error.contains("rediss://") && error.contains("/x/ca.pem"),
+            "{error}"
+        );
+        let error = open_client("rediss://localhost:6380/#insecure", None).unwrap_err();
+        assert!(error.contains("#insecure"), "{error}");
+        let error = open_client("nope://x", None).unwrap_err();
+        assert!(error.starts_with("redis URL"), "{error}");
+    }
+
+    #[test]
+    fn unusable_ca_files_are_refused_with_their_name() {
+        let dir = std::env::temp_dir().join(format!("duplex-redis-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let error = open_client("rediss://localhost:6380", Some(&missing)).unwrap_err();
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let error = open_client("rediss://localhost:6380", Some(&empty)).unwrap_err();
+        assert!(error.contains("no PEM certificate"), "{error}");
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error = open_client("rediss://localhost:6380", Some(&broken)).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(error.contains("bad PEM"), "{error}");
+    }
+
+    #[test]
+    fn certificate_failures_point_at_redis_ca() {
+        use duplex::tls::rustls::{CertificateError, Error as TlsError};
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let message = connect_error(&RedisError::from(io));
+        assert!(
+            message.starts_with("TLS to redis failed: ")
+                && message.contains("UnknownIssuer")
+                && message.contains("redis_ca"),
+            "{message}"
+        );
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::NoCertificatesPresented,
+        );
+        let message = connect_error(&RedisError::from(io));
+        assert!(message.starts_with("TLS to redis failed: "), "{message}");
+        assert!(!message.contains("redis_ca"), "{message}");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let message = connect_error(&RedisError::from(refused));
+        assert!(!message.contains("TLS"), "{message}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        let shown = redacted("rediss://:s3cret@redis.internal:6380/0");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis.internal:6380/0"), "{shown}");
+        let shown = redacted("redis://app:pw@h:1");
+        assert!(
+            !shown.contains("pw") && shown.contains("app:***@h:1"),
+            "{shown}"
+        );
+        assert_eq!(redacted("redis://h:1"), "\"redis://h:1\"");
+        let error = open_client("rediss://:s3cret@localhost:6380/#insecure", None).unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Test support for the hub cluster: a Redis server of the test's own
-//! ([`Redis`]), hub nodes in this process ([`Node`]) or in a child process
-//! that a test can kill ([`NodeProcess`]), a TCP link that a test can cut
-//! ([`Cut`]), HAProxy ([`Haproxy`]) and a checker of message streams
-//! ([`Stream`]).
+//! ([`Redis`], plain or TLS with a CA made by the test: [`Pki`]), hub nodes
+//! in this process ([`Node`]) or in a child process that a test can kill
+//! ([`NodeProcess`]), a TCP link that a test can cut ([`Cut`]), HAProxy
+//! ([`Haproxy`], and the configurations of docs/deploy.md:
+//! [`deploy_doc_haproxy`]), a transport that keeps what it read
+//! ([`Recorded`]), a log recorder ([`LogCapture`]) and a checker of message
+//! streams ([`Stream`]).
 //!
 //! Everything listens on loopback, every wait is bounded, and every process
 //! started here is stopped by the PID it was started with (on drop too).
@@ -78,11 +81,75 @@ fn kill_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A CA made for one test and a server certificate it signed for
+/// `localhost` and `127.0.0.1`, written as PEM files in a directory of the
+/// test's own (removed when dropped).
+pub struct Pki {
+    dir: PathBuf,
+    /// The CA certificate (PEM): what a client trusts.
+    pub ca: PathBuf,
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// Makes one; `name` tells its directory apart.
+    pub fn new(name: &str) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("duplex test CA {name}"));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+        let cert = params.signed_by(&key, &ca).expect("server certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "duplex-pki-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pki = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&pki.ca, ca.pem()).expect("write the CA");
+        std::fs::write(&pki.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&pki.key, key.serialize_pem()).expect("write the key");
+        pki
+    }
+
+    /// The directory of its files (for more files of the test's own).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A `redis-server` of the test's own on a free loopback port, without
-/// persistence. Stopped (by PID) when dropped.
+/// persistence; with [`Redis::start_tls`] it speaks TLS only. Stopped (by
+/// PID) when dropped.
 pub struct Redis {
     port: u16,
     child: Option<Child>,
+    tls: Option<Pki>,
 }
 
 impl Redis {
@@ -91,9 +158,33 @@ impl Redis {
         let mut redis = Self {
             port: free_port(),
             child: None,
+            tls: None,
         };
         redis.spawn();
         redis
+    }
+
+    /// Starts one that accepts TLS only (`rediss://`, no plain port), with a
+    /// certificate from a CA made for it ([`Redis::ca`]); clients need no
+    /// certificate of their own.
+    pub fn start_tls() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+            tls: Some(Pki::new("redis")),
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// The CA that signed its certificate (TLS only).
+    pub fn ca(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS redis").ca
+    }
+
+    /// Its certificates (TLS only).
+    pub fn pki(&self) -> &Pki {
+        self.tls.as_ref().expect("a TLS redis")
     }
 
     fn spawn(&mut self) {
@@ -104,10 +195,25 @@ impl Redis {
             );
         };
         let port = self.port.to_string();
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        match &self.tls {
+            None => {
+                command.args(["--port", &port]);
+            }
+            Some(pki) => {
+                command
+                    .args(["--port", "0", "--tls-port", &port])
+                    .arg("--tls-cert-file")
+                    .arg(&pki.cert)
+                    .arg("--tls-key-file")
+                    .arg(&pki.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&pki.ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = command
             .args([
-                "--port",
-                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -134,18 +240,38 @@ impl Redis {
     }
 
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+        let Ok(mut conn) = self
+            .client()
+            .get_connection_with_timeout(Duration::from_millis(200))
+        else {
             return false;
         };
         redis::cmd("PING").query::<String>(&mut conn).is_ok()
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// A client of the test's own (trusting its CA when TLS).
+    pub fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("url"),
+            Some(pki) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&pki.ca).expect("read the CA")),
+                },
+            )
+            .expect("a TLS client"),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` when TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Its address.
@@ -168,8 +294,8 @@ impl Redis {
 
     /// Runs one command (blocking; for checks between steps).
     pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut conn = client
+        let mut conn = self
+            .client()
             .get_connection_with_timeout(Duration::from_secs(2))
             .expect("connect to the test redis");
         cmd.query(&mut conn).expect("redis command")
@@ -204,9 +330,23 @@ impl Node {
 
     /// A node with `config` (its listen address is ignored) and `options`;
     /// returns once it is ready.
-    pub async fn start_with(mut config: HubConfig, redis_url: &str, options: RedisOptions) -> Self {
+    pub async fn start_with(config: HubConfig, redis_url: &str, options: RedisOptions) -> Self {
+        let node = Self::launch(config, redis_url, options)
+            .await
+            .expect("valid config");
+        assert!(node.hub.wait_ready(STARTUP).await, "node connects to redis");
+        node
+    }
+
+    /// A node serving at once, ready or not (see [`Node::start_with`]);
+    /// the hub's error if it cannot be set up.
+    pub async fn launch(
+        mut config: HubConfig,
+        redis_url: &str,
+        options: RedisOptions,
+    ) -> Result<Self, duplex_hub::HubError> {
         config.redis = Some(redis_url.to_owned());
-        let hub = Hub::with_redis_options(config, options).expect("valid config");
+        let hub = Hub::with_redis_options(config, options)?;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = Server::from_listener(hub.clone(), listener).expect("server");
         let addr = server.local_addr();
@@ -214,13 +354,12 @@ impl Node {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        assert!(hub.wait_ready(STARTUP).await, "node connects to redis");
-        Self {
+        Ok(Self {
             addr,
             hub,
             stop: Some(stop),
             task: Some(task),
-        }
+        })
     }
 
     /// `ws://ADDR/ws`.
@@ -458,6 +597,9 @@ impl Haproxy {
             .arg(&file)
             .output()
             .expect("run haproxy -c");
+        if !check.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         assert!(
             check.status.success(),
             "haproxy refuses the configuration: {}{}",
@@ -508,6 +650,173 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The HAProxy configuration docs/deploy.md gives, as the operator would
+/// copy it: its full configuration (`global`, `defaults`, `frontend`) with
+/// the `backend nodes` block that contains `backend_marker` (for example
+/// `cookie DUPLEXNODE`), for nodes `a` and `b` on loopback. Only addresses
+/// change (the doc's `bind :8080` becomes `{port}` for [`Haproxy::start`],
+/// its servers `a` and `b`), and `maxconn` becomes 4096 so that HAProxy
+/// needs no raised file limit; panics if the doc no longer has what this
+/// replaces.
+pub fn deploy_doc_haproxy(backend_marker: &str, a: SocketAddr, b: SocketAddr) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/deploy.md");
+    let doc = std::fs::read_to_string(&path).expect("read docs/deploy.md");
+    let blocks: Vec<&str> = doc.split("```").skip(1).step_by(2).collect();
+    let full = blocks
+        .iter()
+        .find(|block| block.trim_start().starts_with("global"))
+        .expect("docs/deploy.md has a full HAProxy configuration");
+    let head = &full[..=full.find("\nbackend nodes").expect("a backend in it")];
+    let backend = blocks
+        .iter()
+        .find(|block| {
+            block.trim_start().starts_with("backend nodes") && block.contains(backend_marker)
+        })
+        .unwrap_or_else(|| panic!("docs/deploy.md has a backend with {backend_marker:?}"));
+    let mut config = format!("{}{}", head.trim_start(), backend.trim_start());
+    for (from, to) in [
+        ("maxconn 100000", "maxconn 4096".to_owned()),
+        ("bind :8080", "bind 127.0.0.1:{port}".to_owned()),
+        ("10.0.0.11:8080", a.to_string()),
+        ("10.0.0.12:8080", b.to_string()),
+    ] {
+        assert!(
+            config.contains(from),
+            "docs/deploy.md's HAProxy configuration no longer has {from:?}:\n{config}"
+        );
+        config = config.replace(from, &to);
+    }
+    config
+}
+
+/// A transport that keeps the first bytes it read (up to 64 KiB), so that
+/// a test can look at an HTTP response that a WebSocket client consumed.
+pub struct Recorded<S> {
+    inner: S,
+    read: Vec<u8>,
+}
+
+impl<S> Recorded<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            read: Vec::new(),
+        }
+    }
+
+    /// The HTTP response head read first (up to its blank line), if whole.
+    pub fn response_head(&self) -> Option<String> {
+        let end = self.read.windows(4).position(|w| w == b"\r\n\r\n")?;
+        Some(String::from_utf8_lossy(&self.read[..end]).into_owned())
+    }
+
+    /// The values of the response header `name` (any case), in order.
+    pub fn response_headers(&self, name: &str) -> Vec<String> {
+        let Some(head) = self.response_head() else {
+            return Vec::new();
+        };
+        head.lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let room = (64usize << 10).saturating_sub(self.read.len());
+        let new = &buf.filled()[before..];
+        let keep = &new[..new.len().min(room)];
+        self.read.extend_from_slice(keep);
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A `tracing` subscriber that keeps every event as one line (`LEVEL
+/// field=value …`), to check what an operator would read in the logs. Set
+/// it for a thread with `tracing::subscriber::set_default` (in a
+/// current-thread runtime, the hub's tasks log on that thread).
+#[derive(Clone, Default)]
+pub struct LogCapture {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LogCapture {
+    /// The lines logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+struct LineVisitor<'a>(&'a mut String);
+
+impl tracing::field::Visit for LineVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for LogCapture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = event.metadata().level().to_string();
+        event.record(&mut LineVisitor(&mut line));
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// One subscriber's view of a channel, checked as it arrives: every message
