@@ -27,9 +27,14 @@
 //!   ([`Closed::reconnect_in`]); after the one that says `None` (the final
 //!   close), the event stream ends and the ready state is
 //!   [`ReadyState::Closed`].
-//! - After a connection opened, the next wait starts again from the first
-//!   step of the schedule ("reset after a successful open"); the wait before
-//!   the first reconnection is jittered too (never an immediate stampede).
+//! - After a connection that stayed open for at least
+//!   [`Options::stable_after`] (5 s by default), the next wait starts again
+//!   from the first step of the schedule. A connection that ends sooner does
+//!   not reset it: the schedule goes on growing as after a failed attempt, so
+//!   a server that accepts and closes at once (flapping) is retried ever more
+//!   slowly, up to [`Backoff::max`], not every half second forever.
+//!   `stable_after` of zero resets after every open. The wait before the
+//!   first reconnection is jittered too (never an immediate stampede).
 //! - No reconnection after the server closed with a code of
 //!   [`Options::no_reconnect`] (1000 and 1008 by default), after a handshake
 //!   refused with a 4xx status other than 408 and 429 (unless
@@ -142,8 +147,16 @@ pub struct Options {
     pub backoff: Backoff,
     /// How many connection attempts in a row may fail (not open) before the
     /// client gives up; `None` (the default) for no limit. The count starts
-    /// again after every successful open.
+    /// again after every successful open (however short the connection; see
+    /// [`Options::stable_after`] for the schedule of waits).
     pub max_attempts: Option<u32>,
+    /// How long a connection must stay open for the backoff schedule to
+    /// start again from its first step (default 5 s). A connection that ends
+    /// sooner counts as one more step, as a failed attempt does, so a server
+    /// that accepts and closes at once sees the waits grow instead of a
+    /// retry at the first step every time. [`Duration::ZERO`] resets the
+    /// schedule after every open.
+    pub stable_after: Duration,
     /// Close codes from the server after which the client does not
     /// reconnect. Default: 1000 (normal) and 1008 (policy). Add the
     /// application's own, for example the hub's 4001 and 4002.
@@ -169,6 +182,7 @@ impl Default for Options {
         Self {
             backoff: Backoff::default(),
             max_attempts: None,
+            stable_after: Duration::from_secs(5),
             no_reconnect: vec![CloseCode::NORMAL.0, CloseCode::POLICY_VIOLATION.0],
             retry_client_errors: false,
             max_buffered: 16 << 20,
@@ -183,6 +197,7 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("backoff", &self.backoff)
             .field("max_attempts", &self.max_attempts)
+            .field("stable_after", &self.stable_after)
             .field("no_reconnect", &self.no_reconnect)
             .field("retry_client_errors", &self.retry_client_errors)
             .field("max_buffered", &self.max_buffered)
@@ -202,6 +217,14 @@ impl Options {
     /// Gives up after `attempts` failed attempts in a row.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Resets the backoff schedule only after a connection stayed open for
+    /// `duration` (see [`Options::stable_after`]); [`Duration::ZERO`] resets
+    /// after every open.
+    pub fn stable_after(mut self, duration: Duration) -> Self {
+        self.stable_after = duration;
         self
     }
 
@@ -558,7 +581,8 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        // Waits in a row without an open in between.
+        // Waits in a row without a stable connection (one open for at least
+        // `stable_after`) in between: the step of the schedule.
         let mut retries: u32 = 0;
         // Attempts in a row that did not open.
         let mut failures: u32 = 0;
@@ -580,11 +604,22 @@ impl Task {
             // How the attempt or connection ended, and the least wait.
             let (mut closed, at_least) = match result {
                 Ok(ws) => {
-                    retries = 0;
                     failures = 0;
+                    let opened_at = tokio::time::Instant::now();
                     let Some(closed) = self.serve(ws).await else {
                         return;
                     };
+                    let uptime = opened_at.elapsed();
+                    if uptime >= self.options.stable_after {
+                        retries = 0;
+                    } else {
+                        tracing::debug!(
+                            url = self.request.url(),
+                            ?uptime,
+                            retries,
+                            "connection ended before it was stable; backoff not reset"
+                        );
+                    }
                     if self.options.no_reconnect.contains(&closed.code.0) {
                         self.shared.set_state(ReadyState::Closed);
                         let _ = self.emit(Event::Close(closed)).await;
@@ -914,6 +949,15 @@ mod tests {
             .collect();
         let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [500, 2000, 1000, 0, 16000, 30000]);
+    }
+
+    #[test]
+    fn the_schedule_resets_after_five_stable_seconds_by_default() {
+        let options = Options::default();
+        assert_eq!(options.stable_after, Duration::from_secs(5));
+        assert!(format!("{options:?}").contains("stable_after: 5s"));
+        let options = options.stable_after(Duration::ZERO);
+        assert_eq!(options.stable_after, Duration::ZERO);
     }
 
     #[test]

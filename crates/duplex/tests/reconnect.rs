@@ -122,7 +122,9 @@ fn echo(_: usize, mut ws: WebSocket<TcpStream>) -> Pin<Box<dyn Future<Output = (
     })
 }
 
-/// Fast, deterministic reconnection: waits are exactly the ceilings.
+/// Fast, deterministic reconnection: waits are exactly the ceilings, and
+/// every open resets the schedule (`stable_after` zero; the tests of
+/// `stable_after` set their own).
 fn fast() -> Options {
     Options::default()
         .backoff(Backoff {
@@ -131,6 +133,7 @@ fn fast() -> Options {
             factor: 2.0,
         })
         .random(|| 1.0)
+        .stable_after(Duration::ZERO)
 }
 
 fn client(url: &str, options: Options) -> ReconnectingWebSocket {
@@ -199,7 +202,8 @@ async fn reconnects_after_drops_and_the_new_connection_works() {
         let closed = expect_close(&mut ws).await;
         assert_eq!(closed.code, CloseCode::ABNORMAL);
         assert!(!closed.was_clean);
-        // Reset after each open: always the first step of the schedule.
+        // Reset after each open (`stable_after` zero): always the first
+        // step of the schedule.
         assert_eq!(closed.reconnect_in, Some(Duration::from_millis(20)));
     }
     assert_eq!(expect_open(&mut ws).await, 3);
@@ -552,4 +556,130 @@ async fn dropping_the_client_closes_with_going_away() {
     drop(ws);
     let seen = timeout(WAIT, seen_rx).await.unwrap().unwrap().unwrap();
     assert_eq!(seen.code, CloseCode::GOING_AWAY);
+}
+
+/// Closes at once with 1001 (a code that is retried), noting when the
+/// connection was accepted.
+fn close_at_once(
+    accepted_at: Arc<std::sync::Mutex<Vec<Instant>>>,
+    mut ws: WebSocket<TcpStream>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    accepted_at.lock().unwrap().push(Instant::now());
+    Box::pin(async move {
+        let _ = ws.close(CloseCode::GOING_AWAY, "flapping").await;
+    })
+}
+
+fn millis(waits: &[Duration]) -> Vec<u128> {
+    waits.iter().map(Duration::as_millis).collect()
+}
+
+#[tokio::test]
+async fn a_server_that_closes_at_once_gets_ever_longer_waits() {
+    let accepted_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let times = accepted_at.clone();
+    // Connections 0-4 close at once; 5 echoes (and is noted too).
+    let server = Server::start(
+        |_| Plan::Accept,
+        move |n, ws| {
+            if n < 5 {
+                close_at_once(times.clone(), ws)
+            } else {
+                times.lock().unwrap().push(Instant::now());
+                echo(n, ws)
+            }
+        },
+    )
+    .await;
+    // The default `stable_after` (seconds): no connection here lasts that long.
+    let stable_after = Options::default().stable_after;
+    assert!(stable_after >= Duration::from_secs(1));
+    let mut ws = client(&server.url, fast().stable_after(stable_after));
+    let mut waits = Vec::new();
+    for n in 1..=5u64 {
+        assert_eq!(expect_open(&mut ws).await, n);
+        let closed = expect_close(&mut ws).await;
+        assert_eq!(closed.code, CloseCode::GOING_AWAY);
+        waits.push(closed.reconnect_in.expect("retried"));
+    }
+    // Every open was short, so the schedule went on growing up to the cap
+    // instead of starting again at 20 ms each time.
+    assert_eq!(millis(&waits), [20, 40, 80, 160, 200]);
+    // The server sees the gaps grow: each at least the wait announced before
+    // it (lower bounds only, so a slow machine cannot fail this).
+    assert_eq!(expect_open(&mut ws).await, 6);
+    // The echo proves the server noted connection 5.
+    ws.send(Message::text("up")).unwrap();
+    assert_eq!(expect_text(&mut ws).await, "up");
+    let times = accepted_at.lock().unwrap().clone();
+    assert_eq!(times.len(), 6);
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, wait) in gaps.iter().zip(&waits) {
+        let slack = Duration::from_millis(5);
+        assert!(
+            *gap + slack >= *wait,
+            "gap {gap:?} shorter than the wait {wait:?}; gaps {gaps:?}"
+        );
+    }
+    // Reset after every open, the five gaps would be about 5 x 20 ms.
+    assert!(gaps[3..].iter().sum::<Duration>() >= Duration::from_millis(350));
+    ws.close(1000, "").unwrap();
+    expect_close(&mut ws).await;
+    expect_end(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_connection_open_longer_than_stable_after_resets_the_schedule() {
+    // Connections 0-2 and 4 close at once; connection 3 stays open until the
+    // test has seen it open for longer than `stable_after`; 5 echoes.
+    let stable_after = Duration::from_secs(1);
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(Some(release_rx)));
+    let accepted_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = Server::start(
+        |_| Plan::Accept,
+        move |n, mut ws| match n {
+            3 => {
+                let release_rx = release_rx.lock().unwrap().take().unwrap();
+                Box::pin(async move {
+                    let _ = release_rx.await;
+                    let _ = ws.close(CloseCode::GOING_AWAY, "was up long enough").await;
+                })
+            }
+            5 => echo(n, ws),
+            _ => close_at_once(accepted_at.clone(), ws),
+        },
+    )
+    .await;
+    let mut ws = client(&server.url, fast().stable_after(stable_after));
+    let mut waits = Vec::new();
+    for n in 1..=3u64 {
+        assert_eq!(expect_open(&mut ws).await, n);
+        waits.push(expect_close(&mut ws).await.reconnect_in.expect("retried"));
+    }
+    // Short connections: the waits grow.
+    assert_eq!(millis(&waits), [20, 40, 80]);
+
+    assert_eq!(expect_open(&mut ws).await, 4);
+    let opened = Instant::now();
+    tokio::time::sleep(stable_after + Duration::from_millis(300)).await;
+    release_tx.send(()).unwrap();
+    let closed = expect_close(&mut ws).await;
+    assert_eq!(closed.reason, "was up long enough");
+    assert!(opened.elapsed() > stable_after);
+    // Stable: the next wait is the first step again.
+    assert_eq!(closed.reconnect_in, Some(Duration::from_millis(20)));
+
+    // And a short connection after it grows the schedule from there.
+    assert_eq!(expect_open(&mut ws).await, 5);
+    let closed = expect_close(&mut ws).await;
+    assert_eq!(closed.reconnect_in, Some(Duration::from_millis(40)));
+
+    assert_eq!(expect_open(&mut ws).await, 6);
+    ws.send(Message::text("still here")).unwrap();
+    assert_eq!(expect_text(&mut ws).await, "still here");
+    ws.close(1000, "").unwrap();
+    expect_close(&mut ws).await;
+    expect_end(&mut ws).await;
+    assert_eq!(server.accepted(), 6);
 }

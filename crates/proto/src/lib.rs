@@ -14,13 +14,21 @@
 //!    and writes the response it builds. A client writes the request from
 //!    [`handshake::client::ClientHandshake`] and feeds the response bytes back to
 //!    it. Bytes after the header block belong to the connection.
-//! 2. **Connection.** Build a [`connection::Connection`] with the role and the
-//!    negotiated extensions. Then, in any order:
+//! 2. **Connection.** Build a [`connection::Connection`] for the role with
+//!    [`connection::Connection::server`] or
+//!    [`connection::Connection::client`], then add the negotiated extensions
+//!    ([`connection::Connection::with_deflate`]). A client's masking keys
+//!    come from the source it is built with: `client` takes a
+//!    [`connection::MaskSource`], a closure the connection keeps for its
+//!    lifetime and calls for every frame it queues (control frames, automatic
+//!    pongs and close replies included). It must return a fresh, unpredictable
+//!    key each time (RFC 6455 §5.3); there is no other way to pass keys in.
+//!    Then, in any order:
 //!    - put received bytes in with [`connection::Connection::receive`] (or read
 //!      straight into [`connection::Connection::read_buf`]), then call
 //!      [`connection::Connection::poll_event`] until it returns `Ok(None)`;
-//!    - queue messages with `send_*`; for a client, call
-//!      [`connection::Connection::set_mask_source`] or pass keys explicitly;
+//!    - queue messages with `send_*` (a client masks each frame with a key
+//!      from its mask source as it is queued; a server does not mask);
 //!    - write out what [`connection::Connection::transmit`] holds and
 //!      [`bytes::Buf::advance`] it by what was written.
 //! 3. **End.** After a protocol error, write out the pending bytes (they end
