@@ -35,14 +35,18 @@ fn config() -> HubConfig {
     config
 }
 
-/// Client options with fast, jittered reconnection.
+/// Client options with fast, jittered reconnection; the backoff starts over
+/// after every open (these tests cut connections seconds apart, and check
+/// recovery, not how a flapping server is backed off from).
 fn options() -> Options {
-    let mut options =
-        Options::default().reconnect(reconnect::Options::default().backoff(Backoff {
+    let reconnect = reconnect::Options::default()
+        .backoff(Backoff {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(500),
             factor: 2.0,
-        }));
+        })
+        .stable_after(Duration::ZERO);
+    let mut options = Options::default().reconnect(reconnect);
     options.config = Config::client().without_compression();
     options
 }
