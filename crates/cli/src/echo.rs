@@ -51,7 +51,6 @@ pub(crate) struct EchoArgs {
 }
 
 pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
-    keep_small_frees_mergeable();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -125,32 +124,6 @@ async fn accept_loop(
                 });
             }
         }
-    }
-}
-
-/// Turns off glibc's "fast bins" for this process. tokio allocates each
-/// task and each socket registration 128-byte aligned, and glibc's
-/// `memalign` cuts such a block out of a larger one, freeing the spare bytes
-/// before and after it: two fragments of up to 160 bytes per connection.
-/// Fast bins keep small freed chunks apart, never merged with their free
-/// neighbours; without them the fragments merge back, and an idle
-/// connection costs ~60 bytes less (1.03 → 0.97 KiB resident, `duplex bench
-/// idle`). The thread caches in front of the bins still serve small
-/// allocations as fast (no difference in `duplex bench echo`'s CPU per
-/// message). A no-op where the allocator is not glibc's.
-pub(crate) fn keep_small_frees_mergeable() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: `mallopt` sets a parameter of glibc's allocator under the
-        // allocator's own lock; it takes no pointer and has no precondition,
-        // and 0 is a documented value of `M_MXFAST` (no fast bins). Chunks
-        // already in fast bins stay valid and are merged on the next
-        // consolidation.
-        unsafe { libc::mallopt(libc::M_MXFAST, 0) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
     }
 }
 
@@ -347,17 +320,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_accepts_turning_fast_bins_off() {
-        assert!(keep_small_frees_mergeable());
-        // The allocator keeps working: small blocks of every fast-bin size.
-        let blocks: Vec<Vec<u8>> = (1..=128).map(|n| vec![n as u8; n]).collect();
-        drop(blocks);
-        let again: Vec<Box<[u8; 48]>> = (0..1000).map(|_| Box::new([7; 48])).collect();
-        assert!(again.iter().all(|b| b[47] == 7));
-    }
 
     /// The task of an idle plain connection is most of its memory: tokio
     /// stores the future inline in a task cell of a multiple of 128 bytes

@@ -8,6 +8,7 @@
 //! - `duplex bench echo|connect|idle --url URL`: a load generator (messages
 //!   per second, latency, connection rate, memory per idle connection).
 
+mod allocator;
 mod bench;
 mod connect;
 mod echo;
@@ -47,6 +48,10 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
+    }
+    if matches!(&cli.command, Command::Serve(_) | Command::Echo(_)) {
+        // Before any thread starts: the settings apply to threads to come.
+        allocator::tune_for_many_connections();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

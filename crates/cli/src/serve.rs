@@ -147,8 +147,6 @@ impl ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    // As in `duplex echo`: ~60 bytes less per idle connection with glibc.
-    crate::echo::keep_small_frees_mergeable();
     let config = args.config()?;
     // With --redis, this waits (bounded) for the first connection to Redis;
     // a node that cannot reach it yet serves anyway, not ready (/readyz 503).

@@ -11,7 +11,7 @@
 //!   the outbox overflowed and drops the frame; the connection's task then
 //!   closes the connection as a slow consumer (4008). Nothing is queued after
 //!   an overflow or a close.
-//! - An empty outbox holds no heap memory beyond its `Arc`.
+//! - An outbox its reader found empty holds no heap memory of its own.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -124,7 +124,10 @@ impl Outbox {
             {
                 inner.waker = Some(cx.waker().clone());
             }
-            if inner.queue.capacity() > 64 {
+            // The reader is about to sleep: most subscribers are idle most
+            // of the time, so the queue's memory goes back now (a busy one
+            // pays one allocation per batch).
+            if inner.queue.capacity() > 0 {
                 inner.queue = VecDeque::new();
             }
             return Poll::Pending;

@@ -1169,3 +1169,60 @@ async fn client_at_with_cookie(url: &str, cookie: &str) -> TestClient {
     client.connect(None).await;
     client
 }
+
+/// A client that publishes without waiting for acks has its publishes in
+/// flight to Redis together (the session pipelines them): the acks still
+/// come back in the order sent, with consecutive offsets; a command sent
+/// after them is answered after them; and a subscriber on the other node
+/// receives every message once, in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_keep_their_order() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&redis.url()).await;
+    let channel = "chat:pipelined";
+    let mut reader = b.client().await;
+    reader.subscribe(channel).await;
+    let mut writer = a.client().await;
+    // Over twice the session's window of publishes in flight, under the
+    // default burst of the rate limit.
+    let total = 150u64;
+    let mut ids = Vec::new();
+    for n in 1..=total {
+        let publish = Command::Publish {
+            channel: channel.to_owned(),
+            data: json(json!({ "n": n })),
+            key: None,
+        };
+        ids.push(writer.send(publish).await);
+    }
+    let ping = writer.send(Command::Ping).await;
+    for (n, id) in (1..=total).zip(&ids) {
+        match writer.recv().await {
+            ServerMessage::Published {
+                id: Some(got),
+                offset,
+                ..
+            } => assert_eq!((got, offset), (*id, n), "ack {n} out of order"),
+            other => panic!("expected the ack of publish {n}, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(writer.recv().await, ServerMessage::Pong { id: Some(got) } if got == ping),
+        "the ping is answered after every publish before it"
+    );
+    for n in 1..=total {
+        let message = reader.wait_for(is_message).await;
+        let ServerMessage::Message(publication) = &message else {
+            unreachable!()
+        };
+        assert_eq!(publication.offset, n);
+        assert_eq!(publication.data, json(json!({ "n": n })));
+    }
+    assert!(
+        next_within(&mut reader, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing twice"
+    );
+}

@@ -41,15 +41,48 @@ use crate::outbox::Outbox;
 /// A boxed future, so [`Broker`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A connection subscribed on this node, as the broker sees it.
+/// A connection subscribed on this node, as the broker sees it: a shared
+/// handle to its [`Member`] (a clone is a reference count, so a channel's
+/// entry for it is one pointer).
 #[derive(Debug, Clone)]
-pub struct Subscriber {
+pub struct Subscriber(Arc<Member>);
+
+/// What a [`Subscriber`] refers to.
+#[derive(Debug)]
+pub struct Member {
     /// The connection's number on this node (unique while it lives).
     pub id: u64,
     /// Who it is.
     pub info: ClientInfo,
     /// Where its messages go.
-    pub outbox: Arc<Outbox>,
+    pub outbox: Outbox,
+}
+
+impl Subscriber {
+    /// A connection numbered `id`, known as `info`, with `outbox`.
+    pub fn new(id: u64, info: ClientInfo, outbox: Outbox) -> Self {
+        Self(Arc::new(Member { id, info, outbox }))
+    }
+
+    /// Sets the user it speaks for (at `connect`). Only a subscriber no
+    /// channel holds yet can change; `false` otherwise.
+    pub(crate) fn set_user(&mut self, user: String) -> bool {
+        match Arc::get_mut(&mut self.0) {
+            Some(member) => {
+                member.info.user = user;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::ops::Deref for Subscriber {
+    type Target = Member;
+
+    fn deref(&self) -> &Member {
+        &self.0
+    }
 }
 
 /// A publish, as the session hands it to the broker.

@@ -34,8 +34,12 @@
 //! - **publish**: exactly one round trip, `EVALSHA` of the publish script:
 //!   idempotency check, offset (`HINCRBY`), history append and trim, and
 //!   `PUBLISH` of the envelope, atomically, so pub/sub order is offset order.
-//!   (The first publish after Redis restarted costs one more: redis-rs loads
-//!   the script when Redis answers `NOSCRIPT`.)
+//!   The node loads its scripts each time it (re)connects, before it is
+//!   ready; should Redis lose them anyway (`SCRIPT FLUSH`), redis-rs loads
+//!   the script again on `NOSCRIPT`, at the cost of a round trip.
+//!   A session's publishes reach Redis in the order sent (see
+//!   `crate::session`): one connection, a deep enough command queue
+//!   ([`PIPELINE_BUFFER`]), scripts loaded up front.
 //! - **subscribe**: one round trip for the history read (which also enters
 //!   presence and publishes the join), plus a `SUBSCRIBE` round trip on the
 //!   pub/sub connection when the channel is new on this node.
@@ -291,6 +295,12 @@ const MAX_BUFFERED: usize = 65_536;
 
 /// Channels per `SUBSCRIBE` command when resubscribing.
 const SUBSCRIBE_BATCH: usize = 512;
+
+/// Commands queued to the Redis connection's writer before senders wait.
+/// A sender that waits for room can be overtaken by one that comes later
+/// and finds room, which would reorder a session's pipelined publishes: so
+/// the queue is sized for many sessions' worth of them.
+const PIPELINE_BUFFER: usize = 16 * 1024;
 
 /// Channels caught up (or presence re-entered) concurrently after a reconnect.
 const RESYNC_CONCURRENCY: usize = 32;
@@ -1452,7 +1462,8 @@ impl Shared {
         let timeout = self.options.command_timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+            .set_response_timeout(Some(timeout))
+            .set_pipeline_buffer_size(PIPELINE_BUFFER);
         let conn = tokio::time::timeout(
             timeout,
             self.client
@@ -1469,6 +1480,25 @@ impl Shared {
         Ok((conn, sink, stream))
     }
 
+    /// Loads every script into Redis (its script cache is empty after a
+    /// restart or `SCRIPT FLUSH`).
+    async fn load_scripts(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let scripts = &self.scripts;
+        for script in [
+            &scripts.publish,
+            &scripts.read,
+            &scripts.leave,
+            &scripts.enter,
+            &scripts.heartbeat,
+        ] {
+            tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
+                .await
+                .map_err(|_| "SCRIPT LOAD timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Serves one connection to Redis until it is lost or the broker stops.
     async fn serve_link(
         &self,
@@ -1477,6 +1507,12 @@ impl Shared {
         mut stream: PubSubStream,
         stop: &mut watch::Receiver<bool>,
     ) -> LinkEnd {
+        // Scripts first, so that publishes in flight together never meet a
+        // `NOSCRIPT` (each would load the script and retry on its own,
+        // and a later one could overtake an earlier one).
+        if let Err(why) = self.load_scripts(&mut conn).await {
+            return LinkEnd::Lost(format!("loading scripts: {why}"));
+        }
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         if let Err(why) = self.heartbeat(&mut conn, false).await {
             return LinkEnd::Lost(why);
