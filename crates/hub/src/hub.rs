@@ -63,6 +63,9 @@ pub struct Hub {
     next_id: AtomicU64,
     pub(crate) shutdown: Shutdown,
     stopping: AtomicBool,
+    /// Set when the server is dropped or its grace period ran out: sessions
+    /// end at once, without a close handshake.
+    aborted: AtomicBool,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -195,6 +198,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
             stopping: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
         }))
     }
 
@@ -218,6 +222,20 @@ impl Hub {
     pub fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.shutdown.trigger();
+    }
+
+    /// Ends every session at once, without a close handshake (the server
+    /// was dropped, or its grace period ran out). Sessions see it at their
+    /// next wake-up: at once if shutdown had not begun (the trigger wakes
+    /// them), else within their close timeout.
+    pub(crate) fn abort_sessions(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.begin_shutdown();
+    }
+
+    /// Whether [`Hub::abort_sessions`] was called.
+    pub(crate) fn sessions_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
     }
 
     /// A new connection's number and client id.

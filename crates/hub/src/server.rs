@@ -11,11 +11,11 @@
 //!   refusal is counted by reason in the metrics.
 //! - Plain HTTP responses close the connection after the response.
 //! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
-//!   WebSocket, wait up to the grace period, then drop what is left.
+//!   WebSocket, wait up to the grace period, then end what is left without
+//!   a close handshake, as when [`Server::run`] is dropped.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,6 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Method, Response, StatusCode, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::auth::token_from_request;
@@ -96,18 +95,17 @@ impl Server {
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(address = %listener.local_addr().map_or(hub.config.listen, |a| a), scheme, "hub listening");
         let housekeeping = tokio::spawn(hub.clone().housekeeping());
-        // Every connection's task is in `tasks`, so that shutdown can wait
-        // for them and dropping this future ends them: the task reading a
-        // request hands a hub session back through `start`, to be spawned
-        // here as a task of its own (see `serve_connection`).
+        // The tasks that read requests (and serve plain HTTP and `/echo`)
+        // are in `tasks`; hub sessions run in tasks of their own, counted
+        // by their admission tickets (see `serve_connection`), and end when
+        // this future is dropped.
         let mut tasks = JoinSet::new();
-        let (start, mut sessions) = mpsc::unbounded_channel::<SessionTask>();
+        let _abort = AbortOnDrop(hub.clone());
         tokio::pin!(until);
         loop {
             tokio::select! {
                 () = &mut until => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                Some(session) = sessions.recv() => { tasks.spawn(session); }
                 accepted = listener.accept() => {
                     let (tcp, peer) = match accepted {
                         Ok(pair) => pair,
@@ -119,45 +117,44 @@ impl Server {
                         }
                     };
                     let _ = hub.ws_config.apply_socket_options(&tcp);
-                    let (hub, tls, start) = (hub.clone(), tls.clone(), start.clone());
+                    let (hub, tls) = (hub.clone(), tls.clone());
                     tasks.spawn(async move {
                         match tls {
-                            Some(acceptor) => serve_tls(hub, acceptor, tcp, peer, start).await,
-                            None => serve_connection(hub, tcp, peer, start).await,
+                            Some(acceptor) => serve_tls(hub, acceptor, tcp, peer).await,
+                            None => serve_connection(hub, tcp, peer).await,
                         }
                     });
                 }
             }
         }
         drop(listener);
-        tracing::info!(connections = tasks.len(), "shutting down");
+        let sessions = &hub.admission;
+        tracing::info!(
+            sessions = sessions.current(),
+            other = tasks.len(),
+            "shutting down"
+        );
         hub.begin_shutdown();
-        let deadline = tokio::time::sleep(hub.config.shutdown_grace);
-        tokio::pin!(deadline);
-        while !tasks.is_empty() {
+        let deadline = tokio::time::Instant::now() + hub.config.shutdown_grace;
+        let mut poll = tokio::time::interval(Duration::from_millis(10));
+        while !tasks.is_empty() || sessions.current() > 0 {
             tokio::select! {
-                () = &mut deadline => break,
-                _ = tasks.join_next() => {}
-                // Sessions upgraded just before the trigger see it at once.
-                Some(session) = sessions.recv() => { tasks.spawn(session); }
+                () = tokio::time::sleep_until(deadline) => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = poll.tick() => {}
             }
         }
         housekeeping.abort();
-        let left = tasks.len();
+        let left = tasks.len() + sessions.current();
+        hub.abort_sessions();
         tasks.abort_all();
         left
     }
 }
 
-async fn serve_tls(
-    hub: Arc<Hub>,
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    start: Starter,
-) {
+async fn serve_tls(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) {
     match duplex::tls::accept(&acceptor, tcp, hub.ws_config.handshake_timeout).await {
-        Ok(stream) => serve_connection(hub, stream, peer, start).await,
+        Ok(stream) => serve_connection(hub, stream, peer).await,
         Err(error) => {
             hub.metrics.rejected(RejectReason::Handshake);
             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -165,26 +162,32 @@ async fn serve_tls(
     }
 }
 
-/// A hub session's task, ready to spawn.
-type SessionTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Ends the hub's sessions when [`Server::run`] ends or is dropped: they run
+/// in tasks of their own, which no `JoinSet` holds (that would cost an entry
+/// per connection for its whole life).
+struct AbortOnDrop(Arc<Hub>);
 
-/// Where a connection's first task hands its hub session to be spawned.
-type Starter = mpsc::UnboundedSender<SessionTask>;
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort_sessions();
+    }
+}
 
 /// Reads one request and routes it; a hub session goes on in a task of its
-/// own, handed to [`Server::run`] through `start`.
+/// own.
 ///
 /// A task's future keeps the space of its largest state (and of its
 /// arguments) for its whole life, so the hub session, which lives for
 /// hours, does not run in this task: this one (reading the request, the
-/// handshake, plain HTTP answers) ends once it has handed the session over.
-async fn serve_connection<S>(hub: Arc<Hub>, io: S, peer: SocketAddr, start: Starter)
+/// handshake, plain HTTP answers) ends once it has started the session.
+async fn serve_connection<S>(hub: Arc<Hub>, io: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if let Some((ws, handshake)) = route(&hub, io, peer).await {
-        // A failed send: the server is gone, and the connection with it.
-        let _ = start.send(Box::pin(session::run(hub, ws, handshake)));
+        // Boxed: the task's cell then holds a pointer, not a future
+        // rounded up to tokio's 128-byte cell alignment.
+        tokio::spawn(Box::pin(session::run(hub, ws, handshake)));
     }
 }
 
@@ -470,8 +473,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (start, _sessions) = tokio::sync::mpsc::unbounded_channel();
-        let task = super::serve_connection(hub.clone(), client, addr, start);
+        let task = super::serve_connection(hub.clone(), client, addr);
         let size = std::mem::size_of_val(&task);
         eprintln!("handshake future: {size} bytes");
         assert!(size <= 4096, "the handshake's future grew to {size} bytes");

@@ -1,8 +1,9 @@
 //! One client connection to the hub, from `connect` to close.
 //!
-//! A session runs in its connection's task and owns its WebSocket. It reads
-//! commands, answers them directly, and drains its [`Outbox`] (messages other
-//! connections published) into the same socket.
+//! A session runs in a task of its own (see `server::serve_connection`) and
+//! owns its WebSocket. It reads commands, answers them directly, and drains
+//! its [`Outbox`] (messages other connections published) into the same
+//! socket.
 //!
 //! Invariants:
 //! - Recoverable errors (a malformed command, a forbidden channel, a second
@@ -10,7 +11,8 @@
 //!   these end it: a bad token (4001), no `connect` in time (4001), an
 //!   expired token (4002), a full outbox (4008, slow consumer), a rate limit
 //!   broken again and again (1008), an oversized message (1009, by the
-//!   WebSocket layer), and shutdown (1001).
+//!   WebSocket layer), shutdown (1001), and the server dropped or out of
+//!   grace (no close frame: the peer sees 1006).
 //! - The outbox is drained into the socket only while the socket's write
 //!   buffer is under its high-water mark, so the memory a reader that does
 //!   not read can pin is bounded by the outbox limit plus that mark.
@@ -67,6 +69,12 @@ type PendingPublish = BoxFuture<'static, ServerMessage>;
 #[derive(Debug)]
 struct End(u16, &'static str);
 
+impl End {
+    /// The server is gone: no close frame (1006 for the peer), counted as
+    /// such.
+    const ABORTED: End = End(1006, "");
+}
+
 /// What the session's wait returned.
 enum Wake {
     Message(Message),
@@ -76,6 +84,8 @@ enum Wake {
     Ended,
     Overflowed,
     Deadline,
+    /// The server is gone: end now, without a close handshake.
+    Aborted,
 }
 
 /// What the one timer of a session waits for.
@@ -173,6 +183,7 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let code = match end {
+            Some(End(1006, _)) => 1006,
             Some(End(code, reason)) => {
                 let _ = ws.close(CloseCode::from(code), reason).await;
                 code
@@ -221,6 +232,7 @@ impl Session {
                 None
             }
             Wake::Ended => Some(None),
+            Wake::Aborted => Some(Some(End::ABORTED)),
             Wake::Overflowed => {
                 self.hub.metrics.slow_consumer();
                 Some(Some(End(close::SLOW_CONSUMER, "slow consumer")))
@@ -238,6 +250,11 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // Before anything touches the socket (the shutdown trigger that
+        // woke us would have it send 1001).
+        if self.hub.sessions_aborted() {
+            return Poll::Ready(Wake::Aborted);
+        }
         loop {
             let room = ws.high_water().saturating_sub(ws.buffered_amount());
             if room == 0 {

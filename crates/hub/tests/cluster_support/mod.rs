@@ -242,7 +242,9 @@ impl Redis {
     fn ping(&self) -> bool {
         let Ok(mut conn) = self
             .client()
-            .get_connection_with_timeout(Duration::from_millis(200))
+            // Generous: a TLS handshake in a debug build on a loaded
+            // machine can take longer than a plain connect.
+            .get_connection_with_timeout(Duration::from_secs(2))
         else {
             return false;
         };
