@@ -208,8 +208,8 @@ where
     let path = incoming.request.uri().path().to_owned();
     match (path.as_str(), incoming.wants_upgrade()) {
         ("/ws", true) => return upgrade_hub(hub, io, incoming, peer).await,
-        // Boxed, as the plain HTTP answers: this future is the one every
-        // connection starts with, so it should not carry the largest path.
+        // Boxed: the echo loop is long-lived, and this future is the one
+        // every connection starts with, so it should not carry that space.
         ("/echo", true) => Box::pin(echo_socket(hub.clone(), io, incoming, peer)).await,
         (_, true) => {
             let response = plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws");
