@@ -183,6 +183,7 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let code = match end {
+            // Aborted: no close frame.
             Some(End(1006, _)) => 1006,
             Some(End(code, reason)) => {
                 let _ = ws.close(CloseCode::from(code), reason).await;

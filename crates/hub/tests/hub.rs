@@ -578,6 +578,27 @@ async fn shutdown_closes_clients_with_1001() {
     );
 }
 
+/// Sessions run in tasks of their own: dropping the server (its task
+/// aborted) still ends every one of them at once, without a close frame,
+/// and they leave their channels.
+#[tokio::test]
+async fn dropping_the_server_ends_its_sessions_without_a_close_frame() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let inner = hub.hub.clone();
+    let mut c = hub.client().await;
+    c.subscribe("chat:dropped").await;
+    assert_eq!(inner.metrics().snapshot().connections, 1);
+    drop(hub);
+    let info = c.closed().await;
+    assert_eq!(u16::from(info.code), 1006, "{info:?}");
+    assert!(!info.was_clean);
+    let deadline = std::time::Instant::now() + WAIT;
+    while inner.metrics().snapshot().connections > 0 {
+        assert!(std::time::Instant::now() < deadline, "the session lives on");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn http_endpoints_answer() {
     let hub = TestHub::start(HubConfig::default()).await;
