@@ -157,19 +157,25 @@ async fn reply(ws: &mut Ws, id: u64) -> Result<ServerMessage, String> {
     }
 }
 
-/// A connected, subscribed client.
-async fn subscriber(url: &str, channel: &str) -> Result<Ws, String> {
+/// A client that has sent `connect` (with request `id`) and got its reply.
+async fn connected(url: &str, id: u64) -> Result<Ws, String> {
     let mut ws = open(url).await?;
     send(
         &mut ws,
-        1,
+        id,
         Command::Connect {
             token: None,
             name: None,
         },
     )
     .await?;
-    reply(&mut ws, 1).await?;
+    reply(&mut ws, id).await?;
+    Ok(ws)
+}
+
+/// A connected, subscribed client.
+async fn subscriber(url: &str, channel: &str) -> Result<Ws, String> {
+    let mut ws = connected(url, 1).await?;
     send(
         &mut ws,
         2,
@@ -382,17 +388,7 @@ async fn main() -> Result<(), String> {
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
         let node = p % args.urls.len();
-        let mut ws = open(&args.urls[node]).await?;
-        send(
-            &mut ws,
-            0,
-            Command::Connect {
-                token: None,
-                name: None,
-            },
-        )
-        .await?;
-        reply(&mut ws, 0).await?;
+        let ws = connected(&args.urls[node], 0).await?;
         publishers.push(tokio::spawn(publish(
             ws,
             node,

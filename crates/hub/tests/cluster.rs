@@ -205,16 +205,7 @@ async fn clients_on_two_nodes_chat_as_on_one() {
 
     // A client that was on A recovers on B from A's position.
     let mut carol = b.client().await;
-    let reply = carol
-        .call(Command::Subscribe {
-            channel: channel.to_owned(),
-            since: Some(Since {
-                epoch: epoch.clone(),
-                offset: 40,
-            }),
-            recent: 0,
-        })
-        .await;
+    let reply = carol.subscribe_since(channel, &epoch, 40).await;
     assert!(
         matches!(
             &reply,
@@ -339,16 +330,7 @@ async fn a_killed_nodes_clients_recover_on_another_and_leave_presence() {
 
     // Its client comes back on B and recovers exactly what it missed.
     let mut back = b.client().await;
-    let reply = back
-        .call(Command::Subscribe {
-            channel: channel.to_owned(),
-            since: Some(Since {
-                epoch: epoch.clone(),
-                offset: 10,
-            }),
-            recent: 0,
-        })
-        .await;
+    let reply = back.subscribe_since(channel, &epoch, 10).await;
     assert!(
         matches!(
             &reply,

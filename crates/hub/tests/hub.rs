@@ -127,16 +127,7 @@ async fn reconnect_with_last_offset_recovers_exactly_the_missed_messages() {
     }
     // Offsets 4 to 10 were missed.
     let mut reader = hub.client().await;
-    let reply = reader
-        .call(Command::Subscribe {
-            channel: "chat:r".into(),
-            since: Some(Since {
-                epoch: epoch.clone(),
-                offset: last,
-            }),
-            recent: 0,
-        })
-        .await;
+    let reply = reader.subscribe_since("chat:r", &epoch, last).await;
     match reply {
         ServerMessage::Subscribed {
             recovered,
@@ -219,16 +210,7 @@ async fn recovery_beyond_history_or_with_another_epoch_is_a_gap() {
     assert_eq!((offset_of(&first), offset_of(&second)), (9, 10));
     // Another epoch (a lost history) is a gap too.
     let mut stale = hub.client().await;
-    let reply = stale
-        .call(Command::Subscribe {
-            channel: "short:x".into(),
-            since: Some(Since {
-                epoch: "another".into(),
-                offset: 9,
-            }),
-            recent: 0,
-        })
-        .await;
+    let reply = stale.subscribe_since("short:x", "another", 9).await;
     assert!(
         matches!(reply, ServerMessage::Subscribed { gap: true, .. }),
         "{reply:?}"
@@ -248,16 +230,7 @@ async fn restarted_hub_has_new_epochs_and_reports_the_gap() {
     assert_eq!(hub.stop().await, 0);
     let hub = TestHub::start_on(addr, HubConfig::default()).await;
     let mut client = hub.client().await;
-    let reply = client
-        .call(Command::Subscribe {
-            channel: "chat:e".into(),
-            since: Some(Since {
-                epoch: epoch.clone(),
-                offset: 1,
-            }),
-            recent: 0,
-        })
-        .await;
+    let reply = client.subscribe_since("chat:e", &epoch, 1).await;
     match reply {
         ServerMessage::Subscribed {
             epoch: new,

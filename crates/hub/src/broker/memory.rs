@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
+    new_epoch,
 };
 use crate::config::HubConfig;
 use crate::frame::prepare;
@@ -102,16 +103,6 @@ impl Channel {
         }
         reached
     }
-}
-
-/// A fresh epoch: 8 random base-36 characters.
-fn new_epoch() -> String {
-    use rand::Rng;
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| DIGITS[rng.random_range(0..DIGITS.len())] as char)
-        .collect()
 }
 
 impl MemoryBroker {

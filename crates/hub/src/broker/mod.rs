@@ -145,6 +145,17 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
+/// A fresh epoch for a channel whose history starts over: 8 random base-36
+/// characters (both brokers name epochs this way).
+pub(crate) fn new_epoch() -> String {
+    use rand::Rng;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| DIGITS[rng.random_range(0..DIGITS.len())] as char)
+        .collect()
+}
+
 /// See the module docs for the invariants every implementation keeps.
 pub trait Broker: Send + Sync + 'static {
     /// Gives the message its offset, keeps it in history and delivers it to

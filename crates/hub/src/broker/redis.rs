@@ -113,6 +113,7 @@ use self::scripts::Scripts;
 use super::memory::MemoryBroker;
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
+    new_epoch,
 };
 use crate::config::HubConfig;
 use crate::frame::prepare;
@@ -534,16 +535,6 @@ fn published_at(sent_us: u64) -> Instant {
     let now = Instant::now();
     let age = Duration::from_micros(now_us().saturating_sub(sent_us)).min(Duration::from_secs(60));
     now.checked_sub(age).unwrap_or(now)
-}
-
-/// A fresh epoch: 8 random base-36 characters.
-fn new_epoch() -> String {
-    use rand::Rng;
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| DIGITS[rng.random_range(0..DIGITS.len())] as char)
-        .collect()
 }
 
 fn millis(duration: Duration) -> u64 {

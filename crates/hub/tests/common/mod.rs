@@ -12,8 +12,8 @@ use duplex::transport::Transport;
 use duplex::{CloseInfo, Config, Message, WebSocket};
 use duplex_hub::{Hub, HubConfig, Server};
 use duplex_hub_proto::{
-    Command, Data, Encoded, Frame, JsonText, Request, SUBPROTOCOL, ServerMessage, decode_server,
-    encode_command,
+    Command, Data, Encoded, Frame, JsonText, Request, SUBPROTOCOL, ServerMessage, Since,
+    decode_server, encode_command,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
@@ -268,6 +268,25 @@ impl TestClient {
         self.call(Command::Subscribe {
             channel: channel.to_owned(),
             since: None,
+            recent: 0,
+        })
+        .await
+    }
+
+    /// Subscribes recovering from `offset` of `epoch` (no `recent`) and
+    /// returns the `subscribed` reply.
+    pub async fn subscribe_since(
+        &mut self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+    ) -> ServerMessage {
+        self.call(Command::Subscribe {
+            channel: channel.to_owned(),
+            since: Some(Since {
+                epoch: epoch.to_owned(),
+                offset,
+            }),
             recent: 0,
         })
         .await
