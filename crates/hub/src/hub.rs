@@ -59,7 +59,7 @@ pub struct Hub {
     pub(crate) verifier: Option<Verifier>,
     pub(crate) admission: Admission,
     pub(crate) ws_config: duplex::Config,
-    node: String,
+    node: Arc<str>,
     next_id: AtomicU64,
     pub(crate) shutdown: Shutdown,
     stopping: AtomicBool,
@@ -194,7 +194,7 @@ impl Hub {
             metrics,
             verifier,
             ws_config,
-            node,
+            node: node.into(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
             stopping: AtomicBool::new(false),
@@ -238,10 +238,11 @@ impl Hub {
         self.aborted.load(Ordering::Acquire)
     }
 
-    /// A new connection's number and client id.
-    pub(crate) fn next_client(&self) -> (u64, String) {
+    /// A new connection's number, and the prefix of client ids on this node
+    /// (see [`crate::broker::Member::client`]).
+    pub(crate) fn next_client(&self) -> (u64, Arc<str>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        (id, format!("{}{id:x}", self.node))
+        (id, self.node.clone())
     }
 
     /// Runs the hub's own periodic work until shutdown: the statistics

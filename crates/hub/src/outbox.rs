@@ -34,14 +34,17 @@ pub struct Queued {
 #[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<Inner>,
-    limit: usize,
 }
 
-#[derive(Debug, Default)]
+/// Byte counts are `u32` (a limit is capped at 4 GiB): an outbox lives in
+/// every subscriber, so its size counts.
+#[derive(Debug)]
 struct Inner {
     queue: VecDeque<Queued>,
-    bytes: usize,
     waker: Option<Waker>,
+    /// Bytes queued, at most `limit`.
+    bytes: u32,
+    limit: u32,
     state: State,
 }
 
@@ -68,11 +71,17 @@ pub enum Drained {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of frames.
+    /// An empty outbox holding at most `limit` bytes of frames (capped at
+    /// `u32::MAX`).
     pub fn new(limit: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
-            limit,
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                waker: None,
+                bytes: 0,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                state: State::Open,
+            }),
         }
     }
 
@@ -85,9 +94,11 @@ impl Outbox {
             if inner.state != State::Open {
                 return false;
             }
-            let queued = inner.bytes + len <= self.limit;
+            let total = inner.bytes as usize + len;
+            let queued = total <= inner.limit as usize;
             if queued {
-                inner.bytes += len;
+                // At most `limit`, so it fits.
+                inner.bytes = total as u32;
                 inner.queue.push_back(Queued { frame, published });
             } else {
                 inner.state = State::Overflowed;
@@ -145,7 +156,8 @@ impl Outbox {
             count += 1;
             sink(item);
         }
-        inner.bytes -= bytes;
+        // What was handed over was counted in `bytes` when queued.
+        inner.bytes -= bytes as u32;
         Poll::Ready(Drained::Frames { count, bytes })
     }
 
@@ -178,7 +190,7 @@ impl Outbox {
 
     /// Bytes queued.
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes as usize
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

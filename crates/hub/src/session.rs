@@ -34,7 +34,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::{
-    ClientInfo, Command, ErrorCode, Request, ServerMessage, Since, close, decode_binary_command,
+    Command, ErrorCode, Request, ServerMessage, Since, close, decode_binary_command,
     decode_command, encode_server,
 };
 use futures_util::stream::FuturesOrdered;
@@ -113,36 +113,88 @@ struct Session {
 
 /// Serves an upgraded hub connection until it ends: the future of the
 /// connection's own task (see `server::serve_connection`).
-pub(crate) fn run<S>(
-    hub: Arc<Hub>,
-    ws: WebSocket<S>,
-    handshake: Handshake,
-) -> impl Future<Output = ()> + Send + 'static
+pub(crate) fn run<S>(hub: Arc<Hub>, ws: WebSocket<S>, handshake: Handshake) -> SessionTask<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_until_closed(ws, Session::new(hub, handshake))
-}
-
-/// The body of [`run`]. This future holds the connection for its whole
-/// life, and keeps the space of its captures and of its largest state all
-/// along: it takes the session ready-made and boxes whatever is
-/// short-lived. (Not an `async fn`: one would keep its arguments twice, as
-/// captures and as locals: ~500 bytes more.)
-#[allow(clippy::manual_async_fn)]
-fn serve_until_closed<S>(mut ws: WebSocket<S>, mut session: Session) -> impl Future<Output = ()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    async move {
-        let end = session.serve(&mut ws).await;
-        Box::pin(session.finish(ws, end)).await;
+    SessionTask {
+        state: TaskState::Waiting(ws, Session::new(hub, handshake)),
     }
 }
+
+/// The future of a hub connection's task, written by hand so that an idle
+/// session costs its WebSocket and its [`Session`] and nothing more: the
+/// task keeps this future's space for the connection's whole life. Acting
+/// on a wake (a command, a broker's reply, the end) is boxed, and owns the
+/// socket and the session until it is done.
+pub(crate) struct SessionTask<S> {
+    state: TaskState<S>,
+}
+
+/// What a [`SessionTask`] is doing. The variants differ in size on purpose:
+/// the large one is where an idle session sits, and boxing it would cost an
+/// allocation of its own.
+#[allow(clippy::large_enum_variant)]
+enum TaskState<S> {
+    /// Waiting in [`Session::poll_wake`]: where an idle session sits.
+    Waiting(WebSocket<S>, Session),
+    /// Acting on a wake; gives the socket and the session back, with the
+    /// end if the session ends.
+    Acting(BoxFuture<'static, Acted<S>>),
+    /// Closing the connection and leaving every channel.
+    Finishing(BoxFuture<'static, ()>),
+    Done,
+}
+
+/// What acting on a wake gives back: the socket, the session, and `Some`
+/// when the session ends (with the close to send, if ours).
+type Acted<S> = (WebSocket<S>, Session, Option<Option<End>>);
+
+impl<S> Future for SessionTask<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                TaskState::Waiting(ws, session) => {
+                    let wake = std::task::ready!(session.poll_wake(cx, ws));
+                    let TaskState::Waiting(mut ws, mut session) =
+                        std::mem::replace(&mut this.state, TaskState::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    this.state = TaskState::Acting(Box::pin(async move {
+                        let end = session.on_wake(&mut ws, wake).await;
+                        (ws, session, end)
+                    }));
+                }
+                TaskState::Acting(acting) => {
+                    let (ws, mut session, end) = std::task::ready!(acting.as_mut().poll(cx));
+                    this.state = match end {
+                        None => TaskState::Waiting(ws, session),
+                        Some(end) => TaskState::Finishing(Box::pin(async move {
+                            session.finish(ws, end).await;
+                        })),
+                    };
+                }
+                TaskState::Finishing(finishing) => {
+                    std::task::ready!(finishing.as_mut().poll(cx));
+                    this.state = TaskState::Done;
+                }
+                TaskState::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
 impl Session {
     /// A session that has not sent `connect` yet.
     fn new(hub: Arc<Hub>, handshake: Handshake) -> Self {
-        let (id, client) = hub.next_client();
+        let (id, node) = hub.next_client();
         let limits = &hub.config.limits;
         let rate = RateLimiter::new(
             limits.messages_per_second,
@@ -157,14 +209,7 @@ impl Session {
         ));
         hub.metrics.connection_opened();
         Self {
-            me: Subscriber::new(
-                id,
-                ClientInfo {
-                    client,
-                    user: String::new(),
-                },
-                outbox,
-            ),
+            me: Subscriber::new(id, node, outbox),
             identity: handshake.identity.map(Box::new),
             _ticket: handshake.ticket,
             connected: false,
@@ -199,22 +244,6 @@ impl Session {
         };
         self.leave_all().await;
         self.hub.metrics.connection_closed(code);
-    }
-
-    /// Runs until the connection ends; returns the close to send, if ours.
-    async fn serve<S>(&mut self, ws: &mut WebSocket<S>) -> Option<End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        loop {
-            let wake = poll_fn(|cx| self.poll_wake(cx, ws)).await;
-            // Boxed: handling a message may await the broker and the socket,
-            // and an idle session should not carry that space (nor the
-            // message) in its future.
-            if let Some(end) = Box::pin(self.on_wake(ws, wake)).await {
-                return end;
-            }
-        }
     }
 
     /// Acts on what woke the session; `Some` when the session ends (with
@@ -423,7 +452,7 @@ impl Session {
                 let publish = Publish {
                     channel: channel.as_str().into(),
                     data,
-                    from: self.me.info.clone(),
+                    from: self.me.info(),
                     key,
                     time: now_ms(),
                 };
@@ -534,8 +563,8 @@ impl Session {
         self.timer = expires.map(|at| (Deadline::TokenExpiry, Box::pin(sleep_until_unix(at))));
         Ok(Some(ServerMessage::Connected {
             id,
-            client: self.me.info.client.clone(),
-            user: self.me.info.user.clone(),
+            client: self.me.client(),
+            user: self.me.user().to_owned(),
             version: duplex_hub_proto::VERSION,
             expires,
             ping: self.hub.config.heartbeat.ping_interval.as_secs(),
@@ -544,7 +573,7 @@ impl Session {
 
     fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
         let identity = self.verify(token)?;
-        if identity.user != self.me.info.user {
+        if identity.user != self.me.user() {
             return Ok(error(
                 id,
                 ErrorCode::Unauthorized,
@@ -592,18 +621,18 @@ impl Session {
         if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
             return refused;
         }
-        let name: Arc<str> = channel.as_str().into();
         let subscribe = Subscribe {
-            channel: name.clone(),
+            channel: channel.as_str().into(),
             subscriber: self.me.clone(),
             since,
             recent,
         };
         match self.hub.broker.subscribe(subscribe).await {
             Ok(subscribed) => {
-                // Most clients keep one or two channels: no spare room.
+                // Most clients keep one or two channels: no spare room. The
+                // name is the broker's, shared.
                 self.channels.reserve_exact(1);
-                self.channels.push(name);
+                self.channels.push(subscribed.name);
                 self.hub.metrics.subscribed();
                 ServerMessage::Subscribed {
                     id,
@@ -701,8 +730,7 @@ mod tests {
     use super::*;
 
     /// A hub session's task holds its future for the connection's whole
-    /// life: the WebSocket, the session and the command loop, nothing more.
-    /// The bound is for debug builds, whose futures are the larger.
+    /// life: the WebSocket and the session, nothing more.
     #[tokio::test]
     async fn a_session_task_stays_small() {
         let hub = Hub::new(crate::HubConfig::default()).unwrap();
@@ -722,12 +750,14 @@ mod tests {
         };
         let session = Session::new(hub.clone(), handshake);
         let session_size = std::mem::size_of_val(&session);
-        let task = serve_until_closed(ws, session);
+        let task = SessionTask {
+            state: TaskState::Waiting(ws, session),
+        };
         let size = std::mem::size_of_val(&task);
         let websocket = std::mem::size_of::<WebSocket<tokio::net::TcpStream>>();
         eprintln!("session task: {size} bytes: WebSocket {websocket}, Session {session_size}");
         assert!(
-            size <= websocket + session_size + 80,
+            size <= websocket + session_size + 8,
             "a session's future grew to {size} bytes"
         );
     }

@@ -121,9 +121,18 @@ impl MemoryBroker {
 
     /// The channel, created if `create`.
     fn channel(&self, name: &Arc<str>, create: bool) -> Option<Arc<Mutex<Channel>>> {
+        self.named_channel(name, create).map(|(_, channel)| channel)
+    }
+
+    /// The channel and its name as the map keeps it; see [`Self::channel`].
+    fn named_channel(
+        &self,
+        name: &Arc<str>,
+        create: bool,
+    ) -> Option<(Arc<str>, Arc<Mutex<Channel>>)> {
         let mut channels = self.channels();
-        if let Some(channel) = channels.get(name) {
-            return Some(channel.clone());
+        if let Some((key, channel)) = channels.get_key_value(name) {
+            return Some((key.clone(), channel.clone()));
         }
         if !create {
             return None;
@@ -131,7 +140,7 @@ impl MemoryBroker {
         let channel = Arc::new(Mutex::new(Channel::new()));
         channels.insert(name.clone(), channel.clone());
         self.metrics.set_channels(channels.len());
-        Some(channel)
+        Some((name.clone(), channel))
     }
 
     /// Removes channels that have no subscriber and no history left (after
@@ -193,7 +202,9 @@ impl MemoryBroker {
 
     fn subscribe_now(&self, subscribe: Subscribe) -> Subscribed {
         let ns = self.config.namespace(&subscribe.channel);
-        let channel = self.channel(&subscribe.channel, true).expect("created");
+        let (name, channel) = self
+            .named_channel(&subscribe.channel, true)
+            .expect("created");
         let mut channel = lock(&channel);
         let now = Instant::now();
         channel.prune(ns.history_size, ns.history_ttl, now);
@@ -209,13 +220,14 @@ impl MemoryBroker {
         if ns.presence && ns.join_leave {
             let join = prepare(&ServerMessage::Join {
                 channel: subscribe.channel.to_string(),
-                user: sub.info.user.clone(),
-                client: sub.info.client.clone(),
+                user: sub.user().to_owned(),
+                client: sub.client(),
             });
             channel.deliver(&join, now, None);
         }
         channel.subscribers.push(sub);
         Subscribed {
+            name,
             epoch: channel.epoch.to_string(),
             offset: channel.last,
             recovered: plan.recovered,
@@ -235,8 +247,8 @@ impl MemoryBroker {
         if channel.subscribers.len() != before && ns.presence && ns.join_leave {
             let leave = prepare(&ServerMessage::Leave {
                 channel: name.to_string(),
-                user: sub.info.user.clone(),
-                client: sub.info.client.clone(),
+                user: sub.user().to_owned(),
+                client: sub.client(),
             });
             channel.deliver(&leave, Instant::now(), None);
         }
@@ -252,7 +264,7 @@ impl MemoryBroker {
                 lock(&channel)
                     .subscribers
                     .iter()
-                    .map(|s| s.info.clone())
+                    .map(|s| s.info())
                     .collect()
             })
             .unwrap_or_default()
@@ -266,7 +278,7 @@ impl MemoryBroker {
         let channel = lock(&channel);
         let frame = prepare(&ServerMessage::Signal {
             channel: name.to_string(),
-            from: from.info.clone(),
+            from: from.info(),
             data,
         });
         channel.deliver(&frame, Instant::now(), Some(from.id));

@@ -47,21 +47,64 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone)]
 pub struct Subscriber(Arc<Member>);
 
-/// What a [`Subscriber`] refers to.
+/// What a [`Subscriber`] refers to. Kept small: one lives as long as its
+/// connection, and the hub holds one per client. The client id is not
+/// stored: it is the node's prefix followed by `id` in hex.
 #[derive(Debug)]
 pub struct Member {
     /// The connection's number on this node (unique while it lives).
     pub id: u64,
-    /// Who it is.
-    pub info: ClientInfo,
+    /// The node's client id prefix, shared by every member of the node.
+    node: Arc<str>,
+    /// The user it speaks for (empty for anonymous).
+    user: Box<str>,
     /// Where its messages go.
     pub outbox: Outbox,
 }
 
+impl Member {
+    /// Its client id: the node's prefix, then `id` in lowercase hex.
+    pub fn client(&self) -> String {
+        format!("{}{:x}", self.node, self.id)
+    }
+
+    /// Whether `client` is its client id (without building the id).
+    pub fn is_client(&self, client: &str) -> bool {
+        let Some(hex) = client.strip_prefix(&*self.node) else {
+            return false;
+        };
+        let mut digits = [0u8; 16];
+        let mut rest = &mut digits[..];
+        // 16 hex digits hold any u64.
+        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{:x}", self.id));
+        let len = 16 - rest.len();
+        hex.as_bytes() == &digits[..len]
+    }
+
+    /// The user it speaks for (empty for anonymous).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Who it is, as the protocol names it.
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            client: self.client(),
+            user: self.user.to_string(),
+        }
+    }
+}
+
 impl Subscriber {
-    /// A connection numbered `id`, known as `info`, with `outbox`.
-    pub fn new(id: u64, info: ClientInfo, outbox: Outbox) -> Self {
-        Self(Arc::new(Member { id, info, outbox }))
+    /// A connection numbered `id` on the node whose client ids start with
+    /// `node`, anonymous until [`Subscriber::set_user`], with `outbox`.
+    pub fn new(id: u64, node: Arc<str>, outbox: Outbox) -> Self {
+        Self(Arc::new(Member {
+            id,
+            node,
+            user: Box::default(),
+            outbox,
+        }))
     }
 
     /// Sets the user it speaks for (at `connect`). Only a subscriber no
@@ -69,7 +112,7 @@ impl Subscriber {
     pub(crate) fn set_user(&mut self, user: String) -> bool {
         match Arc::get_mut(&mut self.0) {
             Some(member) => {
-                member.info.user = user;
+                member.user = user.into_boxed_str();
                 true
             }
             None => false,
@@ -125,6 +168,9 @@ pub struct Subscribe {
 /// The answer to a subscription, for the `subscribed` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribed {
+    /// The channel's name, as the broker keeps it: a subscriber that keeps
+    /// this rather than its own copy costs no allocation for the name.
+    pub name: Arc<str>,
     /// The channel's epoch.
     pub epoch: String,
     /// The channel's latest offset when the subscription took effect.
@@ -185,4 +231,44 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Channels with at least one local subscriber.
     fn local_channels(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_knows_its_client_id_without_storing_it() {
+        let node: Arc<str> = "0a1b2c".into();
+        let mut sub = Subscriber::new(0x3f, node.clone(), Outbox::new(1024));
+        assert_eq!(sub.client(), "0a1b2c3f");
+        assert!(sub.is_client("0a1b2c3f"));
+        // Another node, another number, a longer or shorter id, other case.
+        for other in [
+            "0a1b2d3f",
+            "0a1b2c3e",
+            "0a1b2c3f0",
+            "0a1b2c3",
+            "0a1b2c3F",
+            "3f",
+            "",
+        ] {
+            assert!(!sub.is_client(other), "{other} is not its id");
+        }
+        assert_eq!(sub.user(), "");
+        assert!(sub.set_user("ada".to_owned()));
+        assert_eq!(
+            sub.info(),
+            ClientInfo {
+                client: "0a1b2c3f".to_owned(),
+                user: "ada".to_owned()
+            }
+        );
+        // Once shared (a channel holds it), the user stays.
+        let held = sub.clone();
+        assert!(!sub.set_user("bob".to_owned()));
+        assert_eq!(held.user(), "ada");
+        let big = Subscriber::new(u64::MAX, node, Outbox::new(1));
+        assert!(big.is_client(&format!("0a1b2c{:x}", u64::MAX)));
+    }
 }

@@ -671,7 +671,7 @@ impl Shared {
     ) -> Result<(), BrokerError> {
         let mut conn = self.conn()?;
         let mut payload = vec![b's'];
-        payload.extend_from_slice(&encode_body(now_us(), &from.info, &data));
+        payload.extend_from_slice(&encode_body(now_us(), &from.info(), &data));
         let mut command = redis::cmd("PUBLISH");
         command.arg(self.topic(channel)).arg(payload);
         match tokio::time::timeout(
@@ -764,12 +764,12 @@ impl Shared {
             .arg(recent)
             .arg("")
             .arg(if presence {
-                subscriber.info.client.as_str()
+                subscriber.client()
             } else {
-                ""
+                String::new()
             })
             .arg(&self.node)
-            .arg(&subscriber.info.user)
+            .arg(subscriber.user())
             .arg(&*channel)
             .arg(if presence && ns.join_leave {
                 self.topic(&channel)
@@ -785,7 +785,7 @@ impl Shared {
             Err(error) => {
                 if presence {
                     // The script may have run: make sure the entry goes.
-                    self.pending_leave(&channel, &subscriber.info);
+                    self.pending_leave(&channel, &subscriber.info());
                 }
                 return Err(error);
             }
@@ -816,6 +816,7 @@ impl Shared {
         guard.armed = false;
         self.release(&slot, subscriber, generation, &read.epoch, read.last);
         Ok(Subscribed {
+            name: slot.name.clone(),
             epoch: read.epoch,
             offset: read.last,
             recovered: plan.recovered,
@@ -841,7 +842,7 @@ impl Shared {
                 .clone();
             lock(&slot.state).joining.push(Joiner {
                 id: sub.id,
-                client: sub.info.client.clone(),
+                client: sub.client(),
                 buffer: Vec::new(),
                 lost: false,
             });
@@ -962,8 +963,8 @@ impl Shared {
         if removed && ns.presence {
             let leave = PendingLeave {
                 channel: slot.name.clone(),
-                client: sub.info.client.clone(),
-                user: sub.info.user.clone(),
+                client: sub.client(),
+                user: sub.user().to_owned(),
             };
             if self.leave(&leave).await.is_err() {
                 lock(&self.pending_leaves).push(leave);
@@ -1113,7 +1114,7 @@ impl Shared {
                 let now = Instant::now();
                 let state = lock(&slot.state);
                 for live in &state.live {
-                    if live.sub.info.client != sender {
+                    if !live.sub.is_client(&sender) {
                         live.sub.outbox.push(frame.clone(), now);
                     }
                 }
@@ -1176,7 +1177,7 @@ impl Shared {
         let now = Instant::now();
         let mut state = lock(&slot.state);
         for live in &state.live {
-            if live.sub.info.client != about {
+            if !live.sub.is_client(about) {
                 live.sub.outbox.push(frame.clone(), now);
             }
         }
@@ -1379,7 +1380,7 @@ impl Shared {
             let members: Vec<(String, String)> = lock(&slot.state)
                 .live
                 .iter()
-                .map(|l| (l.sub.info.client.clone(), l.sub.info.user.clone()))
+                .map(|l| (l.sub.client(), l.sub.user().to_owned()))
                 .collect();
             if members.is_empty() {
                 return None;
