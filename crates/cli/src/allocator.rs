@@ -1,74 +1,73 @@
-//! Settings of glibc's allocator for servers that hold many connections
-//! (`duplex serve`, `duplex echo`).
+//! The allocator of the `duplex` binary: jemalloc, returning unused pages
+//! within about a second.
 //!
-//! Most of what an idle connection costs is small blocks that live as long
-//! as it does, interleaved with short-lived ones (the handshake, the first
-//! commands). glibc's defaults favour throughput over resident memory in two
-//! ways that matter here, and both are turned off; measured in
-//! `docs/benchmarks.md` ("Memory per hub connection", "Idle memory").
+//! What a server holding many connections pays per connection is mostly
+//! small blocks that live as long as the connection, interleaved with
+//! short-lived ones (the handshake, the first commands). glibc's allocator
+//! leaves the short-lived ones' space as holes between the long-lived
+//! blocks, and carves tokio's 128-byte aligned blocks (each task, each
+//! socket registration) out of larger ones; how much that wastes changes
+//! from build to build with the sizes of unrelated blocks. jemalloc keeps
+//! blocks of one size class together, so the waste is small and stable.
+//! Measured in `docs/benchmarks.md` ("Memory per hub connection"): a
+//! subscribed hub client costs ~1.2 KiB resident instead of 1.45–1.75 KiB,
+//! at the same CPU per delivery.
 //!
-//! Invariant: called before the runtime starts any thread, so every thread
-//! allocates from the one arena. A no-op where the allocator is not glibc's.
+//! The one setting changed from jemalloc's defaults (`CONFIG`): pages that
+//! no block uses go back to the system after one second instead of ten (and
+//! at once from the "muzzy" stage), so the handshakes of a burst of new
+//! connections do not stay resident. The environment variable
+//! `_RJEM_MALLOC_CONF` overrides it (jemalloc's option syntax).
+//!
+//! Invariant: only the binary sets the global allocator; the library crates
+//! never choose one for their users.
 
-/// Applies both settings; `true` if glibc took them.
-///
-/// - **One arena** (`M_ARENA_MAX` = 1). By default each thread that meets a
-///   busy arena gets another; a connection's blocks are then spread over
-///   the arena of the thread that accepted it and that of the thread that
-///   serves it, and the free space of one cannot serve the other. With one
-///   arena a subscribed hub client costs 1.8 KiB instead of 2.6 KiB
-///   resident at 10,000 clients. The per-thread caches in front of the
-///   arena still serve most small allocations without its lock.
-/// - **No fast bins** (`M_MXFAST` = 0). tokio allocates each task and each
-///   socket registration 128-byte aligned, and `memalign` cuts such a block
-///   out of a larger one, freeing the spare bytes before and after it. Fast
-///   bins keep small freed chunks apart, never merged with their free
-///   neighbours; without them the fragments merge back (~60 bytes less per
-///   idle connection, 1.03 → 0.97 KiB, `duplex bench idle`).
-pub(crate) fn tune_for_many_connections() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: `mallopt` sets a parameter of glibc's allocator under the
-        // allocator's own lock; it takes no pointer and has no precondition.
-        // 0 is a documented value of `M_MXFAST` (no fast bins): chunks already
-        // in fast bins stay valid and are merged on the next consolidation.
-        // 1 is a documented value of `M_ARENA_MAX`: arenas that exist stay
-        // valid, and no thread is given a new one.
-        unsafe { libc::mallopt(libc::M_MXFAST, 0) == 1 && libc::mallopt(libc::M_ARENA_MAX, 1) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
+/// Every allocation of the binary.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at its start (a C string), where jemalloc
+/// looks for options compiled into the program (`malloc_conf`, with the
+/// prefix of the jemalloc this binary links).
+// SAFETY: the symbol is a pointer to a NUL-terminated string that lives
+// for the whole program, which is what jemalloc reads from it; nothing
+// else in the program defines `_rjem_malloc_conf`.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+#[used]
+static CONFIG: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::ffi::{CStr, c_void};
+
+    /// Reads one of jemalloc's `ssize_t` options.
+    fn option(name: &CStr) -> isize {
+        let mut value: isize = 0;
+        let mut len = std::mem::size_of::<isize>();
+        // SAFETY: `name` is NUL-terminated; `value` and `len` are valid for
+        // writes and `len` holds the size of `value`, which is the type
+        // jemalloc documents for these options; no new value is written.
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&raw mut value).cast::<c_void>(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(status, 0, "mallctl {name:?}");
+        value
+    }
 
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_takes_both_settings_and_keeps_working() {
-        assert!(tune_for_many_connections());
-        // The allocator keeps working: small blocks of every fast-bin size,
-        // from several threads sharing the one arena.
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let blocks: Vec<Vec<u8>> = (1..=128).map(|n| vec![(n + t) as u8; n]).collect();
-                    assert!(
-                        blocks
-                            .iter()
-                            .enumerate()
-                            .all(|(i, b)| b[0] == (i + 1 + t) as u8)
-                    );
-                    let again: Vec<Box<[u8; 48]>> = (0..1000).map(|_| Box::new([7; 48])).collect();
-                    assert!(again.iter().all(|b| b[47] == 7));
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
+    fn jemalloc_serves_the_binary_with_its_compiled_in_options() {
+        // Allocations come from jemalloc: its counters move.
+        let blocks: Vec<Vec<u8>> = (1..=256).map(|n| vec![n as u8; n * 16]).collect();
+        assert_eq!(blocks[255].len(), 4096);
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
+            assert_eq!(option(c"opt.dirty_decay_ms"), 1000);
+            assert_eq!(option(c"opt.muzzy_decay_ms"), 0);
         }
     }
 }

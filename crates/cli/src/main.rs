@@ -49,10 +49,6 @@ fn main() -> std::process::ExitCode {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    if matches!(&cli.command, Command::Serve(_) | Command::Echo(_)) {
-        // Before any thread starts: the settings apply to threads to come.
-        allocator::tune_for_many_connections();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
