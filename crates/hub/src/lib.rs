@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod outbox;
 mod server;
 mod session;
+mod subscriptions;
 mod web;
 
 pub use config::HubConfig;

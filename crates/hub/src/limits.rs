@@ -30,7 +30,7 @@
 //!   then is only slowed down.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -260,7 +260,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpKey, usize>,
 }
 
 impl Shared {
@@ -272,17 +272,25 @@ impl Shared {
 }
 
 /// The key an address is counted under: see [`Admission`].
-fn ip_key(ip: IpAddr) -> IpAddr {
+fn ip_key(ip: IpAddr) -> IpKey {
     match ip {
-        IpAddr::V4(_) => ip,
+        IpAddr::V4(v4) => IpKey::V4(v4.octets()),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
+            Some(v4) => IpKey::V4(v4.octets()),
             None => {
-                let prefix = v6.to_bits() & !(u128::from(u64::MAX));
-                IpAddr::V6(Ipv6Addr::from_bits(prefix))
+                let prefix = (v6.to_bits() >> 64) as u64;
+                IpKey::V6(prefix.to_be_bytes())
             }
         },
     }
+}
+
+/// What connections are counted by: an IPv4 address, or an IPv6 /64 prefix.
+/// Nine bytes, alignment 1: a [`Ticket`] keeps one for its connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IpKey {
+    V4([u8; 4]),
+    V6([u8; 8]),
 }
 
 impl Admission {
@@ -349,7 +357,7 @@ impl Admission {
 #[must_use = "dropping the ticket releases the connection's slot at once"]
 pub struct Ticket {
     shared: Arc<Shared>,
-    key: IpAddr,
+    key: IpKey,
 }
 
 impl Drop for Ticket {
@@ -369,6 +377,12 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ticket_is_small() {
+        // One lives as long as each connection.
+        assert!(std::mem::size_of::<Ticket>() <= 24);
+    }
     use std::net::Ipv4Addr;
 
     fn ms(n: u64) -> Duration {

@@ -99,6 +99,12 @@ impl Outbox {
             if queued {
                 // At most `limit`, so it fits.
                 inner.bytes = total as u32;
+                if inner.queue.capacity() == 0 {
+                    // An idle reader gets one message at a time: room for
+                    // one, not the default four (a fan-out to many idle
+                    // readers allocates this for each of them).
+                    inner.queue.reserve_exact(1);
+                }
                 inner.queue.push_back(Queued { frame, published });
             } else {
                 inner.state = State::Overflowed;

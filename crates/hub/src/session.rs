@@ -49,6 +49,7 @@ use crate::frame::{frame_of, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::outbox::{Drained, Outbox};
+use crate::subscriptions::Subscriptions;
 
 /// What a connection brings from its handshake.
 #[derive(Debug)]
@@ -88,11 +89,22 @@ enum Wake {
     Aborted,
 }
 
-/// What the one timer of a session waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deadline {
-    Connect,
-    TokenExpiry,
+/// Where a session is in its life, with its one timer.
+enum Phase {
+    /// Before `connect`: the connection is closed (4001) when this fires.
+    Connecting(Pin<Box<Sleep>>),
+    /// After `connect`: closed (4002) when the token expires, if it does.
+    Connected(Option<Pin<Box<Sleep>>>),
+}
+
+impl Phase {
+    /// The timer, if one is running.
+    fn timer(&mut self) -> Option<&mut Pin<Box<Sleep>>> {
+        match self {
+            Self::Connecting(timer) | Self::Connected(Some(timer)) => Some(timer),
+            Self::Connected(None) => None,
+        }
+    }
 }
 
 struct Session {
@@ -102,10 +114,9 @@ struct Session {
     me: Subscriber,
     /// Boxed: most clients are anonymous, and this is in every session.
     identity: Option<Box<Identity>>,
-    connected: bool,
-    channels: Vec<Arc<str>>,
+    channels: Subscriptions,
     rate: RateLimiter,
-    timer: Option<(Deadline, Pin<Box<Sleep>>)>,
+    phase: Phase,
     /// Publishes waiting for the broker, oldest first; `None` when there
     /// are none (an idle session carries no queue).
     in_flight: Option<Box<FuturesOrdered<PendingPublish>>>,
@@ -203,19 +214,15 @@ impl Session {
             StdInstant::now(),
         );
         let outbox = Outbox::new(limits.max_outbound_bytes);
-        let timer = Some((
-            Deadline::Connect,
-            Box::pin(tokio::time::sleep(limits.connect_timeout)),
-        ));
+        let phase = Phase::Connecting(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
         Self {
             me: Subscriber::new(id, node, outbox),
             identity: handshake.identity.map(Box::new),
             _ticket: handshake.ticket,
-            connected: false,
-            channels: Vec::new(),
+            channels: Subscriptions::default(),
             rate,
-            timer,
+            phase,
             in_flight: None,
             hub,
         }
@@ -267,9 +274,9 @@ impl Session {
                 self.hub.metrics.slow_consumer();
                 Some(Some(End(close::SLOW_CONSUMER, "slow consumer")))
             }
-            Wake::Deadline => Some(Some(match self.timer.take() {
-                Some((Deadline::TokenExpiry, _)) => End(close::TOKEN_EXPIRED, "token expired"),
-                _ => End(close::UNAUTHORIZED, "no connect in time"),
+            Wake::Deadline => Some(Some(match self.phase {
+                Phase::Connected(_) => End(close::TOKEN_EXPIRED, "token expired"),
+                Phase::Connecting(_) => End(close::UNAUTHORIZED, "no connect in time"),
             })),
         }
     }
@@ -310,7 +317,7 @@ impl Session {
                 Poll::Pending => break,
             }
         }
-        if let Some((_, timer)) = &mut self.timer
+        if let Some(timer) = self.phase.timer()
             && timer.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Wake::Deadline);
@@ -429,7 +436,9 @@ impl Session {
     /// Carries out a command; returns the reply, if any.
     async fn execute(&mut self, request: Request) -> Result<Option<ServerMessage>, End> {
         let id = request.id;
-        if !self.connected && !matches!(request.command, Command::Connect { .. }) {
+        if matches!(self.phase, Phase::Connecting(_))
+            && !matches!(request.command, Command::Connect { .. })
+        {
             return Ok(Some(error(
                 id,
                 ErrorCode::NotConnected,
@@ -539,7 +548,7 @@ impl Session {
         id: Option<u64>,
         token: Option<String>,
     ) -> Result<Option<ServerMessage>, End> {
-        if self.connected {
+        if matches!(self.phase, Phase::Connected(_)) {
             return Ok(Some(error(
                 id,
                 ErrorCode::AlreadyConnected,
@@ -549,7 +558,6 @@ impl Session {
         if let Some(token) = token {
             self.identity = Some(Box::new(self.verify(&token)?));
         }
-        self.connected = true;
         let user = self
             .identity
             .as_ref()
@@ -560,7 +568,7 @@ impl Session {
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
         let expires = self.identity.as_ref().map(|identity| identity.expires);
-        self.timer = expires.map(|at| (Deadline::TokenExpiry, Box::pin(sleep_until_unix(at))));
+        self.phase = Phase::Connected(expires.map(|at| Box::pin(sleep_until_unix(at))));
         Ok(Some(ServerMessage::Connected {
             id,
             client: self.me.client(),
@@ -581,7 +589,7 @@ impl Session {
             ));
         }
         let expires = identity.expires;
-        self.timer = Some((Deadline::TokenExpiry, Box::pin(sleep_until_unix(expires))));
+        self.phase = Phase::Connected(Some(Box::pin(sleep_until_unix(expires))));
         self.identity = Some(Box::new(identity));
         Ok(ServerMessage::Refreshed {
             id,
@@ -608,7 +616,7 @@ impl Session {
         since: Option<Since>,
         recent: u32,
     ) -> ServerMessage {
-        if self.channels.iter().any(|c| **c == *channel) {
+        if self.channels.contains(&channel) {
             return error(id, ErrorCode::AlreadySubscribed, "already subscribed");
         }
         if self.channels.len() >= self.hub.config.limits.max_subscriptions {
@@ -629,10 +637,8 @@ impl Session {
         };
         match self.hub.broker.subscribe(subscribe).await {
             Ok(subscribed) => {
-                // Most clients keep one or two channels: no spare room. The
-                // name is the broker's, shared.
-                self.channels.reserve_exact(1);
-                self.channels.push(subscribed.name);
+                // The name is the broker's, shared.
+                self.channels.add(subscribed.name);
                 self.hub.metrics.subscribed();
                 ServerMessage::Subscribed {
                     id,
@@ -648,10 +654,9 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, id: Option<u64>, channel: &str) -> ServerMessage {
-        let Some(at) = self.channels.iter().position(|c| **c == *channel) else {
+        let Some(name) = self.channels.remove(channel) else {
             return error(id, ErrorCode::NotSubscribed, "not subscribed");
         };
-        let name = self.channels.swap_remove(at);
         self.hub.broker.unsubscribe(&name, &self.me).await;
         self.hub.metrics.unsubscribed(1);
         ServerMessage::Unsubscribed {
@@ -663,7 +668,7 @@ impl Session {
     /// Leaves every channel (the session is ending).
     async fn leave_all(&mut self) {
         self.me.outbox.close();
-        let channels = std::mem::take(&mut self.channels);
+        let channels = self.channels.take_all();
         self.hub.metrics.unsubscribed(channels.len());
         for channel in channels {
             self.hub.broker.unsubscribe(&channel, &self.me).await;
