@@ -99,11 +99,15 @@ impl Outbox {
             if queued {
                 // At most `limit`, so it fits.
                 inner.bytes = total as u32;
-                if inner.queue.capacity() == 0 {
-                    // An idle reader gets one message at a time: room for
-                    // one, not the default four (a fan-out to many idle
-                    // readers allocates this for each of them).
-                    inner.queue.reserve_exact(1);
+                // An idle reader gets one message at a time: room for one,
+                // not the default four (a fan-out to many idle readers
+                // allocates this for each of them). A reader that falls
+                // behind gets room for 16 at once, then doubles.
+                let queue = &mut inner.queue;
+                match queue.capacity() {
+                    0 => queue.reserve_exact(1),
+                    1 => queue.reserve_exact(16 - queue.len()),
+                    _ => {}
                 }
                 inner.queue.push_back(Queued { frame, published });
             } else {
