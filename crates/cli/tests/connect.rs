@@ -173,7 +173,7 @@ async fn headers_origin_subprotocols_and_compression_reach_the_server() {
                         .collect(),
                 });
                 Ok(Accept {
-                    protocol: request.protocols().first().cloned(),
+                    protocol: request.protocols().first().map(|p| p.as_str().into()),
                     ..Accept::default()
                 })
             })

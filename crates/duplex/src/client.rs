@@ -6,6 +6,8 @@
 //! server sent after its response are kept for the connection; every frame is
 //! masked with a fresh key from the thread's cryptographic RNG.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use duplex_proto::connection::Connection;
 use duplex_proto::deflate::{self, DeflateConfig};
@@ -174,6 +176,6 @@ where
         }
     }
     conn.receive(&leftover);
-    let protocol = accepted.protocol().map(str::to_owned);
+    let protocol = accepted.protocol().map(Arc::from);
     Ok(WebSocket::from_parts(io, conn, config, protocol))
 }

@@ -6,6 +6,8 @@
 //! matching HTTP error (400, 403, 426, 431 …) and never hangs; bytes the client
 //! sent after its request are kept for the connection.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use duplex_proto::connection::Connection;
 use duplex_proto::deflate;
@@ -22,8 +24,10 @@ use crate::websocket::WebSocket;
 /// The application's answer to an upgrade request.
 #[derive(Debug, Clone, Default)]
 pub struct Accept {
-    /// The subprotocol to speak, one the client offered.
-    pub protocol: Option<String>,
+    /// The subprotocol to speak, one the client offered (`Some(name.into())`).
+    /// Shared: a server that speaks one protocol can hand every connection
+    /// the same `Arc` instead of a copy of the name.
+    pub protocol: Option<Arc<str>>,
     /// Extra response headers (for example `Set-Cookie`).
     pub headers: HeaderMap,
 }
@@ -174,7 +178,7 @@ async fn upgrade<S, F>(
     incoming: Incoming,
     config: &Config,
     decide: F,
-) -> Result<(Connection, Option<String>), Error>
+) -> Result<(Connection, Option<Arc<str>>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,

@@ -156,7 +156,7 @@ where
 pub struct Upgrading {
     on_upgrade: OnUpgrade,
     /// Taken when the future completes.
-    parts: Option<(Connection, Config, Option<String>)>,
+    parts: Option<(Connection, Config, Option<std::sync::Arc<str>>)>,
 }
 
 impl std::fmt::Debug for Upgrading {

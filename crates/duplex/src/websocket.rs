@@ -162,8 +162,9 @@ pub struct WebSocket<S> {
     ping_mark: u64,
     /// `written` when the pong deadline was last checked.
     written_at_check: u64,
-    /// Boxed: most connections have none, and a `String` takes 24 bytes.
-    protocol: Option<Box<str>>,
+    /// Shared (see [`crate::Accept::protocol`]); a `String` would take 24
+    /// bytes and an allocation per connection.
+    protocol: Option<Arc<str>>,
     /// Boxed: set once, when the connection ends.
     close_info: Option<Box<CloseInfo>>,
     /// The stream has returned `None` (or its final error).
@@ -212,7 +213,12 @@ impl<S> WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done, with the protocol
     /// state `conn` (which may already hold bytes read past the handshake).
-    pub fn from_parts(io: S, conn: Connection, config: &Config, protocol: Option<String>) -> Self {
+    pub fn from_parts(
+        io: S,
+        conn: Connection,
+        config: &Config,
+        protocol: Option<Arc<str>>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             io,
@@ -232,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             written: 0,
             ping_mark: 0,
             written_at_check: 0,
-            protocol: protocol.map(String::into_boxed_str),
+            protocol,
             close_info: None,
             finished: false,
             shut_down: false,

@@ -529,7 +529,7 @@ async fn subprotocol_is_chosen_by_the_server() {
                 .protocols()
                 .iter()
                 .find(|p| *p == "duplex.v1")
-                .cloned();
+                .map(|p| p.as_str().into());
             Ok(Accept {
                 protocol: chosen,
                 ..Accept::default()

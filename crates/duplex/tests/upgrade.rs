@@ -48,7 +48,11 @@ async fn handle(
             return Err(Reject::new(StatusCode::FORBIDDEN, "not here"));
         }
         let mut accept = Accept {
-            protocol: request.protocols().iter().find(|p| *p == "chat").cloned(),
+            protocol: request
+                .protocols()
+                .iter()
+                .find(|p| *p == "chat")
+                .map(|p| p.as_str().into()),
             ..Accept::default()
         };
         accept

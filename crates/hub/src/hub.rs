@@ -59,7 +59,10 @@ pub struct Hub {
     pub(crate) verifier: Option<Verifier>,
     pub(crate) admission: Admission,
     pub(crate) ws_config: duplex::Config,
-    node: Arc<str>,
+    /// [`duplex_hub_proto::SUBPROTOCOL`], shared by every connection's `WebSocket`.
+    pub(crate) subprotocol: Arc<str>,
+    /// This node's 24-bit id: the prefix of its client ids.
+    node_prefix: u32,
     next_id: AtomicU64,
     pub(crate) shutdown: Shutdown,
     stopping: AtomicBool,
@@ -161,10 +164,11 @@ impl Hub {
         ws_config.close_timeout = Duration::from_secs(5);
         ws_config.send_buffer_size = config.limits.socket_send_buffer;
         ws_config.recv_buffer_size = config.limits.socket_recv_buffer;
-        let node = {
+        let node_prefix = {
             use rand::Rng;
-            format!("{:06x}", rand::rng().random_range(0..0x100_0000u32))
+            rand::rng().random_range(0..0x100_0000u32)
         };
+        let node = format!("{node_prefix:06x}");
         let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match &config.redis {
             None => {
                 let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
@@ -194,7 +198,8 @@ impl Hub {
             metrics,
             verifier,
             ws_config,
-            node: node.into(),
+            subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
+            node_prefix,
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
             stopping: AtomicBool::new(false),
@@ -238,11 +243,11 @@ impl Hub {
         self.aborted.load(Ordering::Acquire)
     }
 
-    /// A new connection's number, and the prefix of client ids on this node
-    /// (see [`crate::broker::Member::client`]).
-    pub(crate) fn next_client(&self) -> (u64, Arc<str>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        (id, self.node.clone())
+    /// A new connection's [`crate::broker::Member::id`], which its client
+    /// id is made of.
+    pub(crate) fn next_client(&self) -> u64 {
+        let number = self.next_id.fetch_add(1, Ordering::Relaxed);
+        crate::broker::member_id(self.node_prefix, number)
     }
 
     /// Runs the hub's own periodic work until shutdown: the statistics

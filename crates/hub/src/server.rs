@@ -301,7 +301,7 @@ fn decide(
     let protocol = if request.protocols().is_empty() {
         None
     } else if request.protocols().iter().any(|p| p == SUBPROTOCOL) {
-        Some(SUBPROTOCOL.to_owned())
+        Some(hub.subprotocol.clone())
     } else {
         return Err((
             RejectReason::Subprotocol,

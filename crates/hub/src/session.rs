@@ -205,7 +205,7 @@ where
 impl Session {
     /// A session that has not sent `connect` yet.
     fn new(hub: Arc<Hub>, handshake: Handshake) -> Self {
-        let (id, node) = hub.next_client();
+        let id = hub.next_client();
         let limits = &hub.config.limits;
         let rate = RateLimiter::new(
             limits.messages_per_second,
@@ -217,7 +217,7 @@ impl Session {
         let phase = Phase::Connecting(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
         Self {
-            me: Subscriber::new(id, node, outbox),
+            me: Subscriber::new(id, outbox),
             identity: handshake.identity.map(Box::new),
             _ticket: handshake.ticket,
             channels: Subscriptions::default(),

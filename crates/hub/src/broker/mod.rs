@@ -47,38 +47,51 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone)]
 pub struct Subscriber(Arc<Member>);
 
-/// What a [`Subscriber`] refers to. Kept small: one lives as long as its
-/// connection, and the hub holds one per client. The client id is not
-/// stored: it is the node's prefix followed by `id` in hex.
+/// What a [`Subscriber`] refers to. Kept small (96 bytes): one lives as
+/// long as its connection. The client id is not stored: it is derived from
+/// `id` (see [`Member::client`]).
 #[derive(Debug)]
 pub struct Member {
-    /// The connection's number on this node (unique while it lives).
+    /// Unique on this node while the connection lives: the node's 24-bit
+    /// prefix in the top bits, the connection's number on the node in the
+    /// low [`NUMBER_BITS`] (numbers wrap after 2⁴⁰ connections).
     pub id: u64,
-    /// The node's client id prefix, shared by every member of the node.
-    node: Arc<str>,
     /// The user it speaks for (empty for anonymous).
     user: Box<str>,
     /// Where its messages go.
     pub outbox: Outbox,
 }
 
+/// How many low bits of [`Member::id`] number connections on a node.
+pub const NUMBER_BITS: u32 = 40;
+
+/// The [`Member::id`] of connection `number` on the node with `prefix`
+/// (24 bits: the node's id, six hex digits).
+pub fn member_id(prefix: u32, number: u64) -> u64 {
+    (u64::from(prefix & 0xff_ffff) << NUMBER_BITS) | (number & ((1 << NUMBER_BITS) - 1))
+}
+
 impl Member {
-    /// Its client id: the node's prefix, then `id` in lowercase hex.
+    /// Its client id: the node's prefix as six hex digits, then the
+    /// connection's number in lowercase hex.
     pub fn client(&self) -> String {
-        format!("{}{:x}", self.node, self.id)
+        let (prefix, number) = self.split_id();
+        format!("{prefix:06x}{number:x}")
     }
 
-    /// Whether `client` is its client id (without building the id).
+    /// Whether `client` is its client id (without allocating).
     pub fn is_client(&self, client: &str) -> bool {
-        let Some(hex) = client.strip_prefix(&*self.node) else {
-            return false;
-        };
+        let (prefix, number) = self.split_id();
+        // Six digits of prefix and at most ten of number.
         let mut digits = [0u8; 16];
         let mut rest = &mut digits[..];
-        // 16 hex digits hold any u64.
-        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{:x}", self.id));
+        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{prefix:06x}{number:x}"));
         let len = 16 - rest.len();
-        hex.as_bytes() == &digits[..len]
+        client.as_bytes() == &digits[..len]
+    }
+
+    fn split_id(&self) -> (u64, u64) {
+        (self.id >> NUMBER_BITS, self.id & ((1 << NUMBER_BITS) - 1))
     }
 
     /// The user it speaks for (empty for anonymous).
@@ -96,12 +109,11 @@ impl Member {
 }
 
 impl Subscriber {
-    /// A connection numbered `id` on the node whose client ids start with
-    /// `node`, anonymous until [`Subscriber::set_user`], with `outbox`.
-    pub fn new(id: u64, node: Arc<str>, outbox: Outbox) -> Self {
+    /// The connection with [`Member::id`] `id` (see [`member_id`]),
+    /// anonymous until [`Subscriber::set_user`], with `outbox`.
+    pub fn new(id: u64, outbox: Outbox) -> Self {
         Self(Arc::new(Member {
             id,
-            node,
             user: Box::default(),
             outbox,
         }))
@@ -239,8 +251,8 @@ mod tests {
 
     #[test]
     fn a_member_knows_its_client_id_without_storing_it() {
-        let node: Arc<str> = "0a1b2c".into();
-        let mut sub = Subscriber::new(0x3f, node.clone(), Outbox::new(1024));
+        assert_eq!(std::mem::size_of::<Member>(), 96);
+        let mut sub = Subscriber::new(member_id(0x0a1b2c, 0x3f), Outbox::new(1024));
         assert_eq!(sub.client(), "0a1b2c3f");
         assert!(sub.is_client("0a1b2c3f"));
         // Another node, another number, a longer or shorter id, other case.
@@ -268,7 +280,13 @@ mod tests {
         let held = sub.clone();
         assert!(!sub.set_user("bob".to_owned()));
         assert_eq!(held.user(), "ada");
-        let big = Subscriber::new(u64::MAX, node, Outbox::new(1));
-        assert!(big.is_client(&format!("0a1b2c{:x}", u64::MAX)));
+        // A small prefix keeps its six digits; the largest number fits, and
+        // numbers wrap rather than spill into the prefix.
+        let last = Subscriber::new(member_id(0x7, (1 << NUMBER_BITS) - 1), Outbox::new(1));
+        assert_eq!(last.client(), "000007ffffffffff");
+        assert!(last.is_client("000007ffffffffff"));
+        let wrapped = Subscriber::new(member_id(0x7, 1 << NUMBER_BITS), Outbox::new(1));
+        assert_eq!(wrapped.client(), "0000070");
+        assert_eq!(member_id(0xfff_ffff, 1) >> NUMBER_BITS, 0xff_ffff);
     }
 }
