@@ -255,6 +255,8 @@ struct Shared {
     state: Mutex<State>,
     /// A copy of `state.total`, for [`Admission::current`] without the lock.
     current: AtomicUsize,
+    /// Woken when the last ticket is released (see [`Admission::all_released`]).
+    released: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -303,6 +305,7 @@ impl Admission {
                 max_per_ip,
                 state: Mutex::new(State::default()),
                 current: AtomicUsize::new(0),
+                released: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -338,6 +341,18 @@ impl Admission {
         self.shared.current.load(Ordering::Relaxed)
     }
 
+    /// Resolves once no ticket is held (at once if none is).
+    pub async fn all_released(&self) {
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let released = self.shared.released.notified();
+            if self.current() == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+
     /// Connections admitted and not yet released from `ip`'s key.
     pub fn current_for(&self, ip: IpAddr) -> usize {
         let state = self.shared.state();
@@ -371,12 +386,40 @@ impl Drop for Ticket {
         }
         state.total -= 1;
         self.shared.current.store(state.total, Ordering::Relaxed);
+        if state.total == 0 {
+            self.shared.released.notify_waiters();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn all_released_waits_for_the_last_ticket() {
+        let admission = Admission::new(10, 10);
+        // None held: at once.
+        admission.all_released().await;
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (
+            admission.try_admit(ip).unwrap(),
+            admission.try_admit(ip).unwrap(),
+        );
+        let waiter = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.all_released().await }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one ticket is still held");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last release")
+            .unwrap();
+    }
 
     #[test]
     fn a_ticket_is_small() {

@@ -136,14 +136,11 @@ impl Server {
         );
         hub.begin_shutdown();
         let deadline = tokio::time::Instant::now() + hub.config.shutdown_grace;
-        let mut poll = tokio::time::interval(Duration::from_millis(10));
-        while !tasks.is_empty() || sessions.current() > 0 {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = poll.tick() => {}
-            }
-        }
+        let drained = async {
+            while tasks.join_next().await.is_some() {}
+            sessions.all_released().await;
+        };
+        let _ = tokio::time::timeout_at(deadline, drained).await;
         housekeeping.abort();
         let left = tasks.len() + sessions.current();
         hub.abort_sessions();

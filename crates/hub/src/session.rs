@@ -66,14 +66,17 @@ pub(crate) const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
 /// A publish handed to the broker; resolves to its reply.
 type PendingPublish = BoxFuture<'static, ServerMessage>;
 
-/// Why a session ends from our side: the close code and reason to send.
+/// How a session ends.
 #[derive(Debug)]
-struct End(u16, &'static str);
-
-impl End {
-    /// The server is gone: no close frame (1006 for the peer), counted as
-    /// such.
-    const ABORTED: End = End(1006, "");
+enum End {
+    /// We close the connection, with this code and reason.
+    Close(u16, &'static str),
+    /// The stream ended: the peer's close handshake, a protocol error (its
+    /// close frame is queued) or a dead transport.
+    Ended,
+    /// The server is gone: no close frame (the peer sees 1006, and it is
+    /// counted as such).
+    Aborted,
 }
 
 /// What the session's wait returned.
@@ -158,8 +161,8 @@ enum TaskState<S> {
 }
 
 /// What acting on a wake gives back: the socket, the session, and `Some`
-/// when the session ends (with the close to send, if ours).
-type Acted<S> = (WebSocket<S>, Session, Option<Option<End>>);
+/// when the session ends.
+type Acted<S> = (WebSocket<S>, Session, Option<End>);
 
 impl<S> Future for SessionTask<S>
 where
@@ -228,23 +231,21 @@ impl Session {
         }
     }
 
-    /// Closes the connection (with our code, if we end it), leaves every
-    /// channel and counts the close.
-    async fn finish<S>(&mut self, mut ws: WebSocket<S>, end: Option<End>)
+    /// Closes the connection as `end` says, leaves every channel and counts
+    /// the close.
+    async fn finish<S>(&mut self, mut ws: WebSocket<S>, end: End)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let code = match end {
-            // Aborted: no close frame.
-            Some(End(1006, _)) => 1006,
-            Some(End(code, reason)) => {
+            End::Aborted => 1006,
+            End::Close(code, reason) => {
                 let _ = ws.close(CloseCode::from(code), reason).await;
                 code
             }
-            None => {
-                // The stream ended: a close handshake, a protocol error (its
-                // close frame is queued) or a dead transport. Write what is
-                // queued, within the close timeout.
+            End::Ended => {
+                // Write what is queued (our answer to a close, or the close
+                // frame of a protocol error), within the close timeout.
                 let _ = tokio::time::timeout(self.hub.ws_config.close_timeout, ws.flush()).await;
                 ws.close_info().map_or(1006, |info| u16::from(info.code))
             }
@@ -253,31 +254,30 @@ impl Session {
         self.hub.metrics.connection_closed(code);
     }
 
-    /// Acts on what woke the session; `Some` when the session ends (with
-    /// the close to send, if ours).
-    async fn on_wake<S>(&mut self, ws: &mut WebSocket<S>, wake: Wake) -> Option<Option<End>>
+    /// Acts on what woke the session; `Some` when the session ends.
+    async fn on_wake<S>(&mut self, ws: &mut WebSocket<S>, wake: Wake) -> Option<End>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         match wake {
             Wake::Message(message) => {
                 self.hub.metrics.message_in(message.payload().len());
-                self.handle(ws, &message).await.err().map(Some)
+                self.handle(ws, &message).await.err()
             }
             Wake::Answered(reply) => {
                 self.write_reply(ws, *reply).await;
                 None
             }
-            Wake::Ended => Some(None),
-            Wake::Aborted => Some(Some(End::ABORTED)),
+            Wake::Ended => Some(End::Ended),
+            Wake::Aborted => Some(End::Aborted),
             Wake::Overflowed => {
                 self.hub.metrics.slow_consumer();
-                Some(Some(End(close::SLOW_CONSUMER, "slow consumer")))
+                Some(End::Close(close::SLOW_CONSUMER, "slow consumer"))
             }
-            Wake::Deadline => Some(Some(match self.phase {
-                Phase::Connected(_) => End(close::TOKEN_EXPIRED, "token expired"),
-                Phase::Connecting(_) => End(close::UNAUTHORIZED, "no connect in time"),
-            })),
+            Wake::Deadline => Some(match self.phase {
+                Phase::Connected(_) => End::Close(close::TOKEN_EXPIRED, "token expired"),
+                Phase::Connecting(_) => End::Close(close::UNAUTHORIZED, "no connect in time"),
+            }),
         }
     }
 
@@ -380,7 +380,7 @@ impl Session {
             }
             Verdict::Close => {
                 self.hub.metrics.rate_limited();
-                return Err(End(close::POLICY, "rate limit exceeded"));
+                return Err(End::Close(close::POLICY, "rate limit exceeded"));
             }
         }
         let request = match request {
@@ -600,12 +600,15 @@ impl Session {
     /// Verifies a token; a bad one ends the connection with 4001.
     fn verify(&self, token: &str) -> Result<Identity, End> {
         let Some(verifier) = &self.hub.verifier else {
-            return Err(End(close::UNAUTHORIZED, "this hub does not take tokens"));
+            return Err(End::Close(
+                close::UNAUTHORIZED,
+                "this hub does not take tokens",
+            ));
         };
         verifier.verify(token, now_secs()).map_err(|e| {
             self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
             tracing::debug!(error = %e, "token refused");
-            End(close::UNAUTHORIZED, "invalid or expired token")
+            End::Close(close::UNAUTHORIZED, "invalid or expired token")
         })
     }
 
