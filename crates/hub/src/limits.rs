@@ -395,6 +395,11 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
 
     #[tokio::test]
     async fn all_released_waits_for_the_last_ticket() {
@@ -425,11 +430,6 @@ mod tests {
     fn a_ticket_is_small() {
         // One lives as long as each connection.
         assert!(std::mem::size_of::<Ticket>() <= 24);
-    }
-    use std::net::Ipv4Addr;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
     }
 
     #[test]

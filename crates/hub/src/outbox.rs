@@ -109,7 +109,7 @@ impl Outbox {
                     1 => queue.reserve_exact(16 - queue.len()),
                     _ => {}
                 }
-                inner.queue.push_back(Queued { frame, published });
+                queue.push_back(Queued { frame, published });
             } else {
                 inner.state = State::Overflowed;
                 inner.queue = VecDeque::new();

@@ -71,27 +71,29 @@ pub fn member_id(prefix: u32, number: u64) -> u64 {
     (u64::from(prefix & 0xff_ffff) << NUMBER_BITS) | (number & ((1 << NUMBER_BITS) - 1))
 }
 
+/// The client id of [`Member::id`] `id`: the node's prefix as six hex
+/// digits, then the connection's number in lowercase hex.
+fn client_id(id: u64) -> String {
+    let (prefix, number) = (id >> NUMBER_BITS, id & ((1 << NUMBER_BITS) - 1));
+    format!("{prefix:06x}{number:x}")
+}
+
+/// The [`Member::id`] a client id names, if it is one (the inverse of
+/// [`Member::client`]): parse a sender's id once, then compare numbers.
+pub fn member_id_of(client: &str) -> Option<u64> {
+    let (prefix, number) = client.split_at_checked(6)?;
+    let id = member_id(
+        u32::from_str_radix(prefix, 16).ok()?,
+        u64::from_str_radix(number, 16).ok()?,
+    );
+    // Only the exact spelling (no sign, no leading zero, lowercase).
+    (client_id(id) == client).then_some(id)
+}
+
 impl Member {
-    /// Its client id: the node's prefix as six hex digits, then the
-    /// connection's number in lowercase hex.
+    /// Its client id (see [`member_id_of`] for the inverse).
     pub fn client(&self) -> String {
-        let (prefix, number) = self.split_id();
-        format!("{prefix:06x}{number:x}")
-    }
-
-    /// Whether `client` is its client id (without allocating).
-    pub fn is_client(&self, client: &str) -> bool {
-        let (prefix, number) = self.split_id();
-        // Six digits of prefix and at most ten of number.
-        let mut digits = [0u8; 16];
-        let mut rest = &mut digits[..];
-        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{prefix:06x}{number:x}"));
-        let len = 16 - rest.len();
-        client.as_bytes() == &digits[..len]
-    }
-
-    fn split_id(&self) -> (u64, u64) {
-        (self.id >> NUMBER_BITS, self.id & ((1 << NUMBER_BITS) - 1))
+        client_id(self.id)
     }
 
     /// The user it speaks for (empty for anonymous).
@@ -254,18 +256,20 @@ mod tests {
         assert_eq!(std::mem::size_of::<Member>(), 96);
         let mut sub = Subscriber::new(member_id(0x0a1b2c, 0x3f), Outbox::new(1024));
         assert_eq!(sub.client(), "0a1b2c3f");
-        assert!(sub.is_client("0a1b2c3f"));
-        // Another node, another number, a longer or shorter id, other case.
+        assert_eq!(member_id_of("0a1b2c3f"), Some(sub.id));
+        // Another node, another number, a longer or shorter id, other case,
+        // a sign.
         for other in [
             "0a1b2d3f",
             "0a1b2c3e",
             "0a1b2c3f0",
             "0a1b2c3",
             "0a1b2c3F",
+            "0a1b2c+3f",
             "3f",
             "",
         ] {
-            assert!(!sub.is_client(other), "{other} is not its id");
+            assert_ne!(member_id_of(other), Some(sub.id), "{other} is not its id");
         }
         assert_eq!(sub.user(), "");
         assert!(sub.set_user("ada".to_owned()));
@@ -284,7 +288,7 @@ mod tests {
         // numbers wrap rather than spill into the prefix.
         let last = Subscriber::new(member_id(0x7, (1 << NUMBER_BITS) - 1), Outbox::new(1));
         assert_eq!(last.client(), "000007ffffffffff");
-        assert!(last.is_client("000007ffffffffff"));
+        assert_eq!(member_id_of("000007ffffffffff"), Some(last.id));
         let wrapped = Subscriber::new(member_id(0x7, 1 << NUMBER_BITS), Outbox::new(1));
         assert_eq!(wrapped.client(), "0000070");
         assert_eq!(member_id(0xfff_ffff, 1) >> NUMBER_BITS, 0xff_ffff);

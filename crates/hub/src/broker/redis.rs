@@ -113,7 +113,7 @@ use self::scripts::Scripts;
 use super::memory::MemoryBroker;
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
-    new_epoch,
+    member_id_of, new_epoch,
 };
 use crate::config::HubConfig;
 use crate::frame::prepare;
@@ -1105,7 +1105,7 @@ impl Shared {
                 let Some(body) = decode_body(body) else {
                     return;
                 };
-                let sender = body.from.client.clone();
+                let sender = member_id_of(&body.from.client);
                 let frame = prepare(&ServerMessage::Signal {
                     channel: name.to_owned(),
                     from: body.from,
@@ -1114,7 +1114,7 @@ impl Shared {
                 let now = Instant::now();
                 let state = lock(&slot.state);
                 for live in &state.live {
-                    if !live.sub.is_client(&sender) {
+                    if Some(live.sub.id) != sender {
                         live.sub.outbox.push(frame.clone(), now);
                     }
                 }
@@ -1175,9 +1175,10 @@ impl Shared {
 
     fn deliver_event(&self, slot: &Slot, generation: u64, frame: &PreparedMessage, about: &str) {
         let now = Instant::now();
+        let about_id = member_id_of(about);
         let mut state = lock(&slot.state);
         for live in &state.live {
-            if !live.sub.is_client(about) {
+            if Some(live.sub.id) != about_id {
                 live.sub.outbox.push(frame.clone(), now);
             }
         }
