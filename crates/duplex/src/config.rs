@@ -26,7 +26,8 @@ pub struct Config {
     /// or silent peer is dropped after it.
     pub handshake_timeout: Duration,
     /// Queued outgoing bytes at which `poll_ready` waits for the peer to read
-    /// (default 1 MiB): the backpressure a slow peer exerts.
+    /// (default 1 MiB): the backpressure a slow peer exerts. Kept between 1
+    /// and 4 GiB − 1.
     pub write_buffer_high_water: usize,
     /// Send a ping after this long without hearing from the peer (default
     /// 30 s), `None` for no keepalive.

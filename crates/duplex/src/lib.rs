@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reconnect;
 pub mod server;
 pub mod shutdown;
+pub mod stamp;
 pub mod tls;
 pub mod transport;
 #[cfg(feature = "hyper")]
@@ -39,4 +40,5 @@ pub use proxy::Proxy;
 pub use reconnect::{ReadyState, ReconnectingWebSocket};
 pub use server::{Accept, Incoming, Reject, accept, accept_incoming, accept_with, read_request};
 pub use shutdown::{Shutdown, ShutdownWatch};
+pub use stamp::Stamp;
 pub use websocket::{CloseInfo, WebSocket};

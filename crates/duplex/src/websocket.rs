@@ -28,7 +28,8 @@
 //! - The node holds one waker: with the socket split in two halves, the half
 //!   that waited last is the one woken, as with a single `Sleep`, and it acts
 //!   on what fired (timers, shutdown) for both.
-//! - Durations are kept in whole milliseconds (rounded up, at most ~49 days).
+//! - Durations are kept in whole milliseconds (rounded up, at most ~49 days),
+//!   instants as [`Stamp`]s (8 bytes), exact to the nanosecond.
 
 mod timer;
 
@@ -52,6 +53,7 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::config::Config;
 use crate::shutdown::{ShutdownWatch, Watch};
+use crate::stamp::Stamp;
 
 /// Size of the per-thread buffer reads land in before being handed to the
 /// protocol layer.
@@ -120,7 +122,8 @@ struct Timing {
     pong_timeout: Millis,
     idle_timeout: Millis,
     close_timeout: Millis,
-    high_water: usize,
+    /// Saturated to `u32::MAX` (4 GiB); at least 1.
+    high_water: u32,
 }
 
 impl Timing {
@@ -150,18 +153,17 @@ pub struct WebSocket<S> {
     signal: Option<Arc<Watch>>,
     /// What the armed timer waits for.
     deadline: Deadline,
-    /// When the armed timer is due; `None` when none is armed.
-    due: Option<Instant>,
+    /// When the armed timer is due; [`Stamp::NEVER`] when none is armed.
+    /// (Stamps: 8 bytes where an `Instant` takes 16.)
+    due: Stamp,
     /// When bytes last arrived from the peer.
-    last_heard: Instant,
+    last_heard: Stamp,
     /// When a data message last went either way (for `idle_timeout`).
-    last_message: Instant,
-    /// Bytes written to the transport so far.
-    written: u64,
-    /// The keepalive ping has left our buffer once `written` reaches this.
-    ping_mark: u64,
-    /// `written` when the pong deadline was last checked.
-    written_at_check: u64,
+    last_message: Stamp,
+    /// Bytes still to write before the keepalive ping has left our buffer.
+    ping_ahead: u64,
+    /// Bytes were written since the pong deadline was last checked.
+    wrote: bool,
     /// Shared (see [`crate::Accept::protocol`]); a `String` would take 24
     /// bytes and an allocation per connection.
     protocol: Option<Arc<str>>,
@@ -171,6 +173,11 @@ pub struct WebSocket<S> {
     finished: bool,
     /// The transport's write side has been shut down.
     shut_down: bool,
+}
+
+/// The current time of tokio's clock (paused in tests), as a stamp.
+fn now() -> Stamp {
+    Stamp::from(Instant::now())
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -219,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         config: &Config,
         protocol: Option<Arc<str>>,
     ) -> Self {
-        let now = Instant::now();
+        let now = now();
         Self {
             io,
             conn,
@@ -228,16 +235,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 pong_timeout: Millis::new(config.pong_timeout),
                 idle_timeout: Millis::from_option(config.idle_timeout),
                 close_timeout: Millis::new(config.close_timeout),
-                high_water: config.write_buffer_high_water.max(1),
+                high_water: u32::try_from(config.write_buffer_high_water)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
             },
             signal: None,
             deadline: Deadline::Keepalive,
-            due: None,
+            due: Stamp::NEVER,
             last_heard: now,
             last_message: now,
-            written: 0,
-            ping_mark: 0,
-            written_at_check: 0,
+            ping_ahead: 0,
+            wrote: false,
             protocol,
             close_info: None,
             finished: false,
@@ -252,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.signal = Some(watch.0);
         // The armed timer (if any) was put in the wheel with the old node:
         // arm it again with this one at the next poll.
-        self.due = None;
+        self.due = Stamp::NEVER;
     }
 
     /// Queues a ping; it is written with the next flush or read.
@@ -283,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// next flush or read. Only a server may send prepared messages.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
         if self.timing.idle_timeout.is_some() {
-            self.last_message = Instant::now();
+            self.last_message = now();
         }
         Ok(self.conn.send_prepared(message)?)
     }
@@ -302,7 +310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The write buffer's high-water mark from the config: above it
     /// `poll_ready` waits.
     pub fn high_water(&self) -> usize {
-        self.timing.high_water
+        self.timing.high_water as usize
     }
 
     /// Writes out everything queued.
@@ -325,7 +333,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.conn.transmit().advance(written);
-            self.written += written as u64;
+            self.ping_ahead = self.ping_ahead.saturating_sub(written as u64);
+            self.wrote = true;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
@@ -356,7 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             && n > 0
         {
             // Any bytes are a sign of life, even part of a large frame.
-            self.last_heard = Instant::now();
+            self.last_heard = now();
         }
         read
     }
@@ -377,19 +386,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Arms the timer for the next deadline, if any, and returns when it is
     /// due. Makes the wake-up node (registered with `waker`) if there is none.
-    fn arm(&mut self, waker: &Waker) -> Option<Instant> {
+    fn arm(&mut self, waker: &Waker) -> Option<Stamp> {
         let deadline = match self.deadline {
             Deadline::Keepalive => {
                 let ping = self
                     .timing
                     .ping_interval
                     .get()
-                    .map(|d| (self.last_heard + d, d));
+                    .map(|d| (self.last_heard.saturating_add(d), d));
                 let idle = self
                     .timing
                     .idle_timeout
                     .get()
-                    .map(|d| (self.last_message + d, d));
+                    .map(|d| (self.last_message.saturating_add(d), d));
                 match (ping, idle) {
                     (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
                     (a, b) => a.or(b),
@@ -397,15 +406,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             Deadline::Pong => {
                 let d = Timing::timeout(self.timing.pong_timeout);
-                Some((Instant::now() + d, d))
+                Some((now().saturating_add(d), d))
             }
             Deadline::Close => {
                 let d = Timing::timeout(self.timing.close_timeout);
-                Some((Instant::now() + d, d))
+                Some((now().saturating_add(d), d))
             }
         };
         let Some((at, span)) = deadline else {
-            self.due = None;
+            self.due = Stamp::NEVER;
             return None;
         };
         let signal = self.signal.get_or_insert_with(|| {
@@ -413,8 +422,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             signal.register(waker);
             signal
         });
-        timer::schedule(signal, at, span);
-        self.due = Some(at);
+        timer::schedule(signal, at.into(), span);
+        self.due = at;
         Some(at)
     }
 
@@ -427,21 +436,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Runs due timers. `Ready(Some(error))` ends the connection. Call after
     /// [`WebSocket::poll_signal`].
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Error>> {
-        let mut due = match self.due {
-            Some(due) => {
-                // The common case, on every poll: one atomic load.
-                if !self.signal.as_ref().is_some_and(|s| s.take_timer()) {
-                    return Poll::Pending;
-                }
-                due
+        let mut due = if self.due != Stamp::NEVER {
+            // The common case, on every poll: one atomic load.
+            if !self.signal.as_ref().is_some_and(|s| s.take_timer()) {
+                return Poll::Pending;
             }
-            None => match self.arm(cx.waker()) {
+            self.due
+        } else {
+            match self.arm(cx.waker()) {
                 Some(due) => due,
                 None => return Poll::Pending,
-            },
+            }
         };
         loop {
-            let now = Instant::now();
+            let now = now();
             if now < due {
                 // Not yet (a stale entry, or just armed): the wheel holds one
                 // for `due`.
@@ -450,13 +458,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match self.deadline {
                 Deadline::Keepalive => {
                     if let Some(idle) = self.timing.idle_timeout.get()
-                        && now >= self.last_message + idle
+                        && now >= self.last_message.saturating_add(idle)
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
                         self.deadline = Deadline::Close;
                     } else if let Some(interval) = self.timing.ping_interval.get()
-                        && now >= self.last_heard + interval
+                        && now >= self.last_heard.saturating_add(interval)
                         && !self.conn.sent_close()
                     {
                         // Quiet for a whole interval: give back the buffers and
@@ -465,13 +473,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         self.conn.release_compression();
                         self.conn.shrink_buffers();
                         let _ = self.conn.send_ping(b"");
-                        self.ping_mark = self.written + self.conn.buffered_amount() as u64;
-                        self.written_at_check = self.written;
+                        self.ping_ahead = self.conn.buffered_amount() as u64;
+                        self.wrote = false;
                         self.deadline = Deadline::Pong;
                     }
                 }
                 Deadline::Pong => {
-                    let silent = now >= self.last_heard + Timing::timeout(self.timing.pong_timeout);
+                    let silent = now
+                        >= self
+                            .last_heard
+                            .saturating_add(Timing::timeout(self.timing.pong_timeout));
                     // Write what the peer has made room for: the kernel wakes a
                     // writer only once much of its buffer is free, so progress
                     // may not have been seen yet.
@@ -480,9 +491,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                     // The ping may still sit behind our own backlog: while the
                     // peer keeps draining it, the peer is alive and reading.
-                    let draining =
-                        self.written < self.ping_mark && self.written > self.written_at_check;
-                    self.written_at_check = self.written;
+                    let draining = self.ping_ahead > 0 && self.wrote;
+                    self.wrote = false;
                     if silent && !draining {
                         return Poll::Ready(Some(Error::KeepaliveTimeout));
                     }
@@ -573,7 +583,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     match event {
                         Event::Message(message) => {
                             if self.timing.idle_timeout.is_some() {
-                                self.last_message = Instant::now();
+                                self.last_message = now();
                             }
                             return Poll::Ready(Some(Ok(message)));
                         }
@@ -664,12 +674,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         if this.conn.sent_close() {
             return Poll::Ready(Err(duplex_proto::connection::SendError::Closed.into()));
         }
-        if this.conn.buffered_amount() >= this.timing.high_water {
+        if this.conn.buffered_amount() >= this.high_water() {
             // Write what we can; wait while the buffer stays above the mark.
             if let Poll::Ready(Err(error)) = this.poll_flush_out(cx) {
                 return Poll::Ready(Err(error));
             }
-            if this.conn.buffered_amount() >= this.timing.high_water {
+            if this.conn.buffered_amount() >= this.high_water() {
                 return this.poll_blocked_writer(cx);
             }
         }
@@ -679,7 +689,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
         let this = self.get_mut();
         if this.timing.idle_timeout.is_some() {
-            this.last_message = Instant::now();
+            this.last_message = now();
         }
         Ok(this.conn.send(message)?)
     }

@@ -18,7 +18,7 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
 use crate::broker::{Broker, Publish};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
-use crate::limits::Admission;
+use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
 
 /// Why a hub could not be built from its configuration.
@@ -58,6 +58,8 @@ pub struct Hub {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) verifier: Option<Verifier>,
     pub(crate) admission: Admission,
+    /// The command-rate policy every session follows (`[limits]`).
+    pub(crate) rate_policy: RatePolicy,
     pub(crate) ws_config: duplex::Config,
     /// [`duplex_hub_proto::SUBPROTOCOL`], shared by every connection's `WebSocket`.
     pub(crate) subprotocol: Arc<str>,
@@ -191,6 +193,7 @@ impl Hub {
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
             ),
+            rate_policy: RatePolicy::from_config(&config.limits),
             broker,
             memory,
             redis,

@@ -3,14 +3,15 @@
 //! Nothing here reads a clock: callers pass a [`std::time::Instant`] (one
 //! read per message at most, or the time the I/O layer already has).
 //!
-//! - [`TokenBucket`]: a per-connection rate limit, 24 bytes.
-//! - [`RateLimiter`]: the hub's policy on top of it, one per connection:
-//!   allow, refuse with `rate_limited`, or close with 1008.
+//! - [`TokenBucket`]: a per-connection rate limit, 8 bytes, following a
+//!   [`Rate`] shared by all connections.
+//! - [`RateLimiter`]: a connection's state (16 bytes) under the hub's
+//!   [`RatePolicy`]: allow, refuse with `rate_limited`, or close with 1008.
 //! - [`Admission`]: the node-wide limits on connections in total and per
 //!   client address, with an RAII [`Ticket`] per admitted connection.
 //!
 //! # Invariants
-//! - A [`TokenBucket`] created with `rate` and `burst` lets through at most
+//! - A [`TokenBucket`] following a [`Rate`] of `rate` and `burst` lets through at most
 //!   `burst + rate × t` takes in any interval of length `t`, and starts full.
 //! - [`Admission`] never has more than `max_total` tickets alive, nor more
 //!   than `max_per_ip` for one address (IPv6 addresses count per /64, see
@@ -35,6 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use duplex::Stamp;
+
 use crate::config::LimitsConfig;
 
 /// Refused commands tolerated before [`RateLimiter`] closes the connection,
@@ -48,32 +51,26 @@ const MIN_RATE: f64 = 1e-6;
 /// The largest burst a [`TokenBucket`] keeps; larger ones are lowered to it.
 const MAX_BURST: f64 = 1e9;
 
-/// A token bucket: `burst` tokens at most, refilled at `rate` per second,
-/// one token per take.
+/// A refill rate and a capacity: the policy of a [`TokenBucket`], shared by
+/// every bucket that follows it (one per connection).
 ///
-/// Stored as the "generic cell rate algorithm": the theoretical arrival time
-/// of the next take, plus the interval between takes and the burst, which
-/// fits in 24 bytes (it lives in every connection). A take is allowed when
-/// the bucket's debt (how far that time is ahead of `now`) leaves room for
-/// one more within the burst.
+/// Stored for the "generic cell rate algorithm": the interval between
+/// takes and the burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenBucket {
-    /// When the bucket is full again if nothing more is taken.
-    full_at: Instant,
+pub struct Rate {
     /// Nanoseconds per token (whole nanoseconds are used: `as u64`).
     interval_ns: f32,
     /// The capacity, at least 1.
     burst: f32,
 }
 
-impl TokenBucket {
-    /// A full bucket refilled at `rate_per_sec` tokens per second holding at
-    /// most `burst` tokens.
+impl Rate {
+    /// `rate_per_sec` tokens per second, `burst` tokens at most.
     ///
     /// `burst` is raised to 1 if lower (and capped at 10⁹); a rate that is
     /// not above 10⁻⁶ (including NaN) is raised to 10⁻⁶; an infinite rate
     /// never refuses. Rates are kept to about 7 significant digits.
-    pub fn new(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
         let rate = if rate_per_sec > MIN_RATE {
             rate_per_sec
         } else {
@@ -85,7 +82,6 @@ impl TokenBucket {
             1.0
         };
         Self {
-            full_at: now,
             interval_ns: (1e9 / rate) as f32,
             burst: burst as f32,
         }
@@ -100,42 +96,63 @@ impl TokenBucket {
     fn tolerance(&self, interval: u64) -> u64 {
         (f64::from(self.burst - 1.0) * interval as f64) as u64
     }
+}
 
-    fn debt(&self, now: Instant) -> u64 {
+/// A token bucket's state, 8 bytes (it lives in every connection): `burst`
+/// tokens at most, refilled at `rate` per second, one token per take, as
+/// the [`Rate`] passed to each call says.
+///
+/// The state is the theoretical arrival time of the next take: when the
+/// bucket is full again if nothing more is taken. A take is allowed when
+/// the bucket's debt (how far that time is ahead of `now`) leaves room for
+/// one more within the burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// When the bucket is full again if nothing more is taken.
+    full_at: Stamp,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            full_at: Stamp::from(now),
+        }
+    }
+
+    fn debt(&self, now: Stamp) -> u64 {
         u64::try_from(self.full_at.saturating_duration_since(now).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Takes a token if there is one at `now`.
-    pub fn try_take(&mut self, now: Instant) -> bool {
-        let interval = self.interval();
-        if self.debt(now) > self.tolerance(interval) {
+    pub fn try_take(&mut self, rate: &Rate, now: Instant) -> bool {
+        let now = Stamp::from(now);
+        let interval = rate.interval();
+        if self.debt(now) > rate.tolerance(interval) {
             return false;
         }
-        let from = self.full_at.max(now);
-        match from.checked_add(Duration::from_nanos(interval)) {
-            Some(full_at) => {
-                self.full_at = full_at;
-                true
-            }
-            None => false,
-        }
+        self.full_at = self
+            .full_at
+            .max(now)
+            .saturating_add(Duration::from_nanos(interval));
+        true
     }
 
     /// Tokens available at `now`, fractional (between 0 and `burst`).
-    pub fn available(&self, now: Instant) -> f64 {
-        let interval = self.interval();
-        let burst = f64::from(self.burst);
+    pub fn available(&self, rate: &Rate, now: Instant) -> f64 {
+        let interval = rate.interval();
+        let burst = f64::from(rate.burst);
         if interval == 0 {
             return burst;
         }
-        let debt = self.debt(now) as f64 / interval as f64;
+        let debt = self.debt(Stamp::from(now)) as f64 / interval as f64;
         (burst - debt).clamp(0.0, burst)
     }
 
     /// Whether the bucket is full at `now`: nothing taken that has not been
     /// refilled.
     pub fn is_full(&self, now: Instant) -> bool {
-        self.full_at <= now
+        self.full_at <= Stamp::from(now)
     }
 }
 
@@ -150,50 +167,66 @@ pub enum Verdict {
     Close,
 }
 
-/// A connection's command-rate policy: a [`TokenBucket`] plus strikes. See
-/// the module docs for the rule.
+/// The hub's command-rate policy, one for every connection: the [`Rate`]
+/// and how many refusals close the connection. See the module docs for the
+/// rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimiter {
-    bucket: TokenBucket,
-    strikes: u32,
+pub struct RatePolicy {
+    rate: Rate,
     max_strikes: u32,
 }
 
-impl RateLimiter {
-    /// A limiter allowing `rate_per_sec` commands per second with bursts of
-    /// `burst`, closing after `max_strikes` refusals not forgiven.
-    pub fn new(rate_per_sec: f64, burst: f64, max_strikes: u32, now: Instant) -> Self {
+impl RatePolicy {
+    /// `rate_per_sec` commands per second with bursts of `burst` (see
+    /// [`Rate::new`]), closing after `max_strikes` refusals not forgiven.
+    pub fn new(rate_per_sec: f64, burst: f64, max_strikes: u32) -> Self {
         Self {
-            bucket: TokenBucket::new(rate_per_sec, burst, now),
-            strikes: 0,
+            rate: Rate::new(rate_per_sec, burst),
             max_strikes,
         }
     }
 
-    /// A limiter as the hub's `[limits]` say (`messages_per_second`,
-    /// `burst`, `rate_strikes`).
-    pub fn from_config(limits: &LimitsConfig, now: Instant) -> Self {
+    /// The policy the hub's `[limits]` say (`messages_per_second`, `burst`,
+    /// `rate_strikes`).
+    pub fn from_config(limits: &LimitsConfig) -> Self {
         Self::new(
             limits.messages_per_second,
             limits.burst,
             limits.rate_strikes,
-            now,
         )
     }
+}
 
-    /// The verdict on one command arriving at `now`.
-    pub fn check(&mut self, now: Instant) -> Verdict {
-        if self.strikes > self.max_strikes {
+/// A connection's state under a [`RatePolicy`]: its [`TokenBucket`] and its
+/// strikes, 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
+    strikes: u32,
+}
+
+impl RateLimiter {
+    /// A limiter with a full bucket and no strikes.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            bucket: TokenBucket::new(now),
+            strikes: 0,
+        }
+    }
+
+    /// The verdict of `policy` on one command arriving at `now`.
+    pub fn check(&mut self, policy: &RatePolicy, now: Instant) -> Verdict {
+        if self.strikes > policy.max_strikes {
             return Verdict::Close;
         }
         if self.strikes > 0 && self.bucket.is_full(now) {
             self.strikes = 0;
         }
-        if self.bucket.try_take(now) {
+        if self.bucket.try_take(&policy.rate, now) {
             return Verdict::Allow;
         }
         self.strikes += 1;
-        if self.strikes > self.max_strikes {
+        if self.strikes > policy.max_strikes {
             Verdict::Close
         } else {
             Verdict::Reject
@@ -433,44 +466,38 @@ mod tests {
     }
 
     #[test]
-    fn bucket_is_small() {
-        assert!(
-            size_of::<TokenBucket>() <= 24,
-            "{}",
-            size_of::<TokenBucket>()
-        );
-        assert!(
-            size_of::<RateLimiter>() <= 32,
-            "{}",
-            size_of::<RateLimiter>()
-        );
+    fn rate_state_is_small() {
+        // One of each lives in every connection; the policy is shared.
+        assert_eq!(size_of::<TokenBucket>(), 8);
+        assert_eq!(size_of::<RateLimiter>(), 16);
     }
 
     #[test]
     fn bucket_starts_full_then_refills_at_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(4.0, 10.0, t0);
+        let rate = Rate::new(4.0, 10.0);
+        let mut b = TokenBucket::new(t0);
         assert!(b.is_full(t0));
-        assert_eq!(b.available(t0), 10.0);
+        assert_eq!(b.available(&rate, t0), 10.0);
         for i in 0..10 {
-            assert!(b.try_take(t0), "take {i}");
+            assert!(b.try_take(&rate, t0), "take {i}");
         }
-        assert!(!b.try_take(t0));
+        assert!(!b.try_take(&rate, t0));
         assert!(!b.is_full(t0));
-        assert_eq!(b.available(t0), 0.0);
+        assert_eq!(b.available(&rate, t0), 0.0);
         // 4 per second: one every 250 ms.
-        assert!(!b.try_take(t0 + ms(249)));
-        assert!(b.try_take(t0 + ms(250)));
-        assert!(!b.try_take(t0 + ms(250)));
-        assert!(b.try_take(t0 + ms(1000)));
-        assert!(b.try_take(t0 + ms(1000)));
-        assert!(b.try_take(t0 + ms(1000)));
-        assert!(!b.try_take(t0 + ms(1000)));
+        assert!(!b.try_take(&rate, t0 + ms(249)));
+        assert!(b.try_take(&rate, t0 + ms(250)));
+        assert!(!b.try_take(&rate, t0 + ms(250)));
+        assert!(b.try_take(&rate, t0 + ms(1000)));
+        assert!(b.try_take(&rate, t0 + ms(1000)));
+        assert!(b.try_take(&rate, t0 + ms(1000)));
+        assert!(!b.try_take(&rate, t0 + ms(1000)));
         // Long idle: full again, never more than burst.
         let later = t0 + Duration::from_secs(3600);
         assert!(b.is_full(later));
-        assert_eq!(b.available(later), 10.0);
-        let taken = (0..100).filter(|_| b.try_take(later)).count();
+        assert_eq!(b.available(&rate, later), 10.0);
+        let taken = (0..100).filter(|_| b.try_take(&rate, later)).count();
         assert_eq!(taken, 10);
     }
 
@@ -478,10 +505,11 @@ mod tests {
     fn bucket_never_exceeds_burst_plus_rate_times_t() {
         // Steady requests every 1 ms for 10 s against 100/s, burst 200.
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(100.0, 200.0, t0);
+        let rate = Rate::new(100.0, 200.0);
+        let mut b = TokenBucket::new(t0);
         let mut allowed = 0;
         for i in 0..10_000u64 {
-            if b.try_take(t0 + ms(i)) {
+            if b.try_take(&rate, t0 + ms(i)) {
                 allowed += 1;
             }
         }
@@ -492,41 +520,50 @@ mod tests {
     #[test]
     fn bucket_fractional_and_odd_settings() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(3.0, 1.0, t0);
-        assert!(b.try_take(t0));
-        assert!(!b.try_take(t0 + ms(333)));
-        assert!(b.try_take(t0 + ms(334)));
+        let rate = Rate::new(3.0, 1.0);
+        let mut b = TokenBucket::new(t0);
+        assert!(b.try_take(&rate, t0));
+        assert!(!b.try_take(&rate, t0 + ms(333)));
+        assert!(b.try_take(&rate, t0 + ms(334)));
 
-        let mut never = TokenBucket::new(0.0, 2.0, t0);
-        assert!(never.try_take(t0));
-        assert!(never.try_take(t0));
-        assert!(!never.try_take(t0 + Duration::from_secs(86_400)));
-        let mut nan = TokenBucket::new(f64::NAN, f64::NAN, t0);
-        assert!(nan.try_take(t0));
-        assert!(!nan.try_take(t0 + ms(10)));
+        let rate_never = Rate::new(0.0, 2.0);
+        let mut never = TokenBucket::new(t0);
+        assert!(never.try_take(&rate_never, t0));
+        assert!(never.try_take(&rate_never, t0));
+        assert!(!never.try_take(&rate_never, t0 + Duration::from_secs(86_400)));
+        let rate_nan = Rate::new(f64::NAN, f64::NAN);
+        let mut nan = TokenBucket::new(t0);
+        assert!(nan.try_take(&rate_nan, t0));
+        assert!(!nan.try_take(&rate_nan, t0 + ms(10)));
 
-        let mut unlimited = TokenBucket::new(f64::INFINITY, 1.0, t0);
-        assert!((0..1000).all(|_| unlimited.try_take(t0)));
+        let rate_unlimited = Rate::new(f64::INFINITY, 1.0);
+        let mut unlimited = TokenBucket::new(t0);
+        assert!((0..1000).all(|_| unlimited.try_take(&rate_unlimited, t0)));
 
         // An earlier `now` than one already seen is handled conservatively.
-        let mut b = TokenBucket::new(1.0, 1.0, t0 + ms(1000));
-        assert!(!b.try_take(t0));
-        assert!(b.try_take(t0 + ms(1000)));
+        let rate = Rate::new(1.0, 1.0);
+        let mut b = TokenBucket::new(t0 + ms(1000));
+        assert!(!b.try_take(&rate, t0));
+        assert!(b.try_take(&rate, t0 + ms(1000)));
     }
 
     #[test]
     fn rate_limiter_rejects_then_closes() {
         let t0 = Instant::now();
-        let mut r = RateLimiter::new(1.0, 2.0, 3, t0);
-        assert_eq!(r.check(t0), Verdict::Allow);
-        assert_eq!(r.check(t0), Verdict::Allow);
+        let policy = RatePolicy::new(1.0, 2.0, 3);
+        let mut r = RateLimiter::new(t0);
+        assert_eq!(r.check(&policy, t0), Verdict::Allow);
+        assert_eq!(r.check(&policy, t0), Verdict::Allow);
         for strike in 1..=3 {
-            assert_eq!(r.check(t0), Verdict::Reject, "strike {strike}");
+            assert_eq!(r.check(&policy, t0), Verdict::Reject, "strike {strike}");
             assert_eq!(r.strikes(), strike);
         }
-        assert_eq!(r.check(t0), Verdict::Close);
+        assert_eq!(r.check(&policy, t0), Verdict::Close);
         // Once closing, always closing, even if the bucket refilled.
-        assert_eq!(r.check(t0 + Duration::from_secs(60)), Verdict::Close);
+        assert_eq!(
+            r.check(&policy, t0 + Duration::from_secs(60)),
+            Verdict::Close
+        );
     }
 
     #[test]
@@ -534,10 +571,11 @@ mod tests {
         // Twice the rate: half the commands get through, which never lets the
         // bucket refill, so strikes add up.
         let t0 = Instant::now();
-        let mut r = RateLimiter::new(10.0, 5.0, DEFAULT_MAX_STRIKES, t0);
+        let policy = RatePolicy::new(10.0, 5.0, DEFAULT_MAX_STRIKES);
+        let mut r = RateLimiter::new(t0);
         let mut verdicts = Vec::new();
         for i in 0..1000u64 {
-            let v = r.check(t0 + ms(i * 50));
+            let v = r.check(&policy, t0 + ms(i * 50));
             verdicts.push(v);
             if v == Verdict::Close {
                 break;
@@ -551,38 +589,41 @@ mod tests {
     #[test]
     fn rate_limiter_forgives_after_a_full_refill() {
         let t0 = Instant::now();
-        let mut r = RateLimiter::new(10.0, 5.0, 2, t0);
+        let policy = RatePolicy::new(10.0, 5.0, 2);
+        let mut r = RateLimiter::new(t0);
         for round in 0..10u64 {
             // A burst of 7: 5 allowed, 2 refused (strikes 1 and 2).
             let t = t0 + Duration::from_secs(round);
-            let v: Vec<_> = (0..7).map(|_| r.check(t)).collect();
+            let v: Vec<_> = (0..7).map(|_| r.check(&policy, t)).collect();
             assert_eq!(v.iter().filter(|v| **v == Verdict::Allow).count(), 5);
             assert_eq!(v.iter().filter(|v| **v == Verdict::Reject).count(), 2);
             // Quiet for 1 s ≥ 5 / 10 per s: the next command finds the bucket
             // full and the strikes forgiven.
         }
-        let mut r = RateLimiter::new(10.0, 5.0, 0, t0);
+        let policy = RatePolicy::new(10.0, 5.0, 0);
+        let mut r = RateLimiter::new(t0);
         for _ in 0..5 {
-            assert_eq!(r.check(t0), Verdict::Allow);
+            assert_eq!(r.check(&policy, t0), Verdict::Allow);
         }
         assert_eq!(
-            r.check(t0),
+            r.check(&policy, t0),
             Verdict::Close,
             "max_strikes 0: no second chance"
         );
     }
 
     #[test]
-    fn rate_limiter_from_config() {
+    fn rate_policy_from_config() {
         let limits = LimitsConfig::default();
         let t0 = Instant::now();
-        let mut r = RateLimiter::from_config(&limits, t0);
+        let policy = RatePolicy::from_config(&limits);
+        let mut r = RateLimiter::new(t0);
         let burst = limits.burst as usize;
-        assert!((0..burst).all(|_| r.check(t0) == Verdict::Allow));
+        assert!((0..burst).all(|_| r.check(&policy, t0) == Verdict::Allow));
         for _ in 0..limits.rate_strikes {
-            assert_eq!(r.check(t0), Verdict::Reject);
+            assert_eq!(r.check(&policy, t0), Verdict::Reject);
         }
-        assert_eq!(r.check(t0), Verdict::Close);
+        assert_eq!(r.check(&policy, t0), Verdict::Close);
     }
 
     #[test]
