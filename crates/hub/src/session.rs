@@ -739,7 +739,7 @@ mod tests {
     /// (32 bytes; a debug build's has 8 more).
     #[tokio::test]
     async fn a_session_task_stays_small() {
-        struct TcpSized([usize; 4]);
+        struct TcpSized(#[expect(dead_code, reason = "only its size matters")] [usize; 4]);
         impl AsyncRead for TcpSized {
             fn poll_read(
                 self: Pin<&mut Self>,
