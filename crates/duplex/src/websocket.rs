@@ -269,13 +269,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Closes the connection: sends a close frame with `code` and `reason`,
-    /// then reads (discarding messages) until the peer's close frame arrives or
-    /// `close_timeout` passes, and shuts the transport down.
+    /// then reads (discarding messages) until the peer's close frame arrives,
+    /// and shuts the transport down. All of it within `close_timeout`: a peer
+    /// that neither reads what is queued for it nor answers is dropped then
+    /// ([`Error::AbnormalClosure`], close code 1006).
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if !self.conn.sent_close() {
             self.conn.close(code, reason)?;
         }
-        poll_fn(|cx| self.poll_flush_out(cx)).await?;
+        // The stream writes what is queued as it reads, under the close timer.
         while let Some(item) = futures_util::StreamExt::next(self).await {
             match item {
                 Ok(_) => {}
@@ -541,10 +543,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// After the close handshake or a failure: write what is left (the close
     /// frame), then shut the transport down. A client first waits (up to the
     /// close timeout) for the server to close the TCP connection.
+    /// Call after [`WebSocket::poll_signal`].
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if let Err(error) = ready!(self.poll_flush_out(cx)) {
-            self.end_abnormally();
-            return Poll::Ready(Some(Err(error)));
+        match self.poll_flush_out(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => {
+                self.end_abnormally();
+                return Poll::Ready(Some(Err(error)));
+            }
+            Poll::Pending => {
+                // A peer that does not read our last frames gets the close
+                // timeout, no more.
+                if self.deadline != Deadline::Close {
+                    self.set_deadline(Deadline::Close, cx.waker());
+                }
+                if let Poll::Ready(Some(error)) = self.poll_timers(cx) {
+                    self.end_abnormally();
+                    return Poll::Ready(Some(Err(error)));
+                }
+                return Poll::Pending;
+            }
         }
         if !self.shut_down {
             if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {

@@ -631,6 +631,86 @@ async fn a_slow_but_steady_reader_is_not_dropped_while_our_backlog_drains() {
     assert!(sent.is_ok(), "{sent:?}");
 }
 
+/// A server config whose only timer is the close timeout (300 ms).
+fn quick_close() -> Config {
+    Config {
+        ping_interval: None,
+        close_timeout: Duration::from_millis(300),
+        ..Config::default().without_compression()
+    }
+}
+
+/// More than loopback's socket buffers hold, so that a peer that does not
+/// read leaves most of it queued on our side.
+const BACKLOG: usize = 48 << 20;
+
+#[tokio::test]
+async fn close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept_with(tcp, &quick_close(), |_| Ok(Accept::default()))
+            .await
+            .unwrap();
+        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let closed = ws.close(CloseCode::GOING_AWAY, "bye").await;
+        (closed, started.elapsed(), ws.close_info().cloned())
+    });
+    let client = silent_client(&url).await;
+    let (closed, took, info) = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(matches!(closed, Err(Error::AbnormalClosure)), "{closed:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "close took {took:?} for a close timeout of 300 ms"
+    );
+    let info = info.expect("ended");
+    assert_eq!(info.code, CloseCode::ABNORMAL);
+    assert!(!info.was_clean);
+    drop(client);
+}
+
+#[tokio::test]
+async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept_with(tcp, &quick_close(), |_| Ok(Accept::default()))
+            .await
+            .unwrap();
+        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
+        // Read until the stream ends: the peer's close arrives, and our
+        // answer waits behind the backlog the peer never reads.
+        let mut items = Vec::new();
+        while let Some(item) = ws.next().await {
+            items.push(item.map_err(|e| e.to_string()));
+        }
+        (items, ws.close_info().cloned())
+    });
+    let mut client = silent_client(&url).await;
+    // A masked close frame, code 1000, and then nothing is read.
+    client
+        .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (items, info) = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the stream ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        items,
+        vec![Err(Error::AbnormalClosure.to_string())],
+        "the answer was never written"
+    );
+    assert_eq!(info.expect("ended").code, CloseCode::NORMAL);
+    drop(client);
+}
+
 #[tokio::test]
 async fn compressed_traffic_continues_after_idle_release() {
     let quick = Config {

@@ -126,15 +126,25 @@ async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
 #[tokio::test]
 async fn a_bad_token_in_connect_closes_with_4001() {
     let hub = TestHub::start(authed_config()).await;
-    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
-    let forged = token_signed("mallory", 3600, json!({}), "wrong");
-    c.send(Command::Connect {
-        token: Some(forged),
-        name: None,
-    })
-    .await;
-    let info = c.closed().await;
-    assert_eq!(u16::from(info.code), 4001);
+    for bad in [
+        token_signed("mallory", 3600, json!({}), "wrong"),
+        token("alice", -10, json!({})),
+        "not.a.jwt".to_owned(),
+    ] {
+        let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+        c.send(Command::Connect {
+            token: Some(bad.clone()),
+            name: None,
+        })
+        .await;
+        let info = c.closed().await;
+        assert_eq!(u16::from(info.code), 4001, "{bad}");
+    }
+    let (_, metrics) = hub.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"duplex_close_codes_total{code="4001"} 3"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
