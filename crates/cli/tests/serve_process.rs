@@ -1,6 +1,8 @@
 //! `duplex serve` as the real process: it serves the hub and its pages on
-//! one port, refuses a bad configuration with a clear message, and on
-//! SIGTERM closes its clients with 1001 and exits 0.
+//! one port (plain or TLS), refuses a bad configuration with a clear
+//! message, logs as humans or as JSON read, explains itself in `--help`, and
+//! on SIGTERM or Ctrl-C (SIGINT) closes its clients with 1001, stops
+//! accepting and exits 0.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,8 @@ const WAIT: Duration = Duration::from_secs(10);
 struct ServeProcess {
     child: Child,
     addr: String,
+    /// Its log lines up to the one announcing the address.
+    log_head: Vec<String>,
 }
 
 impl Drop for ServeProcess {
@@ -36,16 +40,93 @@ fn start_serve(extra: &[&str]) -> ServeProcess {
         .expect("start duplex serve");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut log_head = Vec::new();
     let addr = loop {
         let line = lines.next().expect("duplex serve exited early").unwrap();
-        if line.contains("hub listening")
-            && let Some(rest) = line.split("address=").nth(1)
-        {
-            break rest.split_whitespace().next().unwrap().to_owned();
+        log_head.push(line.clone());
+        if let Some(addr) = listening_address(&line) {
+            break addr;
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    ServeProcess { child, addr }
+    ServeProcess {
+        child,
+        addr,
+        log_head,
+    }
+}
+
+/// The address in the "hub listening" log line, human or JSON.
+fn listening_address(line: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = event.get("fields")?;
+        (fields.get("message")?.as_str()? == "hub listening")
+            .then(|| fields.get("address")?.as_str().map(str::to_owned))?
+    } else if line.contains("hub listening") {
+        let rest = line.split("address=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    } else {
+        None
+    }
+}
+
+/// Connects to the hub at `url` and subscribes to `chat:lobby`.
+async fn subscribed_client(
+    request: &duplex::ClientRequest,
+) -> duplex::WebSocket<duplex::transport::Transport> {
+    let mut ws = timeout(
+        WAIT,
+        duplex::connect_with(request, &duplex::Config::client()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    assert_eq!(ws.protocol(), Some("duplex.v1"));
+    ws.send(Message::text(r#"{"op":"connect","id":1}"#))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.contains(r#""op":"connected""#));
+    ws.send(Message::text(
+        r#"{"op":"subscribe","id":2,"channel":"chat:lobby"}"#,
+    ))
+    .await
+    .unwrap();
+    assert!(next_text(&mut ws).await.contains(r#""op":"subscribed""#));
+    ws
+}
+
+/// Sends `signal` to the server: its client is told 1001, nothing new is
+/// accepted, and the process exits 0.
+async fn stops_cleanly_on(
+    mut server: ServeProcess,
+    mut ws: duplex::WebSocket<duplex::transport::Transport>,
+    signal: libc::c_int,
+) {
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: sending a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let end = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    assert!(end.is_ok(), "the hub closes its clients");
+    let info = ws.close_info().cloned().expect("closed");
+    assert_eq!(u16::from(info.code), 1001);
+    // It no longer accepts: a new client gets no WebSocket.
+    let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
+        .protocol("duplex.v1");
+    let late = timeout(
+        WAIT,
+        duplex::connect_with(&request, &duplex::Config::client()),
+    )
+    .await
+    .expect("refused in time");
+    assert!(late.is_err(), "a connection was accepted while stopping");
+    let status = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            server.child.try_wait().unwrap()
+        })
+        .expect("exits within 10 s");
+    assert!(status.success(), "{status}");
 }
 
 async fn get(addr: &str, path: &str) -> String {
@@ -70,7 +151,7 @@ async fn next_text(ws: &mut duplex::WebSocket<duplex::transport::Transport>) -> 
 
 #[tokio::test]
 async fn serve_runs_the_hub_and_stops_cleanly_on_sigterm() {
-    let mut server = start_serve(&[]);
+    let server = start_serve(&[]);
     let addr = server.addr.clone();
     assert!(get(&addr, "/readyz").await.starts_with("HTTP/1.1 200"));
     let page = get(&addr, "/").await;
@@ -78,39 +159,135 @@ async fn serve_runs_the_hub_and_stops_cleanly_on_sigterm() {
         page.starts_with("HTTP/1.1 200") && page.contains("text/html"),
         "{page}"
     );
-
     let request =
         duplex::client::ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
-    let mut ws = duplex::connect_with(&request, &duplex::Config::client())
-        .await
-        .expect("connect");
-    assert_eq!(ws.protocol(), Some("duplex.v1"));
-    ws.send(Message::text(r#"{"op":"connect","id":1}"#))
-        .await
+    let ws = subscribed_client(&request).await;
+    stops_cleanly_on(server, ws, libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_it_as_sigterm_does() {
+    let server = start_serve(&[]);
+    let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
+        .protocol("duplex.v1");
+    let ws = subscribed_client(&request).await;
+    stops_cleanly_on(server, ws, libc::SIGINT).await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = start_serve(&["--log-format", "json"]);
+    assert!(!server.log_head.is_empty());
+    for line in &server.log_head {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            event.get("level").is_some() && event.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        get(&server.addr, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[test]
+fn help_names_every_flag_and_endpoint() {
+    let output = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run duplex serve --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--config",
+        "--listen",
+        "127.0.0.1:8080",
+        "--allow-origin",
+        "--tls-cert",
+        "--tls-key",
+        "--jwt-secret",
+        "--jwt-rs256-key",
+        "--jwt-es256-key",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--rate",
+        "--max-message-size",
+        "--ping-interval",
+        "--pong-timeout",
+        "--redis",
+        "--log-format",
+        "DUPLEX_CONFIG",
+        "/ws",
+        "/echo",
+        "/dashboard",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            help.contains(expected),
+            "`{expected}` missing from:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_speaks_wss_with_a_pem_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
         .unwrap();
-    assert!(next_text(&mut ws).await.contains(r#""op":"connected""#));
+    let dir = std::env::temp_dir().join(format!("duplex-serve-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let server = start_serve(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let mut request =
+        duplex::ClientRequest::new(format!("wss://localhost:{port}/ws")).protocol("duplex.v1");
+    request.transport.extra_roots = vec![duplex::tls::CaCertificate::Pem(ca.pem().into_bytes())];
+    let mut ws = subscribed_client(&request).await;
+    assert!(ws.get_ref().is_tls());
+    // A publish comes back to its subscriber over TLS.
     ws.send(Message::text(
-        r#"{"op":"subscribe","id":2,"channel":"chat:lobby"}"#,
+        r#"{"op":"publish","id":3,"channel":"chat:lobby","data":{"text":"over tls"}}"#,
     ))
     .await
     .unwrap();
-    assert!(next_text(&mut ws).await.contains(r#""op":"subscribed""#));
-
-    // SIGTERM: the client is told 1001, the process exits 0.
-    let pid = server.child.id() as libc::pid_t;
-    // SAFETY: sending a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let end = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-    assert!(end.is_ok(), "the hub closes its clients");
-    let info = ws.close_info().cloned().expect("closed");
-    assert_eq!(u16::from(info.code), 1001);
-    let status = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            server.child.try_wait().unwrap()
-        })
-        .expect("exits within 10 s");
-    assert!(status.success(), "{status}");
+    let mut seen = String::new();
+    for _ in 0..2 {
+        seen.push_str(&next_text(&mut ws).await);
+    }
+    assert!(
+        seen.contains(r#""op":"published""#) && seen.contains("over tls"),
+        "{seen}"
+    );
+    // A plain ws:// client gets no WebSocket from a TLS port.
+    let plain = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
+        .protocol("duplex.v1");
+    let refused = timeout(
+        WAIT,
+        duplex::connect_with(&plain, &duplex::Config::client()),
+    )
+    .await
+    .expect("refused in time");
+    assert!(refused.is_err());
+    stops_cleanly_on(server, ws, libc::SIGTERM).await;
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

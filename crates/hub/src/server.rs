@@ -6,9 +6,9 @@
 //! - Every request head is read within the handshake timeout and size
 //!   limits; anything else than a known route gets a plain HTTP error (404,
 //!   405), never a hang.
-//! - `/ws` checks, in order: the origin (403), the connection limits (503
-//!   total, 429 per IP), the subprotocol (400), a handshake token (401). A
-//!   refusal is counted by reason in the metrics.
+//! - `/ws` checks, in order: the connection limits (503 total, 429 per IP,
+//!   before any other work), the origin (403), the subprotocol (400), a
+//!   handshake token (401). A refusal is counted by reason in the metrics.
 //! - Plain HTTP responses close the connection after the response.
 //! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
 //!   WebSocket, wait up to the grace period, then end what is left without
