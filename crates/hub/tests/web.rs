@@ -4,10 +4,15 @@
 //! - Two chat pages (each its own browser context, like two people) join the
 //!   lobby, see each other in the presence list by name, see "… is typing",
 //!   and see each other's messages with names, once each and in order.
+//! - Rooms: a page joins a second room through the form, each room shows
+//!   its own messages and presence, a room not open counts unread messages,
+//!   and leaving a room takes the person off its presence list.
 //! - A chat page whose connection is cut (a relay in front of the hub resets
 //!   its TCP connection and refuses new ones) while the other sends 5
 //!   messages reconnects by itself with backoff and shows all 5, in order,
-//!   once each; what it sent while cut off is delivered once after.
+//!   once each; what it sent while cut off is delivered once after. Its
+//!   reconnect waits stay under the backoff's ceiling and are spread over
+//!   the whole range (full jitter).
 //! - A publish whose reply is lost with the connection is sent again with
 //!   its idempotency key after the reconnect and is delivered once.
 //! - A link gone silent (DevTools' offline mode: the socket stays open,
@@ -265,6 +270,119 @@ async fn two_chat_pages_see_each_other_presence_and_typing() {
     .await;
 }
 
+/// A JS predicate: the room list shows `rooms`, in order.
+fn rooms_are(rooms: &[&str]) -> String {
+    format!(
+        "JSON.stringify(Array.from(document.querySelectorAll('#rooms li')).map(li => li.dataset.room)) === {}",
+        Value::String(json!(rooms).to_string())
+    )
+}
+
+#[tokio::test]
+async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        for page in [&alice, &bob] {
+            wait(
+                page,
+                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
+                SHORT,
+            )
+            .await;
+        }
+
+        // Alice joins #ops through the form and is alone there.
+        alice
+            .type_into("#room-input", "ops")
+            .await
+            .expect("type a room");
+        alice.press_enter().await.expect("join");
+        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
+        wait(
+            &alice,
+            "document.querySelector('#room-title').textContent === '# ops'",
+            SHORT,
+        )
+        .await;
+        wait(
+            &alice,
+            &format!("JSON.stringify({PRESENT}) === '[\"alice\"]'"),
+            SHORT,
+        )
+        .await;
+        say(&alice, "in ops").await;
+        wait(&alice, &texts_are(&["in ops"]), SHORT).await;
+
+        // Bob, in the lobby, does not see it; what he says there counts as
+        // unread in alice's lobby.
+        say(&bob, "in lobby").await;
+        wait(&bob, &texts_are(&["in lobby"]), SHORT).await;
+        wait(
+            &alice,
+            "document.querySelector('#rooms li[data-room=\"lobby\"] .unread')?.textContent === '1'",
+            SHORT,
+        )
+        .await;
+        assert_eq!(eval(&alice, TEXTS).await, json!(["in ops"]));
+        assert_eq!(eval(&bob, TEXTS).await, json!(["in lobby"]));
+
+        // Bob joins #ops and gets its history; both are listed there.
+        bob.type_into("#room-input", "#ops")
+            .await
+            .expect("type a room");
+        bob.press_enter().await.expect("join");
+        wait(&bob, &texts_are(&["in ops"]), SHORT).await;
+        for page in [&alice, &bob] {
+            wait(
+                page,
+                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
+                SHORT,
+            )
+            .await;
+        }
+        screenshot(&alice, "chat-rooms.png").await;
+
+        // Back to the lobby: its messages, and the badge is gone.
+        eval(
+            &alice,
+            "document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click()",
+        )
+        .await;
+        wait(&alice, &texts_are(&["in lobby"]), SHORT).await;
+        assert_eq!(
+            eval(
+                &alice,
+                "document.querySelector('#rooms li[data-room=\"lobby\"] .unread') === null"
+            )
+            .await,
+            true
+        );
+
+        // Alice leaves #ops: it is gone from her list and from bob's
+        // presence list there.
+        eval(
+            &alice,
+            "document.querySelector('#rooms li[data-room=\"ops\"] .room-leave').click()",
+        )
+        .await;
+        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
+        wait(
+            &bob,
+            &format!("JSON.stringify({PRESENT}) === '[\"bob\"]'"),
+            SHORT,
+        )
+        .await;
+
+        assert_no_page_errors(&alice, "alice");
+        assert_no_page_errors(&bob, "bob");
+        browser.close().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order() {
     bounded(async {
@@ -359,6 +477,34 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
                 delay <= cap,
                 "attempt {attempt} waited {delay} ms > {cap} ms"
             );
+        }
+        // And the waits are spread over the whole range, so that pages cut
+        // off together do not come back together: 400 draws of attempt 3
+        // (at most 8 s) in this browser.
+        let draws = eval(
+            &alice,
+            "Array.from({ length: 400 }, () => HubClient.backoff(3, 1000, 30000))",
+        )
+        .await;
+        let draws: Vec<f64> = draws
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|d| d.as_f64().expect("a number"))
+            .collect();
+        assert!(
+            draws.iter().all(|d| (0.0..=8000.0).contains(d)),
+            "{draws:?}"
+        );
+        let quarter = |q: f64| {
+            draws
+                .iter()
+                .filter(|d| **d >= q * 2000.0 && **d < (q + 1.0) * 2000.0)
+                .count()
+        };
+        for q in 0..4 {
+            // 100 expected in each quarter; 50 is far outside chance.
+            assert!(quarter(f64::from(q)) >= 50, "quarter {q}: {draws:?}");
         }
 
         screenshot(&alice, "chat-recovered.png").await;

@@ -605,5 +605,7 @@
     }
   }
 
+  /** The reconnect schedule, for pages that show it (and for tests). */
+  HubClient.backoff = backoff;
   global.HubClient = HubClient;
 })(window);
