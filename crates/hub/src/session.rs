@@ -16,8 +16,9 @@
 //! - The outbox is drained into the socket only while the socket's write
 //!   buffer is under its high-water mark, so the memory a reader that does
 //!   not read can pin is bounded by the outbox limit plus that mark.
-//! - When the session ends, its outbox is closed and it leaves every channel
-//!   (presence and `leave` pushes follow).
+//! - When the session ends, it first leaves every channel (presence and
+//!   `leave` pushes follow) and closes its outbox, freeing what was queued;
+//!   then it closes the connection, within the close timeout.
 //! - Publishes are pipelined: up to [`MAX_PUBLISHES_IN_FLIGHT`] of them wait
 //!   for the broker at once (with Redis, one round trip each, overlapped),
 //!   each handed to the broker as it arrives, so a session's publishes reach
@@ -232,6 +233,11 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // Leave first: a session being closed receives nothing more, and
+        // what its outbox held (up to the limit, for a slow consumer) is
+        // freed now rather than after the close handshake, which a peer that
+        // does not read stretches to the close timeout.
+        self.leave_all().await;
         let code = match end {
             End::Aborted => 1006,
             End::Close(code, reason) => {
@@ -245,7 +251,6 @@ impl Session {
                 ws.close_info().map_or(1006, |info| u16::from(info.code))
             }
         };
-        self.leave_all().await;
         self.hub.metrics.connection_closed(code);
     }
 

@@ -663,6 +663,17 @@ async fn a_reader_that_never_reads_is_dropped_and_never_slows_publishers() {
         .find(|l| l.starts_with("duplex_slow_consumers_total"))
         .expect("slow consumer metric");
     assert!(!slow_line.ends_with(" 0"), "{slow_line}");
+    // It left the channel as soon as it was cut off.
+    let reply = healthy
+        .call(Command::Presence {
+            channel: "firehose:1".into(),
+        })
+        .await;
+    assert!(
+        matches!(&reply, ServerMessage::Presence { clients, .. }
+            if clients.len() == 1 && clients[0].client == healthy.client_id),
+        "{reply:?}"
+    );
     // The close is counted once its handshake is over: here, when the close
     // timeout (5 s) gives up on a peer that does not read.
     let waiting = std::time::Instant::now();
