@@ -27,7 +27,12 @@ pub(crate) struct ServeArgs {
     listen: Option<SocketAddr>,
     /// An origin allowed to connect from a browser besides the hub's own
     /// (repeat it; `*` allows any).
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[arg(
+        long = "allow-origin",
+        value_name = "ORIGIN",
+        env = "DUPLEX_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
     allow_origins: Vec<String>,
     /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
     #[arg(long, requires = "tls_key", env = "DUPLEX_TLS_CERT")]
@@ -45,22 +50,22 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "DUPLEX_JWT_ES256_KEY")]
     jwt_es256_key: Option<PathBuf>,
     /// Connections in total; more are refused with 503.
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// Connections per client IP; more are refused with 429.
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
     /// Commands per second per connection (sustained).
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_RATE")]
     rate: Option<f64>,
     /// Largest message in bytes; larger ones close the connection with 1009.
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
     /// Seconds between WebSocket pings to a quiet client.
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_PING_INTERVAL")]
     ping_interval: Option<f64>,
     /// Seconds a pinged client has to answer before it is dropped.
-    #[arg(long)]
+    #[arg(long, env = "DUPLEX_PONG_TIMEOUT")]
     pong_timeout: Option<f64>,
     /// Join a cluster of hubs through Redis (redis://HOST:PORT, or
     /// rediss://HOST:PORT for TLS); see docs/deploy.md.

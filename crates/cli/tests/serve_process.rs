@@ -31,9 +31,15 @@ impl Drop for ServeProcess {
 }
 
 fn start_serve(extra: &[&str]) -> ServeProcess {
+    start_serve_with_env(extra, &[])
+}
+
+/// `duplex serve` with these flags and environment variables.
+fn start_serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -191,6 +197,75 @@ async fn json_logs_are_one_object_per_line() {
             .await
             .starts_with("HTTP/1.1 200")
     );
+}
+
+/// Connects, trying again while the hub answers 503 (a connection just
+/// closed still holds its slot until its session has ended).
+async fn connect_when_a_slot_frees(
+    request: &duplex::ClientRequest,
+) -> Result<duplex::WebSocket<duplex::transport::Transport>, duplex::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let result = timeout(
+            WAIT,
+            duplex::connect_with(request, &duplex::Config::client()),
+        )
+        .await
+        .expect("an answer in time");
+        match &result {
+            Err(duplex::Error::HttpStatus(response))
+                if response.status().as_u16() == 503 && started.elapsed() < WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return result,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_environment_sets_what_the_flags_set() {
+    let server = start_serve_with_env(
+        &[],
+        &[
+            ("DUPLEX_MAX_CONNECTIONS", "1"),
+            ("DUPLEX_ALLOW_ORIGIN", "https://a.example,https://b.example"),
+        ],
+    );
+    let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
+        .protocol("duplex.v1");
+    let first = subscribed_client(&request).await;
+    // DUPLEX_MAX_CONNECTIONS=1: the second connection is refused with 503.
+    let refused = timeout(
+        WAIT,
+        duplex::connect_with(&request, &duplex::Config::client()),
+    )
+    .await
+    .expect("refused in time");
+    match refused {
+        Err(duplex::Error::HttpStatus(response)) => assert_eq!(response.status().as_u16(), 503),
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    drop(first);
+    // Both origins of the list are allowed, another is not (403).
+    for (origin, allowed) in [
+        ("https://a.example", true),
+        ("https://b.example", true),
+        ("https://c.example", false),
+    ] {
+        let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
+            .protocol("duplex.v1")
+            .origin(origin);
+        let result = connect_when_a_slot_frees(&request).await;
+        match result {
+            Ok(_) => assert!(allowed, "{origin} was let in"),
+            Err(duplex::Error::HttpStatus(response)) => {
+                assert!(!allowed, "{origin} was refused");
+                assert_eq!(response.status().as_u16(), 403);
+            }
+            Err(other) => panic!("{origin}: {other}"),
+        }
+    }
 }
 
 #[test]

@@ -43,7 +43,8 @@ impl Stamp {
         Self::from(Instant::now())
     }
 
-    /// The instant this stamp was made from.
+    /// The instant this stamp was made from (for a stamp the platform's
+    /// clock cannot represent, such as [`Stamp::NEVER`] on some, the origin).
     pub fn to_instant(self) -> Instant {
         let origin = origin();
         let offset = Duration::from_nanos(self.0.unsigned_abs());
