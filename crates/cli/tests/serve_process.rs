@@ -103,11 +103,12 @@ async fn subscribed_client(
 }
 
 /// Sends `signal` to the server: its client is told 1001, nothing new is
-/// accepted, and the process exits 0.
+/// accepted (`request` gets no WebSocket), and the process exits 0.
 async fn stops_cleanly_on(
     mut server: ServeProcess,
     mut ws: duplex::WebSocket<duplex::transport::Transport>,
     signal: libc::c_int,
+    request: &duplex::ClientRequest,
 ) {
     let pid = server.child.id() as libc::pid_t;
     // SAFETY: sending a signal to the child this test started.
@@ -117,11 +118,9 @@ async fn stops_cleanly_on(
     let info = ws.close_info().cloned().expect("closed");
     assert_eq!(u16::from(info.code), 1001);
     // It no longer accepts: a new client gets no WebSocket.
-    let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
-        .protocol("duplex.v1");
     let late = timeout(
         WAIT,
-        duplex::connect_with(&request, &duplex::Config::client()),
+        duplex::connect_with(request, &duplex::Config::client()),
     )
     .await
     .expect("refused in time");
@@ -168,7 +167,7 @@ async fn serve_runs_the_hub_and_stops_cleanly_on_sigterm() {
     let request =
         duplex::client::ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
     let ws = subscribed_client(&request).await;
-    stops_cleanly_on(server, ws, libc::SIGTERM).await;
+    stops_cleanly_on(server, ws, libc::SIGTERM, &request).await;
 }
 
 #[tokio::test]
@@ -177,7 +176,7 @@ async fn ctrl_c_stops_it_as_sigterm_does() {
     let request = duplex::client::ClientRequest::new(format!("ws://{}/ws", server.addr))
         .protocol("duplex.v1");
     let ws = subscribed_client(&request).await;
-    stops_cleanly_on(server, ws, libc::SIGINT).await;
+    stops_cleanly_on(server, ws, libc::SIGINT, &request).await;
 }
 
 #[tokio::test]
@@ -361,7 +360,7 @@ async fn serve_speaks_wss_with_a_pem_certificate() {
     .await
     .expect("refused in time");
     assert!(refused.is_err());
-    stops_cleanly_on(server, ws, libc::SIGTERM).await;
+    stops_cleanly_on(server, ws, libc::SIGTERM, &request).await;
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -162,7 +162,8 @@ pub struct WebSocket<S> {
     last_message: Stamp,
     /// Bytes still to write before the keepalive ping has left our buffer.
     ping_ahead: u64,
-    /// Bytes were written since the pong deadline was last checked.
+    /// Bytes were written since the timer last looked (the pong and close
+    /// deadlines give a peer that keeps reading more time).
     wrote: bool,
     /// Shared (see [`crate::Accept::protocol`]); a `String` would take 24
     /// bytes and an allocation per connection.
@@ -270,9 +271,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Closes the connection: sends a close frame with `code` and `reason`,
     /// then reads (discarding messages) until the peer's close frame arrives,
-    /// and shuts the transport down. All of it within `close_timeout`: a peer
-    /// that neither reads what is queued for it nor answers is dropped then
-    /// ([`Error::AbnormalClosure`], close code 1006).
+    /// and shuts the transport down. A peer that neither reads what is queued
+    /// for it nor answers within `close_timeout` is dropped then
+    /// ([`Error::AbnormalClosure`], close code 1006); one still reading the
+    /// backlog in front of our close frame gets another `close_timeout`
+    /// each time.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if !self.conn.sent_close() {
             self.conn.close(code, reason)?;
@@ -431,8 +434,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Moves the timer to a new kind of deadline.
     fn set_deadline(&mut self, deadline: Deadline, waker: &Waker) {
+        if deadline == Deadline::Close {
+            self.wrote = false;
+        }
         self.deadline = deadline;
         self.arm(waker);
+    }
+
+    /// Writes what the peer has made room for (the kernel wakes a writer only
+    /// once much of its buffer is free, so progress may not have been seen
+    /// yet), and tells whether anything was written since the last look.
+    fn poll_progress(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        if let Poll::Ready(Err(error)) = self.poll_flush_out(cx) {
+            return Err(error);
+        }
+        Ok(std::mem::take(&mut self.wrote))
     }
 
     /// Runs due timers. `Ready(Some(error))` ends the connection. Call after
@@ -464,6 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
+                        self.wrote = false;
                         self.deadline = Deadline::Close;
                     } else if let Some(interval) = self.timing.ping_interval.get()
                         && now >= self.last_heard.saturating_add(interval)
@@ -485,16 +502,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         >= self
                             .last_heard
                             .saturating_add(Timing::timeout(self.timing.pong_timeout));
-                    // Write what the peer has made room for: the kernel wakes a
-                    // writer only once much of its buffer is free, so progress
-                    // may not have been seen yet.
-                    if let Poll::Ready(Err(error)) = self.poll_flush_out(cx) {
-                        return Poll::Ready(Some(error));
-                    }
                     // The ping may still sit behind our own backlog: while the
                     // peer keeps draining it, the peer is alive and reading.
-                    let draining = self.ping_ahead > 0 && self.wrote;
-                    self.wrote = false;
+                    let draining = match self.poll_progress(cx) {
+                        Ok(wrote) => wrote && self.ping_ahead > 0,
+                        Err(error) => return Poll::Ready(Some(error)),
+                    };
                     if silent && !draining {
                         return Poll::Ready(Some(Error::KeepaliveTimeout));
                     }
@@ -503,7 +516,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         self.deadline = Deadline::Keepalive;
                     }
                 }
-                Deadline::Close => return Poll::Ready(Some(Error::AbnormalClosure)),
+                Deadline::Close => {
+                    // Our close frame may sit behind a backlog the peer is
+                    // still reading (nothing is queued after it): another
+                    // close timeout while it reads, so the last one runs from
+                    // when the close frame was written; none once it stops.
+                    match self.poll_progress(cx) {
+                        Ok(true) => {}
+                        Ok(false) => return Poll::Ready(Some(Error::AbnormalClosure)),
+                        Err(error) => return Poll::Ready(Some(error)),
+                    }
+                }
             }
             match self.arm(cx.waker()) {
                 Some(next) => due = next,
@@ -721,12 +744,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     }
 
     /// Sends a normal close (1000) if none was sent and writes it out. The
-    /// peer's answer is read by the stream side.
+    /// peer's answer is read by the stream side. A peer that does not read
+    /// is waited for at most the close timeout (longer only while it keeps
+    /// reading), then the connection ends with 1006.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         if !this.conn.sent_close() {
             this.conn.close(CloseCode::NORMAL, "")?;
         }
-        this.poll_flush_out(cx)
+        match this.poll_flush_out(cx) {
+            Poll::Pending => {
+                if this.deadline != Deadline::Close {
+                    this.set_deadline(Deadline::Close, cx.waker());
+                }
+                this.poll_blocked_writer(cx)
+            }
+            ready => ready,
+        }
     }
 }

@@ -377,7 +377,20 @@ async fn reset_in_the_middle_of_a_frame_does_not_disturb_others() {
 /// A client that completes the handshake and then never reads nor answers.
 async fn silent_client(url: &str) -> TcpStream {
     let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    upgrade_raw(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// As [`silent_client`], with a 64 KiB receive buffer: what it has not read
+/// stays on the server's side.
+async fn small_client(url: &str) -> TcpStream {
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    upgrade_raw(socket.connect(addr.parse().unwrap()).await.unwrap()).await
+}
+
+/// Sends an upgrade request on `tcp` and reads the response's head.
+async fn upgrade_raw(mut tcp: TcpStream) -> TcpStream {
     tcp.write_all(&upgrade_request("Sec-WebSocket-Version: 13\r\n"))
         .await
         .unwrap();
@@ -640,19 +653,28 @@ fn quick_close() -> Config {
     }
 }
 
-/// More than loopback's socket buffers hold, so that a peer that does not
-/// read leaves most of it queued on our side.
-const BACKLOG: usize = 48 << 20;
+/// Far more than the small socket buffers below hold, so that a peer that
+/// does not read leaves most of it queued on our side.
+const BACKLOG: usize = 8 << 20;
+
+/// Accepts one connection with small socket buffers on our side (64 KiB to
+/// send), so that a backlog stays in the `WebSocket` on any host.
+async fn accept_small(listener: TcpListener, config: &Config) -> WebSocket<TcpStream> {
+    let (tcp, _) = listener.accept().await.unwrap();
+    socket2::SockRef::from(&tcp)
+        .set_send_buffer_size(64 << 10)
+        .unwrap();
+    duplex::accept_with(tcp, config, |_| Ok(Accept::default()))
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::accept_with(tcp, &quick_close(), |_| Ok(Accept::default()))
-            .await
-            .unwrap();
+        let mut ws = accept_small(listener, &quick_close()).await;
         ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
         let started = tokio::time::Instant::now();
         let closed = ws.close(CloseCode::GOING_AWAY, "bye").await;
@@ -676,10 +698,7 @@ async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::accept_with(tcp, &quick_close(), |_| Ok(Accept::default()))
-            .await
-            .unwrap();
+        let mut ws = accept_small(listener, &quick_close()).await;
         ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
         // Read until the stream ends: the peer's close arrives, and our
         // answer waits behind the backlog the peer never reads.
@@ -709,6 +728,76 @@ async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does
     );
     assert_eq!(info.expect("ended").code, CloseCode::NORMAL);
     drop(client);
+}
+
+#[tokio::test]
+async fn sink_close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut ws = accept_small(listener, &quick_close()).await;
+        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let closed = SinkExt::close(&mut ws).await;
+        (closed, started.elapsed())
+    });
+    let client = silent_client(&url).await;
+    let (closed, took) = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(matches!(closed, Err(Error::AbnormalClosure)), "{closed:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "close took {took:?} for a close timeout of 300 ms"
+    );
+    drop(client);
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_everything_before_our_close_however_long_it_takes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    const PAYLOAD: usize = 4 << 20;
+    let server = tokio::spawn(async move {
+        let mut ws = accept_small(listener, &quick_close()).await;
+        ws.feed(Message::binary(vec![7u8; PAYLOAD])).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let closed = ws.close(CloseCode::NORMAL, "done").await;
+        (closed, started.elapsed(), ws.close_info().cloned())
+    });
+    let mut client = small_client(&url).await;
+    // The binary frame (2 + 8 bytes of header), then our close frame (2 +
+    // 2 + "done"), read at about 4 MiB/s: about a second, three close
+    // timeouts.
+    let expected = 10 + PAYLOAD + 8;
+    let mut received = Vec::with_capacity(expected);
+    let mut buf = vec![0u8; 32 * 1024];
+    while received.len() < expected {
+        let n = timeout(LIMIT, client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "cut off after {} bytes", received.len());
+        received.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    assert_eq!(received.len(), expected);
+    assert!(received[10..10 + PAYLOAD].iter().all(|b| *b == 7));
+    assert_eq!(
+        &received[10 + PAYLOAD..],
+        &[0x88, 6, 0x03, 0xE8, b'd', b'o', b'n', b'e']
+    );
+    // Our answer, masked with a zero key: the handshake completes.
+    client
+        .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+        .await
+        .unwrap();
+    let (closed, took, info) = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(
+        took > Duration::from_millis(300),
+        "{took:?}: the test proves nothing"
+    );
+    let info = info.expect("ended");
+    assert!(info.was_clean && info.code == CloseCode::NORMAL, "{info:?}");
 }
 
 #[tokio::test]

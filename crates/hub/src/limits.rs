@@ -131,10 +131,15 @@ impl TokenBucket {
         if self.debt(now) > rate.tolerance(interval) {
             return false;
         }
-        self.full_at = self
+        let full_at = self
             .full_at
             .max(now)
             .saturating_add(Duration::from_nanos(interval));
+        if full_at == Stamp::NEVER {
+            // Beyond what a stamp holds (~292 years of debt): refuse.
+            return false;
+        }
+        self.full_at = full_at;
         true
     }
 

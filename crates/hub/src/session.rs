@@ -16,9 +16,9 @@
 //! - The outbox is drained into the socket only while the socket's write
 //!   buffer is under its high-water mark, so the memory a reader that does
 //!   not read can pin is bounded by the outbox limit plus that mark.
-//! - When the session ends, it first leaves every channel (presence and
-//!   `leave` pushes follow) and closes its outbox, freeing what was queued;
-//!   then it closes the connection, within the close timeout.
+//! - When the session ends, it first closes its outbox, freeing what was
+//!   queued; then it leaves every channel (presence and `leave` pushes
+//!   follow) while it closes the connection, within the close timeout.
 //! - Publishes are pipelined: up to [`MAX_PUBLISHES_IN_FLIGHT`] of them wait
 //!   for the broker at once (with Redis, one round trip each, overlapped),
 //!   each handed to the broker as it arrives, so a session's publishes reach
@@ -233,24 +233,35 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // Leave first: a session being closed receives nothing more, and
-        // what its outbox held (up to the limit, for a slow consumer) is
-        // freed now rather than after the close handshake, which a peer that
-        // does not read stretches to the close timeout.
-        self.leave_all().await;
-        let code = match end {
-            End::Aborted => 1006,
-            End::Close(code, reason) => {
-                let _ = ws.close(CloseCode::from(code), reason).await;
-                code
-            }
-            End::Ended => {
-                // Write what is queued (our answer to a close, or the close
-                // frame of a protocol error), within the close timeout.
-                let _ = tokio::time::timeout(self.hub.ws_config.close_timeout, ws.flush()).await;
-                ws.close_info().map_or(1006, |info| u16::from(info.code))
+        // Leaving runs beside the close, so neither waits for the other (a
+        // broker round trip per channel with Redis; a close handshake that a
+        // peer that does not read stretches to the close timeout). Its first
+        // step closes the outbox: what it held (up to the limit, for a slow
+        // consumer) is freed at once.
+        let close_timeout = self.hub.ws_config.close_timeout;
+        let closing = async {
+            match end {
+                End::Aborted => 1006,
+                End::Close(code, reason) => {
+                    let _ = ws.close(CloseCode::from(code), reason).await;
+                    code
+                }
+                End::Ended => {
+                    // Write what is queued (our answer to a close, or the close
+                    // frame of a protocol error), within the close timeout;
+                    // nothing when the transport is dead or the peer gave up
+                    // reading (1006: the stream already waited for it).
+                    if ws
+                        .close_info()
+                        .is_none_or(|info| info.code != CloseCode::ABNORMAL)
+                    {
+                        let _ = tokio::time::timeout(close_timeout, ws.flush()).await;
+                    }
+                    ws.close_info().map_or(1006, |info| u16::from(info.code))
+                }
             }
         };
+        let ((), code) = tokio::join!(self.leave_all(), closing);
         self.hub.metrics.connection_closed(code);
     }
 

@@ -369,7 +369,7 @@ async fn history_older_than_its_namespace_allows_is_a_gap() {
     config.namespaces.insert(
         "brief".into(),
         NamespaceConfig {
-            history_ttl: Duration::from_millis(400),
+            history_ttl: Duration::from_secs(2),
             ..NamespaceConfig::default()
         },
     );
@@ -395,7 +395,7 @@ async fn history_older_than_its_namespace_allows_is_a_gap() {
         "{reply:?}"
     );
     // Past it: 1 and 2 are gone, and a client that saw only 1 is told.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     publisher.publish("brief:x", json!(3)).await;
     let mut late = hub.client().await;
     let reply = late.subscribe_since("brief:x", &epoch, 1).await;
@@ -782,6 +782,8 @@ async fn a_half_open_client_is_freed_within_ping_interval_plus_pong_timeout() {
     // reads again, as a peer behind a dead link.
     let mut silent = hub.client().await;
     silent.subscribe("chat:quiet").await;
+    // The hub last heard from it before this.
+    let started = std::time::Instant::now();
     let gauge = |metrics: &str| {
         metrics
             .lines()
@@ -791,7 +793,6 @@ async fn a_half_open_client_is_freed_within_ping_interval_plus_pong_timeout() {
             .expect("connections gauge")
     };
     assert_eq!(gauge(&hub.get("/metrics").await.1), 1);
-    let started = std::time::Instant::now();
     // Keep the client's socket open but unread by holding it here.
     let held = &mut silent;
     loop {
@@ -801,7 +802,7 @@ async fn a_half_open_client_is_freed_within_ping_interval_plus_pong_timeout() {
         // Interval + deadline is 1 s; the timers fire up to 1/16 of a span
         // late, and the rest is slack for a busy machine.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(3),
             "the hub still holds the silent client"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
