@@ -4,7 +4,9 @@
 //! runs of publishes, partial deliveries, dropped connections (everything in
 //! flight lost), reconnections, hub restarts (new epoch, history lost), history
 //! truncation, history lost under a live connection, lost and repeated pushes
-//! and `gap` pushes must leave the client
+//! (a repeated message of an older epoch goes out after a `gap` push with its
+//! epoch, as the hub guarantees: see `Conn::told`) and `gap` pushes must leave
+//! the client
 //! with, per channel:
 //!
 //! - no message twice, none out of order, epochs only moving forward;
@@ -108,11 +110,45 @@ struct Conn {
     /// Frames to the client, each with whether it is a live message push.
     to_client: VecDeque<(Encoded, bool)>,
     to_hub: VecDeque<Encoded>,
+    /// Per channel, the epoch the hub last told the client (in `subscribed`,
+    /// a `gap` push or a message). As the hub does, a message of another
+    /// epoch goes out after a `gap` push with its epoch: publications carry
+    /// no epoch, so without it an old message sent again could not be told
+    /// from a new one at the same offset.
+    told: HashMap<String, String>,
 }
 
 impl Conn {
     fn push(&mut self, frame: Encoded) {
         self.to_client.push_back((frame, false));
+    }
+
+    /// Pushes a message of `epoch` (a `gap` push first if the client was
+    /// last told another epoch for its channel).
+    fn push_message(&mut self, publication: &Publication, epoch: &str, live: bool) {
+        if self
+            .told
+            .get(&publication.channel)
+            .is_some_and(|told| told != epoch)
+        {
+            self.push(encode_server(&ServerMessage::Gap {
+                channel: publication.channel.clone(),
+                epoch: epoch.to_owned(),
+                offset: publication.offset - 1,
+            }));
+        }
+        self.told
+            .insert(publication.channel.clone(), epoch.to_owned());
+        self.to_client
+            .push_back((encode_publication(publication), live));
+    }
+}
+
+/// The publish sequence number a publication carries in its data.
+fn seq_of(publication: &Publication) -> u64 {
+    match &publication.data {
+        Data::Binary(bytes) => u64::from_be_bytes(bytes[..].try_into().unwrap()),
+        Data::Json(json) => json.to_value().unwrap()["seq"].as_u64().unwrap(),
     }
 }
 
@@ -196,8 +232,13 @@ impl World {
             Op::Repeat(index) => {
                 if let Some(i) = self.pick_message(index, false) {
                     let conn = self.conn.as_mut().unwrap();
-                    let frame = conn.to_client[i].0.clone();
-                    conn.push(frame);
+                    let Ok(ServerMessage::Message(publication)) =
+                        decode_server(conn.to_client[i].0.as_frame())
+                    else {
+                        unreachable!("picked a message")
+                    };
+                    let epoch = format!("e{}", self.published[&seq_of(&publication)].0);
+                    conn.push_message(&publication, &epoch, false);
                 }
             }
             Op::EpochReset(c) => {
@@ -220,6 +261,7 @@ impl World {
                 if let Some(conn) = &mut self.conn
                     && conn.subscribed.contains(name)
                 {
+                    conn.told.insert(name.to_owned(), ch.epoch.clone());
                     conn.push(encode_server(&push));
                 }
             }
@@ -267,8 +309,7 @@ impl World {
         if let Some(conn) = &mut self.conn
             && conn.subscribed.contains(name)
         {
-            conn.to_client
-                .push_back((encode_publication(&publication), true));
+            conn.push_message(&publication, &ch.epoch, true);
         }
         ch.history.push_back(publication);
         while ch.history.len() > self.capacity {
@@ -312,10 +353,7 @@ impl World {
         for event in self.client.handle(message) {
             match event {
                 Event::Message(publication) => {
-                    let seq = match &publication.data {
-                        Data::Binary(bytes) => u64::from_be_bytes(bytes[..].try_into().unwrap()),
-                        Data::Json(json) => json.to_value().unwrap()["seq"].as_u64().unwrap(),
-                    };
+                    let seq = seq_of(&publication);
                     assert_eq!(self.published[&seq].1, publication.offset);
                     self.log.push((publication.channel, Some(seq)));
                 }
@@ -355,6 +393,7 @@ impl World {
                         last: ch.last,
                     },
                 );
+                conn.told.insert(channel.clone(), ch.epoch.clone());
                 conn.push(encode_server(&ServerMessage::Subscribed {
                     id,
                     channel: channel.clone(),
