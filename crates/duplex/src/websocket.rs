@@ -17,6 +17,10 @@
 //!   browser's `CloseEvent` does.
 //! - Timers (keepalive, pong deadline, idle, close) advance only while the
 //!   stream is polled: keep reading, as every WebSocket application must.
+//! - Closing never waits on the peer without a bound: from our close frame
+//!   (or our answer to the peer's) to the end, whether writing what is queued
+//!   or reading the answer, the close timeout applies, renewed only while the
+//!   peer keeps reading what is queued in front of the frame.
 //! - Timers are coarse and shared: a connection has one deadline at a time,
 //!   kept in a per-thread timer wheel (`timer`) that fires it at or after the
 //!   deadline and at most 1/16 of its span later (never more than ~1 s), by
@@ -565,8 +569,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// After the close handshake or a failure: write what is left (the close
     /// frame), then shut the transport down. A client first waits (up to the
-    /// close timeout) for the server to close the TCP connection.
-    /// Call after [`WebSocket::poll_signal`].
+    /// close timeout) for the server to close the TCP connection. Call after
+    /// [`WebSocket::poll_signal`].
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         match self.poll_flush_out(cx) {
             Poll::Ready(Ok(())) => {}
@@ -576,7 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             Poll::Pending => {
                 // A peer that does not read our last frames gets the close
-                // timeout, no more.
+                // timeout (renewed while it keeps reading), no more.
                 if self.deadline != Deadline::Close {
                     self.set_deadline(Deadline::Close, cx.waker());
                 }
