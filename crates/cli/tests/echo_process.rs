@@ -2,6 +2,9 @@
 //! process here) makes 10,000 client sockets and 10,000 server sockets too
 //! many for one process, so the server runs as the real binary.
 
+mod common;
+
+use common::TestCert;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -133,29 +136,11 @@ fn connect_echo_mode_exits_zero_on_a_normal_close() {
 
 #[tokio::test]
 async fn echo_serves_wss_with_a_pem_certificate() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("duplex-echo-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let server = start_echo_with(&[
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ]);
+    let cert = TestCert::new("echo-tls");
+    let server = start_echo_with(&cert.flags());
     let port = server.addr.rsplit(':').next().unwrap();
     let mut request = duplex::ClientRequest::new(format!("wss://localhost:{port}/"));
-    request.transport.extra_roots = vec![duplex::tls::CaCertificate::Pem(ca.pem().into_bytes())];
+    request.transport.extra_roots = vec![cert.root()];
     let mut ws = timeout(
         Duration::from_secs(10),
         duplex::connect_with(&request, &duplex::Config::client()),
@@ -178,5 +163,4 @@ async fn echo_serves_wss_with_a_pem_certificate() {
             .await
             .is_err()
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

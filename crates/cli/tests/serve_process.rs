@@ -4,6 +4,9 @@
 //! on SIGTERM or Ctrl-C (SIGINT) closes its clients with 1001, stops
 //! accepting and exits 0.
 
+mod common;
+
+use common::TestCert;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -310,30 +313,12 @@ fn help_names_every_flag_and_endpoint() {
 
 #[tokio::test]
 async fn serve_speaks_wss_with_a_pem_certificate() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("duplex-serve-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let server = start_serve(&[
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ]);
+    let cert = TestCert::new("serve-tls");
+    let server = start_serve(&cert.flags());
     let port = server.addr.rsplit(':').next().unwrap();
     let mut request =
         duplex::ClientRequest::new(format!("wss://localhost:{port}/ws")).protocol("duplex.v1");
-    request.transport.extra_roots = vec![duplex::tls::CaCertificate::Pem(ca.pem().into_bytes())];
+    request.transport.extra_roots = vec![cert.root()];
     let mut ws = subscribed_client(&request).await;
     assert!(ws.get_ref().is_tls());
     // A publish comes back to its subscriber over TLS.
@@ -361,7 +346,6 @@ async fn serve_speaks_wss_with_a_pem_certificate() {
     .expect("refused in time");
     assert!(refused.is_err());
     stops_cleanly_on(server, ws, libc::SIGTERM, &request).await;
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

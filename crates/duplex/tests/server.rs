@@ -669,24 +669,49 @@ async fn accept_small(listener: TcpListener, config: &Config) -> WebSocket<TcpSt
         .unwrap()
 }
 
-#[tokio::test]
-async fn close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
+/// A server on loopback that accepts one connection ([`accept_small`],
+/// [`quick_close`]), queues `len` bytes of `fill` as one binary message and
+/// hands the socket to `then`. Returns the URL and the server's task.
+async fn backlogged_server<T, F>(
+    len: usize,
+    fill: u8,
+    then: impl FnOnce(WebSocket<TcpStream>) -> F + Send + 'static,
+) -> (String, tokio::task::JoinHandle<T>)
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let mut ws = accept_small(listener, &quick_close()).await;
-        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
-        let started = tokio::time::Instant::now();
-        let closed = ws.close(CloseCode::GOING_AWAY, "bye").await;
-        (closed, started.elapsed(), ws.close_info().cloned())
+        ws.feed(Message::binary(vec![fill; len])).await.unwrap();
+        then(ws).await
     });
-    let client = silent_client(&url).await;
-    let (closed, took, info) = timeout(LIMIT, server).await.unwrap().unwrap();
-    assert!(matches!(closed, Err(Error::AbnormalClosure)), "{closed:?}");
+    (url, server)
+}
+
+/// A close that gave up on a peer that does not read took the close
+/// timeout (300 ms), not much more.
+fn assert_gave_up_after_the_close_timeout(took: Duration) {
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "close took {took:?} for a close timeout of 300 ms"
     );
+}
+
+#[tokio::test]
+async fn close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
+    let (url, server) = backlogged_server(BACKLOG, 0, |mut ws| async move {
+        let started = tokio::time::Instant::now();
+        let closed = ws.close(CloseCode::GOING_AWAY, "bye").await;
+        (closed, started.elapsed(), ws.close_info().cloned())
+    })
+    .await;
+    let client = silent_client(&url).await;
+    let (closed, took, info) = timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(matches!(closed, Err(Error::AbnormalClosure)), "{closed:?}");
+    assert_gave_up_after_the_close_timeout(took);
     let info = info.expect("ended");
     assert_eq!(info.code, CloseCode::ABNORMAL);
     assert!(!info.was_clean);
@@ -695,11 +720,7 @@ async fn close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() 
 
 #[tokio::test]
 async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let mut ws = accept_small(listener, &quick_close()).await;
-        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
+    let (url, server) = backlogged_server(BACKLOG, 0, |mut ws| async move {
         // Read until the stream ends: the peer's close arrives, and our
         // answer waits behind the backlog the peer never reads.
         let mut items = Vec::new();
@@ -707,7 +728,8 @@ async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does
             items.push(item.map_err(|e| e.to_string()));
         }
         (items, ws.close_info().cloned())
-    });
+    })
+    .await;
     let mut client = silent_client(&url).await;
     // A masked close frame, code 1000, and then nothing is read.
     client
@@ -732,37 +754,28 @@ async fn answering_a_close_gives_up_within_the_close_timeout_on_a_peer_that_does
 
 #[tokio::test]
 async fn sink_close_gives_up_within_the_close_timeout_on_a_peer_that_does_not_read() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let mut ws = accept_small(listener, &quick_close()).await;
-        ws.feed(Message::binary(vec![0u8; BACKLOG])).await.unwrap();
+    let (url, server) = backlogged_server(BACKLOG, 0, |mut ws| async move {
         let started = tokio::time::Instant::now();
         let closed = SinkExt::close(&mut ws).await;
         (closed, started.elapsed())
-    });
+    })
+    .await;
     let client = silent_client(&url).await;
     let (closed, took) = timeout(LIMIT, server).await.unwrap().unwrap();
     assert!(matches!(closed, Err(Error::AbnormalClosure)), "{closed:?}");
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
-        "close took {took:?} for a close timeout of 300 ms"
-    );
+    assert_gave_up_after_the_close_timeout(took);
     drop(client);
 }
 
 #[tokio::test]
 async fn a_slow_reader_gets_everything_before_our_close_however_long_it_takes() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
     const PAYLOAD: usize = 4 << 20;
-    let server = tokio::spawn(async move {
-        let mut ws = accept_small(listener, &quick_close()).await;
-        ws.feed(Message::binary(vec![7u8; PAYLOAD])).await.unwrap();
+    let (url, server) = backlogged_server(PAYLOAD, 7, |mut ws| async move {
         let started = tokio::time::Instant::now();
         let closed = ws.close(CloseCode::NORMAL, "done").await;
         (closed, started.elapsed(), ws.close_info().cloned())
-    });
+    })
+    .await;
     let mut client = small_client(&url).await;
     // The binary frame (2 + 8 bytes of header), then our close frame (2 +
     // 2 + "done"), read at about 4 MiB/s: about a second, three close

@@ -19,6 +19,19 @@ fn error_code(message: &ServerMessage) -> ErrorCode {
     }
 }
 
+/// `(recovered, gap, offset)` of a `subscribed` reply.
+fn recovery_of(reply: &ServerMessage) -> (bool, bool, u64) {
+    match reply {
+        ServerMessage::Subscribed {
+            recovered,
+            gap,
+            offset,
+            ..
+        } => (*recovered, *gap, *offset),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
 /// A command still works: the connection is alive and in order.
 async fn assert_alive(client: &mut TestClient) {
     let reply = client.call(Command::Ping).await;
@@ -383,48 +396,17 @@ async fn history_older_than_its_namespace_allows_is_a_gap() {
     // Within the age: recovered.
     let mut early = hub.client().await;
     let reply = early.subscribe_since("brief:x", &epoch, 0).await;
-    assert!(
-        matches!(
-            reply,
-            ServerMessage::Subscribed {
-                recovered: true,
-                gap: false,
-                ..
-            }
-        ),
-        "{reply:?}"
-    );
+    assert_eq!(recovery_of(&reply), (true, false, 2), "{reply:?}");
     // Past it: 1 and 2 are gone, and a client that saw only 1 is told.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     publisher.publish("brief:x", json!(3)).await;
     let mut late = hub.client().await;
     let reply = late.subscribe_since("brief:x", &epoch, 1).await;
-    assert!(
-        matches!(
-            reply,
-            ServerMessage::Subscribed {
-                recovered: false,
-                gap: true,
-                offset: 3,
-                ..
-            }
-        ),
-        "{reply:?}"
-    );
+    assert_eq!(recovery_of(&reply), (false, true, 3), "{reply:?}");
     // One that saw 2 misses nothing that expired: it gets 3.
     let mut current = hub.client().await;
     let reply = current.subscribe_since("brief:x", &epoch, 2).await;
-    assert!(
-        matches!(
-            reply,
-            ServerMessage::Subscribed {
-                recovered: true,
-                gap: false,
-                ..
-            }
-        ),
-        "{reply:?}"
-    );
+    assert_eq!(recovery_of(&reply), (true, false, 3), "{reply:?}");
     let message = current
         .wait_for(|m| matches!(m, ServerMessage::Message(_)))
         .await;

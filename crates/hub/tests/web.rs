@@ -174,6 +174,14 @@ fn texts_are(texts: &[&str]) -> String {
     )
 }
 
+/// A JS predicate: the presence list shows `names` (sorted).
+fn present_are(names: &[&str]) -> String {
+    format!(
+        "JSON.stringify({PRESENT}) === {}",
+        Value::String(json!(names).to_string())
+    )
+}
+
 /// Fails if the page logged an uncaught exception.
 fn assert_no_page_errors(page: &Page, who: &str) {
     let errors: Vec<String> = page
@@ -208,7 +216,7 @@ async fn two_chat_pages_see_each_other_presence_and_typing() {
         for page in [&alice, &bob] {
             wait(
                 page,
-                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
+                &present_are(&["alice", "bob"]),
                 SHORT,
             )
             .await;
@@ -286,12 +294,7 @@ async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
         let alice = open_chat(&browser, &hub.base(), "alice").await;
         let bob = open_chat(&browser, &hub.base(), "bob").await;
         for page in [&alice, &bob] {
-            wait(
-                page,
-                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
-                SHORT,
-            )
-            .await;
+            wait(page, &present_are(&["alice", "bob"]), SHORT).await;
         }
 
         // Alice joins #ops through the form and is alone there.
@@ -307,12 +310,7 @@ async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
             SHORT,
         )
         .await;
-        wait(
-            &alice,
-            &format!("JSON.stringify({PRESENT}) === '[\"alice\"]'"),
-            SHORT,
-        )
-        .await;
+        wait(&alice, &present_are(&["alice"]), SHORT).await;
         say(&alice, "in ops").await;
         wait(&alice, &texts_are(&["in ops"]), SHORT).await;
 
@@ -336,12 +334,7 @@ async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
         bob.press_enter().await.expect("join");
         wait(&bob, &texts_are(&["in ops"]), SHORT).await;
         for page in [&alice, &bob] {
-            wait(
-                page,
-                &format!("JSON.stringify({PRESENT}) === '[\"alice\",\"bob\"]'"),
-                SHORT,
-            )
-            .await;
+            wait(page, &present_are(&["alice", "bob"]), SHORT).await;
         }
         screenshot(&alice, "chat-rooms.png").await;
 
@@ -369,12 +362,7 @@ async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
         )
         .await;
         wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
-        wait(
-            &bob,
-            &format!("JSON.stringify({PRESENT}) === '[\"bob\"]'"),
-            SHORT,
-        )
-        .await;
+        wait(&bob, &present_are(&["bob"]), SHORT).await;
 
         assert_no_page_errors(&alice, "alice");
         assert_no_page_errors(&bob, "bob");
@@ -405,12 +393,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         )
         .await;
         // The hub noticed too: alice left bob's room.
-        wait(
-            &bob,
-            &format!("JSON.stringify({PRESENT}) === '[\"bob\"]'"),
-            SHORT,
-        )
-        .await;
+        wait(&bob, &present_are(&["bob"]), SHORT).await;
 
         let missed = ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"];
         for text in missed {
