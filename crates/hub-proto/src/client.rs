@@ -23,9 +23,12 @@
 //!   the message is dropped and the channel is resubscribed (`unsubscribe`,
 //!   then `subscribe` with `since`), so the hub replays what was missed if its
 //!   history still has it; a `gap` push does the same, and when it names
-//!   another epoch than the channel's (history lost under the subscription),
-//!   reports [`Event::Gap`] at once and drops messages until the hub's
-//!   `subscribed` gives the new position;
+//!   another epoch than the channel's (history lost under the subscription,
+//!   or an older epoch's message sent again), drops messages until the hub's
+//!   `subscribed` says which epoch they belong to. The position is kept
+//!   meanwhile: epochs are opaque names, so only the hub can say whether the
+//!   channel moved on (a gap) or is still where the client was (nothing
+//!   lost, nothing to deliver twice);
 //! - only when the hub answers `subscribed` without recovering a `since` that
 //!   was sent (or says `gap`) is [`Event::Gap`] produced.
 //!
@@ -114,6 +117,10 @@ struct Channel {
     pending: Option<u64>,
     /// The `since` that `subscribe` carried.
     sent_since: Option<Since>,
+    /// A `gap` push named another epoch than the position's: the messages
+    /// that follow cannot be placed until the hub's `subscribed` says which
+    /// epoch is current, so they are dropped until then.
+    held: bool,
 }
 
 /// What a request in flight was.
@@ -190,6 +197,7 @@ impl Subscriptions {
                 replay_until: None,
                 pending: None,
                 sent_since: None,
+                held: false,
             });
         ch.recent = options.recent;
         if self.connected && matches!(ch.phase, Phase::Idle | Phase::Failed) {
@@ -254,6 +262,7 @@ impl Subscriptions {
             ch.pending = None;
             ch.sent_since = None;
             ch.replay_until = None;
+            ch.held = false;
         }
     }
 
@@ -386,6 +395,7 @@ impl Subscriptions {
         }
         ch.pending = None;
         ch.phase = Phase::Subscribed;
+        ch.held = false;
         let sent_since = ch.sent_since.take();
         // Where this channel stands in the hub's current epoch, if we know.
         let same_epoch = ch
@@ -426,15 +436,14 @@ impl Subscriptions {
             return;
         }
         if ch.position.as_ref().is_some_and(|p| p.epoch != epoch) {
-            // The channel's history was lost under this subscription: the
-            // offsets that follow belong to a new epoch and cannot be told from
-            // ours. Report the loss now and take nothing until the hub says
-            // where the channel stands.
-            ch.position = None;
+            // The offsets that follow may belong to another epoch and cannot
+            // be told from ours: take nothing until the hub's `subscribed`
+            // says where the channel stands. That answer reports the gap if
+            // there is one; the position stays, so that a channel still in
+            // our epoch (an old epoch's message was sent again) delivers
+            // nothing twice.
+            ch.held = true;
             ch.replay_until = None;
-            events.push(Event::Gap {
-                channel: channel.clone(),
-            });
         }
         if ch.phase == Phase::Subscribed {
             self.resubscribe(channel);
@@ -446,7 +455,7 @@ impl Subscriptions {
         let Some(ch) = self.channels.get_mut(&publication.channel) else {
             return;
         };
-        if matches!(ch.phase, Phase::Idle | Phase::Failed) {
+        if matches!(ch.phase, Phase::Idle | Phase::Failed) || ch.held {
             return;
         }
         let Some(position) = &mut ch.position else {
