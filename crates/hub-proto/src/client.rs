@@ -290,7 +290,7 @@ impl Subscriptions {
         }
         match message {
             ServerMessage::Message(publication) => self.on_message(publication, &mut events),
-            ServerMessage::Gap { channel, epoch, .. } => self.on_gap(channel, &epoch, &mut events),
+            ServerMessage::Gap { channel, epoch, .. } => self.on_gap(channel, &epoch),
             ServerMessage::Subscribed {
                 id: Some(id),
                 channel,
@@ -428,7 +428,7 @@ impl Subscriptions {
         }
     }
 
-    fn on_gap(&mut self, channel: String, epoch: &str, events: &mut Vec<Event>) {
+    fn on_gap(&mut self, channel: String, epoch: &str) {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };

@@ -94,8 +94,10 @@ pub mod client;
 pub mod close;
 pub mod codec;
 pub mod data;
+pub mod fanout;
 mod fields;
 mod json;
+pub mod log;
 pub mod message;
 pub mod recovery;
 

@@ -1,8 +1,8 @@
 //! The in-memory broker of a single node.
 //!
-//! Each channel is one [`Channel`] behind its own lock, holding its epoch,
-//! its bounded history (already-encoded frames), its idempotency keys, its
-//! local subscribers and its presence. Publishing, subscribing and
+//! Each channel is one [`Channel`] behind its own lock, holding its log (a
+//! [`ChannelLog`]: epoch, offsets, bounded history of already-encoded
+//! frames, idempotency keys), its local subscribers and its presence. Publishing, subscribing and
 //! unsubscribing a channel all happen under that lock, which is what makes
 //! offsets, delivery order and subscribe-with-recovery atomic.
 //!
@@ -15,20 +15,19 @@
 //! - A frame is encoded once per publish and shared by every subscriber and
 //!   by the history.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use duplex::PreparedMessage;
-use duplex_hub_proto::{
-    ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
-};
+use duplex_hub_proto::log::{Appended, ChannelLog, HistoryLimits};
+use duplex_hub_proto::{ClientInfo, Data, Publication, ServerMessage};
 use tokio::time::Instant;
 
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
     new_epoch,
 };
-use crate::config::HubConfig;
+use crate::config::{HubConfig, NamespaceConfig};
 use crate::frame::prepare;
 use crate::metrics::Metrics;
 
@@ -38,57 +37,21 @@ pub struct MemoryBroker {
     config: Arc<HubConfig>,
     metrics: Arc<Metrics>,
     channels: Mutex<HashMap<Arc<str>, Arc<Mutex<Channel>>>>,
+    /// Where the logs' clock starts.
+    origin: Instant,
 }
 
 #[derive(Debug)]
 struct Channel {
-    epoch: Arc<str>,
-    /// The latest offset given out (0: none yet).
-    last: u64,
-    history: VecDeque<Stored>,
-    /// Idempotency keys of messages still in history, with their offsets.
-    keys: HashMap<Box<str>, u64>,
+    log: ChannelLog<PreparedMessage>,
     subscribers: Vec<Subscriber>,
-}
-
-#[derive(Debug)]
-struct Stored {
-    offset: u64,
-    stored: Instant,
-    key: Option<Box<str>>,
-    frame: PreparedMessage,
 }
 
 impl Channel {
     fn new() -> Self {
         Self {
-            epoch: new_epoch().into(),
-            last: 0,
-            history: VecDeque::new(),
-            keys: HashMap::new(),
+            log: ChannelLog::new(new_epoch()),
             subscribers: Vec::new(),
-        }
-    }
-
-    /// Drops history beyond `size` entries or older than `ttl`.
-    fn prune(&mut self, size: usize, ttl: std::time::Duration, now: Instant) {
-        while let Some(front) = self.history.front() {
-            if self.history.len() <= size && now.duration_since(front.stored) <= ttl {
-                break;
-            }
-            if let Some(gone) = self.history.pop_front()
-                && let Some(key) = gone.key
-            {
-                self.keys.remove(&key);
-            }
-        }
-    }
-
-    fn bounds(&self) -> HistoryBounds<'_> {
-        HistoryBounds {
-            epoch: &self.epoch,
-            first: self.history.front().map_or(self.last + 1, |s| s.offset),
-            last: self.last,
         }
     }
 
@@ -105,6 +68,15 @@ impl Channel {
     }
 }
 
+/// A namespace's history bounds, as the log takes them.
+fn history_limits(ns: &NamespaceConfig) -> HistoryLimits {
+    HistoryLimits {
+        size: ns.history_size,
+        bytes: usize::MAX,
+        ttl_ms: u64::try_from(ns.history_ttl.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
 impl MemoryBroker {
     /// A broker with no channels.
     pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Self {
@@ -112,7 +84,13 @@ impl MemoryBroker {
             config,
             metrics,
             channels: Mutex::new(HashMap::new()),
+            origin: Instant::now(),
         }
+    }
+
+    /// Milliseconds since `origin`: the logs' clock.
+    fn now_ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Mutex<Channel>>>> {
@@ -146,57 +124,55 @@ impl MemoryBroker {
     /// Removes channels that have no subscriber and no history left (after
     /// pruning by age). Call it periodically.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.now_ms(Instant::now());
         let mut channels = self.channels();
         channels.retain(|name, channel| {
-            let ns = self.config.namespace(name);
+            let limits = history_limits(self.config.namespace(name));
             let mut channel = lock(channel);
-            channel.prune(ns.history_size, ns.history_ttl, now);
-            !(channel.subscribers.is_empty() && channel.history.is_empty())
+            channel.log.prune(&limits, now);
+            !(channel.subscribers.is_empty() && channel.log.is_empty())
         });
         self.metrics.set_channels(channels.len());
     }
 
     fn publish_now(&self, publish: Publish) -> Published {
-        let ns = self.config.namespace(&publish.channel);
+        let limits = history_limits(self.config.namespace(&publish.channel));
         let channel = self.channel(&publish.channel, true).expect("created");
         let mut channel = lock(&channel);
         let now = Instant::now();
-        if let Some(key) = &publish.key
-            && let Some(&offset) = channel.keys.get(key.as_str())
-        {
-            return Published {
+        let Publish {
+            channel: name,
+            data,
+            from,
+            key,
+            time,
+        } = publish;
+        let appended = channel
+            .log
+            .append(key.as_deref(), self.now_ms(now), &limits, |offset| {
+                let frame = prepare(&ServerMessage::Message(Publication {
+                    channel: name.to_string(),
+                    offset,
+                    time,
+                    from,
+                    data,
+                }));
+                let size = frame.frame().len();
+                (frame, size)
+            });
+        match appended {
+            Appended::Duplicate { offset } => Published {
                 offset,
                 duplicate: true,
-            };
-        }
-        channel.last += 1;
-        let offset = channel.last;
-        let frame = prepare(&ServerMessage::Message(Publication {
-            channel: publish.channel.to_string(),
-            offset,
-            time: publish.time,
-            from: publish.from,
-            data: publish.data,
-        }));
-        let reached = channel.deliver(&frame, now, None);
-        self.metrics.published(reached, frame.frame().len());
-        if ns.history_size > 0 {
-            let key: Option<Box<str>> = publish.key.map(Into::into);
-            if let Some(key) = &key {
-                channel.keys.insert(key.clone(), offset);
+            },
+            Appended::New { offset, frame } => {
+                let reached = channel.deliver(&frame, now, None);
+                self.metrics.published(reached, frame.frame().len());
+                Published {
+                    offset,
+                    duplicate: false,
+                }
             }
-            channel.history.push_back(Stored {
-                offset,
-                stored: now,
-                key,
-                frame,
-            });
-        }
-        channel.prune(ns.history_size, ns.history_ttl, now);
-        Published {
-            offset,
-            duplicate: false,
         }
     }
 
@@ -207,15 +183,15 @@ impl MemoryBroker {
             .expect("created");
         let mut channel = lock(&channel);
         let now = Instant::now();
-        channel.prune(ns.history_size, ns.history_ttl, now);
-        let plan = plan_recovery(subscribe.since.as_ref(), subscribe.recent, channel.bounds());
         let sub = subscribe.subscriber;
-        if let Some(range) = plan.replay {
-            for stored in channel.history.iter() {
-                if range.contains(&stored.offset) {
-                    sub.outbox.push(stored.frame.clone(), now);
-                }
-            }
+        let (plan, replay) = channel.log.subscribe(
+            subscribe.since.as_ref(),
+            subscribe.recent,
+            self.now_ms(now),
+            &history_limits(ns),
+        );
+        for frame in replay {
+            sub.outbox.push(frame.clone(), now);
         }
         if ns.presence && ns.join_leave {
             let join = prepare(&ServerMessage::Join {
@@ -228,8 +204,8 @@ impl MemoryBroker {
         channel.subscribers.push(sub);
         Subscribed {
             name,
-            epoch: channel.epoch.to_string(),
-            offset: channel.last,
+            epoch: channel.log.epoch().to_owned(),
+            offset: channel.log.last(),
             recovered: plan.recovered,
             gap: plan.gap,
         }

@@ -134,6 +134,12 @@ impl Subscriber {
     }
 }
 
+impl duplex_hub_proto::fanout::Recipient for Subscriber {
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+}
+
 impl std::ops::Deref for Subscriber {
     type Target = Member;
 

@@ -96,6 +96,7 @@ use duplex::PreparedMessage;
 use duplex::tls::rustls::crypto::CryptoProvider;
 use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
+use duplex_hub_proto::fanout::{CatchUp, Fanout, Push};
 use duplex_hub_proto::{
     ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
 };
@@ -218,81 +219,62 @@ struct Slot {
 
 #[derive(Default)]
 struct SlotState {
-    live: Vec<Live>,
-    joining: Vec<Joiner>,
-    /// The epoch and offset of the last message received for the channel.
-    seen: Option<(Arc<str>, u64)>,
+    /// The local subscribers and their positions: who gets what, in which
+    /// order, and where a gap goes (the rule lives in `Fanout`).
+    fanout: Fanout<Subscriber, Delivery>,
     /// The pub/sub generation the channel is subscribed in (0: none).
     subscribed: u64,
 }
 
-impl SlotState {
-    fn is_empty(&self) -> bool {
-        self.live.is_empty() && self.joining.is_empty()
+/// A frame on its way to the channel's local subscribers, with when it was
+/// published (for the delivery latency).
+#[derive(Clone)]
+struct Delivery {
+    frame: PreparedMessage,
+    published: Instant,
+}
+
+/// Queues a fan-out's pushes into subscribers' outboxes, encoding a gap
+/// frame once for every subscriber that gets the same one.
+struct Pusher<'a> {
+    channel: &'a str,
+    now: Instant,
+    gap: Option<(Arc<str>, u64, PreparedMessage)>,
+    /// How many message frames an outbox took.
+    reached: usize,
+}
+
+impl<'a> Pusher<'a> {
+    fn new(channel: &'a str) -> Self {
+        Self {
+            channel,
+            now: Instant::now(),
+            gap: None,
+            reached: 0,
+        }
     }
 
-    /// The epoch as a shared string, reusing the one last seen.
-    fn intern(&self, epoch: &str) -> Arc<str> {
-        match &self.seen {
-            Some((seen, _)) if &**seen == epoch => seen.clone(),
-            _ => epoch.into(),
+    fn push(&mut self, sub: &Subscriber, push: Push<'_, Delivery>) {
+        match push {
+            Push::Frame(delivery) => {
+                if sub.outbox.push(delivery.frame.clone(), delivery.published) {
+                    self.reached += 1;
+                }
+            }
+            Push::Gap { epoch, offset } => {
+                let frame = match &self.gap {
+                    Some((e, o, frame)) if &**e == epoch && *o == offset => frame.clone(),
+                    _ => {
+                        let frame = gap_frame(self.channel, epoch, offset);
+                        self.gap = Some((epoch.into(), offset, frame.clone()));
+                        frame
+                    }
+                };
+                sub.outbox.push(frame, self.now);
+            }
         }
     }
 }
-
-/// A subscriber receiving live messages.
-struct Live {
-    sub: Subscriber,
-    /// The epoch of the last message it was given (or told of).
-    epoch: Arc<str>,
-    /// The last offset it was given in `epoch`.
-    last: u64,
-}
-
-/// A subscriber between registration and the end of its history read.
-struct Joiner {
-    id: u64,
-    client: String,
-    buffer: Vec<Buffered>,
-    /// The buffer overflowed: what was dropped is reported as a gap.
-    lost: bool,
-}
-
-/// Buffered envelopes of a joining subscriber; each remembers the pub/sub
-/// generation it arrived in.
-enum Buffered {
-    Message {
-        generation: u64,
-        epoch: Arc<str>,
-        offset: u64,
-        frame: PreparedMessage,
-        published: Instant,
-    },
-    Event {
-        generation: u64,
-        frame: PreparedMessage,
-        /// The client the event is about (its own join is not sent to it).
-        about: String,
-    },
-    Gap {
-        generation: u64,
-        epoch: Arc<str>,
-        offset: u64,
-    },
-}
-
-impl Buffered {
-    fn generation(&self) -> u64 {
-        match self {
-            Self::Message { generation, .. }
-            | Self::Event { generation, .. }
-            | Self::Gap { generation, .. } => *generation,
-        }
-    }
-}
-
-/// Envelopes buffered per joining subscriber at most; beyond, a gap.
-const MAX_BUFFERED: usize = 65_536;
 
 /// Channels per `SUBSCRIBE` command when resubscribing.
 const SUBSCRIBE_BATCH: usize = 512;
@@ -553,11 +535,6 @@ fn gap_frame(channel: &str, epoch: &str, offset: u64) -> PreparedMessage {
         epoch: epoch.to_owned(),
         offset,
     })
-}
-
-/// Epochs are compared by pointer first: a channel's subscribers share one.
-fn same_epoch(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || **a == **b
 }
 
 impl Shared {
@@ -840,12 +817,7 @@ impl Shared {
                     })
                 })
                 .clone();
-            lock(&slot.state).joining.push(Joiner {
-                id: sub.id,
-                client: sub.client(),
-                buffer: Vec::new(),
-                lost: false,
-            });
+            lock(&slot.state).fanout.join(sub.id);
             (slot, created)
         };
         if created {
@@ -889,61 +861,12 @@ impl Shared {
     /// The joining subscriber's history read is done (`epoch`, `last`):
     /// queue what was buffered after it and make it live.
     fn release(&self, slot: &Slot, sub: Subscriber, generation: u64, epoch: &str, last: u64) {
-        let mut state = lock(&slot.state);
-        let Some(at) = state.joining.iter().position(|j| j.id == sub.id) else {
-            return;
-        };
-        let joiner = state.joining.swap_remove(at);
-        let mut epoch = state.intern(epoch);
-        let mut last = last;
-        let now = Instant::now();
-        for buffered in joiner.buffer {
-            if buffered.generation() < generation {
-                // Arrived on an older connection, before our SUBSCRIBE.
-                continue;
-            }
-            match buffered {
-                Buffered::Message {
-                    epoch: e,
-                    offset,
-                    frame,
-                    published,
-                    ..
-                } => {
-                    if same_epoch(&e, &epoch) {
-                        if offset <= last {
-                            continue;
-                        }
-                        if offset > last + 1 {
-                            sub.outbox.push(gap_frame(&slot.name, &e, offset - 1), now);
-                        }
-                    } else {
-                        sub.outbox.push(gap_frame(&slot.name, &e, offset - 1), now);
-                        epoch = e;
-                    }
-                    sub.outbox.push(frame, published);
-                    last = offset;
-                }
-                Buffered::Event { frame, about, .. } => {
-                    if about != joiner.client {
-                        sub.outbox.push(frame, now);
-                    }
-                }
-                Buffered::Gap {
-                    epoch: e, offset, ..
-                } => {
-                    if !(same_epoch(&e, &epoch) && offset <= last) {
-                        sub.outbox.push(gap_frame(&slot.name, &e, offset), now);
-                        epoch = e;
-                        last = offset;
-                    }
-                }
-            }
-        }
-        if joiner.lost {
-            sub.outbox.push(gap_frame(&slot.name, &epoch, last), now);
-        }
-        state.live.push(Live { sub, epoch, last });
+        let mut pusher = Pusher::new(&slot.name);
+        lock(&slot.state)
+            .fanout
+            .release(sub, generation, epoch, last, |sub, push| {
+                pusher.push(sub, push)
+            });
     }
 
     // ---- unsubscribe -----------------------------------------------------
@@ -954,10 +877,8 @@ impl Shared {
         };
         let (removed, empty) = {
             let mut state = lock(&slot.state);
-            let before = state.live.len();
-            state.live.retain(|l| l.sub.id != sub.id);
-            state.joining.retain(|j| j.id != sub.id);
-            (state.live.len() != before, state.is_empty())
+            let removed = state.fanout.leave(sub.id);
+            (removed, state.fanout.is_empty())
         };
         let ns = self.config.namespace(channel);
         if removed && ns.presence {
@@ -1026,7 +947,7 @@ impl Shared {
             let current = channels
                 .get(&slot.name)
                 .is_some_and(|s| Arc::ptr_eq(s, slot));
-            if !state.is_empty() || !current {
+            if !state.fanout.is_empty() || !current {
                 return;
             }
             channels.remove(&slot.name);
@@ -1099,7 +1020,7 @@ impl Shared {
                     }
                 };
                 let frame = prepare(&message);
-                self.deliver_event(&slot, generation, &frame, client_id);
+                self.deliver_event(&slot, generation, frame, client_id);
             }
             Envelope::Signal(body) => {
                 let Some(body) = decode_body(body) else {
@@ -1111,13 +1032,14 @@ impl Shared {
                     from: body.from,
                     data: body.data,
                 });
-                let now = Instant::now();
-                let state = lock(&slot.state);
-                for live in &state.live {
-                    if Some(live.sub.id) != sender {
-                        live.sub.outbox.push(frame.clone(), now);
-                    }
-                }
+                let mut pusher = Pusher::new(name);
+                let delivery = Delivery {
+                    frame,
+                    published: pusher.now,
+                };
+                lock(&slot.state)
+                    .fanout
+                    .signal(&delivery, sender, |sub, push| pusher.push(sub, push));
             }
         }
     }
@@ -1134,61 +1056,28 @@ impl Shared {
         frame: PreparedMessage,
         published: Instant,
     ) {
-        let mut state = lock(&slot.state);
-        let epoch = state.intern(epoch);
-        state.seen = Some((epoch.clone(), offset));
-        let now = Instant::now();
-        let mut reached = 0;
-        let mut gap: Option<PreparedMessage> = None;
-        for live in &mut state.live {
-            if same_epoch(&live.epoch, &epoch) {
-                if offset <= live.last {
-                    continue;
-                }
-                if offset > live.last + 1 {
-                    let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, offset - 1));
-                    live.sub.outbox.push(gap.clone(), now);
-                }
-            } else {
-                let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, offset - 1));
-                live.sub.outbox.push(gap.clone(), now);
-                live.epoch = epoch.clone();
-            }
-            live.last = offset;
-            if live.sub.outbox.push(frame.clone(), published) {
-                reached += 1;
-            }
-        }
         let bytes = frame.frame().len();
-        for joiner in &mut state.joining {
-            joiner.buffer(Buffered::Message {
-                generation,
-                epoch: epoch.clone(),
-                offset,
-                frame: frame.clone(),
-                published,
+        let delivery = Delivery { frame, published };
+        let mut pusher = Pusher::new(&slot.name);
+        lock(&slot.state)
+            .fanout
+            .message(generation, epoch, offset, &delivery, |sub, push| {
+                pusher.push(sub, push)
             });
-        }
-        drop(state);
-        self.metrics.published(reached, bytes);
+        self.metrics.published(pusher.reached, bytes);
     }
 
-    fn deliver_event(&self, slot: &Slot, generation: u64, frame: &PreparedMessage, about: &str) {
-        let now = Instant::now();
-        let about_id = member_id_of(about);
-        let mut state = lock(&slot.state);
-        for live in &state.live {
-            if Some(live.sub.id) != about_id {
-                live.sub.outbox.push(frame.clone(), now);
-            }
-        }
-        for joiner in &mut state.joining {
-            joiner.buffer(Buffered::Event {
-                generation,
-                frame: frame.clone(),
-                about: about.to_owned(),
+    fn deliver_event(&self, slot: &Slot, generation: u64, frame: PreparedMessage, about: &str) {
+        let mut pusher = Pusher::new(&slot.name);
+        let delivery = Delivery {
+            frame,
+            published: pusher.now,
+        };
+        lock(&slot.state)
+            .fanout
+            .event(generation, &delivery, member_id_of(about), |sub, push| {
+                pusher.push(sub, push)
             });
-        }
     }
 
     // ---- after a reconnect -----------------------------------------------
@@ -1198,37 +1087,13 @@ impl Shared {
     async fn catch_up(&self, conn: &MultiplexedConnection, generation: u64) -> Result<(), String> {
         let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
         let reads = slots.into_iter().filter_map(|slot| {
-            let base = {
-                let state = lock(&slot.state);
-                if let Some(first) = state.live.first() {
-                    let epoch = first.epoch.clone();
-                    let low = state
-                        .live
-                        .iter()
-                        .filter(|l| same_epoch(&l.epoch, &epoch))
-                        .map(|l| l.last)
-                        .min()
-                        .unwrap_or(0);
-                    let high = state
-                        .live
-                        .iter()
-                        .filter(|l| same_epoch(&l.epoch, &epoch))
-                        .map(|l| l.last)
-                        .max()
-                        .unwrap_or(0);
-                    Some((Some((epoch, low)), high))
-                } else if !state.joining.is_empty() {
-                    Some((state.seen.clone(), state.seen.as_ref().map_or(0, |s| s.1)))
-                } else {
-                    None
-                }
-            }?;
+            let base = lock(&slot.state).fanout.catch_up_base()?;
             let mut conn = conn.clone();
             Some(async move {
                 let read = self
-                    .read_after(&mut conn, &slot, base.0.as_ref(), base.1)
+                    .read_after(&mut conn, &slot, base.from.as_ref(), base.high)
                     .await;
-                (slot, base.0, read)
+                (slot, base.from, read)
             })
         });
         let mut reads = futures_util::stream::iter(reads).buffer_unordered(RESYNC_CONCURRENCY);
@@ -1295,71 +1160,22 @@ impl Shared {
                     from: body.from,
                     data: body.data,
                 }));
-                frames.push((entry.offset, frame, published));
+                frames.push((entry.offset, Delivery { frame, published }));
             }
         }
-        // Whether the frames continue a subscriber at `last` of `epoch`
-        // without a hole up to the channel's last offset.
-        let continues = |epoch: &str, last: u64| {
-            epoch == read.epoch
-                && last <= read.last
-                && last + 1 >= read.first
-                && frames.iter().filter(|(offset, ..)| *offset > last).count() as u64
-                    == read.last - last
+        let read = CatchUp {
+            epoch: read.epoch,
+            first: read.first,
+            last: read.last,
+            frames,
         };
-        // Otherwise: a gap, then everything kept if that is a whole run.
-        let whole = read.last < read.first
-            || (frames.first().map(|f| f.0) == Some(read.first)
-                && frames.len() as u64 == read.last + 1 - read.first);
-        let gap_at = if whole { read.first - 1 } else { read.last };
-        let mut state = lock(&slot.state);
-        let epoch = state.intern(&read.epoch);
-        let now = Instant::now();
-        let mut gaps = 0usize;
-        let mut gap: Option<PreparedMessage> = None;
-        for live in &mut state.live {
-            let from = if continues(&live.epoch, live.last) {
-                live.last
-            } else {
-                let gap = gap.get_or_insert_with(|| gap_frame(&slot.name, &epoch, gap_at));
-                live.sub.outbox.push(gap.clone(), now);
-                gaps += 1;
-                gap_at
-            };
-            for (offset, frame, published) in &frames {
-                if *offset > from {
-                    live.sub.outbox.push(frame.clone(), *published);
-                }
-            }
-            live.epoch = epoch.clone();
-            live.last = read.last;
-        }
-        let joiners_continue = base.as_ref().is_some_and(|(e, last)| continues(e, *last));
-        let after = match &base {
-            Some((_, last)) if joiners_continue => *last,
-            _ => gap_at,
-        };
-        for joiner in &mut state.joining {
-            if !joiners_continue {
-                joiner.buffer(Buffered::Gap {
-                    generation,
-                    epoch: epoch.clone(),
-                    offset: gap_at,
+        let mut pusher = Pusher::new(&slot.name);
+        let gaps =
+            lock(&slot.state)
+                .fanout
+                .catch_up(generation, base.as_ref(), &read, |sub, push| {
+                    pusher.push(sub, push)
                 });
-            }
-            for (offset, frame, published) in &frames {
-                if *offset > after {
-                    joiner.buffer(Buffered::Message {
-                        generation,
-                        epoch: epoch.clone(),
-                        offset: *offset,
-                        frame: frame.clone(),
-                        published: *published,
-                    });
-                }
-            }
-        }
-        state.seen = Some((epoch, read.last));
         if gaps > 0 {
             tracing::info!(
                 channel = &*slot.name,
@@ -1379,9 +1195,9 @@ impl Shared {
                 return None;
             }
             let members: Vec<(String, String)> = lock(&slot.state)
-                .live
-                .iter()
-                .map(|l| (l.sub.client(), l.sub.user().to_owned()))
+                .fanout
+                .live()
+                .map(|sub| (sub.client(), sub.user().to_owned()))
                 .collect();
             if members.is_empty() {
                 return None;
@@ -1606,16 +1422,6 @@ impl Shared {
     }
 }
 
-impl Joiner {
-    fn buffer(&mut self, buffered: Buffered) {
-        if self.buffer.len() < MAX_BUFFERED {
-            self.buffer.push(buffered);
-        } else {
-            self.lost = true;
-        }
-    }
-}
-
 /// Removes a joining subscriber whose subscribe did not finish (failed, or
 /// its future was dropped).
 struct JoinGuard {
@@ -1632,8 +1438,8 @@ impl Drop for JoinGuard {
         }
         let empty = {
             let mut state = lock(&self.slot.state);
-            state.joining.retain(|j| j.id != self.id);
-            state.is_empty()
+            state.fanout.leave(self.id);
+            state.fanout.is_empty()
         };
         if empty && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (shared, slot) = (self.shared.clone(), self.slot.clone());

@@ -1,0 +1,329 @@
+//! A channel's log where it is kept: offsets, the epoch, the bounded
+//! history and idempotency keys.
+//!
+//! [`ChannelLog`] is what a broker that owns a channel's history (the
+//! in-memory broker; Redis keeps the same rules in its scripts) does with a
+//! publish and a subscribe: give the next offset, refuse a reused key, keep
+//! the message within the history's bounds, and answer a subscription with
+//! [`plan_recovery`] and the messages it replays. It does no I/O and reads
+//! no clock: the driver passes `now` (milliseconds on a monotonic clock of
+//! its choosing) and the epoch, and keeps frames (`F`) it can share.
+//!
+//! # Invariants
+//!
+//! - Offsets are given out in order, 1, 2, 3 … within an epoch, one per
+//!   accepted publish; a duplicate gets none.
+//! - History holds a contiguous run of the latest offsets: never more than
+//!   [`HistoryLimits::size`] entries or [`HistoryLimits::bytes`] bytes, and,
+//!   from the next call that passes `now`, none older than
+//!   [`HistoryLimits::ttl_ms`]. Oldest entries go first, so a subscriber
+//!   recovering from before what is kept is told of a gap.
+//! - An idempotency key is remembered exactly as long as its message is in
+//!   history.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::message::Since;
+use crate::recovery::{HistoryBounds, RecoveryPlan, plan_recovery};
+
+/// How much history a channel keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept at most (0: none).
+    pub size: usize,
+    /// Bytes of messages kept at most (as the driver counts them).
+    pub bytes: usize,
+    /// How long a message is kept, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// What became of a publish (see [`ChannelLog::append`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended<F> {
+    /// A new message at `offset`: deliver `frame`.
+    New {
+        /// Its offset.
+        offset: u64,
+        /// The frame made for it.
+        frame: F,
+    },
+    /// The key was used by the message at `offset`, still in history:
+    /// nothing to deliver.
+    Duplicate {
+        /// The first message's offset.
+        offset: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Entry<F> {
+    offset: u64,
+    stored_ms: u64,
+    size: usize,
+    key: Option<Box<str>>,
+    frame: F,
+}
+
+/// One channel's log (see the module docs).
+#[derive(Debug)]
+pub struct ChannelLog<F> {
+    epoch: Arc<str>,
+    /// The latest offset given out (0: none yet).
+    last: u64,
+    history: VecDeque<Entry<F>>,
+    /// Bytes in `history`.
+    bytes: usize,
+    /// Idempotency keys of messages still in history, with their offsets.
+    keys: HashMap<Box<str>, u64>,
+}
+
+impl<F: Clone> ChannelLog<F> {
+    /// An empty log in `epoch` (a fresh one: see the broker's epochs).
+    pub fn new(epoch: impl Into<Arc<str>>) -> Self {
+        Self {
+            epoch: epoch.into(),
+            last: 0,
+            history: VecDeque::new(),
+            bytes: 0,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The latest offset given out (0: none yet).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// How many messages are kept.
+    pub fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Whether no message is kept.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// Bytes of the messages kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What is kept, as [`plan_recovery`] needs it.
+    pub fn bounds(&self) -> HistoryBounds<'_> {
+        HistoryBounds {
+            epoch: &self.epoch,
+            first: self.history.front().map_or(self.last + 1, |e| e.offset),
+            last: self.last,
+        }
+    }
+
+    /// Drops what is beyond `limits` at `now_ms`, oldest first.
+    pub fn prune(&mut self, limits: &HistoryLimits, now_ms: u64) {
+        while let Some(front) = self.history.front() {
+            let expired = now_ms.saturating_sub(front.stored_ms) > limits.ttl_ms;
+            if !expired && self.history.len() <= limits.size && self.bytes <= limits.bytes {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(gone) = self.history.pop_front() {
+            self.bytes -= gone.size;
+            if let Some(key) = gone.key {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// A publish with idempotency `key` (if any) at `now_ms`: a duplicate if
+    /// the key is still remembered, else the next offset, for which `make`
+    /// builds the frame and says its size in bytes; the frame is kept in
+    /// history within `limits`.
+    pub fn append(
+        &mut self,
+        key: Option<&str>,
+        now_ms: u64,
+        limits: &HistoryLimits,
+        make: impl FnOnce(u64) -> (F, usize),
+    ) -> Appended<F> {
+        self.prune(limits, now_ms);
+        if let Some(key) = key
+            && let Some(&offset) = self.keys.get(key)
+        {
+            return Appended::Duplicate { offset };
+        }
+        self.last += 1;
+        let offset = self.last;
+        let (frame, size) = make(offset);
+        if limits.size > 0 && size <= limits.bytes {
+            let key: Option<Box<str>> = key.map(Into::into);
+            if let Some(key) = &key {
+                self.keys.insert(key.clone(), offset);
+            }
+            self.bytes += size;
+            self.history.push_back(Entry {
+                offset,
+                stored_ms: now_ms,
+                size,
+                key,
+                frame: frame.clone(),
+            });
+            self.prune(limits, now_ms);
+        } else {
+            // Too big to keep at all: what was kept before no longer leads
+            // up to the latest offset, so it goes too.
+            while !self.history.is_empty() {
+                self.pop_oldest();
+            }
+        }
+        Appended::New { offset, frame }
+    }
+
+    /// A subscription with `since` and `recent` at `now_ms`: the reply's plan,
+    /// and the frames to send after `subscribed`, in order.
+    pub fn subscribe<'a>(
+        &'a mut self,
+        since: Option<&Since>,
+        recent: u32,
+        now_ms: u64,
+        limits: &HistoryLimits,
+    ) -> (RecoveryPlan, impl Iterator<Item = &'a F> + use<'a, F>) {
+        self.prune(limits, now_ms);
+        let plan = plan_recovery(since, recent, self.bounds());
+        let range = plan.replay.clone();
+        let replay = self
+            .history
+            .iter()
+            .filter(move |e| range.as_ref().is_some_and(|r| r.contains(&e.offset)))
+            .map(|e| &e.frame);
+        (plan, replay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HistoryLimits = HistoryLimits {
+        size: 3,
+        bytes: 1000,
+        ttl_ms: 10_000,
+    };
+
+    fn publish(log: &mut ChannelLog<u64>, key: Option<&str>, now: u64) -> Appended<u64> {
+        log.append(key, now, &LIMITS, |offset| (offset * 10, 100))
+    }
+
+    fn since(epoch: &str, offset: u64) -> Since {
+        Since {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+
+    fn replay(log: &mut ChannelLog<u64>, since: Option<&Since>, recent: u32) -> (bool, Vec<u64>) {
+        let (plan, frames) = log.subscribe(since, recent, 0, &LIMITS);
+        let frames = frames.copied().collect();
+        (plan.recovered, frames)
+    }
+
+    #[test]
+    fn offsets_follow_one_another_and_history_keeps_the_latest() {
+        let mut log = ChannelLog::new("e");
+        for offset in 1..=5 {
+            assert_eq!(
+                publish(&mut log, None, 0),
+                Appended::New {
+                    offset,
+                    frame: offset * 10
+                }
+            );
+        }
+        assert_eq!((log.last(), log.len(), log.bytes()), (5, 3, 300));
+        let bounds = log.bounds();
+        assert_eq!((bounds.epoch, bounds.first, bounds.last), ("e", 3, 5));
+        // Recovering from 2 (3 still kept): exactly 3..=5.
+        assert_eq!(
+            replay(&mut log, Some(&since("e", 2)), 0),
+            (true, vec![30, 40, 50])
+        );
+        // From 1: 2 is gone, a gap, then `recent`.
+        assert_eq!(
+            replay(&mut log, Some(&since("e", 1)), 2),
+            (false, vec![40, 50])
+        );
+        // Another epoch: a gap.
+        assert_eq!(replay(&mut log, Some(&since("x", 5)), 0), (false, vec![]));
+    }
+
+    #[test]
+    fn a_reused_key_is_a_duplicate_while_its_message_is_kept() {
+        let mut log = ChannelLog::new("e");
+        assert!(matches!(
+            publish(&mut log, Some("k"), 0),
+            Appended::New { offset: 1, .. }
+        ));
+        assert_eq!(
+            publish(&mut log, Some("k"), 0),
+            Appended::Duplicate { offset: 1 }
+        );
+        publish(&mut log, None, 0);
+        publish(&mut log, None, 0);
+        publish(&mut log, None, 0);
+        // Offset 1 fell out of history: the key is forgotten with it.
+        assert!(matches!(
+            publish(&mut log, Some("k"), 0),
+            Appended::New { offset: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn history_goes_by_age_and_by_bytes() {
+        let mut log = ChannelLog::new("e");
+        publish(&mut log, Some("old"), 0);
+        publish(&mut log, None, 5_000);
+        log.prune(&LIMITS, 10_001);
+        assert_eq!(log.bounds().first, 2);
+        assert!(matches!(
+            publish(&mut log, Some("old"), 10_001),
+            Appended::New { .. }
+        ));
+        log.prune(&LIMITS, 100_000);
+        assert!(log.is_empty());
+        assert_eq!(log.bounds().first, log.last() + 1);
+        // Bytes: 400 + 400 fit in 1000, a third pushes the first out.
+        let mut log = ChannelLog::new("e");
+        for _ in 0..3 {
+            log.append(None, 0, &LIMITS, |o| (o, 400));
+        }
+        assert_eq!((log.len(), log.bytes(), log.bounds().first), (2, 800, 2));
+        // A message larger than the budget is not kept, and what was kept
+        // no longer leads to the latest offset.
+        log.append(None, 0, &LIMITS, |o| (o, 1001));
+        assert!(log.is_empty());
+        assert_eq!(log.bytes(), 0);
+        assert_eq!(replay(&mut log, Some(&since("e", 3)), 0), (false, vec![]));
+        assert_eq!(replay(&mut log, Some(&since("e", 4)), 0), (true, vec![]));
+    }
+
+    #[test]
+    fn no_history_keeps_nothing_but_offsets() {
+        let mut log = ChannelLog::new("e");
+        let none = HistoryLimits { size: 0, ..LIMITS };
+        log.append(Some("k"), 0, &none, |o| (o, 1));
+        assert!(matches!(
+            log.append(Some("k"), 0, &none, |o| (o, 1)),
+            Appended::New { offset: 2, .. }
+        ));
+        assert!(log.is_empty());
+    }
+}
