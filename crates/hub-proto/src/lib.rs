@@ -2,11 +2,25 @@
 //!
 //! This crate implements version 1 of the Duplex hub protocol (`duplex.v1`,
 //! specified in `docs/protocol.md`): the messages, their codec over WebSocket
-//! text and binary frames, the hub's recovery decision and the client's
-//! subscribe/recover state machine. It opens no socket, reads no clock and draws
-//! no random numbers: epochs, times, client ids and request ids come from the
-//! caller (or, for request ids, from a plain counter), so everything here is
-//! deterministic, testable without a runtime and fuzzable.
+//! text and binary frames, the hub's own rules as machines (a channel's log,
+//! its fan-out to a node's subscribers, the recovery decision) and the
+//! client's subscribe/recover state machine. It opens no socket, reads no
+//! clock and draws no random numbers: epochs, times, client ids and request
+//! ids come from the caller (or, for request ids, from a plain counter), so
+//! everything here is deterministic, testable without a runtime and
+//! fuzzable, and a whole cluster can be simulated in memory
+//! (`tests/cluster_sim.rs`).
+//!
+//! Where each rule lives:
+//!
+//! | rule | module |
+//! |---|---|
+//! | messages, their fields and limits | [`message`], [`codec`], [`data`], [`channel`] |
+//! | offsets, epochs, history bounds, idempotency keys | [`log`] |
+//! | what a `subscribe` recovers or reports as a gap | [`recovery`] |
+//! | skip / deliver / gap per subscriber, joiners, catch-up | [`fanout`] |
+//! | the client's resubscribe, dedup and gap reporting | [`client`] |
+//! | close codes | [`close`] |
 //!
 //! ## Call discipline
 //!
@@ -17,8 +31,14 @@
 //!    [`encode_server`]`(&e.to_reply())` and keep the connection: every
 //!    [`DecodeError`] is recoverable and carries the command's `id` when it could
 //!    be read.
-//! 2. On `Ok(request)`, act on [`Request::command`]; for `subscribe`, ask
-//!    [`plan_recovery`] what to answer and what to replay from history.
+//! 2. On `Ok(request)`, act on [`Request::command`]. A broker that keeps a
+//!    channel's history itself drives a [`log::ChannelLog`]: `append` for a
+//!    publish (offset, duplicate key), `subscribe` for what to answer and
+//!    replay (with [`plan_recovery`]). A node that receives a channel's
+//!    messages from elsewhere (pub/sub) drives a [`fanout::Fanout`] per
+//!    channel: `join` before the history read, `release` after it,
+//!    `message` / `event` / `signal` as they arrive, `catch_up` after its
+//!    link comes back; it queues each push the fan-out hands it, in order.
 //! 3. Encode each reply or push with [`encode_server`]. A `message` push is
 //!    encoded once per publish ([`encode_publication`]) and the same bytes go to
 //!    every subscriber: JSON data is written as the raw text it arrived as,

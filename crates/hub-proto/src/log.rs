@@ -24,6 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::fanout::CatchUp;
 use crate::message::Since;
 use crate::recovery::{HistoryBounds, RecoveryPlan, plan_recovery};
 
@@ -207,6 +208,33 @@ impl<F: Clone> ChannelLog<F> {
             .map(|e| &e.frame);
         (plan, replay)
     }
+
+    /// What a node that lost its link needs to catch up from `from` (the
+    /// epoch and offset its subscribers reached, see
+    /// [`crate::fanout::Fanout::catch_up_base`]): every message kept after
+    /// it when the history continues from there, else every message kept.
+    pub fn read_after(&self, from: Option<&(Arc<str>, u64)>) -> CatchUp<F> {
+        let bounds = self.bounds();
+        let start = match from {
+            Some((epoch, offset))
+                if **epoch == *self.epoch && offset.saturating_add(1) >= bounds.first =>
+            {
+                offset.saturating_add(1)
+            }
+            _ => bounds.first,
+        };
+        CatchUp {
+            epoch: self.epoch.to_string(),
+            first: bounds.first,
+            last: self.last,
+            frames: self
+                .history
+                .iter()
+                .filter(|e| e.offset >= start)
+                .map(|e| (e.offset, e.frame.clone()))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +341,44 @@ mod tests {
         assert_eq!(log.bytes(), 0);
         assert_eq!(replay(&mut log, Some(&since("e", 3)), 0), (false, vec![]));
         assert_eq!(replay(&mut log, Some(&since("e", 4)), 0), (true, vec![]));
+    }
+
+    #[test]
+    fn a_catch_up_read_continues_from_the_base_or_gives_all_that_is_kept() {
+        let mut log = ChannelLog::new("e");
+        for _ in 0..5 {
+            publish(&mut log, None, 0);
+        }
+        let offsets = |read: CatchUp<u64>| {
+            (
+                read.epoch,
+                read.first,
+                read.last,
+                read.frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+            )
+        };
+        let e: Arc<str> = "e".into();
+        assert_eq!(
+            offsets(log.read_after(Some(&(e.clone(), 3)))),
+            ("e".into(), 3, 5, vec![4, 5])
+        );
+        assert_eq!(
+            offsets(log.read_after(Some(&(e.clone(), 5)))),
+            ("e".into(), 3, 5, vec![])
+        );
+        // 2 is gone: cannot continue from 1.
+        assert_eq!(
+            offsets(log.read_after(Some(&(e, 1)))),
+            ("e".into(), 3, 5, vec![3, 4, 5])
+        );
+        assert_eq!(
+            offsets(log.read_after(Some(&("x".into(), 4)))),
+            ("e".into(), 3, 5, vec![3, 4, 5])
+        );
+        assert_eq!(
+            offsets(log.read_after(None)),
+            ("e".into(), 3, 5, vec![3, 4, 5])
+        );
     }
 
     #[test]

@@ -511,7 +511,8 @@ fn a_gap_push_with_a_new_epoch_holds_messages_until_the_hub_says_where_the_chann
 /// A message of an old epoch that reaches the hub late goes out after a `gap`
 /// push naming that epoch. The client must not forget where it stands in the
 /// current epoch: the hub recovers it from there, and what it already had is
-/// not delivered again (the recovery property test found this).
+/// not delivered again (a recovery property test found this; the cluster
+/// simulation, `tests/cluster_sim.rs`, repeats old messages too).
 #[test]
 fn an_old_epochs_message_sent_again_delivers_nothing_twice() {
     let mut subs = subscribed_at(0);

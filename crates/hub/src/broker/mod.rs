@@ -3,7 +3,11 @@
 //!
 //! One interface, two implementations: [`memory::MemoryBroker`] for a single
 //! node, and [`redis::RedisBroker`] that makes several nodes one cluster
-//! through Redis. The hub's sessions speak only to [`Broker`].
+//! through Redis. The hub's sessions speak only to [`Broker`]. The rules
+//! themselves are not here but in `duplex-hub-proto`'s machines: the memory
+//! broker keeps each channel in a `log::ChannelLog`, the Redis broker
+//! delivers each channel through a `fanout::Fanout` (its Lua scripts keep
+//! the log's rules inside Redis).
 //!
 //! # Invariants every broker keeps
 //! - **Offsets.** Each accepted publish to a channel gets the channel's next

@@ -60,11 +60,12 @@
 //!   as *joining* (live envelopes are buffered for it) before the
 //!   `SUBSCRIBE` is confirmed, the history is read after it, the replay is
 //!   queued, and then the buffer is released skipping the offsets the read
-//!   already covered. Every later message reaches it through pub/sub.
+//!   already covered. Every later message reaches it through pub/sub. The
+//!   rule is `duplex_hub_proto::fanout`'s (`join`, `release`).
 //! - **Per-subscriber position.** Each local subscriber remembers the epoch
 //!   and the last offset it was given; a message at or below it is skipped
 //!   (no duplicate), a message of another epoch or beyond the next offset is
-//!   preceded by a `gap` push (no silent loss).
+//!   preceded by a `gap` push (no silent loss): `Fanout::message`.
 //! - **Redis down.** Local connections stay; `is_ready` is false; publish,
 //!   subscribe, presence and signal fail with [`BrokerError::Unavailable`].
 //!   The node reconnects with exponential backoff (with jitter, from
