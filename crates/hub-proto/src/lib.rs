@@ -19,6 +19,7 @@
 //! | offsets, epochs, history bounds, idempotency keys | [`log`] |
 //! | what a `subscribe` recovers or reports as a gap | [`recovery`] |
 //! | skip / deliver / gap per subscriber, joiners, catch-up | [`fanout`] |
+//! | a connection's phase, permissions, limits, refusals and close codes | [`session`] |
 //! | the client's resubscribe, dedup and gap reporting | [`client`] |
 //! | close codes | [`close`] |
 //!
@@ -120,6 +121,7 @@ mod json;
 pub mod log;
 pub mod message;
 pub mod recovery;
+pub mod session;
 
 pub use channel::{NameError, namespace, validate_channel};
 pub use client::{Event, SubscribeOptions, Subscriptions};

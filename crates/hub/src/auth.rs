@@ -111,25 +111,14 @@ impl AuthError {
     }
 }
 
-/// Something a client may do with a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Subscribe to it (and so receive its messages).
-    Subscribe,
-    /// Publish to it and send signals on it.
-    Publish,
-    /// See who is present in it.
-    Presence,
-}
+pub use duplex_hub_proto::session::Action;
 
-impl Action {
-    /// This action's bit in a rule's action set.
-    const fn bit(self) -> u8 {
-        match self {
-            Self::Subscribe => 1,
-            Self::Publish => 2,
-            Self::Presence => 4,
-        }
+/// An action's bit in a grant's action set.
+const fn bit(action: Action) -> u8 {
+    match action {
+        Action::Subscribe => 1,
+        Action::Publish => 2,
+        Action::Presence => 4,
     }
 }
 
@@ -171,7 +160,7 @@ pub struct Grants {
 impl Grants {
     /// Whether `action` is granted on `channel`.
     pub fn allows(&self, action: Action, channel: &str) -> bool {
-        let bit = action.bit();
+        let bit = bit(action);
         self.rules
             .iter()
             .any(|(pattern, actions)| actions & bit != 0 && pattern.matches(channel))
@@ -185,7 +174,7 @@ impl Grants {
     /// Grants `action` on the channels matching `pattern` (an exact name or a
     /// prefix ending in `*`). An empty pattern grants nothing.
     pub fn grant(&mut self, action: Action, pattern: &str) {
-        self.grant_bits(action.bit(), pattern);
+        self.grant_bits(bit(action), pattern);
     }
 
     fn grant_bits(&mut self, bits: u8, pattern: &str) {
@@ -403,12 +392,12 @@ impl Verifier {
         };
 
         let mut grants = Grants::default();
-        let all = Action::Subscribe.bit() | Action::Publish.bit() | Action::Presence.bit();
+        let all = bit(Action::Subscribe) | bit(Action::Publish) | bit(Action::Presence);
         for (patterns, bits) in [
             (&claims.channels, all),
-            (&claims.subscribe, Action::Subscribe.bit()),
-            (&claims.publish, Action::Publish.bit()),
-            (&claims.presence, Action::Presence.bit()),
+            (&claims.subscribe, bit(Action::Subscribe)),
+            (&claims.publish, bit(Action::Publish)),
+            (&claims.presence, bit(Action::Presence)),
         ] {
             for pattern in patterns.iter().flatten() {
                 grants.grant_bits(bits, pattern);

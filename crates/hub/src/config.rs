@@ -193,17 +193,8 @@ impl Default for HeartbeatConfig {
     }
 }
 
-/// Who may do something in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    /// Any connected client (anonymous ones too, where `anonymous` is on).
-    Any,
-    /// Only clients whose token grants the channel.
-    Granted,
-    /// Nobody (for publish: only the hub itself, as for `$sys:stats`).
-    None,
-}
+use duplex_hub_proto::session::Access;
+pub use duplex_hub_proto::session::Permission;
 
 /// Settings of the channels of one namespace.
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +311,17 @@ impl HubConfig {
     /// Whether anonymous clients may use `ns`.
     pub fn anonymous_allowed(&self, ns: &NamespaceConfig) -> bool {
         ns.anonymous.unwrap_or(self.auth.is_none())
+    }
+
+    /// The access rules of `channel`'s namespace, as sessions check them.
+    pub fn access(&self, channel: &str) -> Access {
+        let ns = self.namespace(channel);
+        Access {
+            subscribe: ns.subscribe,
+            publish: ns.publish,
+            presence: ns.presence,
+            anonymous: self.anonymous_allowed(ns),
+        }
     }
 }
 

@@ -34,18 +34,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use duplex::{CloseCode, Message, WebSocket};
+use duplex_hub_proto::session::{
+    self as rules, Action, Close, Refusal, check_refresh, check_subscribe, may,
+};
 use duplex_hub_proto::{
-    Command, ErrorCode, Request, ServerMessage, Since, close, decode_binary_command,
-    decode_command, encode_server,
+    Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
+    encode_server,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::auth::{Action, Identity};
+use crate::auth::Identity;
 use crate::broker::{BoxFuture, Publish, Subscribe, Subscriber};
-use crate::config::{Permission, SYS_NAMESPACE};
 use crate::frame::{frame_of, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
@@ -71,7 +73,7 @@ type PendingPublish = BoxFuture<'static, ServerMessage>;
 #[derive(Debug)]
 enum End {
     /// We close the connection, with this code and reason.
-    Close(u16, &'static str),
+    Close(Close),
     /// The stream ended: the peer's close handshake, a protocol error (its
     /// close frame is queued) or a dead transport.
     Ended,
@@ -93,7 +95,8 @@ enum Wake {
     Aborted,
 }
 
-/// Where a session is in its life, with its one timer.
+/// Where a session is in its life (the rules of each phase are
+/// [`rules::Phase`]'s), with its one timer.
 enum Phase {
     /// Before `connect`: the connection is closed (4001) when this fires.
     Connecting(Pin<Box<Sleep>>),
@@ -102,6 +105,14 @@ enum Phase {
 }
 
 impl Phase {
+    /// The phase, as the rules know it.
+    fn kind(&self) -> rules::Phase {
+        match self {
+            Self::Connecting(_) => rules::Phase::Connecting,
+            Self::Connected(_) => rules::Phase::Connected,
+        }
+    }
+
     /// The timer, if one is running.
     fn timer(&mut self) -> Option<&mut Pin<Box<Sleep>>> {
         match self {
@@ -242,7 +253,7 @@ impl Session {
         let closing = async {
             match end {
                 End::Aborted => 1006,
-                End::Close(code, reason) => {
+                End::Close(Close { code, reason }) => {
                     let _ = ws.close(CloseCode::from(code), reason).await;
                     code
                 }
@@ -283,12 +294,9 @@ impl Session {
             Wake::Aborted => Some(End::Aborted),
             Wake::Overflowed => {
                 self.hub.metrics.slow_consumer();
-                Some(End::Close(close::SLOW_CONSUMER, "slow consumer"))
+                Some(End::Close(Close::SLOW_CONSUMER))
             }
-            Wake::Deadline => Some(match self.phase {
-                Phase::Connected(_) => End::Close(close::TOKEN_EXPIRED, "token expired"),
-                Phase::Connecting(_) => End::Close(close::UNAUTHORIZED, "no connect in time"),
-            }),
+            Wake::Deadline => Some(End::Close(self.phase.kind().deadline())),
         }
     }
 
@@ -391,7 +399,7 @@ impl Session {
             }
             Verdict::Close => {
                 self.hub.metrics.rate_limited();
-                return Err(End::Close(close::POLICY, "rate limit exceeded"));
+                return Err(End::Close(Close::RATE_LIMIT));
             }
         }
         let request = match request {
@@ -447,14 +455,8 @@ impl Session {
     /// Carries out a command; returns the reply, if any.
     async fn execute(&mut self, request: Request) -> Result<Option<ServerMessage>, End> {
         let id = request.id;
-        if matches!(self.phase, Phase::Connecting(_))
-            && !matches!(request.command, Command::Connect { .. })
-        {
-            return Ok(Some(error(
-                id,
-                ErrorCode::NotConnected,
-                "send connect first",
-            )));
+        if let Err(refusal) = self.phase.kind().gate(&request.command) {
+            return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
             Command::Connect { token, .. } => return self.connect(id, token),
@@ -481,13 +483,6 @@ impl Session {
             Command::Presence { channel } => {
                 if let Some(refused) = self.refuse(id, Action::Presence, &channel) {
                     return Ok(Some(refused));
-                }
-                if !self.hub.config.namespace(&channel).presence {
-                    return Ok(Some(error(
-                        id,
-                        ErrorCode::Forbidden,
-                        "presence is off in this namespace",
-                    )));
                 }
                 match self.hub.broker.presence(&channel).await {
                     Ok(clients) => ServerMessage::Presence {
@@ -559,13 +554,6 @@ impl Session {
         id: Option<u64>,
         token: Option<String>,
     ) -> Result<Option<ServerMessage>, End> {
-        if matches!(self.phase, Phase::Connected(_)) {
-            return Ok(Some(error(
-                id,
-                ErrorCode::AlreadyConnected,
-                "already connected",
-            )));
-        }
         if let Some(token) = token {
             self.identity = Some(Box::new(self.verify(&token)?));
         }
@@ -592,12 +580,8 @@ impl Session {
 
     fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
         let identity = self.verify(token)?;
-        if identity.user != self.me.user() {
-            return Ok(error(
-                id,
-                ErrorCode::Unauthorized,
-                "the new token is for another user",
-            ));
+        if let Err(refusal) = check_refresh(self.me.user(), &identity.user) {
+            return Ok(refusal.to_reply(id));
         }
         let expires = identity.expires;
         self.phase = Phase::Connected(Some(Box::pin(sleep_until_unix(expires))));
@@ -611,15 +595,12 @@ impl Session {
     /// Verifies a token; a bad one ends the connection with 4001.
     fn verify(&self, token: &str) -> Result<Identity, End> {
         let Some(verifier) = &self.hub.verifier else {
-            return Err(End::Close(
-                close::UNAUTHORIZED,
-                "this hub does not take tokens",
-            ));
+            return Err(End::Close(Close::NO_AUTH));
         };
         verifier.verify(token, now_secs()).map_err(|e| {
             self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
             tracing::debug!(error = %e, "token refused");
-            End::Close(close::UNAUTHORIZED, "invalid or expired token")
+            End::Close(Close::BAD_TOKEN)
         })
     }
 
@@ -630,15 +611,11 @@ impl Session {
         since: Option<Since>,
         recent: u32,
     ) -> ServerMessage {
-        if self.channels.contains(&channel) {
-            return error(id, ErrorCode::AlreadySubscribed, "already subscribed");
-        }
-        if self.channels.len() >= self.hub.config.limits.max_subscriptions {
-            return error(
-                id,
-                ErrorCode::TooManyChannels,
-                "too many subscriptions on this connection",
-            );
+        let limit = self.hub.config.limits.max_subscriptions;
+        if let Err(refusal) =
+            check_subscribe(self.channels.contains(&channel), self.channels.len(), limit)
+        {
+            return refusal.to_reply(id);
         }
         if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
             return refused;
@@ -669,7 +646,7 @@ impl Session {
 
     async fn unsubscribe(&mut self, id: Option<u64>, channel: &str) -> ServerMessage {
         let Some(name) = self.channels.remove(channel) else {
-            return error(id, ErrorCode::NotSubscribed, "not subscribed");
+            return Refusal::NotSubscribed.to_reply(id);
         };
         self.hub.broker.unsubscribe(&name, &self.me).await;
         self.hub.metrics.unsubscribed(1);
@@ -691,43 +668,13 @@ impl Session {
 
     /// An error reply if this client may not do `action` on `channel`.
     fn refuse(&self, id: Option<u64>, action: Action, channel: &str) -> Option<ServerMessage> {
-        if allowed(&self.hub, self.identity.as_deref(), action, channel) {
-            None
-        } else {
-            let verb = match action {
-                Action::Subscribe => "subscribe to",
-                Action::Publish => "publish to",
-                Action::Presence => "see the presence of",
-            };
-            Some(error(
-                id,
-                ErrorCode::Forbidden,
-                &format!("you may not {verb} {channel}"),
-            ))
-        }
+        let identity = self.identity.as_deref();
+        let granted = identity.is_some_and(|identity| identity.grants.allows(action, channel));
+        let access = self.hub.config.access(channel);
+        may(action, channel, &access, identity.is_none(), granted)
+            .err()
+            .map(|refusal| refusal.to_reply(id))
     }
-}
-
-/// Whether a client with `identity` (or anonymous) may do `action` on
-/// `channel`: a grant in the token always allows (except publishing in the
-/// hub's own namespace); otherwise the namespace's permission decides.
-fn allowed(hub: &Hub, identity: Option<&Identity>, action: Action, channel: &str) -> bool {
-    let ns_name = channel.split_once(':').map_or("", |(ns, _)| ns);
-    if ns_name == SYS_NAMESPACE && action == Action::Publish {
-        return false;
-    }
-    if identity.is_some_and(|identity| identity.grants.allows(action, channel)) {
-        return true;
-    }
-    let ns = hub.config.namespace(channel);
-    if identity.is_none() && !hub.config.anonymous_allowed(ns) {
-        return false;
-    }
-    let permission = match action {
-        Action::Publish => ns.publish,
-        Action::Subscribe | Action::Presence => ns.subscribe,
-    };
-    permission == Permission::Any
 }
 
 fn error(id: Option<u64>, code: ErrorCode, message: &str) -> ServerMessage {

@@ -1,0 +1,432 @@
+//! One connection's rules: its phase, what it may do with a channel, and
+//! how each refusal and each end is worded.
+//!
+//! The hub's session driver owns the socket, the timers and the broker;
+//! every decision about a command is asked of this module:
+//!
+//! - [`Phase::gate`]: whether a command may run in the connection's phase
+//!   (nothing but `connect` before `connect`; `connect` once);
+//! - [`Phase::deadline`]: how the connection ends when its phase's timer
+//!   fires (no `connect` in time: 4001; token expired: 4002);
+//! - [`may`]: whether a client may subscribe to, publish to or see the
+//!   presence of a channel, from its namespace's [`Access`] and the grants
+//!   of its token;
+//! - [`check_subscribe`]: the subscription limits;
+//! - [`check_refresh`]: a refresh must keep the user;
+//! - [`Refusal`]: the error reply each refusal gets; [`Close`]: the close
+//!   code and reason of each way a connection is ended by the hub.
+//!
+//! # Invariants
+//!
+//! - Every refusal is a recoverable `error` reply (the connection stays);
+//!   only the ends in [`Close`] close it.
+//! - Channels whose name starts with `$` are the hub's: no client may
+//!   publish or signal to them, whatever its token or the namespace says.
+//! - A grant in the token allows what it names; without one, the
+//!   namespace's permission must be [`Permission::Any`], and an anonymous
+//!   client also needs the namespace to admit anonymous clients.
+
+use serde::Deserialize;
+
+use crate::close;
+use crate::message::{Command, ErrorCode, ServerMessage};
+
+/// Something a client may do with a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Subscribe to it (and so receive its messages).
+    Subscribe,
+    /// Publish to it and send signals on it.
+    Publish,
+    /// See who is present in it.
+    Presence,
+}
+
+impl Action {
+    /// The verb of a refusal: "you may not {verb} {channel}".
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe to",
+            Self::Publish => "publish to",
+            Self::Presence => "see the presence of",
+        }
+    }
+}
+
+/// Who may do an action in a namespace without a grant for the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Any connected client (anonymous ones too, where the namespace admits
+    /// them).
+    Any,
+    /// Only clients whose token grants the channel.
+    Granted,
+    /// Nobody but a grant (for publish: only the hub itself, as for
+    /// `$sys:stats`).
+    None,
+}
+
+/// A namespace's access rules, as [`may`] needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Who may subscribe (and see presence).
+    pub subscribe: Permission,
+    /// Who may publish and send signals.
+    pub publish: Permission,
+    /// Whether `presence` answers at all.
+    pub presence: bool,
+    /// Whether anonymous clients may use the namespace.
+    pub anonymous: bool,
+}
+
+/// Why a command is refused; each is an `error` reply, and the connection
+/// stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A command before `connect`.
+    NotConnected,
+    /// A second `connect`.
+    AlreadyConnected,
+    /// The client may not do this with the channel.
+    Forbidden {
+        /// What it tried.
+        action: Action,
+        /// The channel.
+        channel: String,
+    },
+    /// A `$` channel is the hub's: nobody publishes to it.
+    HubChannel {
+        /// The channel.
+        channel: String,
+    },
+    /// `presence` is off in the channel's namespace.
+    PresenceOff,
+    /// A `subscribe` to a channel this connection is subscribed to.
+    AlreadySubscribed,
+    /// An `unsubscribe` from a channel this connection is not subscribed to.
+    NotSubscribed,
+    /// The connection's subscription limit is reached.
+    TooManyChannels,
+    /// A refresh with a token for another user.
+    OtherUser,
+}
+
+impl Refusal {
+    /// The error code of the reply.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotConnected => ErrorCode::NotConnected,
+            Self::AlreadyConnected => ErrorCode::AlreadyConnected,
+            Self::Forbidden { .. } | Self::HubChannel { .. } | Self::PresenceOff => {
+                ErrorCode::Forbidden
+            }
+            Self::AlreadySubscribed => ErrorCode::AlreadySubscribed,
+            Self::NotSubscribed => ErrorCode::NotSubscribed,
+            Self::TooManyChannels => ErrorCode::TooManyChannels,
+            Self::OtherUser => ErrorCode::Unauthorized,
+        }
+    }
+
+    /// The `error` reply to command `id`.
+    pub fn to_reply(&self, id: Option<u64>) -> ServerMessage {
+        ServerMessage::Error {
+            id,
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotConnected => f.write_str("send connect first"),
+            Self::AlreadyConnected => f.write_str("already connected"),
+            Self::Forbidden { action, channel } => {
+                write!(f, "you may not {} {channel}", action.verb())
+            }
+            Self::HubChannel { channel } => {
+                write!(
+                    f,
+                    "{channel} is the hub's own channel: nobody publishes to it"
+                )
+            }
+            Self::PresenceOff => f.write_str("presence is off in this namespace"),
+            Self::AlreadySubscribed => f.write_str("already subscribed"),
+            Self::NotSubscribed => f.write_str("not subscribed"),
+            Self::TooManyChannels => f.write_str("too many subscriptions on this connection"),
+            Self::OtherUser => f.write_str("the new token is for another user"),
+        }
+    }
+}
+
+/// How the hub ends a connection: the close code and reason it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    /// The close code.
+    pub code: u16,
+    /// The reason (short, for people).
+    pub reason: &'static str,
+}
+
+impl Close {
+    /// A token that does not verify (4001).
+    pub const BAD_TOKEN: Self = Self {
+        code: close::UNAUTHORIZED,
+        reason: "invalid or expired token",
+    };
+    /// A token sent to a hub that has no auth configured (4001).
+    pub const NO_AUTH: Self = Self {
+        code: close::UNAUTHORIZED,
+        reason: "this hub does not take tokens",
+    };
+    /// No `connect` within the connect timeout (4001).
+    pub const NO_CONNECT: Self = Self {
+        code: close::UNAUTHORIZED,
+        reason: "no connect in time",
+    };
+    /// The token expired without a refresh (4002).
+    pub const TOKEN_EXPIRED: Self = Self {
+        code: close::TOKEN_EXPIRED,
+        reason: "token expired",
+    };
+    /// The outbox overflowed: the client does not read fast enough (4008).
+    pub const SLOW_CONSUMER: Self = Self {
+        code: close::SLOW_CONSUMER,
+        reason: "slow consumer",
+    };
+    /// The command rate limit was broken again and again (1008).
+    pub const RATE_LIMIT: Self = Self {
+        code: close::POLICY,
+        reason: "rate limit exceeded",
+    };
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Before `connect`: its timer is the connect timeout.
+    #[default]
+    Connecting,
+    /// After `connect`: its timer, if any, is the token's expiry.
+    Connected,
+}
+
+impl Phase {
+    /// Whether `command` may run now.
+    pub fn gate(self, command: &Command) -> Result<(), Refusal> {
+        let connect = matches!(command, Command::Connect { .. });
+        match (self, connect) {
+            (Self::Connecting, true) | (Self::Connected, false) => Ok(()),
+            (Self::Connecting, false) => Err(Refusal::NotConnected),
+            (Self::Connected, true) => Err(Refusal::AlreadyConnected),
+        }
+    }
+
+    /// How the connection ends when this phase's timer fires.
+    pub fn deadline(self) -> Close {
+        match self {
+            Self::Connecting => Close::NO_CONNECT,
+            Self::Connected => Close::TOKEN_EXPIRED,
+        }
+    }
+}
+
+/// Whether a client may do `action` on `channel` in a namespace with
+/// `access`: `anonymous` when it has no token, `granted` when its token
+/// grants the action on the channel.
+pub fn may(
+    action: Action,
+    channel: &str,
+    access: &Access,
+    anonymous: bool,
+    granted: bool,
+) -> Result<(), Refusal> {
+    if action == Action::Publish && channel.starts_with('$') {
+        return Err(Refusal::HubChannel {
+            channel: channel.to_owned(),
+        });
+    }
+    let permission = match action {
+        Action::Publish => access.publish,
+        Action::Subscribe | Action::Presence => access.subscribe,
+    };
+    let allowed = granted || (permission == Permission::Any && (access.anonymous || !anonymous));
+    if !allowed {
+        return Err(Refusal::Forbidden {
+            action,
+            channel: channel.to_owned(),
+        });
+    }
+    if action == Action::Presence && !access.presence {
+        return Err(Refusal::PresenceOff);
+    }
+    Ok(())
+}
+
+/// Whether a connection with `count` subscriptions, `subscribed` to the
+/// channel already or not, may subscribe to it under a limit of `max`.
+pub fn check_subscribe(subscribed: bool, count: usize, max: usize) -> Result<(), Refusal> {
+    if subscribed {
+        Err(Refusal::AlreadySubscribed)
+    } else if count >= max {
+        Err(Refusal::TooManyChannels)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a refresh to a token for `new_user` may replace one for `user`.
+pub fn check_refresh(user: &str, new_user: &str) -> Result<(), Refusal> {
+    if user == new_user {
+        Ok(())
+    } else {
+        Err(Refusal::OtherUser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: Access = Access {
+        subscribe: Permission::Any,
+        publish: Permission::Any,
+        presence: true,
+        anonymous: true,
+    };
+
+    fn connect() -> Command {
+        Command::Connect {
+            token: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn nothing_but_one_connect_before_connect() {
+        assert_eq!(
+            Phase::Connecting.gate(&Command::Ping),
+            Err(Refusal::NotConnected)
+        );
+        assert_eq!(Phase::Connecting.gate(&connect()), Ok(()));
+        assert_eq!(Phase::Connected.gate(&Command::Ping), Ok(()));
+        assert_eq!(
+            Phase::Connected.gate(&connect()),
+            Err(Refusal::AlreadyConnected)
+        );
+        assert_eq!(Phase::Connecting.deadline().code, 4001);
+        assert_eq!(Phase::Connected.deadline().code, 4002);
+    }
+
+    #[test]
+    fn the_hubs_own_channels_take_no_publish_whatever_the_grant() {
+        for channel in ["$sys:stats", "$stats", "$admin:x", "$"] {
+            assert_eq!(
+                may(Action::Publish, channel, &OPEN, false, true),
+                Err(Refusal::HubChannel {
+                    channel: channel.into()
+                }),
+                "{channel}"
+            );
+            assert_eq!(may(Action::Subscribe, channel, &OPEN, false, false), Ok(()));
+        }
+        assert_eq!(
+            may(Action::Publish, "sys:stats", &OPEN, true, false),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_grant_allows_and_otherwise_the_namespace_decides() {
+        let granted_only = Access {
+            subscribe: Permission::Granted,
+            publish: Permission::None,
+            presence: true,
+            anonymous: true,
+        };
+        let forbidden = |action| {
+            Err(Refusal::Forbidden {
+                action,
+                channel: "news:x".into(),
+            })
+        };
+        assert_eq!(
+            may(Action::Subscribe, "news:x", &granted_only, false, false),
+            forbidden(Action::Subscribe)
+        );
+        assert_eq!(
+            may(Action::Subscribe, "news:x", &granted_only, false, true),
+            Ok(())
+        );
+        assert_eq!(
+            may(Action::Publish, "news:x", &granted_only, false, false),
+            forbidden(Action::Publish)
+        );
+        assert_eq!(
+            may(Action::Publish, "news:x", &granted_only, false, true),
+            Ok(())
+        );
+        // Presence follows subscribe.
+        assert_eq!(
+            may(Action::Presence, "news:x", &granted_only, false, false),
+            forbidden(Action::Presence)
+        );
+        // Anonymous clients need the namespace to admit them.
+        let members = Access {
+            anonymous: false,
+            ..OPEN
+        };
+        assert_eq!(
+            may(Action::Subscribe, "news:x", &members, true, false),
+            forbidden(Action::Subscribe)
+        );
+        assert_eq!(
+            may(Action::Subscribe, "news:x", &members, false, false),
+            Ok(())
+        );
+        assert_eq!(
+            forbidden(Action::Presence).unwrap_err().to_string(),
+            "you may not see the presence of news:x"
+        );
+    }
+
+    #[test]
+    fn presence_off_is_refused_after_the_permission() {
+        let quiet = Access {
+            presence: false,
+            ..OPEN
+        };
+        assert_eq!(
+            may(Action::Presence, "a", &quiet, false, false),
+            Err(Refusal::PresenceOff)
+        );
+        assert_eq!(may(Action::Subscribe, "a", &quiet, false, false), Ok(()));
+    }
+
+    #[test]
+    fn subscription_limits_and_refresh() {
+        assert_eq!(
+            check_subscribe(true, 0, 10),
+            Err(Refusal::AlreadySubscribed)
+        );
+        assert_eq!(
+            check_subscribe(false, 10, 10),
+            Err(Refusal::TooManyChannels)
+        );
+        assert_eq!(check_subscribe(false, 9, 10), Ok(()));
+        assert_eq!(check_refresh("ada", "bob"), Err(Refusal::OtherUser));
+        assert_eq!(check_refresh("ada", "ada"), Ok(()));
+        let reply = Refusal::OtherUser.to_reply(Some(7));
+        assert_eq!(
+            reply,
+            ServerMessage::Error {
+                id: Some(7),
+                code: ErrorCode::Unauthorized,
+                message: "the new token is for another user".into()
+            }
+        );
+    }
+}
