@@ -273,6 +273,47 @@ mod tests {
     }
 
     #[test]
+    fn edge_flags_set_origins_echo_admin_and_proxies() {
+        let config = parse(&[
+            "--public-url",
+            "https://chat.example.com",
+            "--echo",
+            "--admin-token",
+            "0123456789abcdef",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+            "--client-address",
+            "x-forwarded-for",
+        ])
+        .unwrap();
+        assert_eq!(config.public_urls, ["https://chat.example.com"]);
+        assert!(config.echo);
+        assert_eq!(config.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(!config.admin_open());
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(
+            config.client_address,
+            Some(duplex_hub::config::ClientAddress::XForwardedFor)
+        );
+        let defaults = parse(&[]).unwrap();
+        assert!(!defaults.echo && defaults.admin_open() && defaults.trusted_proxies.is_empty());
+        assert!(parse(&["--admin-open"]).unwrap().admin_open());
+        // Mistakes say what is wrong.
+        let error = parse(&["--trusted-proxy", "10.0.0.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("client_address"), "{error}");
+        let error = parse(&["--trusted-proxy", "ten"]).unwrap_err().to_string();
+        assert!(error.contains("CIDR"), "{error}");
+        let error = parse(&["--admin-token", "short"]).unwrap_err().to_string();
+        assert!(error.contains("16"), "{error}");
+        let error = parse(&["--public-url", "chat.example.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("public_urls"), "{error}");
+    }
+
+    #[test]
     fn redis_flags_set_the_url_and_the_ca() {
         let config = parse(&[
             "--redis",
