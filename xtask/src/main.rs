@@ -28,7 +28,7 @@ tasks:
         (default 300). Arguments after `--` go to libFuzzer, e.g. -jobs=2.
   setup [PEER...]
         Install the test peers that are missing (default: all). Peers:
-        python-websockets, node-ws, chromium, autobahn, redis, haproxy.
+        python-websockets, node-ws, chromium, autobahn, redis, haproxy, nginx.
   help  Show this.
 ";
 

@@ -53,6 +53,10 @@ pub(crate) const PEERS: &[Peer] = &[
         name: "haproxy",
         ensure: haproxy,
     },
+    Peer {
+        name: "nginx",
+        ensure: nginx,
+    },
 ];
 
 /// The project-local Python 3 environment (python `websockets`, and `virtualenv`
@@ -209,6 +213,12 @@ fn redis() -> Result<Outcome> {
 /// Debian's `haproxy` (the hub cluster's load-balancer test), from apt.
 fn haproxy() -> Result<Outcome> {
     apt_install("haproxy", Path::new("/usr/sbin/haproxy"), &["-v"])
+}
+
+/// Debian's `nginx` (the hub's test behind a proxy that sends
+/// `X-Forwarded-For`), from apt.
+fn nginx() -> Result<Outcome> {
+    apt_install("nginx", Path::new("/usr/sbin/nginx"), &["-v"])
 }
 
 /// Autobahn|Testsuite's `wstest` in a Python 2.7 environment, `.tools/autobahn`,

@@ -193,6 +193,7 @@ fn peers(_: &Ctx) -> Result {
         "autobahn",
         "redis",
         "haproxy",
+        "nginx",
     ] {
         crate::peers::ensure(name).map_err(|e| format!("{name}: {e}"))?;
     }

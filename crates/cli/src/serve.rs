@@ -16,7 +16,9 @@ use duplex_hub::{Hub, HubConfig, Server};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Endpoints on the one port: /ws (hub protocol duplex.v1, see docs/protocol.md), \
-/echo (echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz."
+/echo (echo, with --echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz. \
+With --jwt-* or --admin-token, /metrics, /dashboard and $sys:* want the admin token or a JWT \
+granting $sys:stats (docs/security.md)."
 )]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (see docs/operations.md); flags override it.
@@ -34,6 +36,51 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allow_origins: Vec<String>,
+    /// A URL browsers reach the hub's pages at (https://chat.example.com):
+    /// its origin is the hub's own (repeat it). Without one, only loopback
+    /// origins on the listening port are.
+    #[arg(
+        long = "public-url",
+        value_name = "URL",
+        env = "DUPLEX_PUBLIC_URL",
+        value_delimiter = ','
+    )]
+    public_urls: Vec<String>,
+    /// Serve /echo, a plain WebSocket echo for tests and benchmarks (it
+    /// passes the same checks and limits as /ws).
+    #[arg(long, env = "DUPLEX_ECHO")]
+    echo: bool,
+    /// The admin token (16 characters or more): /metrics, /dashboard and
+    /// $sys:* then want it (Authorization: Bearer, or ?token=).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DUPLEX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Serve /metrics, /dashboard and $sys:* to anyone, even with --jwt-*.
+    #[arg(long, env = "DUPLEX_ADMIN_OPEN", conflicts_with = "admin_token")]
+    admin_open: bool,
+    /// A proxy whose word on the client's address is believed: an address
+    /// or a CIDR block (repeat it; needs --client-address).
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "CIDR",
+        env = "DUPLEX_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = duplex_hub::config::parse_net
+    )]
+    trusted_proxies: Vec<duplex_hub::config::IpNet>,
+    /// How trusted proxies name the client: proxy-protocol (v1 or v2, as
+    /// HAProxy's send-proxy-v2), x-forwarded-for, or forwarded (RFC 7239).
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_parser = ["proxy-protocol", "x-forwarded-for", "forwarded"],
+        env = "DUPLEX_CLIENT_ADDRESS"
+    )]
+    client_address: Option<String>,
     /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
     #[arg(long, requires = "tls_key", env = "DUPLEX_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -93,6 +140,22 @@ impl ServeArgs {
         config
             .allowed_origins
             .extend(self.allow_origins.iter().cloned());
+        config.public_urls.extend(self.public_urls.iter().cloned());
+        if self.echo {
+            config.echo = true;
+        }
+        if self.admin_token.is_some() {
+            config.admin.token = self.admin_token.clone();
+        }
+        if self.admin_open {
+            config.admin.open = Some(true);
+        }
+        config
+            .trusted_proxies
+            .extend(self.trusted_proxies.iter().copied());
+        if let Some(mode) = &self.client_address {
+            config.client_address = Some(mode.parse()?);
+        }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig {
                 cert: cert.clone(),
@@ -207,6 +270,47 @@ mod tests {
     fn parse(args: &[&str]) -> anyhow::Result<duplex_hub::HubConfig> {
         let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
         cli.serve.config()
+    }
+
+    #[test]
+    fn edge_flags_set_origins_echo_admin_and_proxies() {
+        let config = parse(&[
+            "--public-url",
+            "https://chat.example.com",
+            "--echo",
+            "--admin-token",
+            "0123456789abcdef",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+            "--client-address",
+            "x-forwarded-for",
+        ])
+        .unwrap();
+        assert_eq!(config.public_urls, ["https://chat.example.com"]);
+        assert!(config.echo);
+        assert_eq!(config.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(!config.admin_open());
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(
+            config.client_address,
+            Some(duplex_hub::config::ClientAddress::XForwardedFor)
+        );
+        let defaults = parse(&[]).unwrap();
+        assert!(!defaults.echo && defaults.admin_open() && defaults.trusted_proxies.is_empty());
+        assert!(parse(&["--admin-open"]).unwrap().admin_open());
+        // Mistakes say what is wrong.
+        let error = parse(&["--trusted-proxy", "10.0.0.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("client_address"), "{error}");
+        let error = parse(&["--trusted-proxy", "ten"]).unwrap_err().to_string();
+        assert!(error.contains("CIDR"), "{error}");
+        let error = parse(&["--admin-token", "short"]).unwrap_err().to_string();
+        assert!(error.contains("16"), "{error}");
+        let error = parse(&["--public-url", "chat.example.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("public_urls"), "{error}");
     }
 
     #[test]

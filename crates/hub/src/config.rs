@@ -4,15 +4,19 @@
 //! Invariants: [`HubConfig::default`] is the embedded default of `duplex
 //! serve`: no authentication configured, so anonymous clients are served;
 //! every limit bounded (connections, rate, message size, subscriptions,
-//! outbound queue); browsers accepted only from the hub's own origin. Every
-//! field has a serde default, so a TOML file sets only what it changes, and
-//! unknown keys are an error (a typo is not silently ignored).
+//! outbound queue); browsers accepted only from the hub's own origin (a
+//! loopback origin on the port it listens on, or a configured
+//! [`HubConfig::public_urls`]; never derived from the request's `Host`);
+//! `/echo` off; forwarding headers and PROXY headers believed from nobody.
+//! Every field has a serde default, so a TOML file sets only what it
+//! changes, and unknown keys are an error (a typo is not silently ignored).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Everything the hub is configured with.
@@ -21,11 +25,34 @@ use serde::Deserialize;
 pub struct HubConfig {
     /// Address to listen on (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
-    /// Origins allowed to open `/ws` from a browser, as `scheme://host[:port]`;
-    /// `"*"` allows any. Requests without an `Origin` header (non-browser
-    /// clients) and requests whose origin is the hub's own host are always
-    /// allowed. Others get 403 at the handshake.
+    /// Origins allowed to open the hub's WebSockets from a browser, as
+    /// `scheme://host[:port]`; `"*"` allows any. Requests without an
+    /// `Origin` header (non-browser clients) and the hub's own origins (see
+    /// [`HubConfig::public_urls`]) are always allowed. Others get 403 at the
+    /// handshake.
     pub allowed_origins: Vec<String>,
+    /// The URLs browsers reach the hub's pages at, such as
+    /// `https://chat.example.com` (a DNS name, or a proxy in front): their
+    /// origins are the hub's own. Without any, the hub's own origins are the
+    /// loopback ones (`127.0.0.0/8`, `[::1]`, `localhost`) on the port it
+    /// listens on: the request's `Host` is never trusted for this, since DNS
+    /// rebinding lets any page send the `Host` it likes.
+    pub public_urls: Vec<String>,
+    /// Whether `/echo` (a plain WebSocket echo, for tests and benchmarks) is
+    /// served (default off). When on, it passes the same checks as `/ws`.
+    pub echo: bool,
+    /// Who may read the hub's own statistics: `/metrics`, `/dashboard` and
+    /// the `$sys` channels.
+    pub admin: AdminConfig,
+    /// Addresses (CIDR blocks, or single addresses) of the proxies in front
+    /// of the hub whose word on the client's address is believed, as
+    /// [`HubConfig::client_address`] says. Empty (the default): every
+    /// connection counts under its TCP peer's address.
+    #[serde(deserialize_with = "nets::deserialize")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How the [`HubConfig::trusted_proxies`] name the client (required with
+    /// them).
+    pub client_address: Option<ClientAddress>,
     /// TLS: serve `wss://` and `https://` with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Token verification; `None` serves anonymous clients only.
@@ -78,7 +105,89 @@ impl Default for HubConfig {
             redis_ca: None,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
+            public_urls: Vec::new(),
+            echo: false,
+            admin: AdminConfig::default(),
+            trusted_proxies: Vec::new(),
+            client_address: None,
         }
+    }
+}
+
+/// Who may read `/metrics`, `/dashboard` and subscribe to the `$sys`
+/// channels.
+///
+/// They are *open* (anyone who reaches the port) when [`AdminConfig::open`]
+/// says so, and by default when the hub has neither `[auth]` nor an admin
+/// token. Otherwise they are *protected*: `/metrics` and `/dashboard` want
+/// `Authorization: Bearer CREDENTIAL` (or `?token=CREDENTIAL`), and `$sys`
+/// channels a client connected with one, where a credential is the admin
+/// token or a JWT granting `subscribe` on `$sys:stats`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin token (at least 16 characters), compared in constant time.
+    pub token: Option<String>,
+    /// `true` serves them to anyone, `false` protects them; unset: open
+    /// without `[auth]` and without a token, protected otherwise.
+    pub open: Option<bool>,
+}
+
+/// How trusted proxies pass the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddress {
+    /// The PROXY protocol (v1 or v2, as HAProxy's `send-proxy-v2`): every
+    /// connection from a trusted proxy must start with a PROXY header.
+    ProxyProtocol,
+    /// The `X-Forwarded-For` header (as nginx's `$proxy_add_x_forwarded_for`).
+    XForwardedFor,
+    /// The `Forwarded` header of RFC 7239 (its `for=` parameters).
+    Forwarded,
+}
+
+impl std::str::FromStr for ClientAddress {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        match text {
+            "proxy-protocol" => Ok(Self::ProxyProtocol),
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(ConfigError::Invalid(format!(
+                "client_address: `{other}` is not one of proxy-protocol, x-forwarded-for, forwarded"
+            ))),
+        }
+    }
+}
+
+/// Parses a trusted proxy: a CIDR block (`10.0.0.0/8`, `fd00::/8`) or a
+/// single address (`127.0.0.1`, a /32 or /128).
+pub fn parse_net(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "trusted_proxies: `{text}` is neither an address nor a CIDR block"
+            ))
+        })
+}
+
+/// `trusted_proxies` in the TOML file: strings [`parse_net`] reads.
+mod nets {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| super::parse_net(text).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -287,6 +396,35 @@ impl HubConfig {
                 Some(_) => {}
             }
         }
+        for url in &self.public_urls {
+            if crate::origin::SiteOrigin::from_public_url(url).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "public_urls: `{url}` is not an http:// or https:// URL with a host"
+                )));
+            }
+        }
+        if let Some(token) = &self.admin.token {
+            if token.len() < 16 {
+                return bad("admin.token must be at least 16 characters");
+            }
+            if self.admin.open == Some(true) {
+                return bad(
+                    "admin.open = true serves /metrics to anyone: drop it or the admin token",
+                );
+            }
+        }
+        match (self.trusted_proxies.is_empty(), self.client_address) {
+            (false, None) => {
+                return bad(
+                    "trusted_proxies is set: say how they pass the client's address with \
+                     client_address = \"proxy-protocol\", \"x-forwarded-for\" or \"forwarded\"",
+                );
+            }
+            (true, Some(_)) => {
+                return bad("client_address needs trusted_proxies: the proxies to believe");
+            }
+            _ => {}
+        }
         if let Some(auth) = &self.auth {
             let sources = [
                 auth.hs256_secret.is_some(),
@@ -306,6 +444,14 @@ impl HubConfig {
     pub fn namespace(&self, channel: &str) -> &NamespaceConfig {
         let name = channel.split_once(':').map_or("", |(ns, _)| ns);
         self.namespaces.get(name).unwrap_or(&self.default_namespace)
+    }
+
+    /// Whether `/metrics`, `/dashboard` and the `$sys` channels are served
+    /// to anyone (see [`AdminConfig`]).
+    pub fn admin_open(&self) -> bool {
+        self.admin
+            .open
+            .unwrap_or(self.auth.is_none() && self.admin.token.is_none())
     }
 
     /// Whether anonymous clients may use `ns`.

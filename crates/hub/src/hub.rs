@@ -138,6 +138,10 @@ impl Hub {
 
     fn build(mut config: HubConfig, redis_options: RedisOptions) -> Result<Arc<Self>, HubError> {
         config.validate()?;
+        // The hub's statistics: open to anyone only when the admin pages are
+        // (see `AdminConfig`); otherwise to a grant (a JWT's, or the admin
+        // token's, see `server`).
+        let open = config.admin_open();
         config
             .namespaces
             .entry(SYS_NAMESPACE.to_owned())
@@ -146,7 +150,12 @@ impl Hub {
                 presence: false,
                 join_leave: false,
                 publish: Permission::None,
-                anonymous: Some(true),
+                subscribe: if open {
+                    Permission::Any
+                } else {
+                    Permission::Granted
+                },
+                anonymous: Some(open),
                 ..NamespaceConfig::default()
             });
         let verifier = match &config.auth {

@@ -1,14 +1,26 @@
 //! Serving a hub on a TCP port: the hub protocol on `/ws`, a plain echo on
-//! `/echo`, and the HTTP endpoints (web pages, `/metrics`, `/healthz`,
-//! `/readyz`), all on the same port, over TCP or TLS.
+//! `/echo` (when configured), and the HTTP endpoints (web pages, `/metrics`,
+//! `/healthz`, `/readyz`), all on the same port, over TCP or TLS.
 //!
 //! Invariants:
-//! - Every request head is read within the handshake timeout and size
+//! - Every request head (and a trusted proxy's PROXY header before it, see
+//!   [`crate::proxy`]) is read within the handshake timeout and size
 //!   limits; anything else than a known route gets a plain HTTP error (404,
 //!   405), never a hang.
-//! - `/ws` checks, in order: the connection limits (503 total, 429 per IP,
-//!   before any other work), the origin (403), the subprotocol (400), a
-//!   handshake token (401). A refusal is counted by reason in the metrics.
+//! - Every WebSocket endpoint (`/ws`, `/echo`) takes the same path in:
+//!   the connection limits (503 total, 429 + `Retry-After` per client
+//!   address, before any other work), the origin ([`crate::origin`], 403),
+//!   the subprotocol (400, `/ws` only), a handshake token (401; on `/echo`
+//!   required when the hub has `[auth]`). A refusal is counted by reason in
+//!   the metrics; an accepted connection in the connection metrics.
+//! - The client address the limits count is the TCP peer's, unless the
+//!   peer is a trusted proxy ([`crate::proxy`]).
+//! - `/metrics`, `/dashboard` and the `$sys` channels are open or protected
+//!   as [`crate::config::AdminConfig`] says; protected, they want the admin
+//!   token (compared in constant time) or a JWT granting `$sys:stats`.
+//! - `/echo` echoes under the command rate limit: a message over the rate
+//!   is dropped (not echoed) and counts a strike; the limiter's close
+//!   verdict closes with 1008.
 //! - Plain HTTP responses close the connection after the response.
 //! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
 //!   WebSocket, wait up to the grace period, then end what is left without
@@ -31,9 +43,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::auth::token_from_request;
+use crate::auth::{Action, Grants, Identity, token_from_request};
+use crate::config::STATS_CHANNEL;
 use crate::hub::{Hub, HubError, now_secs};
+use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::metrics::RejectReason;
+use crate::origin::OriginPolicy;
+use crate::proxy::{self, Proxies};
 use crate::session::{self, Handshake};
 use crate::web;
 
@@ -42,7 +58,23 @@ pub struct Server {
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    gate: Arc<Gate>,
 }
+
+/// What a connection is checked against before it is served, besides the
+/// hub's own settings: the origins it may come from, and whom to believe
+/// about the client's address.
+#[derive(Debug)]
+struct Gate {
+    origins: OriginPolicy,
+    proxies: Proxies,
+}
+
+/// How long an identity from the admin token lasts (it has no `exp`).
+const ADMIN_IDENTITY_SECS: u64 = 30 * 24 * 3600;
+
+/// The user name of a connection that presented the admin token.
+const ADMIN_USER: &str = "$admin";
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +104,19 @@ impl Server {
                     .map_err(|e| HubError::Tls(e.to_string()))?,
             )),
         };
-        Ok(Self { hub, listener, tls })
+        let port = listener
+            .local_addr()
+            .map_or(hub.config.listen.port(), |a| a.port());
+        let gate = Arc::new(Gate {
+            origins: OriginPolicy::new(&hub.config, port),
+            proxies: Proxies::new(&hub.config),
+        });
+        Ok(Self {
+            hub,
+            listener,
+            tls,
+            gate,
+        })
     }
 
     /// The address it listens on.
@@ -91,7 +135,12 @@ impl Server {
     /// module docs). Returns how many connections were still open when the
     /// grace period ran out.
     pub async fn run(self, until: impl Future<Output = ()>) -> usize {
-        let Self { hub, listener, tls } = self;
+        let Self {
+            hub,
+            listener,
+            tls,
+            gate,
+        } = self;
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(address = %listener.local_addr().map_or(hub.config.listen, |a| a), scheme, "hub listening");
         let housekeeping = tokio::spawn(hub.clone().housekeeping());
@@ -107,7 +156,7 @@ impl Server {
                 () = &mut until => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => {
-                    let (tcp, peer) = match accepted {
+                    let (mut tcp, peer) = match accepted {
                         Ok(pair) => pair,
                         Err(error) => {
                             // Out of file descriptors and the like: wait, don't spin.
@@ -117,11 +166,14 @@ impl Server {
                         }
                     };
                     let _ = hub.ws_config.apply_socket_options(&tcp);
-                    let (hub, tls) = (hub.clone(), tls.clone());
+                    let (hub, tls, gate) = (hub.clone(), tls.clone(), gate.clone());
                     tasks.spawn(async move {
+                        let Some(peer) = proxied_peer(&hub, &gate, &mut tcp, peer).await else {
+                            return;
+                        };
                         match tls {
-                            Some(acceptor) => serve_tls(hub, acceptor, tcp, peer).await,
-                            None => serve_connection(hub, tcp, peer).await,
+                            Some(acceptor) => serve_tls(hub, gate, acceptor, tcp, peer).await,
+                            None => serve_connection(hub, gate, tcp, peer).await,
                         }
                     });
                 }
@@ -149,9 +201,48 @@ impl Server {
     }
 }
 
-async fn serve_tls(hub: Arc<Hub>, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) {
+/// The peer a connection speaks for: the client a trusted proxy's PROXY
+/// header names (read within the handshake timeout), or the TCP peer.
+/// `None` when a trusted proxy's header is missing or bad: the connection
+/// is dropped.
+async fn proxied_peer(
+    hub: &Hub,
+    gate: &Gate,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    if !gate.proxies.expects_proxy_header(peer.ip()) {
+        return Some(peer);
+    }
+    let read = tokio::time::timeout(
+        hub.ws_config.handshake_timeout,
+        proxy::read_header(tcp, peer),
+    )
+    .await;
+    match read {
+        Ok(Ok(client)) => Some(client),
+        Ok(Err(error)) => {
+            hub.metrics.rejected(RejectReason::Handshake);
+            tracing::debug!(%peer, %error, "refused a connection from a trusted proxy");
+            None
+        }
+        Err(_) => {
+            hub.metrics.rejected(RejectReason::Handshake);
+            tracing::debug!(%peer, "no PROXY header within the handshake timeout");
+            None
+        }
+    }
+}
+
+async fn serve_tls(
+    hub: Arc<Hub>,
+    gate: Arc<Gate>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     match duplex::tls::accept(&acceptor, tcp, hub.ws_config.handshake_timeout).await {
-        Ok(stream) => serve_connection(hub, stream, peer).await,
+        Ok(stream) => serve_connection(hub, gate, stream, peer).await,
         Err(error) => {
             hub.metrics.rejected(RejectReason::Handshake);
             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -177,11 +268,11 @@ impl Drop for AbortOnDrop {
 /// arguments) for its whole life, so the hub session, which lives for
 /// hours, does not run in this task: this one (reading the request, the
 /// handshake, plain HTTP answers) ends once it has started the session.
-async fn serve_connection<S>(hub: Arc<Hub>, io: S, peer: SocketAddr)
+async fn serve_connection<S>(hub: Arc<Hub>, gate: Arc<Gate>, io: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some((ws, handshake)) = route(&hub, io, peer).await {
+    if let Some((ws, handshake)) = route(&hub, &gate, io, peer).await {
         // Boxed: the task's cell then holds a pointer, not a future
         // rounded up to tokio's 128-byte cell alignment.
         tokio::spawn(Box::pin(session::run(hub, ws, handshake)));
@@ -190,7 +281,12 @@ where
 
 /// Reads the request and serves it, except for a hub session, which it
 /// returns upgraded for [`serve_connection`] to start.
-async fn route<S>(hub: &Arc<Hub>, mut io: S, peer: SocketAddr) -> Option<(WebSocket<S>, Handshake)>
+async fn route<S>(
+    hub: &Arc<Hub>,
+    gate: &Gate,
+    mut io: S,
+    peer: SocketAddr,
+) -> Option<(WebSocket<S>, Handshake)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -202,12 +298,23 @@ where
             return None;
         }
     };
+    let client = SocketAddr::new(
+        gate.proxies
+            .client_of(peer.ip(), incoming.request.headers()),
+        peer.port(),
+    );
     let path = incoming.request.uri().path().to_owned();
     match (path.as_str(), incoming.wants_upgrade()) {
-        ("/ws", true) => return upgrade_hub(hub, io, incoming, peer).await,
+        ("/ws", true) => {
+            let (ws, identity, ticket) =
+                upgrade(hub, gate, Endpoint::Hub, io, incoming, client).await?;
+            return Some((ws, Handshake { identity, ticket }));
+        }
         // Boxed: the echo loop is long-lived, and this future is the one
         // every connection starts with, so it should not carry that space.
-        ("/echo", true) => Box::pin(echo_socket(hub.clone(), io, incoming, peer)).await,
+        ("/echo", true) if hub.config.echo => {
+            Box::pin(echo_socket(hub.clone(), gate, io, incoming, client)).await;
+        }
         (_, true) => {
             let response = plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws");
             respond(&mut io, response).await;
@@ -227,17 +334,29 @@ where
     None
 }
 
-/// The `/ws` handshake: admission, then [`decide`]; `None` when refused.
-async fn upgrade_hub<S>(
+/// A WebSocket endpoint of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `/ws`, the hub protocol.
+    Hub,
+    /// `/echo`.
+    Echo,
+}
+
+/// The handshake of a WebSocket endpoint: admission, then [`decide`];
+/// `None` when refused. `client` is the address the limits count.
+async fn upgrade<S>(
     hub: &Hub,
+    gate: &Gate,
+    endpoint: Endpoint,
     io: S,
     incoming: Incoming,
-    peer: SocketAddr,
-) -> Option<(WebSocket<S>, Handshake)>
+    client: SocketAddr,
+) -> Option<(WebSocket<S>, Option<Identity>, Ticket)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ticket = match hub.admission.try_admit(peer.ip()) {
+    let ticket = match hub.admission.try_admit(client.ip()) {
         Ok(ticket) => ticket,
         Err(refused) => {
             hub.metrics.rejected(RejectReason::from(refused));
@@ -248,6 +367,7 @@ where
                     .headers_mut()
                     .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
             }
+            tracing::debug!(peer = %client, status = %refused.status(), "connection limit");
             respond(&mut io, response).await;
             return None;
         }
@@ -255,7 +375,7 @@ where
     let mut identity = None;
     let mut refusal = None;
     let decided = accept_incoming(io, incoming, &hub.ws_config, |request| {
-        match decide(hub, request) {
+        match decide(hub, gate, endpoint, request) {
             Ok((accept, id)) => {
                 identity = id;
                 Ok(accept)
@@ -272,30 +392,33 @@ where
         Err(error) => {
             hub.metrics
                 .rejected(refusal.unwrap_or(RejectReason::Handshake));
-            tracing::debug!(%peer, %error, "upgrade refused");
+            tracing::debug!(peer = %client, %error, "upgrade refused");
             return None;
         }
     };
     hub.metrics.accepted();
     ws.set_shutdown(hub.shutdown.watch());
-    Some((ws, Handshake { identity, ticket }))
+    Some((ws, identity, ticket))
 }
 
-/// Decides on a `/ws` upgrade: origin, subprotocol, handshake token.
+/// Decides on an upgrade: origin, subprotocol (`/ws`), handshake token.
 #[allow(clippy::result_large_err)]
 fn decide(
     hub: &Hub,
+    gate: &Gate,
+    endpoint: Endpoint,
     request: &UpgradeRequest,
-) -> Result<(Accept, Option<crate::auth::Identity>), (RejectReason, Reject)> {
+) -> Result<(Accept, Option<Identity>), (RejectReason, Reject)> {
     if let Some(origin) = request.origin()
-        && !origin_allowed(&hub.config.allowed_origins, origin, request.host())
+        && !gate.origins.allows(origin)
     {
+        tracing::debug!(origin, "origin not allowed");
         return Err((
             RejectReason::Origin,
             Reject::new(StatusCode::FORBIDDEN, "origin not allowed"),
         ));
     }
-    let protocol = if request.protocols().is_empty() {
+    let protocol = if endpoint == Endpoint::Echo || request.protocols().is_empty() {
         None
     } else if request.protocols().iter().any(|p| p == SUBPROTOCOL) {
         Some(hub.subprotocol.clone())
@@ -309,7 +432,14 @@ fn decide(
         ));
     };
     let identity = match token_from_request(request.headers(), request.query()) {
+        None if endpoint == Endpoint::Echo && hub.verifier.is_some() => {
+            return Err((
+                RejectReason::Auth,
+                Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
+            ));
+        }
         None => None,
+        Some(token) if is_admin_token(hub, &token) => Some(admin_identity()),
         Some(token) => {
             let Some(verifier) = &hub.verifier else {
                 return Err((
@@ -337,46 +467,97 @@ fn decide(
     ))
 }
 
-/// Whether a browser at `origin` may connect to a hub reached as `host`.
-fn origin_allowed(allowed: &[String], origin: &str, host: &str) -> bool {
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    // The hub's own pages: the origin's authority is the Host the browser
-    // connected to.
-    origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+/// Whether `token` is the configured admin token (compared in constant
+/// time; only the lengths may differ in time).
+fn is_admin_token(hub: &Hub, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    hub.config
+        .admin
+        .token
+        .as_ref()
+        .is_some_and(|admin| bool::from(admin.as_bytes().ct_eq(token.as_bytes())))
 }
 
-/// `/echo`: every message back as it came.
-async fn echo_socket<S>(hub: Arc<Hub>, io: S, incoming: Incoming, peer: SocketAddr)
+/// The identity of a connection that presented the admin token: it may
+/// read the `$sys` channels, nothing more.
+fn admin_identity() -> Identity {
+    let mut grants = Grants::default();
+    let pattern = format!("{}:*", crate::config::SYS_NAMESPACE);
+    grants.grant(Action::Subscribe, &pattern);
+    grants.grant(Action::Presence, &pattern);
+    Identity {
+        user: ADMIN_USER.to_owned(),
+        expires: now_secs() + ADMIN_IDENTITY_SECS,
+        grants,
+    }
+}
+
+/// Whether a plain HTTP request may read the admin pages (`/metrics`,
+/// `/dashboard`): they are open, or it carries the admin token or a JWT
+/// granting `subscribe` on `$sys:stats`, as `Authorization: Bearer` or
+/// `?token=`.
+fn admin_allowed(hub: &Hub, request: &http::Request<()>) -> bool {
+    if hub.config.admin_open() {
+        return true;
+    }
+    let Some(token) = token_from_request(request.headers(), request.uri().query()) else {
+        return false;
+    };
+    if is_admin_token(hub, &token) {
+        return true;
+    }
+    hub.verifier.as_ref().is_some_and(|verifier| {
+        verifier
+            .verify(&token, now_secs())
+            .is_ok_and(|identity| identity.grants.allows(Action::Subscribe, STATS_CHANNEL))
+    })
+}
+
+/// `/echo`: every message back as it came, under the command rate limit
+/// and counted in the metrics like a hub connection.
+async fn echo_socket<S>(hub: Arc<Hub>, gate: &Gate, io: S, incoming: Incoming, client: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Ok(ticket) = hub.admission.try_admit(peer.ip()) else {
-        let mut io = io;
-        respond(
-            &mut io,
-            plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
-        )
-        .await;
-        return;
-    };
-    let Ok(mut ws) = accept_incoming(io, incoming, &hub.ws_config, |_| Ok(Accept::default())).await
+    let Some((mut ws, _identity, ticket)) =
+        upgrade(&hub, gate, Endpoint::Echo, io, incoming, client).await
     else {
         return;
     };
-    ws.set_shutdown(hub.shutdown.watch());
+    hub.metrics.connection_opened();
+    let mut rate = RateLimiter::new(std::time::Instant::now());
+    let mut code = None;
     while let Some(Ok(message)) = ws.next().await {
+        let length = message.payload().len();
+        hub.metrics.message_in(length);
+        match rate.check(&hub.rate_policy, std::time::Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Reject => {
+                hub.metrics.rate_limited();
+                continue;
+            }
+            Verdict::Close => {
+                hub.metrics.rate_limited();
+                let _ = ws
+                    .close(duplex::CloseCode::POLICY_VIOLATION, "rate limit exceeded")
+                    .await;
+                code = Some(1008);
+                break;
+            }
+        }
         if ws.feed(message).await.is_err() {
             break;
         }
+        hub.metrics.messages_out(1, length);
     }
-    let _ = ws.flush().await;
+    let code = match code {
+        Some(code) => code,
+        None => {
+            let _ = tokio::time::timeout(hub.ws_config.close_timeout, ws.flush()).await;
+            ws.close_info().map_or(1006, |info| u16::from(info.code))
+        }
+    };
+    hub.metrics.connection_closed(code);
     drop(ticket);
 }
 
@@ -395,11 +576,25 @@ fn http_route(hub: &Hub, incoming: &Incoming) -> Response<Vec<u8>> {
         "/healthz" => plain(StatusCode::OK, "ok"),
         "/readyz" if hub.is_ready() => plain(StatusCode::OK, "ready"),
         "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        "/metrics" | "/dashboard" | "/dashboard.html" if !admin_allowed(hub, request) => {
+            let mut response = plain(
+                StatusCode::UNAUTHORIZED,
+                "this page needs the admin token or a token granting $sys:stats: \
+                 send Authorization: Bearer TOKEN, or open it with ?token=TOKEN \
+                 (docs/security.md)",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"duplex admin\""),
+            );
+            response
+        }
         "/metrics" => with_type(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             hub.metrics.render().into_bytes(),
         ),
+        "/echo" if !hub.config.echo => plain(StatusCode::NOT_FOUND, "not found"),
         "/ws" | "/echo" => {
             let mut response = plain(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
             let headers = response.headers_mut();
@@ -470,7 +665,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let task = super::serve_connection(hub.clone(), client, addr);
+        let gate = std::sync::Arc::new(super::Gate {
+            origins: crate::origin::OriginPolicy::new(&hub.config, addr.port()),
+            proxies: crate::proxy::Proxies::new(&hub.config),
+        });
+        let task = super::serve_connection(hub.clone(), gate, client, addr);
         let size = std::mem::size_of_val(&task);
         eprintln!("handshake future: {size} bytes");
         assert!(size <= 4096, "the handshake's future grew to {size} bytes");

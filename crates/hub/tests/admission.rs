@@ -47,6 +47,9 @@ fn authed_config() -> HubConfig {
         }),
         ..HubConfig::default()
     };
+    // These tests read /metrics, which [auth] protects by default
+    // (tests/edge.rs covers that).
+    config.admin.open = Some(true);
     config.namespaces.insert(
         "public".into(),
         NamespaceConfig {

@@ -743,7 +743,11 @@ async fn http_endpoints_answer() {
 
 #[tokio::test]
 async fn the_echo_endpoint_echoes() {
-    let hub = TestHub::start(HubConfig::default()).await;
+    let hub = TestHub::start(HubConfig {
+        echo: true,
+        ..HubConfig::default()
+    })
+    .await;
     let mut ws = duplex::connect(&format!("ws://{}/echo", hub.addr))
         .await
         .unwrap();

@@ -62,12 +62,30 @@ impl TestHub {
     }
 
     /// Starts a hub with `config`, on a free port whatever it says.
-    async fn start_with(mut config: duplex_hub::HubConfig) -> Self {
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let hub = duplex_hub::Hub::new(config).expect("the hub config is valid");
+    async fn start_with(config: duplex_hub::HubConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
+        Self::start_on(config, listener)
+    }
+
+    /// Starts a hub with `config` and a [`Relay`] in front of it, whose URL
+    /// is the hub's public URL (the relay's pages are on another port than
+    /// the hub's, so their origin is not a loopback origin of the hub's).
+    async fn start_behind_relay(mut config: duplex_hub::HubConfig) -> (Self, Relay) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound");
+        let relay = Relay::start(addr).await.expect("start the relay");
+        config.public_urls.push(format!("http://{}", relay.addr()));
+        (Self::start_on(config, listener), relay)
+    }
+
+    /// Serves a hub with `config` on `listener`.
+    fn start_on(mut config: duplex_hub::HubConfig, listener: tokio::net::TcpListener) -> Self {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let hub = duplex_hub::Hub::new(config).expect("the hub config is valid");
         let server =
             duplex_hub::Server::from_listener(hub, listener).expect("serve on the listener");
         let addr = server.local_addr();
@@ -374,8 +392,7 @@ async fn rooms_keep_their_own_messages_presence_and_unread_counts() {
 #[tokio::test]
 async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order() {
     bounded(async {
-        let hub = TestHub::start().await;
-        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let (hub, relay) = TestHub::start_behind_relay(duplex_hub::HubConfig::default()).await;
         let browser = launch().await;
         // Alice reaches the hub through the relay, bob directly.
         let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
@@ -501,8 +518,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
 #[tokio::test]
 async fn a_publish_whose_reply_was_lost_is_delivered_once() {
     bounded(async {
-        let hub = TestHub::start().await;
-        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let (hub, relay) = TestHub::start_behind_relay(duplex_hub::HubConfig::default()).await;
         let browser = launch().await;
         let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
         let bob = open_chat(&browser, &hub.base(), "bob").await;
@@ -635,8 +651,7 @@ async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
                 ..duplex_hub::config::NamespaceConfig::default()
             },
         );
-        let hub = TestHub::start_with(config).await;
-        let relay = Relay::start(hub.addr).await.expect("start the relay");
+        let (hub, relay) = TestHub::start_behind_relay(config).await;
         let browser = launch().await;
         let alice = open_chat(&browser, &format!("http://{}", relay.addr()), "alice").await;
         let bob = open_chat(&browser, &hub.base(), "bob").await;
@@ -836,6 +851,49 @@ async fn the_dashboard_follows_connections_and_message_rate() {
         assert_eq!(eval(&dash, "hub.state").await, "open");
         assert_no_page_errors(&dash, "the dashboard");
         browser.close().await;
+    })
+    .await;
+}
+
+/// On a hub with `[auth]` and an admin token, the dashboard opened with
+/// `?token=ADMIN` shows the statistics (the page hands the token to its
+/// WebSocket handshake); without it the page is refused.
+#[tokio::test]
+async fn the_protected_dashboard_opens_with_the_admin_token() {
+    bounded(async {
+        const ADMIN: &str = "dashboard admin token";
+        let config = duplex_hub::HubConfig {
+            auth: Some(duplex_hub::config::AuthConfig {
+                hs256_secret: Some("a secret for the web test's hub".into()),
+                ..duplex_hub::config::AuthConfig::default()
+            }),
+            admin: duplex_hub::config::AdminConfig {
+                token: Some(ADMIN.into()),
+                open: None,
+            },
+            ..duplex_hub::HubConfig::default()
+        };
+        let hub = TestHub::start_with(config).await;
+        let browser = launch().await;
+        let dash = browser
+            .new_page(&format!(
+                "{}/dashboard?token={}",
+                hub.base(),
+                ADMIN.replace(' ', "+")
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard: {e}"));
+        wait(&dash, "window.dashboard && dashboard.snapshots >= 2", SHORT).await;
+        let refused = browser
+            .new_page(&format!("{}/dashboard", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard without a token: {e}"));
+        wait(
+            &refused,
+            "document.body && document.body.innerText.includes('admin token')",
+            SHORT,
+        )
+        .await;
     })
     .await;
 }

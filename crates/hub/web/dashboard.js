@@ -9,7 +9,13 @@
   const WINDOW = 60000; // ms shown in the charts
   const STATS = "$sys:stats";
 
-  const hub = new HubClient({ name: "web-dashboard" });
+  // A protected hub (docs/security.md) wants the admin token, or a JWT
+  // granting `$sys:stats`, from `?token=`: it goes in the handshake, where
+  // the hub takes either (`connect` would take a JWT only).
+  const token = new URLSearchParams(location.search).get("token");
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
+  const hub = new HubClient({ name: "web-dashboard", url, token: null });
   window.hub = hub;
 
   /** Derived points: {time, connections, inRate, outRate, p50, p90, p99} (ms for latency). */
