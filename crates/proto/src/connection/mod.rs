@@ -15,6 +15,14 @@
 //! - Text is validated as it arrives and fails on the first invalid byte.
 //! - Nothing is queued after our close frame, and the state is
 //!   [`State::Closed`] once a close frame was both sent and received.
+//! - Input makes us queue only automatic pongs, our answer to the peer's
+//!   close and the close frame of a failure. Automatic pongs are bounded
+//!   whatever the peer sends and whether or not the transport writes: once
+//!   [`PONG_BURST`] of them were queued since the write queue was last empty,
+//!   a new one replaces the previous one while that is still wholly unwritten
+//!   and last in the queue (RFC 6455 §5.5.3), so a peer that pings and never
+//!   reads gets at most `PONG_BURST + 1` pongs queued, the last one answering
+//!   its latest ping. None is queued after our close frame.
 //! - An idle connection is small (88 bytes on 64-bit targets): the receive
 //!   state (read buffer, frame and message under way, queued events, UTF-8
 //!   state) and the write queue each live in a box made on first use and
@@ -30,7 +38,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use compression::Compress;
 use compression::Compression;
-pub use outbuf::OutBuf;
+pub use outbuf::{OutBuf, PONG_BURST};
 pub use send::PreparedMessage;
 
 use crate::Role;
@@ -70,7 +78,8 @@ pub struct Config {
     pub max_send_frame_size: usize,
     /// Answer each ping with a pong automatically. Default on; when off, pings
     /// are still reported and the application answers with
-    /// [`Connection::send_pong`].
+    /// [`Connection::send_pong`]. Automatic pongs left unwritten are
+    /// coalesced past a burst of [`PONG_BURST`] (see the module docs).
     pub auto_pong: bool,
     /// Whole messages or streamed chunks.
     pub receive_mode: ReceiveMode,
@@ -113,7 +122,8 @@ pub enum Event {
     MessageData(Bytes),
     /// The current message is complete and valid ([`ReceiveMode::Streaming`]).
     MessageEnd,
-    /// A ping with its payload; a pong was queued if `auto_pong` is on.
+    /// A ping with its payload; a pong was queued if `auto_pong` is on (in
+    /// place of an earlier unwritten one past a burst, see [`PONG_BURST`]).
     Ping(Bytes),
     /// A pong with its payload.
     Pong(Bytes),

@@ -248,7 +248,7 @@ impl Connection {
         match opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && !self.sent_close {
-                    self.queue_control(OpCode::Pong, &payload);
+                    self.queue_auto_pong(&payload);
                 }
                 rx.events.push_back(Event::Ping(payload));
             }

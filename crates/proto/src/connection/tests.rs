@@ -410,6 +410,152 @@ fn auto_pong_can_be_turned_off() {
     );
 }
 
+/// The payloads of the pongs in `events` (a server's output decoded by a client).
+fn pong_payloads(events: &[Event]) -> Vec<Bytes> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Pong(payload) => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_pings_gets_a_pong_for_each() {
+    // Autobahn|Testsuite 2.10: ten pings at once, ten pongs in order.
+    let mut conn = server();
+    let mut bytes = Vec::new();
+    let payloads: Vec<Bytes> = (0..PONG_BURST)
+        .map(|i| Bytes::from(format!("payload-{i}")))
+        .collect();
+    for payload in &payloads {
+        bytes.extend(cframe(true, 0, OpCode::Ping, payload));
+    }
+    let (events, error) = feed(&mut conn, &bytes);
+    assert_eq!((events.len(), error), (PONG_BURST, None));
+    assert_eq!(pong_payloads(&server_output_as_events(&mut conn)), payloads);
+}
+
+#[test]
+fn a_ping_flood_without_writes_queues_a_bounded_number_of_pongs() {
+    // A peer that pings and never reads: the pongs past a burst are
+    // coalesced into one that answers the latest ping (RFC 6455 §5.5.3).
+    for mut conn in [server(), client()] {
+        let frame = |i: u32| {
+            let payload = format!("{i:0>125}");
+            match conn.role() {
+                crate::Role::Server => cframe(true, 0, OpCode::Ping, payload.as_bytes()),
+                crate::Role::Client => sframe(true, 0, OpCode::Ping, payload.as_bytes()),
+            }
+        };
+        let pings = 100_000u32;
+        let mut bytes = Vec::new();
+        for i in 0..pings {
+            bytes.extend(frame(i));
+        }
+        let (events, error) = feed(&mut conn, &bytes);
+        assert_eq!((events.len(), error), (pings as usize, None));
+        // A pong frame is at most 2 + 4 + 125 bytes (header, mask, payload).
+        let bound = (PONG_BURST + 1) * 131;
+        assert!(
+            conn.buffered_amount() <= bound,
+            "{} bytes queued for {pings} pings, more than {bound}",
+            conn.buffered_amount()
+        );
+        let out = take_output(&mut conn);
+        let mut peer = match conn.role() {
+            crate::Role::Server => client(),
+            crate::Role::Client => server(),
+        };
+        let (events, error) = feed(&mut peer, &out);
+        assert_eq!(error, None);
+        let pongs = pong_payloads(&events);
+        assert_eq!(pongs.len(), PONG_BURST + 1);
+        let expected: Vec<Bytes> = (0..PONG_BURST as u32)
+            .chain([pings - 1])
+            .map(|i| Bytes::from(format!("{i:0>125}")))
+            .collect();
+        assert_eq!(pongs, expected, "the burst, then the latest ping");
+    }
+}
+
+#[test]
+fn pongs_are_answered_one_by_one_again_once_the_queue_is_written() {
+    let mut conn = server();
+    for round in 0..3 {
+        let mut bytes = Vec::new();
+        for i in 0..PONG_BURST + 5 {
+            bytes.extend(cframe(
+                true,
+                0,
+                OpCode::Ping,
+                format!("{round}-{i}").as_bytes(),
+            ));
+        }
+        feed(&mut conn, &bytes);
+        let pongs = pong_payloads(&server_output_as_events(&mut conn));
+        assert_eq!(pongs.len(), PONG_BURST + 1, "round {round}");
+        assert_eq!(
+            pongs.last().unwrap(),
+            &Bytes::from(format!("{round}-{}", PONG_BURST + 4))
+        );
+    }
+}
+
+#[test]
+fn a_pong_partly_written_or_followed_by_data_is_never_replaced() {
+    let mut conn = server();
+    let ping = |payload: &str| cframe(true, 0, OpCode::Ping, payload.as_bytes());
+    for i in 0..PONG_BURST {
+        feed(&mut conn, &ping(&format!("b{i}")));
+    }
+    // The last pong of the burst is partly written: it stays whole.
+    let first = conn.buffered_amount() - 3;
+    let mut written = conn.transmit().copy_to_bytes(first).to_vec();
+    feed(&mut conn, &ping("after a partial write"));
+    // A data message after that pong: the next pong goes after the message.
+    conn.send_text("data").unwrap();
+    feed(&mut conn, &ping("after data"));
+    feed(&mut conn, &ping("latest"));
+    written.extend(take_output(&mut conn));
+    let mut peer = client();
+    let (events, error) = feed(&mut peer, &written);
+    assert_eq!(error, None);
+    let mut expected: Vec<Event> = (0..PONG_BURST)
+        .map(|i| Event::Pong(Bytes::from(format!("b{i}"))))
+        .collect();
+    expected.push(Event::Pong(Bytes::from_static(b"after a partial write")));
+    expected.push(Event::Message(Message::text("data")));
+    expected.push(Event::Pong(Bytes::from_static(b"latest")));
+    assert_eq!(events, expected);
+}
+
+#[test]
+fn a_coalesced_pong_still_goes_before_our_close() {
+    let mut conn = server();
+    for i in 0..PONG_BURST + 3 {
+        feed(
+            &mut conn,
+            &cframe(true, 0, OpCode::Ping, format!("{i}").as_bytes()),
+        );
+    }
+    conn.close(CloseCode::NORMAL, "").unwrap();
+    feed(
+        &mut conn,
+        &cframe(true, 0, OpCode::Ping, b"after our close"),
+    );
+    let events = server_output_as_events(&mut conn);
+    assert_eq!(events.len(), PONG_BURST + 2);
+    assert_eq!(
+        &events[PONG_BURST..],
+        &[
+            Event::Pong(Bytes::from(format!("{}", PONG_BURST + 2))),
+            Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))),
+        ]
+    );
+}
+
 #[test]
 fn unsolicited_pong_is_accepted() {
     let (events, error) = feed(&mut server(), &cframe(true, 0, OpCode::Pong, b"beat"));
