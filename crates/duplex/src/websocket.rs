@@ -95,7 +95,7 @@ const MAX_IOVECS: usize = 64;
 /// closed with 1008 (see the module docs). A burst of pings from a peer
 /// that reads never reaches it: the count starts again with every write
 /// that makes progress.
-pub const MAX_PINGS_UNREAD: u32 = 1024;
+pub const MAX_PINGS_UNREAD: u8 = 128;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
@@ -196,12 +196,10 @@ pub struct WebSocket<S> {
     close_info: Option<Box<CloseInfo>>,
     /// 0 when the last flush wrote everything; otherwise the last write
     /// would block, and this is 1 + the pings received since the transport
-    /// last took any of our bytes (see [`MAX_PINGS_UNREAD`]).
-    unread_pings: u32,
+    /// last took any of our bytes (see [`MAX_PINGS_UNREAD`]; saturating).
+    unread_pings: u8,
     /// The stream has returned `None` (or its final error).
     finished: bool,
-    /// The transport's write side has been shut down.
-    shut_down: bool,
 }
 
 /// The current time of tokio's clock (paused in tests), as a stamp.
@@ -279,7 +277,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             close_info: None,
             unread_pings: 0,
             finished: false,
-            shut_down: false,
         }
     }
 
@@ -592,7 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             was_clean: false,
         }));
         Some(Error::PingFlood {
-            limit: MAX_PINGS_UNREAD,
+            limit: u32::from(MAX_PINGS_UNREAD),
         })
     }
 
@@ -648,29 +645,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Pending;
             }
         }
-        if !self.shut_down {
-            if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {
-                // RFC 6455 §7.1.1: the server closes the TCP connection first.
-                loop {
-                    match self.poll_read_some(cx) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
-                        Poll::Ready(Ok(_)) => continue,
-                        Poll::Pending => {
-                            self.poll_signal(cx);
-                            if self.deadline != Deadline::Close {
-                                self.set_deadline(Deadline::Close, cx.waker());
-                            }
-                            match self.poll_timers(cx) {
-                                Poll::Ready(_) => break,
-                                Poll::Pending => return Poll::Pending,
-                            }
+        if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {
+            // RFC 6455 §7.1.1: the server closes the TCP connection first.
+            loop {
+                match self.poll_read_some(cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => {
+                        self.poll_signal(cx);
+                        if self.deadline != Deadline::Close {
+                            self.set_deadline(Deadline::Close, cx.waker());
+                        }
+                        match self.poll_timers(cx) {
+                            Poll::Ready(_) => break,
+                            Poll::Pending => return Poll::Pending,
                         }
                     }
                 }
             }
-            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-            self.shut_down = true;
         }
+        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
         self.finished = true;
         Poll::Ready(None)
     }
