@@ -43,6 +43,14 @@ pub enum Error {
     /// The peer did not answer a keepalive ping in time.
     #[error("peer did not answer a keepalive ping in time")]
     KeepaliveTimeout,
+    /// The peer sent more than `limit` pings while reading nothing of what we
+    /// wrote (it does not read our pongs): a close frame with 1008 was queued
+    /// and the connection ended without waiting for the peer.
+    #[error("peer sent more than {limit} pings without reading our answers")]
+    PingFlood {
+        /// [`crate::websocket::MAX_PINGS_UNREAD`].
+        limit: u32,
+    },
     /// The transport closed without a close handshake (close code 1006).
     #[error("connection closed without a close handshake")]
     AbnormalClosure,

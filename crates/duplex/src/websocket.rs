@@ -9,6 +9,19 @@
 //!   flushing sends all replies to one read in a single write.
 //! - The write buffer is bounded: `poll_ready` waits while
 //!   [`crate::Config::write_buffer_high_water`] bytes or more are queued.
+//! - What the peer sends cannot grow our write queue without bound: the only
+//!   bytes input makes us queue are automatic pongs, which the protocol layer
+//!   coalesces past a burst of [`duplex_proto::connection::PONG_BURST`]
+//!   unwritten ones, our answer to its close, and a failure's close frame.
+//!   So the stream keeps reading while the peer does not read what we write
+//!   (and sees its close frame at once); the application's own sends are
+//!   what the high-water mark bounds.
+//! - A ping flood ends the connection: a peer that sends more than
+//!   [`MAX_PINGS_UNREAD`] pings while the transport takes none of our bytes
+//!   (it reads nothing, our pongs included) gets close 1008 queued and the
+//!   stream ends at once with [`Error::PingFlood`], as on a keepalive
+//!   timeout. Any write progress starts the count again, so a peer that
+//!   reads, however slowly, is never cut off by this rule.
 //! - An idle connection holds no read or write buffer (reads go through a
 //!   per-thread scratch buffer), and after a quiet `ping_interval` no
 //!   compression state beyond the negotiated windows.
@@ -76,6 +89,13 @@ const LARGE_BUFFER: usize = 64 * 1024;
 
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+
+/// Pings a peer may send while the transport takes none of our bytes
+/// (the peer reads nothing, not even our pongs) before the connection is
+/// closed with 1008 (see the module docs). A burst of pings from a peer
+/// that reads never reaches it: the count starts again with every write
+/// that makes progress.
+pub const MAX_PINGS_UNREAD: u8 = 128;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
@@ -174,10 +194,12 @@ pub struct WebSocket<S> {
     protocol: Option<Arc<str>>,
     /// Boxed: set once, when the connection ends.
     close_info: Option<Box<CloseInfo>>,
+    /// 0 when the last flush wrote everything; otherwise the last write
+    /// would block, and this is 1 + the pings received since the transport
+    /// last took any of our bytes (see [`MAX_PINGS_UNREAD`]; saturating).
+    unread_pings: u8,
     /// The stream has returned `None` (or its final error).
     finished: bool,
-    /// The transport's write side has been shut down.
-    shut_down: bool,
 }
 
 /// The current time of tokio's clock (paused in tests), as a stamp.
@@ -253,8 +275,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             wrote: false,
             protocol,
             close_info: None,
+            unread_pings: 0,
             finished: false,
-            shut_down: false,
         }
     }
 
@@ -331,20 +353,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         while self.conn.buffered_amount() > 0 {
             let out = self.conn.transmit();
-            let written = if self.io.is_write_vectored() {
+            let poll = if self.io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = out.chunks_vectored(&mut slices);
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
             } else {
-                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+                Pin::new(&mut self.io).poll_write(cx, out.chunk())
             };
+            let Poll::Ready(written) = poll else {
+                self.unread_pings = self.unread_pings.max(1);
+                return Poll::Pending;
+            };
+            let written = written?;
             if written == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.conn.transmit().advance(written);
             self.ping_ahead = self.ping_ahead.saturating_sub(written as u64);
             self.wrote = true;
+            self.unread_pings = self.unread_pings.min(1);
         }
+        self.unread_pings = 0;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
@@ -539,6 +568,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
+    /// Counts a ping received while the transport takes none of our bytes;
+    /// past [`MAX_PINGS_UNREAD`], queues close 1008 and ends the stream.
+    fn on_ping(&mut self) -> Option<Error> {
+        if self.unread_pings == 0 {
+            return None;
+        }
+        self.unread_pings = self.unread_pings.saturating_add(1);
+        if self.unread_pings - 1 <= MAX_PINGS_UNREAD {
+            return None;
+        }
+        let reason = "too many pings without reading";
+        if !self.conn.sent_close() {
+            let _ = self.conn.close(CloseCode::POLICY_VIOLATION, reason);
+        }
+        self.finished = true;
+        self.close_info = Some(Box::new(CloseInfo {
+            code: CloseCode::POLICY_VIOLATION,
+            reason: reason.to_owned(),
+            was_clean: false,
+        }));
+        Some(Error::PingFlood {
+            limit: u32::from(MAX_PINGS_UNREAD),
+        })
+    }
+
     /// Ends the stream abnormally: records 1006 and drops the transport's write side.
     fn end_abnormally(&mut self) {
         self.finished = true;
@@ -591,29 +645,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Pending;
             }
         }
-        if !self.shut_down {
-            if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {
-                // RFC 6455 §7.1.1: the server closes the TCP connection first.
-                loop {
-                    match self.poll_read_some(cx) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
-                        Poll::Ready(Ok(_)) => continue,
-                        Poll::Pending => {
-                            self.poll_signal(cx);
-                            if self.deadline != Deadline::Close {
-                                self.set_deadline(Deadline::Close, cx.waker());
-                            }
-                            match self.poll_timers(cx) {
-                                Poll::Ready(_) => break,
-                                Poll::Pending => return Poll::Pending,
-                            }
+        if self.conn.role() == duplex_proto::Role::Client && self.conn.failure().is_none() {
+            // RFC 6455 §7.1.1: the server closes the TCP connection first.
+            loop {
+                match self.poll_read_some(cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => {
+                        self.poll_signal(cx);
+                        if self.deadline != Deadline::Close {
+                            self.set_deadline(Deadline::Close, cx.waker());
+                        }
+                        match self.poll_timers(cx) {
+                            Poll::Ready(_) => break,
+                            Poll::Pending => return Poll::Pending,
                         }
                     }
                 }
             }
-            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-            self.shut_down = true;
         }
+        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
         self.finished = true;
         Poll::Ready(None)
     }
@@ -642,6 +693,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                                 reason,
                                 was_clean: true,
                             }));
+                        }
+                        Event::Ping(_) => {
+                            if let Some(error) = self.on_ping() {
+                                return Poll::Ready(Some(Err(error)));
+                            }
                         }
                         Event::Pong(_) if self.deadline == Deadline::Pong => {
                             // The answer to our keepalive ping after a quiet

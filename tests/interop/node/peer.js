@@ -14,6 +14,8 @@
 //   --fragment N: send each data message longer than N bytes in fragments of
 //            N bytes; text is split at byte offsets, so code points straddle
 //            fragments.
+//   --incompressible: binary messages are random bytes throughout, which
+//            deflate cannot shrink (the compressed frame is larger).
 //
 // Reports are JSON lines on stdout (listening, open, message, echo, ping,
 // pong, closed, done, error). Wire commands are text messages "\0cmd:ping:TEXT",
@@ -51,6 +53,7 @@ function parseArgs(argv) {
     close: null,
     askClose: null,
     fragment: 0,
+    incompressible: false,
   };
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i];
@@ -68,6 +71,7 @@ function parseArgs(argv) {
       case '--close': args.close = value(); break;
       case '--ask-close': args.askClose = value(); break;
       case '--fragment': args.fragment = Number(value()); break;
+      case '--incompressible': args.incompressible = true; break;
       default:
         if (arg.startsWith('--') || args.url !== null) throw new Error(`unexpected argument ${arg}`);
         args.url = arg;
@@ -207,8 +211,10 @@ function makeText(size) {
   return out;
 }
 
-/** `size` bytes: 64 random bytes, then the same 64 again, and so on. */
-function makeBinary(size) {
+/** `size` bytes: 64 random bytes, then the same 64 again, and so on; all
+ * random with `incompressible`. */
+function makeBinary(size, incompressible) {
+  if (incompressible) return crypto.randomBytes(size);
   const out = Buffer.alloc(size);
   for (let at = 0; at < size; at += 128) {
     const block = crypto.randomBytes(64);
@@ -279,7 +285,7 @@ async function runClient(args) {
   let ok = true;
   for (const size of sizes) {
     for (const kind of ['text', 'binary']) {
-      const sent = kind === 'text' ? makeText(size) : makeBinary(size);
+      const sent = kind === 'text' ? makeText(size) : makeBinary(size, args.incompressible);
       sendMessage(ws, sent, kind === 'binary', args.fragment);
       const echo = await recv();
       const same = echo.isBinary === (kind === 'binary') && Buffer.compare(echo.data, sent) === 0;

@@ -20,6 +20,8 @@ drive both the same way.
     --fragment N: send each data message longer than N in fragments of N
         bytes (binary) or N characters (text: websockets fragments `str` by
         characters; Node's peer splits text at N bytes, inside characters).
+    --incompressible: binary messages are random bytes throughout, which
+        deflate cannot shrink (the compressed frame is larger).
 
 Reports are JSON lines on stdout, one per thing seen, each with an "event":
 listening {port} · open {conn, request_extensions, response_extensions} ·
@@ -231,8 +233,11 @@ def make_text(size, rng):
     return out.decode()
 
 
-def make_binary(size, rng):
-    """`size` bytes: 64 random bytes, then the same 64 again, and so on."""
+def make_binary(size, rng, incompressible=False):
+    """`size` bytes: 64 random bytes, then the same 64 again, and so on; all
+    random with `incompressible`."""
+    if incompressible:
+        return rng.randbytes(size)
     out = bytearray()
     while len(out) < size:
         block = rng.randbytes(64)
@@ -260,7 +265,11 @@ async def run_client(args):
         )
         for size in sizes:
             for kind in ("text", "binary"):
-                sent = make_text(size, rng) if kind == "text" else make_binary(size, rng)
+                sent = (
+                    make_text(size, rng)
+                    if kind == "text"
+                    else make_binary(size, rng, args.incompressible)
+                )
                 await ws.send(fragments(sent, args.fragment))
                 echo = await asyncio.wait_for(ws.recv(), TIMEOUT)
                 frames = ws.frames_of_last_message()
@@ -309,6 +318,7 @@ def main():
     parser.add_argument("--server-no-context-takeover", action="store_true")
     parser.add_argument("--client-no-context-takeover", action="store_true")
     parser.add_argument("--fragment", type=int)
+    parser.add_argument("--incompressible", action="store_true")
     parser.add_argument("--sizes", default="0,125,126")
     parser.add_argument("--close", help="CODE:REASON the client closes with")
     parser.add_argument("--ask-close", help="CODE:REASON the server is asked to close with")

@@ -17,8 +17,8 @@
 mod common;
 
 use common::{
-    ALL_SIZES, Case, Closing, Fragments, Peer, PeerDeflate, UP_TO_1_MIB, UP_TO_64_KIB, params,
-    run_case, run_cases,
+    ALL_SIZES, AT_THE_LIMIT, Case, Closing, Fragments, Peer, PeerDeflate, UP_TO_1_MIB,
+    UP_TO_64_KIB, params, run_case, run_cases,
 };
 use duplex_proto::deflate::DeflateConfig;
 
@@ -53,6 +53,7 @@ async fn all_sizes_node_client_uncompressed() {
         closing: Closing::ByPeer(1000, ""),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -68,6 +69,27 @@ async fn all_sizes_node_client_deflate_defaults() {
         closing: Closing::ByPeer(4000, "ws says bye ✓"),
         fragments: Fragments::NONE,
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
+        response_header: Some(
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
+        ),
+    };
+    run_case(PEER, case, true).await;
+}
+
+#[tokio::test]
+async fn all_sizes_node_client_incompressible_16_mib_deflate() {
+    // 16 MiB of random bytes grow when deflated: the compressed frame is over
+    // the 16 MiB limit, the message is at it, and must pass.
+    let case = Case {
+        name: "ws client, 16 MiB incompressible, deflate at both defaults".into(),
+        peer: PeerDeflate::DEFAULT,
+        duplex: Some(DeflateConfig::default()),
+        sizes: AT_THE_LIMIT,
+        closing: Closing::ByPeer(1000, ""),
+        fragments: Fragments::NONE,
+        negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: true,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),
@@ -85,6 +107,7 @@ async fn node_client_offer_declined_by_duplex() {
         closing: Closing::ByDuplex(4001, "duplex says bye"),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -104,6 +127,7 @@ async fn node_client_asks_no_context_takeover() {
         closing: Closing::ByDuplex(1000, ""),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
              server_max_window_bits=12; client_max_window_bits=12"
@@ -127,6 +151,7 @@ async fn node_client_duplex_forces_no_context_takeover() {
         closing: Closing::ByPeer(4002, "no context"),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
              server_max_window_bits=12; client_max_window_bits=12"
@@ -155,6 +180,7 @@ async fn node_client_asks_each_window_size() {
             closing: Closing::ByPeer(4000 + u16::from(bits), "window"),
             fragments: Fragments::NONE,
             negotiated: Some(params(false, false, Some(bits), Some(bits))),
+            incompressible: false,
             response_header: Some(format!(
                 "permessage-deflate; server_max_window_bits={bits}; client_max_window_bits={bits}"
             )),
@@ -187,6 +213,7 @@ async fn node_client_duplex_limits_each_window_size() {
                 closing: Closing::ByDuplex(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(params(false, false, server_bits, Some(bits))),
+                incompressible: false,
                 response_header: Some(header),
             }
         })
@@ -209,6 +236,7 @@ async fn node_client_fragmented_both_ways_deflate() {
             duplex: Some(4096),
         },
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),
@@ -229,6 +257,7 @@ async fn node_client_fragmented_both_ways_uncompressed() {
             duplex: Some(4096),
         },
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -246,6 +275,7 @@ async fn all_sizes_duplex_client_node_server_uncompressed() {
         closing: Closing::ByDuplex(1000, ""),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, false).await;
@@ -263,6 +293,25 @@ async fn all_sizes_duplex_client_node_server_deflate_defaults() {
         closing: Closing::ByDuplex(4000, "duplex says bye ✓"),
         fragments: Fragments::NONE,
         negotiated: Some(params(false, false, None, None)),
+        incompressible: false,
+        response_header: Some("permessage-deflate".into()),
+    };
+    run_case(PEER, case, false).await;
+}
+
+#[tokio::test]
+async fn all_sizes_duplex_client_node_server_incompressible_16_mib_deflate() {
+    // The ws server's echo of 16 MiB of random bytes, compressed: a
+    // frame over the 16 MiB limit for a message at it, which must pass.
+    let case = Case {
+        name: "ws server, 16 MiB incompressible, deflate at both defaults".into(),
+        peer: PeerDeflate::DEFAULT,
+        duplex: Some(DeflateConfig::client()),
+        sizes: AT_THE_LIMIT,
+        closing: Closing::ByDuplex(1000, ""),
+        fragments: Fragments::NONE,
+        negotiated: Some(params(false, false, None, None)),
+        incompressible: true,
         response_header: Some("permessage-deflate".into()),
     };
     run_case(PEER, case, false).await;
@@ -278,6 +327,7 @@ async fn duplex_client_without_compression_node_server() {
         closing: Closing::ByPeer(4003, "ws closes"),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, false).await;
@@ -297,6 +347,7 @@ async fn duplex_client_node_server_forces_no_context_takeover() {
         closing: Closing::ByPeer(1000, ""),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, None, None)),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into(),
         ),
@@ -318,6 +369,7 @@ async fn duplex_client_asks_node_server_no_context_takeover() {
         closing: Closing::ByDuplex(4004, "no context"),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, None, None)),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into(),
         ),
@@ -341,6 +393,7 @@ async fn duplex_client_node_server_each_window_size() {
             fragments: Fragments::NONE,
             negotiated: Some(params(false, false, Some(bits), Some(bits))),
             // ws writes client_max_window_bits first.
+            incompressible: false,
             response_header: Some(format!(
                 "permessage-deflate; client_max_window_bits={bits}; server_max_window_bits={bits}"
             )),
@@ -377,6 +430,7 @@ async fn duplex_client_asks_node_server_each_window_size() {
                 closing: Closing::ByDuplex(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(negotiated),
+                incompressible: false,
                 response_header: Some(header),
             }
         })
@@ -398,6 +452,7 @@ async fn duplex_client_fragmented_both_ways_node_server() {
             duplex: Some(4096),
         },
         negotiated: Some(params(false, false, None, None)),
+        incompressible: false,
         response_header: Some("permessage-deflate".into()),
     };
     run_case(PEER, case, false).await;

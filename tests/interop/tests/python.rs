@@ -16,8 +16,8 @@
 mod common;
 
 use common::{
-    ALL_SIZES, Case, Closing, Fragments, Peer, PeerDeflate, UP_TO_1_MIB, UP_TO_64_KIB, params,
-    run_case, run_cases,
+    ALL_SIZES, AT_THE_LIMIT, Case, Closing, Fragments, Peer, PeerDeflate, UP_TO_1_MIB,
+    UP_TO_64_KIB, params, run_case, run_cases,
 };
 use duplex_proto::deflate::DeflateConfig;
 
@@ -53,6 +53,7 @@ async fn all_sizes_python_client_uncompressed() {
         closing: Closing::ByPeer(1000, ""),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -68,6 +69,27 @@ async fn all_sizes_python_client_deflate_defaults() {
         closing: Closing::ByPeer(4000, "python says bye ✓"),
         fragments: Fragments::NONE,
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
+        response_header: Some(
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
+        ),
+    };
+    run_case(PEER, case, true).await;
+}
+
+#[tokio::test]
+async fn all_sizes_python_client_incompressible_16_mib_deflate() {
+    // 16 MiB of random bytes grow when deflated: the compressed frame is over
+    // the 16 MiB limit, the message is at it, and must pass.
+    let case = Case {
+        name: "python client, 16 MiB incompressible, deflate at both defaults".into(),
+        peer: PeerDeflate::DEFAULT,
+        duplex: Some(DeflateConfig::default()),
+        sizes: AT_THE_LIMIT,
+        closing: Closing::ByPeer(1000, ""),
+        fragments: Fragments::NONE,
+        negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: true,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),
@@ -85,6 +107,7 @@ async fn python_client_offer_declined_by_duplex() {
         closing: Closing::ByDuplex(4001, "duplex says bye"),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -104,6 +127,7 @@ async fn python_client_asks_no_context_takeover() {
         closing: Closing::ByDuplex(1000, ""),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
              server_max_window_bits=12; client_max_window_bits=12"
@@ -127,6 +151,7 @@ async fn python_client_duplex_forces_no_context_takeover() {
         closing: Closing::ByPeer(4002, "no context"),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
              server_max_window_bits=12; client_max_window_bits=12"
@@ -158,6 +183,7 @@ async fn python_client_asks_each_window_size() {
                 closing: Closing::ByPeer(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(params(false, false, Some(bits), Some(client_bits))),
+                incompressible: false,
                 response_header: Some(format!(
                     "permessage-deflate; server_max_window_bits={bits}; client_max_window_bits={client_bits}"
                 )),
@@ -193,6 +219,7 @@ async fn python_client_duplex_limits_each_window_size() {
                 closing: Closing::ByDuplex(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(params(false, false, server_bits, Some(bits))),
+                incompressible: false,
                 response_header: Some(header),
             }
         })
@@ -215,6 +242,7 @@ async fn python_client_fragmented_both_ways_deflate() {
             duplex: Some(4096),
         },
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),
@@ -235,6 +263,7 @@ async fn python_client_fragmented_both_ways_uncompressed() {
             duplex: Some(4096),
         },
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, true).await;
@@ -253,6 +282,7 @@ async fn all_sizes_duplex_client_python_server_uncompressed() {
         closing: Closing::ByDuplex(1000, ""),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, false).await;
@@ -268,6 +298,27 @@ async fn all_sizes_duplex_client_python_server_deflate_defaults() {
         closing: Closing::ByDuplex(4000, "duplex says bye ✓"),
         fragments: Fragments::NONE,
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
+        response_header: Some(
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
+        ),
+    };
+    run_case(PEER, case, false).await;
+}
+
+#[tokio::test]
+async fn all_sizes_duplex_client_python_server_incompressible_16_mib_deflate() {
+    // The python server's echo of 16 MiB of random bytes, compressed: a
+    // frame over the 16 MiB limit for a message at it, which must pass.
+    let case = Case {
+        name: "python server, 16 MiB incompressible, deflate at both defaults".into(),
+        peer: PeerDeflate::DEFAULT,
+        duplex: Some(DeflateConfig::client()),
+        sizes: AT_THE_LIMIT,
+        closing: Closing::ByDuplex(1000, ""),
+        fragments: Fragments::NONE,
+        negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: true,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),
@@ -285,6 +336,7 @@ async fn duplex_client_without_compression_python_server() {
         closing: Closing::ByPeer(4003, "python closes"),
         fragments: Fragments::NONE,
         negotiated: None,
+        incompressible: false,
         response_header: None,
     };
     run_case(PEER, case, false).await;
@@ -304,6 +356,7 @@ async fn duplex_client_python_server_forces_no_context_takeover() {
         closing: Closing::ByPeer(1000, ""),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, None, None)),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into(),
         ),
@@ -325,6 +378,7 @@ async fn duplex_client_asks_python_server_no_context_takeover() {
         closing: Closing::ByDuplex(4004, "no context"),
         fragments: Fragments::NONE,
         negotiated: Some(params(true, true, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
              server_max_window_bits=12; client_max_window_bits=12"
@@ -354,6 +408,7 @@ async fn duplex_client_python_server_each_window_size() {
                 closing: Closing::ByPeer(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(params(false, false, Some(server_bits), Some(bits))),
+                incompressible: false,
                 response_header: Some(format!(
                     "permessage-deflate; server_max_window_bits={server_bits}; client_max_window_bits={bits}"
                 )),
@@ -383,6 +438,7 @@ async fn duplex_client_asks_python_server_each_window_size() {
                 closing: Closing::ByDuplex(4000 + u16::from(bits), "window"),
                 fragments: Fragments::NONE,
                 negotiated: Some(params(false, false, Some(agreed), Some(agreed))),
+                incompressible: false,
                 response_header: Some(format!(
                     "permessage-deflate; server_max_window_bits={agreed}; client_max_window_bits={agreed}"
                 )),
@@ -405,6 +461,7 @@ async fn duplex_client_fragmented_both_ways_python_server() {
             duplex: Some(4096),
         },
         negotiated: Some(params(false, false, Some(12), Some(12))),
+        incompressible: false,
         response_header: Some(
             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12".into(),
         ),

@@ -10,11 +10,22 @@
 //!   violation fails the connection with the RFC's close code, queued as the
 //!   last bytes to transmit, and no further input is processed.
 //! - Memory is bounded by the limits: a message (after decompression) never
-//!   grows past `max_message_size`, a frame buffered whole never past
-//!   `max_frame_size`, and reassembly keeps no per-fragment state.
+//!   grows past `max_message_size`, a frame buffered whole (uncompressed)
+//!   never past `max_frame_size`, and reassembly keeps no per-fragment state.
+//!   A frame of a compressed message may carry up to
+//!   [`Config::compressed_frame_limit`] bytes (deflate's overhead on top of
+//!   `max_frame_size`); it is inflated as it arrives, never held whole.
 //! - Text is validated as it arrives and fails on the first invalid byte.
 //! - Nothing is queued after our close frame, and the state is
 //!   [`State::Closed`] once a close frame was both sent and received.
+//! - Input makes us queue only automatic pongs, our answer to the peer's
+//!   close and the close frame of a failure. Automatic pongs are bounded
+//!   whatever the peer sends and whether or not the transport writes: once
+//!   [`PONG_BURST`] of them were queued since the write queue was last empty,
+//!   a new one replaces the previous one while that is still wholly unwritten
+//!   and last in the queue (RFC 6455 §5.5.3), so a peer that pings and never
+//!   reads gets at most `PONG_BURST + 1` pongs queued, the last one answering
+//!   its latest ping. None is queued after our close frame.
 //! - An idle connection is small (88 bytes on 64-bit targets): the receive
 //!   state (read buffer, frame and message under way, queued events, UTF-8
 //!   state) and the write queue each live in a box made on first use and
@@ -30,7 +41,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use compression::Compress;
 use compression::Compression;
-pub use outbuf::OutBuf;
+pub use outbuf::{OutBuf, PONG_BURST};
 pub use send::PreparedMessage;
 
 use crate::Role;
@@ -56,10 +67,15 @@ pub enum ReceiveMode {
 /// internet and let every legitimate message of up to 16 MiB through.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Largest payload of one received frame (close 1009 beyond). Default 16 MiB.
+    /// Largest payload of one received uncompressed frame (close 1009
+    /// beyond). A frame of a compressed message (permessage-deflate) may be
+    /// larger by deflate's worst-case expansion, up to
+    /// [`Config::compressed_frame_limit`], so that a message that fits the
+    /// limits uncompressed also fits them compressed. Default 16 MiB.
     pub max_frame_size: usize,
-    /// Largest received message, after decompression (close 1009 beyond).
-    /// Default 16 MiB.
+    /// Largest received message, after decompression (close 1009 beyond):
+    /// exact, whether the message came compressed or not, in one frame or
+    /// many. Default 16 MiB.
     pub max_message_size: usize,
     /// Most frames in one received message (close 1009 beyond). Default
     /// 1,048,576: reassembly keeps no per-fragment state, so the limit only
@@ -70,10 +86,29 @@ pub struct Config {
     pub max_send_frame_size: usize,
     /// Answer each ping with a pong automatically. Default on; when off, pings
     /// are still reported and the application answers with
-    /// [`Connection::send_pong`].
+    /// [`Connection::send_pong`]. Automatic pongs left unwritten are
+    /// coalesced past a burst of [`PONG_BURST`] (see the module docs).
     pub auto_pong: bool,
     /// Whole messages or streamed chunks.
     pub receive_mode: ReceiveMode,
+}
+
+impl Config {
+    /// Largest payload of one received frame of a compressed message:
+    /// `max_frame_size` plus deflate's worst-case expansion of that many
+    /// bytes, `n + ⌈n/8⌉ + ⌈n/64⌉ + 16` for `n = max_frame_size`. This is
+    /// zlib's most conservative `deflateBound` (literals in fixed Huffman
+    /// codes, 9 bits a byte at worst, plus block headers), which also covers
+    /// stored blocks at any `memLevel` (5 bytes per block of at least 128
+    /// bytes, under 4%), plus room for the end of a flush. 16 MiB gives
+    /// 19,136,528 bytes. Such a frame is inflated as it arrives, never held
+    /// whole, and what it inflates to is bounded by `max_message_size`.
+    pub fn compressed_frame_limit(&self) -> u64 {
+        let n = self.max_frame_size as u64;
+        n.saturating_add(n.div_ceil(8))
+            .saturating_add(n.div_ceil(64))
+            .saturating_add(16)
+    }
 }
 
 impl Default for Config {
@@ -113,7 +148,8 @@ pub enum Event {
     MessageData(Bytes),
     /// The current message is complete and valid ([`ReceiveMode::Streaming`]).
     MessageEnd,
-    /// A ping with its payload; a pong was queued if `auto_pong` is on.
+    /// A ping with its payload; a pong was queued if `auto_pong` is on (in
+    /// place of an earlier unwritten one past a burst, see [`PONG_BURST`]).
     Ping(Bytes),
     /// A pong with its payload.
     Pong(Bytes),

@@ -5,8 +5,14 @@
 //! frame, or a prepared broadcast frame) is queued as its own chunk without
 //! copying; a vectored write sends everything in order.
 //!
-//! Invariant: the bytes in `chunks` (front to back) followed by `tail` are the
-//! exact byte stream to write, and `len` is their total length.
+//! Invariants:
+//! - The bytes in `chunks` (front to back) followed by `tail` are the exact
+//!   byte stream to write, and `len` is their total length.
+//! - `pong_len`, when not 0, is the length of the automatic pong that ends the
+//!   queue: its bytes are the last `pong_len` bytes of `tail`, none of them
+//!   written yet. Queuing anything else, or writing any of its bytes, clears it.
+//! - `pongs` counts the automatic pongs queued since the queue was last empty
+//!   (see [`PONG_BURST`]).
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -18,12 +24,26 @@ pub(crate) const SHARE_THRESHOLD: usize = 4096;
 /// A tail buffer larger than this is given back when the queue drains.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
+/// Automatic pongs that may queue up, each for its own ping, while the queue
+/// is not written out; past them, one more is queued, and then each new
+/// automatic pong replaces the last one if that one is still wholly unwritten
+/// and last in the queue (RFC 6455 §5.5.3 lets an endpoint answer only the
+/// most recent of the pings it has not answered yet). A peer
+/// that reads what we write gets a pong for every ping of a burst of up to
+/// this many (the Autobahn|Testsuite sends 10 at once); a peer that sends
+/// pings and does not read makes us queue at most this many pongs plus one.
+pub const PONG_BURST: usize = 16;
+
 /// Bytes waiting to be written, in order. Implements [`Buf`].
 #[derive(Debug, Default)]
 pub struct OutBuf {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
     len: usize,
+    /// Length of the unwritten automatic pong that ends the queue (0: none).
+    pong_len: usize,
+    /// Automatic pongs queued since the queue was last empty.
+    pongs: usize,
 }
 
 impl OutBuf {
@@ -36,6 +56,32 @@ impl OutBuf {
     /// Accounts for `n` bytes appended to the tail.
     pub(crate) fn commit_tail(&mut self, n: usize) {
         self.len += n;
+        self.pong_len = 0;
+    }
+
+    /// Makes room for a new automatic pong: once more than [`PONG_BURST`] of
+    /// them were queued since the queue was last empty, takes back the last one if it
+    /// ends the queue and none of it was written. Returns whether it did.
+    pub(crate) fn replace_pong(&mut self) -> bool {
+        if self.pong_len == 0 || self.pongs <= PONG_BURST {
+            return false;
+        }
+        debug_assert!(self.tail.len() >= self.pong_len && self.len >= self.pong_len);
+        self.tail.truncate(self.tail.len() - self.pong_len);
+        self.len -= self.pong_len;
+        self.pong_len = 0;
+        true
+    }
+
+    /// Marks the last `n` bytes queued (all in the tail) as an automatic
+    /// pong; `replaced` tells whether it took the place of an earlier one
+    /// ([`OutBuf::replace_pong`]) rather than adding to the count.
+    pub(crate) fn mark_pong(&mut self, n: usize, replaced: bool) {
+        debug_assert!(self.tail.len() >= n && self.len >= n);
+        self.pong_len = n;
+        if !replaced {
+            self.pongs += 1;
+        }
     }
 
     /// Queues `bytes` after everything already queued, without copying.
@@ -46,6 +92,7 @@ impl OutBuf {
         if !self.tail.is_empty() {
             self.chunks.push_back(self.tail.split().freeze());
         }
+        self.pong_len = 0;
         self.len += bytes.len();
         self.chunks.push_back(bytes);
     }
@@ -84,6 +131,13 @@ impl Buf for OutBuf {
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.len, "advance past the end of the queue");
         self.len -= cnt;
+        if self.len < self.pong_len {
+            // Part of the pong is written: it can no longer be replaced.
+            self.pong_len = 0;
+        }
+        if self.len == 0 {
+            self.pongs = 0;
+        }
         while cnt > 0 {
             match self.chunks.front_mut() {
                 Some(front) if front.len() <= cnt => {

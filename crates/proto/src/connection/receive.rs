@@ -184,13 +184,24 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
             _ => {}
         }
-        if header.payload_len > self.config.max_frame_size as u64 {
+        let compressed = header.rsv & RSV1 != 0;
+        // A frame of a compressed message carries deflate's output, which is
+        // inflated as it arrives and bounded by the message limit after
+        // decompression; its own bound allows deflate's worst-case expansion.
+        let limit = if compressed
+            || (header.opcode == OpCode::Continuation
+                && rx.message.as_ref().is_some_and(|m| m.compressed))
+        {
+            self.config.compressed_frame_limit()
+        } else {
+            self.config.max_frame_size as u64
+        };
+        if header.payload_len > limit {
             return Err(ProtocolError::FrameTooLarge {
                 size: header.payload_len,
-                limit: self.config.max_frame_size,
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
             });
         }
-        let compressed = header.rsv & RSV1 != 0;
         let kind = match header.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong | OpCode::Continuation if compressed => {
                 return Err(ProtocolError::CompressedNonStartFrame);
@@ -248,7 +259,7 @@ impl Connection {
         match opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && !self.sent_close {
-                    self.queue_control(OpCode::Pong, &payload);
+                    self.queue_auto_pong(&payload);
                 }
                 rx.events.push_back(Event::Ping(payload));
             }

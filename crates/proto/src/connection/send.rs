@@ -196,6 +196,20 @@ impl Connection {
         self.write_frame(true, 0, opcode, &Payload::Borrowed(payload));
     }
 
+    /// Queues the automatic answer to a ping. Past a burst of them while
+    /// the queue is not written out, it replaces the previous automatic pong
+    /// if that one is still wholly unwritten and nothing was queued after it
+    /// (RFC 6455 §5.5.3; see [`super::outbuf::PONG_BURST`]).
+    pub(super) fn queue_auto_pong(&mut self, payload: &[u8]) {
+        let out = self.out.get_or_insert_with(Box::default);
+        let replaced = out.replace_pong();
+        let before = out.len();
+        self.queue_control(OpCode::Pong, payload);
+        let out = self.out.get_or_insert_with(Box::default);
+        let n = out.len() - before;
+        out.mark_pong(n, replaced);
+    }
+
     fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
         if self.sent_close {
             return Err(SendError::Closed);

@@ -410,6 +410,152 @@ fn auto_pong_can_be_turned_off() {
     );
 }
 
+/// The payloads of the pongs in `events` (a server's output decoded by a client).
+fn pong_payloads(events: &[Event]) -> Vec<Bytes> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Pong(payload) => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_pings_gets_a_pong_for_each() {
+    // Autobahn|Testsuite 2.10: ten pings at once, ten pongs in order.
+    let mut conn = server();
+    let mut bytes = Vec::new();
+    let payloads: Vec<Bytes> = (0..PONG_BURST)
+        .map(|i| Bytes::from(format!("payload-{i}")))
+        .collect();
+    for payload in &payloads {
+        bytes.extend(cframe(true, 0, OpCode::Ping, payload));
+    }
+    let (events, error) = feed(&mut conn, &bytes);
+    assert_eq!((events.len(), error), (PONG_BURST, None));
+    assert_eq!(pong_payloads(&server_output_as_events(&mut conn)), payloads);
+}
+
+#[test]
+fn a_ping_flood_without_writes_queues_a_bounded_number_of_pongs() {
+    // A peer that pings and never reads: the pongs past a burst are
+    // coalesced into one that answers the latest ping (RFC 6455 §5.5.3).
+    for mut conn in [server(), client()] {
+        let frame = |i: u32| {
+            let payload = format!("{i:0>125}");
+            match conn.role() {
+                crate::Role::Server => cframe(true, 0, OpCode::Ping, payload.as_bytes()),
+                crate::Role::Client => sframe(true, 0, OpCode::Ping, payload.as_bytes()),
+            }
+        };
+        let pings = 100_000u32;
+        let mut bytes = Vec::new();
+        for i in 0..pings {
+            bytes.extend(frame(i));
+        }
+        let (events, error) = feed(&mut conn, &bytes);
+        assert_eq!((events.len(), error), (pings as usize, None));
+        // A pong frame is at most 2 + 4 + 125 bytes (header, mask, payload).
+        let bound = (PONG_BURST + 1) * 131;
+        assert!(
+            conn.buffered_amount() <= bound,
+            "{} bytes queued for {pings} pings, more than {bound}",
+            conn.buffered_amount()
+        );
+        let out = take_output(&mut conn);
+        let mut peer = match conn.role() {
+            crate::Role::Server => client(),
+            crate::Role::Client => server(),
+        };
+        let (events, error) = feed(&mut peer, &out);
+        assert_eq!(error, None);
+        let pongs = pong_payloads(&events);
+        assert_eq!(pongs.len(), PONG_BURST + 1);
+        let expected: Vec<Bytes> = (0..PONG_BURST as u32)
+            .chain([pings - 1])
+            .map(|i| Bytes::from(format!("{i:0>125}")))
+            .collect();
+        assert_eq!(pongs, expected, "the burst, then the latest ping");
+    }
+}
+
+#[test]
+fn pongs_are_answered_one_by_one_again_once_the_queue_is_written() {
+    let mut conn = server();
+    for round in 0..3 {
+        let mut bytes = Vec::new();
+        for i in 0..PONG_BURST + 5 {
+            bytes.extend(cframe(
+                true,
+                0,
+                OpCode::Ping,
+                format!("{round}-{i}").as_bytes(),
+            ));
+        }
+        feed(&mut conn, &bytes);
+        let pongs = pong_payloads(&server_output_as_events(&mut conn));
+        assert_eq!(pongs.len(), PONG_BURST + 1, "round {round}");
+        assert_eq!(
+            pongs.last().unwrap(),
+            &Bytes::from(format!("{round}-{}", PONG_BURST + 4))
+        );
+    }
+}
+
+#[test]
+fn a_pong_partly_written_or_followed_by_data_is_never_replaced() {
+    let mut conn = server();
+    let ping = |payload: &str| cframe(true, 0, OpCode::Ping, payload.as_bytes());
+    for i in 0..PONG_BURST {
+        feed(&mut conn, &ping(&format!("b{i}")));
+    }
+    // The last pong of the burst is partly written: it stays whole.
+    let first = conn.buffered_amount() - 3;
+    let mut written = conn.transmit().copy_to_bytes(first).to_vec();
+    feed(&mut conn, &ping("after a partial write"));
+    // A data message after that pong: the next pong goes after the message.
+    conn.send_text("data").unwrap();
+    feed(&mut conn, &ping("after data"));
+    feed(&mut conn, &ping("latest"));
+    written.extend(take_output(&mut conn));
+    let mut peer = client();
+    let (events, error) = feed(&mut peer, &written);
+    assert_eq!(error, None);
+    let mut expected: Vec<Event> = (0..PONG_BURST)
+        .map(|i| Event::Pong(Bytes::from(format!("b{i}"))))
+        .collect();
+    expected.push(Event::Pong(Bytes::from_static(b"after a partial write")));
+    expected.push(Event::Message(Message::text("data")));
+    expected.push(Event::Pong(Bytes::from_static(b"latest")));
+    assert_eq!(events, expected);
+}
+
+#[test]
+fn a_coalesced_pong_still_goes_before_our_close() {
+    let mut conn = server();
+    for i in 0..PONG_BURST + 3 {
+        feed(
+            &mut conn,
+            &cframe(true, 0, OpCode::Ping, format!("{i}").as_bytes()),
+        );
+    }
+    conn.close(CloseCode::NORMAL, "").unwrap();
+    feed(
+        &mut conn,
+        &cframe(true, 0, OpCode::Ping, b"after our close"),
+    );
+    let events = server_output_as_events(&mut conn);
+    assert_eq!(events.len(), PONG_BURST + 2);
+    assert_eq!(
+        &events[PONG_BURST..],
+        &[
+            Event::Pong(Bytes::from(format!("{}", PONG_BURST + 2))),
+            Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))),
+        ]
+    );
+}
+
 #[test]
 fn unsolicited_pong_is_accepted() {
     let (events, error) = feed(&mut server(), &cframe(true, 0, OpCode::Pong, b"beat"));
@@ -781,6 +927,171 @@ mod deflate {
         assert!(events.is_empty());
         assert_eq!(error, Some(ProtocolError::MessageTooLarge { limit }));
         assert_eq!(error.unwrap().close_code(), CloseCode::MESSAGE_TOO_BIG);
+    }
+
+    /// `len` bytes that deflate cannot shrink (xorshift64).
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A sender of `role` (masking if a client) and a receiver of the other
+    /// role with `config`, both with permessage-deflate (default window) and
+    /// the sender compressing at `level` with `mem_level`.
+    fn compressed_pair(
+        sender_role: crate::Role,
+        config: &Config,
+        level: u32,
+        mem_level: Option<u8>,
+    ) -> (Connection, Connection) {
+        let p = DeflateParams::default();
+        let sending = DeflateConfig {
+            level,
+            mem_level,
+            ..policy(0)
+        };
+        let mut n = 7u32;
+        let mask: MaskSource = Box::new(move || {
+            n = n.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            n.to_le_bytes()
+        });
+        let mut n2 = 11u32;
+        let mask2: MaskSource = Box::new(move || {
+            n2 = n2.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            n2.to_le_bytes()
+        });
+        match sender_role {
+            crate::Role::Client => (
+                Connection::client(Config::default(), mask).with_deflate(p, &sending),
+                Connection::server(config.clone()).with_deflate(p, &policy(0)),
+            ),
+            crate::Role::Server => (
+                Connection::server(Config::default()).with_deflate(p, &sending),
+                Connection::client(config.clone(), mask2).with_deflate(p, &policy(0)),
+            ),
+        }
+    }
+
+    #[test]
+    fn the_message_limit_is_exact_with_and_without_compression_in_both_roles() {
+        // Incompressible data compressed grows by deflate's overhead: a
+        // message at the limit makes a frame over `max_frame_size`, which
+        // must pass; one byte over the limit fails with 1009 either way.
+        let limit = 256 << 10;
+        let config = Config {
+            max_frame_size: limit,
+            max_message_size: limit,
+            ..Config::default()
+        };
+        for sender_role in [crate::Role::Client, crate::Role::Server] {
+            // zlib's defaults, and its smallest stored blocks (memLevel 1).
+            for (level, mem_level) in [(6, None), (1, Some(1)), (9, Some(5))] {
+                let case = format!("{sender_role:?} sends, level {level}, memLevel {mem_level:?}");
+                for (compress, size) in [
+                    (Compress::Always, limit),
+                    (Compress::Always, limit + 1),
+                    (Compress::Never, limit),
+                    (Compress::Never, limit + 1),
+                ] {
+                    let (mut sender, mut receiver) =
+                        compressed_pair(sender_role, &config, level, mem_level);
+                    let data = noise(size, size as u64);
+                    sender
+                        .send_with(Message::binary(data.clone()), compress)
+                        .unwrap();
+                    let wire = take_output(&mut sender);
+                    if compress == Compress::Always {
+                        assert!(wire.len() > size + 14, "{case}: deflate grew the frame");
+                    }
+                    let (events, error) = feed(&mut receiver, &wire);
+                    if size <= limit {
+                        assert_eq!(error, None, "{case}, {compress:?}, {size} bytes");
+                        assert_eq!(events, vec![Event::Message(Message::binary(data))]);
+                    } else {
+                        let error = error.expect("one byte over the limit fails");
+                        let expected = match compress {
+                            Compress::Never => ProtocolError::FrameTooLarge {
+                                size: size as u64,
+                                limit,
+                            },
+                            _ => ProtocolError::MessageTooLarge { limit },
+                        };
+                        assert_eq!(error, expected, "{case}, {compress:?}");
+                        assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_compressed_frame_is_bounded_by_the_deflate_bound_of_the_frame_limit() {
+        let config = Config::default();
+        let bound = config.compressed_frame_limit();
+        assert_eq!(bound, 19_136_528);
+        // What Python `websockets` (memLevel 5) sends for 16 MiB of noise.
+        assert!(bound >= 16_818_182);
+        let header = |rsv: u8, opcode: OpCode, len: u64, fin: bool| {
+            let mut out = BytesMut::new();
+            crate::frame::encode_header(
+                &crate::frame::FrameHeader {
+                    fin,
+                    rsv,
+                    opcode,
+                    mask: Some(KEY),
+                    payload_len: len,
+                },
+                &mut out,
+            );
+            out.to_vec()
+        };
+        let conn = || {
+            Connection::server(Config::default()).with_deflate(DeflateParams::default(), &policy(0))
+        };
+        // The first frame of a compressed message, and a continuation of
+        // one: only the header is sent, the limit is checked on it.
+        let mut first = conn();
+        let (_, error) = feed(&mut first, &header(RSV1, OpCode::Binary, bound + 1, true));
+        assert_eq!(
+            error,
+            Some(ProtocolError::FrameTooLarge {
+                size: bound + 1,
+                limit: bound as usize
+            })
+        );
+        let mut continued = conn();
+        let mut bytes = cframe(false, RSV1, OpCode::Binary, &[]);
+        bytes.extend(header(0, OpCode::Continuation, bound + 1, true));
+        let (_, error) = feed(&mut continued, &bytes);
+        assert_eq!(
+            error,
+            Some(ProtocolError::FrameTooLarge {
+                size: bound + 1,
+                limit: bound as usize
+            })
+        );
+        // An uncompressed frame keeps the plain limit.
+        let mut plain = conn();
+        let max = config.max_frame_size as u64;
+        let (_, error) = feed(&mut plain, &header(0, OpCode::Binary, max + 1, true));
+        assert_eq!(
+            error,
+            Some(ProtocolError::FrameTooLarge {
+                size: max + 1,
+                limit: config.max_frame_size
+            })
+        );
+        // A header at the bound is accepted (the payload is awaited).
+        let mut at = conn();
+        let (_, error) = feed(&mut at, &header(RSV1, OpCode::Binary, bound, true));
+        assert_eq!(error, None);
     }
 
     #[test]

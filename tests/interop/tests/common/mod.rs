@@ -60,6 +60,9 @@ pub(crate) const ALL_SIZES: &[usize] = &[0, 125, 126, 65535, 65536, MIB, 16 * MI
 pub(crate) const UP_TO_1_MIB: &[usize] = &[0, 125, 126, 65535, 65536, MIB];
 /// Up to 64 KiB: enough to cross a window and the 16-bit length.
 pub(crate) const UP_TO_64_KIB: &[usize] = &[0, 125, 126, 65535, 65536];
+/// Only 16 MiB, Duplex's default message limit (with [`Case::incompressible`]:
+/// a compressed frame over the limit, for a message at it).
+pub(crate) const AT_THE_LIMIT: &[usize] = &[16 * MIB];
 
 /// The workspace root (where `.tools/` and `artifacts/` live).
 pub(crate) fn workspace_root() -> PathBuf {
@@ -137,7 +140,7 @@ pub(crate) fn text_payload(size: usize, seed: u64) -> String {
 }
 
 /// `size` bytes: 64 random bytes, the same 64 again, and so on (compressible
-/// by any window, and not trivially).
+/// by any window, and not trivially); see [`noise_payload`] for the opposite.
 pub(crate) fn binary_payload(size: usize, seed: u64) -> Bytes {
     let mut rng = Rng::new(seed ^ 0xB1);
     let mut out = Vec::with_capacity(size + 128);
@@ -145,6 +148,17 @@ pub(crate) fn binary_payload(size: usize, seed: u64) -> Bytes {
         let block: Vec<u8> = (0..8).flat_map(|_| rng.next().to_le_bytes()).collect();
         out.extend_from_slice(&block);
         out.extend_from_slice(&block);
+    }
+    out.truncate(size);
+    Bytes::from(out)
+}
+
+/// `size` random bytes (xorshift64*), which deflate cannot shrink.
+pub(crate) fn noise_payload(size: usize, seed: u64) -> Bytes {
+    let mut rng = Rng::new(seed ^ 0x5EED);
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(size);
     Bytes::from(out)
@@ -667,6 +681,9 @@ pub(crate) struct Case {
     pub(crate) negotiated: Option<DeflateParams>,
     /// The `Sec-WebSocket-Extensions` response, as the peer saw it.
     pub(crate) response_header: Option<String>,
+    /// Binary messages are random throughout ([`noise_payload`]; the peer's
+    /// `--incompressible`), so that deflate makes them larger.
+    pub(crate) incompressible: bool,
 }
 
 /// Collects the failed checks of one case, then panics with all of them.
@@ -769,6 +786,9 @@ pub(crate) async fn peer_client_to_duplex_server(peer: Peer, case: &Case, checks
         args.extend(["--fragment".to_owned(), size.to_string()]);
     }
     args.extend(["--sizes".to_owned(), sizes_arg(case.sizes)]);
+    if case.incompressible {
+        args.push("--incompressible".to_owned());
+    }
     match case.closing {
         Closing::ByPeer(code, reason) => {
             args.extend(["--close".into(), format!("{code}:{reason}")])
@@ -955,6 +975,7 @@ pub(crate) async fn run_duplex_client(
     url: &str,
     config: &Config,
     sizes: &[usize],
+    incompressible: bool,
     closing: Closing,
 ) -> Result<ClientOutcome, String> {
     let mut ws = duplex::connect_with(&ClientRequest::new(url), config)
@@ -966,7 +987,11 @@ pub(crate) async fn run_duplex_client(
     for (i, &size) in sizes.iter().enumerate() {
         for message in [
             Message::text(text_payload(size, i as u64)),
-            Message::binary(binary_payload(size, i as u64)),
+            Message::binary(if incompressible {
+                noise_payload(size, i as u64)
+            } else {
+                binary_payload(size, i as u64)
+            }),
         ] {
             let what = format!("{} of {size} bytes", kind_name(message.kind()));
             let t0 = Instant::now();
@@ -1094,7 +1119,8 @@ pub(crate) async fn duplex_client_to_peer_server(peer: Peer, case: &Case, checks
     if let Some(size) = case.fragments.duplex {
         config.protocol.max_send_frame_size = size;
     }
-    let outcome = run_duplex_client(&url, &config, case.sizes, case.closing).await;
+    let outcome =
+        run_duplex_client(&url, &config, case.sizes, case.incompressible, case.closing).await;
     let closed = match &outcome {
         Ok(_) => Some(process.expect("closed").await),
         Err(_) => None,
