@@ -745,9 +745,12 @@ mod tests {
         let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
         let payload = b64(format!(r#"{{"sub":"alice",{claims}}}"#).as_bytes());
         let signed = format!("{header}.{payload}");
-        let signature =
-            jsonwebtoken::crypto::sign(signed.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
-                .unwrap();
+        let signature = jsonwebtoken::crypto::sign(
+            signed.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
         format!("{signed}.{signature}")
     }
 
@@ -767,7 +770,11 @@ mod tests {
             assert_eq!(exp(huge), Err(AuthError::InvalidTime("exp")), "exp {huge}");
         }
         for negative in ["-1", "-1e300", "-0.5"] {
-            assert_eq!(exp(negative), Err(AuthError::InvalidTime("exp")), "exp {negative}");
+            assert_eq!(
+                exp(negative),
+                Err(AuthError::InvalidTime("exp")),
+                "exp {negative}"
+            );
         }
         let last = exp("253402300799").unwrap();
         assert_eq!(last.expires, MAX_NUMERIC_DATE);
@@ -782,7 +789,10 @@ mod tests {
         assert_eq!(with(r#""iat":"yesterday""#), Err(AuthError::Malformed));
         assert!(with(&format!(r#""iat":{NOW},"nbf":{NOW}"#)).is_ok());
         let message = with(r#""iat":1e300"#).unwrap_err().to_string();
-        assert!(message.contains("`iat`") && message.contains("9999"), "{message}");
+        assert!(
+            message.contains("`iat`") && message.contains("9999"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1044,7 +1054,10 @@ mod tests {
             ..AuthConfig::default()
         };
         let v = Verifier::from_config(&with_issuer).unwrap();
-        assert_eq!(v.verify(&hs(&good_claims()), NOW), Err(AuthError::WrongIssuer));
+        assert_eq!(
+            v.verify(&hs(&good_claims()), NOW),
+            Err(AuthError::WrongIssuer)
+        );
     }
 
     #[test]

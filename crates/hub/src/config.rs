@@ -451,7 +451,12 @@ mod tests {
                 "{error:?}"
             );
             let message = error.to_string();
-            for part in ["auth.hs256_secret", "32 bytes", "RFC 7518", "allow_short_secret"] {
+            for part in [
+                "auth.hs256_secret",
+                "32 bytes",
+                "RFC 7518",
+                "allow_short_secret",
+            ] {
                 assert!(message.contains(part), "{message:?} lacks {part:?}");
             }
             let allowed = auth(short, "allow_short_secret = true").unwrap();

@@ -105,7 +105,12 @@ async fn a_token_in_the_handshake_names_the_user() {
 async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
     let hub = TestHub::start(authed_config()).await;
     for bad in [
-        token_signed("mallory", 3600, json!({}), "a forger's secret, also 32 bytes"),
+        token_signed(
+            "mallory",
+            3600,
+            json!({}),
+            "a forger's secret, also 32 bytes",
+        ),
         token("alice", -10, json!({})),
         "not.a.jwt".to_owned(),
     ] {
@@ -127,7 +132,12 @@ async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
 async fn a_bad_token_in_connect_closes_with_4001() {
     let hub = TestHub::start(authed_config()).await;
     for bad in [
-        token_signed("mallory", 3600, json!({}), "a wrong secret, though of 32 by."),
+        token_signed(
+            "mallory",
+            3600,
+            json!({}),
+            "a wrong secret, though of 32 by.",
+        ),
         token("alice", -10, json!({})),
         "not.a.jwt".to_owned(),
     ] {

@@ -542,7 +542,10 @@ async fn tokens_go_in_connect_and_a_refused_token_is_final() {
     assert_eq!((user.as_str(), expires), ("alice", Some(now + 3600)));
     alice.close();
 
-    let mut forger = Client::connect(&hub.url(), options().token(token("not the secret, though 32 bytes!")));
+    let mut forger = Client::connect(
+        &hub.url(),
+        options().token(token("not the secret, though 32 bytes!")),
+    );
     let (event, _) = wait_for(&mut forger, |e| matches!(e, Event::Disconnected(_))).await;
     let Event::Disconnected(closed) = event else {
         unreachable!()
