@@ -326,6 +326,37 @@ mod tests {
         assert_eq!(depth("]]]["), 1, "closers never go below 0");
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            // Strings full of what the scan must skip.
+            "[\\[\\]{}\"\\\\ a\u{1}é]{0,80}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(80, 400, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[\\[\\]{}\"\\\\a]{0,6}", inner), 0..4)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn both_scans_agree_on_any_json(value in json_value(), pretty: bool, pad in 0usize..64) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                serde_json::to_string(&value).unwrap()
+            };
+            let text = format!("{}{text}", " ".repeat(pad));
+            agree(&text);
+        }
+    }
+
     #[test]
     fn prefix_xor_is_the_running_parity() {
         for x in [
