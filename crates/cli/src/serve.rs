@@ -87,9 +87,14 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert", env = "DUPLEX_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Verify tokens with this HS256 secret.
+    /// Verify tokens with this HS256 secret (at least 32 bytes, RFC 7518
+    /// §3.2).
     #[arg(long, env = "DUPLEX_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Accept an HS256 secret shorter than 32 bytes, with a warning (unsafe:
+    /// a short secret can be guessed from any token).
+    #[arg(long, env = "DUPLEX_ALLOW_SHORT_SECRET")]
+    allow_short_secret: bool,
     /// Verify tokens with this RS256 public key (PEM file).
     #[arg(long, env = "DUPLEX_JWT_RS256_KEY")]
     jwt_rs256_key: Option<PathBuf>,
@@ -168,6 +173,9 @@ impl ServeArgs {
             auth.hs256_secret = self.jwt_secret.clone();
             auth.rs256_public_key = self.jwt_rs256_key.clone();
             auth.es256_public_key = self.jwt_es256_key.clone();
+        }
+        if let Some(auth) = &mut config.auth {
+            auth.allow_short_secret |= self.allow_short_secret;
         }
         let limits = &mut config.limits;
         if let Some(n) = self.max_connections {
@@ -311,6 +319,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("public_urls"), "{error}");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_unless_allowed() {
+        let error = parse(&["--jwt-secret", "x"]).unwrap_err().to_string();
+        assert!(
+            error.contains("hs256_secret") && error.contains("32 bytes"),
+            "{error}"
+        );
+        assert!(error.contains("--allow-short-secret"), "{error}");
+        let allowed = parse(&["--jwt-secret", "x", "--allow-short-secret"]).unwrap();
+        assert!(allowed.auth.unwrap().allow_short_secret);
+        let long = parse(&["--jwt-secret", "a-serve-test-secret-of-32-bytes!"]).unwrap();
+        assert!(!long.auth.unwrap().allow_short_secret);
     }
 
     #[test]

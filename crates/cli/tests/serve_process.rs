@@ -286,6 +286,7 @@ fn help_names_every_flag_and_endpoint() {
         "--tls-cert",
         "--tls-key",
         "--jwt-secret",
+        "--allow-short-secret",
         "--jwt-rs256-key",
         "--jwt-es256-key",
         "--max-connections",

@@ -15,8 +15,11 @@
 //!   field set to `null` has the wrong type (`data`, where `null` is a JSON
 //!   value like any other, excepted).
 //! - Integers (ids, offsets, times, …) are JSON numbers written as plain digits
-//!   (`1.0`, `1e3` and `-1` are not integers here); booleans that are absent
-//!   are `false`.
+//!   (`1.0`, `1e3` and `-1` are not integers here) from 0 to
+//!   [`crate::MAX_INTEGER`] (2^53 − 1) included, `since.offset` too; booleans
+//!   that are absent are `false`.
+//! - JSON `data` nests arrays and objects at most [`crate::MAX_DATA_DEPTH`]
+//!   deep.
 //! - A field given twice is a bad request when the op reads it.
 //! - `data` in a text frame is kept as the raw JSON text it arrived as.
 //! - Commands name valid channels ([`crate::validate_channel`]) and keys of at
@@ -212,13 +215,24 @@ fn split_binary(frame: &[u8]) -> Result<(&str, usize), DecodeError> {
     Ok((header, 4 + len))
 }
 
-/// Integers are plain digits.
+/// Integers are plain digits, at most [`crate::MAX_INTEGER`].
 fn parse_u64(raw: &RawValue) -> Result<u64, NumberError> {
     let text = raw.get();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NumberError::NotInteger);
     }
-    text.parse().map_err(|_| NumberError::TooLarge)
+    match text.parse() {
+        Ok(n) if n <= crate::MAX_INTEGER => Ok(n),
+        _ => Err(NumberError::TooLarge),
+    }
+}
+
+/// The error message for an integer `field` above [`crate::MAX_INTEGER`].
+fn too_large(field: &str) -> String {
+    format!(
+        "field `{field}` is too large: integers are at most {} (2^53 - 1)",
+        crate::MAX_INTEGER
+    )
 }
 
 enum NumberError {
@@ -315,7 +329,7 @@ impl<'a> Reader<'a> {
                 NumberError::NotInteger => {
                     format!("field `{}` must be a non-negative integer", field.name())
                 }
-                NumberError::TooLarge => format!("field `{}` is too large", field.name()),
+                NumberError::TooLarge => too_large(field.name()),
             })
         })
     }
@@ -360,7 +374,8 @@ impl<'a> Reader<'a> {
         self.string(Field::Channel)
     }
 
-    /// `data` from the text frame, or the binary frame's bytes.
+    /// `data` from the text frame (at most [`crate::MAX_DATA_DEPTH`] deep), or
+    /// the binary frame's bytes.
     fn data(&self, binary: Option<&BinaryData<'_>>) -> Result<Data, DecodeError> {
         match binary {
             Some(binary) => {
@@ -369,7 +384,16 @@ impl<'a> Reader<'a> {
                 }
                 Ok(Data::Binary(binary.to_bytes()))
             }
-            None => Ok(Data::Json(JsonText::from_raw(self.required(Field::Data)?))),
+            None => {
+                let raw = self.required(Field::Data)?;
+                if crate::depth::deeper_than(raw.get(), crate::MAX_DATA_DEPTH) {
+                    return Err(self.bad(format!(
+                        "field `data` nests arrays and objects more than {} levels deep",
+                        crate::MAX_DATA_DEPTH
+                    )));
+                }
+                Ok(Data::Json(JsonText::from_raw(raw)))
+            }
         }
     }
 
@@ -377,11 +401,15 @@ impl<'a> Reader<'a> {
         let Some(raw) = self.optional(Field::Since)? else {
             return Ok(None);
         };
-        serde_json::from_str::<Since>(raw.get()).map(Some).map_err(|_| {
+        let since = serde_json::from_str::<Since>(raw.get()).map_err(|_| {
             self.bad(
                 "field `since` must be an object {\"epoch\": string, \"offset\": non-negative integer}",
             )
-        })
+        })?;
+        if since.offset > crate::MAX_INTEGER {
+            return Err(self.bad(too_large("since.offset")));
+        }
+        Ok(Some(since))
     }
 
     fn client_info(&self, field: Field) -> Result<ClientInfo, DecodeError> {

@@ -6,6 +6,10 @@
 //! writes that text verbatim, so the hub passes data through without building a
 //! tree or re-serialising it. Cloning is a reference-count increment for both
 //! kinds.
+//!
+//! The nesting depth of JSON text ([`JsonText::depth`]; the decoders refuse
+//! `data` deeper than [`crate::MAX_DATA_DEPTH`]) is measured by the scans of
+//! [`crate::depth`], which never recurse.
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +54,14 @@ impl JsonText {
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// How deeply arrays and objects nest in this value: 0 for a scalar, 1
+    /// for `[]`, `{}` or `[1, {}]`, 2 for `[[]]` or `{"a": {}}`. Brackets
+    /// inside strings do not count. Linear in the text's length, without
+    /// recursion.
+    pub fn depth(&self) -> usize {
+        crate::depth::depth(&self.0)
     }
 
     /// Parses the text into a `T` (for example a [`serde_json::Value`]). This can

@@ -115,6 +115,7 @@ pub mod client;
 pub mod close;
 pub mod codec;
 pub mod data;
+mod depth;
 pub mod fanout;
 mod fields;
 mod json;
@@ -141,3 +142,16 @@ pub const VERSION: u32 = 1;
 
 /// The largest idempotency `key` of a `publish`, in bytes.
 pub const MAX_KEY_LEN: usize = 64;
+
+/// The largest integer the protocol carries, 2^53 − 1 (JavaScript's
+/// `Number.MAX_SAFE_INTEGER`): every id, offset, time and count is at most
+/// this, so any JSON parser holds it exactly. The decoders refuse a larger
+/// one as a `bad_request` naming the field.
+pub const MAX_INTEGER: u64 = (1 << 53) - 1;
+
+/// The deepest nesting of arrays and objects accepted in JSON `data` (a
+/// scalar is depth 0, `[]` and `{}` depth 1, `[[]]` depth 2). Deeper data is
+/// a `bad_request`: subscribers' parsers have their own limits (serde_json
+/// stops at 128, browsers overflow their stack somewhere in the thousands),
+/// and the hub relays only what they can all read.
+pub const MAX_DATA_DEPTH: usize = 64;

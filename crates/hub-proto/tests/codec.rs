@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use duplex_hub_proto::{
-    ClientInfo, Command, Data, Encoded, ErrorCode, Frame, JsonText, Publication, Request,
-    ServerMessage, Since, decode_command, decode_server, encode_command, encode_publication,
-    encode_server,
+    ClientInfo, Command, Data, Encoded, ErrorCode, Frame, JsonText, MAX_INTEGER, Publication,
+    Request, ServerMessage, Since, decode_command, decode_server, encode_command,
+    encode_publication, encode_server,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -18,6 +18,15 @@ fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[\"\\\\/\u{0}-\u{1f}\u{7f}a-z é\u{2028}😀\u{ffff}]{0,24}",
+    ]
+}
+
+/// An integer of the protocol: ids, offsets, times (at most 2^53 - 1).
+fn integer() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..=MAX_INTEGER,
+        Just(MAX_INTEGER),
+        (MAX_INTEGER - 1000)..=MAX_INTEGER
     ]
 }
 
@@ -73,7 +82,7 @@ fn data() -> impl Strategy<Value = Data> {
 }
 
 fn since() -> impl Strategy<Value = Since> {
-    (any_text(), any::<u64>()).prop_map(|(epoch, offset)| Since { epoch, offset })
+    (any_text(), integer()).prop_map(|(epoch, offset)| Since { epoch, offset })
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -98,7 +107,7 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (prop::option::of(any::<u64>()), command()).prop_map(|(id, command)| Request { id, command })
+    (prop::option::of(integer()), command()).prop_map(|(id, command)| Request { id, command })
 }
 
 fn client_info() -> impl Strategy<Value = ClientInfo> {
@@ -106,32 +115,27 @@ fn client_info() -> impl Strategy<Value = ClientInfo> {
 }
 
 fn publication() -> impl Strategy<Value = Publication> {
-    (
-        any_text(),
-        any::<u64>(),
-        any::<u64>(),
-        client_info(),
-        data(),
-    )
-        .prop_map(|(channel, offset, time, from, data)| Publication {
+    (any_text(), integer(), integer(), client_info(), data()).prop_map(
+        |(channel, offset, time, from, data)| Publication {
             channel,
             offset,
             time,
             from,
             data,
-        })
+        },
+    )
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
-    let id = || prop::option::of(any::<u64>());
+    let id = || prop::option::of(integer());
     prop_oneof![
         (
             id(),
             any_text(),
             any_text(),
             any::<u32>(),
-            prop::option::of(any::<u64>()),
-            any::<u64>()
+            prop::option::of(integer()),
+            integer()
         )
             .prop_map(|(id, client, user, version, expires, ping)| {
                 ServerMessage::Connected {
@@ -143,13 +147,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     ping,
                 }
             }),
-        (id(), prop::option::of(any::<u64>()))
+        (id(), prop::option::of(integer()))
             .prop_map(|(id, expires)| ServerMessage::Refreshed { id, expires }),
         (
             id(),
             any_text(),
             any_text(),
-            any::<u64>(),
+            integer(),
             any::<bool>(),
             any::<bool>()
         )
@@ -164,7 +168,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 }
             }),
         (id(), any_text()).prop_map(|(id, channel)| ServerMessage::Unsubscribed { id, channel }),
-        (id(), any_text(), any::<u64>(), any::<bool>()).prop_map(
+        (id(), any_text(), integer(), any::<bool>()).prop_map(
             |(id, channel, offset, duplicate)| ServerMessage::Published {
                 id,
                 channel,
@@ -203,7 +207,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 data,
             }
         }),
-        (any_text(), any_text(), any::<u64>()).prop_map(|(channel, epoch, offset)| {
+        (any_text(), any_text(), integer()).prop_map(|(channel, epoch, offset)| {
             ServerMessage::Gap {
                 channel,
                 epoch,
@@ -519,6 +523,11 @@ fn decode_server_refusals() {
         (br#"{"op":"subscribed","channel":"a","epoch":"e","offset":1,"gap":"yes"}"#, false, "`gap` must be a boolean"),
         (br#"{"op":"presence","channel":"a","clients":{}}"#, false, "`clients`"),
         (br#"{"op":"connected","client":"c","user":"u","version":4294967296,"ping":1}"#, false, "`version` is too large"),
+        (br#"{"op":"connected","client":"c","user":"u","version":1,"ping":1,"expires":9007199254740992}"#, false, "`expires` is too large"),
+        (br#"{"op":"published","channel":"a","offset":9007199254740992}"#, false, "`offset` is too large"),
+        (br#"{"op":"message","channel":"a","offset":1,"time":18446744073709551615,"from":{"user":"u","client":"c"},"data":1}"#, false, "`time` is too large"),
+        (br#"{"op":"gap","channel":"a","epoch":"e","offset":9007199254740992}"#, false, "`offset` is too large"),
+        (br#"{"op":"pong","id":9007199254740992}"#, false, "`id` is too large"),
     ];
     for &(text, unknown, message) in cases {
         let e = decode_server(Frame::Text(std::str::from_utf8(text).unwrap())).unwrap_err();

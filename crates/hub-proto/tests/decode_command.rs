@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use duplex_hub_proto::{
-    Command, Data, DecodeError, ErrorCode, Frame, JsonText, Request, ServerMessage, Since,
-    decode_binary_command, decode_command, encode_server,
+    Command, Data, DecodeError, ErrorCode, Frame, JsonText, MAX_DATA_DEPTH, MAX_INTEGER, Request,
+    ServerMessage, Since, decode_binary_command, decode_command, encode_server,
 };
 
 fn ok(text: &str) -> Request {
@@ -324,13 +324,62 @@ fn bad_ids_are_reported_without_id() {
         "{}",
         "[1]",
         "18446744073709551616",
+        "18446744073709551615",
+        "9007199254740992",
     ] {
         let e = err(&format!(r#"{{"op":"ping","id":{id}}}"#));
         bad(e, None, "`id`");
     }
     assert_eq!(
-        ok(r#"{"op":"ping","id":18446744073709551615}"#).id,
-        Some(u64::MAX)
+        ok(r#"{"op":"ping","id":9007199254740991}"#).id,
+        Some(MAX_INTEGER)
+    );
+}
+
+#[test]
+fn integers_beyond_2_pow_53_are_bad_requests_naming_the_field() {
+    // The protocol's integers stay below 2^53 so that every JSON parser holds
+    // them exactly; 2^53 itself, and u64::MAX, used to be accepted.
+    for big in ["9007199254740992", "18446744073709551615"] {
+        let e = err(&format!(
+            r#"{{"op":"publish","id":{big},"channel":"a","data":1}}"#
+        ));
+        check(
+            e.clone(),
+            None,
+            ErrorCode::BadRequest,
+            "field `id` is too large",
+        );
+        assert!(e.message.contains("9007199254740991"), "{e:?}");
+        let e = err(&format!(
+            r#"{{"op":"subscribe","id":3,"channel":"a","since":{{"epoch":"e","offset":{big}}}}}"#
+        ));
+        bad(e, Some(3), "field `since.offset` is too large");
+    }
+    let edge =
+        ok(r#"{"op":"subscribe","channel":"a","since":{"epoch":"e","offset":9007199254740991}}"#);
+    assert!(
+        matches!(
+            edge.command,
+            Command::Subscribe {
+                since: Some(Since {
+                    offset: MAX_INTEGER,
+                    ..
+                }),
+                ..
+            }
+        ),
+        "{edge:?}"
+    );
+    // The error is a reply like any other: the hub answers it and reads on.
+    let e = err(r#"{"op":"ping","id":9007199254740992}"#);
+    assert_eq!(
+        e.to_reply(),
+        ServerMessage::Error {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: e.message.clone()
+        }
     );
 }
 
@@ -654,4 +703,93 @@ fn binary_header_field_errors_carry_the_id() {
         Some(6),
         "missing field `channel`",
     );
+}
+
+// ---- refused: data nested too deep ------------------------------------------
+
+/// `n` levels of arrays and objects, alternating, around `1`.
+fn nested(n: usize) -> String {
+    let mut open = String::new();
+    let mut close = String::new();
+    for level in 0..n {
+        if level % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str(r#"{"k":"#);
+            close.insert(0, '}');
+        }
+    }
+    format!("{open}1{close}")
+}
+
+#[test]
+fn data_nested_to_the_limit_is_accepted_and_one_more_refused() {
+    for op in ["publish", "signal"] {
+        let at_limit = nested(MAX_DATA_DEPTH);
+        let text = format!(r#"{{"op":"{op}","id":5,"channel":"a","data":{at_limit}}}"#);
+        match ok(&text).command {
+            Command::Publish { data, .. } | Command::Signal { data, .. } => {
+                assert_eq!(data, json(&at_limit));
+                assert_eq!(data.as_json().unwrap().depth(), MAX_DATA_DEPTH);
+            }
+            other => panic!("{other:?}"),
+        }
+        let over = nested(MAX_DATA_DEPTH + 1);
+        let e = err(&format!(
+            r#"{{"op":"{op}","id":5,"channel":"a","data":{over}}}"#
+        ));
+        bad(e.clone(), Some(5), "field `data`");
+        assert!(e.message.contains("64 levels"), "{e:?}");
+    }
+    // Objects alone and arrays alone count the same.
+    let objects = |n| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+    let arrays = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    for make in [&objects as &dyn Fn(usize) -> String, &arrays] {
+        ok(&format!(
+            r#"{{"op":"publish","channel":"a","data":{}}}"#,
+            make(64)
+        ));
+        err(&format!(
+            r#"{{"op":"publish","channel":"a","data":{}}}"#,
+            make(65)
+        ));
+    }
+}
+
+#[test]
+fn data_nested_1900_or_100000_levels_is_refused_without_a_crash() {
+    // 1,900 levels used to be relayed to subscribers, whose parsers fail on
+    // it (serde_json at 128) or overflow their stack.
+    for depth in [1_900, 100_000] {
+        let text = format!(
+            r#"{{"op":"publish","id":8,"channel":"a","data":{}}}"#,
+            nested(depth)
+        );
+        bad(err(&text), Some(8), "field `data` nests");
+    }
+}
+
+#[test]
+fn brackets_inside_strings_do_not_count_towards_the_depth() {
+    let noise = vec![r#""[[[[{{{{\"[[[[\\" , "]]]]}}}}""#; 40].join(",");
+    let data = format!(
+        "{}[{noise}]{}",
+        "[".repeat(MAX_DATA_DEPTH - 1),
+        "]".repeat(MAX_DATA_DEPTH - 1)
+    );
+    let request = ok(&format!(
+        r#"{{"op":"publish","channel":"a","data":{data}}}"#
+    ));
+    let Command::Publish { data: decoded, .. } = request.command else {
+        panic!("{request:?}")
+    };
+    assert_eq!(decoded, json(&data));
+}
+
+#[test]
+fn depth_applies_to_data_only() {
+    // An ignored field may nest deeper (it is validated, never kept or relayed).
+    let text = format!(r#"{{"op":"ping","id":2,"x":{}}}"#, nested(1_000));
+    assert_eq!(ok(&text).id, Some(2));
 }

@@ -19,6 +19,13 @@
 //!   seconds), so verification is deterministic. `exp` is required: a token
 //!   is expired when `now >= exp + leeway`; with `nbf`, it is not yet valid
 //!   while `now + leeway < nbf`. The leeway is 0 unless configured.
+//! - **Times are times.** `exp`, `nbf` and `iat`, when present, are numbers
+//!   from 0 to [`MAX_NUMERIC_DATE`] (the end of the year 9999), else the
+//!   token is [`AuthError::InvalidTime`]: a value such as `1e300` is refused,
+//!   never saturated into "never expires". Fractions of a second are allowed,
+//!   as RFC 7519 §2 allows them, and rounded the strict way (`exp` down,
+//!   `nbf` up), so [`Identity::expires`] is a whole second within the range,
+//!   exact in any JSON number (below 2^53).
 //! - **`sub` is required** and not empty: an empty user is the anonymous
 //!   user, which a token must not be able to claim.
 //! - `aud` and `iss` are checked only when configured
@@ -47,6 +54,15 @@ use crate::config::AuthConfig;
 /// Longest token accepted, in bytes (8 KiB); longer ones are
 /// [`AuthError::Malformed`] without being decoded.
 pub const MAX_TOKEN_LEN: usize = 8 << 10;
+
+/// Shortest HS256 secret [`Verifier::from_config`] accepts, in bytes, unless
+/// [`AuthConfig::allow_short_secret`] is set: RFC 7518 §3.2 requires a key as
+/// long as the hash output (256 bits) or longer.
+pub const MIN_HS256_SECRET_LEN: usize = 32;
+
+/// Latest time a token's `exp`, `nbf` or `iat` may name, in seconds since
+/// the Unix epoch: 9999-12-31T23:59:59Z.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// Smallest RSA modulus accepted for RS256, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -88,6 +104,10 @@ pub enum AuthError {
     /// `exp` is missing: tokens without an expiry are not accepted.
     #[error("token without an expiry")]
     MissingExpiry,
+    /// A time claim (named here: `"exp"`, `"nbf"` or `"iat"`) is a number
+    /// outside 0 ..= [`MAX_NUMERIC_DATE`].
+    #[error("token's `{0}` is not a time from 1970 to 9999 (seconds since the Unix epoch)")]
+    InvalidTime(&'static str),
     /// The configured key cannot be used (unreadable, wrong type, too weak).
     #[error("bad key: {0}")]
     BadKey(String),
@@ -106,6 +126,7 @@ impl AuthError {
             Self::WrongIssuer => "wrong_issuer",
             Self::MissingSubject => "missing_subject",
             Self::MissingExpiry => "missing_expiry",
+            Self::InvalidTime(_) => "invalid_time",
             Self::BadKey(_) => "bad_key",
         }
     }
@@ -194,7 +215,8 @@ impl Grants {
 pub struct Identity {
     /// The token's `sub`: never empty.
     pub user: String,
-    /// The token's `exp`, in seconds since the Unix epoch.
+    /// The token's `exp`, in seconds since the Unix epoch; at most
+    /// [`MAX_NUMERIC_DATE`].
     pub expires: u64,
     /// The channels the token grants.
     pub grants: Grants,
@@ -209,6 +231,9 @@ struct Claims {
     exp: Option<f64>,
     #[serde(default)]
     nbf: Option<f64>,
+    /// Not used, but checked like the other times.
+    #[serde(default)]
+    iat: Option<f64>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -250,8 +275,10 @@ impl Verifier {
 
     /// A verifier of HS256 tokens signed with `secret`.
     ///
-    /// The secret should be long and random (32 bytes or more): anyone who
-    /// knows it can mint tokens.
+    /// The secret should be long and random, [`MIN_HS256_SECRET_LEN`] bytes
+    /// or more: anyone who knows it can mint tokens. This constructor takes
+    /// any secret; [`Verifier::from_config`] is the one that enforces the
+    /// length.
     pub fn hs256(secret: &[u8]) -> Self {
         Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
@@ -294,7 +321,9 @@ impl Verifier {
 
     /// A verifier as the hub's `[auth]` configuration says: exactly one key
     /// source (key files are read here), and the audience and issuer if set.
-    /// An empty HS256 secret is refused.
+    /// An HS256 secret shorter than [`MIN_HS256_SECRET_LEN`] bytes is refused,
+    /// unless [`AuthConfig::allow_short_secret`] is set, which logs a warning
+    /// instead; an empty one is refused always.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
         let verifier = match (
             &config.hs256_secret,
@@ -304,6 +333,21 @@ impl Verifier {
             (Some(secret), None, None) => {
                 if secret.is_empty() {
                     return Err(AuthError::BadKey("empty hs256_secret".to_owned()));
+                }
+                if secret.len() < MIN_HS256_SECRET_LEN {
+                    if !config.allow_short_secret {
+                        return Err(AuthError::BadKey(format!(
+                            "hs256_secret is {} bytes; at least {MIN_HS256_SECRET_LEN} are \
+                             required (RFC 7518 §3.2), or set allow_short_secret",
+                            secret.len()
+                        )));
+                    }
+                    tracing::warn!(
+                        bytes = secret.len(),
+                        min = MIN_HS256_SECRET_LEN,
+                        "auth.hs256_secret is shorter than RFC 7518 §3.2 allows, accepted because \
+                         allow_short_secret is set: whoever guesses it can mint tokens"
+                    );
                 }
                 Self::hs256(secret.as_bytes())
             }
@@ -376,15 +420,18 @@ impl Verifier {
         let claims = data.claims;
 
         let exp = claims.exp.ok_or(AuthError::MissingExpiry)?;
-        let expires = seconds(exp, f64::floor)?;
+        let expires = seconds("exp", exp, f64::floor)?;
         if now >= expires.saturating_add(self.leeway) {
             return Err(AuthError::Expired);
         }
         if let Some(nbf) = claims.nbf {
-            let nbf = seconds(nbf, f64::ceil)?;
+            let nbf = seconds("nbf", nbf, f64::ceil)?;
             if now.saturating_add(self.leeway) < nbf {
                 return Err(AuthError::NotYetValid);
             }
+        }
+        if let Some(iat) = claims.iat {
+            seconds("iat", iat, f64::floor)?;
         }
         let user = match claims.sub {
             Some(sub) if !sub.is_empty() => sub,
@@ -461,14 +508,17 @@ fn significant_bits(be: &[u8]) -> usize {
     }
 }
 
-/// A JWT NumericDate as whole seconds, rounded with `round` (down for `exp`,
-/// up for `nbf`: the stricter way in both cases).
-fn seconds(value: f64, round: fn(f64) -> f64) -> Result<u64, AuthError> {
-    if value.is_finite() && value >= 0.0 {
-        // Saturating conversion: beyond u64 is "never".
+/// The JWT NumericDate `value` of `claim` as whole seconds, rounded with
+/// `round` (down for `exp`, up for `nbf`: the stricter way in both cases);
+/// [`AuthError::InvalidTime`] outside 0 ..= [`MAX_NUMERIC_DATE`].
+fn seconds(claim: &'static str, value: f64, round: fn(f64) -> f64) -> Result<u64, AuthError> {
+    // Written so that NaN fails too; `MAX_NUMERIC_DATE` is exact in an f64.
+    if value >= 0.0 && value <= MAX_NUMERIC_DATE as f64 {
+        // Rounding a value in range to a whole second keeps it in range (the
+        // bounds are whole), so the conversion is exact.
         Ok(round(value) as u64)
     } else {
-        Err(AuthError::Malformed)
+        Err(AuthError::InvalidTime(claim))
     }
 }
 
@@ -672,9 +722,66 @@ mod tests {
         let text_exp = hs(&json!({"sub": "alice", "exp": "tomorrow"}));
         assert_eq!(v.verify(&text_exp, NOW), Err(AuthError::Malformed));
         let negative = hs(&json!({"sub": "alice", "exp": -1}));
-        assert_eq!(v.verify(&negative, NOW), Err(AuthError::Malformed));
+        assert_eq!(v.verify(&negative, NOW), Err(AuthError::InvalidTime("exp")));
         let fractional = hs(&json!({"sub": "alice", "exp": (NOW as f64) + 0.5}));
         assert_eq!(v.verify(&fractional, NOW), Err(AuthError::Expired));
+    }
+
+    /// A signed token whose claims are `{"sub":"alice", <claims>}`, written
+    /// as given (serde_json would write `1e300` back as `1e300` but `2^64`
+    /// as a float, so the text is spelled out).
+    fn hs_raw(claims: &str) -> String {
+        let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = b64(format!(r#"{{"sub":"alice",{claims}}}"#).as_bytes());
+        let signed = format!("{header}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            signed.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{signed}.{signature}")
+    }
+
+    #[test]
+    fn time_claims_out_of_range_are_refused() {
+        let v = Verifier::hs256(SECRET);
+        let exp = |value: &str| v.verify(&hs_raw(&format!(r#""exp":{value}"#)), NOW);
+        for huge in [
+            "1e300",
+            "1.7976931348623157e308",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9007199254740991",
+            "253402300800",
+            "253402300799.5",
+        ] {
+            assert_eq!(exp(huge), Err(AuthError::InvalidTime("exp")), "exp {huge}");
+        }
+        for negative in ["-1", "-1e300", "-0.5"] {
+            assert_eq!(
+                exp(negative),
+                Err(AuthError::InvalidTime("exp")),
+                "exp {negative}"
+            );
+        }
+        let last = exp("253402300799").unwrap();
+        assert_eq!(last.expires, MAX_NUMERIC_DATE);
+        assert_eq!(exp("2.534023007989e11").unwrap().expires, 253_402_300_798);
+        assert_eq!(exp("1795000060.9").unwrap().expires, NOW + 60);
+
+        let with = |claim: &str| v.verify(&hs_raw(&format!(r#""exp":{},{claim}"#, NOW + 60)), NOW);
+        assert_eq!(with(r#""nbf":1e300"#), Err(AuthError::InvalidTime("nbf")));
+        assert_eq!(with(r#""nbf":-1"#), Err(AuthError::InvalidTime("nbf")));
+        assert_eq!(with(r#""iat":1e300"#), Err(AuthError::InvalidTime("iat")));
+        assert_eq!(with(r#""iat":-5"#), Err(AuthError::InvalidTime("iat")));
+        assert_eq!(with(r#""iat":"yesterday""#), Err(AuthError::Malformed));
+        assert!(with(&format!(r#""iat":{NOW},"nbf":{NOW}"#)).is_ok());
+        let message = with(r#""iat":1e300"#).unwrap_err().to_string();
+        assert!(
+            message.contains("`iat`") && message.contains("9999"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -722,7 +829,7 @@ mod tests {
         let v = Verifier::hs256(SECRET);
         let forged = sign(
             Algorithm::HS256,
-            &EncodingKey::from_secret(b"nope"),
+            &EncodingKey::from_secret(b"a-forger-s-own-secret-of-32-byte"),
             &json!({"exp": 1}),
         );
         assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
@@ -930,18 +1037,45 @@ mod tests {
             Err(AuthError::BadKey(_))
         ));
         assert!(Verifier::from_config(&AuthConfig::default()).is_err());
-        let hs = AuthConfig {
-            hs256_secret: Some("s3cret".into()),
+        let with_issuer = AuthConfig {
+            hs256_secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
             issuer: Some("idp".into()),
             ..AuthConfig::default()
         };
-        let v = Verifier::from_config(&hs).unwrap();
-        let token = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"s3cret"),
-            &good_claims(),
+        let v = Verifier::from_config(&with_issuer).unwrap();
+        assert_eq!(
+            v.verify(&hs(&good_claims()), NOW),
+            Err(AuthError::WrongIssuer)
         );
-        assert_eq!(v.verify(&token, NOW), Err(AuthError::WrongIssuer));
+    }
+
+    #[test]
+    fn from_config_refuses_a_short_hs256_secret_unless_allowed() {
+        let config = |secret: &str, allow_short_secret| AuthConfig {
+            hs256_secret: Some(secret.to_owned()),
+            allow_short_secret,
+            ..AuthConfig::default()
+        };
+        for short in ["x", "s3cret", &"k".repeat(MIN_HS256_SECRET_LEN - 1)] {
+            match Verifier::from_config(&config(short, false)) {
+                Err(AuthError::BadKey(why)) => {
+                    assert!(why.contains("32") && why.contains("RFC 7518"), "{why}");
+                }
+                other => panic!("{short:?}: {other:?}"),
+            }
+            let v = Verifier::from_config(&config(short, true)).unwrap();
+            let token = sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(short.as_bytes()),
+                &good_claims(),
+            );
+            assert_eq!(v.verify(&token, NOW).unwrap().user, "alice");
+        }
+        assert!(Verifier::from_config(&config(&"k".repeat(32), false)).is_ok());
+        assert!(matches!(
+            Verifier::from_config(&config("", true)),
+            Err(AuthError::BadKey(_))
+        ));
     }
 
     #[test]
@@ -1010,6 +1144,7 @@ mod tests {
             AuthError::WrongIssuer,
             AuthError::MissingSubject,
             AuthError::MissingExpiry,
+            AuthError::InvalidTime("exp"),
             AuthError::BadKey("x".into()),
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(AuthError::code).collect();

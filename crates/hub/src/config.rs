@@ -215,8 +215,15 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 shared secret.
+    /// HS256 shared secret: at least
+    /// [`MIN_HS256_SECRET_LEN`](crate::auth::MIN_HS256_SECRET_LEN) (32) bytes,
+    /// as RFC 7518 §3.2 requires, unless `allow_short_secret` is set.
     pub hs256_secret: Option<String>,
+    /// Accept an `hs256_secret` shorter than 32 bytes (default off). A short
+    /// secret can be guessed offline from any one token, and whoever guesses
+    /// it mints tokens; the hub logs a warning at startup when this lets one
+    /// through. An empty secret is refused even so.
+    pub allow_short_secret: bool,
     /// RS256 public key, a PEM file.
     pub rs256_public_key: Option<PathBuf>,
     /// ES256 public key, a PEM file.
@@ -436,6 +443,15 @@ impl HubConfig {
                     "auth: set exactly one of hs256_secret, rs256_public_key, es256_public_key",
                 );
             }
+            if let Some(secret) = &auth.hs256_secret {
+                let min = crate::auth::MIN_HS256_SECRET_LEN;
+                if secret.is_empty() || (secret.len() < min && !auth.allow_short_secret) {
+                    return Err(ConfigError::ShortSecret {
+                        len: secret.len(),
+                        min,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -495,6 +511,21 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// `auth.hs256_secret` is shorter than RFC 7518 §3.2 allows (or empty),
+    /// and `auth.allow_short_secret` does not accept it.
+    #[error(
+        "invalid configuration: auth.hs256_secret is {len} bytes; HS256 needs a secret of at \
+         least {min} bytes (RFC 7518 §3.2: a key as long as the hash output or longer). Use a \
+         long random secret (e.g. `openssl rand -base64 32`), or set \
+         auth.allow_short_secret = true (--allow-short-secret) to accept a short, non-empty \
+         one anyway"
+    )]
+    ShortSecret {
+        /// The secret's length in bytes.
+        len: usize,
+        /// The least length accepted, [`crate::auth::MIN_HS256_SECRET_LEN`].
+        min: usize,
+    },
 }
 
 /// Durations in the TOML file are seconds (integers or decimals).
@@ -531,7 +562,7 @@ mod tests {
             history_size = 10
             publish = "granted"
             [auth]
-            hs256_secret = "s3cret"
+            hs256_secret = "a-config-test-secret-of-32-bytes"
             "#,
         )
         .unwrap();
@@ -552,8 +583,41 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(HubConfig::from_toml("lisen = \"1.2.3.4:1\"").is_err());
         assert!(HubConfig::from_toml("[limits]\nmax_connections = 0").is_err());
-        let two_keys = "[auth]\nhs256_secret = \"a\"\nrs256_public_key = \"k.pem\"";
+        let two_keys = "[auth]\nhs256_secret = \"a-config-test-secret-of-32-bytes\"\nrs256_public_key = \"k.pem\"";
         assert!(HubConfig::from_toml(two_keys).is_err());
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_unless_allowed() {
+        let auth = |secret: &str, extra: &str| {
+            HubConfig::from_toml(&format!("[auth]\nhs256_secret = {secret:?}\n{extra}"))
+        };
+        for short in ["x", "s3cret", &"k".repeat(31)] {
+            let error = auth(short, "").unwrap_err();
+            assert!(
+                matches!(error, ConfigError::ShortSecret { len, min: 32 } if len == short.len()),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            for part in [
+                "auth.hs256_secret",
+                "32 bytes",
+                "RFC 7518",
+                "allow_short_secret",
+            ] {
+                assert!(message.contains(part), "{message:?} lacks {part:?}");
+            }
+            let allowed = auth(short, "allow_short_secret = true").unwrap();
+            assert!(allowed.auth.unwrap().allow_short_secret);
+        }
+        assert!(auth(&"k".repeat(32), "").is_ok());
+        assert!(
+            matches!(
+                auth("", "allow_short_secret = true"),
+                Err(ConfigError::ShortSecret { len: 0, .. })
+            ),
+            "an empty secret is refused even when short ones are allowed"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use duplex_hub_proto::{Command, ErrorCode, ServerMessage};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
-const SECRET: &str = "test secret of the hub";
+const SECRET: &str = "the admission tests' hub secret!";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -108,7 +108,12 @@ async fn a_token_in_the_handshake_names_the_user() {
 async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
     let hub = TestHub::start(authed_config()).await;
     for bad in [
-        token_signed("mallory", 3600, json!({}), "another secret"),
+        token_signed(
+            "mallory",
+            3600,
+            json!({}),
+            "a forger's secret, also 32 bytes",
+        ),
         token("alice", -10, json!({})),
         "not.a.jwt".to_owned(),
     ] {
@@ -130,7 +135,12 @@ async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
 async fn a_bad_token_in_connect_closes_with_4001() {
     let hub = TestHub::start(authed_config()).await;
     for bad in [
-        token_signed("mallory", 3600, json!({}), "wrong"),
+        token_signed(
+            "mallory",
+            3600,
+            json!({}),
+            "a wrong secret, though of 32 by.",
+        ),
         token("alice", -10, json!({})),
         "not.a.jwt".to_owned(),
     ] {
@@ -148,6 +158,34 @@ async fn a_bad_token_in_connect_closes_with_4001() {
         metrics.contains(r#"duplex_close_codes_total{code="4001"} 3"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_token_with_an_absurd_expiry_is_refused_not_saturated() {
+    // `exp: 1e300`, signed with the hub's key, was taken for "never" and
+    // echoed as 2^64 - 1 in `connected`.
+    let hub = TestHub::start(authed_config()).await;
+    let absurd = token("alice", 0, json!({"exp": 1e300}));
+    let bearer = format!("Bearer {absurd}");
+    let refused = TestClient::open(&hub.url(), |r| r.header("Authorization", &bearer).unwrap())
+        .await
+        .err()
+        .expect("refused at the handshake");
+    assert_eq!(status_of(&refused), 401);
+    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    c.send(Command::Connect {
+        token: Some(absurd),
+        name: None,
+    })
+    .await;
+    assert_eq!(u16::from(c.closed().await.code), 4001);
+    // The last second of the year 9999 is still a time.
+    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    let latest = token("alice", 0, json!({"exp": 253_402_300_799_u64}));
+    match c.connect(Some(&latest)).await {
+        ServerMessage::Connected { expires, .. } => assert_eq!(expires, Some(253_402_300_799)),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

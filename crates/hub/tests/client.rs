@@ -514,7 +514,7 @@ async fn a_hub_restart_mid_stream_is_an_explicit_gap_then_the_new_epoch_in_full(
 async fn tokens_go_in_connect_and_a_refused_token_is_final() {
     use duplex_hub::config::AuthConfig;
     use jsonwebtoken::{EncodingKey, Header, encode};
-    const SECRET: &str = "client test secret";
+    const SECRET: &str = "a client test secret of 32 bytes";
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -542,7 +542,10 @@ async fn tokens_go_in_connect_and_a_refused_token_is_final() {
     assert_eq!((user.as_str(), expires), ("alice", Some(now + 3600)));
     alice.close();
 
-    let mut forger = Client::connect(&hub.url(), options().token(token("not the secret")));
+    let mut forger = Client::connect(
+        &hub.url(),
+        options().token(token("not the secret, though 32 bytes!")),
+    );
     let (event, _) = wait_for(&mut forger, |e| matches!(e, Event::Disconnected(_))).await;
     let Event::Disconnected(closed) = event else {
         unreachable!()

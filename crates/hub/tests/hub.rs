@@ -454,6 +454,57 @@ async fn a_publish_retried_with_its_key_is_delivered_once() {
 }
 
 #[tokio::test]
+async fn out_of_range_ids_and_too_deep_data_are_refused_and_the_connection_stays() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut subscriber = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    subscriber.connect(None).await;
+    subscriber.subscribe("room:deep").await;
+    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    c.connect(None).await;
+    // An id of 2^53: refused, without the id it could not carry.
+    c.send_raw(r#"{"op":"ping","id":9007199254740992}"#).await;
+    match c.recv().await {
+        ServerMessage::Error { id, code, message } => {
+            assert_eq!((id, code), (None, ErrorCode::BadRequest));
+            assert!(message.contains("`id`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Data 65 and 1,900 levels deep: refused with the command's id, and
+    // never relayed.
+    for (id, depth) in [(80, 65), (81, 1_900)] {
+        let data = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        c.send_raw(&format!(
+            r#"{{"op":"publish","id":{id},"channel":"room:deep","data":{data}}}"#
+        ))
+        .await;
+        match c.reply_to(id).await {
+            ServerMessage::Error { code, message, .. } => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                assert!(message.contains("`data`"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // 64 levels pass, and are the first thing the subscriber gets.
+    let data = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+    c.send_raw(&format!(
+        r#"{{"op":"publish","id":82,"channel":"room:deep","data":{data}}}"#
+    ))
+    .await;
+    assert!(matches!(
+        c.reply_to(82).await,
+        ServerMessage::Published { .. }
+    ));
+    match subscriber.recv().await {
+        ServerMessage::Message(publication) => {
+            assert_eq!(publication.data.as_json().unwrap().as_str(), data);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn recoverable_errors_keep_the_connection() {
     let mut config = HubConfig::default();
     config.namespaces.insert(

@@ -864,7 +864,7 @@ async fn the_protected_dashboard_opens_with_the_admin_token() {
         const ADMIN: &str = "dashboard admin token";
         let config = duplex_hub::HubConfig {
             auth: Some(duplex_hub::config::AuthConfig {
-                hs256_secret: Some("a secret for the web test's hub".into()),
+                hs256_secret: Some("a secret for the web test's own hub".into()),
                 ..duplex_hub::config::AuthConfig::default()
             }),
             admin: duplex_hub::config::AdminConfig {
