@@ -81,6 +81,16 @@ pub enum Event {
         /// Why, for people.
         message: String,
     },
+    /// The hub ended a subscription itself (a refreshed token no longer
+    /// grants the channel). The channel stays wanted, as after
+    /// [`Event::SubscribeFailed`]: it is tried again on the next connection,
+    /// or now with [`Subscriptions::subscribe`].
+    Unsubscribed {
+        /// The channel.
+        channel: String,
+        /// Why, for people.
+        reason: String,
+    },
     /// A message that is not about the state machine's subscriptions (replies
     /// to the application's own commands, presence, signals, errors …),
     /// handed back untouched.
@@ -314,6 +324,21 @@ impl Subscriptions {
                 if self.in_flight.contains_key(&id) =>
             {
                 self.in_flight.remove(&id);
+            }
+            ServerMessage::Unsubscribed {
+                id: None,
+                channel,
+                reason,
+            } if self.is_subscribed(&channel) => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.phase = Phase::Failed;
+                    ch.replay_until = None;
+                    ch.held = false;
+                }
+                events.push(Event::Unsubscribed {
+                    channel,
+                    reason: reason.unwrap_or_default(),
+                });
             }
             ServerMessage::Error {
                 id: Some(id),

@@ -570,6 +570,7 @@ fn server(r: Reader<'_>, binary: Option<BinaryData<'_>>) -> Result<ServerMessage
         "unsubscribed" => ServerMessage::Unsubscribed {
             id,
             channel: r.any_channel()?,
+            reason: r.opt_string(Field::Reason)?,
         },
         "published" => ServerMessage::Published {
             id,
@@ -772,9 +773,14 @@ pub fn encode_server(message: &ServerMessage) -> Encoded {
                 w.bool("gap", true);
             }
         }
-        ServerMessage::Unsubscribed { id, channel } => {
+        ServerMessage::Unsubscribed {
+            id,
+            channel,
+            reason,
+        } => {
             w.opt_u64("id", *id);
             w.str("channel", channel);
+            w.opt_str("reason", reason.as_deref());
         }
         ServerMessage::Published {
             id,

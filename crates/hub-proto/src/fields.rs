@@ -66,6 +66,7 @@ fields! {
     From = "from",
     Code = "code",
     Message = "message",
+    Reason = "reason",
 }
 
 const COUNT: usize = Field::ALL.len();

@@ -193,12 +193,16 @@ pub enum ServerMessage {
         /// `since` could not be served: messages were lost.
         gap: bool,
     },
-    /// `unsubscribed`: the reply to `unsubscribe`.
+    /// `unsubscribed`: the reply to `unsubscribe`, or a push (no `id`) when
+    /// the hub ends a subscription itself (a refreshed token no longer
+    /// grants the channel), with its `reason`.
     Unsubscribed {
         /// The command's id.
         id: Option<u64>,
         /// The channel.
         channel: String,
+        /// Why the hub ended the subscription (pushes only).
+        reason: Option<String>,
     },
     /// `published`: the reply to `publish`.
     Published {

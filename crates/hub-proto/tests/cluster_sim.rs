@@ -559,6 +559,7 @@ impl World {
                 conn.to_client.push_back(ServerMessage::Unsubscribed {
                     id,
                     channel: CHANNELS[channel].into(),
+                    reason: None,
                 });
             }
             other => panic!("unexpected command {other:?}"),
@@ -720,6 +721,9 @@ impl World {
                             },
                         )
                         .expect("valid");
+                }
+                Event::Unsubscribed { channel, .. } => {
+                    panic!("{channel}: the hub revokes nothing here")
                 }
                 Event::Other(other) => {
                     assert!(

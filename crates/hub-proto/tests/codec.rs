@@ -167,7 +167,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     gap,
                 }
             }),
-        (id(), any_text()).prop_map(|(id, channel)| ServerMessage::Unsubscribed { id, channel }),
+        (id(), any_text(), proptest::option::of(any_text())).prop_map(|(id, channel, reason)| {
+            ServerMessage::Unsubscribed {
+                id,
+                channel,
+                reason,
+            }
+        }),
         (id(), any_text(), integer(), any::<bool>()).prop_map(
             |(id, channel, offset, duplicate)| ServerMessage::Published {
                 id,

@@ -279,7 +279,8 @@ fn an_offset_jump_resubscribes_and_recovers() {
     assert_eq!(
         subs.handle(ServerMessage::Unsubscribed {
             id: Some(2),
-            channel: "a".into()
+            channel: "a".into(),
+            reason: None,
         }),
         []
     );
@@ -315,6 +316,7 @@ fn in_order_messages_during_a_resubscription_are_delivered_once() {
     subs.handle(ServerMessage::Unsubscribed {
         id: Some(2),
         channel: "a".into(),
+        reason: None,
     });
     subs.handle(subscribed(3, "a", "e", 9, true, false));
     // The replay repeats 8, then 9.
@@ -365,7 +367,8 @@ fn subscribe_and_unsubscribe_while_connected() {
     assert_eq!(
         subs.handle(ServerMessage::Unsubscribed {
             id: Some(3),
-            channel: "a".into()
+            channel: "a".into(),
+            reason: None,
         }),
         []
     );
@@ -490,6 +493,7 @@ fn a_gap_push_with_a_new_epoch_holds_messages_until_the_hub_says_where_the_chann
     subs.handle(ServerMessage::Unsubscribed {
         id: Some(2),
         channel: "a".into(),
+        reason: None,
     });
     // The hub moved on: the gap is reported with the subscription.
     assert_eq!(
@@ -546,6 +550,7 @@ fn an_old_epochs_message_sent_again_delivers_nothing_twice() {
     subs.handle(ServerMessage::Unsubscribed {
         id: Some(4),
         channel: "a".into(),
+        reason: None,
     });
     assert_eq!(
         subs.handle(subscribed(5, "a", "f", 2, true, false)),
@@ -556,4 +561,36 @@ fn an_old_epochs_message_sent_again_delivers_nothing_twice() {
     );
     assert_eq!(subs.handle(message("a", 1)), []);
     assert_eq!(subs.handle(message("a", 2)), [delivered("a", 2)]);
+}
+
+/// The hub ends a subscription itself (a refresh revoked it): the channel is
+/// reported, takes no more messages, and is tried again on request.
+#[test]
+fn a_subscription_the_hub_ends_is_reported_and_retried_on_request() {
+    let mut subs = subscribed_at(3);
+    assert_eq!(
+        subs.handle(ServerMessage::Unsubscribed {
+            id: None,
+            channel: "a".into(),
+            reason: Some("you may not subscribe to a".into()),
+        }),
+        [Event::Unsubscribed {
+            channel: "a".into(),
+            reason: "you may not subscribe to a".into()
+        }]
+    );
+    assert!(!subs.is_subscribed("a"));
+    assert_eq!(subs.handle(message("a", 4)), []);
+    // A second push for it, or for a channel not wanted, is nobody's.
+    let stray = ServerMessage::Unsubscribed {
+        id: None,
+        channel: "a".into(),
+        reason: None,
+    };
+    assert_eq!(subs.handle(stray.clone()), [Event::Other(stray)]);
+    subs.subscribe("a").unwrap();
+    assert_eq!(
+        transmit(&mut subs),
+        [subscribe(2, "a", Some(since("e", 3)), 0)]
+    );
 }

@@ -218,6 +218,15 @@ pub enum Event {
         /// Why, for people.
         message: String,
     },
+    /// The hub ended a subscription itself (a refreshed token no longer
+    /// grants the channel); it is tried again on the next connection, or now
+    /// with [`Handle::subscribe`].
+    Unsubscribed {
+        /// The channel.
+        channel: String,
+        /// Why, for people.
+        reason: String,
+    },
     /// Anything else the hub sent: presence joins and leaves, signals,
     /// `refreshed`, errors not tied to a command of this client.
     Other(ServerMessage),
@@ -666,6 +675,9 @@ impl Task {
                     code,
                     message,
                 },
+                duplex_hub_proto::Event::Unsubscribed { channel, reason } => {
+                    Event::Unsubscribed { channel, reason }
+                }
                 duplex_hub_proto::Event::Other(other) => match self.on_reply(other) {
                     Some(event) => event,
                     None => continue,

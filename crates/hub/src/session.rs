@@ -48,7 +48,7 @@ use tokio::time::Sleep;
 
 use crate::auth::Identity;
 use crate::broker::{BoxFuture, Publish, Subscribe, Subscriber};
-use crate::frame::{frame_of, to_message};
+use crate::frame::{frame_of, prepare, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::outbox::{Drained, Outbox};
@@ -460,7 +460,7 @@ impl Session {
         }
         let reply = match request.command {
             Command::Connect { token, .. } => return self.connect(id, token),
-            Command::Refresh { token } => self.refresh(id, &token)?,
+            Command::Refresh { token } => self.refresh(id, &token).await?,
             Command::Subscribe {
                 channel,
                 since,
@@ -578,7 +578,10 @@ impl Session {
         }))
     }
 
-    fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
+    /// Takes a new token for the same user; the subscriptions it no longer
+    /// allows end, each with an `unsubscribed` push and the reason (after
+    /// the messages already queued for it).
+    async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
         let identity = self.verify(token)?;
         if let Err(refusal) = check_refresh(self.me.user(), &identity.user) {
             return Ok(refusal.to_reply(id));
@@ -586,6 +589,26 @@ impl Session {
         let expires = identity.expires;
         self.phase = Phase::Connected(Some(Box::pin(sleep_until_unix(expires))));
         self.identity = Some(Box::new(identity));
+        let revoked: Vec<(Arc<str>, Refusal)> = self
+            .channels
+            .names()
+            .iter()
+            .filter_map(|name| {
+                let refused = self.may(Action::Subscribe, name).err()?;
+                Some((name.clone(), refused))
+            })
+            .collect();
+        for (name, refusal) in revoked {
+            self.channels.remove(&name);
+            self.hub.broker.unsubscribe(&name, &self.me).await;
+            self.hub.metrics.unsubscribed(1);
+            let push = prepare(&ServerMessage::Unsubscribed {
+                id: None,
+                channel: name.to_string(),
+                reason: Some(refusal.to_string()),
+            });
+            self.me.outbox.push(push, tokio::time::Instant::now());
+        }
         Ok(ServerMessage::Refreshed {
             id,
             expires: Some(expires),
@@ -653,6 +676,7 @@ impl Session {
         ServerMessage::Unsubscribed {
             id,
             channel: channel.to_owned(),
+            reason: None,
         }
     }
 
@@ -666,12 +690,17 @@ impl Session {
         }
     }
 
-    /// An error reply if this client may not do `action` on `channel`.
-    fn refuse(&self, id: Option<u64>, action: Action, channel: &str) -> Option<ServerMessage> {
+    /// Whether this client may do `action` on `channel` now.
+    fn may(&self, action: Action, channel: &str) -> Result<(), Refusal> {
         let identity = self.identity.as_deref();
         let granted = identity.is_some_and(|identity| identity.grants.allows(action, channel));
         let access = self.hub.config.access(channel);
         may(action, channel, &access, identity.is_none(), granted)
+    }
+
+    /// An error reply if this client may not do `action` on `channel`.
+    fn refuse(&self, id: Option<u64>, action: Action, channel: &str) -> Option<ServerMessage> {
+        self.may(action, channel)
             .err()
             .map(|refusal| refusal.to_reply(id))
     }

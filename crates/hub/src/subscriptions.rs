@@ -69,7 +69,8 @@ impl Subscriptions {
         }
     }
 
-    fn names(&self) -> &[Arc<str>] {
+    /// The names, in no particular order.
+    pub(crate) fn names(&self) -> &[Arc<str>] {
         match self {
             Self::None => &[],
             Self::One(first) => std::slice::from_ref(first),

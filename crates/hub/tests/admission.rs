@@ -283,6 +283,74 @@ async fn grants_and_anonymous_access_per_namespace() {
     }
 }
 
+/// A refresh rechecks every subscription against the new token: what it no
+/// longer grants ends with an `unsubscribed` push and a reason, and its
+/// messages stop; what it still grants goes on.
+#[tokio::test]
+async fn a_refresh_ends_the_subscriptions_its_token_no_longer_grants() {
+    let hub = TestHub::start(authed_config()).await;
+    let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    c.connect(Some(&token("ada", 3600, json!({ "channels": ["vip:*"] }))))
+        .await;
+    for channel in ["vip:a", "vip:b", "public:c"] {
+        assert!(matches!(
+            c.subscribe(channel).await,
+            ServerMessage::Subscribed { .. }
+        ));
+    }
+    let mut publisher = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    publisher
+        .connect(Some(&token("pub", 3600, json!({ "channels": ["vip:*"] }))))
+        .await;
+    let reply = c
+        .call(Command::Refresh {
+            token: token("ada", 3600, json!({ "channels": ["vip:a"] })),
+        })
+        .await;
+    assert!(
+        matches!(reply, ServerMessage::Refreshed { .. }),
+        "{reply:?}"
+    );
+    let push = c
+        .wait_for(|m| matches!(m, ServerMessage::Unsubscribed { id: None, .. }))
+        .await;
+    let ServerMessage::Unsubscribed {
+        channel,
+        reason: Some(reason),
+        ..
+    } = push
+    else {
+        panic!("an unsubscribed push with a reason, got {push:?}")
+    };
+    assert_eq!(channel, "vip:b");
+    assert!(reason.contains("vip:b"), "{reason}");
+    // Messages of the revoked channel no longer arrive; the others do.
+    for channel in ["vip:b", "vip:a", "public:c"] {
+        let reply = publisher.publish(channel, json!(channel)).await;
+        assert!(
+            matches!(reply, ServerMessage::Published { .. }),
+            "{reply:?}"
+        );
+    }
+    for channel in ["vip:a", "public:c"] {
+        c.wait_for(|m| matches!(m, ServerMessage::Message(p) if p.channel == channel))
+            .await;
+    }
+    assert!(!c.pending_has(|m| matches!(m, ServerMessage::Message(p) if p.channel == "vip:b")));
+    // It is no longer subscribed: unsubscribing is an error; subscribing
+    // again is refused.
+    let reply = c
+        .call(Command::Unsubscribe {
+            channel: "vip:b".into(),
+        })
+        .await;
+    assert_eq!(error_code(&reply), ErrorCode::NotSubscribed);
+    assert_eq!(
+        error_code(&c.subscribe("vip:b").await),
+        ErrorCode::Forbidden
+    );
+}
+
 #[tokio::test]
 async fn a_disallowed_origin_gets_403_and_the_own_origin_is_welcome() {
     let config = HubConfig {

@@ -571,6 +571,14 @@
           }
           break;
         }
+        case "unsubscribed":
+          // The hub ended the subscription (a refreshed token no longer
+          // grants the channel): it is not resumed after a reconnect.
+          if (this._channels.has(msg.channel)) {
+            this._channels.delete(msg.channel);
+            this._emit("unsubscribed", msg);
+          }
+          break;
         case "join":
         case "leave":
         case "signal":
