@@ -13,6 +13,7 @@
 //!   of its token;
 //! - [`check_subscribe`]: the subscription limits;
 //! - [`check_refresh`]: a refresh must keep the user;
+//! - [`scoped_key`]: whose idempotency keys a key can collide with;
 //! - [`Refusal`]: the error reply each refusal gets; [`Close`]: the close
 //!   code and reason of each way a connection is ended by the hub.
 //!
@@ -287,6 +288,17 @@ pub fn check_refresh(user: &str, new_user: &str) -> Result<(), Refusal> {
     }
 }
 
+/// The idempotency key a broker keeps for `key` published by `user` (empty
+/// for anonymous clients): keys are scoped per user, so one user's key never
+/// matches another's, and a signed-in user's retry from a new connection
+/// still finds its first publish. Anonymous clients share one scope (they
+/// are nobody in particular): their keys must be unguessable, as the Rust
+/// and browser clients' are. The user's length leads, so no two (user, key)
+/// pairs give the same scoped key.
+pub fn scoped_key(user: &str, key: &str) -> String {
+    format!("{}:{user}{key}", user.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +416,15 @@ mod tests {
             Err(Refusal::PresenceOff)
         );
         assert_eq!(may(Action::Subscribe, "a", &quiet, false, false), Ok(()));
+    }
+
+    #[test]
+    fn keys_are_scoped_per_user_without_ambiguity() {
+        assert_ne!(scoped_key("ada", "k"), scoped_key("bob", "k"));
+        assert_ne!(scoped_key("ada", "k"), scoped_key("", "k"));
+        // "ab" + "c" and "a" + "bc" stay apart.
+        assert_ne!(scoped_key("ab", "c"), scoped_key("a", "bc"));
+        assert_eq!(scoped_key("ada", "k"), scoped_key("ada", "k"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
-    self as rules, Action, Close, Refusal, check_refresh, check_subscribe, may,
+    self as rules, Action, Close, Refusal, check_refresh, check_subscribe, may, scoped_key,
 };
 use duplex_hub_proto::{
     Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
@@ -475,7 +475,7 @@ impl Session {
                     channel: channel.as_str().into(),
                     data,
                     from: self.me.info(),
-                    key,
+                    key: key.map(|key| scoped_key(self.me.user(), &key)),
                     time: now_ms(),
                 };
                 return Ok(self.start_publish(id, channel, publish).await);

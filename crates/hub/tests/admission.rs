@@ -351,6 +351,37 @@ async fn a_refresh_ends_the_subscriptions_its_token_no_longer_grants() {
     );
 }
 
+/// Idempotency keys are scoped per user: another user's (or an anonymous
+/// client's) key never swallows a message; a user's own retry from another
+/// connection is still a duplicate.
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_user() {
+    let hub = TestHub::start(authed_config()).await;
+    let publish = Command::Publish {
+        channel: "public:orders".into(),
+        data: json(json!("buy")),
+        key: Some("k-1".into()),
+    };
+    let outcome = |reply: &ServerMessage| match reply {
+        ServerMessage::Published {
+            offset, duplicate, ..
+        } => (*offset, *duplicate),
+        other => panic!("expected published, got {other:?}"),
+    };
+    let mut alice = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    alice.connect(Some(&token("alice", 3600, json!({})))).await;
+    assert_eq!(outcome(&alice.call(publish.clone()).await), (1, false));
+    let mut bob = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    bob.connect(Some(&token("bob", 3600, json!({})))).await;
+    assert_eq!(outcome(&bob.call(publish.clone()).await), (2, false));
+    let mut anon = hub.client().await;
+    assert_eq!(outcome(&anon.call(publish.clone()).await), (3, false));
+    // Alice again, on another connection: her first publish.
+    let mut again = TestClient::open(&hub.url(), |r| r).await.unwrap();
+    again.connect(Some(&token("alice", 3600, json!({})))).await;
+    assert_eq!(outcome(&again.call(publish).await), (1, true));
+}
+
 #[tokio::test]
 async fn a_disallowed_origin_gets_403_and_the_own_origin_is_welcome() {
     let config = HubConfig {

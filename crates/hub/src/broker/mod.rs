@@ -161,7 +161,8 @@ pub struct Publish {
     pub data: Data,
     /// Who publishes.
     pub from: ClientInfo,
-    /// The idempotency key, if any.
+    /// The idempotency key, if any, already scoped to its publisher's user
+    /// (`duplex_hub_proto::session::scoped_key`).
     pub key: Option<String>,
     /// The hub's clock when it accepted the publish, in ms since the Unix epoch.
     pub time: u64,
