@@ -1,8 +1,9 @@
-//! One connection's rules: its phase, what it may do with a channel, and
-//! how each refusal and each end is worded.
+//! One connection's rules: its phase, its subscriptions, what it may do with
+//! a channel, and how each refusal and each end is worded.
 //!
-//! The hub's session driver owns the socket, the timers and the broker;
-//! every decision about a command is asked of this module:
+//! The hub's session driver owns the socket, the timers and the broker; it
+//! keeps a [`SessionState`] (the phase and the channels subscribed) and asks
+//! this module every decision about a command:
 //!
 //! - [`Phase::gate`]: whether a command may run in the connection's phase
 //!   (nothing but `connect` before `connect`; `connect` once);
@@ -235,6 +236,163 @@ impl Phase {
     }
 }
 
+/// The channels one connection is subscribed to, in no particular order;
+/// `N` is the driver's name type (the hub shares the broker's `Arc<str>`).
+/// The first one costs no allocation of the list's own: most clients keep
+/// one channel, and the list lives in every connection.
+#[derive(Debug, Default)]
+enum Channels<N> {
+    #[default]
+    None,
+    One(N),
+    Many(Vec<N>),
+}
+
+impl<N: AsRef<str>> Channels<N> {
+    fn names(&self) -> &[N] {
+        match self {
+            Self::None => &[],
+            Self::One(first) => std::slice::from_ref(first),
+            Self::Many(names) => names,
+        }
+    }
+
+    fn add(&mut self, name: N) {
+        *self = match std::mem::take(self) {
+            Self::None => Self::One(name),
+            Self::One(first) => Self::Many(vec![first, name]),
+            Self::Many(mut names) => {
+                names.push(name);
+                Self::Many(names)
+            }
+        };
+    }
+
+    fn remove(&mut self, name: &str) -> Option<N> {
+        match self {
+            Self::None => None,
+            Self::One(first) if first.as_ref() == name => match std::mem::take(self) {
+                Self::One(first) => Some(first),
+                _ => unreachable!("matched above"),
+            },
+            Self::One(_) => None,
+            Self::Many(names) => {
+                let at = names.iter().position(|n| n.as_ref() == name)?;
+                let name = names.swap_remove(at);
+                if names.is_empty() {
+                    *self = Self::None;
+                }
+                Some(name)
+            }
+        }
+    }
+
+    fn take_all(&mut self) -> Vec<N> {
+        match std::mem::take(self) {
+            Self::None => Vec::new(),
+            Self::One(first) => vec![first],
+            Self::Many(names) => names,
+        }
+    }
+}
+
+/// A connection's state as the rules see it: its [`Phase`] and the
+/// channels it is subscribed to.
+///
+/// Invariants: nothing but `connect` runs before `connect`, and `connect`
+/// runs once; a channel is in the list at most once, and the list never
+/// holds more than the limit passed to [`SessionState::check_subscribe`]
+/// (the driver adds a channel only after that check, and only once the
+/// broker confirmed it).
+#[derive(Debug, Default)]
+pub struct SessionState<N> {
+    phase: Phase,
+    channels: Channels<N>,
+}
+
+impl<N: AsRef<str>> SessionState<N> {
+    /// A connection that has not sent `connect`.
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Connecting,
+            channels: Channels::None,
+        }
+    }
+
+    /// Where it is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether `command` may run now (see [`Phase::gate`]).
+    pub fn gate(&self, command: &Command) -> Result<(), Refusal> {
+        self.phase.gate(command)
+    }
+
+    /// `connect` succeeded.
+    pub fn connected(&mut self) {
+        self.phase = Phase::Connected;
+    }
+
+    /// How the connection ends when its phase's timer fires.
+    pub fn deadline(&self) -> Close {
+        self.phase.deadline()
+    }
+
+    /// How many channels it is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.names().len()
+    }
+
+    /// Whether it is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels.names().iter().any(|n| n.as_ref() == channel)
+    }
+
+    /// Whether it may subscribe to `channel` under a limit of `max`
+    /// subscriptions (see [`check_subscribe`]).
+    pub fn check_subscribe(&self, channel: &str, max: usize) -> Result<(), Refusal> {
+        check_subscribe(self.is_subscribed(channel), self.subscriptions(), max)
+    }
+
+    /// The broker confirmed the subscription to `name` (checked with
+    /// [`SessionState::check_subscribe`] before).
+    pub fn subscribed(&mut self, name: N) {
+        debug_assert!(!self.is_subscribed(name.as_ref()), "subscribed twice");
+        self.channels.add(name);
+    }
+
+    /// An `unsubscribe` from `channel`: the name to hand the broker, or the
+    /// refusal.
+    pub fn unsubscribe(&mut self, channel: &str) -> Result<N, Refusal> {
+        self.channels.remove(channel).ok_or(Refusal::NotSubscribed)
+    }
+
+    /// After a refresh: removes and returns the subscriptions that `may`
+    /// (asked whether the new token allows subscribing) refuses, each with
+    /// its refusal.
+    pub fn revoke(&mut self, may: impl Fn(&str) -> Result<(), Refusal>) -> Vec<(N, Refusal)> {
+        let refused: Vec<(String, Refusal)> = self
+            .channels
+            .names()
+            .iter()
+            .filter_map(|n| {
+                let refusal = may(n.as_ref()).err()?;
+                Some((n.as_ref().to_owned(), refusal))
+            })
+            .collect();
+        refused
+            .into_iter()
+            .filter_map(|(channel, refusal)| Some((self.channels.remove(&channel)?, refusal)))
+            .collect()
+    }
+
+    /// The connection ends: every channel it was subscribed to, to leave.
+    pub fn take_all(&mut self) -> Vec<N> {
+        self.channels.take_all()
+    }
+}
+
 /// Whether a client may do `action` on `channel` in a namespace with
 /// `access`: `anonymous` when it has no token, `granted` when its token
 /// grants the action on the channel.
@@ -416,6 +574,51 @@ mod tests {
             Err(Refusal::PresenceOff)
         );
         assert_eq!(may(Action::Subscribe, "a", &quiet, false, false), Ok(()));
+    }
+
+    #[test]
+    fn a_session_state_keeps_its_channels_once_and_within_the_limit() {
+        assert!(std::mem::size_of::<SessionState<std::sync::Arc<str>>>() <= 32);
+        let mut state: SessionState<String> = SessionState::new();
+        assert_eq!(state.gate(&Command::Ping), Err(Refusal::NotConnected));
+        assert_eq!(state.deadline(), Close::NO_CONNECT);
+        state.connected();
+        assert_eq!(state.deadline(), Close::TOKEN_EXPIRED);
+        for n in 0..3 {
+            let channel = format!("a:{n}");
+            assert_eq!(state.check_subscribe(&channel, 3), Ok(()));
+            state.subscribed(channel);
+        }
+        assert_eq!(
+            state.check_subscribe("a:0", 9),
+            Err(Refusal::AlreadySubscribed)
+        );
+        assert_eq!(
+            state.check_subscribe("a:9", 3),
+            Err(Refusal::TooManyChannels)
+        );
+        assert_eq!(state.unsubscribe("a:1"), Ok("a:1".to_owned()));
+        assert_eq!(state.unsubscribe("a:1"), Err(Refusal::NotSubscribed));
+        assert_eq!(state.subscriptions(), 2);
+        let revoked = state.revoke(|channel| {
+            if channel == "a:2" {
+                Err(Refusal::Forbidden {
+                    action: Action::Subscribe,
+                    channel: channel.into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0, "a:2");
+        assert!(state.is_subscribed("a:0") && !state.is_subscribed("a:2"));
+        assert_eq!(state.take_all(), ["a:0".to_owned()]);
+        assert_eq!(state.subscriptions(), 0);
+        // One channel, then none: back to no list at all.
+        state.subscribed("b".to_owned());
+        assert_eq!(state.unsubscribe("b"), Ok("b".to_owned()));
+        assert_eq!(state.subscriptions(), 0);
     }
 
     #[test]

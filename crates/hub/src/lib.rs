@@ -39,7 +39,6 @@ pub mod outbox;
 mod proxy;
 mod server;
 mod session;
-mod subscriptions;
 mod web;
 
 pub use config::HubConfig;

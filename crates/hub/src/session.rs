@@ -35,7 +35,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
-    self as rules, Action, Close, Refusal, check_refresh, check_subscribe, may, scoped_key,
+    Action, Close, Refusal, SessionState, check_refresh, may, scoped_key,
 };
 use duplex_hub_proto::{
     Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
@@ -52,7 +52,6 @@ use crate::frame::{frame_of, prepare, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::outbox::{Drained, Outbox};
-use crate::subscriptions::Subscriptions;
 
 /// What a connection brings from its handshake.
 #[derive(Debug)]
@@ -95,33 +94,6 @@ enum Wake {
     Aborted,
 }
 
-/// Where a session is in its life (the rules of each phase are
-/// [`rules::Phase`]'s), with its one timer.
-enum Phase {
-    /// Before `connect`: the connection is closed (4001) when this fires.
-    Connecting(Pin<Box<Sleep>>),
-    /// After `connect`: closed (4002) when the token expires, if it does.
-    Connected(Option<Pin<Box<Sleep>>>),
-}
-
-impl Phase {
-    /// The phase, as the rules know it.
-    fn kind(&self) -> rules::Phase {
-        match self {
-            Self::Connecting(_) => rules::Phase::Connecting,
-            Self::Connected(_) => rules::Phase::Connected,
-        }
-    }
-
-    /// The timer, if one is running.
-    fn timer(&mut self) -> Option<&mut Pin<Box<Sleep>>> {
-        match self {
-            Self::Connecting(timer) | Self::Connected(Some(timer)) => Some(timer),
-            Self::Connected(None) => None,
-        }
-    }
-}
-
 struct Session {
     hub: Arc<Hub>,
     /// The connection's admission, released when the session is dropped.
@@ -129,9 +101,12 @@ struct Session {
     me: Subscriber,
     /// Boxed: most clients are anonymous, and this is in every session.
     identity: Option<Box<Identity>>,
-    channels: Subscriptions,
+    /// Its phase and channels, as the rules keep them.
+    state: SessionState<Arc<str>>,
     rate: RateLimiter,
-    phase: Phase,
+    /// The phase's timer: the connect timeout before `connect`, the token's
+    /// expiry after it (none for anonymous clients).
+    timer: Option<Pin<Box<Sleep>>>,
     /// Publishes waiting for the broker, oldest first; `None` when there
     /// are none (an idle session carries no queue).
     in_flight: Option<Box<FuturesOrdered<PendingPublish>>>,
@@ -224,15 +199,15 @@ impl Session {
         let limits = &hub.config.limits;
         let rate = RateLimiter::new(StdInstant::now());
         let outbox = Outbox::new(limits.max_outbound_bytes);
-        let phase = Phase::Connecting(Box::pin(tokio::time::sleep(limits.connect_timeout)));
+        let timer = Some(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
         Self {
             me: Subscriber::new(id, outbox),
             identity: handshake.identity.map(Box::new),
             _ticket: handshake.ticket,
-            channels: Subscriptions::default(),
+            state: SessionState::new(),
             rate,
-            phase,
+            timer,
             in_flight: None,
             hub,
         }
@@ -296,7 +271,7 @@ impl Session {
                 self.hub.metrics.slow_consumer();
                 Some(End::Close(Close::SLOW_CONSUMER))
             }
-            Wake::Deadline => Some(End::Close(self.phase.kind().deadline())),
+            Wake::Deadline => Some(End::Close(self.state.deadline())),
         }
     }
 
@@ -336,7 +311,7 @@ impl Session {
                 Poll::Pending => break,
             }
         }
-        if let Some(timer) = self.phase.timer()
+        if let Some(timer) = &mut self.timer
             && timer.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Wake::Deadline);
@@ -455,7 +430,7 @@ impl Session {
     /// Carries out a command; returns the reply, if any.
     async fn execute(&mut self, request: Request) -> Result<Option<ServerMessage>, End> {
         let id = request.id;
-        if let Err(refusal) = self.phase.kind().gate(&request.command) {
+        if let Err(refusal) = self.state.gate(&request.command) {
             return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
@@ -567,7 +542,8 @@ impl Session {
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
         let expires = self.identity.as_ref().map(|identity| identity.expires);
-        self.phase = Phase::Connected(expires.map(|at| Box::pin(sleep_until_unix(at))));
+        self.state.connected();
+        self.timer = expires.map(|at| Box::pin(sleep_until_unix(at)));
         Ok(Some(ServerMessage::Connected {
             id,
             client: self.me.client(),
@@ -587,19 +563,12 @@ impl Session {
             return Ok(refusal.to_reply(id));
         }
         let expires = identity.expires;
-        self.phase = Phase::Connected(Some(Box::pin(sleep_until_unix(expires))));
+        self.timer = Some(Box::pin(sleep_until_unix(expires)));
         self.identity = Some(Box::new(identity));
-        let revoked: Vec<(Arc<str>, Refusal)> = self
-            .channels
-            .names()
-            .iter()
-            .filter_map(|name| {
-                let refused = self.may(Action::Subscribe, name).err()?;
-                Some((name.clone(), refused))
-            })
-            .collect();
+        let mut state = std::mem::take(&mut self.state);
+        let revoked = state.revoke(|channel| self.may(Action::Subscribe, channel));
+        self.state = state;
         for (name, refusal) in revoked {
-            self.channels.remove(&name);
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
             let push = prepare(&ServerMessage::Unsubscribed {
@@ -635,9 +604,7 @@ impl Session {
         recent: u32,
     ) -> ServerMessage {
         let limit = self.hub.config.limits.max_subscriptions;
-        if let Err(refusal) =
-            check_subscribe(self.channels.contains(&channel), self.channels.len(), limit)
-        {
+        if let Err(refusal) = self.state.check_subscribe(&channel, limit) {
             return refusal.to_reply(id);
         }
         if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
@@ -652,7 +619,7 @@ impl Session {
         match self.hub.broker.subscribe(subscribe).await {
             Ok(subscribed) => {
                 // The name is the broker's, shared.
-                self.channels.add(subscribed.name);
+                self.state.subscribed(subscribed.name);
                 self.hub.metrics.subscribed();
                 ServerMessage::Subscribed {
                     id,
@@ -668,8 +635,9 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, id: Option<u64>, channel: &str) -> ServerMessage {
-        let Some(name) = self.channels.remove(channel) else {
-            return Refusal::NotSubscribed.to_reply(id);
+        let name = match self.state.unsubscribe(channel) {
+            Ok(name) => name,
+            Err(refusal) => return refusal.to_reply(id),
         };
         self.hub.broker.unsubscribe(&name, &self.me).await;
         self.hub.metrics.unsubscribed(1);
@@ -683,7 +651,7 @@ impl Session {
     /// Leaves every channel (the session is ending).
     async fn leave_all(&mut self) {
         self.me.outbox.close();
-        let channels = self.channels.take_all();
+        let channels = self.state.take_all();
         self.hub.metrics.unsubscribed(channels.len());
         for channel in channels {
             self.hub.broker.unsubscribe(&channel, &self.me).await;
