@@ -17,7 +17,7 @@
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
-//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
+//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset), `run` (the `run_id` of the Redis process that wrote them: see *Lost writes*); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
 //! | `P:{C}:hist`       | list   | the history, oldest first, at most `history_size` entries, none older than `history_ttl` (the list expires `history_ttl` after the last publish) |
 //! | `P:{C}:keys`       | hash   | idempotency key → offset, for the entries still in `hist`      |
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
@@ -83,6 +83,49 @@
 //! - **Hub channels are node-local.** Channels whose name starts with `$`
 //!   (`$sys:stats`) are served by an in-memory broker of this node: each
 //!   node's dashboard shows that node.
+//! - **No offset names two messages** (see *Lost writes*).
+//!
+//! # Lost writes
+//!
+//! Redis can come back with less than it acknowledged: restarted from an
+//! older RDB snapshot, from an AOF whose tail was not yet on disk
+//! (`appendfsync everysec` loses up to a second), or replaced by a replica
+//! that lagged (a failover). Its channels are then in the same epoch at a
+//! lower offset, and the next publishes would get offsets that already
+//! named other messages: subscribers would skip them as seen, and a client
+//! recovering with `since` would be told `recovered: true` without them.
+//! Two rules, kept by the scripts atomically with each publish and read,
+//! make such a channel start a new epoch instead (so every subscriber gets a
+//! `gap` push, and `since` an old position gets `gap: true`):
+//!
+//! - **Another Redis process.** On connecting, a node reads Redis's
+//!   `run_id` (`INFO server`; the hub's Redis user needs `INFO`), which is
+//!   new for every start of `redis-server` and differs between a primary
+//!   and its replicas. Each script is given it, and a channel whose `meta`
+//!   was written under another `run_id` starts a new epoch (empty history)
+//!   at its first use. This covers a restart and a failover whatever they
+//!   lost, whether or not any node saw the channel, and before anyone can
+//!   publish to it. The cost: a restart or failover that lost nothing
+//!   starts new epochs too (the hub cannot tell; clients resync from a
+//!   `gap`). A node that sees the `run_id` change logs it once.
+//! - **Behind what a node saw** (same process: `DEBUG RELOAD`, a restore of
+//!   keys). Each publish and read passes the position this node saw the
+//!   channel reach, `Fanout::check`; a channel in that epoch but behind it
+//!   starts a new epoch (`duplex_hub_proto::log::behind`). This covers
+//!   publishes and subscribes on nodes with subscribers of the channel, and
+//!   every node's catch-up after a reconnect.
+//!
+//! What the hub promises a publisher: its acknowledgement (`offset` in the
+//! channel's epoch) names its message and no other; the message is as
+//! durable as Redis makes it. If Redis loses it, a subscriber that had not
+//! received it is told of a gap, and none is told that a later message is
+//! the next one. Limits: a same-process loss (same `run_id`) goes unseen
+//! while the channel is published to only from nodes without subscribers of
+//! it (their messages may reuse offsets that subscribers elsewhere skip as
+//! seen, until a node with subscribers publishes, subscribes or catches
+//! up); a `meta` written by a node that predates `run` adopts the first
+//! `run_id` it meets. Presence is not history: after a loss, entries of
+//! clients that left meanwhile may linger until their node leaves or dies.
 
 mod envelope;
 mod scripts;
@@ -308,6 +351,24 @@ struct Read {
     /// Why the channel started a new epoch, if it did ("restart",
     /// "behind").
     why: Option<Vec<u8>>,
+}
+
+/// Why a node could not learn which Redis process it reaches.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum RunIdError {
+    /// `INFO server` was not answered within the command timeout.
+    #[error("INFO server timed out")]
+    Timeout,
+    /// Redis refused `INFO server` (or the connection failed).
+    #[error(
+        "INFO server failed (the hub's Redis user needs INFO, to tell a restarted \
+         or failed-over Redis): {0}"
+    )]
+    Info(#[source] RedisError),
+    /// The reply had no `run_id`.
+    #[error("INFO server has no run_id")]
+    Missing,
 }
 
 /// Why the link to Redis ended.
@@ -1362,7 +1423,7 @@ impl Shared {
 
     /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
     /// changes when Redis restarts or another process takes over.
-    async fn run_id(&self, conn: &mut MultiplexedConnection) -> Result<String, String> {
+    async fn run_id(&self, conn: &mut MultiplexedConnection) -> Result<Arc<str>, RunIdError> {
         let mut info = redis::cmd("INFO");
         info.arg("server");
         let text = tokio::time::timeout(
@@ -1370,14 +1431,11 @@ impl Shared {
             info.query_async::<String>(conn),
         )
         .await
-        .map_err(|_| "INFO timed out".to_owned())?
-        .map_err(|e| {
-            format!(
-                "INFO server: {e} (the hub's Redis user needs INFO, to tell a restarted \
-                 or failed-over Redis)"
-            )
-        })?;
-        parse_run_id(&text).ok_or_else(|| "INFO server has no run_id".to_owned())
+        .map_err(|_| RunIdError::Timeout)?
+        .map_err(RunIdError::Info)?;
+        parse_run_id(&text)
+            .map(Into::into)
+            .ok_or(RunIdError::Missing)
     }
 
     /// Loads every script into Redis (its script cache is empty after a
@@ -1410,9 +1468,9 @@ impl Shared {
         // Which Redis process this is: every script compares it with the
         // one that last wrote a channel (a restart or failover may have
         // lost writes: see the module docs).
-        let run: Arc<str> = match self.run_id(&mut conn).await {
-            Ok(run) => run.into(),
-            Err(why) => return LinkEnd::Lost(why),
+        let run = match self.run_id(&mut conn).await {
+            Ok(run) => run,
+            Err(error) => return LinkEnd::Lost(error.to_string()),
         };
         let previous = lock(&self.last_run).replace(run.clone());
         if previous.is_some_and(|previous| previous != run) {
