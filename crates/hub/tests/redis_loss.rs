@@ -8,7 +8,9 @@
 //! on two other nodes follow the channel, loses the last writes, lets the
 //! publisher's node reconnect first and publish past what the subscribers
 //! had, then brings the subscribers' nodes back (the hard order: their
-//! catch-up read alone would find the channel ahead of them). It counts
+//! catch-up read alone would find the channel ahead of them). The reload
+//! test keeps every connection and publishes from a subscribers' node
+//! instead (without a restart, only what a node saw can tell). It counts
 //! *silent losses*: a message acknowledged to the publisher that a
 //! subscriber never received, without a `gap` push (or a `subscribed` with
 //! `gap: true`) between the messages before and after it. A client that
@@ -191,8 +193,7 @@ trait Loss {
     /// Called after the first `KEPT` messages: remember this point.
     async fn checkpoint(&mut self, primary: &Redis);
     /// Lose everything after the checkpoint; the nodes' links to Redis are
-    /// `links` (retarget them on a failover). Returns whether the nodes
-    /// had to reconnect (their links were cut).
+    /// `links` (retarget them on a failover).
     async fn lose(&mut self, primary: &mut Redis, links: &[&Cut]);
 }
 
