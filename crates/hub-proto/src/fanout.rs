@@ -158,6 +158,8 @@ pub struct Fanout<S, F> {
     joining: Vec<Joiner<F>>,
     /// The epoch and offset of the last message that arrived.
     seen: Option<(Arc<str>, u64)>,
+    /// The highest offset that arrived in the epoch that arrived last.
+    high: Option<(Arc<str>, u64)>,
 }
 
 impl<S, F> Default for Fanout<S, F> {
@@ -166,6 +168,7 @@ impl<S, F> Default for Fanout<S, F> {
             live: Vec::new(),
             joining: Vec::new(),
             seen: None,
+            high: None,
         }
     }
 }
@@ -194,6 +197,23 @@ impl<S: Recipient, F: Clone> Fanout<S, F> {
     /// The epoch and offset of the last message that arrived, if any.
     pub fn seen(&self) -> Option<(&str, u64)> {
         self.seen.as_ref().map(|(e, o)| (&**e, *o))
+    }
+
+    /// The position this node can vouch the channel reached: the highest
+    /// offset that arrived (in a message, a subscriber's history read or a
+    /// catch-up read) in the epoch that arrived last. The channel's store
+    /// can never legitimately be found behind it in that epoch: if it is,
+    /// it lost acknowledged writes (see [`crate::log::behind`]).
+    pub fn check(&self) -> Option<(&str, u64)> {
+        self.high.as_ref().map(|(e, o)| (&**e, *o))
+    }
+
+    /// Takes note that the channel reached `offset` of `epoch`.
+    fn observe(&mut self, epoch: &Arc<str>, offset: u64) {
+        match &mut self.high {
+            Some((high, at)) if same_epoch(high, epoch) => *at = (*at).max(offset),
+            _ => self.high = Some((epoch.clone(), offset)),
+        }
     }
 
     /// The epoch as a shared string, reusing the one last seen.
@@ -239,6 +259,7 @@ impl<S: Recipient, F: Clone> Fanout<S, F> {
     ) -> usize {
         let epoch = self.intern(epoch);
         self.seen = Some((epoch.clone(), offset));
+        self.observe(&epoch, offset);
         let mut pushed = 0;
         for live in &mut self.live {
             if same_epoch(&live.epoch, &epoch) {
@@ -332,6 +353,7 @@ impl<S: Recipient, F: Clone> Fanout<S, F> {
         };
         let joiner = self.joining.swap_remove(at);
         let mut epoch = self.intern(epoch);
+        self.observe(&epoch, last);
         let mut last = last;
         for buffered in joiner.buffer {
             if buffered.generation() < generation {
@@ -449,6 +471,7 @@ impl<S: Recipient, F: Clone> Fanout<S, F> {
                 && frames.len() as u64 == read.last + 1 - read.first);
         let gap_at = if whole { read.first - 1 } else { read.last };
         let epoch = self.intern(&read.epoch);
+        self.observe(&epoch, read.last);
         let mut gaps = 0usize;
         for live in &mut self.live {
             let from = if continues(&live.epoch, live.last) {
@@ -736,6 +759,41 @@ mod tests {
         // Its own read (generation 2) saw up to 3.
         fanout.release(Sub(1), 2, "e", 3, record(&mut log));
         assert_eq!(log, [frame(1, "m4")]);
+    }
+
+    #[test]
+    fn the_check_is_the_highest_offset_of_the_latest_epoch() {
+        let mut fanout: Fanout<Sub, &'static str> = Fanout::new();
+        assert_eq!(fanout.check(), None);
+        // A read, then messages, one of them late.
+        fanout.join(1);
+        fanout.release(Sub(1), 1, "e", 4, |_, _| {});
+        assert_eq!(fanout.check(), Some(("e", 4)));
+        fanout.message(1, "e", 6, &"m6", |_, _| {});
+        fanout.message(1, "e", 5, &"m5", |_, _| {});
+        assert_eq!(fanout.check(), Some(("e", 6)));
+        // A joiner's read that found less does not lower it.
+        fanout.join(2);
+        fanout.release(Sub(2), 1, "e", 3, |_, _| {});
+        assert_eq!(fanout.check(), Some(("e", 6)));
+        // Another epoch starts over.
+        fanout.message(1, "f", 1, &"f1", |_, _| {});
+        assert_eq!(fanout.check(), Some(("f", 1)));
+        let read = CatchUp {
+            epoch: "f".into(),
+            first: 1,
+            last: 9,
+            frames: Vec::new(),
+        };
+        fanout.catch_up(2, None, &read, |_, _| {});
+        assert_eq!(fanout.check(), Some(("f", 9)));
+        // What a store found at the check, or past it, is no regression;
+        // behind it in the same epoch is.
+        let check = fanout.check();
+        assert!(!crate::log::behind(check, "f", 9));
+        assert!(!crate::log::behind(check, "f", 12));
+        assert!(!crate::log::behind(check, "g", 0));
+        assert!(crate::log::behind(check, "f", 8));
     }
 
     #[test]

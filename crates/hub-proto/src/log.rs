@@ -20,6 +20,13 @@
 //!   recovering from before what is kept is told of a gap.
 //! - An idempotency key is remembered exactly as long as its message is in
 //!   history.
+//! - **Lost writes are never papered over.** A store can lose what it had
+//!   acknowledged (Redis restarted from an older snapshot, a failover to a
+//!   lagging replica) and come back in the same epoch with a lower offset.
+//!   Whoever saw the channel further (a node: [`crate::fanout::Fanout::check`])
+//!   vouches for that position with its next publish or read; a log
+//!   [`behind`] it starts a new epoch ([`ChannelLog::restart_if_behind`])
+//!   rather than hand out the same offsets again for other messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -37,6 +44,16 @@ pub struct HistoryLimits {
     pub bytes: usize,
     /// How long a message is kept, in milliseconds.
     pub ttl_ms: u64,
+}
+
+/// Whether a channel found at `last` of `epoch` went back on `check`, a
+/// position someone saw it reach (see [`crate::fanout::Fanout::check`]):
+/// the same epoch, and behind. Then the store lost acknowledged writes, and
+/// the offsets after `last` would name other messages than those already
+/// delivered: the epoch must change. Another epoch, or no check, is no
+/// regression (nothing known to compare with).
+pub fn behind(check: Option<(&str, u64)>, epoch: &str, last: u64) -> bool {
+    check.is_some_and(|(seen, at)| seen == epoch && last < at)
 }
 
 /// What became of a publish (see [`ChannelLog::append`]).
@@ -123,6 +140,21 @@ impl<F: Clone> ChannelLog<F> {
             first: self.history.front().map_or(self.last + 1, |e| e.offset),
             last: self.last,
         }
+    }
+
+    /// If this log is [`behind`] `check`, starts it anew in epoch `fresh`
+    /// (offset 0, empty history, no keys) and returns `true`: what comes
+    /// next is announced as a gap, never passed off as what was seen.
+    pub fn restart_if_behind(
+        &mut self,
+        check: Option<(&str, u64)>,
+        fresh: impl Into<Arc<str>>,
+    ) -> bool {
+        if !behind(check, &self.epoch, self.last) {
+            return false;
+        }
+        *self = Self::new(fresh);
+        true
     }
 
     /// Drops what is beyond `limits` at `now_ms`, oldest first.
@@ -291,6 +323,35 @@ mod tests {
         );
         // Another epoch: a gap.
         assert_eq!(replay(&mut log, Some(&since("x", 5)), 0), (false, vec![]));
+    }
+
+    #[test]
+    fn a_log_behind_what_was_seen_starts_a_new_epoch() {
+        let mut log = ChannelLog::new("e");
+        publish(&mut log, Some("k"), 0);
+        for _ in 2..=10 {
+            publish(&mut log, None, 0);
+        }
+        // Seen at 9 of "e": the log (at 9) is not behind, nor past it.
+        assert!(!behind(Some(("e", 9)), "e", 9));
+        assert!(!log.restart_if_behind(Some(("e", 9)), "f"));
+        assert!(!log.restart_if_behind(Some(("e", 3)), "f"));
+        // Another epoch, or nothing seen: nothing to compare with.
+        assert!(!log.restart_if_behind(Some(("d", 50)), "f"));
+        assert!(!log.restart_if_behind(None, "f"));
+        assert_eq!((log.epoch(), log.last()), ("e", 10));
+        // Someone saw 12 of "e": the log lost writes. A new epoch, empty,
+        // so that offset 11 never names a second message.
+        assert!(log.restart_if_behind(Some(("e", 12)), "f"));
+        assert_eq!((log.epoch(), log.last(), log.len()), ("f", 0, 0));
+        assert_eq!(
+            publish(&mut log, Some("k"), 0),
+            Appended::New {
+                offset: 1,
+                frame: 10
+            }
+        );
+        assert_eq!(replay(&mut log, Some(&since("e", 12)), 0), (false, vec![]));
     }
 
     #[test]

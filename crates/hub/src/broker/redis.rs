@@ -17,7 +17,7 @@
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
-//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
+//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset), `run` (the `run_id` of the Redis process that wrote them: see *Lost writes*); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
 //! | `P:{C}:hist`       | list   | the history, oldest first, at most `history_size` entries, none older than `history_ttl` (the list expires `history_ttl` after the last publish) |
 //! | `P:{C}:keys`       | hash   | idempotency key → offset, for the entries still in `hist`      |
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
@@ -83,6 +83,49 @@
 //! - **Hub channels are node-local.** Channels whose name starts with `$`
 //!   (`$sys:stats`) are served by an in-memory broker of this node: each
 //!   node's dashboard shows that node.
+//! - **No offset names two messages** (see *Lost writes*).
+//!
+//! # Lost writes
+//!
+//! Redis can come back with less than it acknowledged: restarted from an
+//! older RDB snapshot, from an AOF whose tail was not yet on disk
+//! (`appendfsync everysec` loses up to a second), or replaced by a replica
+//! that lagged (a failover). Its channels are then in the same epoch at a
+//! lower offset, and the next publishes would get offsets that already
+//! named other messages: subscribers would skip them as seen, and a client
+//! recovering with `since` would be told `recovered: true` without them.
+//! Two rules, kept by the scripts atomically with each publish and read,
+//! make such a channel start a new epoch instead (so every subscriber gets a
+//! `gap` push, and `since` an old position gets `gap: true`):
+//!
+//! - **Another Redis process.** On connecting, a node reads Redis's
+//!   `run_id` (`INFO server`; the hub's Redis user needs `INFO`), which is
+//!   new for every start of `redis-server` and differs between a primary
+//!   and its replicas. Each script is given it, and a channel whose `meta`
+//!   was written under another `run_id` starts a new epoch (empty history)
+//!   at its first use. This covers a restart and a failover whatever they
+//!   lost, whether or not any node saw the channel, and before anyone can
+//!   publish to it. The cost: a restart or failover that lost nothing
+//!   starts new epochs too (the hub cannot tell; clients resync from a
+//!   `gap`). A node that sees the `run_id` change logs it once.
+//! - **Behind what a node saw** (same process: `DEBUG RELOAD`, a restore of
+//!   keys). Each publish and read passes the position this node saw the
+//!   channel reach, `Fanout::check`; a channel in that epoch but behind it
+//!   starts a new epoch (`duplex_hub_proto::log::behind`). This covers
+//!   publishes and subscribes on nodes with subscribers of the channel, and
+//!   every node's catch-up after a reconnect.
+//!
+//! What the hub promises a publisher: its acknowledgement (`offset` in the
+//! channel's epoch) names its message and no other; the message is as
+//! durable as Redis makes it. If Redis loses it, a subscriber that had not
+//! received it is told of a gap, and none is told that a later message is
+//! the next one. Limits: a same-process loss (same `run_id`) goes unseen
+//! while the channel is published to only from nodes without subscribers of
+//! it (their messages may reuse offsets that subscribers elsewhere skip as
+//! seen, until a node with subscribers publishes, subscribes or catches
+//! up); a `meta` written by a node that predates `run` adopts the first
+//! `run_id` it meets. Presence is not history: after a loss, entries of
+//! clients that left meanwhile may linger until their node leaves or dies.
 
 mod envelope;
 mod scripts;
@@ -189,8 +232,12 @@ struct Shared {
     local: MemoryBroker,
     /// Connected, resubscribed and caught up.
     ready: AtomicBool,
-    /// The command connection while connected.
-    conn: RwLock<Option<MultiplexedConnection>>,
+    /// The command connection while connected, and the `run_id` of the
+    /// Redis process it reaches.
+    conn: RwLock<Option<(MultiplexedConnection, Arc<str>)>>,
+    /// The `run_id` of the Redis process last connected to (to tell an
+    /// operator it changed).
+    last_run: Mutex<Option<Arc<str>>>,
     /// Changes of pub/sub interest, one at a time.
     interest: tokio::sync::Mutex<Interest>,
     /// A copy of `interest.generation`, for the fast path.
@@ -301,6 +348,27 @@ struct Read {
     last: u64,
     first: u64,
     entries: Vec<Vec<u8>>,
+    /// Why the channel started a new epoch, if it did ("restart",
+    /// "behind").
+    why: Option<Vec<u8>>,
+}
+
+/// Why a node could not learn which Redis process it reaches.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum RunIdError {
+    /// `INFO server` was not answered within the command timeout.
+    #[error("INFO server timed out")]
+    Timeout,
+    /// Redis refused `INFO server` (or the connection failed).
+    #[error(
+        "INFO server failed (the hub's Redis user needs INFO, to tell a restarted \
+         or failed-over Redis): {0}"
+    )]
+    Info(#[source] RedisError),
+    /// The reply had no `run_id`.
+    #[error("INFO server has no run_id")]
+    Missing,
 }
 
 /// Why the link to Redis ended.
@@ -340,6 +408,7 @@ impl RedisBroker {
             scripts: Scripts::new(),
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
+            last_run: Mutex::new(None),
             interest: tokio::sync::Mutex::new(Interest {
                 generation: 0,
                 sink: None,
@@ -570,6 +639,12 @@ impl Shared {
 
     /// The command connection, if connected and ready.
     fn conn(&self) -> Result<MultiplexedConnection, BrokerError> {
+        self.link().map(|(conn, _)| conn)
+    }
+
+    /// The command connection and the `run_id` of the Redis it reaches, if
+    /// connected and ready.
+    fn link(&self) -> Result<(MultiplexedConnection, Arc<str>), BrokerError> {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(unavailable("redis is not connected"));
         }
@@ -578,6 +653,36 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or_else(|| unavailable("redis is not connected"))
+    }
+
+    /// The position this node saw `channel` reach, if it has subscribers
+    /// of it (see `Fanout::check`), as the scripts take it: epoch (or ""),
+    /// offset.
+    fn check_of(&self, channel: &str) -> (String, u64) {
+        let slot = self.channels().get(channel).cloned();
+        slot.and_then(|slot| {
+            let state = lock(&slot.state);
+            state.fanout.check().map(|(e, o)| (e.to_owned(), o))
+        })
+        .unwrap_or_default()
+    }
+
+    /// Logs a new epoch the scripts started (`why`, from their reply).
+    fn log_new_epoch(&self, channel: &str, why: Option<&[u8]>, epoch: &str) {
+        match why {
+            Some(b"behind") => tracing::warn!(
+                channel,
+                epoch,
+                "redis lost writes this node had seen: the channel starts a new epoch, \
+                 its subscribers are told of a gap"
+            ),
+            Some(b"restart") => tracing::debug!(
+                channel,
+                epoch,
+                "first use since redis restarted or failed over: the channel starts a new epoch"
+            ),
+            _ => {}
+        }
     }
 
     /// Maps a failed command; a connection-level failure wakes the link,
@@ -613,10 +718,11 @@ impl Shared {
     // ---- publish ---------------------------------------------------------
 
     async fn publish(&self, publish: Publish) -> Result<Published, BrokerError> {
-        let mut conn = self.conn()?;
+        let (mut conn, run) = self.link()?;
         let ns = self.config.namespace(&publish.channel);
         let channel = &*publish.channel;
         let body = encode_body(now_us(), &publish.from, &publish.data);
+        let (check_epoch, check_offset) = self.check_of(channel);
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(self.key(channel, "meta"))
@@ -629,14 +735,22 @@ impl Shared {
             .arg(ns.history_size)
             .arg(millis(ns.history_ttl))
             .arg(self.meta_ttl(ns.history_ttl))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(&*run)
+            .arg(check_epoch)
+            .arg(check_offset);
         let reply = self.invoke(&invocation, &mut conn).await?;
         let items = array(&reply).ok_or_else(|| unavailable("redis: bad publish reply"))?;
         match items {
-            [_, offset, duplicate] => Ok(Published {
-                offset: int(offset).ok_or_else(|| unavailable("redis: bad offset"))?,
-                duplicate: int(duplicate) == Some(1),
-            }),
+            [epoch, offset, duplicate, why] => {
+                if let Some(epoch) = bytes(epoch).and_then(|e| std::str::from_utf8(e).ok()) {
+                    self.log_new_epoch(channel, bytes(why), epoch);
+                }
+                Ok(Published {
+                    offset: int(offset).ok_or_else(|| unavailable("redis: bad offset"))?,
+                    duplicate: int(duplicate) == Some(1),
+                })
+            }
             _ => Err(unavailable("redis: bad publish reply")),
         }
     }
@@ -725,7 +839,8 @@ impl Shared {
             armed: true,
         };
         let generation = self.ensure_subscribed(&slot).await?;
-        let mut conn = self.conn()?;
+        let (mut conn, run) = self.link()?;
+        let (check_epoch, check_offset) = self.check_of(&channel);
         let mut invocation = self.scripts.read.prepare_invoke();
         let presence = ns.presence;
         invocation
@@ -753,7 +868,10 @@ impl Shared {
                 self.topic(&channel)
             } else {
                 String::new()
-            });
+            })
+            .arg(&*run)
+            .arg(check_epoch)
+            .arg(check_offset);
         let read = match self.invoke(&invocation, &mut conn).await {
             Ok(reply) => parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply")),
             Err(error) => Err(error),
@@ -768,6 +886,7 @@ impl Shared {
                 return Err(error);
             }
         };
+        self.log_new_epoch(&channel, read.why.as_deref(), &read.epoch);
         let plan = plan_recovery(
             since.as_ref(),
             recent,
@@ -1085,14 +1204,23 @@ impl Shared {
 
     /// Reads, for each channel, what its local subscribers may have missed
     /// while the link was down, and delivers it or reports a gap.
-    async fn catch_up(&self, conn: &MultiplexedConnection, generation: u64) -> Result<(), String> {
+    async fn catch_up(
+        &self,
+        conn: &MultiplexedConnection,
+        run: &str,
+        generation: u64,
+    ) -> Result<(), String> {
         let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
         let reads = slots.into_iter().filter_map(|slot| {
-            let base = lock(&slot.state).fanout.catch_up_base()?;
+            let (base, check) = {
+                let state = lock(&slot.state);
+                let check = state.fanout.check().map(|(e, o)| (e.to_owned(), o));
+                (state.fanout.catch_up_base()?, check)
+            };
             let mut conn = conn.clone();
             Some(async move {
                 let read = self
-                    .read_after(&mut conn, &slot, base.from.as_ref(), base.high)
+                    .read_after(&mut conn, run, &slot, base.from.as_ref(), check)
                     .await;
                 (slot, base.from, read)
             })
@@ -1109,10 +1237,12 @@ impl Shared {
     async fn read_after(
         &self,
         conn: &mut MultiplexedConnection,
+        run: &str,
         slot: &Slot,
         base: Option<&(Arc<str>, u64)>,
-        high: u64,
+        check: Option<(String, u64)>,
     ) -> Result<Read, BrokerError> {
+        let (check_epoch, check_offset) = check.unwrap_or_default();
         let ns = self.config.namespace(&slot.name);
         let mut invocation = self.scripts.read.prepare_invoke();
         invocation
@@ -1127,18 +1257,19 @@ impl Shared {
             .arg(base.map_or("", |b| &*b.0))
             .arg(base.map_or(0, |b| b.1))
             .arg(0)
-            .arg(if base.is_some() {
-                high.to_string()
-            } else {
-                String::new()
-            })
+            .arg(if base.is_some() { "1" } else { "" })
             .arg("")
             .arg(&self.node)
             .arg("")
             .arg(&*slot.name)
-            .arg("");
+            .arg("")
+            .arg(run)
+            .arg(check_epoch)
+            .arg(check_offset);
         let reply = self.invoke(&invocation, conn).await?;
-        parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))
+        let read = parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))?;
+        self.log_new_epoch(&slot.name, read.why.as_deref(), &read.epoch);
+        Ok(read)
     }
 
     fn apply_catch_up(
@@ -1290,6 +1421,23 @@ impl Shared {
         Ok((conn, sink, stream))
     }
 
+    /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
+    /// changes when Redis restarts or another process takes over.
+    async fn run_id(&self, conn: &mut MultiplexedConnection) -> Result<Arc<str>, RunIdError> {
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let text = tokio::time::timeout(
+            self.options.command_timeout,
+            info.query_async::<String>(conn),
+        )
+        .await
+        .map_err(|_| RunIdError::Timeout)?
+        .map_err(RunIdError::Info)?;
+        parse_run_id(&text)
+            .map(Into::into)
+            .ok_or(RunIdError::Missing)
+    }
+
     /// Loads every script into Redis (its script cache is empty after a
     /// restart or `SCRIPT FLUSH`).
     async fn load_scripts(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
@@ -1317,13 +1465,30 @@ impl Shared {
         mut stream: PubSubStream,
         stop: &mut watch::Receiver<bool>,
     ) -> LinkEnd {
+        // Which Redis process this is: every script compares it with the
+        // one that last wrote a channel (a restart or failover may have
+        // lost writes: see the module docs).
+        let run = match self.run_id(&mut conn).await {
+            Ok(run) => run,
+            Err(error) => return LinkEnd::Lost(error.to_string()),
+        };
+        let previous = lock(&self.last_run).replace(run.clone());
+        if previous.is_some_and(|previous| previous != run) {
+            tracing::warn!(
+                node = %self.node,
+                run_id = %run,
+                "redis restarted or failed over (a new run_id): it may have lost writes, \
+                 so every channel starts a new epoch at its next use and subscribers \
+                 are told of a gap"
+            );
+        }
         // Scripts first, so that publishes in flight together never meet a
         // `NOSCRIPT` (each would load the script and retry on its own,
         // and a later one could overtake an earlier one).
         if let Err(why) = self.load_scripts(&mut conn).await {
             return LinkEnd::Lost(format!("loading scripts: {why}"));
         }
-        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some((conn.clone(), run.clone()));
         if let Err(why) = self.heartbeat(&mut conn, false).await {
             return LinkEnd::Lost(why);
         }
@@ -1351,7 +1516,7 @@ impl Shared {
             }
             generation
         };
-        if let Err(why) = self.catch_up(&conn, generation).await {
+        if let Err(why) = self.catch_up(&conn, &run, generation).await {
             return LinkEnd::Lost(format!("catching up: {why}"));
         }
         if let Err(why) = self.enter_all(&conn).await {
@@ -1497,6 +1662,15 @@ async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// The `run_id` field of an `INFO server` reply.
+fn parse_run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|run| !run.is_empty())
+        .map(str::to_owned)
+}
+
 /// The frame of a history entry's message.
 fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<PreparedMessage> {
     let body = decode_body(body)?;
@@ -1534,10 +1708,16 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 }
 
 fn parse_read(reply: &Value) -> Option<Read> {
-    let [epoch, last, first, entries] = array(reply)? else {
-        return None;
+    let (epoch, last, first, entries, why) = match array(reply)? {
+        [epoch, last, first, entries] => (epoch, last, first, entries, None),
+        [epoch, last, first, entries, why] => (epoch, last, first, entries, Some(why)),
+        _ => return None,
     };
     Some(Read {
+        why: why
+            .and_then(bytes)
+            .filter(|w| !w.is_empty())
+            .map(<[u8]>::to_vec),
         epoch: String::from_utf8(bytes(epoch)?.to_vec()).ok()?,
         last: int(last)?,
         first: int(first)?,
@@ -1639,7 +1819,28 @@ mod tests {
             ("k3x9ab0c", 44, 40)
         );
         assert_eq!(read.entries.len(), 1);
+        assert!(read.why.is_none());
         assert!(parse_read(&Value::Nil).is_none());
+        let reply = Value::Array(vec![
+            Value::BulkString(b"k3x9ab0c".to_vec()),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Array(vec![]),
+            Value::BulkString(b"behind".to_vec()),
+        ]);
+        let read = parse_read(&reply).expect("parses");
+        assert_eq!(read.why.as_deref(), Some(&b"behind"[..]));
+    }
+
+    #[test]
+    fn run_ids_come_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:71c0a8b37746703891c07e2c6a585fbd1abbfd77\r\ntcp_port:6379\r\n";
+        assert_eq!(
+            parse_run_id(info).as_deref(),
+            Some("71c0a8b37746703891c07e2c6a585fbd1abbfd77")
+        );
+        assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(parse_run_id(""), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -144,12 +145,17 @@ impl Drop for Pki {
 }
 
 /// A `redis-server` of the test's own on a free loopback port, without
-/// persistence; with [`Redis::start_tls`] it speaks TLS only. Stopped (by
-/// PID) when dropped.
+/// persistence; with [`Redis::start_tls`] it speaks TLS only, with
+/// [`Redis::start_with`] it keeps its files in a directory of its own and
+/// takes more arguments. Stopped (by PID) when dropped.
 pub struct Redis {
     port: u16,
     child: Option<Child>,
     tls: Option<Pki>,
+    /// Its working directory (`--dir`), removed when dropped.
+    dir: Option<PathBuf>,
+    /// Arguments after the defaults (which they override).
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -159,9 +165,41 @@ impl Redis {
             port: free_port(),
             child: None,
             tls: None,
+            dir: None,
+            args: Vec::new(),
         };
         redis.spawn();
         redis
+    }
+
+    /// Starts one working in a directory of its own ([`Redis::dir`], where
+    /// `dump.rdb` and `appendonlydir/` go), with `args` after the defaults
+    /// (`--save ""`, `--appendonly no`), which they override: for example
+    /// `["--appendonly", "yes"]`, or `["--replicaof", "127.0.0.1", "PORT"]`.
+    /// [`Redis::restart`] starts it again with the same directory and
+    /// arguments.
+    pub fn start_with(name: &str, args: &[&str]) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("duplex-redis-{name}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = Self {
+            port,
+            child: None,
+            tls: None,
+            dir: Some(dir),
+            args: args.iter().map(|&a| a.to_owned()).collect(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// Its working directory ([`Redis::start_with`] only).
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_deref()
+            .expect("a redis started with start_with")
     }
 
     /// Starts one that accepts TLS only (`rediss://`, no plain port), with a
@@ -172,6 +210,8 @@ impl Redis {
             port: free_port(),
             child: None,
             tls: Some(Pki::new("redis")),
+            dir: None,
+            args: Vec::new(),
         };
         redis.spawn();
         redis
@@ -223,6 +263,12 @@ impl Redis {
                 "--protected-mode",
                 "no",
             ])
+            .args(
+                self.dir
+                    .iter()
+                    .flat_map(|dir| [OsStr::new("--dir"), dir.as_os_str()]),
+            )
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -288,7 +334,8 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or, with
+    /// [`Redis::start_with`], with what its files hold.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -307,6 +354,9 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -497,9 +547,12 @@ pub fn run_node_process(redis_url: &str) {
 }
 
 /// A TCP link to a server that a test can cut: [`Cut::cut`] drops every
-/// connection through it and refuses new ones until [`Cut::restore`].
+/// connection through it and refuses new ones until [`Cut::restore`];
+/// [`Cut::retarget`] sends new connections elsewhere (a failover behind a
+/// fixed address).
 pub struct Cut {
     pub addr: SocketAddr,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     open: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     task: JoinHandle<()>,
@@ -511,9 +564,10 @@ impl Cut {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let open = Arc::new(AtomicBool::new(true));
+        let target = Arc::new(std::sync::Mutex::new(target));
         let (generation, _) = watch::channel(0u64);
         let task = {
-            let (open, generation) = (open.clone(), generation.clone());
+            let (open, generation, target) = (open.clone(), generation.clone(), target.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((inbound, _)) = listener.accept().await else {
@@ -524,6 +578,7 @@ impl Cut {
                         continue;
                     }
                     let mut cut = generation.subscribe();
+                    let target = *target.lock().unwrap_or_else(|e| e.into_inner());
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
@@ -539,10 +594,17 @@ impl Cut {
         };
         Self {
             addr,
+            target,
             open,
             generation,
             task,
         }
+    }
+
+    /// Sends new connections to `target` from now on (those open stay
+    /// where they are: [`Cut::cut`] them to move them).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// `redis://ADDR` (when the target is Redis).

@@ -8,9 +8,20 @@
 //! of messages on a channel's pub/sub topic is their offset order.
 //!
 //! Invariants kept by every script:
-//! - A channel's `meta` hash (`epoch`, `last`) is created together with an
-//!   empty history: when it is missing, the history and keys are deleted and
-//!   a new epoch (drawn by the caller, `fresh`) starts at offset 0.
+//! - A channel's `meta` hash (`epoch`, `last`, `run`) is created together
+//!   with an empty history: when it is missing, the history and keys are
+//!   deleted and a new epoch (drawn by the caller, `fresh`) starts at
+//!   offset 0.
+//! - **No offset is given out twice.** `run` is the `run_id` of the Redis
+//!   process that last wrote the channel (the caller passes the one it read
+//!   from `INFO server` on connecting). Another one means Redis restarted or
+//!   failed over since, and may have come back with older data (an older
+//!   snapshot, an AOF without its tail, a lagging replica): the channel
+//!   starts a new epoch as if `meta` were missing. A `meta` without `run`
+//!   (written before `run` existed) adopts the caller's. And a caller that
+//!   saw the channel reach `check` of the current epoch while it is behind
+//!   it (Redis lost writes without a restart, e.g. `DEBUG RELOAD`) gets a
+//!   new epoch too: `duplex_hub_proto::log::behind` is the rule.
 //! - The history list holds consecutive offsets `last - LLEN + 1 ..= last`,
 //!   oldest first: entries are appended at the tail and only ever dropped
 //!   from the head (size bound, age bound), or all at once (key expiry).
@@ -48,31 +59,58 @@ local function prune(hist, keys, ttl)
     drop_key(keys, head)
   end
 end
--- The channel's epoch and last offset; a missing channel starts a new epoch.
-local function meta_of(meta, hist, keys, fresh)
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    redis.call('DEL', hist, keys)
-    redis.call('HSET', meta, 'epoch', fresh, 'last', 0)
-    return fresh, 0
+-- Starts the channel anew in epoch `fresh`, written by Redis `run`.
+local function restart(meta, hist, keys, fresh, run)
+  redis.call('DEL', hist, keys)
+  redis.call('HSET', meta, 'epoch', fresh, 'last', 0, 'run', run)
+  return fresh, 0
+end
+-- The channel's epoch and last offset, and why it starts a new epoch ('':
+-- it does not, or it is new; 'restart': written by another Redis process,
+-- which may have had more). `run` is this Redis process's run_id.
+local function meta_of(meta, hist, keys, fresh, run)
+  local m = redis.call('HMGET', meta, 'epoch', 'last', 'run')
+  if not m[1] then
+    local epoch, last = restart(meta, hist, keys, fresh, run)
+    return epoch, last, ''
   end
-  return epoch, tonumber(redis.call('HGET', meta, 'last') or 0)
+  if not m[3] then
+    redis.call('HSET', meta, 'run', run)
+  elseif m[3] ~= run then
+    local epoch, last = restart(meta, hist, keys, fresh, run)
+    return epoch, last, 'restart'
+  end
+  return m[1], tonumber(m[2] or 0), ''
+end
+-- A caller saw the channel reach offset `co` of epoch `ce` ('': nothing
+-- seen): if it is behind that in the same epoch, Redis lost writes, and a
+-- new epoch starts (duplex_hub_proto::log::behind).
+local function guard(meta, hist, keys, epoch, last, why, fresh, run, ce, co)
+  if ce ~= '' and ce == epoch and tonumber(co) > last then
+    local e, l = restart(meta, hist, keys, fresh, run)
+    return e, l, 'behind'
+  end
+  return epoch, last, why
 end
 ";
 
 /// Publish: `KEYS` = meta, hist, keys; `ARGV` = topic, idempotency key (or
 /// ""), time (ms), body, history size, history ttl (ms), meta ttl (ms), fresh
-/// epoch. Returns `{epoch, offset, duplicate (0/1)}`.
+/// epoch, run (Redis's `run_id`), check epoch (or ""), check offset (the
+/// position the publishing node saw the channel reach). Returns `{epoch,
+/// offset, duplicate (0/1), why a new epoch started ("", "restart",
+/// "behind")}`.
 const PUBLISH: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
 local key, size, ttl = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
-local epoch = meta_of(meta, hist, keys, ARGV[8])
+local epoch, last, why = meta_of(meta, hist, keys, ARGV[8], ARGV[9])
+epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 prune(hist, keys, ttl)
 if key ~= '' then
   local seen = redis.call('HGET', keys, key)
   if seen then
     redis.call('PEXPIRE', meta, ARGV[7])
-    return {epoch, tonumber(seen), 1}
+    return {epoch, tonumber(seen), 1, why}
   end
 end
 local offset = redis.call('HINCRBY', meta, 'last', 1)
@@ -89,7 +127,7 @@ if size > 0 then
 end
 redis.call('PEXPIRE', meta, ARGV[7])
 redis.call('PUBLISH', ARGV[1], 'm' .. epoch .. ' ' .. entry)
-return {epoch, offset, 0}
+return {epoch, offset, 0, why}
 ";
 
 /// Read the history (subscribe, or a node catching up after a reconnect),
@@ -97,24 +135,22 @@ return {epoch, offset, 0}
 ///
 /// `KEYS` = meta, hist, keys, pres, node's pres; `ARGV` = fresh epoch, meta
 /// ttl (ms), history ttl (ms), since epoch (or ""), since offset, recent,
-/// check (or "": the highest offset this node has delivered in the `since`
-/// epoch; if the channel is behind it, Redis lost writes, so a new epoch
-/// starts), client (or "": no presence), node, user, channel, topic (or "":
-/// no join event).
+/// catching up (or "": a node's catch-up read after a reconnect), client
+/// (or "": no presence), node, user, channel, topic (or "": no join event),
+/// run (Redis's `run_id`), check epoch (or ""), check offset (the position
+/// the reading node saw the channel reach; if the channel is behind it in
+/// that epoch, Redis lost writes, so a new epoch starts).
 ///
-/// Returns `{epoch, last, first, entries}` where `entries` are the kept
-/// entries from the oldest either plan may replay (after `since`, or the
-/// last `recent`) to `last`; with `check` (a node catching up), every kept
-/// entry when the history cannot continue from `since`.
+/// Returns `{epoch, last, first, entries, why a new epoch started ("",
+/// "restart", "behind")}` where `entries` are the kept entries from the
+/// oldest either plan may replay (after `since`, or the last `recent`) to
+/// `last`; when catching up, every kept entry when the history cannot
+/// continue from `since`.
 const READ: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
-local epoch, last = meta_of(meta, hist, keys, ARGV[1])
+local epoch, last, why = meta_of(meta, hist, keys, ARGV[1], ARGV[13])
+epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[1], ARGV[13], ARGV[14], ARGV[15])
 local since = tonumber(ARGV[5])
-if ARGV[7] ~= '' and ARGV[4] == epoch and tonumber(ARGV[7]) > last then
-  redis.call('DEL', hist, keys)
-  epoch, last = ARGV[1], 0
-  redis.call('HSET', meta, 'epoch', epoch, 'last', 0)
-end
 redis.call('PEXPIRE', meta, ARGV[2])
 prune(hist, keys, tonumber(ARGV[3]))
 local first = last - redis.call('LLEN', hist) + 1
@@ -131,7 +167,7 @@ if ARGV[8] ~= '' then
     redis.call('PUBLISH', ARGV[12], 'j' .. ARGV[8] .. ' ' .. ARGV[10])
   end
 end
-return {epoch, last, first, entries}
+return {epoch, last, first, entries, why}
 ";
 
 /// Leave presence: `KEYS` = pres, node's pres; `ARGV` = client, channel,
