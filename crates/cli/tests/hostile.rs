@@ -159,12 +159,16 @@ impl Serve {
 
 /// `VmRSS` of process `pid`, KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_rss_kib(pid).expect("VmRSS in /proc/PID/status")
+}
+
+/// `VmRSS` of process `pid`, KiB, if it is still running.
+fn try_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// Samples a process's resident memory every 10 ms, keeping the peak.
@@ -182,11 +186,15 @@ impl RssWatch {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut peak = 0;
-            while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
+            // Until told to stop, or the process is gone (a failed test).
+            while let Some(rss) = try_rss_kib(pid) {
+                peak = peak.max(rss);
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            peak.max(rss_kib(pid))
+            peak
         });
         Self {
             stop,
@@ -644,7 +652,7 @@ impl Flood {
                 n % 2
             )),
             Self::SubscribeChurn => {
-                let op = if n % 2 == 0 {
+                let op = if n.is_multiple_of(2) {
                     "subscribe"
                 } else {
                     "unsubscribe"
@@ -889,7 +897,13 @@ async fn floods_of_every_command_at_a_raised_rate_limit() {
             .collect();
         assert!(other_codes.is_empty(), "{kind:?}: {report:?}");
         if *kind == Flood::RefreshGarbage {
-            assert_eq!(report.codes.get(&4001), Some(&report.connections));
+            // Every connection but the last (which the flood's end may have
+            // closed first) ended with 4001.
+            let closed = report.codes.get(&4001).copied().unwrap_or(0);
+            assert!(
+                closed >= 1 && closed + 1 >= report.connections,
+                "{report:?}"
+            );
         } else {
             assert!(report.received > 0, "{kind:?} got no answer");
         }
