@@ -910,6 +910,38 @@ async fn floods_of_every_command_at_a_raised_rate_limit() {
     }
 }
 
+/// Two connections sending unknown commands as fast as they can, under a
+/// rate limit raised so far that none is refused: every session yields
+/// between commands, so healthy clients are still served within the bound
+/// (before, a session handled everything its socket held before yielding,
+/// and healthy replies waited up to 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaced_flood_does_not_starve_other_clients() {
+    const WHAT: &str = "unpaced flood, rate 1,000,000/s";
+    let mut serve = Serve::start(&["--rate", "1000000"], None);
+    let healthy = Healthy::start(serve.url("/ws")).await;
+    let rss = RssWatch::start(&serve);
+    let until = Instant::now() + FLOOD_TIME;
+    let flooders: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(flooder(serve.url("/ws"), Flood::UnknownOp, until, None)))
+        .collect();
+    let mut reports = BTreeMap::new();
+    for flooder in flooders {
+        let report = timeout(FLOOD_TIME + 3 * WAIT, flooder)
+            .await
+            .expect("the flooder ends in time")
+            .unwrap();
+        assert!(report.received > 0, "{report:?}");
+        reports.insert(reports.len(), report);
+    }
+    healthy.finish(WHAT).await;
+    rss.finish(WHAT);
+    for report in reports.values() {
+        eprintln!("[{WHAT}] {report:?}");
+    }
+    assert!(serve.alive());
+}
+
 /// The same floods against `duplex serve` on its defaults, one connection
 /// each at 2,000 commands a second (20 times the rate limit): every flooder
 /// is closed with 1008 once over the command rate (or 4001 for a garbage

@@ -19,6 +19,9 @@
 //! - When the session ends, it first closes its outbox, freeing what was
 //!   queued; then it leaves every channel (presence and `leave` pushes
 //!   follow) while it closes the connection, within the close timeout.
+//! - A session yields to others at least every 128 commands (tokio's
+//!   cooperative budget, charged per command): a client allowed a high
+//!   command rate cannot keep a worker from the other connections.
 //! - Publishes are pipelined: up to [`MAX_PUBLISHES_IN_FLIGHT`] of them wait
 //!   for the broker at once (with Redis, one round trip each, overlapped),
 //!   each handed to the broker as it arrives, so a session's publishes reach
@@ -169,6 +172,12 @@ where
                         unreachable!("matched above")
                     };
                     this.state = TaskState::Acting(Box::pin(async move {
+                        // Each command costs the task one unit of tokio's
+                        // cooperative budget: a connection whose socket
+                        // holds thousands of commands yields between them
+                        // rather than keep its worker from every other
+                        // connection until it has handled them all.
+                        tokio::task::consume_budget().await;
                         let end = session.on_wake(&mut ws, wake).await;
                         (ws, session, end)
                     }));
