@@ -16,9 +16,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use super::error::RequestError;
+use super::response::ResponseParser;
 use crate::extension::{ExtensionOffer, format_extensions, is_token, parse_extensions};
 use crate::handshake::fields::is_valid_host;
-use super::response::ResponseParser;
 use crate::handshake::wire::write_request_head;
 use crate::handshake::{Limits, accept_key};
 

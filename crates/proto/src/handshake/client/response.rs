@@ -17,8 +17,8 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use super::error::ResponseError;
 use super::request::ClientHandshake;
 use crate::extension::{ExtensionOffer, parse_extensions};
-use crate::handshake::fields::{has_token, list_elements, single, trim_ows};
 use crate::handshake::Limits;
+use crate::handshake::fields::{has_token, list_elements, single, trim_ows};
 use crate::handshake::head::{HeadError, HeadReader, describe, header_map};
 
 /// A response that completes the handshake.
@@ -105,7 +105,10 @@ impl ResponseParser {
             }
         };
         let head = self.head.take();
-        Ok(Some((parse_head(&head, self.limits.max_headers)?, consumed)))
+        Ok(Some((
+            parse_head(&head, self.limits.max_headers)?,
+            consumed,
+        )))
     }
 }
 
