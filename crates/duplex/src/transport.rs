@@ -105,8 +105,14 @@ impl Transport {
     }
 }
 
-/// The host, port and TLS flag of a `ws://` or `wss://` URL.
-pub(crate) fn target(url: &str) -> Result<(String, u16, bool), Error> {
+/// The host (an IPv6 address without its brackets), port (the scheme's
+/// default when none is given) and TLS flag (`wss`) of a `ws://` or `wss://`
+/// URL: where [`crate::connect_with`] connects to.
+///
+/// # Errors
+///
+/// [`Error::Url`] saying which part is wrong.
+pub fn target(url: &str) -> Result<(String, u16, bool), Error> {
     let uri: http::Uri = url.parse().map_err(|source| UrlError::Syntax {
         url: url.to_owned(),
         source,
