@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use duplex::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1, RSV2, RSV3, parse_header};
 use duplex::tls::CaCertificate;
 use duplex::transport::{self, Transport};
 use duplex::{ClientRequest, Config, Message, Proxy, WebSocket};
-use duplex::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1, RSV2, RSV3, parse_header};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
