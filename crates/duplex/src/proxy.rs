@@ -247,7 +247,7 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// The proxy's answer to `CONNECT`: its head, and the reason phrase of its
+/// The proxy's answer to `CONNECT`: its status, and the reason phrase of its
 /// status line as sent (which `http` does not keep).
 struct ConnectResponse {
     status: StatusCode,
