@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use duplex::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1, RSV2, RSV3, parse_header};
 use duplex::tls::CaCertificate;
 use duplex::transport::{self, Transport};
 use duplex::{ClientRequest, Config, Message, Proxy, WebSocket};
-use duplex_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1, RSV2, RSV3, parse_header};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
@@ -275,18 +275,7 @@ async fn open_transport(
     request: &ClientRequest,
     config: &Config,
 ) -> Result<Transport, duplex::Error> {
-    let url = request.url();
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| duplex::Error::Url(url.to_owned()))?;
-    let tls = uri.scheme_str() == Some("wss");
-    let host = uri
-        .host()
-        .ok_or_else(|| duplex::Error::Url(format!("{url}: no host")))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let (host, port, tls) = transport::target(request.url())?;
     let options: &transport::Options = &request.transport;
     let tcp = match &options.proxy {
         Some(proxy) => proxy.connect(&host, port, config.nodelay).await?,
@@ -790,7 +779,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duplex_proto::frame::encode_header;
+    use duplex::proto::frame::encode_header;
 
     fn frame(opcode: OpCode, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
         let header = FrameHeader {

@@ -70,8 +70,49 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("duplex: {error:#}");
+            eprintln!("duplex: {}", report(&error));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `error` and its causes, each said once: the errors of `duplex` and the hub
+/// name their cause in their own message and also return it as their
+/// `source`, so a cause whose text the level above already holds is not
+/// repeated (anyhow's `{:#}` would print it again at every level).
+fn report(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    let mut above = message.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !above.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        above = text;
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn report_says_each_cause_once() {
+        // A TLS error as the hub returns it: every level names its cause.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let tls = duplex::TlsError::KeyFile {
+            path: "key.pem".into(),
+            source: duplex::tls::rustls::pki_types::pem::Error::Io(io),
+        };
+        let error = anyhow::Error::new(duplex::Error::from(tls)).context("cannot serve");
+        assert_eq!(
+            report(&error),
+            "cannot serve: TLS: key file key.pem: I/O error: no such file"
+        );
+        // Causes that do not repeat themselves are all said.
+        let plain = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(report(&plain), "outer: middle: inner");
     }
 }

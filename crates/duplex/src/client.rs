@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Error;
 use crate::config::Config;
+use crate::error::ClientHandshakeError;
 use crate::transport::{self, Transport};
 use crate::websocket::WebSocket;
 
@@ -62,10 +63,17 @@ impl ClientRequest {
 
     /// Adds a header (for example `Authorization` or `Cookie`).
     pub fn header(mut self, name: &str, value: &str) -> Result<Self, Error> {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Error::ClientHandshake(format!("invalid header name {name:?}")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| Error::ClientHandshake(format!("invalid value for header {name}")))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+            ClientHandshakeError::HeaderName {
+                name: name.to_owned(),
+                source,
+            }
+        })?;
+        let value =
+            HeaderValue::from_str(value).map_err(|source| ClientHandshakeError::HeaderValue {
+                name: name.clone(),
+                source,
+            })?;
         self.headers.append(name, value);
         Ok(self)
     }
@@ -82,9 +90,7 @@ impl ClientRequest {
         if let Some(policy) = deflate {
             builder = builder.extensions([deflate::client_offer(policy)]);
         }
-        builder
-            .build()
-            .map_err(|e| Error::ClientHandshake(e.to_string()))
+        Ok(builder.build().map_err(ClientHandshakeError::Request)?)
     }
 }
 
@@ -161,7 +167,7 @@ where
                     parts, body,
                 ))));
             }
-            Err(error) => return Err(Error::ClientHandshake(error.to_string())),
+            Err(error) => return Err(ClientHandshakeError::Response(error).into()),
         }
     };
     let mut conn = Connection::client(config.protocol.clone(), Box::new(rand::random::<[u8; 4]>));
@@ -178,4 +184,81 @@ where
     conn.receive(&leftover);
     let protocol = accepted.protocol().map(Arc::from);
     Ok(WebSocket::from_parts(io, conn, config, protocol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ClientHandshakeError, RequestError, ResponseError};
+
+    #[test]
+    fn a_bad_extra_header_says_which() {
+        let error = ClientRequest::new("ws://h/")
+            .header("bad name", "x")
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::ClientHandshake(ClientHandshakeError::HeaderName { name, .. }) if name == "bad name"),
+            "{error:?}"
+        );
+        let error = ClientRequest::new("ws://h/")
+            .header("x-ok", "line\nbreak")
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::ClientHandshake(ClientHandshakeError::HeaderValue { name, .. }) if name == "x-ok"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "handshake failed: invalid value for header x-ok"
+        );
+        let error = ClientRequest::new("ws://h/")
+            .header("Sec-WebSocket-Key", "x")
+            .unwrap()
+            .handshake(None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::ClientHandshake(ClientHandshakeError::Request(
+                    RequestError::ReservedHeader(_)
+                ))
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_server_answer_keeps_the_protocol_error() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let answer = tokio::spawn(async move {
+            let mut request = [0; 1024];
+            let _ = server.read(&mut request).await;
+            server
+                .write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            server
+        });
+        let error = client_handshake(client, &ClientRequest::new("ws://h/"), &Config::client())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::ClientHandshake(ClientHandshakeError::Response(
+                    ResponseError::InvalidAccept
+                ))
+            ),
+            "{error:?}"
+        );
+        let source = std::error::Error::source(&error).and_then(std::error::Error::source);
+        assert!(
+            source.is_some_and(|s| s.is::<ResponseError>()),
+            "{source:?}"
+        );
+        drop(answer.await.unwrap());
+    }
 }

@@ -8,8 +8,15 @@
 use std::time::Duration;
 
 use duplex_proto::connection;
-use duplex_proto::deflate::DeflateConfig;
-use duplex_proto::handshake::Limits;
+
+/// The protocol layer's settings ([`Config::protocol`]): frame and message
+/// limits, UTF-8 checking, receive behaviour.
+pub use duplex_proto::connection::Config as ProtocolConfig;
+pub use duplex_proto::deflate::DeflateConfig;
+/// Header block limits of the opening handshake ([`Config::handshake_limits`]).
+pub use duplex_proto::handshake::Limits as HandshakeLimits;
+
+use self::HandshakeLimits as Limits;
 
 /// Settings shared by [`crate::accept_with`] and [`crate::connect_with`].
 #[derive(Debug, Clone)]

@@ -10,6 +10,12 @@
 //! - Client: [`connect`], [`connect_with`]; [`ReconnectingWebSocket`]
 //!   reconnects by itself with backoff and jitter.
 //!
+//! The types of [`duplex_proto`] that this crate's API takes or returns are
+//! re-exported where they are used ([`UpgradeRequest`], [`error`]'s causes,
+//! [`config::DeflateConfig`], [`websocket::Connection`] …), and the whole
+//! crate as [`proto`], so that a user of `duplex` needs no direct dependency
+//! on `duplex-proto`.
+//!
 //! Invariants: every wait is bounded by a configurable timeout (handshake,
 //! keepalive pong, close), every buffer by a configurable size, and every
 //! protocol violation ends the connection with the RFC's close code.
@@ -29,16 +35,23 @@ pub mod transport;
 pub mod upgrade;
 pub mod websocket;
 
+/// The sans-I/O protocol this crate runs on (`duplex-proto`), for the types
+/// reached through this crate's API: the [`Connection`](proto::connection::Connection)'s
+/// events and states, frame and handshake details.
+pub use duplex_proto as proto;
+
 pub use client::{ClientRequest, client_handshake, connect, connect_with};
 pub use config::Config;
 pub use duplex_proto::close::{CloseCode, CloseFrame};
 pub use duplex_proto::connection::PreparedMessage;
 pub use duplex_proto::message::{Message, MessageKind, Utf8Bytes};
-pub use error::Error;
+pub use error::{ClientHandshakeError, Error, ProxyError, TlsError, UrlError};
 pub use listener::Listener;
 pub use proxy::Proxy;
 pub use reconnect::{ReadyState, ReconnectingWebSocket};
-pub use server::{Accept, Incoming, Reject, accept, accept_incoming, accept_with, read_request};
+pub use server::{
+    Accept, Incoming, Reject, UpgradeRequest, accept, accept_incoming, accept_with, read_request,
+};
 pub use shutdown::{Shutdown, ShutdownWatch};
 pub use stamp::Stamp;
 pub use websocket::{CloseInfo, WebSocket};

@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex_proto::handshake::server::UpgradeRequest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::UpgradeRequest;
 use crate::config::Config;
 use crate::server::{Accept, Reject, accept_with};
 use crate::shutdown::Shutdown;

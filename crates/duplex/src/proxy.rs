@@ -2,15 +2,18 @@
 //! as browsers do for `ws://` and `wss://`.
 //!
 //! Invariants:
-//! - The proxy's answer is bounded in size ([`MAX_RESPONSE_HEAD`]) and the
-//!   whole exchange (TCP connect to the proxy, `CONNECT`, answer) in time
-//!   ([`Proxy::timeout`]); the client's handshake timeout bounds it as well.
+//! - The proxy's answer is read by duplex-proto's bounded response-head
+//!   reader ([`ResponseParser`], the one the WebSocket handshake uses), so it
+//!   is bounded in size ([`MAX_RESPONSE_HEAD`] bytes, [`MAX_RESPONSE_HEADERS`]
+//!   lines) and every line must end in CRLF; the whole exchange (TCP connect
+//!   to the proxy, `CONNECT`, answer) is bounded in time ([`Proxy::timeout`]),
+//!   and the client's handshake timeout bounds it as well.
 //! - Not one byte after the proxy's response head is consumed: the head is
 //!   found by peeking, so whatever the proxy relays after it stays in the
 //!   socket for TLS or the WebSocket handshake.
 //! - Any 2xx opens the tunnel; 407 and every other status end in
-//!   [`Error::Proxy`] with the status in the message. Credentials never
-//!   appear in an error or in `Debug` output.
+//!   [`Error::Proxy`] with a [`ProxyError`] holding the status. Credentials
+//!   never appear in an error or in `Debug` output.
 //! - The environment is read only by [`Proxy::from_env`], which the transport
 //!   calls only when [`Options::use_env_proxy`](crate::transport::Options::use_env_proxy)
 //!   is set.
@@ -21,16 +24,20 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use duplex_proto::handshake::Limits;
+use duplex_proto::handshake::client::ResponseParser;
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Error;
+use crate::error::ProxyError;
 
 /// Largest proxy response head read (status line and headers).
 pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
 /// Most header lines accepted in the proxy's response.
-const MAX_RESPONSE_HEADERS: usize = 64;
+pub const MAX_RESPONSE_HEADERS: usize = 64;
 
 /// An HTTP proxy that tunnels with `CONNECT`, with optional basic
 /// authentication.
@@ -69,9 +76,7 @@ impl Proxy {
         let rest = match url.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
             Some((scheme, _)) => {
-                return Err(Error::Proxy(format!(
-                    "proxy scheme {scheme:?} is not supported; use an http:// proxy"
-                )));
+                return Err(ProxyError::UnsupportedScheme(scheme.to_owned()).into());
             }
             None => url,
         };
@@ -80,16 +85,21 @@ impl Proxy {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let parsed: http::uri::Authority = hostport
-            .parse()
-            .map_err(|_| Error::Proxy(format!("invalid proxy address {hostport:?}")))?;
+        let parsed: http::uri::Authority =
+            hostport.parse().map_err(|source| ProxyError::Address {
+                address: hostport.to_owned(),
+                source,
+            })?;
+        let port = crate::transport::explicit_port(&parsed).map_err(|_| ProxyError::Port {
+            address: hostport.to_owned(),
+        })?;
         let host = parsed
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
         if host.is_empty() {
-            return Err(Error::Proxy("proxy URL has no host".into()));
+            return Err(ProxyError::NoHost.into());
         }
         let credentials = match userinfo {
             Some(userinfo) => {
@@ -100,7 +110,7 @@ impl Proxy {
         };
         Ok(Self {
             host,
-            port: parsed.port_u16().unwrap_or(80),
+            port: port.unwrap_or(80),
             credentials,
             timeout: Duration::from_secs(10),
         })
@@ -178,52 +188,40 @@ impl Proxy {
     pub async fn connect(&self, host: &str, port: u16, nodelay: bool) -> Result<TcpStream, Error> {
         match tokio::time::timeout(self.timeout, self.tunnel(host, port, nodelay)).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Proxy(format!(
-                "proxy {}:{} did not open a tunnel within {:?}",
-                self.host, self.port, self.timeout
-            ))),
+            Err(_) => Err(ProxyError::Timeout {
+                host: self.host.clone(),
+                port: self.port,
+                timeout: self.timeout,
+            }
+            .into()),
         }
     }
 
     async fn tunnel(&self, host: &str, port: u16, nodelay: bool) -> Result<TcpStream, Error> {
         let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| {
-                Error::Proxy(format!(
-                    "cannot reach proxy {}:{}: {e}",
-                    self.host, self.port
-                ))
+            .map_err(|source| ProxyError::Unreachable {
+                host: self.host.clone(),
+                port: self.port,
+                source,
             })?;
         tcp.set_nodelay(nodelay)?;
         tcp.write_all(self.connect_request(host, port).as_bytes())
             .await?;
         tcp.flush().await?;
-        let head = read_head(&mut tcp).await?;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) | Err(_) => {
-                return Err(Error::Proxy(
-                    "malformed response to CONNECT from proxy".into(),
-                ));
-            }
-        }
-        let code = response.code.unwrap_or_default();
-        let reason = response.reason.unwrap_or_default();
-        match code {
+        let ConnectResponse { status, reason } = read_response(&mut tcp).await?;
+        match status.as_u16() {
             200..=299 => Ok(tcp),
-            407 if self.credentials.is_some() => Err(Error::Proxy(format!(
-                "proxy refused the credentials (407 {reason})"
-            ))),
-            407 => Err(Error::Proxy(format!(
-                "proxy requires authentication (407 {reason}); give credentials in the proxy URL \
-                 (http://user:password@host:port)"
-            ))),
-            _ => Err(Error::Proxy(format!(
-                "proxy refused to tunnel to {}: {code} {reason}",
-                authority(host, port)
-            ))),
+            407 if self.credentials.is_some() => {
+                Err(ProxyError::CredentialsRefused { status, reason }.into())
+            }
+            407 => Err(ProxyError::AuthenticationRequired { status, reason }.into()),
+            _ => Err(ProxyError::Refused {
+                target: authority(host, port),
+                status,
+                reason,
+            }
+            .into()),
         }
     }
 
@@ -249,62 +247,78 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// The proxy's answer to `CONNECT`: its status, and the reason phrase of its
+/// status line as sent (which `http` does not keep).
+struct ConnectResponse {
+    status: StatusCode,
+    reason: String,
+}
+
 /// Reads the proxy's response head, up to and including the empty line, and
-/// not one byte more: each chunk is peeked first and only the head's bytes
-/// are consumed.
-async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, Error> {
-    let mut head = Vec::with_capacity(256);
+/// not one byte more: each chunk is peeked, fed to the bounded
+/// [`ResponseParser`], and only the bytes it took are consumed.
+async fn read_response(tcp: &mut TcpStream) -> Result<ConnectResponse, Error> {
+    let mut parser = ResponseParser::with_limits(limits());
+    // The status line, kept for its reason phrase; the parser bounds it.
+    let mut status_line = Vec::new();
     let mut chunk = [0; 1024];
     loop {
         let n = tcp.peek(&mut chunk).await?;
         if n == 0 {
-            return Err(Error::Proxy(
-                "proxy closed the connection before answering CONNECT".into(),
-            ));
+            return Err(ProxyError::Closed.into());
         }
-        // The terminator may straddle what was read before and this chunk.
-        let search_from = head.len().saturating_sub(3);
-        let before = head.len();
-        head.extend_from_slice(&chunk[..n]);
-        let end = head[search_from..]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|pos| search_from + pos + 4);
-        let take = end.map_or(n, |end| end - before);
-        if end.unwrap_or(head.len()) > MAX_RESPONSE_HEAD {
-            return Err(Error::Proxy(format!(
-                "proxy response head exceeds {MAX_RESPONSE_HEAD} bytes"
-            )));
+        let parsed = parser.feed(&chunk[..n]).map_err(ProxyError::Response)?;
+        let take = parsed.as_ref().map_or(n, |(_, consumed)| *consumed);
+        if !status_line.contains(&b'\n') {
+            status_line.extend_from_slice(&chunk[..take]);
         }
         // These bytes are already in the socket's buffer: this does not wait.
         tcp.read_exact(&mut chunk[..take]).await?;
-        if let Some(end) = end {
-            head.truncate(end);
-            return Ok(head);
+        if let Some((response, _)) = parsed {
+            return Ok(ConnectResponse {
+                status: response.status(),
+                reason: reason_phrase(&status_line),
+            });
         }
     }
 }
 
-/// Decodes `%XX` escapes of a URL's userinfo.
+/// The reason phrase of the status line that starts `head`
+/// (`HTTP/1.1 407 Proxy Authentication Required`), as text.
+fn reason_phrase(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let reason = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or_default();
+    String::from_utf8_lossy(reason).into_owned()
+}
+
+/// The bounds of the proxy's answer.
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_header_size = MAX_RESPONSE_HEAD;
+    limits.max_headers = MAX_RESPONSE_HEADERS;
+    limits
+}
+
+/// Decodes `%XX` escapes of a URL's userinfo. Stricter than
+/// `percent-encoding` alone: a `%` not followed by two hex digits is an
+/// error rather than kept as it is, and so is a result that is not UTF-8.
 fn percent_decode(s: &str) -> Result<String, Error> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let escapes_valid = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::Proxy("invalid percent-encoding in proxy URL".into()))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_valid {
+        return Err(ProxyError::PercentEncoding.into());
     }
-    String::from_utf8(out).map_err(|_| Error::Proxy("proxy credentials are not UTF-8".into()))
+    let decoded = percent_encoding::percent_decode(bytes).collect::<Vec<u8>>();
+    match String::from_utf8(decoded) {
+        Ok(text) => Ok(text),
+        // `Utf8Error` holds positions only: no credential bytes in the error.
+        Err(error) => Err(ProxyError::CredentialsNotUtf8(error.utf8_error()).into()),
+    }
 }
 
 /// Whether a `no_proxy` list exempts `host:port` from the proxy.
@@ -478,14 +492,52 @@ mod tests {
         assert_eq!((proxy.host(), proxy.port()), ("::1", 8080));
         assert!(matches!(
             Proxy::new("https://proxy:443"),
-            Err(Error::Proxy(_))
+            Err(Error::Proxy(ProxyError::UnsupportedScheme(scheme))) if scheme == "https"
         ));
         assert!(matches!(
             Proxy::new("socks5://proxy:1080"),
-            Err(Error::Proxy(_))
+            Err(Error::Proxy(ProxyError::UnsupportedScheme(_)))
         ));
-        assert!(matches!(Proxy::new("http://"), Err(Error::Proxy(_))));
-        assert!(matches!(Proxy::new("http://u:%zz@h"), Err(Error::Proxy(_))));
+        assert!(matches!(
+            Proxy::new("http://"),
+            Err(Error::Proxy(
+                ProxyError::Address { .. } | ProxyError::NoHost
+            ))
+        ));
+        assert!(matches!(
+            Proxy::new("http://u:%zz@h"),
+            Err(Error::Proxy(ProxyError::PercentEncoding))
+        ));
+        assert!(matches!(
+            Proxy::new("http://u:%4@h"),
+            Err(Error::Proxy(ProxyError::PercentEncoding))
+        ));
+        let not_utf8 = Proxy::new("http://u:s%FFcret@h").unwrap_err();
+        assert!(
+            matches!(&not_utf8, Error::Proxy(ProxyError::CredentialsNotUtf8(_))),
+            "{not_utf8}"
+        );
+        assert!(!format!("{not_utf8:?}").contains("cret"), "{not_utf8:?}");
+    }
+
+    #[test]
+    fn proxy_url_with_an_impossible_port_is_refused() {
+        // `http` reads such a port as no port; the proxy's would then be 80.
+        for url in ["http://proxy:99999", "http://proxy:8o80"] {
+            let error = Proxy::new(url).unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    Error::Proxy(ProxyError::Port { .. } | ProxyError::Address { .. })
+                ),
+                "{url}: {error}"
+            );
+        }
+        assert!(matches!(
+            Proxy::new("http://proxy:99999"),
+            Err(Error::Proxy(ProxyError::Port { address })) if address == "proxy:99999"
+        ));
+        assert_eq!(Proxy::new("http://proxy:/").unwrap().port(), 80);
     }
 
     #[test]
@@ -581,7 +633,7 @@ mod tests {
         let vars = env(&[("https_proxy", "socks5://proxy:1080")]);
         assert!(matches!(
             Proxy::from_lookup("wss://example.com/", vars),
-            Err(Error::Proxy(_))
+            Err(Error::Proxy(ProxyError::UnsupportedScheme(_)))
         ));
     }
 }

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use duplex_proto::connection::Connection;
 use duplex_proto::deflate;
 use duplex_proto::handshake::server::{
-    AcceptError, RequestParser, UpgradeRequest, accept_response, reject_response, write_response,
+    AcceptError, RequestParser, accept_response, reject_response, write_response,
 };
 use http::{HeaderMap, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,6 +20,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::Error;
 use crate::config::Config;
 use crate::websocket::WebSocket;
+
+/// A validated upgrade request, as `decide` callbacks see it
+/// ([`accept_with`], [`accept_incoming`]).
+pub use duplex_proto::handshake::server::UpgradeRequest;
 
 /// The application's answer to an upgrade request.
 #[derive(Debug, Clone, Default)]
@@ -205,7 +209,7 @@ where
         Err(error) => {
             let response = reject_response(StatusCode::INTERNAL_SERVER_ERROR, "server error");
             write_and_close(io, &response).await;
-            return Err(Error::ClientHandshake(error.to_string()));
+            return Err(Error::Accept(error));
         }
     };
     let mut out = BytesMut::new();

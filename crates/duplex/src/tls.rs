@@ -60,6 +60,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::Error;
+use crate::error::{NativeRootsError, TlsError};
 use crate::transport::Options;
 
 pub use rustls;
@@ -100,16 +101,24 @@ impl CaCertificate {
         let certs = match self {
             Self::PemFile(path) => CertificateDer::pem_file_iter(path)
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| Error::Tls(format!("CA file {}: {e}", path.display())))?,
+                .map_err(|source| self.pem_error(source))?,
             Self::Pem(pem) => CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Tls(format!("CA PEM: {e}")))?,
+                .map_err(|source| self.pem_error(source))?,
             Self::Der(der) => vec![CertificateDer::from(der.clone())],
         };
         if certs.is_empty() {
-            return Err(Error::Tls(format!("{self:?} holds no certificate")));
+            return Err(TlsError::EmptyCa(self.clone()).into());
         }
         Ok(certs)
+    }
+
+    fn pem_error(&self, source: rustls::pki_types::pem::Error) -> Error {
+        TlsError::CaPem {
+            ca: self.clone(),
+            source,
+        }
+        .into()
     }
 }
 
@@ -125,22 +134,21 @@ fn provider() -> Arc<CryptoProvider> {
 static DEFAULT_CLIENT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
 
 /// The operating system's roots, loaded once per process.
-static NATIVE_ROOTS: OnceLock<Result<Vec<CertificateDer<'static>>, String>> = OnceLock::new();
+static NATIVE_ROOTS: OnceLock<Result<Vec<CertificateDer<'static>>, Arc<NativeRootsError>>> =
+    OnceLock::new();
 
 fn native_roots() -> Result<&'static [CertificateDer<'static>], Error> {
     let loaded = NATIVE_ROOTS.get_or_init(|| {
         let result = rustls_native_certs::load_native_certs();
         if result.certs.is_empty() {
-            let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
-            Err(format!(
-                "no system root certificates found ({})",
-                errors.join("; ")
-            ))
+            Err(Arc::new(NativeRootsError::new(result.errors)))
         } else {
             Ok(result.certs)
         }
     });
-    loaded.as_deref().map_err(|e| Error::Tls(e.clone()))
+    loaded
+        .as_deref()
+        .map_err(|e| TlsError::NativeRoots(e.clone()).into())
 }
 
 /// The client config for `options`: [`Options::tls_config`] when set, else
@@ -172,7 +180,7 @@ fn build_client_config(options: &Options) -> Result<Arc<ClientConfig>, Error> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     let mut config = if options.danger_accept_invalid_certs {
         builder
             .dangerous()
@@ -189,13 +197,14 @@ fn build_client_config(options: &Options) -> Result<Arc<ClientConfig>, Error> {
         }
         for ca in &options.extra_roots {
             for cert in ca.load()? {
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Tls(format!("CA certificate {ca:?}: {e}")))?;
+                roots.add(cert).map_err(|source| TlsError::BadCa {
+                    ca: ca.clone(),
+                    source,
+                })?;
             }
         }
         if roots.is_empty() {
-            return Err(Error::Tls("no trusted root certificates configured".into()));
+            return Err(TlsError::NoRoots.into());
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
@@ -215,8 +224,10 @@ pub async fn connect<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| Error::Tls(format!("{host:?} is not a valid TLS server name")))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|source| TlsError::ServerName {
+        host: host.to_owned(),
+        source,
+    })?;
     TlsConnector::from(config)
         .connect(name, io)
         .await
@@ -226,14 +237,16 @@ where
 /// A TLS handshake failure: [`Error::Tls`] when TLS itself failed (rustls
 /// puts its error inside the `io::Error`), else the socket's [`Error::Io`].
 fn handshake_error(error: io::Error) -> Error {
-    match error
+    if let Some(tls) = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(tls) => Error::Tls(tls.to_string()),
-        None if error.kind() == io::ErrorKind::InvalidData => Error::Tls(error.to_string()),
-        None => Error::Io(error),
+        return TlsError::Handshake(tls.clone()).into();
     }
+    if error.kind() == io::ErrorKind::InvalidData {
+        return TlsError::InvalidData(error).into();
+    }
+    Error::Io(error)
 }
 
 /// Opens TLS to `host` over an open TCP stream with the config of `options`.
@@ -255,15 +268,20 @@ pub fn server_config_from_pem(
     let key_path = key_path.as_ref();
     let chain = CertificateDer::pem_file_iter(cert_path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| Error::Tls(format!("certificate file {}: {e}", cert_path.display())))?;
+        .map_err(|source| TlsError::CertificateFile {
+            path: cert_path.to_owned(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(Error::Tls(format!(
-            "certificate file {} holds no certificate",
-            cert_path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+        }
+        .into());
     }
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| Error::Tls(format!("key file {}: {e}", key_path.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::KeyFile {
+        path: key_path.to_owned(),
+        source,
+    })?;
     server_config(chain, key)
 }
 
@@ -275,10 +293,10 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| Error::Tls(format!("certificate and key: {e}")))?;
+        .map_err(TlsError::CertificateAndKey)?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(Arc::new(config))
 }

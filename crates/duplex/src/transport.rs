@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::Error;
+use crate::error::UrlError;
 use crate::proxy::Proxy;
 use crate::tls::{self, CaCertificate};
 
@@ -104,22 +105,65 @@ impl Transport {
     }
 }
 
-/// The host, port and TLS flag of a `ws://` or `wss://` URL.
-pub(crate) fn target(url: &str) -> Result<(String, u16, bool), Error> {
-    let uri: http::Uri = url.parse().map_err(|_| Error::Url(url.to_owned()))?;
+/// The host (an IPv6 address without its brackets), port (the scheme's
+/// default when none is given) and TLS flag (`wss`) of a `ws://` or `wss://`
+/// URL: where [`crate::connect_with`] connects to.
+///
+/// # Errors
+///
+/// [`Error::Url`] saying which part is wrong.
+pub fn target(url: &str) -> Result<(String, u16, bool), Error> {
+    let uri: http::Uri = url.parse().map_err(|source| UrlError::Syntax {
+        url: url.to_owned(),
+        source,
+    })?;
     let tls = match uri.scheme_str() {
         Some("ws") => false,
         Some("wss") => true,
-        _ => return Err(Error::Url(format!("{url}: scheme must be ws or wss"))),
+        _ => {
+            return Err(UrlError::Scheme {
+                url: url.to_owned(),
+            }
+            .into());
+        }
     };
-    let host = uri
+    let Some(authority) = uri.authority() else {
+        return Err(UrlError::NoHost {
+            url: url.to_owned(),
+        }
+        .into());
+    };
+    let port = explicit_port(authority).map_err(|port| UrlError::Port {
+        url: url.to_owned(),
+        port,
+    })?;
+    let host = authority
         .host()
-        .ok_or_else(|| Error::Url(format!("{url}: no host")))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok((host, port, tls))
+    if host.is_empty() {
+        return Err(UrlError::NoHost {
+            url: url.to_owned(),
+        }
+        .into());
+    }
+    Ok((host, port.unwrap_or(if tls { 443 } else { 80 }), tls))
+}
+
+/// The port `authority` names: `Ok(None)` when it names none (or an empty
+/// one, which means the scheme's default), `Err` with the port's text when
+/// that is not a number from 0 to 65535 (which `http` would silently treat
+/// as no port).
+pub(crate) fn explicit_port(authority: &http::uri::Authority) -> Result<Option<u16>, String> {
+    let hostport = authority.as_str().rsplit('@').next().unwrap_or_default();
+    match hostport.get(authority.host().len()..) {
+        None | Some("" | ":") => Ok(None),
+        Some(rest) => {
+            let text = rest.strip_prefix(':').unwrap_or(rest);
+            text.parse().map(Some).map_err(|_| text.to_owned())
+        }
+    }
 }
 
 /// Opens the transport for `url`. Not bounded in time by itself (a proxy
@@ -201,5 +245,57 @@ impl AsyncWrite for Transport {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_of_good_urls() {
+        assert_eq!(
+            target("ws://example.com/chat").unwrap(),
+            ("example.com".to_owned(), 80, false)
+        );
+        assert_eq!(
+            target("wss://[::1]:9443/").unwrap(),
+            ("::1".to_owned(), 9443, true)
+        );
+        assert_eq!(
+            target("wss://u@h:/").unwrap(),
+            ("h".to_owned(), 443, true),
+            "an empty port is the scheme's default"
+        );
+    }
+
+    #[test]
+    fn target_says_which_part_of_a_url_is_wrong() {
+        let url_error = |url| match target(url) {
+            Err(Error::Url(error)) => error,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert!(matches!(
+            url_error("ws://exa mple/"),
+            UrlError::Syntax { .. }
+        ));
+        assert!(matches!(
+            url_error("http://example.com/"),
+            UrlError::Scheme { .. }
+        ));
+        assert!(matches!(url_error("/just/a/path"), UrlError::Scheme { .. }));
+        // `http` reads an impossible port as none, which would connect to 80
+        // or 443 instead.
+        assert!(
+            matches!(url_error("ws://127.0.0.1:99999/"), UrlError::Port { port, .. } if port == "99999")
+        );
+        assert!(matches!(
+            url_error("wss://[::1]:70000/"),
+            UrlError::Port { .. }
+        ));
+        assert_eq!(
+            url_error("http://example.com/").to_string(),
+            "http://example.com/: scheme must be ws or wss"
+        );
     }
 }

@@ -74,7 +74,7 @@ pub struct Rejection<B> {
     /// [`Reject`]), with `Connection: close`.
     pub response: Response<B>,
     /// Why: [`Error::Handshake`] for an invalid request, [`Error::Refused`]
-    /// when the application refused it, [`Error::ClientHandshake`] when the
+    /// when the application refused it, [`Error::Accept`] when the
     /// application's [`Accept`] could not be honoured (answered 500).
     pub error: Error,
 }
@@ -139,7 +139,7 @@ where
             let response = reject_response(StatusCode::INTERNAL_SERVER_ERROR, "server error");
             return Err(Rejection {
                 response: response.map(B::from),
-                error: Error::ClientHandshake(error.to_string()),
+                error: Error::Accept(error),
             });
         }
     };

@@ -60,8 +60,13 @@ use std::time::Duration;
 
 use bytes::Buf;
 use duplex_proto::close::{CloseCode, CloseFrame};
-use duplex_proto::connection::{Connection, Event, PreparedMessage, State};
+use duplex_proto::connection::{Event, PreparedMessage, State};
 use duplex_proto::message::Message;
+
+/// The protocol state machine under a [`WebSocket`]
+/// ([`WebSocket::connection`], [`WebSocket::from_parts`]); the rest of its
+/// module is [`crate::proto::connection`].
+pub use duplex_proto::connection::Connection;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

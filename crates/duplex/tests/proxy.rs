@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use duplex::error::ResponseError;
+use duplex::proxy::{MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS};
 use duplex::tls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::tls::{self, CaCertificate, TlsAcceptor};
 use duplex::transport::Transport;
-use duplex::{ClientRequest, CloseCode, Config, Error, Message, Proxy, WebSocket};
+use duplex::{ClientRequest, CloseCode, Config, Error, Message, Proxy, ProxyError, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -249,8 +251,17 @@ async fn proxy_407_is_a_proxy_error() {
     let wrong = Proxy::new(&proxy.url("user:wrong@")).unwrap();
     let error = connect(&request_via(&url, wrong)).await.unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("407") && m.contains("credentials")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::CredentialsRefused { status, reason })
+                if status.as_u16() == 407 && reason == "Proxy Authentication Required"
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("407") && message.contains("credentials"),
+        "{message}"
     );
     assert!(
         !error.to_string().contains("wrong"),
@@ -260,8 +271,16 @@ async fn proxy_407_is_a_proxy_error() {
     let anonymous = Proxy::new(&proxy.url("")).unwrap();
     let error = connect(&request_via(&url, anonymous)).await.unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("407") && m.contains("requires authentication")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::AuthenticationRequired { .. })
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("407") && message.contains("requires authentication"),
+        "{message}"
     );
     assert!(proxy.tunnels().is_empty());
 }
@@ -278,9 +297,14 @@ async fn proxy_refusal_is_a_proxy_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("502")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Refused { target, status, .. })
+                if status.as_u16() == 502 && *target == closed_addr.to_string()
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("502 Bad Gateway"), "{error}");
 
     // No proxy at the proxy's address.
     let via = Proxy::new(&format!("http://{closed_addr}")).unwrap();
@@ -288,9 +312,15 @@ async fn proxy_refusal_is_a_proxy_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("cannot reach")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Unreachable { port, source, .. })
+                if *port == closed_addr.port()
+                    && source.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("cannot reach"), "{error}");
 }
 
 /// A fake proxy that answers every connection by writing `chunks` (pausing
@@ -360,9 +390,14 @@ async fn misbehaving_proxies_fail_in_bounded_size_and_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("exceeds")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Response(ResponseError::HeadersTooLarge { limit }))
+                if *limit == MAX_RESPONSE_HEAD
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("exceeds"), "{error}");
 
     // Not HTTP.
     let error = scripted_proxy(vec![b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()])
@@ -371,9 +406,13 @@ async fn misbehaving_proxies_fail_in_bounded_size_and_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("malformed")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Response(ResponseError::Malformed(_)))
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("malformed"), "{error}");
 
     // Silent after the CONNECT: the proxy's timeout ends it.
     let started = tokio::time::Instant::now();
@@ -383,9 +422,11 @@ async fn misbehaving_proxies_fail_in_bounded_size_and_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("did not open")),
-        "{error}"
+        matches!(&error, Error::Proxy(ProxyError::Timeout { timeout, .. })
+            if *timeout == Duration::from_millis(500)),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("did not open"), "{error}");
     assert!(started.elapsed() < LIMIT);
 
     // Closes before answering.
@@ -401,8 +442,8 @@ async fn misbehaving_proxies_fail_in_bounded_size_and_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Proxy(m) if m.contains("closed")),
-        "{error}"
+        matches!(&error, Error::Proxy(ProxyError::Closed)),
+        "{error:?}"
     );
 }
 
@@ -419,4 +460,95 @@ async fn client_handshake_timeout_bounds_a_slow_proxy() {
         .await
         .unwrap();
     assert!(matches!(result, Err(Error::HandshakeTimeout)), "{result:?}");
+}
+
+/// A fake proxy that, after reading the CONNECT head, starts a header line
+/// and writes `byte` after it forever (until the client goes).
+async fn endless_proxy(byte: u8) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        if read_head(&mut tcp).await.is_err() {
+            return;
+        }
+        let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nX-Pad: ").await;
+        let chunk = [byte; 512];
+        while tcp.write_all(&chunk).await.is_ok() {}
+    });
+    Proxy::new(&format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+}
+
+#[tokio::test]
+async fn a_never_ending_connect_reply_head_fails_at_the_size_bound() {
+    // One header line that never ends: the reader stops at its size bound,
+    // long before the proxy's timeout.
+    let proxy = endless_proxy(b'a').await;
+    let started = tokio::time::Instant::now();
+    let error = timeout(LIMIT, proxy.connect("example.test", 443, true))
+        .await
+        .expect("bounded by size, not only by time")
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Response(ResponseError::HeadersTooLarge { limit }))
+                if *limit == MAX_RESPONSE_HEAD
+        ),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "proxy: bad answer to CONNECT: response header block exceeds {MAX_RESPONSE_HEAD} bytes"
+        )
+    );
+}
+
+#[tokio::test]
+async fn connect_reply_lines_must_end_in_crlf() {
+    // A head whose lines end in a bare LF is malformed at once: it is not
+    // waited on until the timeout for a CRLF CRLF that never comes.
+    let proxy = scripted_proxy(vec![b"HTTP/1.1 200 OK\n\nhello".to_vec()])
+        .await
+        .timeout(LIMIT);
+    let started = tokio::time::Instant::now();
+    let error = proxy.connect("example.test", 443, true).await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Response(ResponseError::Malformed(_)))
+        ),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn connect_reply_header_lines_are_bounded() {
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=MAX_RESPONSE_HEADERS {
+        head.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let error = scripted_proxy(vec![head])
+        .await
+        .connect("example.test", 443, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Proxy(ProxyError::Response(ResponseError::TooManyHeaders { limit }))
+                if *limit == MAX_RESPONSE_HEADERS
+        ),
+        "{error:?}"
+    );
 }

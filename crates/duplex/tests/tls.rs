@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duplex::tls::rustls::ServerConfig;
+use duplex::tls::rustls::pki_types::pem;
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::tls::{self, CaCertificate, TlsAcceptor};
 use duplex::transport::Transport;
-use duplex::{ClientRequest, CloseCode, Config, Error, Message, WebSocket};
+use duplex::{ClientRequest, CloseCode, Config, Error, Message, TlsError, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -175,17 +176,28 @@ async fn server_config_from_pem_files_and_ca_pem_file() {
     request.transport.extra_roots = vec![CaCertificate::Pem(pki.ca_pem.clone().into_bytes())];
     round_trip(connect(&request).await.unwrap()).await;
 
-    assert!(matches!(
-        tls::server_config_from_pem(dir.join("missing.pem"), &key),
-        Err(Error::Tls(_))
-    ));
+    let missing = tls::server_config_from_pem(dir.join("missing.pem"), &key).unwrap_err();
+    assert!(
+        matches!(
+            &missing,
+            Error::Tls(TlsError::CertificateFile { path, source: pem::Error::Io(io) })
+                if path.ends_with("missing.pem") && io.kind() == std::io::ErrorKind::NotFound
+        ),
+        "{missing:?}"
+    );
+    assert!(missing.to_string().contains("missing.pem"), "{missing}");
     // A key that does not match the certificate.
     let other_key = dir.join("other.pem");
     std::fs::write(&other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
     assert!(matches!(
         tls::server_config_from_pem(&cert, &other_key),
-        Err(Error::Tls(_))
+        Err(Error::Tls(TlsError::CertificateAndKey(_)))
     ));
+    let no_key = tls::server_config_from_pem(&cert, &cert).unwrap_err();
+    assert!(
+        matches!(&no_key, Error::Tls(TlsError::KeyFile { .. })),
+        "{no_key:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -198,25 +210,57 @@ async fn client_refuses_an_untrusted_certificate() {
     // Default roots (Mozilla's) do not include the test CA.
     let error = connect(&ClientRequest::new(&url)).await.unwrap_err();
     assert!(
-        matches!(&error, Error::Tls(m) if m.contains("certificate")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Tls(TlsError::Handshake(tls::rustls::Error::InvalidCertificate(
+                _
+            )))
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // The cause is the rustls error, for code that walks the chain.
+    let cause = std::error::Error::source(&error).and_then(std::error::Error::source);
+    assert!(
+        cause.is_some_and(|cause| cause.is::<tls::rustls::Error>()),
+        "{cause:?}"
     );
     // Trusting another CA does not help.
     let stranger = pki_for(&["localhost"]);
     let error = connect(&stranger.request(&url)).await.unwrap_err();
-    assert!(matches!(error, Error::Tls(_)), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Tls(TlsError::Handshake(tls::rustls::Error::InvalidCertificate(
+                _
+            )))
+        ),
+        "{error}"
+    );
     // The right CA, the wrong name.
     let localhost_only = pki_for(&["localhost"]);
     let (other, _other_errors) = wss_echo_server(localhost_only.server_config()).await;
     let wrong_name = localhost_only.request(&format!("wss://127.0.0.1:{}/", other.port()));
     let error = connect(&wrong_name).await.unwrap_err();
     assert!(
-        matches!(&error, Error::Tls(m) if m.contains("certificate")),
-        "{error}"
+        matches!(
+            &error,
+            Error::Tls(TlsError::Handshake(tls::rustls::Error::InvalidCertificate(
+                _
+            )))
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("certificate"), "{error}");
     // The server saw the client's alerts as TLS failures.
     let seen = timeout(LIMIT, errors.recv()).await.unwrap().unwrap();
-    assert!(matches!(seen, Error::Tls(_)), "{seen}");
+    assert!(
+        matches!(
+            seen,
+            Error::Tls(TlsError::Handshake(tls::rustls::Error::AlertReceived(_)))
+        ),
+        "{seen:?}"
+    );
 
     // Explicitly insecure: any certificate is accepted.
     let mut insecure = ClientRequest::new(&url);
@@ -245,7 +289,13 @@ async fn tls_garbage_does_not_stop_the_server() {
             .await
             .expect("server closes a garbage connection");
         let seen = timeout(LIMIT, errors.recv()).await.unwrap().unwrap();
-        assert!(matches!(seen, Error::Tls(_)), "{seen}");
+        assert!(
+            matches!(
+                seen,
+                Error::Tls(TlsError::Handshake(_) | TlsError::InvalidData(_))
+            ),
+            "{seen:?}"
+        );
     }
     // A plain-text WebSocket handshake on the TLS port is garbage too.
     let error = connect(&ClientRequest::new(format!(
@@ -302,13 +352,31 @@ async fn client_tls_handshake_is_bounded_by_the_handshake_timeout() {
 fn client_config_errors_are_tls_errors() {
     let mut options = duplex::transport::Options::default();
     options.webpki_roots = false;
-    assert!(matches!(tls::client_config(&options), Err(Error::Tls(_))));
+    assert!(matches!(
+        tls::client_config(&options),
+        Err(Error::Tls(TlsError::NoRoots))
+    ));
     options.extra_roots = vec![CaCertificate::Pem(b"not a certificate".to_vec())];
-    assert!(matches!(tls::client_config(&options), Err(Error::Tls(_))));
+    assert!(matches!(
+        tls::client_config(&options),
+        Err(Error::Tls(TlsError::EmptyCa(CaCertificate::Pem(_))))
+    ));
     options.extra_roots = vec![CaCertificate::Der(b"not DER".to_vec())];
-    assert!(matches!(tls::client_config(&options), Err(Error::Tls(_))));
+    assert!(matches!(
+        tls::client_config(&options),
+        Err(Error::Tls(TlsError::BadCa { .. }))
+    ));
     options.extra_roots = vec![CaCertificate::PemFile(PathBuf::from("/nonexistent/ca.pem"))];
-    assert!(matches!(tls::client_config(&options), Err(Error::Tls(_))));
+    let error = tls::client_config(&options).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Tls(TlsError::CaPem { source: pem::Error::Io(io), .. })
+                if io.kind() == std::io::ErrorKind::NotFound
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     // Default options share one config (and so one session cache).
     let default = duplex::transport::Options::default();
     let (a, b) = (

@@ -43,8 +43,11 @@
 //! so such a pattern matches nothing). A claim that is present but not an
 //! array of strings makes the token [`AuthError::Malformed`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -67,7 +70,7 @@ pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 /// Smallest RSA modulus accepted for RS256, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
 
-/// Why a token (or a key) was refused.
+/// Why a token was refused.
 ///
 /// Every variant is the client's fault except [`AuthError::BadKey`], which is
 /// a configuration error. [`AuthError::code`] names each for metrics and
@@ -110,8 +113,80 @@ pub enum AuthError {
     InvalidTime(&'static str),
     /// The configured key cannot be used (unreadable, wrong type, too weak).
     #[error("bad key: {0}")]
-    BadKey(String),
+    BadKey(#[from] KeyError),
 }
+
+/// Why a key for token verification cannot be used: a configuration error,
+/// found when the [`Verifier`] is built (or, for a key the crypto backend
+/// refuses only later, when a token is verified).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The key is not a public key of the algorithm's type (or curve).
+    #[error("not a usable {algorithm} public key: {source}")]
+    Unusable {
+        /// `"RS256"` or `"ES256"`.
+        algorithm: &'static str,
+        /// What the JWT library found wrong.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// An RSA key shorter than [`MIN_RSA_BITS`].
+    #[error("RS256 key of {bits} bits; at least {MIN_RSA_BITS} are required")]
+    WeakRsa {
+        /// The key's modulus size.
+        bits: usize,
+    },
+    /// `hs256_secret` is empty.
+    #[error("empty hs256_secret")]
+    EmptySecret,
+    /// `hs256_secret` is shorter than [`MIN_HS256_SECRET_LEN`] and
+    /// [`AuthConfig::allow_short_secret`] is not set.
+    #[error(
+        "hs256_secret is {len} bytes; at least {MIN_HS256_SECRET_LEN} are required \
+         (RFC 7518 §3.2), or set allow_short_secret"
+    )]
+    ShortSecret {
+        /// The secret's length in bytes.
+        len: usize,
+    },
+    /// Not exactly one of the key sources is configured.
+    #[error("set exactly one of hs256_secret, rs256_public_key, es256_public_key")]
+    KeySources,
+}
+
+/// Compares causes by what a caller can match on: an I/O error by its kind.
+impl PartialEq for KeyError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Read { path, source }, Self::Read { path: p, source: s }) => {
+                path == p && source.kind() == s.kind()
+            }
+            (
+                Self::Unusable { algorithm, source },
+                Self::Unusable {
+                    algorithm: a,
+                    source: s,
+                },
+            ) => algorithm == a && source == s,
+            (Self::WeakRsa { bits }, Self::WeakRsa { bits: b }) => bits == b,
+            (Self::ShortSecret { len }, Self::ShortSecret { len: l }) => len == l,
+            (Self::EmptySecret, Self::EmptySecret) | (Self::KeySources, Self::KeySources) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeyError {}
 
 impl AuthError {
     /// A short, stable name for metrics and logs, such as `"expired"`.
@@ -286,36 +361,34 @@ impl Verifier {
     /// A verifier of RS256 tokens, from an RSA public key in PEM (SPKI
     /// `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`) of at least
     /// [`MIN_RSA_BITS`] bits.
-    pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthError> {
-        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| bad_key("RS256", &e))?;
-        let der = key.try_get_as_bytes().map_err(|e| bad_key("RS256", &e))?;
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| bad_key("RS256", e))?;
+        let der = key.try_get_as_bytes().map_err(|e| bad_key("RS256", e))?;
         let (modulus, _) = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
             .key_utils
             .rsa_pub_components_from_public_key)(der)
-        .map_err(|e| bad_key("RS256", &e))?;
+        .map_err(|e| bad_key("RS256", e))?;
         let bits = significant_bits(&modulus);
         if bits < MIN_RSA_BITS {
-            return Err(AuthError::BadKey(format!(
-                "RS256 key of {bits} bits; at least {MIN_RSA_BITS} are required"
-            )));
+            return Err(KeyError::WeakRsa { bits });
         }
         Self::probed(key, Algorithm::RS256)
     }
 
     /// A verifier of ES256 tokens, from a P-256 public key in PEM (SPKI
     /// `PUBLIC KEY`).
-    pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthError> {
-        let key = DecodingKey::from_ec_pem(pem).map_err(|e| bad_key("ES256", &e))?;
+    pub fn es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let key = DecodingKey::from_ec_pem(pem).map_err(|e| bad_key("ES256", e))?;
         Self::probed(key, Algorithm::ES256)
     }
 
     /// A verifier for `algorithm`, once the crypto backend has accepted
     /// `key` for it (a key of the wrong type or curve fails here, at
     /// startup, rather than on every token).
-    fn probed(key: DecodingKey, algorithm: Algorithm) -> Result<Self, AuthError> {
+    fn probed(key: DecodingKey, algorithm: Algorithm) -> Result<Self, KeyError> {
         let name = algorithm_name(algorithm);
         jsonwebtoken::crypto::verify("", b"probe", &key, algorithm)
-            .map_err(|e| bad_key(name, &e))?;
+            .map_err(|e| bad_key(name, e))?;
         Ok(Self::new(key, algorithm))
     }
 
@@ -324,7 +397,7 @@ impl Verifier {
     /// An HS256 secret shorter than [`MIN_HS256_SECRET_LEN`] bytes is refused,
     /// unless [`AuthConfig::allow_short_secret`] is set, which logs a warning
     /// instead; an empty one is refused always.
-    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, KeyError> {
         let verifier = match (
             &config.hs256_secret,
             &config.rs256_public_key,
@@ -332,15 +405,11 @@ impl Verifier {
         ) {
             (Some(secret), None, None) => {
                 if secret.is_empty() {
-                    return Err(AuthError::BadKey("empty hs256_secret".to_owned()));
+                    return Err(KeyError::EmptySecret);
                 }
                 if secret.len() < MIN_HS256_SECRET_LEN {
                     if !config.allow_short_secret {
-                        return Err(AuthError::BadKey(format!(
-                            "hs256_secret is {} bytes; at least {MIN_HS256_SECRET_LEN} are \
-                             required (RFC 7518 §3.2), or set allow_short_secret",
-                            secret.len()
-                        )));
+                        return Err(KeyError::ShortSecret { len: secret.len() });
                     }
                     tracing::warn!(
                         bytes = secret.len(),
@@ -353,12 +422,7 @@ impl Verifier {
             }
             (None, Some(path), None) => Self::rs256_pem(&read_key(path)?)?,
             (None, None, Some(path)) => Self::es256_pem(&read_key(path)?)?,
-            _ => {
-                return Err(AuthError::BadKey(
-                    "set exactly one of hs256_secret, rs256_public_key, es256_public_key"
-                        .to_owned(),
-                ));
-            }
+            _ => return Err(KeyError::KeySources),
         };
         let verifier = match &config.audience {
             Some(audience) => verifier.with_audience(audience),
@@ -416,7 +480,7 @@ impl Verifier {
         }
         self.check_header(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(map_error)?;
+            .map_err(|error| map_error(error, self.algorithm()))?;
         let claims = data.claims;
 
         let exp = claims.exp.ok_or(AuthError::MissingExpiry)?;
@@ -491,13 +555,15 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
     }
 }
 
-fn bad_key(algorithm: &str, error: &jsonwebtoken::errors::Error) -> AuthError {
-    AuthError::BadKey(format!("not a usable {algorithm} public key: {error}"))
+fn bad_key(algorithm: &'static str, source: jsonwebtoken::errors::Error) -> KeyError {
+    KeyError::Unusable { algorithm, source }
 }
 
-fn read_key(path: &Path) -> Result<Vec<u8>, AuthError> {
-    std::fs::read(path)
-        .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))
+fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    })
 }
 
 /// Bits of a big-endian unsigned integer, leading zeros not counted.
@@ -522,7 +588,7 @@ fn seconds(claim: &'static str, value: f64, round: fn(f64) -> f64) -> Result<u64
     }
 }
 
-fn map_error(error: jsonwebtoken::errors::Error) -> AuthError {
+fn map_error(error: jsonwebtoken::errors::Error, algorithm: &'static str) -> AuthError {
     match error.kind() {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
@@ -533,43 +599,21 @@ fn map_error(error: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::ExpiredSignature => AuthError::Expired,
         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
-            AuthError::BadKey(error.to_string())
+            AuthError::BadKey(KeyError::Unusable {
+                algorithm,
+                source: error,
+            })
         }
         _ => AuthError::Malformed,
     }
 }
 
 /// Decodes unpadded base64url (RFC 4648 §5), as JWTs use. `None` on any
-/// character outside the alphabet, on padding, or on an impossible length.
+/// character outside the alphabet, on padding, on an impossible length, or
+/// on non-zero bits after the last byte (as `jsonwebtoken` decodes the same
+/// parts, with the same engine).
 fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = text.as_bytes();
-    if bytes.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for &c in chunk {
-            acc = (acc << 6) | value(c)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
-            3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
-            2 => out.push((acc >> 4) as u8),
-            _ => return None,
-        }
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 /// The token of an upgrade request: the `Authorization: Bearer` header (the
@@ -606,28 +650,12 @@ pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Opt
 /// for space; a `%` not followed by two hex digits stays as it is. `None` if
 /// the result is not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
-    fn hex(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi << 4) | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    // A `+` written as `%2B` is a plus, so spaces are put back first.
+    let text = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -648,20 +676,7 @@ mod tests {
     }
 
     fn b64(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk.len();
-            let mut acc = 0u32;
-            for (i, &b) in chunk.iter().enumerate() {
-                acc |= (b as u32) << (16 - 8 * i);
-            }
-            for i in 0..=n {
-                out.push(ALPHABET[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// A token with this header and claims, and a signature of junk.
@@ -690,6 +705,19 @@ mod tests {
             "padding is not base64url in JWTs"
         );
         assert_eq!(base64url_decode("AA+/"), None);
+        // RFC 7515 appendix A.1's header, and RFC 4648 §10's vectors in the
+        // URL alphabet.
+        assert_eq!(
+            base64url_decode("eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9").unwrap(),
+            b"{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}"
+        );
+        for (text, data) in [("", ""), ("Zg", "f"), ("Zm8", "fo"), ("Zm9vYmFy", "foobar")] {
+            assert_eq!(base64url_decode(text).unwrap(), data.as_bytes());
+        }
+        assert_eq!(base64url_decode("_-8").unwrap(), [0xff, 0xef]);
+        // Bits after the last byte must be zero: "Zh" would be "f" with a
+        // stray bit, which `jsonwebtoken` refuses as well.
+        assert_eq!(base64url_decode("Zh"), None);
     }
 
     #[test]
@@ -981,20 +1009,33 @@ mod tests {
 
     #[test]
     fn unusable_keys_are_refused_at_construction() {
-        let bad = |r: Result<Verifier, AuthError>| matches!(r, Err(AuthError::BadKey(_)));
-        assert!(bad(Verifier::rs256_pem(b"not a pem")));
-        assert!(bad(Verifier::rs256_pem(EC_A_PUBLIC.as_bytes())));
-        assert!(
-            bad(Verifier::rs256_pem(RSA_1024_PUBLIC.as_bytes())),
+        let unusable = |r: Result<Verifier, KeyError>, algorithm: &str| matches!(r, Err(KeyError::Unusable { algorithm: a, .. }) if a == algorithm);
+        assert!(unusable(Verifier::rs256_pem(b"not a pem"), "RS256"));
+        assert!(unusable(
+            Verifier::rs256_pem(EC_A_PUBLIC.as_bytes()),
+            "RS256"
+        ));
+        assert_eq!(
+            Verifier::rs256_pem(RSA_1024_PUBLIC.as_bytes()).unwrap_err(),
+            KeyError::WeakRsa { bits: 1024 },
             "too weak"
         );
-        assert!(bad(Verifier::es256_pem(b"")));
-        assert!(bad(Verifier::es256_pem(RSA_A_PUBLIC.as_bytes())));
+        assert!(unusable(Verifier::es256_pem(b""), "ES256"));
+        assert!(unusable(
+            Verifier::es256_pem(RSA_A_PUBLIC.as_bytes()),
+            "ES256"
+        ));
         assert!(
-            bad(Verifier::es256_pem(EC_P384_PUBLIC.as_bytes())),
+            unusable(Verifier::es256_pem(EC_P384_PUBLIC.as_bytes()), "ES256"),
             "wrong curve"
         );
-        assert_eq!(AuthError::BadKey(String::new()).code(), "bad_key");
+        // The JWT library's error is kept as the source.
+        let error = Verifier::rs256_pem(b"not a pem").unwrap_err();
+        assert!(
+            std::error::Error::source(&error)
+                .is_some_and(|s| s.is::<jsonwebtoken::errors::Error>())
+        );
+        assert_eq!(AuthError::BadKey(KeyError::KeySources).code(), "bad_key");
     }
 
     #[test]
@@ -1024,19 +1065,25 @@ mod tests {
             rs256_public_key: Some(dir.join("nope.pem")),
             ..AuthConfig::default()
         };
-        assert!(matches!(
-            Verifier::from_config(&missing),
-            Err(AuthError::BadKey(_))
-        ));
+        let error = Verifier::from_config(&missing).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Read { path, source }
+                if path.ends_with("nope.pem") && source.kind() == std::io::ErrorKind::NotFound),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("nope.pem"), "{error}");
         let empty = AuthConfig {
             hs256_secret: Some(String::new()),
             ..AuthConfig::default()
         };
-        assert!(matches!(
-            Verifier::from_config(&empty),
-            Err(AuthError::BadKey(_))
-        ));
-        assert!(Verifier::from_config(&AuthConfig::default()).is_err());
+        assert_eq!(
+            Verifier::from_config(&empty).unwrap_err(),
+            KeyError::EmptySecret
+        );
+        assert_eq!(
+            Verifier::from_config(&AuthConfig::default()).unwrap_err(),
+            KeyError::KeySources
+        );
         let with_issuer = AuthConfig {
             hs256_secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
             issuer: Some("idp".into()),
@@ -1058,7 +1105,9 @@ mod tests {
         };
         for short in ["x", "s3cret", &"k".repeat(MIN_HS256_SECRET_LEN - 1)] {
             match Verifier::from_config(&config(short, false)) {
-                Err(AuthError::BadKey(why)) => {
+                Err(error @ KeyError::ShortSecret { len }) => {
+                    assert_eq!(len, short.len());
+                    let why = error.to_string();
                     assert!(why.contains("32") && why.contains("RFC 7518"), "{why}");
                 }
                 other => panic!("{short:?}: {other:?}"),
@@ -1072,10 +1121,10 @@ mod tests {
             assert_eq!(v.verify(&token, NOW).unwrap().user, "alice");
         }
         assert!(Verifier::from_config(&config(&"k".repeat(32), false)).is_ok());
-        assert!(matches!(
-            Verifier::from_config(&config("", true)),
-            Err(AuthError::BadKey(_))
-        ));
+        assert_eq!(
+            Verifier::from_config(&config("", true)).unwrap_err(),
+            KeyError::EmptySecret
+        );
     }
 
     #[test]
@@ -1145,7 +1194,7 @@ mod tests {
             AuthError::MissingSubject,
             AuthError::MissingExpiry,
             AuthError::InvalidTime("exp"),
-            AuthError::BadKey("x".into()),
+            AuthError::BadKey(KeyError::EmptySecret),
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(AuthError::code).collect();
         assert_eq!(codes.len(), all.len());

@@ -28,12 +28,13 @@ pub enum HubError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// A key for token verification could not be read.
+    /// A key for token verification could not be read or used.
     #[error("auth: {0}")]
-    Auth(String),
-    /// TLS files could not be loaded.
-    #[error("tls: {0}")]
-    Tls(String),
+    Auth(#[from] crate::auth::KeyError),
+    /// TLS files could not be loaded (a [`duplex::Error::Tls`], which says
+    /// which file and why).
+    #[error("{0}")]
+    Tls(#[source] duplex::Error),
     /// The Redis broker could not be set up (a malformed URL, no runtime).
     #[error("redis: {0}")]
     Redis(String),
@@ -160,9 +161,7 @@ impl Hub {
             });
         let verifier = match &config.auth {
             None => None,
-            Some(auth) => {
-                Some(Verifier::from_config(auth).map_err(|e| HubError::Auth(e.to_string()))?)
-            }
+            Some(auth) => Some(Verifier::from_config(auth)?),
         };
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());

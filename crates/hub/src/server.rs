@@ -32,11 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use duplex::UpgradeRequest;
+use duplex::proto::handshake::server::write_response;
 use duplex::server::Incoming;
 use duplex::tls::TlsAcceptor;
 use duplex::{Accept, Reject, WebSocket, accept_incoming, read_request};
 use duplex_hub_proto::SUBPROTOCOL;
-use duplex_proto::handshake::server::{UpgradeRequest, write_response};
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Response, StatusCode, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -100,8 +101,7 @@ impl Server {
         let tls = match &hub.config.tls {
             None => None,
             Some(tls) => Some(TlsAcceptor::from(
-                duplex::tls::server_config_from_pem(&tls.cert, &tls.key)
-                    .map_err(|e| HubError::Tls(e.to_string()))?,
+                duplex::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(HubError::Tls)?,
             )),
         };
         let port = listener
@@ -673,5 +673,56 @@ mod tests {
         let size = std::mem::size_of_val(&task);
         eprintln!("handshake future: {size} bytes");
         assert!(size <= 4096, "the handshake's future grew to {size} bytes");
+    }
+
+    /// Unreadable TLS files and auth keys end in errors that say which file
+    /// and keep why (the I/O error) as their cause.
+    #[tokio::test]
+    async fn setup_errors_keep_their_causes() {
+        use crate::HubError;
+        use crate::auth::KeyError;
+        use duplex::TlsError;
+        use duplex::tls::rustls::pki_types::pem;
+
+        let dir = std::env::temp_dir().join(format!("duplex-hub-setup-{}", std::process::id()));
+        let mut config = crate::HubConfig::default();
+        config.tls = Some(crate::config::TlsConfig {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        });
+        let hub = crate::Hub::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = super::Server::from_listener(hub, listener).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                HubError::Tls(duplex::Error::Tls(TlsError::CertificateFile {
+                    path,
+                    source: pem::Error::Io(io),
+                })) if path.ends_with("cert.pem") && io.kind() == std::io::ErrorKind::NotFound
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("cert.pem"), "{error}");
+        assert!(std::error::Error::source(&error).is_some());
+
+        let mut config = crate::HubConfig::default();
+        config.auth = Some(crate::config::AuthConfig {
+            es256_public_key: Some(dir.join("es256.pem")),
+            ..crate::config::AuthConfig::default()
+        });
+        let error = crate::Hub::new(config).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                HubError::Auth(KeyError::Read { path, source })
+                    if path.ends_with("es256.pem") && source.kind() == std::io::ErrorKind::NotFound
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with("auth: cannot read "),
+            "{error}"
+        );
     }
 }

@@ -739,7 +739,7 @@ mod tests {
         let hub = Hub::new(crate::HubConfig::default()).unwrap();
         let ws = WebSocket::from_parts(
             TcpSized([0; 4]),
-            duplex_proto::connection::Connection::server(hub.ws_config.protocol.clone()),
+            duplex::proto::connection::Connection::server(hub.ws_config.protocol.clone()),
             &hub.ws_config,
             None,
         );

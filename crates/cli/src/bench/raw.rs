@@ -15,7 +15,7 @@
 
 use anyhow::bail;
 use duplex::Message;
-use duplex_proto::connection::{Config, Connection, Event};
+use duplex::proto::connection::{Config, Connection, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

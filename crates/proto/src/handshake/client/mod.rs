@@ -10,6 +10,10 @@
 //! handshake that request began ([`ResponseError`] otherwise); bytes after the
 //! response's header block are never consumed: they are the server's first
 //! frames.
+//!
+//! [`ResponseParser`] is the bounded response-head reader that
+//! [`ClientHandshake::feed`] runs on, for other responses a client reads
+//! first (a proxy's answer to `CONNECT`).
 
 mod error;
 mod request;
@@ -17,4 +21,4 @@ mod response;
 
 pub use error::{RequestError, ResponseError};
 pub use request::{ClientHandshake, ClientHandshakeBuilder};
-pub use response::Accepted;
+pub use response::{Accepted, ResponseParser};

@@ -16,9 +16,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use super::error::RequestError;
+use super::response::ResponseParser;
 use crate::extension::{ExtensionOffer, format_extensions, is_token, parse_extensions};
 use crate::handshake::fields::is_valid_host;
-use crate::handshake::head::HeadReader;
 use crate::handshake::wire::write_request_head;
 use crate::handshake::{Limits, accept_key};
 
@@ -47,8 +47,7 @@ pub struct ClientHandshake {
     pub(super) accept: String,
     pub(super) protocols: Vec<String>,
     pub(super) extensions: Vec<ExtensionOffer>,
-    pub(super) limits: Limits,
-    pub(super) head: HeadReader,
+    pub(super) head: ResponseParser,
     pub(super) finished: bool,
 }
 
@@ -243,8 +242,7 @@ impl ClientHandshakeBuilder {
             accept: accept_key(key.as_bytes()),
             protocols: self.protocols,
             extensions: self.extensions,
-            limits: self.limits,
-            head: HeadReader::default(),
+            head: ResponseParser::with_limits(self.limits),
             finished: false,
         })
     }

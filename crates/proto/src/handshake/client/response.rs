@@ -17,8 +17,9 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use super::error::ResponseError;
 use super::request::ClientHandshake;
 use crate::extension::{ExtensionOffer, parse_extensions};
+use crate::handshake::Limits;
 use crate::handshake::fields::{has_token, list_elements, single, trim_ows};
-use crate::handshake::head::{HeadError, describe, header_map};
+use crate::handshake::head::{HeadError, HeadReader, describe, header_map};
 
 /// A response that completes the handshake.
 #[derive(Debug, Clone)]
@@ -52,6 +53,65 @@ impl Accepted {
     }
 }
 
+/// Reads one HTTP/1.x response head from bytes, in chunks of any size: the
+/// bounded reader [`ClientHandshake::feed`] uses, for any response a client
+/// reads before its connection carries something else (such as a proxy's
+/// answer to `CONNECT`).
+///
+/// It checks the head's syntax and bounds only, not what the response means.
+#[derive(Debug, Default)]
+pub struct ResponseParser {
+    limits: Limits,
+    head: HeadReader,
+}
+
+impl ResponseParser {
+    /// A parser with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A parser with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            head: HeadReader::default(),
+        }
+    }
+
+    /// Consumes `input` and, once the header block is complete, returns the
+    /// response head with how many bytes of this `input` it consumed.
+    ///
+    /// - `Ok(None)`: all of `input` was consumed; call again with more bytes.
+    /// - `Ok(Some((response, n)))`: the head ended at `input[n - 1]`;
+    ///   `input[n..]` was not consumed and belongs to what follows.
+    /// - `Err(e)`: the head is too large ([`ResponseError::HeadersTooLarge`],
+    ///   [`ResponseError::TooManyHeaders`]) or malformed
+    ///   ([`ResponseError::Malformed`]).
+    ///
+    /// After `Ok(Some(_))` or `Err(_)` the parser starts over on the next call.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<(Response<()>, usize)>, ResponseError> {
+        let consumed = match self.head.push(input, self.limits.max_header_size) {
+            Ok(None) => return Ok(None),
+            Ok(Some(consumed)) => consumed,
+            Err(error) => {
+                self.head.take();
+                return Err(match error {
+                    HeadError::TooLarge => ResponseError::HeadersTooLarge {
+                        limit: self.limits.max_header_size,
+                    },
+                    HeadError::BareLf => ResponseError::Malformed("line ends without CR"),
+                });
+            }
+        };
+        let head = self.head.take();
+        Ok(Some((
+            parse_head(&head, self.limits.max_headers)?,
+            consumed,
+        )))
+    }
+}
+
 impl ClientHandshake {
     /// Consumes response bytes and, once the header block is complete, checks
     /// it and returns the outcome with how many bytes of this `input` it
@@ -69,26 +129,14 @@ impl ClientHandshake {
         if self.finished {
             return Err(ResponseError::Finished);
         }
-        let pushed = self.head.push(input, self.limits.max_header_size);
-        if !matches!(pushed, Ok(None)) {
+        let parsed = self.head.feed(input);
+        if !matches!(parsed, Ok(None)) {
             self.finished = true;
         }
-        let consumed = match pushed {
-            Ok(None) => return Ok(None),
-            Ok(Some(consumed)) => consumed,
-            Err(HeadError::TooLarge) => {
-                self.head.take();
-                return Err(ResponseError::HeadersTooLarge {
-                    limit: self.limits.max_header_size,
-                });
-            }
-            Err(HeadError::BareLf) => {
-                self.head.take();
-                return Err(ResponseError::Malformed("line ends without CR"));
-            }
+        let (response, consumed) = match parsed? {
+            None => return Ok(None),
+            Some(parsed) => parsed,
         };
-        let head = self.head.take();
-        let response = parse_head(&head, self.limits.max_headers)?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(ResponseError::Rejected {
                 status: response.status(),
@@ -438,5 +486,38 @@ mod tests {
         let mut handshake = self::handshake();
         assert!(handshake.feed(b"garbage\n").is_err());
         assert!(matches!(handshake.feed(b""), Err(ResponseError::Finished)));
+    }
+
+    #[test]
+    fn response_parser_reads_any_status_in_pieces_and_keeps_the_rest() {
+        let text = b"HTTP/1.1 200 Connection established\r\nVia: proxy\r\n\r\n\x16\x03";
+        let head_len = text.len() - 2;
+        let mut parser = ResponseParser::new();
+        for byte in &text[..head_len - 1] {
+            assert!(parser.feed(std::slice::from_ref(byte)).unwrap().is_none());
+        }
+        let (response, consumed) = parser.feed(&text[head_len - 1..]).unwrap().unwrap();
+        assert_eq!(consumed, 1, "the bytes after the head are not consumed");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["via"], "proxy");
+    }
+
+    #[test]
+    fn response_parser_is_bounded() {
+        let mut parser = ResponseParser::with_limits(Limits {
+            max_header_size: 64,
+            ..Limits::default()
+        });
+        // A head that never ends fails at the byte past the limit, whatever
+        // the chunking.
+        assert!(parser.feed(&[b'a'; 64]).unwrap().is_none());
+        assert!(matches!(
+            parser.feed(b"a"),
+            Err(ResponseError::HeadersTooLarge { limit: 64 })
+        ));
+        assert!(matches!(
+            ResponseParser::new().feed(b"HTTP/1.1 200 OK\n\n"),
+            Err(ResponseError::Malformed("line ends without CR"))
+        ));
     }
 }
