@@ -416,10 +416,16 @@ mod tests {
         ));
         // Recovering from before what was dropped: a gap; from after: all.
         assert_eq!(replay(&mut log, Some(&since("e", 0)), 0), (false, vec![]));
-        assert_eq!(replay(&mut log, Some(&since("e", 1)), 0), (true, vec![20, 3]));
+        assert_eq!(
+            replay(&mut log, Some(&since("e", 1)), 0),
+            (true, vec![20, 3])
+        );
         assert_eq!(log.pop_oldest(), Some(250));
         assert_eq!(log.pop_oldest(), Some(1));
-        assert_eq!((log.pop_oldest(), log.bytes(), log.bounds().first), (None, 0, 4));
+        assert_eq!(
+            (log.pop_oldest(), log.bytes(), log.bounds().first),
+            (None, 0, 4)
+        );
     }
 
     #[test]

@@ -309,8 +309,7 @@ impl RateLimiter {
         // time is on the grid already: only a take rounds it (up).
         let lead = units(at_ns.saturating_add(debt))
             .saturating_sub(units(signed_ns(self.bucket.full_at, reference())));
-        self.bytes_lead =
-            i32::try_from(lead).unwrap_or(if lead > 0 { i32::MAX } else { i32::MIN });
+        self.bytes_lead = i32::try_from(lead).unwrap_or(if lead > 0 { i32::MAX } else { i32::MIN });
         if allowed {
             return Verdict::Allow;
         }

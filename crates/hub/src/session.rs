@@ -391,7 +391,10 @@ impl Session {
             self.settle(ws).await;
         }
         let data = crate::limits::data_bytes(&request);
-        match self.rate.check_data(&self.hub.rate_policy, StdInstant::now(), data) {
+        match self
+            .rate
+            .check_data(&self.hub.rate_policy, StdInstant::now(), data)
+        {
             Verdict::Allow => {}
             Verdict::Reject => {
                 self.hub.metrics.rate_limited();

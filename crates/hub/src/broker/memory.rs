@@ -19,9 +19,9 @@
 //!   `O(log channels)`: every change to a log's oldest message updates it,
 //!   under the channel's lock; the index's own lock is only ever taken last.
 //! - **Channel cap.** A publish never creates a channel beyond `[limits]
-//!   max_channels` (it is refused; the hub's own `$` channels are exempt); a
-//!   subscribe may, its channels being bounded by connections ×
-//!   `max_subscriptions`.
+//!   max_channels` (it is refused; the hub's own `$` channels neither count
+//!   nor are refused); a subscribe may, its channels being bounded by
+//!   connections × `max_subscriptions`.
 //! - A channel with no subscriber and no history left is removed by
 //!   [`MemoryBroker::sweep`]; when it is next used it starts a new epoch, so
 //!   an old offset is reported as a gap, never misread. A removed channel
@@ -56,6 +56,8 @@ pub struct MemoryBroker {
     /// Where the logs' clock starts.
     origin: Instant,
     budget: Budget,
+    /// How many of `channels` are the hub's own (`$`): changed under its lock.
+    own_channels: AtomicUsize,
 }
 
 /// The node's history budget (see the module docs).
@@ -155,6 +157,7 @@ impl MemoryBroker {
                 next_seq: AtomicU64::new(0),
                 heads: Mutex::new(BTreeMap::new()),
             },
+            own_channels: AtomicUsize::new(0),
         }
     }
 
@@ -263,8 +266,13 @@ impl MemoryBroker {
             return Ok((key.clone(), channel.clone()));
         }
         let max = self.config.limits.max_channels;
-        if create == Create::WithinCap && channels.len() >= max && !name.starts_with('$') {
+        let own = name.starts_with('$');
+        let clients = channels.len() - self.own_channels.load(Ordering::Relaxed);
+        if create == Create::WithinCap && clients >= max && !own {
             return Err(BrokerError::TooManyChannels { max });
+        }
+        if own {
+            self.own_channels.fetch_add(1, Ordering::Relaxed);
         }
         let channel = Arc::new(Mutex::new(Channel::new()));
         channels.insert(name.clone(), channel.clone());
@@ -285,6 +293,9 @@ impl MemoryBroker {
             self.settle(name, shared, &channel, before);
             let unused = channel.is_unused();
             channel.removed = unused;
+            if unused && name.starts_with('$') {
+                self.own_channels.fetch_sub(1, Ordering::Relaxed);
+            }
             !unused
         });
         self.metrics.set_channels(channels.len());
@@ -308,19 +319,20 @@ impl MemoryBroker {
                 ..
             } = publish;
             let seq = self.budget.next_seq.fetch_add(1, Ordering::Relaxed);
-            let appended = channel
-                .log
-                .append(key.as_deref(), self.now_ms(now), &limits, |offset| {
-                    let frame = prepare(&ServerMessage::Message(Publication {
-                        channel: name.to_string(),
-                        offset,
-                        time,
-                        from,
-                        data,
-                    }));
-                    let size = frame.frame().len() + HISTORY_ENTRY_OVERHEAD;
-                    (Kept { frame, seq }, size)
-                });
+            let appended =
+                channel
+                    .log
+                    .append(key.as_deref(), self.now_ms(now), &limits, |offset| {
+                        let frame = prepare(&ServerMessage::Message(Publication {
+                            channel: name.to_string(),
+                            offset,
+                            time,
+                            from,
+                            data,
+                        }));
+                        let size = frame.frame().len() + HISTORY_ENTRY_OVERHEAD;
+                        (Kept { frame, seq }, size)
+                    });
             self.settle(&name, &shared, &channel, before);
             break match appended {
                 Appended::Duplicate { offset } => Published {
@@ -578,19 +590,24 @@ mod tests {
         let broker = broker(|l| l.max_channels = 2);
         publish(&broker, "a", 1).unwrap();
         publish(&broker, "b", 1).unwrap();
+        publish(&broker, "$sys:x", 1).unwrap();
         let refused = publish(&broker, "c", 1).unwrap_err();
         assert!(
             matches!(refused, BrokerError::TooManyChannels { max: 2 }),
             "{refused:?}"
         );
         assert!(refused.to_string().contains("max_channels"), "{refused}");
-        assert_eq!(broker.local_channels(), 2);
+        assert_eq!(broker.local_channels(), 3);
         // Existing channels still take publishes; the hub's own channels
         // and subscribes are not capped.
         assert_eq!(publish(&broker, "a", 1).unwrap(), 2);
         publish(&broker, "$sys:stats", 1).unwrap();
         subscribe(&broker, "d", None);
-        assert_eq!(broker.local_channels(), 4);
+        assert_eq!(broker.local_channels(), 5);
+        assert!(
+            publish(&broker, "e", 1).is_err(),
+            "d counts, $sys:stats not"
+        );
         assert_eq!(publish(&broker, "d", 1).unwrap(), 1);
     }
 }
