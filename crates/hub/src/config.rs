@@ -348,6 +348,11 @@ pub use duplex_hub_proto::session::Permission;
 pub struct NamespaceConfig {
     /// Messages kept per channel for recovery (default 100; 0 keeps none).
     pub history_size: usize,
+    /// Bytes of history kept per channel at most (default 4 MiB), oldest
+    /// dropped first: in memory, counted as `[limits] history_bytes` counts
+    /// them (and never more than it); in Redis, the length of the entries
+    /// the list keeps.
+    pub history_bytes: usize,
     /// Age after which kept messages are dropped (default 300 s).
     #[serde(with = "seconds")]
     pub history_ttl: Duration,
@@ -371,6 +376,7 @@ impl Default for NamespaceConfig {
     fn default() -> Self {
         Self {
             history_size: 100,
+            history_bytes: 4 << 20,
             history_ttl: Duration::from_secs(300),
             presence: true,
             join_leave: false,

@@ -7,8 +7,9 @@
 //! offsets, delivery order and subscribe-with-recovery atomic.
 //!
 //! Invariants (beyond the [`Broker`] ones):
-//! - History holds at most the namespace's `history_size` messages, none
-//!   older than its `history_ttl` once the channel is next touched or swept.
+//! - History holds at most the namespace's `history_size` messages and
+//!   `history_bytes` bytes, none older than its `history_ttl` once the
+//!   channel is next touched or swept.
 //! - **Node budget.** All channels together keep at most `[limits]
 //!   history_bytes` of history (each message counting its frame plus
 //!   [`HISTORY_ENTRY_OVERHEAD`]) once a publish returns: a publish that takes
@@ -167,12 +168,12 @@ impl MemoryBroker {
         self.budget.bytes.load(Ordering::Relaxed)
     }
 
-    /// A namespace's history bounds, as the log takes them: one channel may
-    /// keep the whole node budget, no more.
+    /// A namespace's history bounds, as the log takes them: its own bytes
+    /// per channel, never more than the node budget.
     fn history_limits(&self, ns: &NamespaceConfig) -> HistoryLimits {
         HistoryLimits {
             size: ns.history_size,
-            bytes: self.budget.limit,
+            bytes: ns.history_bytes.min(self.budget.limit),
             ttl_ms: u64::try_from(ns.history_ttl.as_millis()).unwrap_or(u64::MAX),
         }
     }

@@ -13,7 +13,12 @@
 //!   a new epoch (drawn by the caller, `fresh`) starts at offset 0.
 //! - The history list holds consecutive offsets `last - LLEN + 1 ..= last`,
 //!   oldest first: entries are appended at the tail and only ever dropped
-//!   from the head (size bound, age bound), or all at once (key expiry).
+//!   from the head (size, bytes and age bounds), or all at once (key expiry,
+//!   or eviction under Redis's `maxmemory`).
+//! - The `meta` hash's `bytes` is the length of the history's entries
+//!   together (absent: 0), and never more than the publish's byte bound
+//!   once it returns. Whoever drops an entry subtracts it; a history found
+//!   empty (expired or evicted whole) sets it back to 0.
 //! - The idempotency hash holds exactly the keys of the entries in the
 //!   history (a key leaves with its entry).
 //! - Times compared with entry times are Redis's own clock (`TIME`).
@@ -36,16 +41,28 @@ local function drop_key(keys, entry)
     redis.call('HDEL', keys, string.sub(entry, pos, pos + kl - 1))
   end
 end
--- Drops entries older than ttl ms from the head of the history.
-local function prune(hist, keys, ttl)
+-- Drops the oldest entry of the history, its key and its bytes.
+local function pop(meta, hist, keys)
+  local head = redis.call('LPOP', hist)
+  if head then
+    drop_key(keys, head)
+    redis.call('HINCRBY', meta, 'bytes', -#head)
+  end
+  return head
+end
+-- Drops entries older than ttl ms from the head of the history; an empty
+-- history (expired or evicted whole) counts no bytes.
+local function prune(meta, hist, keys, ttl)
   local now = now_ms()
   while true do
     local head = redis.call('LINDEX', hist, 0)
-    if not head then return end
+    if not head then
+      if redis.call('HGET', meta, 'bytes') then redis.call('HDEL', meta, 'bytes') end
+      return
+    end
     local time = tonumber(string.match(head, '^%d+ (%d+) '))
     if time and time + ttl >= now then return end
-    redis.call('LPOP', hist)
-    drop_key(keys, head)
+    pop(meta, hist, keys)
   end
 end
 -- The channel's epoch and last offset; a missing channel starts a new epoch.
@@ -62,12 +79,14 @@ end
 
 /// Publish: `KEYS` = meta, hist, keys; `ARGV` = topic, idempotency key (or
 /// ""), time (ms), body, history size, history ttl (ms), meta ttl (ms), fresh
-/// epoch. Returns `{epoch, offset, duplicate (0/1)}`.
+/// epoch, history bytes (at most, entries counted by their length).
+/// Returns `{epoch, offset, duplicate (0/1)}`.
 const PUBLISH: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
 local key, size, ttl = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_bytes = tonumber(ARGV[9])
 local epoch = meta_of(meta, hist, keys, ARGV[8])
-prune(hist, keys, ttl)
+prune(meta, hist, keys, ttl)
 if key ~= '' then
   local seen = redis.call('HGET', keys, key)
   if seen then
@@ -80,8 +99,9 @@ local entry = string.format('%d', offset) .. ' ' .. ARGV[3] .. ' ' .. #key .. ' 
 if size > 0 then
   local len = redis.call('RPUSH', hist, entry)
   if key ~= '' then redis.call('HSET', keys, key, offset) end
-  while len > size do
-    drop_key(keys, redis.call('LPOP', hist))
+  local bytes = redis.call('HINCRBY', meta, 'bytes', #entry)
+  while len > 0 and (len > size or bytes > max_bytes) do
+    bytes = bytes - #pop(meta, hist, keys)
     len = len - 1
   end
   redis.call('PEXPIRE', hist, ttl)
@@ -114,9 +134,10 @@ if ARGV[7] ~= '' and ARGV[4] == epoch and tonumber(ARGV[7]) > last then
   redis.call('DEL', hist, keys)
   epoch, last = ARGV[1], 0
   redis.call('HSET', meta, 'epoch', epoch, 'last', 0)
+  redis.call('HDEL', meta, 'bytes')
 end
 redis.call('PEXPIRE', meta, ARGV[2])
-prune(hist, keys, tonumber(ARGV[3]))
+prune(meta, hist, keys, tonumber(ARGV[3]))
 local first = last - redis.call('LLEN', hist) + 1
 local from = last - tonumber(ARGV[6]) + 1
 if ARGV[4] == epoch and since < last and since + 1 < from then from = since + 1 end
