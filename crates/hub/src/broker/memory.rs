@@ -71,8 +71,13 @@ struct Budget {
     /// The next message's place in the node's publish order.
     next_seq: AtomicU64,
     /// Each channel that keeps messages, by its oldest one's place.
-    heads: Mutex<BTreeMap<u64, (Arc<str>, Weak<Mutex<Channel>>)>>,
+    heads: Mutex<Heads>,
 }
+
+/// The channels that keep messages, by their oldest one's place in the
+/// node's publish order: the name and the channel (weakly: a removed channel
+/// keeps nothing).
+type Heads = BTreeMap<u64, (Arc<str>, Weak<Mutex<Channel>>)>;
 
 /// A frame kept in history, with its place in the node's publish order.
 #[derive(Debug, Clone)]
@@ -178,7 +183,7 @@ impl MemoryBroker {
         }
     }
 
-    fn heads(&self) -> MutexGuard<'_, BTreeMap<u64, (Arc<str>, Weak<Mutex<Channel>>)>> {
+    fn heads(&self) -> MutexGuard<'_, Heads> {
         self.budget.heads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
