@@ -114,7 +114,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
     /// Bytes of publish and signal data per second per connection
-    /// (sustained; the burst is 4 seconds' worth, at least the largest
+    /// (sustained; the burst is 8 seconds' worth, at least the largest
     /// message).
     #[arg(long, env = "DUPLEX_PUBLISH_BYTES_RATE")]
     publish_bytes_rate: Option<f64>,
@@ -206,7 +206,7 @@ impl ServeArgs {
         }
         if let Some(rate) = self.publish_bytes_rate {
             limits.publish_bytes_per_second = rate;
-            limits.publish_bytes_burst = (rate * 4.0).max(limits.max_message_size as f64);
+            limits.publish_bytes_burst = (rate * 8.0).max(limits.max_message_size as f64);
         }
         if let Some(n) = self.history_bytes {
             limits.history_bytes = n;
@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(config.limits.history_bytes, 16 << 20);
         assert_eq!(config.limits.max_channels, 5000);
         assert_eq!(config.limits.publish_bytes_per_second, 2e6);
-        assert_eq!(config.limits.publish_bytes_burst, 8e6);
+        assert_eq!(config.limits.publish_bytes_burst, 16e6);
         let error = parse(&["--max-channels", "0"]).unwrap_err().to_string();
         assert!(error.contains("max_channels"), "{error}");
     }

@@ -269,12 +269,12 @@ pub struct LimitsConfig {
     /// `SO_RCVBUF` of client sockets in bytes (default: the system's).
     pub socket_recv_buffer: Option<usize>,
     /// Bytes of `publish` and `signal` data per second per connection,
-    /// sustained (default 1 MiB), beside `messages_per_second`. A command over
+    /// sustained (default 2 MiB), beside `messages_per_second`. A command over
     /// it is refused with `rate_limited` and counts a strike, as one over the
     /// message rate does.
     pub publish_bytes_per_second: f64,
     /// Bytes of data allowed in a burst above the sustained byte rate
-    /// (default 4 MiB; at least `max_message_size`, so any one message can
+    /// (default 16 MiB; at least `max_message_size`, so any one message can
     /// pass, and at most 30 minutes' worth of `publish_bytes_per_second`).
     pub publish_bytes_burst: f64,
     /// Bytes of history the in-memory broker keeps across all channels of
@@ -310,8 +310,8 @@ impl Default for LimitsConfig {
             connect_timeout: Duration::from_secs(10),
             socket_send_buffer: None,
             socket_recv_buffer: None,
-            publish_bytes_per_second: f64::from(1u32 << 20),
-            publish_bytes_burst: f64::from(4u32 << 20),
+            publish_bytes_per_second: f64::from(2u32 << 20),
+            publish_bytes_burst: f64::from(16u32 << 20),
             history_bytes: 256 << 20,
             max_channels: 100_000,
         }
