@@ -245,7 +245,7 @@ const LEAD_UNIT_NS: i64 = 1_000;
 ///
 /// The byte bucket is a token bucket too (the same "generic cell rate"
 /// state: the time it is full again), kept in 4 bytes: that time on a grid
-/// of [`LEAD_UNIT_NS`] (1 µs), as its *lead* over the command bucket's full
+/// of 1 µs (`LEAD_UNIT_NS`), as its *lead* over the command bucket's full
 /// time on the same grid. Every check moves both, and after a check the
 /// command bucket's full time is never before `now`, so the lead is at most
 /// the byte bucket's debt: at most its refill time (a take that would leave
