@@ -113,6 +113,19 @@ pub(crate) struct ServeArgs {
     /// Largest message in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
+    /// Bytes of publish and signal data per second per connection
+    /// (sustained; the burst is 8 seconds' worth, at least the largest
+    /// message).
+    #[arg(long, env = "DUPLEX_PUBLISH_BYTES_RATE")]
+    publish_bytes_rate: Option<f64>,
+    /// Bytes of history the node keeps across all channels (in-memory
+    /// broker); beyond it the oldest messages go first.
+    #[arg(long, env = "DUPLEX_HISTORY_BYTES")]
+    history_bytes: Option<usize>,
+    /// Channels the node keeps at most (in-memory broker); a publish that
+    /// would create one more is refused.
+    #[arg(long, env = "DUPLEX_MAX_CHANNELS")]
+    max_channels: Option<usize>,
     /// Seconds between WebSocket pings to a quiet client.
     #[arg(long, env = "DUPLEX_PING_INTERVAL")]
     ping_interval: Option<f64>,
@@ -190,6 +203,16 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_message_size {
             limits.max_message_size = n;
+        }
+        if let Some(rate) = self.publish_bytes_rate {
+            limits.publish_bytes_per_second = rate;
+            limits.publish_bytes_burst = (rate * 8.0).max(limits.max_message_size as f64);
+        }
+        if let Some(n) = self.history_bytes {
+            limits.history_bytes = n;
+        }
+        if let Some(n) = self.max_channels {
+            limits.max_channels = n;
         }
         if let Some(secs) = self.ping_interval {
             config.heartbeat.ping_interval = std::time::Duration::try_from_secs_f64(secs)?;
@@ -319,6 +342,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("public_urls"), "{error}");
+    }
+
+    #[test]
+    fn memory_bound_flags_set_the_limits() {
+        let config = parse(&[
+            "--history-bytes",
+            "16777216",
+            "--max-channels",
+            "5000",
+            "--publish-bytes-rate",
+            "2000000",
+        ])
+        .unwrap();
+        assert_eq!(config.limits.history_bytes, 16 << 20);
+        assert_eq!(config.limits.max_channels, 5000);
+        assert_eq!(config.limits.publish_bytes_per_second, 2e6);
+        assert_eq!(config.limits.publish_bytes_burst, 16e6);
+        let error = parse(&["--max-channels", "0"]).unwrap_err().to_string();
+        assert!(error.contains("max_channels"), "{error}");
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! - History holds a contiguous run of the latest offsets: never more than
 //!   [`HistoryLimits::size`] entries or [`HistoryLimits::bytes`] bytes, and,
 //!   from the next call that passes `now`, none older than
-//!   [`HistoryLimits::ttl_ms`]. Oldest entries go first, so a subscriber
-//!   recovering from before what is kept is told of a gap.
+//!   [`HistoryLimits::ttl_ms`]. Oldest entries go first (also when the
+//!   driver drops them with [`ChannelLog::pop_oldest`], to keep a bound
+//!   across channels), so a subscriber recovering from before what is kept
+//!   is told of a gap.
 //! - An idempotency key is remembered exactly as long as its message is in
 //!   history.
 //! - **Lost writes are never papered over.** A store can lose what it had
@@ -168,13 +170,28 @@ impl<F: Clone> ChannelLog<F> {
         }
     }
 
-    fn pop_oldest(&mut self) {
-        if let Some(gone) = self.history.pop_front() {
-            self.bytes -= gone.size;
-            if let Some(key) = gone.key {
-                self.keys.remove(&key);
-            }
+    /// The oldest message kept: its offset and frame.
+    pub fn oldest(&self) -> Option<(u64, &F)> {
+        self.history.front().map(|e| (e.offset, &e.frame))
+    }
+
+    /// When the oldest message kept was stored (the `now_ms` it was
+    /// appended at).
+    pub fn oldest_time(&self) -> Option<u64> {
+        self.history.front().map(|e| e.stored_ms)
+    }
+
+    /// Drops the oldest message kept (and its idempotency key), as a bound
+    /// the driver keeps across channels asks; returns its size, `None` when
+    /// nothing is kept. A subscriber recovering from before it is then told
+    /// of a gap, as for any other bound.
+    pub fn pop_oldest(&mut self) -> Option<usize> {
+        let gone = self.history.pop_front()?;
+        self.bytes -= gone.size;
+        if let Some(key) = gone.key {
+            self.keys.remove(&key);
         }
+        Some(gone.size)
     }
 
     /// A publish with idempotency `key` (if any) at `now_ms`: a duplicate if
@@ -439,6 +456,36 @@ mod tests {
         assert_eq!(
             offsets(log.read_after(None)),
             ("e".into(), 3, 5, vec![3, 4, 5])
+        );
+    }
+
+    #[test]
+    fn popping_the_oldest_frees_its_bytes_and_key_and_makes_a_gap() {
+        let mut log = ChannelLog::new("e");
+        assert_eq!((log.oldest(), log.oldest_time()), (None, None));
+        assert_eq!(log.pop_oldest(), None);
+        log.append(Some("a"), 7, &LIMITS, |o| (o * 10, 100));
+        log.append(None, 9, &LIMITS, |o| (o * 10, 250));
+        assert_eq!((log.oldest(), log.oldest_time()), (Some((1, &10)), Some(7)));
+        assert_eq!(log.pop_oldest(), Some(100));
+        assert_eq!((log.len(), log.bytes(), log.bounds().first), (1, 250, 2));
+        assert_eq!((log.oldest(), log.oldest_time()), (Some((2, &20)), Some(9)));
+        // Its key is forgotten with it.
+        assert!(matches!(
+            log.append(Some("a"), 9, &LIMITS, |o| (o, 1)),
+            Appended::New { offset: 3, .. }
+        ));
+        // Recovering from before what was dropped: a gap; from after: all.
+        assert_eq!(replay(&mut log, Some(&since("e", 0)), 0), (false, vec![]));
+        assert_eq!(
+            replay(&mut log, Some(&since("e", 1)), 0),
+            (true, vec![20, 3])
+        );
+        assert_eq!(log.pop_oldest(), Some(250));
+        assert_eq!(log.pop_oldest(), Some(1));
+        assert_eq!(
+            (log.pop_oldest(), log.bytes(), log.bounds().first),
+            (None, 0, 4)
         );
     }
 

@@ -268,7 +268,33 @@ pub struct LimitsConfig {
     pub socket_send_buffer: Option<usize>,
     /// `SO_RCVBUF` of client sockets in bytes (default: the system's).
     pub socket_recv_buffer: Option<usize>,
+    /// Bytes of `publish` and `signal` data per second per connection,
+    /// sustained (default 2 MiB), beside `messages_per_second`. A command over
+    /// it is refused with `rate_limited` and counts a strike, as one over the
+    /// message rate does.
+    pub publish_bytes_per_second: f64,
+    /// Bytes of data allowed in a burst above the sustained byte rate
+    /// (default 16 MiB; at least `max_message_size`, so any one message can
+    /// pass, and at most 30 minutes' worth of `publish_bytes_per_second`).
+    pub publish_bytes_burst: f64,
+    /// Bytes of history the in-memory broker keeps across all channels of
+    /// the node (default 256 MiB): each message counts its frame plus
+    /// [`HISTORY_ENTRY_OVERHEAD`]. A publish that takes the node over it
+    /// drops the oldest messages of the node, whatever their channel; a
+    /// client recovering from before them is told of a gap. With Redis, the
+    /// history is in Redis: see `docs/operations.md` for its bound.
+    pub history_bytes: usize,
+    /// Channels the in-memory broker keeps at most (default 100,000): a
+    /// publish that would create a channel beyond it is refused with
+    /// `unavailable` (a subscribe is not: its channel is bounded by
+    /// `max_subscriptions` per connection).
+    pub max_channels: usize,
 }
+
+/// What a kept message costs beyond its frame, in bytes, as
+/// [`LimitsConfig::history_bytes`] counts it: its entry in the channel's log
+/// and the shared frame's own allocation.
+pub const HISTORY_ENTRY_OVERHEAD: usize = 128;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -284,6 +310,10 @@ impl Default for LimitsConfig {
             connect_timeout: Duration::from_secs(10),
             socket_send_buffer: None,
             socket_recv_buffer: None,
+            publish_bytes_per_second: f64::from(2u32 << 20),
+            publish_bytes_burst: f64::from(16u32 << 20),
+            history_bytes: 256 << 20,
+            max_channels: 100_000,
         }
     }
 }
@@ -318,6 +348,11 @@ pub use duplex_hub_proto::session::Permission;
 pub struct NamespaceConfig {
     /// Messages kept per channel for recovery (default 100; 0 keeps none).
     pub history_size: usize,
+    /// Bytes of history kept per channel at most (default 4 MiB), oldest
+    /// dropped first: in memory, counted as `[limits] history_bytes` counts
+    /// them (and never more than it); in Redis, the length of the entries
+    /// the list keeps.
+    pub history_bytes: usize,
     /// Age after which kept messages are dropped (default 300 s).
     #[serde(with = "seconds")]
     pub history_ttl: Duration,
@@ -341,6 +376,7 @@ impl Default for NamespaceConfig {
     fn default() -> Self {
         Self {
             history_size: 100,
+            history_bytes: 4 << 20,
             history_ttl: Duration::from_secs(300),
             presence: true,
             join_leave: false,
@@ -387,6 +423,18 @@ impl HubConfig {
         }
         if l.max_message_size < 128 {
             return bad("limits: max_message_size must be at least 128 bytes");
+        }
+        if !(l.publish_bytes_per_second > 0.0
+            && l.publish_bytes_burst >= l.max_message_size as f64
+            && l.publish_bytes_burst / l.publish_bytes_per_second <= 1800.0)
+        {
+            return bad(
+                "limits: publish_bytes_per_second must be > 0, and publish_bytes_burst at least \
+                 max_message_size and at most 30 minutes' worth of publish_bytes_per_second",
+            );
+        }
+        if l.max_channels == 0 {
+            return bad("limits: max_channels must be at least 1");
         }
         if l.max_outbound_bytes < l.max_message_size {
             return bad("limits: max_outbound_bytes must be at least max_message_size");

@@ -7,6 +7,8 @@
 //!   [`Rate`] shared by all connections.
 //! - [`RateLimiter`]: a connection's state (16 bytes) under the hub's
 //!   [`RatePolicy`]: allow, refuse with `rate_limited`, or close with 1008.
+//!   It keeps two buckets: commands per second, and bytes of `publish` and
+//!   `signal` data per second (the second in 4 bytes, see [`RateLimiter`]).
 //! - [`Admission`]: the node-wide limits on connections in total and per
 //!   client address, with an RAII [`Ticket`] per admitted connection.
 //!
@@ -19,10 +21,13 @@
 //!   holds exactly the addresses with at least one live ticket: an entry is
 //!   removed when its last ticket drops, so the map cannot grow without
 //!   bound.
-//! - [`RateLimiter`]'s rule: a command over the rate is refused
+//! - [`RateLimiter`]'s byte bucket lets through at most
+//!   `bytes_burst + bytes_rate × (t + 1 µs)` bytes of data in any interval
+//!   of length `t` (a command whose data would exceed it is refused whole).
+//! - [`RateLimiter`]'s rule: a command over either rate is refused
 //!   ([`Verdict::Reject`], answered with `rate_limited`) and counts a
-//!   *strike*. When the connection's bucket has refilled completely (the
-//!   client stayed under the rate for `burst / rate` seconds), its strikes
+//!   *strike*. When the connection's buckets have refilled completely (the
+//!   client stayed under the rates for `burst / rate` seconds), its strikes
 //!   are forgiven. A command over the rate after `max_strikes` strikes that
 //!   were not forgiven gets [`Verdict::Close`] (close the connection with
 //!   1008), and so does every command after it. So a client that keeps
@@ -37,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duplex::Stamp;
+use duplex_hub_proto::{Command, Request};
 
 use crate::config::LimitsConfig;
 
@@ -172,62 +178,139 @@ pub enum Verdict {
     Close,
 }
 
-/// The hub's command-rate policy, one for every connection: the [`Rate`]
-/// and how many refusals close the connection. See the module docs for the
-/// rule.
+/// The hub's command-rate policy, one for every connection: the [`Rate`] of
+/// commands, the [`Rate`] of data bytes, and how many refusals close the
+/// connection. See the module docs for the rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
     rate: Rate,
+    /// Tokens are bytes of `publish` and `signal` data.
+    bytes: Rate,
     max_strikes: u32,
 }
 
 impl RatePolicy {
     /// `rate_per_sec` commands per second with bursts of `burst` (see
-    /// [`Rate::new`]), closing after `max_strikes` refusals not forgiven.
+    /// [`Rate::new`]), closing after `max_strikes` refusals not forgiven;
+    /// data bytes are not limited (see [`RatePolicy::with_bytes`]).
     pub fn new(rate_per_sec: f64, burst: f64, max_strikes: u32) -> Self {
         Self {
             rate: Rate::new(rate_per_sec, burst),
+            bytes: Rate::new(f64::INFINITY, MAX_BURST),
             max_strikes,
         }
     }
 
+    /// This policy with `bytes_per_sec` bytes of data per second and bursts
+    /// of `burst` bytes (see [`Rate::new`]). A burst should be at least the
+    /// largest message, or that message never passes.
+    pub fn with_bytes(self, bytes_per_sec: f64, burst: f64) -> Self {
+        Self {
+            bytes: Rate::new(bytes_per_sec, burst),
+            ..self
+        }
+    }
+
     /// The policy the hub's `[limits]` say (`messages_per_second`, `burst`,
-    /// `rate_strikes`).
+    /// `rate_strikes`, `publish_bytes_per_second`, `publish_bytes_burst`).
     pub fn from_config(limits: &LimitsConfig) -> Self {
         Self::new(
             limits.messages_per_second,
             limits.burst,
             limits.rate_strikes,
         )
+        .with_bytes(limits.publish_bytes_per_second, limits.publish_bytes_burst)
     }
 }
 
-/// A connection's state under a [`RatePolicy`]: its [`TokenBucket`] and its
-/// strikes, 16 bytes.
+/// The bytes of data a command carries, as the byte rate counts them: the
+/// `data` of a `publish` or a `signal`, 0 for anything else (a command that
+/// did not decode included).
+pub fn data_bytes<E>(request: &Result<Request, E>) -> usize {
+    match request {
+        Ok(Request {
+            command: Command::Publish { data, .. } | Command::Signal { data, .. },
+            ..
+        }) => data.len(),
+        _ => 0,
+    }
+}
+
+/// The unit of [`RateLimiter`]'s byte-bucket lead, in nanoseconds (1 µs):
+/// an `i32` of them spans ±35 minutes.
+const LEAD_UNIT_NS: i64 = 1_000;
+
+/// A connection's state under a [`RatePolicy`], 16 bytes: the command
+/// [`TokenBucket`], the byte bucket, and its strikes.
+///
+/// The byte bucket is a token bucket too (the same "generic cell rate"
+/// state: the time it is full again), kept in 4 bytes: that time on a grid
+/// of 1 µs (`LEAD_UNIT_NS`), as its *lead* over the command bucket's full
+/// time on the same grid. Every check moves both, and after a check the
+/// command bucket's full time is never before `now`, so the lead is at most
+/// the byte bucket's debt: at most its refill time (a take that would leave
+/// more than an `i32` holds, 35 minutes, is refused; the configuration keeps
+/// it within 30). Only a take of data rounds the time (up, to the grid):
+/// that refuses a little more, 1 µs of byte time per message at most. A
+/// lead below what an `i32` holds (only when the command bucket's own debt
+/// exceeds 35 minutes) is kept at the lowest, which counts the byte bucket
+/// emptier than it is: it refuses more, never less.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimiter {
     bucket: TokenBucket,
+    /// When the byte bucket is full again, minus `bucket.full_at`, in
+    /// [`LEAD_UNIT_NS`].
+    bytes_lead: i32,
     strikes: u32,
 }
 
 impl RateLimiter {
-    /// A limiter with a full bucket and no strikes.
+    /// A limiter with full buckets and no strikes.
     pub fn new(now: Instant) -> Self {
         Self {
             bucket: TokenBucket::new(now),
+            bytes_lead: 0,
             strikes: 0,
         }
     }
 
-    /// The verdict of `policy` on one command arriving at `now`.
+    /// The verdict of `policy` on one command without data arriving at
+    /// `now`.
     pub fn check(&mut self, policy: &RatePolicy, now: Instant) -> Verdict {
+        self.check_data(policy, now, 0)
+    }
+
+    /// The verdict of `policy` on one command carrying `bytes` of data (see
+    /// [`data_bytes`]) arriving at `now`: it takes a command token and
+    /// `bytes` byte tokens, or is refused.
+    pub fn check_data(&mut self, policy: &RatePolicy, now: Instant, bytes: usize) -> Verdict {
         if self.strikes > policy.max_strikes {
             return Verdict::Close;
         }
-        if self.strikes > 0 && self.bucket.is_full(now) {
+        let at = Stamp::from(now);
+        let at_ns = signed_ns(at, reference());
+        // The byte bucket's full time (on the grid of lead units), and its
+        // debt at `now`.
+        let full_ns = units(signed_ns(self.bucket.full_at, reference()))
+            .saturating_add(i64::from(self.bytes_lead))
+            .saturating_mul(LEAD_UNIT_NS);
+        let debt = full_ns.saturating_sub(at_ns).max(0);
+        // (Full within the grid's rounding.)
+        if self.strikes > 0 && self.bucket.is_full(now) && debt <= LEAD_UNIT_NS {
             self.strikes = 0;
         }
-        if self.bucket.try_take(&policy.rate, now) {
+        let bytes_debt = take_bytes(debt, &policy.bytes, bytes);
+        let allowed = self.bucket.try_take(&policy.rate, now) && bytes_debt.is_some();
+        let debt = match bytes_debt {
+            Some(after) if allowed => after,
+            _ => debt,
+        };
+        // The lead over the command bucket as it is now. Unchanged, the full
+        // time is on the grid already: only a take rounds it (up).
+        let lead = units(at_ns.saturating_add(debt))
+            .saturating_sub(units(signed_ns(self.bucket.full_at, reference())));
+        self.bytes_lead = i32::try_from(lead).unwrap_or(if lead > 0 { i32::MAX } else { i32::MIN });
+        if allowed {
             return Verdict::Allow;
         }
         self.strikes += 1;
@@ -242,6 +325,45 @@ impl RateLimiter {
     pub fn strikes(&self) -> u32 {
         self.strikes
     }
+}
+
+/// Where the lead units' grid starts: a stamp fixed for the process.
+fn reference() -> Stamp {
+    static REFERENCE: std::sync::OnceLock<Stamp> = std::sync::OnceLock::new();
+    *REFERENCE.get_or_init(Stamp::now)
+}
+
+/// `ns` in [`LEAD_UNIT_NS`], rounded up.
+fn units(ns: i64) -> i64 {
+    ns.div_euclid(LEAD_UNIT_NS) + i64::from(ns.rem_euclid(LEAD_UNIT_NS) != 0)
+}
+
+/// `a - b` in nanoseconds, saturating.
+fn signed_ns(a: Stamp, b: Stamp) -> i64 {
+    let ahead = a.saturating_duration_since(b).as_nanos();
+    let behind = b.saturating_duration_since(a).as_nanos();
+    i64::try_from(ahead as i128 - behind as i128).unwrap_or(if ahead > 0 {
+        i64::MAX
+    } else {
+        i64::MIN
+    })
+}
+
+/// The byte bucket's debt (ns, ≥ 0) after taking `bytes` tokens from a
+/// bucket `debt` ns in debt, under `rate`; `None` if the bucket has not
+/// that many, or if the debt would not fit a [`RateLimiter`]'s lead.
+fn take_bytes(debt: i64, rate: &Rate, bytes: usize) -> Option<i64> {
+    if bytes == 0 {
+        return Some(debt);
+    }
+    let interval = f64::from(rate.interval_ns);
+    // One lead unit more: what rounding the lead up may have added, so a
+    // burst taken in pieces fits as it does whole.
+    let capacity = f64::from(rate.burst) * interval + LEAD_UNIT_NS as f64;
+    let after = debt as f64 + bytes as f64 * interval;
+    // The lead is at most the debt: it must fit its `i32` units.
+    let fits = after <= (f64::from(i32::MAX) - 1.0) * LEAD_UNIT_NS as f64;
+    (after <= capacity && fits).then_some(after.ceil() as i64)
 }
 
 /// Why [`Admission::try_admit`] refused a connection.
@@ -615,6 +737,88 @@ mod tests {
             Verdict::Close,
             "max_strikes 0: no second chance"
         );
+    }
+
+    #[test]
+    fn the_byte_bucket_limits_data_beside_commands() {
+        let t0 = Instant::now();
+        // Commands hardly limited; 1,000 bytes per second, bursts of 4,000.
+        let policy = RatePolicy::new(1e6, 1e6, 3).with_bytes(1000.0, 4000.0);
+        let mut r = RateLimiter::new(t0);
+        assert_eq!(r.check_data(&policy, t0, 3000), Verdict::Allow);
+        assert_eq!(r.check_data(&policy, t0, 1000), Verdict::Allow);
+        assert_eq!(r.check_data(&policy, t0, 1), Verdict::Reject);
+        // A command without data still passes.
+        assert_eq!(r.check(&policy, t0), Verdict::Allow);
+        assert_eq!(r.strikes(), 1);
+        // Half a second refills 500 bytes, not 501.
+        assert_eq!(r.check_data(&policy, t0 + ms(500), 501), Verdict::Reject);
+        assert_eq!(r.check_data(&policy, t0 + ms(500), 500), Verdict::Allow);
+        assert_eq!(r.check_data(&policy, t0 + ms(500), 1), Verdict::Reject);
+        assert_eq!(r.strikes(), 3);
+        // The same strikes rule as the command rate: the next refusal closes.
+        assert_eq!(r.check_data(&policy, t0 + ms(500), 1), Verdict::Close);
+        // Strikes are forgiven only when both buckets are full again.
+        let mut r = RateLimiter::new(t0);
+        assert_eq!(r.check_data(&policy, t0, 4000), Verdict::Allow);
+        assert_eq!(r.check_data(&policy, t0, 1), Verdict::Reject);
+        assert_eq!(r.check_data(&policy, t0 + ms(3999), 0), Verdict::Allow);
+        assert_eq!(r.strikes(), 1, "the byte bucket is not full yet");
+        assert_eq!(r.check_data(&policy, t0 + ms(4000), 4000), Verdict::Allow);
+        assert_eq!(r.strikes(), 0);
+        // A command refused for its rate takes no bytes.
+        let policy = RatePolicy::new(1.0, 1.0, 10).with_bytes(1000.0, 1000.0);
+        let mut r = RateLimiter::new(t0);
+        assert_eq!(r.check_data(&policy, t0, 10), Verdict::Allow);
+        assert_eq!(r.check_data(&policy, t0, 990), Verdict::Reject);
+        assert_eq!(r.check_data(&policy, t0 + ms(1000), 1000), Verdict::Allow);
+    }
+
+    #[test]
+    fn data_never_exceeds_burst_plus_rate_times_t() {
+        // 1 MiB/s, bursts of 4 MiB, against publishes of 1 to 64 KiB every
+        // millisecond (far above the rate) for 10 s, and after idle spells.
+        let t0 = Instant::now();
+        let (rate, burst) = (f64::from(1u32 << 20), f64::from(4u32 << 20));
+        let policy = RatePolicy::new(1e6, 1e6, u32::MAX - 1).with_bytes(rate, burst);
+        let mut r = RateLimiter::new(t0);
+        let mut allowed = 0usize;
+        let mut size = 12_345usize;
+        for i in 0..10_000u64 {
+            size = (size * 7_919 + 13) % (64 << 10) + 1;
+            if r.check_data(&policy, t0 + ms(i), size) == Verdict::Allow {
+                allowed += size;
+            }
+        }
+        let most = burst + rate * (9.999 + 1e-6);
+        assert!(allowed as f64 <= most, "{allowed} > {most}");
+        // Less only by what the last refused message left unused.
+        assert!(allowed as f64 >= most - f64::from(64u32 << 10), "{allowed}");
+        // A long idle spell (longer than any lead holds) fills it again.
+        let later = t0 + Duration::from_secs(86_400);
+        assert_eq!(r.check_data(&policy, later, 4 << 20), Verdict::Allow);
+        // (1 µs at 1 MiB/s is 1 byte: rounding's allowance.)
+        assert_eq!(r.check_data(&policy, later, 2), Verdict::Reject);
+    }
+
+    #[test]
+    fn data_bytes_counts_publish_and_signal_data_only() {
+        use duplex_hub_proto::Data;
+        let request = |command| Ok::<_, ()>(Request { id: None, command });
+        let data = Data::Binary(bytes::Bytes::from_static(b"12345"));
+        let publish = Command::Publish {
+            channel: "c".into(),
+            data: data.clone(),
+            key: None,
+        };
+        let signal = Command::Signal {
+            channel: "c".into(),
+            data,
+        };
+        assert_eq!(data_bytes(&request(publish)), 5);
+        assert_eq!(data_bytes(&request(signal)), 5);
+        assert_eq!(data_bytes(&request(Command::Ping)), 0);
+        assert_eq!(data_bytes(&Err::<Request, _>(())), 0);
     }
 
     #[test]

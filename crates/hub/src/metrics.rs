@@ -10,7 +10,7 @@
 //!   `"other"`, the protocol's error codes plus `"other"`), so no input can
 //!   make the output grow. Every series is rendered, zeros included.
 //! - Counters only go up. Gauges (`duplex_connections`,
-//!   `duplex_subscriptions`, `duplex_channels`) are signed: a negative value
+//!   `duplex_subscriptions`, `duplex_channels`, `duplex_history_bytes`) are signed: a negative value
 //!   means a caller's bookkeeping bug, and is shown rather than hidden.
 //! - Histogram buckets are rendered cumulative, ending with `+Inf`, and
 //!   `_count` is the `+Inf` bucket, even while other threads update them
@@ -166,6 +166,8 @@ pub struct Metrics {
     deliveries: AtomicU64,
     subscriptions: AtomicI64,
     channels: AtomicI64,
+    history_bytes: AtomicI64,
+    history_evicted: AtomicU64,
     latency: Histogram,
     close_codes: [AtomicU64; CLOSE_SLOTS],
     errors: [AtomicU64; ERROR_SLOTS],
@@ -203,6 +205,8 @@ impl Metrics {
             deliveries: AtomicU64::new(0),
             subscriptions: AtomicI64::new(0),
             channels: AtomicI64::new(0),
+            history_bytes: AtomicI64::new(0),
+            history_evicted: AtomicU64::new(0),
             latency: Histogram::new(),
             close_codes: std::array::from_fn(|_| AtomicU64::new(0)),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -277,6 +281,18 @@ impl Metrics {
     /// The node now has `count` channels.
     pub fn set_channels(&self, count: usize) {
         self.channels.store(gauge(count), Relaxed);
+    }
+
+    /// The in-memory broker now keeps `bytes` of history, all channels
+    /// together (as `[limits] history_bytes` counts them).
+    pub fn set_history_bytes(&self, bytes: usize) {
+        self.history_bytes.store(gauge(bytes), Relaxed);
+    }
+
+    /// `count` kept messages were dropped to keep the node within its
+    /// history budget (not those that left by a channel's own bounds).
+    pub fn history_evicted(&self, count: usize) {
+        add(&self.history_evicted, count);
     }
 
     /// A message reached a client `latency` after the hub accepted its
@@ -402,6 +418,20 @@ impl Metrics {
             "gauge",
             "Channels on this node.",
             self.channels.load(Relaxed),
+        );
+        scalar(
+            w,
+            "duplex_history_bytes",
+            "gauge",
+            "Bytes of history the node keeps, all channels together (limits.history_bytes).",
+            self.history_bytes.load(Relaxed),
+        );
+        scalar(
+            w,
+            "duplex_history_evicted_total",
+            "counter",
+            "Kept messages dropped, oldest first, to stay within limits.history_bytes.",
+            load(&self.history_evicted),
         );
 
         let name = "duplex_delivery_latency_seconds";
@@ -720,6 +750,8 @@ mod tests {
             ("duplex_publishes_total", "counter"),
             ("duplex_subscriptions", "gauge"),
             ("duplex_channels", "gauge"),
+            ("duplex_history_bytes", "gauge"),
+            ("duplex_history_evicted_total", "counter"),
             ("duplex_delivery_latency_seconds", "histogram"),
             ("duplex_close_codes_total", "counter"),
             ("duplex_errors_total", "counter"),
@@ -804,6 +836,8 @@ mod tests {
         m.subscribed();
         m.unsubscribed(1);
         m.set_channels(4);
+        m.set_history_bytes(1234);
+        m.history_evicted(2);
         m.error("forbidden");
         m.error("no_such_code");
         m.slow_consumer();
@@ -830,6 +864,8 @@ mod tests {
         assert_eq!(value(&s, "duplex_deliveries_total", None), 7.0);
         assert_eq!(value(&s, "duplex_subscriptions", None), 1.0);
         assert_eq!(value(&s, "duplex_channels", None), 4.0);
+        assert_eq!(value(&s, "duplex_history_bytes", None), 1234.0);
+        assert_eq!(value(&s, "duplex_history_evicted_total", None), 2.0);
         let errors = "duplex_errors_total";
         assert_eq!(value(&s, errors, Some(("code", "forbidden"))), 1.0);
         assert_eq!(value(&s, errors, Some(("code", "other"))), 1.0);

@@ -374,7 +374,11 @@ impl Session {
             // Commands take effect in order: publishes first.
             self.settle(ws).await;
         }
-        match self.rate.check(&self.hub.rate_policy, StdInstant::now()) {
+        let data = crate::limits::data_bytes(&request);
+        match self
+            .rate
+            .check_data(&self.hub.rate_policy, StdInstant::now(), data)
+        {
             Verdict::Allow => {}
             Verdict::Reject => {
                 self.hub.metrics.rate_limited();

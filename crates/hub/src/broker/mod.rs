@@ -214,6 +214,16 @@ pub enum BrokerError {
     /// The backing store cannot be reached now.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// A publish would create a channel beyond the node's `[limits]
+    /// max_channels`.
+    #[error(
+        "this node keeps as many channels as it may ({max}, limits.max_channels): \
+         publish to an existing channel, or try again later"
+    )]
+    TooManyChannels {
+        /// The cap.
+        max: usize,
+    },
 }
 
 /// A fresh epoch for a channel whose history starts over: 8 random base-36

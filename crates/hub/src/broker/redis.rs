@@ -17,8 +17,8 @@
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
-//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset), `run` (the `run_id` of the Redis process that wrote them: see *Lost writes*); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
-//! | `P:{C}:hist`       | list   | the history, oldest first, at most `history_size` entries, none older than `history_ttl` (the list expires `history_ttl` after the last publish) |
+//! | `P:{C}:meta`       | hash   | `epoch` (8 base-36 chars), `last` (the latest offset), `run` (the `run_id` of the Redis process that wrote them: see *Lost writes*), `bytes` (of `hist`'s entries); expires [`RedisOptions::meta_ttl`] (or the history TTL if longer) after the last publish or subscribe |
+//! | `P:{C}:hist`       | list   | the history, oldest first, at most `history_size` entries and `history_bytes` bytes, none older than `history_ttl` (the list expires `history_ttl` after the last publish) |
 //! | `P:{C}:keys`       | hash   | idempotency key → offset, for the entries still in `hist`      |
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
@@ -738,7 +738,8 @@ impl Shared {
             .arg(new_epoch())
             .arg(&*run)
             .arg(check_epoch)
-            .arg(check_offset);
+            .arg(check_offset)
+            .arg(ns.history_bytes);
         let reply = self.invoke(&invocation, &mut conn).await?;
         let items = array(&reply).ok_or_else(|| unavailable("redis: bad publish reply"))?;
         match items {

@@ -24,7 +24,12 @@
 //!   new epoch too: `duplex_hub_proto::log::behind` is the rule.
 //! - The history list holds consecutive offsets `last - LLEN + 1 ..= last`,
 //!   oldest first: entries are appended at the tail and only ever dropped
-//!   from the head (size bound, age bound), or all at once (key expiry).
+//!   from the head (size, bytes and age bounds), or all at once (key expiry,
+//!   or eviction under Redis's `maxmemory`).
+//! - The `meta` hash's `bytes` is the length of the history's entries
+//!   together (absent: 0), and never more than the publish's byte bound
+//!   once it returns. Whoever drops an entry subtracts it; a history found
+//!   empty (expired or evicted whole) sets it back to 0.
 //! - The idempotency hash holds exactly the keys of the entries in the
 //!   history (a key leaves with its entry).
 //! - Times compared with entry times are Redis's own clock (`TIME`).
@@ -47,21 +52,34 @@ local function drop_key(keys, entry)
     redis.call('HDEL', keys, string.sub(entry, pos, pos + kl - 1))
   end
 end
--- Drops entries older than ttl ms from the head of the history.
-local function prune(hist, keys, ttl)
+-- Drops the oldest entry of the history, its key and its bytes.
+local function pop(meta, hist, keys)
+  local head = redis.call('LPOP', hist)
+  if head then
+    drop_key(keys, head)
+    redis.call('HINCRBY', meta, 'bytes', -#head)
+  end
+  return head
+end
+-- Drops entries older than ttl ms from the head of the history; an empty
+-- history (expired or evicted whole) counts no bytes.
+local function prune(meta, hist, keys, ttl)
   local now = now_ms()
   while true do
     local head = redis.call('LINDEX', hist, 0)
-    if not head then return end
+    if not head then
+      if redis.call('HGET', meta, 'bytes') then redis.call('HDEL', meta, 'bytes') end
+      return
+    end
     local time = tonumber(string.match(head, '^%d+ (%d+) '))
     if time and time + ttl >= now then return end
-    redis.call('LPOP', hist)
-    drop_key(keys, head)
+    pop(meta, hist, keys)
   end
 end
 -- Starts the channel anew in epoch `fresh`, written by Redis `run`.
 local function restart(meta, hist, keys, fresh, run)
   redis.call('DEL', hist, keys)
+  redis.call('HDEL', meta, 'bytes')
   redis.call('HSET', meta, 'epoch', fresh, 'last', 0, 'run', run)
   return fresh, 0
 end
@@ -97,15 +115,16 @@ end
 /// Publish: `KEYS` = meta, hist, keys; `ARGV` = topic, idempotency key (or
 /// ""), time (ms), body, history size, history ttl (ms), meta ttl (ms), fresh
 /// epoch, run (Redis's `run_id`), check epoch (or ""), check offset (the
-/// position the publishing node saw the channel reach). Returns `{epoch,
-/// offset, duplicate (0/1), why a new epoch started ("", "restart",
-/// "behind")}`.
+/// position the publishing node saw the channel reach), history bytes (at
+/// most, entries counted by their length). Returns `{epoch, offset,
+/// duplicate (0/1), why a new epoch started ("", "restart", "behind")}`.
 const PUBLISH: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
 local key, size, ttl = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_bytes = tonumber(ARGV[12])
 local epoch, last, why = meta_of(meta, hist, keys, ARGV[8], ARGV[9])
 epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[8], ARGV[9], ARGV[10], ARGV[11])
-prune(hist, keys, ttl)
+prune(meta, hist, keys, ttl)
 if key ~= '' then
   local seen = redis.call('HGET', keys, key)
   if seen then
@@ -118,8 +137,9 @@ local entry = string.format('%d', offset) .. ' ' .. ARGV[3] .. ' ' .. #key .. ' 
 if size > 0 then
   local len = redis.call('RPUSH', hist, entry)
   if key ~= '' then redis.call('HSET', keys, key, offset) end
-  while len > size do
-    drop_key(keys, redis.call('LPOP', hist))
+  local bytes = redis.call('HINCRBY', meta, 'bytes', #entry)
+  while len > 0 and (len > size or bytes > max_bytes) do
+    bytes = bytes - #pop(meta, hist, keys)
     len = len - 1
   end
   redis.call('PEXPIRE', hist, ttl)
@@ -152,7 +172,7 @@ local epoch, last, why = meta_of(meta, hist, keys, ARGV[1], ARGV[13])
 epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[1], ARGV[13], ARGV[14], ARGV[15])
 local since = tonumber(ARGV[5])
 redis.call('PEXPIRE', meta, ARGV[2])
-prune(hist, keys, tonumber(ARGV[3]))
+prune(meta, hist, keys, tonumber(ARGV[3]))
 local first = last - redis.call('LLEN', hist) + 1
 local from = last - tonumber(ARGV[6]) + 1
 if ARGV[4] == epoch and since < last and since + 1 < from then from = since + 1 end
