@@ -28,7 +28,6 @@
 
 pub mod auth;
 pub mod broker;
-pub mod client;
 pub mod config;
 mod frame;
 mod hub;

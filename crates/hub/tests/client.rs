@@ -1,4 +1,4 @@
-//! The reconnecting hub client (`duplex_hub::client`) against a real hub:
+//! The reconnecting hub client (`duplex_hub_client`) against a real hub:
 //! connections cut under it (recovery, exactly once, in order), acks lost
 //! (idempotent retries), publishes queued while disconnected, the hub killed
 //! and restarted on the same port (an explicit gap, then the new epoch in
@@ -16,7 +16,7 @@ use common::{TestHub, WAIT, json};
 use duplex::reconnect::{self, Backoff};
 use duplex::{CloseCode, Config};
 use duplex_hub::HubConfig;
-use duplex_hub::client::{Ack, Client, Event, Options, PublishError};
+use duplex_hub_client::{Ack, Client, Event, Options, PublishError};
 use duplex_hub_proto::{Data, Publication, ServerMessage, SubscribeOptions};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,5 +1,9 @@
-//! A Rust client of the hub that survives reconnections: it resubscribes,
-//! recovers what it missed, and publishes each message once.
+//! # duplex-hub-client: a Rust client of the Duplex hub
+//!
+//! A client that survives reconnections: it resubscribes, recovers what it
+//! missed, and publishes each message once. It needs neither Redis, nor JWT
+//! verification, nor the hub's configuration: only `duplex` (the WebSocket)
+//! and `duplex-hub-proto` (the protocol and its client state machine).
 //!
 //! [`Client::connect`] starts a task built on
 //! [`duplex::ReconnectingWebSocket`] (backoff with full jitter) and
