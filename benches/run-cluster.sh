@@ -14,7 +14,7 @@
 #
 # Starts its own redis-server (no persistence) on REDIS_PORT (default 6391)
 # and `duplex serve` nodes on PORT_BASE.. (default 9701), all on loopback;
-# the load generator is crates/hub/examples/cluster_bench.rs (one publisher
+# the load generator is crates/bench/examples/cluster_bench.rs (one publisher
 # on the first node, subscribers round-robin over the nodes, a message in
 # flight until every subscriber has it). Each round runs the single node
 # first, then the cluster, with fresh processes. Everything it started is
@@ -42,7 +42,7 @@ PORT_BASE=${PORT_BASE:-9701}
 OUT=${OUT:-target/bench-cluster/$(date -u +%Y%m%dT%H%M%SZ)}
 
 command -v redis-server >/dev/null || { echo "run-cluster: redis-server missing (cargo xtask setup redis)" >&2; exit 1; }
-cargo build --release -p duplex-cli -p duplex-hub --example cluster_bench
+cargo build --release -p duplex-cli -p duplex-bench --example cluster_bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 CONFIG=$OUT/hub.toml

@@ -9,7 +9,6 @@
 //!   per second, latency, connection rate, memory per idle connection).
 
 mod allocator;
-mod bench;
 mod connect;
 mod echo;
 mod serve;
@@ -33,7 +32,7 @@ enum Command {
     /// Connect to a WebSocket server.
     Connect(connect::ConnectArgs),
     /// Measure a WebSocket server end to end: echo, connection rate, idle memory.
-    Bench(bench::BenchArgs),
+    Bench(duplex_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,7 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => duplex_bench::run(args).await,
         }
     });
     match result {

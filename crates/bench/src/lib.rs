@@ -1,4 +1,8 @@
-//! `duplex bench`: an end-to-end load generator for WebSocket servers.
+//! # duplex-bench: the load generators `duplex bench` runs
+//!
+//! End-to-end load generators for WebSocket servers and the hub; the
+//! `duplex` binary composes them as `duplex bench`, and
+//! `examples/cluster_bench.rs` drives several hub nodes on one Redis.
 //!
 //! - `duplex bench echo`: N connections each keep K messages in flight against
 //!   an echo server; messages per second and round-trip latency.
@@ -41,7 +45,7 @@ use std::process::ExitCode;
 
 /// Options of `duplex bench`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -88,7 +92,7 @@ struct OutputArgs {
 }
 
 /// Runs a `duplex bench` subcommand.
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Echo(args) => echo::run(args).await,
         BenchCommand::Connect(args) => connect::run(args).await,
