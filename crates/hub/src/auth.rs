@@ -56,19 +56,19 @@ use crate::config::AuthConfig;
 
 /// Longest token accepted, in bytes (8 KiB); longer ones are
 /// [`AuthError::Malformed`] without being decoded.
-pub const MAX_TOKEN_LEN: usize = 8 << 10;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 << 10;
 
 /// Shortest HS256 secret [`Verifier::from_config`] accepts, in bytes, unless
 /// [`AuthConfig::allow_short_secret`] is set: RFC 7518 §3.2 requires a key as
 /// long as the hash output (256 bits) or longer.
-pub const MIN_HS256_SECRET_LEN: usize = 32;
+pub(crate) const MIN_HS256_SECRET_LEN: usize = 32;
 
 /// Latest time a token's `exp`, `nbf` or `iat` may name, in seconds since
 /// the Unix epoch: 9999-12-31T23:59:59Z.
-pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// Smallest RSA modulus accepted for RS256, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// Why a token was refused.
 ///
@@ -77,7 +77,7 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Not a JWT: wrong shape, bad base64 or JSON, a claim of the wrong type,
     /// an unsupported `crit` header, or too long.
     #[error("malformed token")]
@@ -189,8 +189,9 @@ impl PartialEq for KeyError {
 impl Eq for KeyError {}
 
 impl AuthError {
+    #[cfg(test)]
     /// A short, stable name for metrics and logs, such as `"expired"`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::BadSignature => "bad_signature",
@@ -207,7 +208,7 @@ impl AuthError {
     }
 }
 
-pub use duplex_hub_proto::session::Action;
+pub(crate) use duplex_hub_proto::session::Action;
 
 /// An action's bit in a grant's action set.
 const fn bit(action: Action) -> u8 {
@@ -249,27 +250,28 @@ impl Pattern {
 /// Invariant: each distinct pattern appears once, with the union of the
 /// actions granted on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
+pub(crate) struct Grants {
     rules: Vec<(Pattern, u8)>,
 }
 
 impl Grants {
     /// Whether `action` is granted on `channel`.
-    pub fn allows(&self, action: Action, channel: &str) -> bool {
+    pub(crate) fn allows(&self, action: Action, channel: &str) -> bool {
         let bit = bit(action);
         self.rules
             .iter()
             .any(|(pattern, actions)| actions & bit != 0 && pattern.matches(channel))
     }
 
+    #[cfg(test)]
     /// Whether nothing at all is granted.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
     /// Grants `action` on the channels matching `pattern` (an exact name or a
     /// prefix ending in `*`). An empty pattern grants nothing.
-    pub fn grant(&mut self, action: Action, pattern: &str) {
+    pub(crate) fn grant(&mut self, action: Action, pattern: &str) {
         self.grant_bits(bit(action), pattern);
     }
 
@@ -287,7 +289,7 @@ impl Grants {
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The token's `sub`: never empty.
     pub user: String,
     /// The token's `exp`, in seconds since the Unix epoch; at most
@@ -322,7 +324,7 @@ struct Claims {
 /// Verifies tokens with one configured key and algorithm. Cheap to clone;
 /// build it once at startup. See the module docs for what is checked.
 #[derive(Debug, Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     key: DecodingKey,
     algorithm: Algorithm,
     /// What `jsonwebtoken` checks: the algorithm, the signature, `aud` and
@@ -354,14 +356,14 @@ impl Verifier {
     /// or more: anyone who knows it can mint tokens. This constructor takes
     /// any secret; [`Verifier::from_config`] is the one that enforces the
     /// length.
-    pub fn hs256(secret: &[u8]) -> Self {
+    pub(crate) fn hs256(secret: &[u8]) -> Self {
         Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
     /// A verifier of RS256 tokens, from an RSA public key in PEM (SPKI
     /// `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`) of at least
     /// [`MIN_RSA_BITS`] bits.
-    pub fn rs256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+    pub(crate) fn rs256_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let key = DecodingKey::from_rsa_pem(pem).map_err(|e| bad_key("RS256", e))?;
         let der = key.try_get_as_bytes().map_err(|e| bad_key("RS256", e))?;
         let (modulus, _) = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
@@ -377,7 +379,7 @@ impl Verifier {
 
     /// A verifier of ES256 tokens, from a P-256 public key in PEM (SPKI
     /// `PUBLIC KEY`).
-    pub fn es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+    pub(crate) fn es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let key = DecodingKey::from_ec_pem(pem).map_err(|e| bad_key("ES256", e))?;
         Self::probed(key, Algorithm::ES256)
     }
@@ -397,7 +399,7 @@ impl Verifier {
     /// An HS256 secret shorter than [`MIN_HS256_SECRET_LEN`] bytes is refused,
     /// unless [`AuthConfig::allow_short_secret`] is set, which logs a warning
     /// instead; an empty one is refused always.
-    pub fn from_config(config: &AuthConfig) -> Result<Self, KeyError> {
+    pub(crate) fn from_config(config: &AuthConfig) -> Result<Self, KeyError> {
         let verifier = match (
             &config.hs256_secret,
             &config.rs256_public_key,
@@ -436,7 +438,7 @@ impl Verifier {
 
     /// Also requires `aud` to name `audience`. Called several times, any of
     /// the audiences is accepted.
-    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+    pub(crate) fn with_audience(mut self, audience: impl Into<String>) -> Self {
         let audience = audience.into();
         let set = self.validation.aud.get_or_insert_with(Default::default);
         set.insert(audience);
@@ -449,7 +451,7 @@ impl Verifier {
 
     /// Also requires `iss` to be `issuer`. Called several times, any of the
     /// issuers is accepted.
-    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+    pub(crate) fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
         let set = self.validation.iss.get_or_insert_with(Default::default);
         set.insert(issuer);
@@ -459,22 +461,23 @@ impl Verifier {
         self
     }
 
+    #[cfg(test)]
     /// Tolerates clocks this many seconds apart when checking `exp` and `nbf`
     /// (default 0).
-    pub fn with_leeway(mut self, seconds: u64) -> Self {
+    pub(crate) fn with_leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
         self
     }
 
     /// The algorithm accepted: `"HS256"`, `"RS256"` or `"ES256"`.
-    pub fn algorithm(&self) -> &'static str {
+    pub(crate) fn algorithm(&self) -> &'static str {
         algorithm_name(self.algorithm)
     }
 
     /// Verifies `token` at `now` (seconds since the Unix epoch, from the
     /// caller's clock) and returns who it identifies. See the module docs for
     /// the checks and their order.
-    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+    pub(crate) fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
@@ -623,7 +626,7 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 ///
 /// The protocol gives a token in the `connect` command precedence over both;
 /// that is the caller's business.
-pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+pub(crate) fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
     for value in headers.get_all(http::header::AUTHORIZATION) {
         let Ok(value) = value.to_str() else { continue };
         let value = value.trim();

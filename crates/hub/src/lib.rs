@@ -26,20 +26,22 @@
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod broker;
+mod auth;
+mod broker;
 pub mod config;
 mod frame;
 mod hub;
-pub mod limits;
-pub mod metrics;
+mod limits;
+mod metrics;
 mod origin;
-pub mod outbox;
+mod outbox;
 mod proxy;
 mod server;
 mod session;
 mod web;
 
+pub use auth::KeyError;
+pub use broker::redis::RedisOptions;
 pub use config::HubConfig;
 pub use hub::{Hub, HubError};
 pub use server::Server;

@@ -46,9 +46,10 @@ use duplex_hub_proto::{Command, Request};
 
 use crate::config::LimitsConfig;
 
+#[cfg(test)]
 /// Refused commands tolerated before [`RateLimiter`] closes the connection,
 /// unless configured otherwise.
-pub const DEFAULT_MAX_STRIKES: u32 = 10;
+pub(crate) const DEFAULT_MAX_STRIKES: u32 = 10;
 
 /// The lowest refill rate a [`TokenBucket`] keeps (per second); lower rates,
 /// zero and NaN are raised to it.
@@ -63,7 +64,7 @@ const MAX_BURST: f64 = 1e9;
 /// Stored for the "generic cell rate algorithm": the interval between
 /// takes and the burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
+pub(crate) struct Rate {
     /// Nanoseconds per token (whole nanoseconds are used: `as u64`).
     interval_ns: f32,
     /// The capacity, at least 1.
@@ -76,7 +77,7 @@ impl Rate {
     /// `burst` is raised to 1 if lower (and capped at 10⁹); a rate that is
     /// not above 10⁻⁶ (including NaN) is raised to 10⁻⁶; an infinite rate
     /// never refuses. Rates are kept to about 7 significant digits.
-    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: f64) -> Self {
         let rate = if rate_per_sec > MIN_RATE {
             rate_per_sec
         } else {
@@ -113,14 +114,14 @@ impl Rate {
 /// the bucket's debt (how far that time is ahead of `now`) leaves room for
 /// one more within the burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     /// When the bucket is full again if nothing more is taken.
     full_at: Stamp,
 }
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             full_at: Stamp::from(now),
         }
@@ -131,7 +132,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one at `now`.
-    pub fn try_take(&mut self, rate: &Rate, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, rate: &Rate, now: Instant) -> bool {
         let now = Stamp::from(now);
         let interval = rate.interval();
         if self.debt(now) > rate.tolerance(interval) {
@@ -149,8 +150,9 @@ impl TokenBucket {
         true
     }
 
+    #[cfg(test)]
     /// Tokens available at `now`, fractional (between 0 and `burst`).
-    pub fn available(&self, rate: &Rate, now: Instant) -> f64 {
+    pub(crate) fn available(&self, rate: &Rate, now: Instant) -> f64 {
         let interval = rate.interval();
         let burst = f64::from(rate.burst);
         if interval == 0 {
@@ -162,14 +164,14 @@ impl TokenBucket {
 
     /// Whether the bucket is full at `now`: nothing taken that has not been
     /// refilled.
-    pub fn is_full(&self, now: Instant) -> bool {
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
         self.full_at <= Stamp::from(now)
     }
 }
 
 /// What to do with a command, as [`RateLimiter::check`] decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the rate: handle it.
     Allow,
     /// Over the rate: do not handle it, answer `rate_limited`.
@@ -182,7 +184,7 @@ pub enum Verdict {
 /// commands, the [`Rate`] of data bytes, and how many refusals close the
 /// connection. See the module docs for the rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RatePolicy {
+pub(crate) struct RatePolicy {
     rate: Rate,
     /// Tokens are bytes of `publish` and `signal` data.
     bytes: Rate,
@@ -193,7 +195,7 @@ impl RatePolicy {
     /// `rate_per_sec` commands per second with bursts of `burst` (see
     /// [`Rate::new`]), closing after `max_strikes` refusals not forgiven;
     /// data bytes are not limited (see [`RatePolicy::with_bytes`]).
-    pub fn new(rate_per_sec: f64, burst: f64, max_strikes: u32) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: f64, max_strikes: u32) -> Self {
         Self {
             rate: Rate::new(rate_per_sec, burst),
             bytes: Rate::new(f64::INFINITY, MAX_BURST),
@@ -204,7 +206,7 @@ impl RatePolicy {
     /// This policy with `bytes_per_sec` bytes of data per second and bursts
     /// of `burst` bytes (see [`Rate::new`]). A burst should be at least the
     /// largest message, or that message never passes.
-    pub fn with_bytes(self, bytes_per_sec: f64, burst: f64) -> Self {
+    pub(crate) fn with_bytes(self, bytes_per_sec: f64, burst: f64) -> Self {
         Self {
             bytes: Rate::new(bytes_per_sec, burst),
             ..self
@@ -213,7 +215,7 @@ impl RatePolicy {
 
     /// The policy the hub's `[limits]` say (`messages_per_second`, `burst`,
     /// `rate_strikes`, `publish_bytes_per_second`, `publish_bytes_burst`).
-    pub fn from_config(limits: &LimitsConfig) -> Self {
+    pub(crate) fn from_config(limits: &LimitsConfig) -> Self {
         Self::new(
             limits.messages_per_second,
             limits.burst,
@@ -226,7 +228,7 @@ impl RatePolicy {
 /// The bytes of data a command carries, as the byte rate counts them: the
 /// `data` of a `publish` or a `signal`, 0 for anything else (a command that
 /// did not decode included).
-pub fn data_bytes<E>(request: &Result<Request, E>) -> usize {
+pub(crate) fn data_bytes<E>(request: &Result<Request, E>) -> usize {
     match request {
         Ok(Request {
             command: Command::Publish { data, .. } | Command::Signal { data, .. },
@@ -256,7 +258,7 @@ const LEAD_UNIT_NS: i64 = 1_000;
 /// exceeds 35 minutes) is kept at the lowest, which counts the byte bucket
 /// emptier than it is: it refuses more, never less.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     bucket: TokenBucket,
     /// When the byte bucket is full again, minus `bucket.full_at`, in
     /// [`LEAD_UNIT_NS`].
@@ -266,7 +268,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter with full buckets and no strikes.
-    pub fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             bucket: TokenBucket::new(now),
             bytes_lead: 0,
@@ -276,14 +278,19 @@ impl RateLimiter {
 
     /// The verdict of `policy` on one command without data arriving at
     /// `now`.
-    pub fn check(&mut self, policy: &RatePolicy, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, policy: &RatePolicy, now: Instant) -> Verdict {
         self.check_data(policy, now, 0)
     }
 
     /// The verdict of `policy` on one command carrying `bytes` of data (see
     /// [`data_bytes`]) arriving at `now`: it takes a command token and
     /// `bytes` byte tokens, or is refused.
-    pub fn check_data(&mut self, policy: &RatePolicy, now: Instant, bytes: usize) -> Verdict {
+    pub(crate) fn check_data(
+        &mut self,
+        policy: &RatePolicy,
+        now: Instant,
+        bytes: usize,
+    ) -> Verdict {
         if self.strikes > policy.max_strikes {
             return Verdict::Close;
         }
@@ -321,8 +328,9 @@ impl RateLimiter {
         }
     }
 
+    #[cfg(test)]
     /// Refusals counted and not yet forgiven.
-    pub fn strikes(&self) -> u32 {
+    pub(crate) fn strikes(&self) -> u32 {
         self.strikes
     }
 }
@@ -404,7 +412,7 @@ impl Refused {
 /// one host commonly holds a whole /64 and could otherwise step around the
 /// limit.
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     shared: Arc<Shared>,
 }
 
@@ -458,7 +466,7 @@ enum IpKey {
 impl Admission {
     /// Limits of `max_total` connections on the node and `max_per_ip` per
     /// client address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 max_total,
@@ -473,7 +481,7 @@ impl Admission {
     /// Admits a connection from `ip`, or says which limit refuses it. The
     /// slot is held until the [`Ticket`] drops. The total limit is checked
     /// first.
-    pub fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refused> {
+    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refused> {
         let key = ip_key(ip);
         let mut state = self.shared.state();
         if state.total >= self.shared.max_total {
@@ -497,12 +505,12 @@ impl Admission {
     }
 
     /// Connections admitted and not yet released.
-    pub fn current(&self) -> usize {
+    pub(crate) fn current(&self) -> usize {
         self.shared.current.load(Ordering::Relaxed)
     }
 
     /// Resolves once no ticket is held (at once if none is).
-    pub async fn all_released(&self) {
+    pub(crate) async fn all_released(&self) {
         loop {
             // Registered before the check, so a release in between wakes it.
             let released = self.shared.released.notified();
@@ -513,15 +521,17 @@ impl Admission {
         }
     }
 
+    #[cfg(test)]
     /// Connections admitted and not yet released from `ip`'s key.
-    pub fn current_for(&self, ip: IpAddr) -> usize {
+    pub(crate) fn current_for(&self, ip: IpAddr) -> usize {
         let state = self.shared.state();
         state.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
     }
 
     /// Addresses (keys) with at least one connection: the size of the
     /// per-address map.
-    pub fn addresses(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
         self.shared.state().per_ip.len()
     }
 }
@@ -530,7 +540,7 @@ impl Admission {
 /// the slot. Keep it alive exactly as long as the connection.
 #[derive(Debug)]
 #[must_use = "dropping the ticket releases the connection's slot at once"]
-pub struct Ticket {
+pub(crate) struct Ticket {
     shared: Arc<Shared>,
     key: IpKey,
 }

@@ -28,7 +28,7 @@ use crate::limits::Refused;
 /// Upper bounds (`le`) of the finite delivery-latency histogram buckets, in
 /// nanoseconds: 50 µs to 10 s in 1–2.5–5 steps. A last bucket, `+Inf`,
 /// follows them.
-pub const LATENCY_BOUNDS_NS: [u64; 17] = [
+pub(crate) const LATENCY_BOUNDS_NS: [u64; 17] = [
     50_000,
     100_000,
     250_000,
@@ -57,7 +57,7 @@ const LARGEST_BOUND_SECS: f64 = LATENCY_BOUNDS_NS[BUCKETS - 2] as f64 / 1e9;
 
 /// Close codes counted under their own label; any other code counts as
 /// `"other"`.
-pub const KNOWN_CLOSE_CODES: [u16; 12] = [
+pub(crate) const KNOWN_CLOSE_CODES: [u16; 12] = [
     1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4008,
 ];
 

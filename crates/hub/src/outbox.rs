@@ -23,7 +23,7 @@ use tokio::time::Instant;
 /// A frame queued for a connection, with the time it was published (for the
 /// publish-to-delivery latency).
 #[derive(Debug, Clone)]
-pub struct Queued {
+pub(crate) struct Queued {
     /// The encoded frame, shared with every other subscriber.
     pub frame: PreparedMessage,
     /// When the hub accepted the publish.
@@ -32,7 +32,7 @@ pub struct Queued {
 
 /// One connection's queue. See the module docs.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     inner: Mutex<Inner>,
 }
 
@@ -58,7 +58,7 @@ enum State {
 
 /// What [`Outbox::poll_drain`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
+pub(crate) enum Drained {
     /// It handed over `count` frames of `bytes` bytes in all.
     Frames {
         /// Frames handed over.
@@ -73,7 +73,7 @@ pub enum Drained {
 impl Outbox {
     /// An empty outbox holding at most `limit` bytes of frames (capped at
     /// `u32::MAX`).
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
@@ -87,7 +87,7 @@ impl Outbox {
 
     /// Queues `frame`; returns `false` when it was not queued (overflowed or
     /// closed). Wakes the connection's task.
-    pub fn push(&self, frame: PreparedMessage, published: Instant) -> bool {
+    pub(crate) fn push(&self, frame: PreparedMessage, published: Instant) -> bool {
         let len = frame.frame().len();
         let (queued, waker) = {
             let mut inner = self.lock();
@@ -127,7 +127,7 @@ impl Outbox {
     /// to `sink`, in push order, and returns how many; or registers `cx` to
     /// be woken by the next push. `sink` runs under the outbox's lock: keep
     /// it short (queueing into a WebSocket's write buffer is).
-    pub fn poll_drain(
+    pub(crate) fn poll_drain(
         &self,
         cx: &mut Context<'_>,
         max_bytes: usize,
@@ -174,7 +174,7 @@ impl Outbox {
     /// Whether the outbox overflowed; if not, registers `cx` to be woken by
     /// the next push (for a reader that takes nothing while its socket is
     /// full but must still notice an overflow).
-    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_overflowed(&self, cx: &mut Context<'_>) -> bool {
         let mut inner = self.lock();
         if inner.state == State::Overflowed {
             return true;
@@ -190,7 +190,7 @@ impl Outbox {
     }
 
     /// Refuses every later push and drops what is queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut inner = self.lock();
         inner.state = State::Closed;
         inner.queue = VecDeque::new();
@@ -198,8 +198,9 @@ impl Outbox {
         inner.waker = None;
     }
 
+    #[cfg(test)]
     /// Bytes queued.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.lock().bytes as usize
     }
 

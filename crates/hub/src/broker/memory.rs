@@ -50,7 +50,7 @@ use crate::metrics::Metrics;
 
 /// A single node's broker. See the module docs.
 #[derive(Debug)]
-pub struct MemoryBroker {
+pub(crate) struct MemoryBroker {
     config: Arc<HubConfig>,
     metrics: Arc<Metrics>,
     channels: Mutex<HashMap<Arc<str>, Arc<Mutex<Channel>>>>,
@@ -150,7 +150,7 @@ impl Channel {
 
 impl MemoryBroker {
     /// A broker with no channels.
-    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Self {
         let limit = config.limits.history_bytes;
         Self {
             config,
@@ -167,9 +167,10 @@ impl MemoryBroker {
         }
     }
 
+    #[cfg(test)]
     /// Bytes of history kept by all channels together (what `[limits]
     /// history_bytes` bounds).
-    pub fn history_bytes(&self) -> usize {
+    pub(crate) fn history_bytes(&self) -> usize {
         self.budget.bytes.load(Ordering::Relaxed)
     }
 
@@ -288,7 +289,7 @@ impl MemoryBroker {
 
     /// Removes channels that have no subscriber and no history left (after
     /// pruning by age). Call it periodically.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = self.now_ms(Instant::now());
         let mut channels = self.channels();
         channels.retain(|name, shared| {

@@ -31,8 +31,8 @@
 //!   `leave` pushes go to the channel's subscribers where the namespace
 //!   enables them.
 
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,19 +43,19 @@ use duplex_hub_proto::{ClientInfo, Data, Since};
 use crate::outbox::Outbox;
 
 /// A boxed future, so [`Broker`] can be used as a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connection subscribed on this node, as the broker sees it: a shared
 /// handle to its [`Member`] (a clone is a reference count, so a channel's
 /// entry for it is one pointer).
 #[derive(Debug, Clone)]
-pub struct Subscriber(Arc<Member>);
+pub(crate) struct Subscriber(Arc<Member>);
 
 /// What a [`Subscriber`] refers to. Kept small (96 bytes): one lives as
 /// long as its connection. The client id is not stored: it is derived from
 /// `id` (see [`Member::client`]).
 #[derive(Debug)]
-pub struct Member {
+pub(crate) struct Member {
     /// Unique on this node while the connection lives: the node's 24-bit
     /// prefix in the top bits, the connection's number on the node in the
     /// low [`NUMBER_BITS`] (numbers wrap after 2⁴⁰ connections).
@@ -67,11 +67,11 @@ pub struct Member {
 }
 
 /// How many low bits of [`Member::id`] number connections on a node.
-pub const NUMBER_BITS: u32 = 40;
+pub(crate) const NUMBER_BITS: u32 = 40;
 
 /// The [`Member::id`] of connection `number` on the node with `prefix`
 /// (24 bits: the node's id, six hex digits).
-pub fn member_id(prefix: u32, number: u64) -> u64 {
+pub(crate) fn member_id(prefix: u32, number: u64) -> u64 {
     (u64::from(prefix & 0xff_ffff) << NUMBER_BITS) | (number & ((1 << NUMBER_BITS) - 1))
 }
 
@@ -84,7 +84,7 @@ fn client_id(id: u64) -> String {
 
 /// The [`Member::id`] a client id names, if it is one (the inverse of
 /// [`Member::client`]): parse a sender's id once, then compare numbers.
-pub fn member_id_of(client: &str) -> Option<u64> {
+pub(crate) fn member_id_of(client: &str) -> Option<u64> {
     let (prefix, number) = client.split_at_checked(6)?;
     let id = member_id(
         u32::from_str_radix(prefix, 16).ok()?,
@@ -96,17 +96,17 @@ pub fn member_id_of(client: &str) -> Option<u64> {
 
 impl Member {
     /// Its client id (see [`member_id_of`] for the inverse).
-    pub fn client(&self) -> String {
+    pub(crate) fn client(&self) -> String {
         client_id(self.id)
     }
 
     /// The user it speaks for (empty for anonymous).
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         &self.user
     }
 
     /// Who it is, as the protocol names it.
-    pub fn info(&self) -> ClientInfo {
+    pub(crate) fn info(&self) -> ClientInfo {
         ClientInfo {
             client: self.client(),
             user: self.user.to_string(),
@@ -117,7 +117,7 @@ impl Member {
 impl Subscriber {
     /// The connection with [`Member::id`] `id` (see [`member_id`]),
     /// anonymous until [`Subscriber::set_user`], with `outbox`.
-    pub fn new(id: u64, outbox: Outbox) -> Self {
+    pub(crate) fn new(id: u64, outbox: Outbox) -> Self {
         Self(Arc::new(Member {
             id,
             user: Box::default(),
@@ -154,7 +154,7 @@ impl std::ops::Deref for Subscriber {
 
 /// A publish, as the session hands it to the broker.
 #[derive(Debug, Clone)]
-pub struct Publish {
+pub(crate) struct Publish {
     /// The channel.
     pub channel: Arc<str>,
     /// The payload.
@@ -170,7 +170,7 @@ pub struct Publish {
 
 /// What became of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     /// The message's offset in its channel.
     pub offset: u64,
     /// Whether the key had been used: the message was not delivered again.
@@ -179,7 +179,7 @@ pub struct Published {
 
 /// A subscription request.
 #[derive(Debug, Clone)]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     /// The channel.
     pub channel: Arc<str>,
     /// The subscribing connection.
@@ -192,7 +192,7 @@ pub struct Subscribe {
 
 /// The answer to a subscription, for the `subscribed` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscribed {
+pub(crate) struct Subscribed {
     /// The channel's name, as the broker keeps it: a subscriber that keeps
     /// this rather than its own copy costs no allocation for the name.
     pub name: Arc<str>,
@@ -210,7 +210,7 @@ pub struct Subscribed {
 /// keep the connection.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum BrokerError {
+pub(crate) enum BrokerError {
     /// The backing store cannot be reached now.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -238,7 +238,7 @@ pub(crate) fn new_epoch() -> String {
 }
 
 /// See the module docs for the invariants every implementation keeps.
-pub trait Broker: Send + Sync + 'static {
+pub(crate) trait Broker: Send + Sync + 'static {
     /// Gives the message its offset, keeps it in history and delivers it to
     /// every subscriber of the channel.
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>>;

@@ -202,7 +202,7 @@ impl Default for RedisOptions {
 }
 
 /// A cluster node's broker. See the module docs.
-pub struct RedisBroker {
+pub(crate) struct RedisBroker {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     link: Mutex<Option<JoinHandle<()>>>,
@@ -386,7 +386,7 @@ impl RedisBroker {
     /// node's id. Fails at once on a malformed URL or an unusable CA file; a
     /// Redis that cannot be reached or whose certificate fails verification
     /// leaves the node not ready, each attempt's error logged.
-    pub fn start(
+    pub(crate) fn start(
         url: &str,
         config: Arc<HubConfig>,
         metrics: Arc<Metrics>,
@@ -426,16 +426,11 @@ impl RedisBroker {
         }))
     }
 
-    /// This node's id in the cluster.
-    pub fn node(&self) -> &str {
-        &self.shared.node
-    }
-
     /// Leaves the cluster: stops the link to Redis after removing this
     /// node's presence (each client announced with a `leave`) and its
     /// registration, within about two command timeouts. Call it after the
     /// node's connections have ended; the broker is unavailable afterwards.
-    pub async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         let _ = self.stop.send(true);
         let link = lock(&self.link).take();
         if let Some(link) = link {
@@ -446,7 +441,7 @@ impl RedisBroker {
     }
 
     /// Forgets unused node-local (`$`) channels; call it periodically.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.shared.local.sweep();
         self.shared.update_channel_gauge();
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use duplex_hub::broker::redis::RedisOptions;
+use duplex_hub::RedisOptions;
 use duplex_hub::{Hub, HubConfig, Server};
 use duplex_hub_proto::ServerMessage;
 use tokio::net::{TcpListener, TcpStream};
