@@ -33,8 +33,14 @@ use tokio::sync::Notify;
 /// Options of `duplex echo` and `duplex serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct EchoArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "DUPLEX_LISTEN")]
+    /// Address to listen on: HOST:PORT, a name such as localhost:8080, or
+    /// :PORT for every interface.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8080",
+        env = "DUPLEX_LISTEN",
+        value_parser = crate::listen::parse_listen
+    )]
     listen: SocketAddr,
     /// Do not negotiate permessage-deflate.
     #[arg(long)]

@@ -11,6 +11,7 @@
 mod allocator;
 mod connect;
 mod echo;
+mod listen;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -24,8 +24,9 @@ pub(crate) struct ServeArgs {
     /// A TOML configuration file (see docs/operations.md); flags override it.
     #[arg(long, short, env = "DUPLEX_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "DUPLEX_LISTEN")]
+    /// Address to listen on: HOST:PORT, a name such as localhost:8080, or
+    /// :PORT for every interface [default: 127.0.0.1:8080].
+    #[arg(long, env = "DUPLEX_LISTEN", value_parser = crate::listen::parse_listen)]
     listen: Option<SocketAddr>,
     /// An origin allowed to connect from a browser besides the hub's own
     /// (repeat it; `*` allows any).
