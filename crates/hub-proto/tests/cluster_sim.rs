@@ -16,7 +16,8 @@
 //! no gap at all and every message.
 //!
 //! `SIM_SCHEDULES=n` sets how many schedules run (10,000 by default);
-//! `SIM_SEED=s` runs the one schedule a failure printed.
+//! `SIM_SEED=s` runs the one schedule a failure printed, and `SIM_TRACE=1`
+//! prints every command a client sends and every message it receives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
