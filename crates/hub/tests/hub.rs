@@ -854,3 +854,37 @@ async fn a_half_open_client_is_freed_within_ping_interval_plus_pong_timeout() {
     );
     let _ = held;
 }
+
+/// The hub's own statistics, published to `$sys:stats` every second for the
+/// dashboard, are not counted as the clients' publishes: a dashboard
+/// watching `duplex_publishes_total` sees only what clients published.
+#[tokio::test]
+async fn the_hubs_own_stats_are_not_counted_as_publishes() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut dashboard = hub.client().await;
+    dashboard.subscribe("$sys:stats").await;
+    // Two stats publishes reach the subscriber.
+    for _ in 0..2 {
+        dashboard
+            .wait_for(|m| matches!(m, ServerMessage::Message(p) if p.channel == "$sys:stats"))
+            .await;
+    }
+    let publishes = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("duplex_publishes_total "))
+            .expect("duplex_publishes_total")
+            .parse()
+            .expect("a number")
+    };
+    let (_, metrics) = hub.get("/metrics").await;
+    assert_eq!(publishes(&metrics), 0.0, "{metrics}");
+    let mut client = hub.client().await;
+    let reply = client.publish("news:x", json!("hi")).await;
+    assert!(
+        matches!(reply, ServerMessage::Published { .. }),
+        "{reply:?}"
+    );
+    let (_, metrics) = hub.get("/metrics").await;
+    assert_eq!(publishes(&metrics), 1.0, "{metrics}");
+}

@@ -348,7 +348,11 @@ impl MemoryBroker {
                 },
                 Appended::New { offset, frame } => {
                     let reached = channel.deliver(&frame.frame, now, None);
-                    self.metrics.published(reached, frame.frame.frame().len());
+                    // The hub's own channels (`$sys:stats`, which the
+                    // dashboard shows) are not the clients' publishes.
+                    if !name.starts_with('$') {
+                        self.metrics.published(reached, frame.frame.frame().len());
+                    }
                     Published {
                         offset,
                         duplicate: false,
