@@ -412,10 +412,20 @@ fn decide(
     if let Some(origin) = request.origin()
         && !gate.origins.allows(origin)
     {
-        tracing::debug!(origin, "origin not allowed");
+        // At info: a page refused here retries and fails the same way, and
+        // whoever runs the hub needs to know which origin and what to set.
+        tracing::info!(
+            origin,
+            "origin not allowed: set --public-url to the URL the hub is reached at, \
+             or --allow-origin to allow another site"
+        );
         return Err((
             RejectReason::Origin,
-            Reject::new(StatusCode::FORBIDDEN, "origin not allowed"),
+            Reject::new(
+                StatusCode::FORBIDDEN,
+                "origin not allowed: the hub's operator can set --public-url to the URL \
+                 the hub is reached at, or --allow-origin for another site",
+            ),
         ));
     }
     let protocol = if endpoint == Endpoint::Echo || request.protocols().is_empty() {

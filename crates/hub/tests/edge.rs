@@ -417,3 +417,30 @@ async fn admin_defaults_follow_auth_and_can_be_opened() {
         ServerMessage::Subscribed { .. }
     ));
 }
+
+/// A refused origin is told what would let it in: the 403's body names the
+/// settings (a page's developer sees it in the browser's network panel, the
+/// operator in the hub's log at info).
+#[tokio::test]
+async fn a_refused_origin_is_told_what_to_configure() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Origin: http://192.0.2.7:8080\r\n\r\n",
+        hub.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("the refusal ends the connection")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(
+        response.contains("--public-url") && response.contains("--allow-origin"),
+        "{response}"
+    );
+}
