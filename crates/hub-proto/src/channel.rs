@@ -37,6 +37,12 @@ fn allowed(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@' | b'/' | b'=')
 }
 
+/// Whether `name` is one of the hub's own channels (it starts with `$`):
+/// no client publishes to them, and each node serves its own.
+pub fn is_hub_channel(name: &str) -> bool {
+    name.starts_with('$')
+}
+
 /// Checks `name` against the channel name rules.
 pub fn validate_channel(name: &str) -> Result<(), NameError> {
     if name.is_empty() {

@@ -124,7 +124,7 @@ pub mod message;
 pub mod recovery;
 pub mod session;
 
-pub use channel::{NameError, namespace, validate_channel};
+pub use channel::{NameError, is_hub_channel, namespace, validate_channel};
 pub use client::{Event, SubscribeOptions, Subscriptions};
 pub use codec::{
     DecodeError, Encoded, Frame, decode_binary_command, decode_command, decode_server,

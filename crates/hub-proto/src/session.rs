@@ -30,6 +30,7 @@
 
 use serde::Deserialize;
 
+use crate::channel::is_hub_channel;
 use crate::close;
 use crate::message::{Command, ErrorCode, ServerMessage};
 
@@ -403,7 +404,7 @@ pub fn may(
     anonymous: bool,
     granted: bool,
 ) -> Result<(), Refusal> {
-    if action == Action::Publish && channel.starts_with('$') {
+    if action == Action::Publish && is_hub_channel(channel) {
         return Err(Refusal::HubChannel {
             channel: channel.to_owned(),
         });

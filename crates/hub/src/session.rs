@@ -578,9 +578,10 @@ impl Session {
         let expires = identity.expires;
         self.timer = Some(Box::pin(sleep_until_unix(expires)));
         self.identity = Some(Box::new(identity));
-        let mut state = std::mem::take(&mut self.state);
-        let revoked = state.revoke(|channel| self.may(Action::Subscribe, channel));
-        self.state = state;
+        let (hub, identity) = (&self.hub, self.identity.as_deref());
+        let revoked = self
+            .state
+            .revoke(|channel| may_for(hub, identity, Action::Subscribe, channel));
         for (name, refusal) in revoked {
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
@@ -672,19 +673,25 @@ impl Session {
     }
 
     /// Whether this client may do `action` on `channel` now.
-    fn may(&self, action: Action, channel: &str) -> Result<(), Refusal> {
-        let identity = self.identity.as_deref();
-        let granted = identity.is_some_and(|identity| identity.grants.allows(action, channel));
-        let access = self.hub.config.access(channel);
-        may(action, channel, &access, identity.is_none(), granted)
-    }
-
     /// An error reply if this client may not do `action` on `channel`.
     fn refuse(&self, id: Option<u64>, action: Action, channel: &str) -> Option<ServerMessage> {
-        self.may(action, channel)
+        may_for(&self.hub, self.identity.as_deref(), action, channel)
             .err()
             .map(|refusal| refusal.to_reply(id))
     }
+}
+
+/// Whether a client with `identity` (none: anonymous) may do `action` on
+/// `channel` on `hub` (the rule is `duplex_hub_proto::session::may`).
+fn may_for(
+    hub: &Hub,
+    identity: Option<&Identity>,
+    action: Action,
+    channel: &str,
+) -> Result<(), Refusal> {
+    let granted = identity.is_some_and(|identity| identity.grants.allows(action, channel));
+    let access = hub.config.access(channel);
+    may(action, channel, &access, identity.is_none(), granted)
 }
 
 fn error(id: Option<u64>, code: ErrorCode, message: &str) -> ServerMessage {

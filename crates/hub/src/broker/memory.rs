@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use duplex::PreparedMessage;
 use duplex_hub_proto::log::{Appended, ChannelLog, HistoryLimits};
-use duplex_hub_proto::{ClientInfo, Data, Publication, ServerMessage};
+use duplex_hub_proto::{ClientInfo, Data, Publication, ServerMessage, is_hub_channel};
 use tokio::time::Instant;
 
 use super::{
@@ -273,7 +273,7 @@ impl MemoryBroker {
             return Ok((key.clone(), channel.clone()));
         }
         let max = self.config.limits.max_channels;
-        let own = name.starts_with('$');
+        let own = is_hub_channel(name);
         let clients = channels.len() - self.own_channels.load(Ordering::Relaxed);
         if create == Create::WithinCap && clients >= max && !own {
             return Err(BrokerError::TooManyChannels { max });
@@ -300,7 +300,7 @@ impl MemoryBroker {
             self.settle(name, shared, &channel, before);
             let unused = channel.is_unused();
             channel.removed = unused;
-            if unused && name.starts_with('$') {
+            if unused && is_hub_channel(name) {
                 self.own_channels.fetch_sub(1, Ordering::Relaxed);
             }
             !unused
@@ -350,7 +350,7 @@ impl MemoryBroker {
                     let reached = channel.deliver(&frame.frame, now, None);
                     // The hub's own channels (`$sys:stats`, which the
                     // dashboard shows) are not the clients' publishes.
-                    if !name.starts_with('$') {
+                    if !is_hub_channel(&name) {
                         self.metrics.published(reached, frame.frame.frame().len());
                     }
                     Published {

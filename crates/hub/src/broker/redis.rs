@@ -26,7 +26,9 @@
 //! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
-//! documents; the Lua scripts that write them are in `scripts`
+//! documents; the Lua scripts that write them are in `scripts`; the link
+//! (connect, serve pub/sub, heartbeat, catch up after a reconnect) is in
+//! `link`, and opening the client (URLs, TLS, errors) in `open`
 //! (`src/broker/redis/`).
 //!
 //! # Round-trip budget
@@ -128,7 +130,12 @@
 //! clients that left meanwhile may linger until their node leaves or dies.
 
 mod envelope;
+mod link;
+mod open;
 mod scripts;
+
+use self::link::run_link;
+use self::open::{connect_error, open_client};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -141,6 +148,7 @@ use duplex::tls::rustls::crypto::CryptoProvider;
 use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
 use duplex_hub_proto::fanout::{CatchUp, Fanout, Push};
+use duplex_hub_proto::is_hub_channel;
 use duplex_hub_proto::{
     ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
 };
@@ -451,119 +459,6 @@ impl Drop for RedisBroker {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
-}
-
-/// The client for `url`. A `rediss://` URL verifies Redis's certificate
-/// (and its name: the URL's host) against the PEM certificates of `ca` if
-/// given, else against the system's roots; `ca` needs a `rediss://` URL.
-fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client, String> {
-    let shown = redacted(url);
-    let info = url
-        .into_connection_info()
-        .map_err(|e| format!("redis URL {shown}: {e}"))?;
-    let insecure = match info.addr() {
-        ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
-        _ => None,
-    };
-    match (insecure, ca) {
-        (None, None) => redis::Client::open(info).map_err(|e| format!("redis URL {shown}: {e}")),
-        (None, Some(ca)) => Err(format!(
-            "redis CA {}: set, but the redis URL {shown} is not rediss:// (TLS)",
-            ca.display()
-        )),
-        (Some(true), _) => Err(format!(
-            "redis URL {shown}: `#insecure` (no certificate verification) is not supported; \
-             give the CA that signed Redis's certificate (redis_ca, --redis-ca)"
-        )),
-        (Some(false), ca) => {
-            // redis-rs builds its rustls configs with the process-wide
-            // provider: make it the one the rest of the stack uses.
-            if CryptoProvider::get_default().is_none() {
-                let _ = duplex::tls::rustls::crypto::ring::default_provider().install_default();
-            }
-            let root_cert = ca.map(read_ca).transpose()?;
-            let certificates = TlsCertificates {
-                client_tls: None,
-                root_cert,
-            };
-            redis::Client::build_with_tls(info, certificates)
-                .map_err(|e| format!("redis TLS set-up for {shown}: {e}"))
-        }
-    }
-}
-
-/// Why a connection to Redis failed, in words an operator can act on: a
-/// TLS failure says so, and a certificate Redis sent that does not verify
-/// points at `redis_ca`.
-fn connect_error(error: &RedisError) -> String {
-    match tls_failure(error) {
-        Some(tls @ duplex::tls::rustls::Error::InvalidCertificate(_)) => format!(
-            "TLS to redis failed: {tls} (redis_ca / --redis-ca must hold the CA that signed \
-             Redis's certificate, and the certificate must name the URL's host)"
-        ),
-        Some(tls) => format!("TLS to redis failed: {tls}"),
-        None => error.to_string(),
-    }
-}
-
-/// The rustls error behind `error`, if TLS is what failed.
-fn tls_failure(error: &RedisError) -> Option<&duplex::tls::rustls::Error> {
-    type Shared = Arc<dyn std::error::Error + Send + Sync>;
-    let mut source = std::error::Error::source(error);
-    while let Some(mut error) = source {
-        // redis-rs keeps I/O errors in an `Arc`, which is its source.
-        if let Some(shared) = error.downcast_ref::<Shared>() {
-            error = shared.as_ref();
-        }
-        if let Some(tls) = error.downcast_ref::<duplex::tls::rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<duplex::tls::rustls::Error>())
-        {
-            return Some(tls);
-        }
-        source = error.source();
-    }
-    None
-}
-
-/// The PEM file `path`, checked to hold at least one certificate, all valid
-/// PEM.
-fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
-    let what = || format!("redis CA file {}", path.display());
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", what()))?;
-    let mut count = 0;
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        certificate.map_err(|e| format!("{}: bad PEM: {e}", what()))?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(format!("{}: no PEM certificate in it", what()));
-    }
-    Ok(pem)
-}
-
-/// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url:?}");
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("\"{scheme}://{user}:***@{host}{path}\"")
-        }
-        None => format!("{url:?}"),
-    }
-}
-
-/// Hub-owned channels (`$…`) stay on their node.
-fn is_local(channel: &str) -> bool {
-    channel.starts_with('$')
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1195,393 +1090,6 @@ impl Shared {
                 pusher.push(sub, push)
             });
     }
-
-    // ---- after a reconnect -----------------------------------------------
-
-    /// Reads, for each channel, what its local subscribers may have missed
-    /// while the link was down, and delivers it or reports a gap.
-    async fn catch_up(
-        &self,
-        conn: &MultiplexedConnection,
-        run: &str,
-        generation: u64,
-    ) -> Result<(), String> {
-        let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
-        let reads = slots.into_iter().filter_map(|slot| {
-            let (base, check) = {
-                let state = lock(&slot.state);
-                let check = state.fanout.check().map(|(e, o)| (e.to_owned(), o));
-                (state.fanout.catch_up_base()?, check)
-            };
-            let mut conn = conn.clone();
-            Some(async move {
-                let read = self
-                    .read_after(&mut conn, run, &slot, base.from.as_ref(), check)
-                    .await;
-                (slot, base.from, read)
-            })
-        });
-        let mut reads = futures_util::stream::iter(reads).buffer_unordered(RESYNC_CONCURRENCY);
-        while let Some((slot, base, read)) = reads.next().await {
-            let read = read.map_err(|e| e.to_string())?;
-            self.apply_catch_up(&slot, generation, base, read);
-        }
-        Ok(())
-    }
-
-    /// The history of `slot` after `base` (a node's catch-up read).
-    async fn read_after(
-        &self,
-        conn: &mut MultiplexedConnection,
-        run: &str,
-        slot: &Slot,
-        base: Option<&(Arc<str>, u64)>,
-        check: Option<(String, u64)>,
-    ) -> Result<Read, BrokerError> {
-        let (check_epoch, check_offset) = check.unwrap_or_default();
-        let ns = self.config.namespace(&slot.name);
-        let mut invocation = self.scripts.read.prepare_invoke();
-        invocation
-            .key(self.key(&slot.name, "meta"))
-            .key(self.key(&slot.name, "hist"))
-            .key(self.key(&slot.name, "keys"))
-            .key(self.key(&slot.name, "pres"))
-            .key(self.node_key())
-            .arg(new_epoch())
-            .arg(self.meta_ttl(ns.history_ttl))
-            .arg(millis(ns.history_ttl))
-            .arg(base.map_or("", |b| &*b.0))
-            .arg(base.map_or(0, |b| b.1))
-            .arg(0)
-            .arg(if base.is_some() { "1" } else { "" })
-            .arg("")
-            .arg(&self.node)
-            .arg("")
-            .arg(&*slot.name)
-            .arg("")
-            .arg(run)
-            .arg(check_epoch)
-            .arg(check_offset);
-        let reply = self.invoke(&invocation, conn).await?;
-        let read = parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))?;
-        self.log_new_epoch(&slot.name, read.why.as_deref(), &read.epoch);
-        Ok(read)
-    }
-
-    fn apply_catch_up(
-        &self,
-        slot: &Slot,
-        generation: u64,
-        base: Option<(Arc<str>, u64)>,
-        read: Read,
-    ) {
-        let mut frames = Vec::with_capacity(read.entries.len());
-        for raw in &read.entries {
-            if let Some(entry) = parse_entry(raw)
-                && let Some(body) = decode_body(entry.body)
-            {
-                let published = published_at(body.sent_us);
-                let frame = prepare(&ServerMessage::Message(Publication {
-                    channel: slot.name.to_string(),
-                    offset: entry.offset,
-                    time: entry.time,
-                    from: body.from,
-                    data: body.data,
-                }));
-                frames.push((entry.offset, Delivery { frame, published }));
-            }
-        }
-        let read = CatchUp {
-            epoch: read.epoch,
-            first: read.first,
-            last: read.last,
-            frames,
-        };
-        let mut pusher = Pusher::new(&slot.name);
-        let gaps =
-            lock(&slot.state)
-                .fanout
-                .catch_up(generation, base.as_ref(), &read, |sub, push| {
-                    pusher.push(sub, push)
-                });
-        if gaps > 0 {
-            tracing::info!(
-                channel = &*slot.name,
-                subscribers = gaps,
-                "messages may have been lost while redis was away: gap sent"
-            );
-        }
-    }
-
-    /// Re-enters the presence of every local subscriber (after a reconnect,
-    /// or when the cluster took this node for dead).
-    async fn enter_all(&self, conn: &MultiplexedConnection) -> Result<(), String> {
-        let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
-        let calls = slots.into_iter().filter_map(|slot| {
-            let ns = self.config.namespace(&slot.name);
-            if !ns.presence {
-                return None;
-            }
-            let members: Vec<(String, String)> = lock(&slot.state)
-                .fanout
-                .live()
-                .map(|sub| (sub.client(), sub.user().to_owned()))
-                .collect();
-            if members.is_empty() {
-                return None;
-            }
-            let mut conn = conn.clone();
-            let topic = if ns.join_leave {
-                slot.topic.clone()
-            } else {
-                String::new()
-            };
-            Some(async move {
-                let mut invocation = self.scripts.enter.prepare_invoke();
-                invocation
-                    .key(self.key(&slot.name, "pres"))
-                    .key(self.node_key())
-                    .arg(&self.node)
-                    .arg(&*slot.name)
-                    .arg(topic);
-                for (client, user) in &members {
-                    invocation.arg(client).arg(user);
-                }
-                self.invoke(&invocation, &mut conn).await.map(|_| ())
-            })
-        });
-        let mut calls = futures_util::stream::iter(calls).buffer_unordered(RESYNC_CONCURRENCY);
-        while let Some(result) = calls.next().await {
-            result.map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Heartbeat (and dead-node cleanup); `Ok(true)` when this node was not
-    /// registered (new, or taken for dead by the cluster).
-    async fn heartbeat(
-        &self,
-        conn: &mut MultiplexedConnection,
-        leaving: bool,
-    ) -> Result<bool, String> {
-        let mut invocation = self.scripts.heartbeat.prepare_invoke();
-        invocation
-            .key(self.nodes_key())
-            .arg(&self.node)
-            .arg(millis(self.options.node_expiry))
-            .arg(&self.options.prefix)
-            .arg(if leaving { "1" } else { "0" });
-        let reply = self
-            .invoke(&invocation, conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let items = array(&reply).ok_or("bad heartbeat reply")?;
-        if let [added, purged] = items {
-            let purged = int(purged).unwrap_or(0);
-            if purged > 0 && !leaving {
-                tracing::info!(nodes = purged, "removed the presence of silent nodes");
-            }
-            Ok(int(added) == Some(1))
-        } else {
-            Err("bad heartbeat reply".into())
-        }
-    }
-
-    /// The link is gone: not ready, no connection, no pub/sub sink.
-    async fn mark_down(&self) {
-        self.ready.store(false, Ordering::SeqCst);
-        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
-        self.interest.lock().await.sink = None;
-    }
-
-    /// Connects both connections.
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSubSink, PubSubStream), String> {
-        let timeout = self.options.command_timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_pipeline_buffer_size(PIPELINE_BUFFER);
-        let conn = tokio::time::timeout(
-            timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| connect_error(&e))?;
-        let pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| "pub/sub connect timed out".to_owned())?
-            .map_err(|e| connect_error(&e))?;
-        let (sink, stream) = pubsub.split();
-        Ok((conn, sink, stream))
-    }
-
-    /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
-    /// changes when Redis restarts or another process takes over.
-    async fn run_id(&self, conn: &mut MultiplexedConnection) -> Result<Arc<str>, RunIdError> {
-        let mut info = redis::cmd("INFO");
-        info.arg("server");
-        let text = tokio::time::timeout(
-            self.options.command_timeout,
-            info.query_async::<String>(conn),
-        )
-        .await
-        .map_err(|_| RunIdError::Timeout)?
-        .map_err(RunIdError::Info)?;
-        parse_run_id(&text)
-            .map(Into::into)
-            .ok_or(RunIdError::Missing)
-    }
-
-    /// Loads every script into Redis (its script cache is empty after a
-    /// restart or `SCRIPT FLUSH`).
-    async fn load_scripts(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
-        let scripts = &self.scripts;
-        for script in [
-            &scripts.publish,
-            &scripts.read,
-            &scripts.leave,
-            &scripts.enter,
-            &scripts.heartbeat,
-        ] {
-            tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
-                .await
-                .map_err(|_| "SCRIPT LOAD timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Serves one connection to Redis until it is lost or the broker stops.
-    async fn serve_link(
-        &self,
-        mut conn: MultiplexedConnection,
-        sink: PubSubSink,
-        mut stream: PubSubStream,
-        stop: &mut watch::Receiver<bool>,
-    ) -> LinkEnd {
-        // Which Redis process this is: every script compares it with the
-        // one that last wrote a channel (a restart or failover may have
-        // lost writes: see the module docs).
-        let run = match self.run_id(&mut conn).await {
-            Ok(run) => run,
-            Err(error) => return LinkEnd::Lost(error.to_string()),
-        };
-        let previous = lock(&self.last_run).replace(run.clone());
-        if previous.is_some_and(|previous| previous != run) {
-            tracing::warn!(
-                node = %self.node,
-                run_id = %run,
-                "redis restarted or failed over (a new run_id): it may have lost writes, \
-                 so every channel starts a new epoch at its next use and subscribers \
-                 are told of a gap"
-            );
-        }
-        // Scripts first, so that publishes in flight together never meet a
-        // `NOSCRIPT` (each would load the script and retry on its own,
-        // and a later one could overtake an earlier one).
-        if let Err(why) = self.load_scripts(&mut conn).await {
-            return LinkEnd::Lost(format!("loading scripts: {why}"));
-        }
-        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some((conn.clone(), run.clone()));
-        if let Err(why) = self.heartbeat(&mut conn, false).await {
-            return LinkEnd::Lost(why);
-        }
-        // Re-subscribe every channel with local subscribers.
-        let generation = {
-            let mut interest = self.interest.lock().await;
-            interest.generation += 1;
-            let generation = interest.generation;
-            interest.sink = Some(sink.clone());
-            self.generation.store(generation, Ordering::SeqCst);
-            let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
-            let mut sink = sink.clone();
-            for batch in slots.chunks(SUBSCRIBE_BATCH) {
-                let topics: Vec<&str> = batch.iter().map(|s| s.topic.as_str()).collect();
-                match tokio::time::timeout(self.options.command_timeout, sink.subscribe(&topics))
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
-                    Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
-                }
-                for slot in batch {
-                    lock(&slot.state).subscribed = generation;
-                }
-            }
-            generation
-        };
-        if let Err(why) = self.catch_up(&conn, &run, generation).await {
-            return LinkEnd::Lost(format!("catching up: {why}"));
-        }
-        if let Err(why) = self.enter_all(&conn).await {
-            return LinkEnd::Lost(format!("re-entering presence: {why}"));
-        }
-        self.ready.store(true, Ordering::SeqCst);
-        self.flush_leaves().await;
-        tracing::info!(node = %self.node, "connected to redis; node ready");
-        let mut tick = tokio::time::interval(self.options.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
-        let mut ping_sink = sink;
-        loop {
-            tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => {
-                        self.dispatch(generation, message.get_channel_name(), message.get_payload_bytes());
-                    }
-                    None => return LinkEnd::Lost("pub/sub connection closed".into()),
-                },
-                _ = tick.tick() => {
-                    match self.heartbeat(&mut conn, false).await {
-                        Ok(true) => {
-                            tracing::warn!("the cluster took this node for dead; re-entering presence");
-                            if let Err(why) = self.enter_all(&conn).await {
-                                return LinkEnd::Lost(format!("re-entering presence: {why}"));
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(why) => return LinkEnd::Lost(format!("heartbeat: {why}")),
-                    }
-                    if let Err(why) = self.ping(&mut ping_sink).await {
-                        return LinkEnd::Lost(why);
-                    }
-                    if !lock(&self.pending_leaves).is_empty() {
-                        self.flush_leaves().await;
-                    }
-                }
-                () = self.suspect.notified() => {
-                    if let Err(why) = self.ping(&mut ping_sink).await {
-                        return LinkEnd::Lost(why);
-                    }
-                    let ping = redis::cmd("PING");
-                    let ping = ping.query_async::<Value>(&mut conn);
-                    match tokio::time::timeout(self.options.command_timeout, ping).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => return LinkEnd::Lost(format!("PING: {error}")),
-                        Err(_) => return LinkEnd::Lost("PING timed out".into()),
-                    }
-                }
-                changed = stop.changed() => {
-                    let _ = changed;
-                    self.ready.store(false, Ordering::SeqCst);
-                    if let Err(why) = self.heartbeat(&mut conn, true).await {
-                        tracing::warn!(%why, "could not leave the cluster cleanly");
-                    }
-                    return LinkEnd::Stopped;
-                }
-            }
-        }
-    }
-
-    async fn ping(&self, sink: &mut PubSubSink) -> Result<(), String> {
-        match tokio::time::timeout(self.options.command_timeout, sink.ping::<Value>()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("pub/sub PING: {error}")),
-            Err(_) => Err("pub/sub PING timed out".into()),
-        }
-    }
 }
 
 /// Removes a joining subscriber whose subscribe did not finish (failed, or
@@ -1608,63 +1116,6 @@ impl Drop for JoinGuard {
             runtime.spawn(async move { shared.release_interest(&slot).await });
         }
     }
-}
-
-/// Keeps a node connected to Redis until the broker stops: connect, serve,
-/// and after a loss wait (exponential backoff with jitter) and reconnect.
-async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = shared.options.backoff_min;
-    let mut failures = 0u32;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let attempt = tokio::select! {
-            attempt = shared.connect() => attempt,
-            _ = stop.changed() => return,
-        };
-        match attempt {
-            Ok((conn, sink, stream)) => {
-                backoff = shared.options.backoff_min;
-                failures = 0;
-                let end = shared.serve_link(conn, sink, stream, &mut stop).await;
-                shared.mark_down().await;
-                match end {
-                    LinkEnd::Stopped => return,
-                    LinkEnd::Lost(why) => {
-                        tracing::warn!(%why, "lost redis; node not ready, reconnecting");
-                    }
-                }
-            }
-            Err(why) => {
-                shared.mark_down().await;
-                failures += 1;
-                if failures == 1 {
-                    tracing::warn!(%why, "cannot reach redis; retrying with backoff");
-                } else {
-                    tracing::debug!(%why, failures, "cannot reach redis");
-                }
-            }
-        }
-        let wait = {
-            use rand::Rng;
-            backoff.mul_f64(rand::rng().random_range(0.5..1.0))
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(shared.options.backoff_max);
-    }
-}
-
-/// The `run_id` field of an `INFO server` reply.
-fn parse_run_id(info: &str) -> Option<String> {
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(str::trim)
-        .filter(|run| !run.is_empty())
-        .map(str::to_owned)
 }
 
 /// The frame of a history entry's message.
@@ -1726,14 +1177,14 @@ fn parse_read(reply: &Value) -> Option<Read> {
 
 impl Broker for RedisBroker {
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>> {
-        if is_local(&publish.channel) {
+        if is_hub_channel(&publish.channel) {
             return self.shared.local.publish(publish);
         }
         Box::pin(self.shared.publish(publish))
     }
 
     fn subscribe(&self, subscribe: Subscribe) -> BoxFuture<'_, Result<Subscribed, BrokerError>> {
-        if is_local(&subscribe.channel) {
+        if is_hub_channel(&subscribe.channel) {
             let subscribed = self.shared.local.subscribe(subscribe);
             self.shared.update_channel_gauge();
             return subscribed;
@@ -1742,7 +1193,7 @@ impl Broker for RedisBroker {
     }
 
     fn unsubscribe(&self, channel: &str, subscriber: &Subscriber) -> BoxFuture<'_, ()> {
-        if is_local(channel) {
+        if is_hub_channel(channel) {
             return self.shared.local.unsubscribe(channel, subscriber);
         }
         let (channel, subscriber) = (channel.to_owned(), subscriber.clone());
@@ -1750,7 +1201,7 @@ impl Broker for RedisBroker {
     }
 
     fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<ClientInfo>, BrokerError>> {
-        if is_local(channel) {
+        if is_hub_channel(channel) {
             return self.shared.local.presence(channel);
         }
         let channel = channel.to_owned();
@@ -1763,7 +1214,7 @@ impl Broker for RedisBroker {
         from: &Subscriber,
         data: Data,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        if is_local(channel) {
+        if is_hub_channel(channel) {
             return self.shared.local.signal(channel, from, data);
         }
         let (channel, from) = (channel.to_owned(), from.clone());
@@ -1796,9 +1247,9 @@ mod tests {
 
     #[test]
     fn hub_channels_stay_local() {
-        assert!(is_local("$sys:stats"));
-        assert!(!is_local("chat:lobby"));
-        assert!(!is_local("lobby"));
+        assert!(is_hub_channel("$sys:stats"));
+        assert!(!is_hub_channel("chat:lobby"));
+        assert!(!is_hub_channel("lobby"));
     }
 
     #[test]
@@ -1832,98 +1283,11 @@ mod tests {
     fn run_ids_come_from_info_server() {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:71c0a8b37746703891c07e2c6a585fbd1abbfd77\r\ntcp_port:6379\r\n";
         assert_eq!(
-            parse_run_id(info).as_deref(),
+            link::parse_run_id(info).as_deref(),
             Some("71c0a8b37746703891c07e2c6a585fbd1abbfd77")
         );
-        assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
-        assert_eq!(parse_run_id(""), None);
-    }
-
-    #[test]
-    fn plain_urls_open_as_before_and_tls_options_are_checked() {
-        let client = open_client("redis://127.0.0.1:6379/2", None).expect("plain");
-        assert!(matches!(
-            client.get_connection_info().addr(),
-            ConnectionAddr::Tcp(host, 6379) if host == "127.0.0.1"
-        ));
-        let client = open_client("rediss://localhost:6380", None).expect("TLS, system roots");
-        assert!(matches!(
-            client.get_connection_info().addr(),
-            ConnectionAddr::TcpTls { port: 6380, .. }
-        ));
-        let error =
-            open_client("redis://127.0.0.1:6379", Some(Path::new("/x/ca.pem"))).unwrap_err();
-        assert!(
-            error.contains("rediss://") && error.contains("/x/ca.pem"),
-            "{error}"
-        );
-        let error = open_client("rediss://localhost:6380/#insecure", None).unwrap_err();
-        assert!(error.contains("#insecure"), "{error}");
-        let error = open_client("nope://x", None).unwrap_err();
-        assert!(error.starts_with("redis URL"), "{error}");
-    }
-
-    #[test]
-    fn unusable_ca_files_are_refused_with_their_name() {
-        let dir = std::env::temp_dir().join(format!("duplex-redis-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let missing = dir.join("missing.pem");
-        let error = open_client("rediss://localhost:6380", Some(&missing)).unwrap_err();
-        assert!(error.contains(&missing.display().to_string()), "{error}");
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "no certificate here\n").unwrap();
-        let error = open_client("rediss://localhost:6380", Some(&empty)).unwrap_err();
-        assert!(error.contains("no PEM certificate"), "{error}");
-        let broken = dir.join("broken.pem");
-        std::fs::write(
-            &broken,
-            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        let error = open_client("rediss://localhost:6380", Some(&broken)).unwrap_err();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(error.contains("bad PEM"), "{error}");
-    }
-
-    #[test]
-    fn certificate_failures_point_at_redis_ca() {
-        use duplex::tls::rustls::{CertificateError, Error as TlsError};
-        let io = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
-        );
-        let message = connect_error(&RedisError::from(io));
-        assert!(
-            message.starts_with("TLS to redis failed: ")
-                && message.contains("UnknownIssuer")
-                && message.contains("redis_ca"),
-            "{message}"
-        );
-        let io = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            TlsError::NoCertificatesPresented,
-        );
-        let message = connect_error(&RedisError::from(io));
-        assert!(message.starts_with("TLS to redis failed: "), "{message}");
-        assert!(!message.contains("redis_ca"), "{message}");
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let message = connect_error(&RedisError::from(refused));
-        assert!(!message.contains("TLS"), "{message}");
-    }
-
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        let shown = redacted("rediss://:s3cret@redis.internal:6380/0");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("redis.internal:6380/0"), "{shown}");
-        let shown = redacted("redis://app:pw@h:1");
-        assert!(
-            !shown.contains("pw") && shown.contains("app:***@h:1"),
-            "{shown}"
-        );
-        assert_eq!(redacted("redis://h:1"), "\"redis://h:1\"");
-        let error = open_client("rediss://:s3cret@localhost:6380/#insecure", None).unwrap_err();
-        assert!(!error.contains("s3cret"), "{error}");
+        assert_eq!(link::parse_run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(link::parse_run_id(""), None);
     }
 
     #[test]
