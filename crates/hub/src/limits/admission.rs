@@ -1,0 +1,318 @@
+//! Admission: the node-wide limits on connections in total and per client
+//! address, with an RAII [`Ticket`] per admitted connection.
+//!
+//! Invariants: [`Admission`] never has more than `max_total` tickets alive,
+//! nor more than `max_per_ip` for one address (IPv6 addresses count per
+//! /64), under any interleaving of threads. Its per-address map holds
+//! exactly the addresses with at least one live ticket: an entry is removed
+//! when its last ticket drops, so the map cannot grow without bound.
+
+use super::*;
+
+/// Why [`Admission::try_admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refused {
+    /// The node is at its connection limit.
+    #[error("the server is at its connection limit")]
+    Total,
+    /// The client's address is at its connection limit.
+    #[error("too many connections from this address")]
+    PerIp,
+}
+
+impl Refused {
+    /// The HTTP status to refuse the upgrade with: 503 for [`Refused::Total`]
+    /// (try another node or later), 429 for [`Refused::PerIp`].
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Self::Total => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::PerIp => http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// A plain-English reason for the response body and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Total => "the server is at its connection limit",
+            Self::PerIp => "too many connections from this address",
+        }
+    }
+}
+
+/// Node-wide connection limits: in total and per client address. Cheap to
+/// clone (clones share the counts) and safe to use from any thread.
+///
+/// Addresses are counted by their key: an IPv4 address (an IPv4-mapped IPv6
+/// address counts as its IPv4 address), or for IPv6 its /64 prefix, since
+/// one host commonly holds a whole /64 and could otherwise step around the
+/// limit.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<State>,
+    /// A copy of `state.total`, for [`Admission::current`] without the lock.
+    current: AtomicUsize,
+    /// Woken when the last ticket is released (see [`Admission::all_released`]).
+    released: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    total: usize,
+    per_ip: HashMap<IpKey, usize>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock, so the state is consistent
+        // even if the lock were poisoned.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The key an address is counted under: see [`Admission`].
+fn ip_key(ip: IpAddr) -> IpKey {
+    match ip {
+        IpAddr::V4(v4) => IpKey::V4(v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpKey::V4(v4.octets()),
+            None => {
+                let prefix = (v6.to_bits() >> 64) as u64;
+                IpKey::V6(prefix.to_be_bytes())
+            }
+        },
+    }
+}
+
+/// What connections are counted by: an IPv4 address, or an IPv6 /64 prefix.
+/// Nine bytes, alignment 1: a [`Ticket`] keeps one for its connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IpKey {
+    V4([u8; 4]),
+    V6([u8; 8]),
+}
+
+impl Admission {
+    /// Limits of `max_total` connections on the node and `max_per_ip` per
+    /// client address.
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                max_total,
+                max_per_ip,
+                state: Mutex::new(State::default()),
+                current: AtomicUsize::new(0),
+                released: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Admits a connection from `ip`, or says which limit refuses it. The
+    /// slot is held until the [`Ticket`] drops. The total limit is checked
+    /// first.
+    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refused> {
+        let key = ip_key(ip);
+        let mut state = self.shared.state();
+        if state.total >= self.shared.max_total {
+            return Err(Refused::Total);
+        }
+        let count = state.per_ip.entry(key).or_insert(0);
+        if *count >= self.shared.max_per_ip {
+            if *count == 0 {
+                // max_per_ip == 0: don't leave an empty entry behind.
+                state.per_ip.remove(&key);
+            }
+            return Err(Refused::PerIp);
+        }
+        *count += 1;
+        state.total += 1;
+        self.shared.current.store(state.total, Ordering::Relaxed);
+        Ok(Ticket {
+            shared: self.shared.clone(),
+            key,
+        })
+    }
+
+    /// Connections admitted and not yet released.
+    pub(crate) fn current(&self) -> usize {
+        self.shared.current.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no ticket is held (at once if none is).
+    pub(crate) async fn all_released(&self) {
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let released = self.shared.released.notified();
+            if self.current() == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    #[cfg(test)]
+    /// Connections admitted and not yet released from `ip`'s key.
+    pub(crate) fn current_for(&self, ip: IpAddr) -> usize {
+        let state = self.shared.state();
+        state.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
+    }
+
+    /// Addresses (keys) with at least one connection: the size of the
+    /// per-address map.
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
+        self.shared.state().per_ip.len()
+    }
+}
+
+/// One admitted connection's slot in an [`Admission`]; dropping it releases
+/// the slot. Keep it alive exactly as long as the connection.
+#[derive(Debug)]
+#[must_use = "dropping the ticket releases the connection's slot at once"]
+pub(crate) struct Ticket {
+    shared: Arc<Shared>,
+    key: IpKey,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        if let Some(count) = state.per_ip.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_ip.remove(&self.key);
+            }
+        }
+        state.total -= 1;
+        self.shared.current.store(state.total, Ordering::Relaxed);
+        if state.total == 0 {
+            self.shared.released.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[tokio::test]
+    async fn all_released_waits_for_the_last_ticket() {
+        let admission = Admission::new(10, 10);
+        // None held: at once.
+        admission.all_released().await;
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (a, b) = (
+            admission.try_admit(ip).unwrap(),
+            admission.try_admit(ip).unwrap(),
+        );
+        let waiter = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.all_released().await }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one ticket is still held");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last release")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_ticket_is_small() {
+        // One lives as long as each connection.
+        assert!(std::mem::size_of::<Ticket>() <= 24);
+    }
+
+    #[test]
+    fn admission_limits_and_releases() {
+        let a = Admission::new(3, 2);
+        let ip1 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let ip2 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let t1 = a.try_admit(ip1).unwrap();
+        let t2 = a.try_admit(ip1).unwrap();
+        assert_eq!(a.try_admit(ip1).unwrap_err(), Refused::PerIp);
+        let t3 = a.try_admit(ip2).unwrap();
+        assert_eq!(a.current(), 3);
+        assert_eq!(a.try_admit(ip2).unwrap_err(), Refused::Total);
+        assert_eq!(a.current_for(ip1), 2);
+        assert_eq!(a.addresses(), 2);
+        drop(t1);
+        assert_eq!(a.current(), 2);
+        let t4 = a.try_admit(ip1).unwrap();
+        drop((t2, t4));
+        assert_eq!(a.current_for(ip1), 0);
+        assert_eq!(
+            a.addresses(),
+            1,
+            "an address with no connection is forgotten"
+        );
+        drop(t3);
+        assert_eq!(a.current(), 0);
+        assert_eq!(a.addresses(), 0);
+    }
+
+    #[test]
+    fn refusals_map_to_statuses() {
+        assert_eq!(Refused::Total.status(), 503);
+        assert_eq!(Refused::PerIp.status(), 429);
+        assert!(!Refused::Total.reason().is_empty());
+        assert_eq!(Refused::PerIp.to_string(), Refused::PerIp.reason());
+    }
+
+    #[test]
+    fn admission_per_ip_zero_leaves_no_entry() {
+        let a = Admission::new(10, 0);
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(a.try_admit(ip).unwrap_err(), Refused::PerIp);
+        assert_eq!(a.addresses(), 0);
+        assert_eq!(a.current(), 0);
+    }
+
+    #[test]
+    fn admission_is_exact_under_concurrency() {
+        use std::sync::atomic::AtomicUsize;
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 2_000;
+        let a = Admission::new(20, 5);
+        let peak_total = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let a = a.clone();
+                let peak_total = peak_total.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    let mut admitted = 0;
+                    for round in 0..ROUNDS {
+                        // Four addresses shared among the threads.
+                        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, ((t + round) % 4) as u8));
+                        if let Ok(ticket) = a.try_admit(ip) {
+                            admitted += 1;
+                            assert!(a.current_for(ip) <= 5);
+                            held.push(ticket);
+                        }
+                        peak_total.fetch_max(a.current(), Ordering::Relaxed);
+                        if round % 3 == 0 {
+                            held.clear();
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(admitted > 0);
+        assert!(peak_total.load(Ordering::Relaxed) <= 20);
+        assert_eq!(a.current(), 0);
+        assert_eq!(a.addresses(), 0);
+    }
+}
