@@ -28,7 +28,7 @@ pub mod proxy;
 pub mod reconnect;
 pub mod server;
 pub mod shutdown;
-pub mod stamp;
+mod stamp;
 pub mod tls;
 pub mod transport;
 #[cfg(feature = "hyper")]
@@ -53,5 +53,4 @@ pub use server::{
     Accept, Incoming, Reject, UpgradeRequest, accept, accept_incoming, accept_with, read_request,
 };
 pub use shutdown::{Shutdown, ShutdownWatch};
-pub use stamp::Stamp;
 pub use websocket::{CloseInfo, WebSocket};

@@ -20,6 +20,7 @@
 //! | what a `subscribe` recovers or reports as a gap | [`recovery`] |
 //! | skip / deliver / gap per subscriber, joiners, catch-up | [`fanout`] |
 //! | a connection's phase, permissions, limits, refusals and close codes | [`session`] |
+//! | command and data rates, strikes | [`rate`] |
 //! | the client's resubscribe, dedup and gap reporting | [`client`] |
 //! | close codes | [`close`] |
 //!
@@ -121,6 +122,7 @@ mod fields;
 mod json;
 pub mod log;
 pub mod message;
+pub mod rate;
 pub mod recovery;
 pub mod session;
 

@@ -114,6 +114,8 @@ pub enum Refusal {
     TooManyChannels,
     /// A refresh with a token for another user.
     OtherUser,
+    /// Over the command rate or the data rate ([`crate::rate`]).
+    RateLimited,
 }
 
 impl Refusal {
@@ -129,6 +131,7 @@ impl Refusal {
             Self::NotSubscribed => ErrorCode::NotSubscribed,
             Self::TooManyChannels => ErrorCode::TooManyChannels,
             Self::OtherUser => ErrorCode::Unauthorized,
+            Self::RateLimited => ErrorCode::RateLimited,
         }
     }
 
@@ -161,6 +164,9 @@ impl std::fmt::Display for Refusal {
             Self::NotSubscribed => f.write_str("not subscribed"),
             Self::TooManyChannels => f.write_str("too many subscriptions on this connection"),
             Self::OtherUser => f.write_str("the new token is for another user"),
+            Self::RateLimited => {
+                f.write_str("over the rate of commands or of data bytes per second; slow down")
+            }
         }
     }
 }

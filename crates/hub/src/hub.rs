@@ -201,7 +201,7 @@ impl Hub {
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
             ),
-            rate_policy: RatePolicy::from_config(&config.limits),
+            rate_policy: crate::limits::rate_policy(&config.limits),
             broker,
             memory,
             redis,

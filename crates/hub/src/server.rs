@@ -535,25 +535,24 @@ where
         return;
     };
     hub.metrics.connection_opened();
-    let mut rate = RateLimiter::new(std::time::Instant::now());
+    let mut rate = RateLimiter::new(crate::limits::now());
     let mut code = None;
     while let Some(Ok(message)) = ws.next().await {
         let length = message.payload().len();
         hub.metrics.message_in(length);
-        match rate.check(&hub.rate_policy, std::time::Instant::now()) {
-            Verdict::Allow => {}
-            Verdict::Reject => {
-                hub.metrics.rate_limited();
-                continue;
-            }
-            Verdict::Close => {
-                hub.metrics.rate_limited();
-                let _ = ws
-                    .close(duplex::CloseCode::POLICY_VIOLATION, "rate limit exceeded")
-                    .await;
-                code = Some(1008);
-                break;
-            }
+        let verdict = rate.check(&hub.rate_policy, crate::limits::now());
+        if verdict != Verdict::Allow {
+            hub.metrics.rate_limited();
+        }
+        if let Some(close) = verdict.close() {
+            let _ = ws
+                .close(duplex::CloseCode::from(close.code), close.reason)
+                .await;
+            code = Some(close.code);
+            break;
+        }
+        if verdict == Verdict::Reject {
+            continue;
         }
         if ws.feed(message).await.is_err() {
             break;

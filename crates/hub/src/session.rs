@@ -34,7 +34,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
@@ -206,7 +206,7 @@ impl Session {
     fn new(hub: Arc<Hub>, handshake: Handshake) -> Self {
         let id = hub.next_client();
         let limits = &hub.config.limits;
-        let rate = RateLimiter::new(StdInstant::now());
+        let rate = RateLimiter::new(crate::limits::now());
         let outbox = Outbox::new(limits.max_outbound_bytes);
         let timer = Some(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
@@ -375,20 +375,17 @@ impl Session {
             self.settle(ws).await;
         }
         let data = crate::limits::data_bytes(&request);
-        match self
+        let verdict = self
             .rate
-            .check_data(&self.hub.rate_policy, StdInstant::now(), data)
-        {
-            Verdict::Allow => {}
-            Verdict::Reject => {
-                self.hub.metrics.rate_limited();
-                let error = error(id, ErrorCode::RateLimited, "too many messages; slow down");
-                return self.reply(ws, error).await;
-            }
-            Verdict::Close => {
-                self.hub.metrics.rate_limited();
-                return Err(End::Close(Close::RATE_LIMIT));
-            }
+            .check_data(&self.hub.rate_policy, crate::limits::now(), data);
+        if verdict != Verdict::Allow {
+            self.hub.metrics.rate_limited();
+        }
+        if let Some(close) = verdict.close() {
+            return Err(End::Close(close));
+        }
+        if let Some(refusal) = verdict.refusal() {
+            return self.reply(ws, refusal.to_reply(id)).await;
         }
         let request = match request {
             Ok(request) => request,

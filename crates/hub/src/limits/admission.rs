@@ -7,7 +7,10 @@
 //! exactly the addresses with at least one live ticket: an entry is removed
 //! when its last ticket drops, so the map cannot grow without bound.
 
-use super::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why [`Admission::try_admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -314,5 +317,21 @@ mod tests {
         assert!(peak_total.load(Ordering::Relaxed) <= 20);
         assert_eq!(a.current(), 0);
         assert_eq!(a.addresses(), 0);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a = Admission::new(100, 2);
+        let x: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let z: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _t = (a.try_admit(x).unwrap(), a.try_admit(y).unwrap());
+        assert_eq!(a.try_admit(x).unwrap_err(), Refused::PerIp, "same /64");
+        let _u = a.try_admit(z).unwrap();
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        let _v = (a.try_admit(v4).unwrap(), a.try_admit(mapped).unwrap());
+        assert_eq!(a.try_admit(v4).unwrap_err(), Refused::PerIp);
+        assert_eq!(a.current_for(mapped), 2);
     }
 }
