@@ -15,11 +15,18 @@
 //! - [`check_subscribe`]: the subscription limits;
 //! - [`check_refresh`]: a refresh must keep the user;
 //! - [`scoped_key`]: whose idempotency keys a key can collide with;
+//! - [`overlaps_publishes`] and [`MAX_PUBLISHES_IN_FLIGHT`]: the publish
+//!   pipeline's order;
 //! - [`Refusal`]: the error reply each refusal gets; [`Close`]: the close
 //!   code and reason of each way a connection is ended by the hub.
 //!
 //! # Invariants
 //!
+//! - Commands take effect in the order sent, and replies go out in that
+//!   order. Only a `publish` may start while earlier publishes still wait
+//!   for the broker (at most [`MAX_PUBLISHES_IN_FLIGHT`] of them; past that
+//!   the driver stops reading); it reaches the broker after them. Any other
+//!   command first waits for every publish in flight and their replies.
 //! - Every refusal is a recoverable `error` reply (the connection stays);
 //!   only the ends in [`Close`] close it.
 //! - Channels whose name starts with `$` are the hub's: no client may
@@ -464,9 +471,46 @@ pub fn scoped_key(user: &str, key: &str) -> String {
     format!("{}:{user}{key}", user.len())
 }
 
+/// How many publishes of one connection may wait for the broker at once
+/// (see the module's invariants).
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
+
+/// Whether `command` may start while earlier publishes of the connection
+/// still wait for the broker: only a `publish` (it reaches the broker after
+/// them, and its reply goes out after theirs). Anything else waits for
+/// every publish in flight first, so that, say, a `history` read or an
+/// `unsubscribe` sees the effect of the publishes sent before it.
+pub fn overlaps_publishes(command: &Command) -> bool {
+    matches!(command, Command::Publish { .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_publishes_overlap_the_publishes_in_flight() {
+        let data = crate::Data::Binary(bytes::Bytes::from_static(b"x"));
+        let publish = Command::Publish {
+            channel: "a".into(),
+            data: data.clone(),
+            key: None,
+        };
+        assert!(overlaps_publishes(&publish));
+        for other in [
+            connect(),
+            Command::Ping,
+            Command::Signal {
+                channel: "a".into(),
+                data,
+            },
+            Command::Unsubscribe {
+                channel: "a".into(),
+            },
+        ] {
+            assert!(!overlaps_publishes(&other), "{other:?}");
+        }
+    }
 
     const OPEN: Access = Access {
         subscribe: Permission::Any,

@@ -22,13 +22,14 @@
 //! - A session yields to others at least every 128 commands (tokio's
 //!   cooperative budget, charged per command): a client allowed a high
 //!   command rate cannot keep a worker from the other connections.
-//! - Publishes are pipelined: up to [`MAX_PUBLISHES_IN_FLIGHT`] of them wait
-//!   for the broker at once (with Redis, one round trip each, overlapped),
-//!   each handed to the broker as it arrives, so a session's publishes reach
-//!   the broker in the order sent. Replies still go out in command order: an
-//!   ack waits for the acks before it, and any other command first waits for
-//!   every publish in flight. With that many in flight the session stops
-//!   reading until one is answered.
+//! - Publishes are pipelined as the core's rule says
+//!   (`duplex_hub_proto::session::overlaps_publishes`): up to
+//!   [`MAX_PUBLISHES_IN_FLIGHT`] of them wait for the broker at once (with
+//!   Redis, one round trip each, overlapped), each handed to the broker as it
+//!   arrives, so a session's publishes reach the broker in the order sent.
+//!   Replies still go out in command order: an ack waits for the acks before
+//!   it, and any other command first waits for every publish in flight. With
+//!   that many in flight the session stops reading until one is answered.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -38,7 +39,8 @@ use std::time::Duration;
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
-    Action, Close, Refusal, SessionState, check_refresh, may, scoped_key,
+    Action, Close, MAX_PUBLISHES_IN_FLIGHT, Refusal, SessionState, check_refresh, may,
+    overlaps_publishes, scoped_key,
 };
 use duplex_hub_proto::{
     Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
@@ -64,9 +66,6 @@ pub(crate) struct Handshake {
     /// Its admission; released when the session ends.
     pub(crate) ticket: Ticket,
 }
-
-/// How many publishes of one session may wait for the broker at once.
-pub(crate) const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
 
 /// A publish handed to the broker; resolves to its reply.
 type PendingPublish = BoxFuture<'static, ServerMessage>;
@@ -364,14 +363,10 @@ impl Session {
             Ok(request) => request.id,
             Err(error) => error.id,
         };
-        if !matches!(
-            request,
-            Ok(Request {
-                command: Command::Publish { .. },
-                ..
-            })
-        ) {
-            // Commands take effect in order: publishes first.
+        if !request
+            .as_ref()
+            .is_ok_and(|request| overlaps_publishes(&request.command))
+        {
             self.settle(ws).await;
         }
         let data = crate::limits::data_bytes(&request);
