@@ -64,6 +64,24 @@ impl HeadReader {
         self.matched = 0;
         std::mem::take(&mut self.buf)
     }
+
+    /// [`HeadReader::push`], then the block itself once it is complete:
+    /// `Ok(Some((block, n)))` when it ended at `input[n - 1]`. After a
+    /// complete block or an error the reader starts over empty.
+    pub(crate) fn read(
+        &mut self,
+        input: &[u8],
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, usize)>, HeadError> {
+        match self.push(input, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(consumed)) => Ok(Some((self.take(), consumed))),
+            Err(error) => {
+                self.take();
+                Err(error)
+            }
+        }
+    }
 }
 
 /// Converts the fields `httparse` found into a map, in order.

@@ -91,20 +91,14 @@ impl ResponseParser {
     ///
     /// After `Ok(Some(_))` or `Err(_)` the parser starts over on the next call.
     pub fn feed(&mut self, input: &[u8]) -> Result<Option<(Response<()>, usize)>, ResponseError> {
-        let consumed = match self.head.push(input, self.limits.max_header_size) {
-            Ok(None) => return Ok(None),
-            Ok(Some(consumed)) => consumed,
-            Err(error) => {
-                self.head.take();
-                return Err(match error {
-                    HeadError::TooLarge => ResponseError::HeadersTooLarge {
-                        limit: self.limits.max_header_size,
-                    },
-                    HeadError::BareLf => ResponseError::Malformed("line ends without CR"),
-                });
-            }
+        let limit = self.limits.max_header_size;
+        let Some((head, consumed)) = self.head.read(input, limit).map_err(|error| match error {
+            HeadError::TooLarge => ResponseError::HeadersTooLarge { limit },
+            HeadError::BareLf => ResponseError::Malformed("line ends without CR"),
+        })?
+        else {
+            return Ok(None);
         };
-        let head = self.head.take();
         Ok(Some((
             parse_head(&head, self.limits.max_headers)?,
             consumed,

@@ -64,20 +64,14 @@ impl RequestParser {
         &mut self,
         input: &[u8],
     ) -> Result<Option<(Request<()>, usize)>, HandshakeError> {
-        let consumed = match self.head.push(input, self.limits.max_header_size) {
-            Ok(None) => return Ok(None),
-            Ok(Some(consumed)) => consumed,
-            Err(error) => {
-                self.head.take();
-                return Err(match error {
-                    HeadError::TooLarge => HandshakeError::HeadersTooLarge {
-                        limit: self.limits.max_header_size,
-                    },
-                    HeadError::BareLf => HandshakeError::Malformed("line ends without CR"),
-                });
-            }
+        let limit = self.limits.max_header_size;
+        let Some((head, consumed)) = self.head.read(input, limit).map_err(|error| match error {
+            HeadError::TooLarge => HandshakeError::HeadersTooLarge { limit },
+            HeadError::BareLf => HandshakeError::Malformed("line ends without CR"),
+        })?
+        else {
+            return Ok(None);
         };
-        let head = self.head.take();
         Ok(Some((
             parse_head(&head, self.limits.max_headers)?,
             consumed,
