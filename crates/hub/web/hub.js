@@ -13,6 +13,15 @@
 // a `gap` push, an offset jump) and resyncing; publishes that wait in a
 // bounded queue while disconnected and carry an idempotency key, so one
 // retried after a drop is delivered once; an application ping every 20 s.
+//
+// The recovery rule lives in `Subscriptions`, a pure state machine (no
+// browser API) that follows the Rust client's `duplex_hub_proto::Subscriptions`
+// step for step; `HubClient` only moves its requests and events between the
+// socket and the page. Both are held to the shared test vectors of
+// `crates/hub-proto/tests/vectors/` (run against this file by `run.mjs` there,
+// under Node, which loads it through `module.exports`). A channel the hub
+// refuses or revokes stays wanted: it is tried again on the next connection,
+// or at once by calling `subscribe` again.
 "use strict";
 
 (function (global) {
@@ -31,13 +40,371 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  /** The ops the hub sends; another is `unknown_op`. */
+  const SERVER_OPS = new Set([
+    "connected", "refreshed", "subscribed", "unsubscribed", "published", "presence",
+    "message", "join", "leave", "signal", "gap", "pong", "error",
+  ]);
+
+  /** A frame the client cannot read: `code` is bad_request or unknown_op. */
+  function frameError(code, message) {
+    const error = new Error(message);
+    error.code = code;
+    return error;
+  }
+
+  /** Checks a decoded frame's object and op (`binary`: it came in a binary frame). */
+  function checkServer(msg, binary) {
+    if (msg === null || typeof msg !== "object" || Array.isArray(msg)) {
+      throw frameError("bad_request", "a frame holds one JSON object");
+    }
+    if (typeof msg.op !== "string") throw frameError("bad_request", "field `op` is missing");
+    if (!SERVER_OPS.has(msg.op)) throw frameError("unknown_op", `unknown op ${msg.op}`);
+    if (binary && msg.op !== "message" && msg.op !== "signal") {
+      throw frameError("bad_request", `op ${msg.op} does not travel as binary`);
+    }
+    return msg;
+  }
+
   /** Splits a binary frame: u32 header length, JSON header, raw data. */
   function decodeBinary(buffer) {
-    const view = new DataView(buffer);
-    const length = view.getUint32(0);
-    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, length)));
+    if (buffer.byteLength < 4) {
+      throw frameError("bad_request", "a binary frame starts with a 4-byte header length");
+    }
+    const length = new DataView(buffer).getUint32(0);
+    if (length > buffer.byteLength - 4) {
+      throw frameError("bad_request", "the binary frame's header length exceeds the frame");
+    }
+    let header;
+    try {
+      const text = new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(buffer, 4, length));
+      header = JSON.parse(text);
+    } catch (error) {
+      throw frameError("bad_request", `the binary frame's header is not JSON: ${error.message}`);
+    }
+    checkServer(header, true);
+    if ("data" in header) throw frameError("bad_request", "a binary frame's header has no `data`");
     header.data = new Uint8Array(buffer, 4 + length);
     return header;
+  }
+
+  /**
+   * Decodes a frame from the hub (a string, or an ArrayBuffer for a binary
+   * frame; its data becomes a Uint8Array). Throws an Error with `code`
+   * (bad_request, unknown_op) for what is not a hub message.
+   */
+  function decodeServer(raw) {
+    if (typeof raw !== "string") return decodeBinary(raw);
+    let msg;
+    try {
+      msg = JSON.parse(raw);
+    } catch (error) {
+      throw frameError("bad_request", `not JSON: ${error.message}`);
+    }
+    return checkServer(msg, false);
+  }
+
+  /** A command as a frame: JSON text, or a binary frame when its data is bytes. */
+  function encodeCommand(command) {
+    if (!isBinary(command.data)) return JSON.stringify(command);
+    const { data, ...header } = command;
+    const bytes = data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    return encodeBinary(header, bytes);
+  }
+
+  /** Whether `name` is a channel name: 1 to 255 of A-Z a-z 0-9 _ - . : @ / =, after one optional `$`. */
+  function validChannel(name) {
+    return typeof name === "string" && name.length <= 255 && /^\$?[A-Za-z0-9_.:@\/=-]+$/.test(name);
+  }
+
+  /**
+   * The subscriptions across reconnections: resubscribe, recover, deduplicate,
+   * report gaps. A pure state machine, the port of the Rust client's
+   * `duplex_hub_proto::Subscriptions` (see its module docs for the
+   * guarantees): per channel, each offset of an epoch is delivered at most
+   * once and in order, and a `gap` event comes before the next message
+   * whenever messages may have been missed.
+   *
+   * The caller says which channels it wants (`subscribe`, `unsubscribe`),
+   * reports the connection (`onConnected`, which returns the subscribes to
+   * send, `onDisconnected`), sends what `takeTransmit` returns after every
+   * call, and feeds every decoded hub message to `handle`, which returns
+   * events: {type: "subscribed", channel, recovered, resubscribed, reply},
+   * {type: "message", message}, {type: "gap", channel, epoch, offset},
+   * {type: "subscribe_failed", channel, code, message},
+   * {type: "unsubscribed", channel, reason}, {type: "other", message} (what
+   * is not about the wanted channels' subscriptions, untouched). Messages of
+   * channels not wanted are dropped. Request ids come from `nextId`, which
+   * the caller uses for its own commands too.
+   */
+  class Subscriptions {
+    /** `counters`: an object whose duplicates, jumps, gaps, recovered and resubscribes it counts. */
+    constructor(counters = {}) {
+      this.counters = counters;
+      this._channels = new Map(); // name -> {recent, phase, position, replayUntil, pending, sentSince, held}
+      this._connected = false;
+      this._nextId = 1;
+      this._inFlight = new Map(); // id -> "subscribe" | "unsubscribe"
+      this._transmit = [];
+    }
+
+    _count(name) {
+      this.counters[name] = (this.counters[name] || 0) + 1;
+    }
+
+    /** A fresh request id (1, 2, 3 …), for this machine's requests and the caller's. */
+    nextId() {
+      return this._nextId++;
+    }
+
+    isConnected() {
+      return this._connected;
+    }
+
+    /**
+     * Wants `channel` (options: recent, since {epoch, offset}). Queues the
+     * subscribe when connected and not subscribed or subscribing; again on a
+     * wanted channel updates `recent` and retries a refused one. Throws on an
+     * invalid name.
+     */
+    subscribe(channel, options = {}) {
+      if (!validChannel(channel)) {
+        throw frameError("bad_request", `invalid channel name ${JSON.stringify(channel)}`);
+      }
+      let ch = this._channels.get(channel);
+      if (!ch) {
+        const since = options.since ? { epoch: options.since.epoch, offset: options.since.offset } : null;
+        ch = { recent: 0, phase: "idle", position: since, replayUntil: null, pending: null, sentSince: null, held: false };
+        this._channels.set(channel, ch);
+      }
+      ch.recent = options.recent || 0;
+      if (this._connected && (ch.phase === "idle" || ch.phase === "failed")) this._sendSubscribe(channel);
+    }
+
+    /** No longer wants `channel` (its position is forgotten); returns whether it was wanted. */
+    unsubscribe(channel) {
+      const ch = this._channels.get(channel);
+      if (!ch) return false;
+      this._channels.delete(channel);
+      if (this._connected && (ch.phase === "subscribing" || ch.phase === "subscribed")) {
+        this._sendUnsubscribe(channel);
+      }
+      return true;
+    }
+
+    /** The wanted channels, in name order. */
+    channels() {
+      return Array.from(this._channels.keys()).sort();
+    }
+
+    /** Whether the hub confirmed `channel` on this connection. */
+    isSubscribed(channel) {
+      const ch = this._channels.get(channel);
+      return ch !== undefined && ch.phase === "subscribed";
+    }
+
+    /** {epoch, offset} of the last message delivered on `channel` (or where the hub said it was), or null. */
+    position(channel) {
+      const ch = this._channels.get(channel);
+      return ch && ch.position ? { epoch: ch.position.epoch, offset: ch.position.offset } : null;
+    }
+
+    /** A connection is up: returns the subscribes to send, in channel name order. */
+    onConnected() {
+      this.onDisconnected();
+      this._connected = true;
+      for (const name of this.channels()) this._sendSubscribe(name);
+      return this.takeTransmit();
+    }
+
+    /** The connection is gone: positions are kept for the next one. */
+    onDisconnected() {
+      this._connected = false;
+      this._inFlight.clear();
+      this._transmit = [];
+      for (const ch of this._channels.values()) {
+        ch.phase = "idle";
+        ch.pending = null;
+        ch.sentSince = null;
+        ch.replayUntil = null;
+        ch.held = false;
+      }
+    }
+
+    /** The requests to send, in order (and forgets them). */
+    takeTransmit() {
+      const out = this._transmit;
+      this._transmit = [];
+      return out;
+    }
+
+    /** Takes in one decoded hub message; returns the events, in order. */
+    handle(msg) {
+      const events = [];
+      if (!this._connected) {
+        // Leftovers of a connection already reported gone.
+        if (msg.op !== "message" && msg.op !== "gap") events.push({ type: "other", message: msg });
+        return events;
+      }
+      const id = msg.id === undefined || msg.id === null ? null : msg.id;
+      const ours = id !== null && this._inFlight.has(id);
+      switch (msg.op) {
+        case "message":
+          this._onMessage(msg, events);
+          return events;
+        case "gap":
+          this._onGap(msg.channel, msg.epoch);
+          return events;
+        case "subscribed":
+          if (!ours) break;
+          this._inFlight.delete(id);
+          this._onSubscribed(id, msg, events);
+          return events;
+        case "unsubscribed":
+          if (ours) {
+            this._inFlight.delete(id);
+            return events;
+          }
+          if (id === null && this.isSubscribed(msg.channel)) {
+            const ch = this._channels.get(msg.channel);
+            ch.phase = "failed";
+            ch.replayUntil = null;
+            ch.held = false;
+            events.push({ type: "unsubscribed", channel: msg.channel, reason: msg.reason || "" });
+            return events;
+          }
+          break;
+        case "error":
+          if (!ours) break;
+          if (this._inFlight.get(id) === "subscribe") {
+            for (const [channel, ch] of this._channels) {
+              if (ch.pending !== id) continue;
+              ch.phase = "failed";
+              ch.pending = null;
+              ch.sentSince = null;
+              events.push({ type: "subscribe_failed", channel, code: msg.code, message: msg.message });
+              break;
+            }
+          }
+          this._inFlight.delete(id);
+          return events;
+        default:
+          break;
+      }
+      events.push({ type: "other", message: msg });
+      return events;
+    }
+
+    _sendSubscribe(channel) {
+      const id = this.nextId();
+      const ch = this._channels.get(channel);
+      if (!ch) return;
+      ch.phase = "subscribing";
+      ch.pending = id;
+      ch.sentSince = ch.position ? { ...ch.position } : null;
+      ch.replayUntil = null;
+      this._inFlight.set(id, "subscribe");
+      const command = { op: "subscribe", id, channel };
+      if (ch.position) {
+        command.since = { epoch: ch.position.epoch, offset: ch.position.offset };
+        this._count("resubscribes");
+      }
+      // `recent` is used by the hub only when it cannot recover from `since`.
+      if (ch.recent) command.recent = ch.recent;
+      this._transmit.push(command);
+    }
+
+    _sendUnsubscribe(channel) {
+      const id = this.nextId();
+      this._inFlight.set(id, "unsubscribe");
+      this._transmit.push({ op: "unsubscribe", id, channel });
+    }
+
+    /** Unsubscribes and subscribes again from the position: the hub replays what was missed. */
+    _resubscribe(channel) {
+      this._sendUnsubscribe(channel);
+      this._sendSubscribe(channel);
+    }
+
+    _onSubscribed(id, msg, events) {
+      const { channel, epoch } = msg;
+      const last = msg.offset;
+      const gap = msg.gap === true;
+      const recovered = msg.recovered === true && !gap;
+      const ch = this._channels.get(channel);
+      // Not wanted any more, or the answer to a subscription replaced since.
+      if (!ch || ch.pending !== id) return;
+      ch.pending = null;
+      ch.phase = "subscribed";
+      ch.held = false;
+      const resubscribed = ch.sentSince !== null;
+      ch.sentSince = null;
+      // Where the channel stands in the hub's current epoch, if known.
+      const p = ch.position;
+      const sameEpoch = p && p.epoch === epoch && p.offset <= last ? p.offset : null;
+      if (recovered && sameEpoch !== null) {
+        // The hub replays everything after `since`; what arrived since it was
+        // sent is deduplicated against the position.
+        ch.replayUntil = null;
+        this._count("recovered");
+        events.push({ type: "subscribed", channel, recovered: true, resubscribed, reply: msg });
+        return;
+      }
+      const lost = gap || resubscribed;
+      // The hub replays the last `recent` messages it keeps, at most.
+      const base = Math.max(0, last - ch.recent);
+      const offset = sameEpoch === null ? base : Math.max(sameEpoch, base);
+      ch.replayUntil = offset < last ? last : null;
+      ch.position = { epoch, offset };
+      events.push({ type: "subscribed", channel, recovered: false, resubscribed, reply: msg });
+      if (lost) {
+        this._count("gaps");
+        events.push({ type: "gap", channel, epoch, offset: last });
+      }
+    }
+
+    _onGap(channel, epoch) {
+      const ch = this._channels.get(channel);
+      if (!ch || (ch.phase !== "subscribing" && ch.phase !== "subscribed")) return;
+      if (ch.position && ch.position.epoch !== epoch) {
+        // The offsets that follow may be another epoch's: take nothing until
+        // the hub's `subscribed` says where the channel stands. The position
+        // stays, so that a channel still in our epoch repeats nothing.
+        ch.held = true;
+        ch.replayUntil = null;
+      }
+      if (ch.phase === "subscribed") {
+        this._count("jumps");
+        this._resubscribe(channel);
+      }
+      // Else the subscribe in flight answers for the loss.
+    }
+
+    _onMessage(msg, events) {
+      const ch = this._channels.get(msg.channel);
+      if (!ch || ch.phase === "idle" || ch.phase === "failed" || ch.held) return;
+      const position = ch.position;
+      if (!position) return; // No epoch known yet: the subscribed in flight will tell.
+      const offset = msg.offset;
+      if (offset <= position.offset) {
+        this._count("duplicates");
+        return;
+      }
+      const inReplay = ch.replayUntil !== null && offset <= ch.replayUntil + 1;
+      if (offset === position.offset + 1 || inReplay) {
+        position.offset = offset;
+        // The replay is contiguous: only its first message may skip.
+        ch.replayUntil = null;
+        events.push({ type: "message", message: msg });
+      } else if (ch.phase === "subscribed") {
+        // Messages were lost on the way: ask the hub for them again.
+        this._count("jumps");
+        this._resubscribe(msg.channel);
+      }
+      // Else a subscribe is in flight, and its replay covers the jump.
+    }
   }
 
   /** Builds a binary frame of `command` (without data) and `bytes`. */
@@ -106,9 +473,10 @@
       };
 
       this._handlers = {};
-      this._nextId = 1;
+      // The recovery rule, and the request ids of every command.
+      this._subs = new Subscriptions(this.counters);
       this._pending = new Map(); // id -> {resolve, reject, command, publish?}
-      this._channels = new Map(); // channel -> state, see subscribe()
+      this._ready = new Map(); // channel -> {promise, resolve, reject, settled}
       this._queue = []; // publishes waiting for a connection
       this._keyPrefix = randomId();
       this._keySeq = 0;
@@ -225,7 +593,7 @@
       if (again) this.counters.reconnects += 1;
       this._setState("open");
       this._emit("connected", { ...reply, reconnected: again });
-      for (const [channel, ch] of this._channels) this._sendSubscribe(channel, ch);
+      for (const command of this._subs.onConnected()) this._send(command);
       const queued = this._queue;
       this._queue = [];
       this.counters.queued = 0;
@@ -257,7 +625,7 @@
       this.counters.retried += retry.length;
       this._queue = retry.concat(this._queue);
       this.counters.queued = this._queue.length;
-      for (const ch of this._channels.values()) ch.live = false;
+      this._subs.onDisconnected();
       if (this._stopped || NO_RECONNECT.has(close.code)) {
         this._stopped = true;
         this.retryAt = null;
@@ -314,22 +682,14 @@
 
     _send(command) {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-      if (isBinary(command.data)) {
-        const { data, ...header } = command;
-        const bytes = data instanceof ArrayBuffer
-          ? new Uint8Array(data)
-          : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-        this.ws.send(encodeBinary(header, bytes));
-      } else {
-        this.ws.send(JSON.stringify(command));
-      }
+      this.ws.send(encodeCommand(command));
       return true;
     }
 
     /** Sends `command` with a fresh id; resolves with the reply. */
     _request(command, extra = {}) {
       return new Promise((resolve, reject) => {
-        const id = this._nextId++;
+        const id = this._subs.nextId();
         command.id = id;
         this._pending.set(id, { resolve, reject, command, ...extra });
         if (!this._send(command)) {
@@ -386,7 +746,7 @@
 
     _sendPublish(item) {
       const command = { op: "publish", channel: item.channel, data: item.data, key: item.key };
-      const id = this._nextId++;
+      const id = this._subs.nextId();
       command.id = id;
       this._pending.set(id, {
         command,
@@ -427,113 +787,111 @@
     /**
      * Subscribes to `channel`, now and after every reconnect (then with
      * `since`). options.recent: messages of history to get on the first
-     * subscribe. Resolves with the first `subscribed` reply.
+     * subscribe (and after a gap); options.since: {epoch, offset} to recover
+     * from on the first subscribe. Resolves with the first `subscribed`
+     * reply; rejects when the hub refuses it (the channel stays wanted and is
+     * tried again on the next connection, or by calling subscribe again) or
+     * the name is invalid.
      */
     subscribe(channel, options = {}) {
-      if (this._channels.has(channel)) return this._channels.get(channel).ready;
-      const ch = {
-        recent: options.recent || 0,
-        epoch: null, // epoch of `last`
-        last: null, // offset of the last message handed to the app
-        floor: null, // after a gap with a backlog: offsets up to here were seen
-        live: false, // subscribed on the current connection
-        syncing: false, // a subscribe is on its way: ignore messages till its reply
-      };
-      ch.ready = new Promise((resolve, reject) => {
-        ch.resolveReady = resolve;
-        ch.rejectReady = reject;
-      });
-      this._channels.set(channel, ch);
-      if (this.state === "open") this._sendSubscribe(channel, ch);
-      return ch.ready;
+      try {
+        this._subs.subscribe(channel, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      let ready = this._ready.get(channel);
+      if (!ready || ready.settled) {
+        ready = { settled: false };
+        ready.promise = new Promise((resolve, reject) => {
+          ready.resolve = resolve;
+          ready.reject = reject;
+        });
+        ready.promise.catch(() => {}); // a page that does not wait is not an unhandled rejection
+        this._ready.set(channel, ready);
+      }
+      this._flush();
+      return ready.promise;
     }
 
     /** Stops receiving `channel` (and forgets its offsets). */
     unsubscribe(channel) {
-      const ch = this._channels.get(channel);
-      if (!ch) return Promise.resolve();
-      this._channels.delete(channel);
-      if (!ch.live || this.state !== "open") return Promise.resolve();
-      return this._request({ op: "unsubscribe", channel }).catch(() => {});
+      this._ready.delete(channel);
+      this._subs.unsubscribe(channel);
+      this._flush();
+      return Promise.resolve();
     }
 
-    /** Channels subscribed (or to be, after a reconnect). */
+    /** Channels subscribed (or to be, after a reconnect), in name order. */
     channels() {
-      return Array.from(this._channels.keys());
+      return this._subs.channels();
     }
 
     /** {epoch, offset} of the last message seen on `channel`, or null. */
     position(channel) {
-      const ch = this._channels.get(channel);
-      return ch && ch.epoch !== null ? { epoch: ch.epoch, offset: ch.last || 0 } : null;
+      return this._subs.position(channel);
     }
 
-    _sendSubscribe(channel, ch) {
-      const command = { op: "subscribe", channel };
-      const since = ch.epoch !== null;
-      if (since) {
-        command.since = { epoch: ch.epoch, offset: ch.last || 0 };
-        this.counters.resubscribes += 1;
-      }
-      // `recent` is used by the hub only when it cannot recover from `since`.
-      if (ch.recent) command.recent = ch.recent;
-      ch.syncing = true;
-      ch.live = false;
-      this._request(command).then(
-        (reply) => this._subscribed(channel, ch, reply, since),
-        (error) => {
-          ch.syncing = false;
-          // Without a code the connection dropped: retried after reconnecting.
-          if (this._channels.get(channel) !== ch || !error.code) return;
-          if (error.code === "already_subscribed") return;
-          this._channels.delete(channel);
-          ch.rejectReady(error);
-          this._emit("error", { channel, error });
-        },
-      );
+    /** Sends what the subscriptions want sent (dropped while disconnected: resent on connect). */
+    _flush() {
+      for (const command of this._subs.takeTransmit()) this._send(command);
     }
 
-    _subscribed(channel, ch, reply, since) {
-      if (this._channels.get(channel) !== ch) return;
-      ch.syncing = false;
-      ch.live = true;
-      const unrecoverable = since && (reply.gap === true || reply.recovered === false);
-      if (since && reply.recovered) this.counters.recovered += 1;
-      if (ch.epoch !== reply.epoch) {
-        // Another life of the history: offsets start again.
-        ch.epoch = reply.epoch;
-        ch.last = null;
-        ch.floor = null;
-      } else if (unrecoverable) {
-        // Same history, but it no longer reaches back to `last`: the next
-        // message may jump; those up to `last` (in `recent`) are duplicates.
-        ch.floor = ch.last;
-        ch.last = null;
-      }
-      // Without a backlog on its way the next message is offset + 1; with
-      // one (`recent`), its first message sets the baseline.
-      if (ch.last === null && !ch.recent) ch.last = reply.offset;
-      ch.resolveReady(reply);
-      this._emit("subscribed", { ...reply, resubscribed: since });
-      if (unrecoverable) {
-        this.counters.gaps += 1;
-        this._emit("gap", { channel, recovered: false, epoch: reply.epoch, offset: reply.offset });
+    _settle(channel, ok, value) {
+      const ready = this._ready.get(channel);
+      if (!ready || ready.settled) return;
+      ready.settled = true;
+      if (ok) ready.resolve(value);
+      else ready.reject(value);
+    }
+
+    /** Hands one event of the subscriptions to the page. */
+    _event(event) {
+      switch (event.type) {
+        case "subscribed":
+          this._settle(event.channel, true, event.reply);
+          this._emit("subscribed", { ...event.reply, resubscribed: event.resubscribed });
+          break;
+        case "message":
+          this.counters.messages += 1;
+          this._emit("message", event.message);
+          break;
+        case "gap":
+          this._emit("gap", { channel: event.channel, recovered: false, epoch: event.epoch, offset: event.offset });
+          break;
+        case "subscribe_failed": {
+          const error = new Error(event.message || event.code);
+          error.code = event.code;
+          this._settle(event.channel, false, error);
+          this._emit("error", { channel: event.channel, error });
+          break;
+        }
+        case "unsubscribed":
+          // The hub ended the subscription (a refreshed token no longer
+          // grants the channel); it is tried again on the next connection.
+          this._emit("unsubscribed", { op: "unsubscribed", channel: event.channel, reason: event.reason });
+          break;
+        case "other":
+          this._other(event.message);
+          break;
+        default:
+          break;
       }
     }
 
-    /** Resubscribes `channel` from its last offset after a gap was seen. */
-    _resync(channel, ch) {
-      if (ch.syncing) return;
-      ch.syncing = true;
-      ch.live = false;
-      if (this.state !== "open") return;
-      this._request({ op: "unsubscribe", channel })
-        .catch(() => {})
-        .then(() => {
-          if (this._channels.get(channel) === ch && this.state === "open") {
-            this._sendSubscribe(channel, ch);
-          }
-        });
+    /** A hub message that is not about the subscriptions' state. */
+    _other(msg) {
+      switch (msg.op) {
+        case "join":
+        case "leave":
+        case "signal":
+          if (this._subs.channels().includes(msg.channel)) this._emit(msg.op, msg);
+          break;
+        case "error":
+          this._emit("error", { error: msg });
+          break;
+        default:
+          break;
+      }
     }
 
     // ---- receiving -------------------------------------------------------
@@ -541,7 +899,7 @@
     _receive(raw) {
       let msg;
       try {
-        msg = typeof raw === "string" ? JSON.parse(raw) : decodeBinary(raw);
+        msg = decodeServer(raw);
       } catch (error) {
         console.warn("hub: bad frame", error);
         return;
@@ -559,61 +917,18 @@
         }
         return;
       }
-      switch (msg.op) {
-        case "message":
-          this._message(msg);
-          break;
-        case "gap": {
-          const ch = this._channels.get(msg.channel);
-          if (ch && !ch.syncing) {
-            this.counters.jumps += 1;
-            this._resync(msg.channel, ch);
-          }
-          break;
-        }
-        case "unsubscribed":
-          // The hub ended the subscription (a refreshed token no longer
-          // grants the channel): it is not resumed after a reconnect.
-          if (this._channels.has(msg.channel)) {
-            this._channels.delete(msg.channel);
-            this._emit("unsubscribed", msg);
-          }
-          break;
-        case "join":
-        case "leave":
-        case "signal":
-          if (this._channels.has(msg.channel)) this._emit(msg.op, msg);
-          break;
-        case "error":
-          this._emit("error", { error: msg });
-          break;
-        default:
-          break;
-      }
-    }
-
-    _message(msg) {
-      const ch = this._channels.get(msg.channel);
-      if (!ch || ch.syncing) return; // the resubscribe replays it
-      const seen = ch.last !== null ? ch.last : ch.floor;
-      if (seen !== null && msg.offset <= seen) {
-        this.counters.duplicates += 1;
-        return;
-      }
-      if (ch.last !== null && msg.offset > ch.last + 1) {
-        // Missed some: get them back from the history before going on.
-        this.counters.jumps += 1;
-        this._resync(msg.channel, ch);
-        return;
-      }
-      ch.last = msg.offset;
-      ch.floor = null;
-      this.counters.messages += 1;
-      this._emit("message", msg);
+      for (const event of this._subs.handle(msg)) this._event(event);
+      this._flush();
     }
   }
 
   /** The reconnect schedule, for pages that show it (and for tests). */
   HubClient.backoff = backoff;
   global.HubClient = HubClient;
-})(window);
+  /** The client's decision code, for tests and other pages (no browser API needed). */
+  const protocol = { Subscriptions, decodeServer, encodeCommand, validChannel };
+  global.HubProtocol = protocol;
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = { HubClient, ...protocol };
+  }
+})(typeof window !== "undefined" ? window : globalThis);
