@@ -16,7 +16,14 @@
 //! - The outbox is drained into the socket only while the socket's write
 //!   buffer is under its high-water mark, so the memory a reader that does
 //!   not read can pin is bounded by the outbox limit plus that mark.
-//! - When the session ends, it first closes its outbox, freeing what was
+//! - When the session ends (unless the server is gone), the publishes it
+//!   read and handed to the broker finish first, within the close timeout:
+//!   a client that closes right after its publish (`connect`, `publish`,
+//!   close in one write) does not lose it. Their replies go out in front of
+//!   our close frame when we close; after the peer's close nothing more may
+//!   be sent, so a client that wants its replies waits for them before
+//!   closing (as `duplex connect` does).
+//! - When the session ends, it then closes its outbox, freeing what was
 //!   queued; then it leaves every channel (presence and `leave` pushes
 //!   follow) while it closes the connection, within the close timeout.
 //! - A session yields to others at least every 128 commands (tokio's
@@ -234,6 +241,19 @@ impl Session {
         // step closes the outbox: what it held (up to the limit, for a slow
         // consumer) is freed at once.
         let close_timeout = self.hub.ws_config.close_timeout;
+        if !matches!(end, End::Aborted) {
+            // The publishes already handed to the broker finish first (a
+            // dropped Redis round trip may never reach Redis), their replies
+            // written in front of our close frame when the socket still
+            // takes them (not after the peer's close: RFC 6455 allows no
+            // data after our answer to it).
+            if tokio::time::timeout(close_timeout, self.settle(&mut ws))
+                .await
+                .is_err()
+            {
+                tracing::info!("publishes still in flight at the close timeout were abandoned");
+            }
+        }
         let closing = async {
             match end {
                 End::Aborted => 1006,
