@@ -75,7 +75,8 @@ async fn a_publish_sent_just_before_close_reaches_redis() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        found as u64, CLIENTS,
+        found as u64,
+        CLIENTS,
         "publishes sent just before a close that never reached Redis: {}",
         CLIENTS - found as u64
     );
