@@ -276,6 +276,17 @@ fn connect_failure(error: duplex::Error) -> Failure {
             Failure::new(Exit::Refused, error.to_string())
         }
         error @ duplex::Error::Url(_) => Failure::new(Exit::Usage, error.to_string()),
+        error @ duplex::Error::Tls(duplex::TlsError::Handshake(
+            duplex::tls::rustls::Error::InvalidCertificate(
+                duplex::tls::rustls::CertificateError::UnknownIssuer,
+            ),
+        )) => Failure::new(
+            Exit::Connect,
+            format!(
+                "cannot connect: {error}: pass --ca FILE with that CA's PEM certificate, \
+                 or --insecure to skip the check while testing"
+            ),
+        ),
         error => Failure::new(Exit::Connect, format!("cannot connect: {error}")),
     }
 }

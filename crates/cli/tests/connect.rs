@@ -395,6 +395,17 @@ async fn wss_with_a_private_ca_or_insecure() {
     let output = run(&[&url], "untrusted\n").await;
     assert_eq!(status(&output), 3, "{}", stderr(&output));
     assert!(stdout(&output).is_empty());
+    // In words, with the flag that fixes it, and one TLS prefix.
+    let told = stderr(&output);
+    assert!(
+        told.contains("not signed by a CA this client trusts"),
+        "{told}"
+    );
+    assert!(told.contains("pass --ca FILE"), "{told}");
+    assert!(
+        !told.contains("UnknownIssuer,") && told.matches("TLS").count() == 1,
+        "{told}"
+    );
 
     let output = run(&[&url, "--insecure"], "anyway\n").await;
     assert_eq!(stdout(&output), "anyway\n", "{}", stderr(&output));
@@ -586,4 +597,40 @@ async fn replies_still_owed_after_the_wait_are_counted_and_fail_the_exit() {
         stderr(&output)
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_ca_certificate_serving_as_the_servers_own_is_named() {
+    // What `openssl req -x509` makes by default: self-signed, CA:TRUE.
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let config = tls::server_config(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = TlsAcceptor::from(config);
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        Box::pin(async move {
+            let _ = tls::accept(&acceptor, tcp, Duration::from_secs(5)).await;
+        })
+    })
+    .await;
+    let ca_file: PathBuf =
+        std::env::temp_dir().join(format!("duplex-connect-selfca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let url = format!("wss://127.0.0.1:{}/", addr.port());
+    let output = run(&[&url, "--ca", ca_file.to_str().unwrap()], "").await;
+    let _ = std::fs::remove_file(ca_file);
+    let told = stderr(&output);
+    assert_eq!(status(&output), 3, "{told}");
+    assert!(
+        told.contains("is a CA certificate (basicConstraints CA:TRUE"),
+        "{told}"
+    );
+    assert!(!told.contains("OtherError"), "{told}");
 }
