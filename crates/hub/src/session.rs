@@ -625,8 +625,12 @@ impl Session {
         };
         verifier.verify(token, now_secs()).map_err(|e| {
             self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
-            tracing::debug!(error = %e, "token refused");
-            End::Close(Close::BAD_TOKEN)
+            tracing::info!(error = %e, client = %self.me.client(), "token refused (4001)");
+            // The reason names the token's fault, as the HTTP 401 does.
+            End::Close(Close {
+                code: Close::BAD_TOKEN.code,
+                reason: e.close_reason(),
+            })
         })
     }
 
