@@ -372,3 +372,66 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     assert!(stderr.contains("max_conections"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Opens `ws://ADDR/ws` and sends `connect` with `token`.
+async fn connect_with_token(
+    addr: &str,
+    token: &str,
+) -> duplex::WebSocket<duplex::transport::Transport> {
+    let request =
+        duplex::client::ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
+    let mut ws = timeout(
+        WAIT,
+        duplex::connect_with(&request, &duplex::Config::client()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let connect = serde_json::json!({"op": "connect", "id": 1, "token": token});
+    ws.send(Message::text(connect.to_string())).await.unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn a_token_from_duplex_token_is_accepted_until_it_expires() {
+    const SECRET: &str = "a-process-test-secret-of-32-byte";
+    let server = start_serve(&["--jwt-secret", SECRET]);
+    let signed = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["token", "--jwt-secret", SECRET, "--sub", "alice"])
+        .args(["--channels", "chat:*", "--ttl", "2s"])
+        .output()
+        .expect("run duplex token");
+    assert!(signed.status.success(), "{signed:?}");
+    let issued = std::time::Instant::now();
+    let token = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let mut ws = connect_with_token(&server.addr, &token).await;
+    let connected = next_text(&mut ws).await;
+    assert!(
+        connected.contains(r#""op":"connected""#) && connected.contains(r#""user":"alice""#),
+        "{connected}"
+    );
+    ws.send(Message::text(
+        r#"{"op":"subscribe","id":2,"channel":"chat:lobby"}"#,
+    ))
+    .await
+    .unwrap();
+    assert!(next_text(&mut ws).await.contains(r#""op":"subscribed""#));
+    ws.send(Message::text(
+        r#"{"op":"subscribe","id":3,"channel":"$sys:stats"}"#,
+    ))
+    .await
+    .unwrap();
+    let refused = next_text(&mut ws).await;
+    assert!(refused.contains(r#""code":"forbidden""#), "{refused}");
+
+    // Expired, it is refused, and the close says why.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(issued.elapsed())).await;
+    let mut late = connect_with_token(&server.addr, &token).await;
+    let end = timeout(WAIT, async { while let Some(Ok(_)) = late.next().await {} }).await;
+    assert!(end.is_ok(), "the hub closes in time");
+    let info = late.close_info().cloned().expect("closed");
+    assert_eq!(u16::from(info.code), 4001, "{info:?}");
+    assert_eq!(info.reason, "token refused: token expired");
+}
