@@ -107,7 +107,7 @@ enum Wake {
 struct Session {
     hub: Arc<Hub>,
     /// The connection's admission, released when the session is dropped.
-    _ticket: Ticket,
+    ticket: Ticket,
     me: Subscriber,
     /// Boxed: most clients are anonymous, and this is in every session.
     identity: Option<Box<Identity>>,
@@ -220,7 +220,7 @@ impl Session {
         Self {
             me: Subscriber::new(id, outbox),
             identity: handshake.identity.map(Box::new),
-            _ticket: handshake.ticket,
+            ticket: handshake.ticket,
             state: SessionState::new(),
             rate,
             timer,
@@ -254,6 +254,7 @@ impl Session {
                 tracing::info!("publishes still in flight at the close timeout were abandoned");
             }
         }
+        self.log_cut_off(&ws, &end);
         let closing = async {
             match end {
                 End::Aborted => 1006,
@@ -278,6 +279,35 @@ impl Session {
         };
         let ((), code) = tokio::join!(self.leave_all(), closing);
         self.hub.metrics.connection_closed(code);
+    }
+
+    /// Logs at `info` (once per address per interval: see
+    /// `crate::refusals`) a connection the hub cuts off: a close of ours
+    /// other than shutdown (4001, 1008, 4008 …), or a protocol error's
+    /// (1009 for an oversized message, 1002, 1007). A client's own close,
+    /// shutdown and a dead transport are not logged.
+    fn log_cut_off<S>(&self, ws: &WebSocket<S>, end: &End) {
+        let (code, reason) = match end {
+            End::Close(Close { code, reason }) if *code != 1001 => (*code, (*reason).to_owned()),
+            End::Ended => match ws.close_info() {
+                Some(info) if !info.was_clean && info.code != CloseCode::ABNORMAL => {
+                    (u16::from(info.code), info.reason.clone())
+                }
+                _ => return,
+            },
+            _ => return,
+        };
+        let peer = self.ticket.address();
+        if let Some(dropped) = self.hub.refusals.admit(peer) {
+            tracing::info!(
+                %peer,
+                client = %self.me.client(),
+                code,
+                reason,
+                dropped,
+                "connection closed by the hub"
+            );
+        }
     }
 
     /// Acts on what woke the session; `Some` when the session ends.
@@ -625,7 +655,7 @@ impl Session {
         };
         verifier.verify(token, now_secs()).map_err(|e| {
             self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
-            tracing::info!(error = %e, client = %self.me.client(), "token refused (4001)");
+            tracing::debug!(error = %e, client = %self.me.client(), "token refused");
             // The reason names the token's fault, as the HTTP 401 does.
             End::Close(Close {
                 code: Close::BAD_TOKEN.code,
