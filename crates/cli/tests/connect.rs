@@ -634,3 +634,14 @@ async fn a_ca_certificate_serving_as_the_servers_own_is_named() {
     );
     assert!(!told.contains("OtherError"), "{told}");
 }
+
+#[tokio::test]
+async fn a_port_past_65535_is_a_usage_error() {
+    let output = run(&["ws://127.0.0.1:99999/"], "").await;
+    assert_eq!(status(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid port \"99999\""),
+        "{}",
+        stderr(&output)
+    );
+}
