@@ -27,7 +27,8 @@
 //! only) counts a message in flight until its `published` reply instead; the
 //! hub acknowledges as soon as the message is queued for its subscribers, so
 //! that mode measures how fast the hub fills queues and ends, under
-//! sustained load, with slow-consumer disconnects (4008). With `--rate R` the
+//! sustained load, with slow-consumer disconnects (4008). With
+//! `--publish-rate R` (formerly `--rate`) the
 //! publisher instead publishes R messages per second on a fixed schedule
 //! (the timestamp is the scheduled time, so a publisher that falls behind
 //! shows as latency: no coordinated omission), whatever is in flight.
@@ -73,7 +74,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use duplex::{Config, Message};
 use duplex_hub_proto::{
-    Command, Data, Frame, JsonText, Request, ServerMessage, decode_server, encode_command,
+    Command, Data, ErrorCode, Frame, JsonText, Request, ServerMessage, decode_server,
+    encode_command,
 };
 use futures_util::{StreamExt as _, stream};
 use hdrhistogram::Histogram;
@@ -98,6 +100,14 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Interval between warm-up and stop probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The shortest measured window a rate is computed over, in seconds.
+const MIN_WINDOW_S: f64 = 0.1;
+
+/// Connections per source address when the generator spreads them itself
+/// (see `Target::spread_over_loopback`): half the hub's default per-address
+/// limit.
+const PER_SOURCE: usize = 500;
 
 /// Longest stop phase after the window.
 const STOP_GRACE: Duration = Duration::from_secs(8);
@@ -151,8 +161,10 @@ pub(crate) struct FanoutArgs {
     #[arg(long, default_value = "bench:fanout")]
     channel: String,
     /// Publish this many messages per second on a fixed schedule instead of
-    /// keeping `--in-flight` in flight.
-    #[arg(long)]
+    /// keeping `--in-flight` in flight (`--rate` is an old name of it; the
+    /// hub's `duplex serve --rate` is the per-connection command limit the
+    /// publisher must stay under).
+    #[arg(long = "publish-rate", alias = "rate", value_name = "PER_SECOND")]
     rate: Option<f64>,
     /// When a message stops being in flight.
     #[arg(long, value_enum, default_value_t = Window::Delivered)]
@@ -337,15 +349,24 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         bail!("--messages must be at least 1");
     }
     if args.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
-        bail!("--rate must be positive");
+        bail!("--publish-rate must be positive");
     }
     if args.window == Window::Acked && args.protocol != Protocol::Hub {
         bail!("--window acked needs --protocol hub (a broadcast server sends no acks)");
     }
-    let target = Arc::new(Target::new(&args.target)?);
+    let mut target = Target::new(&args.target)?;
     if target.scheme != Scheme::WebSocket {
         bail!("duplex bench fanout needs a ws:// URL");
     }
+    // The hub admits 1,000 connections per address by default: spread the
+    // subscribers and the publisher so that the default run passes it.
+    if let Some(count) = target.spread_over_loopback(args.subscribers + 1, PER_SOURCE) {
+        eprintln!(
+            "connecting from 127.0.0.1 to 127.0.0.{count} (at most {PER_SOURCE} connections \
+             each; the hub allows 1,000 per address by default): pass --source-ips to choose"
+        );
+    }
+    let target = Arc::new(target);
     let config = Config::client().without_compression();
     let n = args.subscribers;
     let server = args.target.server_pid.map(Proc::Pid);
@@ -521,10 +542,17 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let all = Latency::of(&all);
     let completed = shared.completed.load(Ordering::Acquire);
     let failed = shared.failed.load(Ordering::Relaxed);
+    let publisher_failed = publish_error.is_some();
     let first_error = publish_error
         .map(|e| format!("publisher: {e:#}"))
         .or_else(|| lock(&shared.first_error).clone());
     let seconds = measured.as_secs_f64();
+    // No rate over a window too short to measure, or cut short by the
+    // publisher's failure (a publish refused at once): `None`, shown as "-".
+    let per_second =
+        |count: u64| (seconds >= MIN_WINDOW_S && !publisher_failed).then(|| count as f64 / seconds);
+    let shown_rate =
+        |count: u64| per_second(count).map_or_else(|| "-".to_owned(), |r| report::count(r as u64));
     let deliveries = totals.deliveries;
     let per_delivery = |cpu: f64| (deliveries > 0).then(|| cpu * 1e6 / deliveries as f64);
     let wire = (deliveries > 0).then(|| totals.bytes as f64 / deliveries as f64);
@@ -556,14 +584,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "messages_limit": args.messages,
             "measured_s": seconds,
             "publishes": stats.sent,
-            "publishes_per_s": stats.sent as f64 / seconds,
+            "publishes_per_s": per_second(stats.sent),
             "acks": stats.acked,
             "paced_stalls": stats.stalls,
             "publisher_max_lag_us": args.rate.map(|_| stats.max_lag_ns as f64 / 1e3),
             "completed": completed,
-            "completed_per_s": completed as f64 / seconds,
+            "completed_per_s": per_second(completed),
             "deliveries": deliveries,
-            "deliveries_per_s": deliveries as f64 / seconds,
+            "deliveries_per_s": per_second(deliveries),
             "delivered_bytes_avg": wire,
             "lost": totals.lost,
             "reordered": totals.reordered,
@@ -601,13 +629,13 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         println!(
             "  publishes    {} ({}/s), {} delivered to every subscriber",
             report::count(stats.sent),
-            report::count((stats.sent as f64 / seconds) as u64),
+            shown_rate(stats.sent),
             report::count(completed)
         );
         println!(
             "  deliveries   {} ({}/s), {} per message as received",
             report::count(deliveries),
-            report::count((deliveries as f64 / seconds) as u64),
+            shown_rate(deliveries),
             wire.map_or_else(|| "-".to_owned(), report::bytes)
         );
         println!("  latency last {}", last.line());
@@ -856,6 +884,16 @@ fn check_publisher_message(conn: &Conn, message: Option<Message>) -> anyhow::Res
     }
     match decode_server(Frame::Text(text.as_str())) {
         Ok(ServerMessage::Published { .. }) => Ok(true),
+        Ok(ServerMessage::Error {
+            code: ErrorCode::RateLimited,
+            message,
+            ..
+        }) => bail!(
+            "the hub refused a publish: rate_limited: {message}: the hub allows each \
+             connection 100 commands per second by default (burst 200); start it with a \
+             higher limit (duplex serve --rate 1000000, or [limits] messages_per_second and \
+             burst), or pace the publisher under it (--publish-rate 50)"
+        ),
         Ok(ServerMessage::Error { code, message, .. }) => {
             bail!("the hub refused a publish: {code}: {message}")
         }

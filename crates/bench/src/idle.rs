@@ -8,14 +8,20 @@
 //!
 //! Invariants: the hold is bounded by `--hold` (keep it under the server's
 //! keepalive interval, or the unanswered pings count too); connections are
-//! dropped at the end, which the server sees as end of stream.
+//! dropped at the end, which the server sees as end of stream. Once a
+//! second during the hold, what arrived on each connection is read without
+//! waiting, so a connection the server closed (the hub closes one that
+//! sends no `connect` within 10 s with 4001) is reported with its close
+//! code, reason and when, and is not counted as held.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use duplex::Config;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -54,7 +60,7 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     let client_before = Proc::Current.rss_bytes()?;
 
     let start = Instant::now();
-    let conns: Vec<Conn> = target
+    let mut conns: Vec<Conn> = target
         .open_many(&config, args.connections, OPEN_CONCURRENCY)
         .await?;
     let open_seconds = start.elapsed().as_secs_f64();
@@ -63,8 +69,15 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
         conns.len(),
         args.hold
     );
-    let hold_end = Instant::now() + Duration::from_secs_f64(args.hold);
-    while Instant::now() < hold_end {
+    let held_from = Instant::now();
+    let hold_end = held_from + Duration::from_secs_f64(args.hold);
+    let mut closes = Closes::default();
+    let mut ended = vec![false; conns.len()];
+    loop {
+        closes.look(&mut conns, &mut ended, held_from.elapsed().as_secs_f64());
+        if Instant::now() >= hold_end {
+            break;
+        }
         tokio::time::sleep_until(hold_end.min(Instant::now() + Duration::from_secs(1))).await;
         if let Some(rss) = server.map(Proc::rss_bytes).transpose()? {
             eprintln!("  server RSS {}", report::bytes(rss as f64));
@@ -73,6 +86,8 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     let server_after = server.map(Proc::rss_bytes).transpose()?;
     let client_after = Proc::Current.rss_bytes()?;
     let n = conns.len();
+    let closed = closes.count();
+    let held = n - closed;
     drop(conns);
 
     let per_conn = |before: u64, after: u64| (after as f64 - before as f64) / n.max(1) as f64;
@@ -86,6 +101,9 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             "connections": n,
             "open_s": open_seconds,
             "hold_s": args.hold,
+            "held": held,
+            "closed_by_server": closed,
+            "closes": closes.json(),
             "server_rss_before": server_before,
             "server_rss_after": server_after,
             "server_bytes_per_conn": server_per_conn,
@@ -98,9 +116,12 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
         report::heading("idle", args.output.label.as_ref(), &target.url);
         println!(
             "  connections  {} held for {} s (opened in {open_seconds:.2} s)",
-            report::count(n as u64),
+            report::count(held as u64),
             args.hold
         );
+        for line in closes.lines() {
+            println!("  closed       {line}");
+        }
         if let (Some(before), Some(after), Some(each)) =
             (server_before, server_after, server_per_conn)
         {
@@ -118,5 +139,80 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             report::bytes(client_per_conn)
         );
     }
+    if closed > 0 {
+        eprintln!(
+            "duplex bench idle: the server closed {closed} of {n} connections during the hold \
+             (a hub's /ws closes connections that send no connect within connect_timeout, \
+             10 s: hold less, or measure /echo with duplex serve --echo)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The connections the server closed during the hold, by close code and
+/// reason: how many, and when the first and last were seen (seconds into
+/// the hold, to the second).
+#[derive(Debug, Default)]
+struct Closes(BTreeMap<(u16, String), (usize, f64, f64)>);
+
+impl Closes {
+    /// Reads, without waiting, what arrived on each connection not yet
+    /// ended, and records the ones that ended now (`at`: seconds into the
+    /// hold).
+    fn look(&mut self, conns: &mut [Conn], ended: &mut [bool], at: f64) {
+        for (conn, ended) in conns.iter_mut().zip(ended.iter_mut()) {
+            let Conn::Ws(ws) = conn else {
+                continue;
+            };
+            if *ended {
+                continue;
+            }
+            loop {
+                match ws.next().now_or_never() {
+                    // A message, or a failure the stream tells before its end.
+                    Some(Some(_)) => continue,
+                    Some(None) => {
+                        *ended = true;
+                        let (code, reason) = ws.close_info().map_or_else(
+                            || (1006, "no close handshake".to_owned()),
+                            |info| (u16::from(info.code), info.reason.clone()),
+                        );
+                        let entry = self.0.entry((code, reason)).or_insert((0, at, at));
+                        entry.0 += 1;
+                        entry.2 = at;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.0.values().map(|(count, ..)| count).sum()
+    }
+
+    /// One line per code and reason.
+    fn lines(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|((code, reason), (count, first, last))| {
+                format!(
+                    "{} by the server with {code} {reason:?}, {first:.0}–{last:.0} s into the hold",
+                    report::count(*count as u64)
+                )
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|((code, reason), (count, first, last))| {
+                json!({"code": code, "reason": reason, "count": count,
+                       "first_s": first, "last_s": last})
+            })
+            .collect()
+    }
 }

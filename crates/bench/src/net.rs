@@ -98,6 +98,27 @@ impl Target {
         })
     }
 
+    /// Spreads `connections` over source addresses 127.0.0.1, 127.0.0.2 …
+    /// so that no address opens more than `per_address` of them, when the
+    /// server is on IPv4 loopback and no source address was given (every
+    /// 127.0.0.0/8 address reaches it). Returns how many addresses it uses
+    /// then, `None` when it changed nothing.
+    pub(super) fn spread_over_loopback(
+        &mut self,
+        connections: usize,
+        per_address: usize,
+    ) -> Option<usize> {
+        let loopback = matches!(self.addr, SocketAddr::V4(v4) if v4.ip().is_loopback());
+        if !self.sources.is_empty() || !loopback || connections <= per_address {
+            return None;
+        }
+        let count = connections.div_ceil(per_address.max(1)).min(254);
+        self.sources = (1..=count as u8)
+            .map(|last| IpAddr::from([127, 0, 0, last]))
+            .collect();
+        Some(count)
+    }
+
     /// Opens a TCP connection from the next source address.
     pub(super) async fn tcp(&self) -> std::io::Result<TcpStream> {
         let socket = match self.addr {
@@ -176,5 +197,33 @@ impl Conn {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str, sources: &[&str]) -> Target {
+        Target::new(&TargetArgs {
+            url: url.to_owned(),
+            source_ips: sources.iter().map(|s| s.parse().unwrap()).collect(),
+            server_pid: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn connections_past_the_per_address_share_spread_over_loopback() {
+        let mut hub = target("ws://127.0.0.1:8080/ws", &[]);
+        assert_eq!(hub.spread_over_loopback(500, 500), None);
+        assert_eq!(hub.spread_over_loopback(1_001, 500), Some(3));
+        let expected: Vec<IpAddr> = (1..=3).map(|n| IpAddr::from([127, 0, 0, n])).collect();
+        assert_eq!(hub.sources, expected);
+        // Chosen addresses, or a server off loopback: left alone.
+        let mut chosen = target("ws://127.0.0.1:8080/ws", &["127.0.0.9"]);
+        assert_eq!(chosen.spread_over_loopback(10_000, 500), None);
+        let mut v6 = target("ws://[::1]:8080/ws", &[]);
+        assert_eq!(v6.spread_over_loopback(10_000, 500), None);
     }
 }

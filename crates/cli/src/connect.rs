@@ -8,8 +8,12 @@
 //! - **Scriptable** (standard output is not a terminal): standard input and
 //!   output are streams of messages, one per line and without marks; binary
 //!   messages are written in hex (or in the `--binary` encoding). When
-//!   standard input ends, the client closes with 1000 and keeps printing what
-//!   arrives until the server's close (unless `--keep-open`).
+//!   standard input ends, the client first waits (up to `--reply-wait`, 5 s)
+//!   for the replies it is owed: a line that is a JSON object with an `"id"`
+//!   (a hub command, a JSON-RPC call) is owed a text message that is a JSON
+//!   object with the same `"id"`. Then it closes with 1000 and keeps printing
+//!   what arrives until the server's close (unless `--keep-open`). Replies
+//!   still owed then are counted on standard error, and the exit status is 7.
 //! - `--binary hex|base64`: each input line is decoded and sent as a binary
 //!   message; every received message is written in that encoding.
 //! - `--echo`: every received message is sent back as it came (the shape
@@ -53,6 +57,7 @@ Exit status:
   5  the server closed cleanly with another code (1008, 4001 ...)
   6  the connection ended abnormally (no close handshake, protocol error,
      unanswered keepalive)
+  7  requests sent with an \"id\" got no reply within --reply-wait
 The close code, reason and cleanliness are printed on standard error.";
 
 /// How `duplex connect` ended: its exit status.
@@ -65,6 +70,7 @@ enum Exit {
     Refused = 4,
     PeerClosed = 5,
     Abnormal = 6,
+    Unanswered = 7,
 }
 
 impl From<Exit> for ExitCode {
@@ -135,6 +141,11 @@ pub(crate) struct ConnectArgs {
     /// closes or Ctrl-C).
     #[arg(long)]
     keep_open: bool,
+    /// When standard input ends, wait up to SECS seconds for the replies
+    /// owed to input lines that are JSON objects with an `"id"` before
+    /// closing (0: do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    reply_wait: f64,
 }
 
 /// An error of `duplex connect` with the exit status it ends with.
@@ -265,6 +276,17 @@ fn connect_failure(error: duplex::Error) -> Failure {
             Failure::new(Exit::Refused, error.to_string())
         }
         error @ duplex::Error::Url(_) => Failure::new(Exit::Usage, error.to_string()),
+        error @ duplex::Error::Tls(duplex::TlsError::Handshake(
+            duplex::tls::rustls::Error::InvalidCertificate(
+                duplex::tls::rustls::CertificateError::UnknownIssuer,
+            ),
+        )) => Failure::new(
+            Exit::Connect,
+            format!(
+                "cannot connect: {error}: pass --ca FILE with that CA's PEM certificate, \
+                 or --insecure to skip the check while testing"
+            ),
+        ),
         error => Failure::new(Exit::Connect, format!("cannot connect: {error}")),
     }
 }
@@ -297,10 +319,21 @@ where
 {
     if args.echo {
         echo(&mut ws).await;
-    } else {
-        converse(&mut ws, args).await?;
+        return Ok(report_close(&ws));
     }
-    Ok(report_close(&ws))
+    let unanswered = converse(&mut ws, args).await?;
+    let exit = report_close(&ws);
+    if unanswered > 0 {
+        eprintln!(
+            "duplex: {unanswered} request(s) sent with an \"id\" got no reply within \
+             --reply-wait {} s",
+            args.reply_wait
+        );
+        if exit == Exit::Clean {
+            return Ok(Exit::Unanswered);
+        }
+    }
+    Ok(exit)
 }
 
 /// `--echo`: sends every message back as it came.
@@ -324,8 +357,9 @@ where
     let _ = ws.flush().await;
 }
 
-/// Lines in, messages out; messages in, lines out.
-async fn converse<S>(ws: &mut WebSocket<S>, args: &ConnectArgs) -> Result<(), Failure>
+/// Lines in, messages out; messages in, lines out. Returns how many
+/// replies were still owed when the client closed.
+async fn converse<S>(ws: &mut WebSocket<S>, args: &ConnectArgs) -> Result<usize, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -348,11 +382,21 @@ where
     let period = args.ping_interval.and_then(ping_period);
     let mut pings = period.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let mut owed = Owed::default();
+    let mut unanswered = 0;
+    // Set when standard input ended and owed replies are awaited.
+    let mut reply_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
+        if reply_deadline.is_some() && owed.is_empty() && !closing {
+            reply_deadline = None;
+            closing = true;
+            let _ = SinkExt::close(&mut *ws).await;
+        }
         tokio::select! {
             line = lines.next_line(), if stdin_open && !closing => match line {
                 Ok(Some(line)) => match parse_input(&line, args.binary) {
                     Ok(message) => {
+                        owed.sent(&message);
                         if let Err(error) = ws.send(message).await {
                             eprintln!("duplex: cannot send: {error}");
                         }
@@ -362,10 +406,11 @@ where
                 Ok(None) => {
                     stdin_open = false;
                     if !args.keep_open {
-                        closing = true;
-                        // Sends close 1000; what arrives until the server's
-                        // answer is still printed.
-                        let _ = SinkExt::close(ws).await;
+                        // Waits for the owed replies (bounded), then sends
+                        // close 1000 (above); what arrives until the
+                        // server's answer is still printed.
+                        let wait = ping_period(args.reply_wait).unwrap_or_default();
+                        reply_deadline = Some(Box::pin(tokio::time::sleep(wait)));
                     }
                 }
                 Err(error) => {
@@ -378,6 +423,13 @@ where
                     eprintln!("duplex: cannot ping: {error}");
                 }
             }
+            () = async { reply_deadline.as_mut().expect("guarded").await },
+                if reply_deadline.is_some() && !closing => {
+                reply_deadline = None;
+                unanswered = owed.len();
+                closing = true;
+                let _ = SinkExt::close(&mut *ws).await;
+            }
             _ = &mut ctrl_c => {
                 if closing {
                     eprintln!("duplex: not waiting for the server's close any longer");
@@ -389,6 +441,7 @@ where
             }
             item = ws.next() => match item {
                 Some(Ok(message)) => {
+                    owed.received(&message);
                     let line = render(&message, interactive, args.binary);
                     stdout.write_all(line.as_bytes()).await.map_err(local)?;
                     stdout.flush().await.map_err(local)?;
@@ -399,7 +452,48 @@ where
             },
         }
     }
-    Ok(())
+    if reply_deadline.is_some() {
+        // The server closed first.
+        unanswered = owed.len();
+    }
+    Ok(unanswered)
+}
+
+/// The ids of the requests sent (JSON objects with an `"id"`) that no
+/// received message (a JSON object with the same `"id"`) answered yet.
+#[derive(Debug, Default)]
+struct Owed(std::collections::HashSet<String>);
+
+impl Owed {
+    /// The `"id"` of a text message that is a JSON object with one.
+    fn id_of(message: &Message) -> Option<String> {
+        let Message::Text(text) = message else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_str(text.as_str()).ok()?;
+        let id = value.as_object()?.get("id")?;
+        (!id.is_null()).then(|| id.to_string())
+    }
+
+    fn sent(&mut self, message: &Message) {
+        if let Some(id) = Self::id_of(message) {
+            self.0.insert(id);
+        }
+    }
+
+    fn received(&mut self, message: &Message) {
+        if let Some(id) = Self::id_of(message) {
+            self.0.remove(&id);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// The next tick of the ping timer, or never without one.

@@ -5,6 +5,8 @@
 //! - `duplex echo --listen ADDR`: a WebSocket echo server.
 //! - `duplex connect URL`: a command-line client; `--echo` echoes what the
 //!   server sends (the shape conformance suites drive).
+//! - `duplex token --sub alice --channels 'chat:*'`: a development token
+//!   signed with the hub's HS256 secret.
 //! - `duplex bench echo|connect|idle --url URL`: a load generator (messages
 //!   per second, latency, connection rate, memory per idle connection).
 
@@ -13,6 +15,7 @@ mod connect;
 mod echo;
 mod listen;
 mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +35,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Connect to a WebSocket server.
     Connect(connect::ConnectArgs),
+    /// Sign a development token with the hub's HS256 secret.
+    Token(token::TokenArgs),
     /// Measure a WebSocket server end to end: echo, connection rate, idle memory.
     Bench(duplex_bench::BenchArgs),
 }
@@ -64,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Token(args) => token::run(args),
             Command::Bench(args) => duplex_bench::run(args).await,
         }
     });

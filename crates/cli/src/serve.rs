@@ -252,6 +252,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // a node that cannot reach it yet serves anyway, not ready (/readyz 503).
     let hub = Hub::connect(config).await?;
     let server = Server::bind(hub.clone()).await?;
+    log_banner(hub.config(), server.local_addr());
     let left = server.run(stop_signal()).await;
     if left > 0 {
         tracing::warn!(
@@ -261,6 +262,134 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     hub.leave_cluster().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The startup banner: what a person needs at a glance, one line each
+/// (label, value).
+fn banner(config: &HubConfig, addr: SocketAddr) -> Vec<(&'static str, String)> {
+    let web = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = match config.public_urls.first() {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            // An unspecified address serves every interface: show loopback.
+            let mut shown = addr;
+            if shown.ip().is_unspecified() {
+                shown.set_ip(match shown {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("{web}://{shown}")
+        }
+    };
+    let ws_base = base
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let admin = if config.admin_open() {
+        "open to anyone"
+    } else if config.admin.token.is_some() {
+        "admin token or a JWT granting $sys:stats"
+    } else {
+        "a JWT granting $sys:stats"
+    };
+    let mut lines = vec![
+        ("web chat", format!("{base}/")),
+        ("dashboard", format!("{base}/dashboard ({admin})")),
+        ("metrics", format!("{base}/metrics ({admin})")),
+        (
+            "hub protocol",
+            format!("{ws_base}/ws (duplex.v1, docs/protocol.md)"),
+        ),
+    ];
+    if config.echo {
+        lines.push(("echo", format!("{ws_base}/echo")));
+    }
+    lines.push((
+        "broker",
+        match &config.redis {
+            Some(url) => format!("redis {}", without_password(url)),
+            None => "in memory (this node only)".to_owned(),
+        },
+    ));
+    lines.push(("auth", auth_mode(config)));
+    let mut origins: Vec<String> = config.public_urls.clone();
+    origins.extend(config.allowed_origins.iter().cloned());
+    lines.push((
+        "origins",
+        if origins.is_empty() {
+            format!(
+                "loopback pages on port {} only (set --public-url or --allow-origin for others)",
+                addr.port()
+            )
+        } else {
+            origins.join(", ")
+        },
+    ));
+    lines
+}
+
+/// How clients authenticate, in words.
+fn auth_mode(config: &HubConfig) -> String {
+    let Some(auth) = &config.auth else {
+        return "anonymous: no tokens (set --jwt-secret or [auth] to require them)".to_owned();
+    };
+    let mut mode = if auth.hs256_secret.is_some() {
+        "JWT HS256 (shared secret; `duplex token` signs development tokens)".to_owned()
+    } else if let Some(key) = &auth.rs256_public_key {
+        format!("JWT RS256 (public key {})", key.display())
+    } else if let Some(key) = &auth.es256_public_key {
+        format!("JWT ES256 (public key {})", key.display())
+    } else {
+        "JWT".to_owned()
+    };
+    if let Some(audience) = &auth.audience {
+        mode.push_str(&format!(", audience {audience:?}"));
+    }
+    if let Some(issuer) = &auth.issuer {
+        mode.push_str(&format!(", issuer {issuer:?}"));
+    }
+    mode
+}
+
+/// `url` with its password (if any) replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Logs the banner at `info`, and a warning when anyone who can reach a
+/// non-loopback address may use the hub without a token.
+fn log_banner(config: &HubConfig, addr: SocketAddr) {
+    for (what, value) in banner(config, addr) {
+        tracing::info!("{what:<12} {value}");
+    }
+    if let Some(warning) = exposure_warning(config, addr) {
+        tracing::warn!(address = %addr, "{warning}");
+    }
+}
+
+/// The warning for a hub that anyone who reaches a non-loopback address may
+/// use without a token; `None` on loopback or with `[auth]`.
+fn exposure_warning(config: &HubConfig, addr: SocketAddr) -> Option<&'static str> {
+    (!addr.ip().is_loopback() && config.auth.is_none()).then_some(
+        "listening on a non-loopback address with anonymous access: anyone who reaches it \
+         may subscribe and publish; set --jwt-secret (or [auth]) to require tokens, or \
+         --listen 127.0.0.1:PORT",
+    )
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -376,6 +505,67 @@ mod tests {
         assert!(allowed.auth.unwrap().allow_short_secret);
         let long = parse(&["--jwt-secret", "a-serve-test-secret-of-32-bytes!"]).unwrap();
         assert!(!long.auth.unwrap().allow_short_secret);
+    }
+
+    #[test]
+    fn the_banner_names_the_urls_broker_auth_and_origins() {
+        let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let text = |lines: Vec<(&str, String)>| {
+            lines
+                .iter()
+                .map(|(what, value)| format!("{what}: {value}\n"))
+                .collect::<String>()
+        };
+        let default = text(super::banner(&parse(&[]).unwrap(), addr));
+        for expected in [
+            "web chat: http://127.0.0.1:8080/\n",
+            "dashboard: http://127.0.0.1:8080/dashboard (open to anyone)",
+            "metrics: http://127.0.0.1:8080/metrics",
+            "hub protocol: ws://127.0.0.1:8080/ws",
+            "broker: in memory",
+            "auth: anonymous",
+            "origins: loopback pages on port 8080 only",
+        ] {
+            assert!(default.contains(expected), "{expected:?} in\n{default}");
+        }
+        let config = parse(&[
+            "--jwt-secret",
+            "a-serve-test-secret-of-32-bytes!",
+            "--redis",
+            "redis://user:hunter2@10.0.0.5:6379/0",
+            "--public-url",
+            "https://chat.example.com",
+            "--allow-origin",
+            "https://other.example.com",
+        ])
+        .unwrap();
+        let every: std::net::SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let told = text(super::banner(&config, every));
+        for expected in [
+            "web chat: https://chat.example.com/\n",
+            "hub protocol: wss://chat.example.com/ws",
+            "broker: redis redis://user:***@10.0.0.5:6379/0",
+            "auth: JWT HS256",
+            "origins: https://chat.example.com, https://other.example.com",
+        ] {
+            assert!(told.contains(expected), "{expected:?} in\n{told}");
+        }
+        assert!(!told.contains("hunter2"), "{told}");
+        // Anonymous on every interface is warned about; with auth or on
+        // loopback it is not.
+        let anonymous = parse(&[]).unwrap();
+        let warning = super::exposure_warning(&anonymous, every).expect("a warning");
+        assert!(warning.contains("--jwt-secret"), "{warning}");
+        assert_eq!(super::exposure_warning(&anonymous, addr), None);
+        assert_eq!(super::exposure_warning(&config, every), None);
+        assert_eq!(
+            super::without_password("redis://10.0.0.5:6379"),
+            "redis://10.0.0.5:6379"
+        );
+        assert_eq!(
+            super::without_password("rediss://:pw@host/1"),
+            "rediss://:***@host/1"
+        );
     }
 
     #[test]

@@ -395,6 +395,17 @@ async fn wss_with_a_private_ca_or_insecure() {
     let output = run(&[&url], "untrusted\n").await;
     assert_eq!(status(&output), 3, "{}", stderr(&output));
     assert!(stdout(&output).is_empty());
+    // In words, with the flag that fixes it, and one TLS prefix.
+    let told = stderr(&output);
+    assert!(
+        told.contains("not signed by a CA this client trusts"),
+        "{told}"
+    );
+    assert!(told.contains("pass --ca FILE"), "{told}");
+    assert!(
+        !told.contains("UnknownIssuer,") && told.matches("TLS").count() == 1,
+        "{told}"
+    );
 
     let output = run(&[&url, "--insecure"], "anyway\n").await;
     assert_eq!(stdout(&output), "anyway\n", "{}", stderr(&output));
@@ -517,4 +528,120 @@ async fn keep_open_waits_for_the_server() {
     assert_eq!(stdout(&output), "later\n", "{}", stderr(&output));
     assert_eq!(status(&output), 0);
     assert!(stderr(&output).contains("reason \"done\""));
+}
+
+/// A server that answers each text message that is a JSON object with an
+/// `"id"` below 100 with `{"id":ID,"op":"ok"}`, `delay` later, and
+/// nothing else. It keeps reading meanwhile (as the hub does with
+/// publishes in flight), so a close that arrives before the replies ends
+/// the connection without them.
+async fn slow_replier(delay: Duration) -> SocketAddr {
+    serve(move |tcp| {
+        Box::pin(async move {
+            let mut ws = duplex::accept(tcp).await.unwrap();
+            let mut due = std::collections::VecDeque::new();
+            loop {
+                let next = due.front().map(|(at, _)| *at);
+                tokio::select! {
+                    item = ws.next() => {
+                        let Some(Ok(Message::Text(text))) = item else {
+                            if item.is_none() { break } else { continue }
+                        };
+                        let value = serde_json::from_str::<serde_json::Value>(text.as_str());
+                        if let Some(id) = value.ok().and_then(|v| v.get("id")?.as_u64())
+                            && id < 100
+                        {
+                            due.push_back((tokio::time::Instant::now() + delay, id));
+                        }
+                    }
+                    () = async { tokio::time::sleep_until(next.unwrap()).await },
+                        if next.is_some() => {
+                        let (_, id) = due.pop_front().unwrap();
+                        let reply = format!("{{\"id\":{id},\"op\":\"ok\"}}");
+                        if ws.send(Message::text(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn at_end_of_input_the_replies_owed_are_awaited_before_closing() {
+    let addr = slow_replier(Duration::from_millis(300)).await;
+    let input = "{\"op\":\"connect\",\"id\":1}\n{\"op\":\"publish\",\"id\":2}\nno id\n";
+    let output = run(&[&format!("ws://{addr}/")], input).await;
+    assert_eq!(
+        stdout(&output),
+        "{\"id\":1,\"op\":\"ok\"}\n{\"id\":2,\"op\":\"ok\"}\n",
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn replies_still_owed_after_the_wait_are_counted_and_fail_the_exit() {
+    let addr = slow_replier(Duration::from_millis(10)).await;
+    let input = "{\"id\":1}\n{\"id\":100}\n{\"id\":101}\n";
+    let started = std::time::Instant::now();
+    let output = run(&[&format!("ws://{addr}/"), "--reply-wait", "0.5"], input).await;
+    assert_eq!(stdout(&output), "{\"id\":1,\"op\":\"ok\"}\n");
+    assert_eq!(status(&output), 7, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("2 request(s) sent with an \"id\" got no reply"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_ca_certificate_serving_as_the_servers_own_is_named() {
+    // What `openssl req -x509` makes by default: self-signed, CA:TRUE.
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let config = tls::server_config(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = TlsAcceptor::from(config);
+    let addr = serve(move |tcp| {
+        let acceptor = acceptor.clone();
+        Box::pin(async move {
+            let _ = tls::accept(&acceptor, tcp, Duration::from_secs(5)).await;
+        })
+    })
+    .await;
+    let ca_file: PathBuf =
+        std::env::temp_dir().join(format!("duplex-connect-selfca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let url = format!("wss://127.0.0.1:{}/", addr.port());
+    let output = run(&[&url, "--ca", ca_file.to_str().unwrap()], "").await;
+    let _ = std::fs::remove_file(ca_file);
+    let told = stderr(&output);
+    assert_eq!(status(&output), 3, "{told}");
+    assert!(
+        told.contains("is a CA certificate (basicConstraints CA:TRUE"),
+        "{told}"
+    );
+    assert!(!told.contains("OtherError"), "{told}");
+}
+
+#[tokio::test]
+async fn a_port_past_65535_is_a_usage_error() {
+    let output = run(&["ws://127.0.0.1:99999/"], "").await;
+    assert_eq!(status(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid port \"99999\""),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -125,3 +125,120 @@ async fn bench_echo_without_a_count_runs_its_duration() {
     assert!(result["messages"].as_u64().unwrap() > 0);
     assert!(result["messages_limit"].is_null());
 }
+
+/// A `duplex serve` on 127.0.0.1 with these extra arguments; killed on drop.
+struct Hub {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_hub(extra: &[&str]) -> Hub {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start duplex serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("duplex serve exited early").unwrap();
+        if let Some(rest) = line.split("hub listening address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Hub { child, addr }
+}
+
+/// Runs `duplex bench ARGS --json` to its end: its exit status, JSON result
+/// and standard error.
+async fn bench_output(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let output = timeout(
+        Duration::from_secs(40),
+        Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .arg("bench")
+            .args(args)
+            .arg("--json")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench stops by itself")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("one JSON object; stderr: {stderr}"));
+    (output.status.code().unwrap(), value, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_idle_reports_the_hubs_close_instead_of_a_hold() {
+    let dir = std::env::temp_dir().join(format!("duplex-bench-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hub.toml");
+    std::fs::write(&file, "[limits]\nconnect_timeout = 1\n").unwrap();
+    let hub = start_hub(&["--config", file.to_str().unwrap()]);
+    let url = format!("ws://{}/ws", hub.addr);
+    let (status, value, stderr) =
+        bench_output(&["idle", "--url", &url, "--connections", "3", "--hold", "3"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, 1, "{stderr}");
+    assert_eq!(value["held"], 0, "{value}");
+    assert_eq!(value["closed_by_server"], 3, "{value}");
+    assert_eq!(value["closes"][0]["code"], 4001, "{value}");
+    assert_eq!(
+        value["closes"][0]["reason"], "no connect in time",
+        "{value}"
+    );
+    assert!(stderr.contains("connect_timeout"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fanout_says_what_to_change_when_rate_limited() {
+    let hub = start_hub(&[]);
+    let url = format!("ws://{}/ws", hub.addr);
+    let (status, value, stderr) = bench_output(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "3",
+        "--duration",
+        "5",
+    ])
+    .await;
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("rate_limited") && stderr.contains("duplex serve --rate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--publish-rate"), "{stderr}");
+    // No rate over a window the refusal cut short.
+    assert!(value["publishes_per_s"].is_null(), "{value}");
+    assert!(value["deliveries_per_s"].is_null(), "{value}");
+
+    // Paced under the hub's limit (the old flag name still works), it runs.
+    let (status, value, stderr) = bench_output(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "3",
+        "--duration",
+        "1",
+        "--rate",
+        "20",
+    ])
+    .await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(value["publishes_per_s"].as_f64().unwrap() > 0.0, "{value}");
+}

@@ -24,6 +24,29 @@ struct ServeProcess {
     addr: String,
     /// Its log lines up to the one announcing the address.
     log_head: Vec<String>,
+    /// Its log lines after that one, as they come.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    /// Waits (up to 5 s) until its log has a line for which `pred` holds;
+    /// returns every such line logged by then.
+    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        for _ in 0..50 {
+            let lines: Vec<String> = self
+                .log_head
+                .iter()
+                .chain(self.log.lock().unwrap().iter())
+                .filter(|line| pred(line))
+                .cloned()
+                .collect();
+            if !lines.is_empty() {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no such log line in {:#?}", self.log.lock().unwrap());
+    }
 }
 
 impl Drop for ServeProcess {
@@ -57,11 +80,18 @@ fn start_serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
             break addr;
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     ServeProcess {
         child,
         addr,
         log_head,
+        log,
     }
 }
 
@@ -371,4 +401,155 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_conections"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Opens `ws://ADDR/ws` and sends `connect` with `token`.
+async fn connect_with_token(
+    addr: &str,
+    token: &str,
+) -> duplex::WebSocket<duplex::transport::Transport> {
+    let request =
+        duplex::client::ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
+    let mut ws = timeout(
+        WAIT,
+        duplex::connect_with(&request, &duplex::Config::client()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let connect = serde_json::json!({"op": "connect", "id": 1, "token": token});
+    ws.send(Message::text(connect.to_string())).await.unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn a_token_from_duplex_token_is_accepted_until_it_expires() {
+    const SECRET: &str = "a-process-test-secret-of-32-byte";
+    let server = start_serve(&["--jwt-secret", SECRET]);
+    let signed = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["token", "--jwt-secret", SECRET, "--sub", "alice"])
+        .args(["--channels", "chat:*", "--ttl", "2s"])
+        .output()
+        .expect("run duplex token");
+    assert!(signed.status.success(), "{signed:?}");
+    let issued = std::time::Instant::now();
+    let token = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let mut ws = connect_with_token(&server.addr, &token).await;
+    let connected = next_text(&mut ws).await;
+    assert!(
+        connected.contains(r#""op":"connected""#) && connected.contains(r#""user":"alice""#),
+        "{connected}"
+    );
+    ws.send(Message::text(
+        r#"{"op":"subscribe","id":2,"channel":"chat:lobby"}"#,
+    ))
+    .await
+    .unwrap();
+    assert!(next_text(&mut ws).await.contains(r#""op":"subscribed""#));
+    ws.send(Message::text(
+        r#"{"op":"subscribe","id":3,"channel":"$sys:stats"}"#,
+    ))
+    .await
+    .unwrap();
+    let refused = next_text(&mut ws).await;
+    assert!(refused.contains(r#""code":"forbidden""#), "{refused}");
+
+    // Expired, it is refused, and the close says why.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(issued.elapsed())).await;
+    let mut late = connect_with_token(&server.addr, &token).await;
+    let end = timeout(WAIT, async { while let Some(Ok(_)) = late.next().await {} }).await;
+    assert!(end.is_ok(), "the hub closes in time");
+    let info = late.close_info().cloned().expect("closed");
+    assert_eq!(u16::from(info.code), 4001, "{info:?}");
+    assert_eq!(info.reason, "token refused: token expired");
+}
+
+/// A hub-protocol WebSocket to `addr` from the source address `source`
+/// (127.0.0.x: the hub's log is per address), with `origin` if given.
+async fn open_from(
+    source: [u8; 4],
+    addr: &str,
+    origin: Option<&str>,
+) -> Result<duplex::WebSocket<tokio::net::TcpStream>, duplex::Error> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let mut request =
+        duplex::client::ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
+    if let Some(origin) = origin {
+        request = request.origin(origin);
+    }
+    duplex::client_handshake(tcp, &request, &duplex::Config::client()).await
+}
+
+#[tokio::test]
+async fn the_startup_banner_and_refused_connections_are_logged_at_info() {
+    let server = start_serve(&[
+        "--jwt-secret",
+        "a-process-test-secret-of-32-byte",
+        "--max-message-size",
+        "1000",
+    ]);
+    let addr = server.addr.clone();
+    for (label, value) in [
+        ("web chat", format!("http://{addr}/")),
+        ("dashboard", format!("http://{addr}/dashboard")),
+        ("metrics", format!("http://{addr}/metrics")),
+        ("broker", "in memory".to_owned()),
+        ("auth", "JWT HS256".to_owned()),
+        ("origins", "loopback pages".to_owned()),
+    ] {
+        server.wait_log(|line| line.contains(label) && line.contains(&value));
+    }
+
+    // A page on another site, retrying: one line, naming the origin, the
+    // peer and what to set.
+    for _ in 0..3 {
+        let refused = open_from([127, 0, 0, 2], &addr, Some("http://evil.example")).await;
+        assert!(refused.is_err(), "a foreign origin was accepted");
+    }
+    // A bad token in `connect`: 4001, with the reason.
+    let mut ws = open_from([127, 0, 0, 3], &addr, None).await.unwrap();
+    ws.send(Message::text(
+        r#"{"op":"connect","id":1,"token":"not.a.jwt"}"#,
+    ))
+    .await
+    .unwrap();
+    let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    // An oversized message: 1009.
+    let mut ws = open_from([127, 0, 0, 4], &addr, None).await.unwrap();
+    ws.send(Message::text("x".repeat(2000))).await.unwrap();
+    let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+
+    let origin = server.wait_log(|line| line.contains("origin not allowed"));
+    assert!(
+        origin[0].contains("127.0.0.2")
+            && origin[0].contains("http://evil.example")
+            && origin[0].contains("--public-url"),
+        "{origin:?}"
+    );
+    let token = server.wait_log(|line| line.contains("127.0.0.3"));
+    assert!(
+        token[0].contains("INFO")
+            && token[0].contains("code=4001")
+            && token[0].contains("malformed token"),
+        "{token:?}"
+    );
+    let oversized = server.wait_log(|line| line.contains("127.0.0.4"));
+    assert!(
+        oversized[0].contains("INFO") && oversized[0].contains("code=1009"),
+        "{oversized:?}"
+    );
+    // The retries of the refused page were not logged again.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        server
+            .wait_log(|line| line.contains("origin not allowed"))
+            .len(),
+        1
+    );
 }

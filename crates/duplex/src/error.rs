@@ -159,8 +159,9 @@ pub enum UrlError {
 #[non_exhaustive]
 pub enum TlsError {
     /// The TLS handshake failed: a bad or untrusted certificate, an alert, no
-    /// common version or ALPN protocol.
-    #[error("{0}")]
+    /// common version or ALPN protocol. The message says it in words, with
+    /// what to change for the common certificate mistakes.
+    #[error("{}", describe_handshake(.0))]
     Handshake(#[from] rustls::Error),
     /// The peer sent bytes that are not TLS.
     #[error("{0}")]
@@ -381,5 +382,88 @@ impl ProxyError {
             | Self::Refused { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+/// A failed TLS handshake in words a person can act on: the usual
+/// certificate mistakes are named, with what to change; anything else is
+/// rustls's own message.
+fn describe_handshake(error: &rustls::Error) -> String {
+    use rustls::CertificateError as Cert;
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return error.to_string();
+    };
+    match cert {
+        Cert::UnknownIssuer => "the server's certificate is not signed by a CA this client \
+            trusts (UnknownIssuer): add the CA that signed it (or, for a self-signed \
+            certificate, the certificate itself) to the trusted roots"
+            .to_owned(),
+        Cert::NotValidForName | Cert::NotValidForNameContext { .. } => format!(
+            "the server's certificate is not valid for the host name connected to \
+             ({cert:?}): connect with a name the certificate lists (subjectAltName), \
+             or issue it for this name"
+        ),
+        Cert::Expired | Cert::ExpiredContext { .. } => {
+            format!("the server's certificate has expired ({cert:?})")
+        }
+        Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+            format!("the server's certificate is not valid yet ({cert:?}): check both clocks")
+        }
+        Cert::Other(other)
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ) =>
+        {
+            "the server's certificate is a CA certificate (basicConstraints CA:TRUE, as \
+             `openssl req -x509` makes by default), which cannot serve as a server's own: \
+             make one with `-addext basicConstraints=critical,CA:FALSE`, or sign a server \
+             certificate with that CA and trust the CA"
+                .to_owned()
+        }
+        Cert::Other(other) => format!("invalid peer certificate: {}", other.0),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use std::sync::Arc;
+
+    use rustls::{CertificateError, OtherError};
+
+    use super::*;
+
+    fn message(error: rustls::Error) -> String {
+        Error::from(TlsError::Handshake(error)).to_string()
+    }
+
+    #[test]
+    fn certificate_mistakes_are_told_in_words_with_what_to_change() {
+        let ca = message(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(webpki::Error::CaUsedAsEndEntity)),
+        )));
+        assert_eq!(
+            ca.matches("TLS").count(),
+            1,
+            "one TLS prefix, no debug text: {ca}"
+        );
+        assert!(
+            ca.contains("is a CA certificate (basicConstraints CA:TRUE"),
+            "{ca}"
+        );
+        assert!(!ca.contains("OtherError"), "{ca}");
+        let unknown = message(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(
+            unknown.contains("not signed by a CA this client trusts"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("trusted roots"), "{unknown}");
+        let name = message(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        assert!(name.contains("not valid for the host name"), "{name}");
     }
 }

@@ -188,11 +188,25 @@ pub struct Close {
 }
 
 impl Close {
-    /// A token that does not verify (4001).
+    /// A token that does not verify (4001), when its fault is not known.
     pub const BAD_TOKEN: Self = Self {
         code: close::UNAUTHORIZED,
         reason: "invalid or expired token",
     };
+
+    /// A token that does not verify (4001), with `fault` as the reason (what
+    /// the HTTP 401 for the same token says; at most 123 bytes, a close
+    /// frame's limit, or it is cut at a character boundary).
+    pub fn bad_token(fault: &'static str) -> Self {
+        let mut end = fault.len().min(123);
+        while !fault.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            code: close::UNAUTHORIZED,
+            reason: &fault[..end],
+        }
+    }
     /// A token sent to a hub that has no auth configured (4001).
     pub const NO_AUTH: Self = Self {
         code: close::UNAUTHORIZED,
@@ -487,6 +501,18 @@ pub fn overlaps_publishes(command: &Command) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_tokens_close_names_its_fault_within_a_close_frame() {
+        let close = Close::bad_token("token refused: token expired");
+        assert_eq!(close.code, 4001);
+        assert_eq!(close.reason, "token refused: token expired");
+        let long = Close::bad_token(
+            "ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé",
+        );
+        assert!(long.reason.len() <= 123, "{}", long.reason.len());
+        assert!(long.reason.starts_with("éé"));
+    }
 
     #[test]
     fn only_publishes_overlap_the_publishes_in_flight() {

@@ -206,6 +206,27 @@ impl AuthError {
             Self::BadKey(_) => "bad_key",
         }
     }
+
+    /// The reason of the 4001 close a session sends for this token: what
+    /// the HTTP 401 says, in at most 123 bytes (a close frame's limit). A
+    /// configuration error names no key.
+    pub(crate) fn close_reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "token refused: malformed token",
+            Self::BadSignature => "token refused: invalid token signature",
+            Self::Expired => "token refused: token expired",
+            Self::NotYetValid => "token refused: token not valid yet",
+            Self::WrongAlgorithm => {
+                "token refused: token signed with an algorithm this hub does not accept"
+            }
+            Self::WrongAudience => "token refused: token for another audience",
+            Self::WrongIssuer => "token refused: token from another issuer",
+            Self::MissingSubject => "token refused: token without a subject",
+            Self::MissingExpiry => "token refused: token without an expiry",
+            Self::InvalidTime(_) => "token refused: a time claim is not a time from 1970 to 9999",
+            Self::BadKey(_) => "token refused: the hub's key is misconfigured",
+        }
+    }
 }
 
 pub(crate) use duplex_hub_proto::session::Action;

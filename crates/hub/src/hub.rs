@@ -59,6 +59,9 @@ pub struct Hub {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) verifier: Option<Verifier>,
     pub(crate) admission: Admission,
+    /// Refused and cut-off connections logged at most once per address
+    /// per interval.
+    pub(crate) refusals: crate::refusals::RefusalLog,
     /// The command-rate policy every session follows (`[limits]`).
     pub(crate) rate_policy: RatePolicy,
     pub(crate) ws_config: duplex::Config,
@@ -202,6 +205,7 @@ impl Hub {
                 config.limits.max_connections_per_ip,
             ),
             rate_policy: crate::limits::rate_policy(&config.limits),
+            refusals: crate::refusals::RefusalLog::default(),
             broker,
             memory,
             redis,

@@ -36,6 +36,7 @@ mod metrics;
 mod origin;
 mod outbox;
 mod proxy;
+mod refusals;
 mod server;
 mod session;
 mod web;

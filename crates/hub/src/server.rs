@@ -367,7 +367,15 @@ where
                     .headers_mut()
                     .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
             }
-            tracing::debug!(peer = %client, status = %refused.status(), "connection limit");
+            if let Some(dropped) = hub.refusals.admit(client.ip()) {
+                tracing::info!(
+                    peer = %client,
+                    status = %refused.status(),
+                    reason = refused.reason(),
+                    dropped,
+                    "connection refused"
+                );
+            }
             respond(&mut io, response).await;
             return None;
         }
@@ -375,7 +383,7 @@ where
     let mut identity = None;
     let mut refusal = None;
     let decided = accept_incoming(io, incoming, &hub.ws_config, |request| {
-        match decide(hub, gate, endpoint, request) {
+        match decide(hub, gate, endpoint, request, client) {
             Ok((accept, id)) => {
                 identity = id;
                 Ok(accept)
@@ -392,7 +400,22 @@ where
         Err(error) => {
             hub.metrics
                 .rejected(refusal.unwrap_or(RejectReason::Handshake));
-            tracing::debug!(peer = %client, %error, "upgrade refused");
+            match refusal {
+                // Logged by `decide`, with the origin and what to set.
+                Some(RejectReason::Origin) => {}
+                Some(reason) => {
+                    if let Some(dropped) = hub.refusals.admit(client.ip()) {
+                        tracing::info!(
+                            peer = %client,
+                            reason = reason.as_str(),
+                            %error,
+                            dropped,
+                            "connection refused"
+                        );
+                    }
+                }
+                None => tracing::debug!(peer = %client, %error, "upgrade refused"),
+            }
             return None;
         }
     };
@@ -408,17 +431,23 @@ fn decide(
     gate: &Gate,
     endpoint: Endpoint,
     request: &UpgradeRequest,
+    client: SocketAddr,
 ) -> Result<(Accept, Option<Identity>), (RejectReason, Reject)> {
     if let Some(origin) = request.origin()
         && !gate.origins.allows(origin)
     {
-        // At info: a page refused here retries and fails the same way, and
-        // whoever runs the hub needs to know which origin and what to set.
-        tracing::info!(
-            origin,
-            "origin not allowed: set --public-url to the URL the hub is reached at, \
-             or --allow-origin to allow another site"
-        );
+        // At info (once per address per interval): a page refused here
+        // retries and fails the same way, and whoever runs the hub needs to
+        // know which origin and what to set.
+        if let Some(dropped) = hub.refusals.admit(client.ip()) {
+            tracing::info!(
+                peer = %client,
+                origin,
+                dropped,
+                "connection refused (403): origin not allowed: set --public-url to the URL \
+                 the hub is reached at, or --allow-origin to allow another site"
+            );
+        }
         return Err((
             RejectReason::Origin,
             Reject::new(

@@ -16,7 +16,14 @@
 //! - The outbox is drained into the socket only while the socket's write
 //!   buffer is under its high-water mark, so the memory a reader that does
 //!   not read can pin is bounded by the outbox limit plus that mark.
-//! - When the session ends, it first closes its outbox, freeing what was
+//! - When the session ends (unless the server is gone), the publishes it
+//!   read and handed to the broker finish first, within the close timeout:
+//!   a client that closes right after its publish (`connect`, `publish`,
+//!   close in one write) does not lose it. Their replies go out in front of
+//!   our close frame when we close; after the peer's close nothing more may
+//!   be sent, so a client that wants its replies waits for them before
+//!   closing (as `duplex connect` does).
+//! - When the session ends, it then closes its outbox, freeing what was
 //!   queued; then it leaves every channel (presence and `leave` pushes
 //!   follow) while it closes the connection, within the close timeout.
 //! - A session yields to others at least every 128 commands (tokio's
@@ -99,7 +106,7 @@ enum Wake {
 struct Session {
     hub: Arc<Hub>,
     /// The connection's admission, released when the session is dropped.
-    _ticket: Ticket,
+    ticket: Ticket,
     me: Subscriber,
     /// Boxed: most clients are anonymous, and this is in every session.
     identity: Option<Box<Identity>>,
@@ -212,7 +219,7 @@ impl Session {
         Self {
             me: Subscriber::new(id, outbox),
             identity: handshake.identity.map(Box::new),
-            _ticket: handshake.ticket,
+            ticket: handshake.ticket,
             state: SessionState::new(),
             rate,
             timer,
@@ -233,6 +240,20 @@ impl Session {
         // step closes the outbox: what it held (up to the limit, for a slow
         // consumer) is freed at once.
         let close_timeout = self.hub.ws_config.close_timeout;
+        if !matches!(end, End::Aborted) {
+            // The publishes already handed to the broker finish first (a
+            // dropped Redis round trip may never reach Redis), their replies
+            // written in front of our close frame when the socket still
+            // takes them (not after the peer's close: RFC 6455 allows no
+            // data after our answer to it).
+            if tokio::time::timeout(close_timeout, self.settle(&mut ws))
+                .await
+                .is_err()
+            {
+                tracing::info!("publishes still in flight at the close timeout were abandoned");
+            }
+        }
+        self.log_cut_off(&ws, &end);
         let closing = async {
             match end {
                 End::Aborted => 1006,
@@ -257,6 +278,35 @@ impl Session {
         };
         let ((), code) = tokio::join!(self.leave_all(), closing);
         self.hub.metrics.connection_closed(code);
+    }
+
+    /// Logs at `info` (once per address per interval: see
+    /// `crate::refusals`) a connection the hub cuts off: a close of ours
+    /// other than shutdown (4001, 1008, 4008 …), or a protocol error's
+    /// (1009 for an oversized message, 1002, 1007). A client's own close,
+    /// shutdown and a dead transport are not logged.
+    fn log_cut_off<S>(&self, ws: &WebSocket<S>, end: &End) {
+        let (code, reason) = match end {
+            End::Close(Close { code, reason }) if *code != 1001 => (*code, (*reason).to_owned()),
+            End::Ended => match ws.close_info() {
+                Some(info) if !info.was_clean && info.code != CloseCode::ABNORMAL => {
+                    (u16::from(info.code), info.reason.clone())
+                }
+                _ => return,
+            },
+            _ => return,
+        };
+        let peer = self.ticket.address();
+        if let Some(dropped) = self.hub.refusals.admit(peer) {
+            tracing::info!(
+                %peer,
+                client = %self.me.client(),
+                code,
+                reason,
+                dropped,
+                "connection closed by the hub"
+            );
+        }
     }
 
     /// Acts on what woke the session; `Some` when the session ends.
@@ -597,8 +647,9 @@ impl Session {
         };
         verifier.verify(token, now_secs()).map_err(|e| {
             self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
-            tracing::debug!(error = %e, "token refused");
-            End::Close(Close::BAD_TOKEN)
+            tracing::debug!(error = %e, client = %self.me.client(), "token refused");
+            // The reason names the token's fault, as the HTTP 401 does.
+            End::Close(Close::bad_token(e.close_reason()))
         })
     }
 

@@ -134,15 +134,22 @@ async fn forged_or_expired_tokens_are_refused_at_the_handshake_with_401() {
 #[tokio::test]
 async fn a_bad_token_in_connect_closes_with_4001() {
     let hub = TestHub::start(authed_config()).await;
-    for bad in [
-        token_signed(
-            "mallory",
-            3600,
-            json!({}),
-            "a wrong secret, though of 32 by.",
+    // The close reason names the token's fault, as the HTTP 401 does.
+    for (bad, reason) in [
+        (
+            token_signed(
+                "mallory",
+                3600,
+                json!({}),
+                "a wrong secret, though of 32 by.",
+            ),
+            "token refused: invalid token signature",
         ),
-        token("alice", -10, json!({})),
-        "not.a.jwt".to_owned(),
+        (
+            token("alice", -10, json!({})),
+            "token refused: token expired",
+        ),
+        ("not.a.jwt".to_owned(), "token refused: malformed token"),
     ] {
         let mut c = TestClient::open(&hub.url(), |r| r).await.unwrap();
         c.send(Command::Connect {
@@ -152,6 +159,7 @@ async fn a_bad_token_in_connect_closes_with_4001() {
         .await;
         let info = c.closed().await;
         assert_eq!(u16::from(info.code), 4001, "{bad}");
+        assert_eq!(info.reason, reason, "{bad}");
     }
     let (_, metrics) = hub.get("/metrics").await;
     assert!(

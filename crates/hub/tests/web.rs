@@ -897,3 +897,52 @@ async fn the_protected_dashboard_opens_with_the_admin_token() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
+    bounded(async {
+        // The page comes from one hub; the other, on another port, does
+        // not allow its origin (403 at every handshake).
+        let home = TestHub::start().await;
+        let other = TestHub::start().await;
+        let browser = launch().await;
+        let page = open_chat(&browser, &home.base(), "alice").await;
+        eval(
+            &page,
+            &format!(
+                "window.refusals = []; window.other = new HubClient({{ url: 'ws://{}/ws', \
+                 name: 't', backoffBase: 20, backoffCap: 50 }}); \
+                 other.on('error', (e) => refusals.push(e.error)); true",
+                other.addr
+            ),
+        )
+        .await;
+        wait(
+            &page,
+            "window.other.state === 'closed' && refusals.length === 1",
+            SHORT,
+        )
+        .await;
+        // It stays stopped: no more attempts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = eval(
+            &page,
+            "({ state: other.state, delays: other.delays.length, errors: refusals.length, \
+              message: refusals[0].message })",
+        )
+        .await;
+        assert_eq!(state["state"], "closed", "{state}");
+        assert_eq!(
+            state["delays"], 4,
+            "four waits between five attempts: {state}"
+        );
+        assert_eq!(state["errors"], 1, "{state}");
+        let message = state["message"].as_str().unwrap();
+        assert!(
+            message.contains("--public-url")
+                && message.contains(&format!("--allow-origin {}", home.base())),
+            "{message}"
+        );
+    })
+    .await;
+}

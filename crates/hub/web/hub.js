@@ -626,6 +626,23 @@
       this._queue = retry.concat(this._queue);
       this.counters.queued = this._queue.length;
       this._subs.onDisconnected();
+      // A refused handshake (403 for this page's origin, 401, 429 …) looks
+      // like any failed open: WebSocket tells no status. Five in a row before
+      // ever getting in is likely one: stop, and say what to check.
+      this._failedOpens = this._everConnected ? 0 : (this._failedOpens || 0) + 1;
+      if (this._failedOpens >= 5) {
+        this._failedOpens = 0;
+        this._stopped = true;
+        this._emit("error", {
+          error: {
+            code: "unreachable",
+            message:
+              `${this.url}: 5 attempts failed before the connection opened. If the hub ` +
+              `runs, it likely refuses this page (HTTP 403: its operator sets --public-url ` +
+              `to this page's URL or --allow-origin ${global.location.origin}); its log says why.`,
+          },
+        });
+      }
       if (this._stopped || NO_RECONNECT.has(close.code)) {
         this._stopped = true;
         this.retryAt = null;

@@ -183,6 +183,19 @@ pub(crate) struct Ticket {
     key: IpKey,
 }
 
+impl Ticket {
+    /// The address its connection is counted under: the IPv4 address, or
+    /// the IPv6 /64 prefix (the rest zero).
+    pub(crate) fn address(&self) -> IpAddr {
+        match self.key {
+            IpKey::V4(octets) => IpAddr::from(octets),
+            IpKey::V6(prefix) => IpAddr::from(std::net::Ipv6Addr::from_bits(
+                u128::from(u64::from_be_bytes(prefix)) << 64,
+            )),
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.shared.state();
