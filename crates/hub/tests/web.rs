@@ -36,7 +36,7 @@ use duplex::{ClientRequest, Config, Message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::Relay;
-use support::browser::{Browser, Page};
+use support::browser::{Browser, Key, Page};
 use tokio::sync::{oneshot, watch};
 
 /// The longest a single test may run.
@@ -894,6 +894,334 @@ async fn the_protected_dashboard_opens_with_the_admin_token() {
             SHORT,
         )
         .await;
+    })
+    .await;
+}
+
+/// The console lines of `page` that are errors or warnings (the browser's
+/// own, e.g. an invalid `pattern`, and the page's).
+fn console_problems(page: &Page) -> Vec<String> {
+    page.console()
+        .into_iter()
+        .filter(|line| {
+            line.starts_with("uncaught")
+                || line.starts_with("log.error")
+                || line.starts_with("log.warning")
+                || line.starts_with("console.error")
+                || line.starts_with("console.warn")
+                || line.contains("the page crashed")
+        })
+        .collect()
+}
+
+/// The chat loads without a console error or warning (current Chromium
+/// compiles `pattern` with the `v` flag and rejected the old one on every
+/// load, which also turned the validation off), and the room name's
+/// `pattern` does validate.
+#[tokio::test]
+async fn the_chat_loads_with_a_clean_console_and_a_working_pattern() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        wait(&alice, &present_are(&["alice"]), SHORT).await;
+        // The pattern works: the browser itself judges names.
+        let validity = eval(
+            &alice,
+            "(() => { const el = document.querySelector('#room-input'); const out = {}; \
+             for (const v of ['bad room!', 'ops', '#ops', 'a/b.c@d=e_f-g']) { el.value = v; \
+             out[v] = el.validity.patternMismatch; } el.value = ''; return out; })()",
+        )
+        .await;
+        assert_eq!(
+            validity,
+            json!({"bad room!": true, "ops": false, "#ops": false, "a/b.c@d=e_f-g": false})
+        );
+        let problems = console_problems(&alice);
+        assert!(problems.is_empty(), "console:\n{}", problems.join("\n"));
+        browser.close().await;
+    })
+    .await;
+}
+
+/// After an invalid room name the Join form still joins the next valid one
+/// (a custom validity error used to stay set and block every submit).
+#[tokio::test]
+async fn the_join_form_recovers_after_an_invalid_room_name() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        alice
+            .type_into("#room-input", "bad room!")
+            .await
+            .expect("type a room");
+        alice.press_enter().await.expect("submit");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(eval(&alice, "document.querySelector('#room-input').checkValidity()").await, false);
+        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
+        // Edit the name as a person would: select it, type over it.
+        eval(&alice, "document.querySelector('#room-input').select(); true").await;
+        alice.type_text("ops").await.expect("type over");
+        alice.press_enter().await.expect("submit");
+        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
+        wait(
+            &alice,
+            "document.querySelector('#room-title').textContent === '# ops'",
+            SHORT,
+        )
+        .await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// WCAG AA contrast (4.5:1), computed in the page for what it renders: the
+/// name colour of every one of the 360 hues on the room's background, white
+/// avatar initials on every hue, and the "live" badge; in light and dark.
+const CONTRAST_AUDIT: &str = r#"(() => {
+  const lin = (c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+  const rgb = (css) => { const m = css.match(/[\d.]+/g).map(Number); return m.slice(0, 3); };
+  const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  const ratio = (a, b) => { const x = lum(rgb(a)), y = lum(rgb(b)); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  const room = document.querySelector('.room');
+  const bg = getComputedStyle(room).backgroundColor;
+  const probe = document.createElement('span');
+  probe.className = 'name';
+  room.append(probe);
+  const avatar = document.createElement('span');
+  avatar.className = 'avatar';
+  room.append(avatar);
+  const failures = [];
+  let worstName = 99, worstAvatar = 99;
+  for (let hue = 0; hue < 360; hue++) {
+    probe.style.setProperty('--hue', String(hue));
+    avatar.style.setProperty('--hue', String(hue));
+    const n = ratio(getComputedStyle(probe).color, bg);
+    const a = ratio(getComputedStyle(avatar).color, getComputedStyle(avatar).backgroundColor);
+    worstName = Math.min(worstName, n);
+    worstAvatar = Math.min(worstAvatar, a);
+    if (n < 4.5) failures.push(`name hue ${hue}: ${n.toFixed(2)}`);
+    if (a < 4.5) failures.push(`avatar hue ${hue}: ${a.toFixed(2)}`);
+  }
+  probe.remove();
+  avatar.remove();
+  const state = document.querySelector('#state');
+  const live = ratio(getComputedStyle(state).color, getComputedStyle(state).backgroundColor);
+  if (live < 4.5) failures.push(`live badge (${state.dataset.state}): ${live.toFixed(2)}`);
+  return { failures, worstName, worstAvatar, live };
+})()"#;
+
+#[tokio::test]
+async fn name_colours_avatars_and_the_live_badge_meet_wcag_aa_contrast() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        wait(&alice, "document.querySelector('#state').dataset.state === 'open'", SHORT).await;
+        for dark in [false, true] {
+            alice.set_dark(dark).await.expect("colour scheme");
+            let audit = eval(&alice, CONTRAST_AUDIT).await;
+            assert_eq!(
+                audit["failures"],
+                json!([]),
+                "dark: {dark}: {audit}"
+            );
+        }
+        browser.close().await;
+    })
+    .await;
+}
+
+/// A JWT's verified user is the name shown: a token for `alice` whose page
+/// was told `?name=mallory` shows as "alice" to herself and to others, in
+/// messages and in the presence list; the typed name cannot be changed to
+/// another one while signed in.
+#[tokio::test]
+async fn with_a_token_the_verified_user_is_shown_not_the_typed_name() {
+    bounded(async {
+        const SECRET: &str = "a secret for the web test's own hub";
+        let config = duplex_hub::HubConfig {
+            auth: Some(duplex_hub::config::AuthConfig {
+                hs256_secret: Some(SECRET.into()),
+                ..duplex_hub::config::AuthConfig::default()
+            }),
+            ..duplex_hub::HubConfig::default()
+        };
+        let hub = TestHub::start_with(config).await;
+        let token = |sub: &str| {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs()
+                + 3600;
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &json!({"sub": sub, "exp": exp}),
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("sign a token")
+        };
+        let browser = launch().await;
+        // Alice's page says she is "mallory"; bob's says he is "alice".
+        let alice = open_chat(
+            &browser,
+            &hub.base(),
+            &format!("mallory&token={}", token("alice")),
+        )
+        .await;
+        let bob = open_chat(
+            &browser,
+            &hub.base(),
+            &format!("alice&token={}", token("bob")),
+        )
+        .await;
+        for page in [&alice, &bob] {
+            wait(page, &present_are(&["alice", "bob"]), SHORT).await;
+        }
+        assert_eq!(eval(&alice, "document.querySelector('#name-input').value").await, "alice");
+        assert_eq!(eval(&alice, "document.querySelector('#name-input').readOnly").await, true);
+        assert_eq!(eval(&bob, "document.querySelector('#name-input').value").await, "bob");
+        say(&alice, "from alice").await;
+        say(&bob, "from bob").await;
+        let expected = json!([["alice", "from alice"], ["bob", "from bob"]]);
+        for page in [&alice, &bob] {
+            wait(page, &texts_are(&["from alice", "from bob"]), SHORT).await;
+            assert_eq!(eval(page, MESSAGES).await, expected);
+        }
+        // Typing another name changes nothing while signed in.
+        alice.type_into("#name-input", "mallory").await.expect("type");
+        alice.press_enter().await.expect("rename");
+        say(&alice, "still alice").await;
+        wait(&bob, &texts_are(&["from alice", "from bob", "still alice"]), SHORT).await;
+        assert_eq!(
+            eval(&bob, &format!("{MESSAGES}[2][0]")).await,
+            "alice"
+        );
+        wait(&bob, &present_are(&["alice", "bob"]), SHORT).await;
+        assert_no_page_errors(&alice, "alice");
+        assert_no_page_errors(&bob, "bob");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// Presses Tab (or Shift+Tab when `back`) until the focus is on an element
+/// matching `selector`, at most 40 times; fails with where the focus went.
+async fn tab_to(page: &Page, selector: &str, back: bool) {
+    let is_there = format!(
+        "document.activeElement && document.activeElement.matches({})",
+        Value::String(selector.to_owned())
+    );
+    let mut path = Vec::new();
+    for _ in 0..40 {
+        if eval(page, &is_there).await == Value::Bool(true) {
+            return;
+        }
+        page.press(if back { Key::ShiftTab } else { Key::Tab })
+            .await
+            .unwrap_or_else(|e| panic!("press Tab: {e}"));
+        path.push(
+            eval(
+                page,
+                "(() => { const e = document.activeElement; return e ? `${e.tagName.toLowerCase()}#${e.id}.${e.className}[${e.getAttribute('aria-label') || e.textContent.trim().slice(0, 20)}]` : 'none'; })()",
+            )
+            .await
+            .to_string(),
+        );
+    }
+    panic!("Tab never reached `{selector}`; the focus went: {}", path.join(" → "));
+}
+
+/// A JS predicate: the element matching `selector` is shown, inside the
+/// viewport.
+fn visible(selector: &str) -> String {
+    format!(
+        "(() => {{ const el = document.querySelector({}); if (!el || !el.checkVisibility({{visibilityProperty: true, opacityProperty: true}})) return false; \
+         const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 \
+         && r.right <= innerWidth && r.bottom <= innerHeight; }})()",
+        Value::String(selector.to_owned())
+    )
+}
+
+/// Keyboard only, at desktop size: Tab to the Join form, join a room, send
+/// a message, reach the room's leave control by Shift+Tab and leave with
+/// Space; join another and leave it with Enter.
+#[tokio::test]
+async fn the_chat_works_by_keyboard_alone() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        alice.set_viewport(1280, 800, false).await.expect("viewport");
+        wait(&alice, &present_are(&["alice"]), SHORT).await;
+        eval(&alice, "document.activeElement && document.activeElement.blur(); true").await;
+
+        tab_to(&alice, "#room-input", false).await;
+        alice.type_text("ops").await.expect("type");
+        alice.press(Key::Enter).await.expect("join");
+        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
+        // Joining puts the focus in the composer.
+        wait(&alice, "document.activeElement === document.querySelector('#text')", SHORT).await;
+        alice.type_text("typed, not clicked").await.expect("type");
+        alice.press(Key::Enter).await.expect("send");
+        wait(&alice, &texts_are(&["typed, not clicked"]), SHORT).await;
+
+        tab_to(&alice, "#rooms li[data-room=\"ops\"] .room-leave", true).await;
+        wait(&alice, &visible("#rooms li[data-room=\"ops\"] .room-leave"), SHORT).await;
+        alice.press(Key::Space).await.expect("leave");
+        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
+
+        tab_to(&alice, "#room-input", false).await;
+        alice.type_text("dev").await.expect("type");
+        alice.press(Key::Enter).await.expect("join");
+        wait(&alice, &rooms_are(&["lobby", "dev"]), SHORT).await;
+        tab_to(&alice, "#rooms li[data-room=\"dev\"] .room-leave", true).await;
+        alice.press(Key::Enter).await.expect("leave");
+        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// On a 375 px phone the presence list opens with the "People" button
+/// (by keyboard too) and each room's leave control is shown and works.
+#[tokio::test]
+async fn on_a_phone_the_presence_list_and_leave_control_are_reachable() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let _bob = open_chat(&browser, &hub.base(), "bob").await;
+        alice.set_viewport(375, 740, true).await.expect("viewport");
+        wait(&alice, &present_are(&["alice", "bob"]), SHORT).await;
+        alice.type_into("#room-input", "ops").await.expect("type");
+        alice.press(Key::Enter).await.expect("join");
+        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
+        // The lobby again, where bob is.
+        tab_to(&alice, "#rooms li[data-room=\"lobby\"] .room-open", true).await;
+        alice.press(Key::Enter).await.expect("open the lobby");
+        wait(&alice, "document.querySelector('#room-title').textContent === '# lobby'", SHORT).await;
+
+        wait(&alice, &visible("#people-toggle"), SHORT).await;
+        assert_eq!(eval(&alice, &visible("#presence")).await, false, "closed at first");
+        tab_to(&alice, "#people-toggle", false).await;
+        alice.press(Key::Space).await.expect("open the presence list");
+        wait(&alice, &visible("#presence li[data-name=\"bob\"]"), SHORT).await;
+        assert_eq!(
+            eval(&alice, "document.querySelector('#people-toggle').getAttribute('aria-expanded')").await,
+            "true"
+        );
+        assert_eq!(eval(&alice, "document.querySelector('#people-count').textContent").await, "2");
+
+        wait(&alice, &visible("#rooms li[data-room=\"ops\"] .room-leave"), SHORT).await;
+        tab_to(&alice, "#rooms li[data-room=\"ops\"] .room-leave", true).await;
+        alice.press(Key::Enter).await.expect("leave");
+        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
     })
     .await;
 }
