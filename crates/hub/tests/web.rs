@@ -702,9 +702,16 @@ async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
     .await;
 }
 
-/// A Rust client of the hub protocol that publishes to `chat:load` every
-/// `every` until `stop` turns true, reading everything it receives.
-async fn load_client(addr: SocketAddr, n: usize, every: Duration, mut stop: watch::Receiver<bool>) {
+/// A Rust client of the hub protocol that publishes `burst` messages to
+/// `chat:load` every `every` until `stop` turns true, reading everything it
+/// receives.
+async fn load_client(
+    addr: SocketAddr,
+    n: usize,
+    every: Duration,
+    burst: usize,
+    mut stop: watch::Receiver<bool>,
+) {
     let request = ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
     let mut ws = duplex::connect_with(&request, &Config::client())
         .await
@@ -738,13 +745,20 @@ async fn load_client(addr: SocketAddr, n: usize, every: Duration, mut stop: watc
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                sent += 1;
-                let publish = json!({
-                    "op": "publish",
-                    "channel": "chat:load",
-                    "data": {"name": format!("load-{n}"), "text": format!("message {sent}")},
-                });
-                if ws.send(Message::text(publish.to_string())).await.is_err() {
+                let mut failed = false;
+                for _ in 0..burst {
+                    sent += 1;
+                    let publish = json!({
+                        "op": "publish",
+                        "channel": "chat:load",
+                        "data": {"name": format!("load-{n}"), "text": format!("message {sent}")},
+                    });
+                    if ws.feed(Message::text(publish.to_string())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || ws.flush().await.is_err() {
                     break;
                 }
             }
@@ -794,6 +808,7 @@ async fn the_dashboard_follows_connections_and_message_rate() {
                 hub.addr,
                 n,
                 Duration::from_millis(50),
+                1,
                 stopped.clone(),
             ));
         }
@@ -1221,6 +1236,103 @@ async fn on_a_phone_the_presence_list_and_leave_control_are_reachable() {
         alice.press(Key::Enter).await.expect("leave");
         wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
         assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// The dashboard's latency is that of the last 10 s (it says so): a burst of
+/// load moves p99 up, and once the load stops p99 falls back within the
+/// window (all-time percentiles stayed where the burst put them). The axis
+/// labels read as numbers with units.
+#[tokio::test]
+async fn the_dashboard_latency_is_windowed_and_its_axes_are_readable() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let dash = browser
+            .new_page(&format!("{}/dashboard", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard: {e}"));
+        wait(&dash, "window.dashboard && dashboard.snapshots >= 2", SHORT).await;
+        assert_eq!(
+            eval(&dash, "Array.from(document.querySelectorAll('.lat-window')).map(el => el.textContent)").await,
+            json!(["10", "10", "10", "10"])
+        );
+        assert!(
+            eval(&dash, "document.querySelector('.number .window').textContent").await == "last 10 s"
+        );
+        // Idle, with no deliveries but the dashboard's own snapshots.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = eval(&dash, "Number(document.querySelector('#lat-p99').dataset.value || 0)")
+            .await
+            .as_f64()
+            .expect("a number");
+
+        // Axis labels: distinct, with units, as numbers (no "1|1|0").
+        let labels = eval(
+            &dash,
+            "Object.fromEntries(['conn', 'rate', 'latency'].map(c => [c, \
+               Array.from(document.querySelectorAll(`#chart-${c} text.axis`)).slice(0, 3).map(t => t.textContent)]))",
+        )
+        .await;
+        for (chart, unit) in [("conn", ""), ("rate", " /s"), ("latency", " ms")] {
+            let ticks: Vec<&str> = labels[chart]
+                .as_array()
+                .expect("ticks")
+                .iter()
+                .map(|t| t.as_str().expect("text"))
+                .collect();
+            assert_eq!(ticks.len(), 3, "{labels}");
+            assert_eq!(ticks[0], format!("0{unit}"), "{chart}: {ticks:?}");
+            let mut seen = ticks.clone();
+            seen.dedup();
+            assert_eq!(seen.len(), 3, "{chart}: ticks repeat: {ticks:?}");
+            for tick in &ticks {
+                let number = tick.strip_suffix(unit).unwrap_or_else(|| panic!("{chart}: {tick:?} lacks {unit:?}"));
+                number
+                    .replace(',', "")
+                    .parse::<f64>()
+                    .unwrap_or_else(|e| panic!("{chart}: {tick:?} is not a number: {e}"));
+            }
+        }
+
+        // Bursts: 5 clients, 400 messages at once every 250 ms each, every
+        // message delivered to all 5: queues form, latency rises.
+        let (stop, stopped) = watch::channel(false);
+        let mut load = tokio::task::JoinSet::new();
+        for n in 0..5 {
+            load.spawn(load_client(hub.addr, n, Duration::from_millis(250), 400, stopped.clone()));
+        }
+        let peak = wait(
+            &dash,
+            &format!(
+                "(() => {{ const v = Number(document.querySelector('#lat-p99').dataset.value); \
+                 return v > Math.max({idle} * 3, 0.2) ? v : false; }})()"
+            ),
+            Duration::from_secs(30),
+        )
+        .await
+        .as_f64()
+        .expect("a number");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        screenshot(&dash, "dashboard-burst.png").await;
+        stop.send_replace(true);
+        while let Some(done) = load.join_next().await {
+            done.expect("a load client ran without panicking");
+        }
+        // Within the 10 s window (and a little), p99 is back down.
+        let after = wait(
+            &dash,
+            &format!(
+                "(() => {{ const v = document.querySelector('#lat-p99').dataset.value; \
+                 return (v === '' || Number(v) < {peak} / 3) ? (v || 'none') : false; }})()"
+            ),
+            Duration::from_secs(20),
+        )
+        .await;
+        eprintln!("dashboard p99: idle {idle} ms, burst {peak} ms, after {after}");
+        assert_no_page_errors(&dash, "the dashboard");
         browser.close().await;
     })
     .await;
