@@ -643,7 +643,7 @@ fn quantile(counts: &[u64; BUCKETS], q: f64) -> f64 {
 
 /// The dashboard's latency window: `$sys:stats` carries the percentiles of
 /// the deliveries of the last this many seconds (one snapshot a second).
-pub const LATENCY_WINDOW: usize = 10;
+pub(crate) const LATENCY_WINDOW: usize = 10;
 
 /// Snapshots of the last few seconds, to report latencies of a sliding
 /// window rather than since start (all-time percentiles barely move once
@@ -653,14 +653,14 @@ pub const LATENCY_WINDOW: usize = 10;
 /// [`LatencyWindow::push`] returns covers what happened since the oldest
 /// one (or since start until `len` snapshots were pushed).
 #[derive(Debug)]
-pub struct LatencyWindow {
+pub(crate) struct LatencyWindow {
     len: usize,
     earlier: std::collections::VecDeque<Snapshot>,
 }
 
 impl LatencyWindow {
     /// A window of `len` snapshots (at least 1).
-    pub fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         let len = len.max(1);
         Self {
             len,
@@ -670,7 +670,7 @@ impl LatencyWindow {
 
     /// Adds `now` and returns what happened within the window: counters and
     /// latencies of the interval, gauges as of `now`.
-    pub fn push(&mut self, now: Snapshot) -> Snapshot {
+    pub(crate) fn push(&mut self, now: Snapshot) -> Snapshot {
         let windowed = match self.earlier.front() {
             Some(oldest) => now.since(oldest),
             None => now.clone(),

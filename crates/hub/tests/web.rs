@@ -1337,3 +1337,73 @@ async fn the_dashboard_latency_is_windowed_and_its_axes_are_readable() {
     })
     .await;
 }
+
+/// The sizes every page is audited at: desktop and phone.
+const SIZES: [(&str, u32, u32, bool); 2] = [("desktop", 1280, 800, false), ("phone", 375, 740, true)];
+
+/// Audits `page` (already showing `name`) with axe-core at desktop and
+/// phone sizes, saving a screenshot of each as
+/// `artifacts/web/<name>-<size>-<browser>.png`; returns the violations,
+/// each prefixed with where it was found.
+async fn audit_page<P: support::WebPage>(page: &P, name: &str, browser: &str, axe: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (size, width, height, mobile) in SIZES {
+        page.viewport(width, height, mobile)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: viewport {width}×{height}: {e}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let path = support::artifacts_dir().join(format!("{name}-{size}-{browser}.png"));
+        page.save_screenshot(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: screenshot {}: {e}", path.display()));
+        let violations = support::axe_violations(page, axe)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: axe on {name} at {size}: {e}"));
+        found.extend(violations.into_iter().map(|v| format!("{browser} {name} {size}: {v}")));
+    }
+    found
+}
+
+/// Every page passes axe-core's audit (WCAG A/AA rules and best practices)
+/// at desktop and phone sizes, in light and dark, in Chromium; screenshots
+/// of each are kept.
+#[tokio::test]
+async fn every_page_passes_an_accessibility_audit_in_chromium() {
+    bounded(async {
+        let axe = support::axe_source();
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let bob = open_chat(&browser, &hub.base(), "bob").await;
+        wait(&alice, &present_are(&["alice", "bob"]), SHORT).await;
+        alice.type_into("#room-input", "ops").await.expect("type");
+        alice.press_enter().await.expect("join");
+        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
+        eval(&alice, "document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click()").await;
+        say(&bob, "hello alice").await;
+        say(&alice, "hi bob").await;
+        wait(&alice, &texts_are(&["hello alice", "hi bob"]), SHORT).await;
+        let dash = browser
+            .new_page(&format!("{}/dashboard", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard: {e}"));
+        wait(&dash, "window.dashboard && dashboard.snapshots >= 3", SHORT).await;
+
+        let mut violations = Vec::new();
+        for dark in [false, true] {
+            let scheme = if dark { "dark" } else { "light" };
+            alice.set_dark(dark).await.expect("scheme");
+            dash.set_dark(dark).await.expect("scheme");
+            violations.extend(audit_page(&alice, &format!("chat-{scheme}"), "chromium", &axe).await);
+            // The phone's presence list, opened.
+            eval(&alice, "document.querySelector('#people-toggle').click(); true").await;
+            violations.extend(audit_page(&alice, &format!("chat-people-{scheme}"), "chromium", &axe).await);
+            eval(&alice, "document.querySelector('#people-toggle').click(); true").await;
+            violations.extend(audit_page(&dash, &format!("dashboard-{scheme}"), "chromium", &axe).await);
+        }
+        assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}

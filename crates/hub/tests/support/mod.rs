@@ -29,6 +29,77 @@ pub(crate) fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// `tests/interop/node/node_modules/axe-core/axe.min.js`, the accessibility
+/// engine the page audits inject; installed by `cargo xtask setup node-ws`
+/// (pinned in `tests/interop/node/package.json`). Missing is a failure.
+pub(crate) fn axe_source() -> String {
+    let path = workspace_root().join("tests/interop/node/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): install it with `cargo xtask setup node-ws`",
+            path.display()
+        )
+    })
+}
+
+/// What the browser tests need of a page, whichever browser drives it, so
+/// one test body runs in Chromium (DevTools) and Firefox (WebDriver BiDi).
+pub(crate) trait WebPage {
+    /// Evaluates `js` (awaiting a promise it returns) to JSON.
+    fn eval(&self, js: &str) -> impl std::future::Future<Output = Result<serde_json::Value, String>>;
+    /// Sets the viewport size in CSS pixels (`mobile`: a phone, where the
+    /// browser can emulate one).
+    fn viewport(
+        &self,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Saves a PNG of the viewport to `path`.
+    fn save_screenshot(&self, path: &std::path::Path) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl WebPage for browser::Page {
+    async fn eval(&self, js: &str) -> Result<serde_json::Value, String> {
+        browser::Page::eval(self, js).await.map_err(|e| e.to_string())
+    }
+
+    async fn viewport(&self, width: u32, height: u32, mobile: bool) -> Result<(), String> {
+        self.set_viewport(width, height, mobile)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn save_screenshot(&self, path: &std::path::Path) -> Result<(), String> {
+        self.screenshot(path).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Injects axe-core into `page` (once) and runs it on the whole document;
+/// returns one line per violation (rule, impact, help, the nodes' targets),
+/// empty when there is none.
+pub(crate) async fn axe_violations<P: WebPage>(page: &P, axe: &str) -> Result<Vec<String>, String> {
+    if page.eval("typeof window.axe === 'object'").await? != serde_json::Value::Bool(true) {
+        // Evaluated as a script: axe.min.js defines `window.axe`.
+        page.eval(&format!("{axe}\n;true")).await?;
+    }
+    let found = page
+        .eval(
+            "axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations.map(v => \
+               `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))",
+        )
+        .await?;
+    Ok(found
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| l.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// A TCP relay on `127.0.0.1:0` in front of a server, so a test can fail
 /// a client's network the way real networks fail: [`Relay::cut`] drops every
 /// relayed connection at once (a TCP reset to the client, no WebSocket close
