@@ -1407,3 +1407,83 @@ async fn every_page_passes_an_accessibility_audit_in_chromium() {
     })
     .await;
 }
+
+async fn launch_firefox() -> support::firefox::Firefox {
+    support::firefox::Firefox::launch()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start headless Firefox: {e}"))
+}
+
+/// The same audit in Firefox, driven with WebDriver BiDi: the chat (with
+/// another person, messages and a second room) and the dashboard pass
+/// axe-core at desktop and phone sizes, with screenshots; the console stays
+/// clean (the room-name `pattern` compiles there too) and every name colour,
+/// avatar and the live badge meet 4.5:1.
+#[tokio::test]
+async fn every_page_passes_an_accessibility_audit_in_firefox() {
+    bounded(async {
+        let axe = support::axe_source();
+        let hub = TestHub::start().await;
+        let chromium = launch().await;
+        let bob = open_chat(&chromium, &hub.base(), "bob").await;
+        let firefox = launch_firefox().await;
+        let alice = firefox
+            .new_page(&format!("{}/?name=alice&room=ops", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the chat in Firefox: {e}"));
+        let ff_wait = |page: &support::firefox::FirefoxPage, predicate: String| {
+            let page = page.clone();
+            async move {
+                page.wait_for(&predicate, SHORT)
+                    .await
+                    .unwrap_or_else(|e| panic!("Firefox: {e}"))
+            }
+        };
+        ff_wait(&alice, "window.hub && hub.state === 'open'".into()).await;
+        ff_wait(&alice, rooms_are(&["lobby", "ops"])).await;
+        alice
+            .eval("document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click(); true")
+            .await
+            .expect("open the lobby");
+        ff_wait(&alice, present_are(&["alice", "bob"])).await;
+        say(&bob, "hello from chromium").await;
+        ff_wait(&alice, texts_are(&["hello from chromium"])).await;
+        let pattern = alice
+            .eval(
+                "(() => { const el = document.querySelector('#room-input'); el.value = 'bad room!'; \
+                 const bad = el.validity.patternMismatch; el.value = 'ops'; \
+                 const ok = !el.validity.patternMismatch; el.value = ''; return bad && ok; })()",
+            )
+            .await
+            .expect("check the pattern");
+        assert_eq!(pattern, true, "Firefox validates the room name");
+        let contrast = alice.eval(CONTRAST_AUDIT).await.expect("contrast audit");
+        assert_eq!(contrast["failures"], json!([]), "Firefox: {contrast}");
+
+        let mut violations = audit_page(&alice, "chat", "firefox", &axe).await;
+        alice
+            .eval("document.querySelector('#people-toggle').click(); true")
+            .await
+            .expect("open the presence list");
+        violations.extend(audit_page(&alice, "chat-people", "firefox", &axe).await);
+        let dash = firefox
+            .new_page(&format!("{}/dashboard", hub.base()))
+            .await
+            .unwrap_or_else(|e| panic!("open the dashboard in Firefox: {e}"));
+        ff_wait(&dash, "window.dashboard && dashboard.snapshots >= 3".into()).await;
+        violations.extend(audit_page(&dash, "dashboard", "firefox", &axe).await);
+        assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
+
+        for (who, page) in [("chat", &alice), ("dashboard", &dash)] {
+            let problems: Vec<String> = page
+                .console()
+                .into_iter()
+                .filter(|line| line.contains(".error:") || line.contains(".warn"))
+                .collect();
+            assert!(problems.is_empty(), "Firefox {who} console:\n{}", problems.join("\n"));
+        }
+        firefox.close().await;
+        chromium.close().await;
+    })
+    .await;
+}

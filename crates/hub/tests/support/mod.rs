@@ -1,9 +1,12 @@
 //! Test support for the hub's browser tests: a headless Chromium driver
-//! ([`browser`]), a TCP relay whose connections a test can cut ([`Relay`]),
+//! ([`browser`], DevTools), a headless Firefox driver ([`firefox`],
+//! WebDriver BiDi), a [`WebPage`] trait so one test body drives either,
+//! the axe-core audit, a TCP relay whose connections a test can cut ([`Relay`]),
 //! and paths.
 #![allow(dead_code)]
 
 pub(crate) mod browser;
+pub(crate) mod firefox;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
