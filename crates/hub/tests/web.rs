@@ -1124,25 +1124,25 @@ async fn with_a_token_the_verified_user_is_shown_not_the_typed_name() {
 
 /// Presses Tab (or Shift+Tab when `back`) until the focus is on an element
 /// matching `selector`, at most 40 times; fails with where the focus went.
-async fn tab_to(page: &Page, selector: &str, back: bool) {
+async fn tab_to<P: support::WebPage>(page: &P, selector: &str, back: bool) {
     let is_there = format!(
         "document.activeElement && document.activeElement.matches({})",
         Value::String(selector.to_owned())
     );
     let mut path = Vec::new();
     for _ in 0..40 {
-        if eval(page, &is_there).await == Value::Bool(true) {
+        if page.eval(&is_there).await.unwrap_or_else(|e| panic!("{e}")) == Value::Bool(true) {
             return;
         }
-        page.press(if back { Key::ShiftTab } else { Key::Tab })
+        page.key(if back { Key::ShiftTab } else { Key::Tab })
             .await
             .unwrap_or_else(|e| panic!("press Tab: {e}"));
         path.push(
-            eval(
-                page,
+            page.eval(
                 "(() => { const e = document.activeElement; return e ? `${e.tagName.toLowerCase()}#${e.id}.${e.className}[${e.getAttribute('aria-label') || e.textContent.trim().slice(0, 20)}]` : 'none'; })()",
             )
             .await
+            .unwrap_or_else(|e| panic!("{e}"))
             .to_string(),
         );
     }
@@ -1160,43 +1160,93 @@ fn visible(selector: &str) -> String {
     )
 }
 
-/// Keyboard only, at desktop size: Tab to the Join form, join a room, send
-/// a message, reach the room's leave control by Shift+Tab and leave with
-/// Space; join another and leave it with Enter.
+/// Keyboard only on the chat at `browser`'s current size: Tab to the Join
+/// form, join a room, send a message, reach the room's leave control by
+/// Shift+Tab and leave with Space; join another and leave it with Enter;
+/// on a phone, open the presence list with the People button.
+async fn keyboard_flow<P: support::WebPage>(page: &P, browser: &str, phone: bool) {
+    let until = |predicate: String| async move {
+        support::wait_on(page, &predicate, SHORT)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: {e}"))
+    };
+    let key = |k: Key| async move { page.key(k).await.unwrap_or_else(|e| panic!("{browser}: {e}")) };
+    let typed = |text: &'static str| async move {
+        page.type_keys(text).await.unwrap_or_else(|e| panic!("{browser}: {e}"))
+    };
+    page.eval("document.activeElement && document.activeElement.blur(); true")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab_to(page, "#room-input", false).await;
+    typed("ops").await;
+    key(Key::Enter).await;
+    until(rooms_are(&["lobby", "ops"])).await;
+    // Joining puts the focus in the composer.
+    until("document.activeElement === document.querySelector('#text')".into()).await;
+    typed("typed, not clicked").await;
+    key(Key::Enter).await;
+    until(format!("{TEXTS}.includes('typed, not clicked')")).await;
+
+    let leave_ops = "#rooms li[data-room=\"ops\"] .room-leave";
+    tab_to(page, leave_ops, true).await;
+    until(visible(leave_ops)).await;
+    key(Key::Space).await;
+    until(rooms_are(&["lobby"])).await;
+
+    tab_to(page, "#room-input", false).await;
+    typed("dev").await;
+    key(Key::Enter).await;
+    until(rooms_are(&["lobby", "dev"])).await;
+    tab_to(page, "#rooms li[data-room=\"dev\"] .room-leave", true).await;
+    key(Key::Enter).await;
+    until(rooms_are(&["lobby"])).await;
+
+    if phone {
+        until(visible("#people-toggle")).await;
+        tab_to(page, "#people-toggle", false).await;
+        key(Key::Space).await;
+        until(visible("#presence li.me")).await;
+        key(Key::Space).await;
+        until(format!("!{}", visible("#presence li.me"))).await;
+    }
+}
+
+/// The chat by keyboard alone, at desktop and phone sizes, in Chromium.
 #[tokio::test]
 async fn the_chat_works_by_keyboard_alone() {
     bounded(async {
         let hub = TestHub::start().await;
         let browser = launch().await;
-        let alice = open_chat(&browser, &hub.base(), "alice").await;
-        alice.set_viewport(1280, 800, false).await.expect("viewport");
-        wait(&alice, &present_are(&["alice"]), SHORT).await;
-        eval(&alice, "document.activeElement && document.activeElement.blur(); true").await;
-
-        tab_to(&alice, "#room-input", false).await;
-        alice.type_text("ops").await.expect("type");
-        alice.press(Key::Enter).await.expect("join");
-        wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
-        // Joining puts the focus in the composer.
-        wait(&alice, "document.activeElement === document.querySelector('#text')", SHORT).await;
-        alice.type_text("typed, not clicked").await.expect("type");
-        alice.press(Key::Enter).await.expect("send");
-        wait(&alice, &texts_are(&["typed, not clicked"]), SHORT).await;
-
-        tab_to(&alice, "#rooms li[data-room=\"ops\"] .room-leave", true).await;
-        wait(&alice, &visible("#rooms li[data-room=\"ops\"] .room-leave"), SHORT).await;
-        alice.press(Key::Space).await.expect("leave");
-        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
-
-        tab_to(&alice, "#room-input", false).await;
-        alice.type_text("dev").await.expect("type");
-        alice.press(Key::Enter).await.expect("join");
-        wait(&alice, &rooms_are(&["lobby", "dev"]), SHORT).await;
-        tab_to(&alice, "#rooms li[data-room=\"dev\"] .room-leave", true).await;
-        alice.press(Key::Enter).await.expect("leave");
-        wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
-        assert_no_page_errors(&alice, "alice");
+        for (size, width, height, mobile) in SIZES {
+            let alice = open_chat(&browser, &hub.base(), &format!("alice-{size}")).await;
+            alice.set_viewport(width, height, mobile).await.expect("viewport");
+            wait(&alice, &format!("{PRESENT}.length >= 1"), SHORT).await;
+            keyboard_flow(&alice, "chromium", mobile).await;
+            assert_no_page_errors(&alice, "alice");
+        }
         browser.close().await;
+    })
+    .await;
+}
+
+/// The chat by keyboard alone, at desktop and phone sizes, in Firefox.
+#[tokio::test]
+async fn the_chat_works_by_keyboard_alone_in_firefox() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let firefox = launch_firefox().await;
+        for (size, width, height, _) in SIZES {
+            let alice = firefox
+                .new_page(&format!("{}/?name=alice-{size}", hub.base()))
+                .await
+                .unwrap_or_else(|e| panic!("open the chat in Firefox: {e}"));
+            alice.set_viewport(width, height).await.expect("viewport");
+            support::wait_on(&alice, "window.hub && hub.state === 'open'", SHORT)
+                .await
+                .unwrap_or_else(|e| panic!("Firefox: {e}"));
+            keyboard_flow(&alice, "firefox", width < 700).await;
+        }
+        firefox.close().await;
     })
     .await;
 }

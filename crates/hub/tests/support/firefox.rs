@@ -571,6 +571,55 @@ impl FirefoxPage {
         std::fs::write(path, png).map_err(|e| error(format!("cannot write {}: {e}", path.display())))
     }
 
+    /// Presses and releases `key` (WebDriver key actions).
+    pub(crate) async fn press(&self, key: super::browser::Key) -> Result<()> {
+        use super::browser::Key;
+        let (value, shift) = match key {
+            Key::Tab => ("\u{E004}", false),
+            Key::ShiftTab => ("\u{E004}", true),
+            Key::Enter => ("\u{E007}", false),
+            Key::Space => (" ", false),
+            Key::Escape => ("\u{E00C}", false),
+        };
+        let mut actions = Vec::new();
+        if shift {
+            actions.push(json!({"type": "keyDown", "value": "\u{E008}"}));
+        }
+        actions.push(json!({"type": "keyDown", "value": value}));
+        actions.push(json!({"type": "keyUp", "value": value}));
+        if shift {
+            actions.push(json!({"type": "keyUp", "value": "\u{E008}"}));
+        }
+        self.perform(actions).await
+    }
+
+    /// Types `text` into the focused element, a key at a time.
+    pub(crate) async fn type_text(&self, text: &str) -> Result<()> {
+        let mut actions = Vec::new();
+        for ch in text.chars() {
+            let key = ch.to_string();
+            actions.push(json!({"type": "keyDown", "value": key}));
+            actions.push(json!({"type": "keyUp", "value": key}));
+        }
+        self.perform(actions).await
+    }
+
+    async fn perform(&self, actions: Vec<Value>) -> Result<()> {
+        self.bidi
+            .call(
+                "input.performActions",
+                json!({
+                    "context": self.context,
+                    "actions": [{"type": "key", "id": "keyboard", "actions": actions}],
+                }),
+            )
+            .await?;
+        self.bidi
+            .call("input.releaseActions", json!({"context": self.context}))
+            .await?;
+        Ok(())
+    }
+
     /// The console entries of this tab so far.
     pub(crate) fn console(&self) -> Vec<String> {
         self.bidi.log_of(&self.context)
@@ -588,5 +637,13 @@ impl super::WebPage for FirefoxPage {
 
     async fn save_screenshot(&self, path: &Path) -> std::result::Result<(), String> {
         self.screenshot(path).await.map_err(|e| e.to_string())
+    }
+
+    async fn key(&self, key: super::browser::Key) -> std::result::Result<(), String> {
+        self.press(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn type_keys(&self, text: &str) -> std::result::Result<(), String> {
+        self.type_text(text).await.map_err(|e| e.to_string())
     }
 }

@@ -60,6 +60,10 @@ pub(crate) trait WebPage {
     ) -> impl std::future::Future<Output = Result<(), String>>;
     /// Saves a PNG of the viewport to `path`.
     fn save_screenshot(&self, path: &std::path::Path) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Presses and releases `key` as a keyboard does.
+    fn key(&self, key: browser::Key) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Types `text` into the focused element with the keyboard.
+    fn type_keys(&self, text: &str) -> impl std::future::Future<Output = Result<(), String>>;
 }
 
 impl WebPage for browser::Page {
@@ -75,6 +79,49 @@ impl WebPage for browser::Page {
 
     async fn save_screenshot(&self, path: &std::path::Path) -> Result<(), String> {
         self.screenshot(path).await.map_err(|e| e.to_string())
+    }
+
+    async fn key(&self, key: browser::Key) -> Result<(), String> {
+        self.press(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn type_keys(&self, text: &str) -> Result<(), String> {
+        self.type_text(text).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Evaluates `predicate` on `page` every 100 ms until it is truthy (in the
+/// JavaScript sense) and returns its value, or an error after `timeout`.
+pub(crate) async fn wait_on<P: WebPage>(
+    page: &P,
+    predicate: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no evaluation finished");
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(remaining.max(Duration::from_millis(1)), page.eval(predicate)).await {
+            Ok(Ok(value)) => {
+                let truthy = match &value {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::Bool(b) => *b,
+                    serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                    serde_json::Value::String(s) => !s.is_empty(),
+                    _ => true,
+                };
+                if truthy {
+                    return Ok(value);
+                }
+                last = format!("value {value}");
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for `{predicate}` (last: {last})"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
