@@ -973,10 +973,21 @@ async fn the_join_form_recovers_after_an_invalid_room_name() {
             .expect("type a room");
         alice.press_enter().await.expect("submit");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(eval(&alice, "document.querySelector('#room-input').checkValidity()").await, false);
+        assert_eq!(
+            eval(
+                &alice,
+                "document.querySelector('#room-input').checkValidity()"
+            )
+            .await,
+            false
+        );
         wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
         // Edit the name as a person would: select it, type over it.
-        eval(&alice, "document.querySelector('#room-input').select(); true").await;
+        eval(
+            &alice,
+            "document.querySelector('#room-input').select(); true",
+        )
+        .await;
         alice.type_text("ops").await.expect("type over");
         alice.press_enter().await.expect("submit");
         wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
@@ -1034,15 +1045,16 @@ async fn name_colours_avatars_and_the_live_badge_meet_wcag_aa_contrast() {
         let hub = TestHub::start().await;
         let browser = launch().await;
         let alice = open_chat(&browser, &hub.base(), "alice").await;
-        wait(&alice, "document.querySelector('#state').dataset.state === 'open'", SHORT).await;
+        wait(
+            &alice,
+            "document.querySelector('#state').dataset.state === 'open'",
+            SHORT,
+        )
+        .await;
         for dark in [false, true] {
             alice.set_dark(dark).await.expect("colour scheme");
             let audit = eval(&alice, CONTRAST_AUDIT).await;
-            assert_eq!(
-                audit["failures"],
-                json!([]),
-                "dark: {dark}: {audit}"
-            );
+            assert_eq!(audit["failures"], json!([]), "dark: {dark}: {audit}");
         }
         browser.close().await;
     })
@@ -1095,9 +1107,18 @@ async fn with_a_token_the_verified_user_is_shown_not_the_typed_name() {
         for page in [&alice, &bob] {
             wait(page, &present_are(&["alice", "bob"]), SHORT).await;
         }
-        assert_eq!(eval(&alice, "document.querySelector('#name-input').value").await, "alice");
-        assert_eq!(eval(&alice, "document.querySelector('#name-input').readOnly").await, true);
-        assert_eq!(eval(&bob, "document.querySelector('#name-input').value").await, "bob");
+        assert_eq!(
+            eval(&alice, "document.querySelector('#name-input').value").await,
+            "alice"
+        );
+        assert_eq!(
+            eval(&alice, "document.querySelector('#name-input').readOnly").await,
+            true
+        );
+        assert_eq!(
+            eval(&bob, "document.querySelector('#name-input').value").await,
+            "bob"
+        );
         say(&alice, "from alice").await;
         say(&bob, "from bob").await;
         let expected = json!([["alice", "from alice"], ["bob", "from bob"]]);
@@ -1106,14 +1127,19 @@ async fn with_a_token_the_verified_user_is_shown_not_the_typed_name() {
             assert_eq!(eval(page, MESSAGES).await, expected);
         }
         // Typing another name changes nothing while signed in.
-        alice.type_into("#name-input", "mallory").await.expect("type");
+        alice
+            .type_into("#name-input", "mallory")
+            .await
+            .expect("type");
         alice.press_enter().await.expect("rename");
         say(&alice, "still alice").await;
-        wait(&bob, &texts_are(&["from alice", "from bob", "still alice"]), SHORT).await;
-        assert_eq!(
-            eval(&bob, &format!("{MESSAGES}[2][0]")).await,
-            "alice"
-        );
+        wait(
+            &bob,
+            &texts_are(&["from alice", "from bob", "still alice"]),
+            SHORT,
+        )
+        .await;
+        assert_eq!(eval(&bob, &format!("{MESSAGES}[2][0]")).await, "alice");
         wait(&bob, &present_are(&["alice", "bob"]), SHORT).await;
         assert_no_page_errors(&alice, "alice");
         assert_no_page_errors(&bob, "bob");
@@ -1146,7 +1172,10 @@ async fn tab_to<P: support::WebPage>(page: &P, selector: &str, back: bool) {
             .to_string(),
         );
     }
-    panic!("Tab never reached `{selector}`; the focus went: {}", path.join(" → "));
+    panic!(
+        "Tab never reached `{selector}`; the focus went: {}",
+        path.join(" → ")
+    );
 }
 
 /// A JS predicate: the element matching `selector` is shown, inside the
@@ -1170,9 +1199,15 @@ async fn keyboard_flow<P: support::WebPage>(page: &P, browser: &str, phone: bool
             .await
             .unwrap_or_else(|e| panic!("{browser}: {e}"))
     };
-    let key = |k: Key| async move { page.key(k).await.unwrap_or_else(|e| panic!("{browser}: {e}")) };
+    let key = |k: Key| async move {
+        page.key(k)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: {e}"))
+    };
     let typed = |text: &'static str| async move {
-        page.type_keys(text).await.unwrap_or_else(|e| panic!("{browser}: {e}"))
+        page.type_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: {e}"))
     };
     page.eval("document.activeElement && document.activeElement.blur(); true")
         .await
@@ -1219,7 +1254,10 @@ async fn the_chat_works_by_keyboard_alone() {
         let browser = launch().await;
         for (size, width, height, mobile) in SIZES {
             let alice = open_chat(&browser, &hub.base(), &format!("alice-{size}")).await;
-            alice.set_viewport(width, height, mobile).await.expect("viewport");
+            alice
+                .set_viewport(width, height, mobile)
+                .await
+                .expect("viewport");
             wait(&alice, &format!("{PRESENT}.length >= 1"), SHORT).await;
             keyboard_flow(&alice, "chromium", mobile).await;
             assert_no_page_errors(&alice, "alice");
@@ -1268,20 +1306,48 @@ async fn on_a_phone_the_presence_list_and_leave_control_are_reachable() {
         // The lobby again, where bob is.
         tab_to(&alice, "#rooms li[data-room=\"lobby\"] .room-open", true).await;
         alice.press(Key::Enter).await.expect("open the lobby");
-        wait(&alice, "document.querySelector('#room-title').textContent === '# lobby'", SHORT).await;
+        wait(
+            &alice,
+            "document.querySelector('#room-title').textContent === '# lobby'",
+            SHORT,
+        )
+        .await;
 
         wait(&alice, &visible("#people-toggle"), SHORT).await;
-        assert_eq!(eval(&alice, &visible("#presence")).await, false, "closed at first");
+        assert_eq!(
+            eval(&alice, &visible("#presence")).await,
+            false,
+            "closed at first"
+        );
         tab_to(&alice, "#people-toggle", false).await;
-        alice.press(Key::Space).await.expect("open the presence list");
+        alice
+            .press(Key::Space)
+            .await
+            .expect("open the presence list");
         wait(&alice, &visible("#presence li[data-name=\"bob\"]"), SHORT).await;
         assert_eq!(
-            eval(&alice, "document.querySelector('#people-toggle').getAttribute('aria-expanded')").await,
+            eval(
+                &alice,
+                "document.querySelector('#people-toggle').getAttribute('aria-expanded')"
+            )
+            .await,
             "true"
         );
-        assert_eq!(eval(&alice, "document.querySelector('#people-count').textContent").await, "2");
+        assert_eq!(
+            eval(
+                &alice,
+                "document.querySelector('#people-count').textContent"
+            )
+            .await,
+            "2"
+        );
 
-        wait(&alice, &visible("#rooms li[data-room=\"ops\"] .room-leave"), SHORT).await;
+        wait(
+            &alice,
+            &visible("#rooms li[data-room=\"ops\"] .room-leave"),
+            SHORT,
+        )
+        .await;
         tab_to(&alice, "#rooms li[data-room=\"ops\"] .room-leave", true).await;
         alice.press(Key::Enter).await.expect("leave");
         wait(&alice, &rooms_are(&["lobby"]), SHORT).await;
@@ -1389,13 +1455,19 @@ async fn the_dashboard_latency_is_windowed_and_its_axes_are_readable() {
 }
 
 /// The sizes every page is audited at: desktop and phone.
-const SIZES: [(&str, u32, u32, bool); 2] = [("desktop", 1280, 800, false), ("phone", 375, 740, true)];
+const SIZES: [(&str, u32, u32, bool); 2] =
+    [("desktop", 1280, 800, false), ("phone", 375, 740, true)];
 
 /// Audits `page` (already showing `name`) with axe-core at desktop and
 /// phone sizes, saving a screenshot of each as
 /// `artifacts/web/<name>-<size>-<browser>.png`; returns the violations,
 /// each prefixed with where it was found.
-async fn audit_page<P: support::WebPage>(page: &P, name: &str, browser: &str, axe: &str) -> Vec<String> {
+async fn audit_page<P: support::WebPage>(
+    page: &P,
+    name: &str,
+    browser: &str,
+    axe: &str,
+) -> Vec<String> {
     let mut found = Vec::new();
     for (size, width, height, mobile) in SIZES {
         page.viewport(width, height, mobile)
@@ -1409,7 +1481,11 @@ async fn audit_page<P: support::WebPage>(page: &P, name: &str, browser: &str, ax
         let violations = support::axe_violations(page, axe)
             .await
             .unwrap_or_else(|e| panic!("{browser}: axe on {name} at {size}: {e}"));
-        found.extend(violations.into_iter().map(|v| format!("{browser} {name} {size}: {v}")));
+        found.extend(
+            violations
+                .into_iter()
+                .map(|v| format!("{browser} {name} {size}: {v}")),
+        );
     }
     found
 }
@@ -1429,7 +1505,11 @@ async fn every_page_passes_an_accessibility_audit_in_chromium() {
         alice.type_into("#room-input", "ops").await.expect("type");
         alice.press_enter().await.expect("join");
         wait(&alice, &rooms_are(&["lobby", "ops"]), SHORT).await;
-        eval(&alice, "document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click()").await;
+        eval(
+            &alice,
+            "document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click()",
+        )
+        .await;
         say(&bob, "hello alice").await;
         say(&alice, "hi bob").await;
         wait(&alice, &texts_are(&["hello alice", "hi bob"]), SHORT).await;
@@ -1444,14 +1524,30 @@ async fn every_page_passes_an_accessibility_audit_in_chromium() {
             let scheme = if dark { "dark" } else { "light" };
             alice.set_dark(dark).await.expect("scheme");
             dash.set_dark(dark).await.expect("scheme");
-            violations.extend(audit_page(&alice, &format!("chat-{scheme}"), "chromium", &axe).await);
+            violations
+                .extend(audit_page(&alice, &format!("chat-{scheme}"), "chromium", &axe).await);
             // The phone's presence list, opened.
-            eval(&alice, "document.querySelector('#people-toggle').click(); true").await;
-            violations.extend(audit_page(&alice, &format!("chat-people-{scheme}"), "chromium", &axe).await);
-            eval(&alice, "document.querySelector('#people-toggle').click(); true").await;
-            violations.extend(audit_page(&dash, &format!("dashboard-{scheme}"), "chromium", &axe).await);
+            eval(
+                &alice,
+                "document.querySelector('#people-toggle').click(); true",
+            )
+            .await;
+            violations.extend(
+                audit_page(&alice, &format!("chat-people-{scheme}"), "chromium", &axe).await,
+            );
+            eval(
+                &alice,
+                "document.querySelector('#people-toggle').click(); true",
+            )
+            .await;
+            violations
+                .extend(audit_page(&dash, &format!("dashboard-{scheme}"), "chromium", &axe).await);
         }
-        assert!(violations.is_empty(), "axe-core found:\n{}", violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "axe-core found:\n{}",
+            violations.join("\n")
+        );
         assert_no_page_errors(&alice, "alice");
         browser.close().await;
     })

@@ -108,7 +108,9 @@ impl Bidi {
             Ok(Err(_)) => Err(error(format!(
                 "{method}: the BiDi connection closed before the answer"
             ))),
-            Err(_) => Err(error(format!("{method}: no answer within {CALL_TIMEOUT:?}"))),
+            Err(_) => Err(error(format!(
+                "{method}: no answer within {CALL_TIMEOUT:?}"
+            ))),
         }
     }
 
@@ -239,7 +241,12 @@ impl Firefox {
         std::fs::write(profile.path().join("user.js"), user_js)
             .map_err(|e| error(format!("cannot write user.js: {e}")))?;
         let mut child = Command::new(&path)
-            .args(["--headless", "--no-remote", "--remote-debugging-port=0", "--profile"])
+            .args([
+                "--headless",
+                "--no-remote",
+                "--remote-debugging-port=0",
+                "--profile",
+            ])
             .arg(profile.path())
             .arg("about:blank")
             .env("MOZ_HEADLESS", "1")
@@ -284,7 +291,10 @@ impl Firefox {
                 } else {
                     "exited before printing its WebDriver BiDi address".to_owned()
                 };
-                return Err(error(format!("Firefox {why}; its stderr:\n{}", tail_of(&stderr))));
+                return Err(error(format!(
+                    "Firefox {why}; its stderr:\n{}",
+                    tail_of(&stderr)
+                )));
             }
         };
         let bidi = match Bidi::connect(&format!("{}/session", url.trim_end_matches('/'))).await {
@@ -421,9 +431,11 @@ fn plain(remote: &Value) -> Value {
             other => other.clone(),
         },
         "bigint" => value.clone(),
-        "array" | "set" => Value::Array(value.as_array().map_or_else(Vec::new, |items| {
-            items.iter().map(plain).collect()
-        })),
+        "array" | "set" => Value::Array(
+            value
+                .as_array()
+                .map_or_else(Vec::new, |items| items.iter().map(plain).collect()),
+        ),
         "object" | "map" => {
             let mut out = Map::new();
             for pair in value.as_array().into_iter().flatten() {
@@ -526,8 +538,11 @@ impl FirefoxPage {
         let mut last = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining.max(Duration::from_millis(1)), self.eval(predicate))
-                .await
+            match tokio::time::timeout(
+                remaining.max(Duration::from_millis(1)),
+                self.eval(predicate),
+            )
+            .await
             {
                 Ok(Ok(value)) if truthy(&value) => return Ok(value),
                 Ok(Ok(value)) => last = Some(format!("value {value}")),
@@ -568,7 +583,8 @@ impl FirefoxPage {
             std::fs::create_dir_all(dir)
                 .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        std::fs::write(path, png).map_err(|e| error(format!("cannot write {}: {e}", path.display())))
+        std::fs::write(path, png)
+            .map_err(|e| error(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Presses and releases `key` (WebDriver key actions).
@@ -631,8 +647,15 @@ impl super::WebPage for FirefoxPage {
         FirefoxPage::eval(self, js).await.map_err(|e| e.to_string())
     }
 
-    async fn viewport(&self, width: u32, height: u32, _mobile: bool) -> std::result::Result<(), String> {
-        self.set_viewport(width, height).await.map_err(|e| e.to_string())
+    async fn viewport(
+        &self,
+        width: u32,
+        height: u32,
+        _mobile: bool,
+    ) -> std::result::Result<(), String> {
+        self.set_viewport(width, height)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn save_screenshot(&self, path: &Path) -> std::result::Result<(), String> {

@@ -49,7 +49,10 @@ pub(crate) fn axe_source() -> String {
 /// one test body runs in Chromium (DevTools) and Firefox (WebDriver BiDi).
 pub(crate) trait WebPage {
     /// Evaluates `js` (awaiting a promise it returns) to JSON.
-    fn eval(&self, js: &str) -> impl std::future::Future<Output = Result<serde_json::Value, String>>;
+    fn eval(
+        &self,
+        js: &str,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, String>>;
     /// Sets the viewport size in CSS pixels (`mobile`: a phone, where the
     /// browser can emulate one).
     fn viewport(
@@ -59,7 +62,10 @@ pub(crate) trait WebPage {
         mobile: bool,
     ) -> impl std::future::Future<Output = Result<(), String>>;
     /// Saves a PNG of the viewport to `path`.
-    fn save_screenshot(&self, path: &std::path::Path) -> impl std::future::Future<Output = Result<(), String>>;
+    fn save_screenshot(
+        &self,
+        path: &std::path::Path,
+    ) -> impl std::future::Future<Output = Result<(), String>>;
     /// Presses and releases `key` as a keyboard does.
     fn key(&self, key: browser::Key) -> impl std::future::Future<Output = Result<(), String>>;
     /// Types `text` into the focused element with the keyboard.
@@ -68,7 +74,9 @@ pub(crate) trait WebPage {
 
 impl WebPage for browser::Page {
     async fn eval(&self, js: &str) -> Result<serde_json::Value, String> {
-        browser::Page::eval(self, js).await.map_err(|e| e.to_string())
+        browser::Page::eval(self, js)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn viewport(&self, width: u32, height: u32, mobile: bool) -> Result<(), String> {
@@ -101,7 +109,12 @@ pub(crate) async fn wait_on<P: WebPage>(
     let mut last = String::from("no evaluation finished");
     loop {
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(remaining.max(Duration::from_millis(1)), page.eval(predicate)).await {
+        match tokio::time::timeout(
+            remaining.max(Duration::from_millis(1)),
+            page.eval(predicate),
+        )
+        .await
+        {
             Ok(Ok(value)) => {
                 let truthy = match &value {
                     serde_json::Value::Null => false,
@@ -119,7 +132,9 @@ pub(crate) async fn wait_on<P: WebPage>(
             Err(_) => {}
         }
         if std::time::Instant::now() >= deadline {
-            return Err(format!("timed out after {timeout:?} waiting for `{predicate}` (last: {last})"));
+            return Err(format!(
+                "timed out after {timeout:?} waiting for `{predicate}` (last: {last})"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
