@@ -1013,7 +1013,10 @@ mod tests {
             last = window.push(m.snapshot());
         }
         assert!(last.latency_p99 <= 0.0001, "{}", last.latency_p99);
-        assert_eq!(last.latency_count, 2, "the last 3 snapshots' interval");
+        assert_eq!(
+            last.latency_count, 3,
+            "the 3 intervals before the last snapshot"
+        );
         // All-time, the burst would still dominate p99.
         assert!(m.snapshot().latency_p99 > 0.025);
     }
