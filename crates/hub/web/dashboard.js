@@ -20,7 +20,8 @@
   const hub = new HubClient({ name: "web-dashboard", url, token: null });
   window.hub = hub;
 
-  /** Derived points: {time, connections, inRate, outRate, p50, p90, p99} (ms for latency). */
+  /** Derived points: {time, connections, inRate, outRate, p50, p90, p99,
+   * latencyCount} (ms for latency; latencyCount: deliveries in the window). */
   const points = [];
   let previous = null; // the last raw snapshot
   let lastSeen = 0; // when (browser clock) the last snapshot arrived
@@ -52,6 +53,7 @@
       p50: latency(snapshot, "latency_p50"),
       p90: latency(snapshot, "latency_p90"),
       p99: latency(snapshot, "latency_p99"),
+      latencyCount: typeof snapshot.latency_count === "number" ? snapshot.latency_count : null,
     });
     if (typeof snapshot.latency_window === "number") {
       for (const el of document.querySelectorAll(".lat-window")) {
