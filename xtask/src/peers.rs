@@ -42,6 +42,10 @@ pub(crate) const PEERS: &[Peer] = &[
         ensure: chromium,
     },
     Peer {
+        name: "firefox-esr",
+        ensure: firefox_esr,
+    },
+    Peer {
         name: "autobahn",
         ensure: autobahn,
     },
@@ -172,7 +176,9 @@ fn pip<const N: usize>(python: &Path, args: [&str; N]) -> Result {
     cmd::run(&mut pip)
 }
 
-/// Node `ws`, pinned by `tests/interop/node/package-lock.json`, in `tests/interop/node/node_modules`.
+/// Node `ws` (interop peer) and `axe-core` (the web pages' accessibility
+/// audits), pinned by `tests/interop/node/package-lock.json`, in
+/// `tests/interop/node/node_modules`.
 fn node_ws() -> Result<Outcome> {
     let dir = cmd::root().join("tests/interop/node");
     let lock = read("tests/interop/node/package-lock.json")?;
@@ -187,6 +193,7 @@ fn node_ws() -> Result<Outcome> {
     if !installed
         && read_opt(&stamp).as_deref() == Some(lock.as_str())
         && dir.join("node_modules/ws/package.json").is_file()
+        && dir.join("node_modules/axe-core/axe.min.js").is_file()
     {
         return Ok(Outcome::AlreadyInstalled);
     }
@@ -197,6 +204,9 @@ fn node_ws() -> Result<Outcome> {
     let version = cmd::output(node.current_dir(&dir))
         .ok_or("`require('ws')` fails in tests/interop/node after `npm ci`")?;
     eprintln!("ws {}", version.trim());
+    if !dir.join("node_modules/axe-core/axe.min.js").is_file() {
+        return Err("axe-core/axe.min.js is missing in tests/interop/node after `npm ci`".into());
+    }
     write(&stamp, &lock)?;
     Ok(Outcome::Installed)
 }
@@ -204,6 +214,16 @@ fn node_ws() -> Result<Outcome> {
 /// Debian's `chromium` (headless browser tests), from apt.
 fn chromium() -> Result<Outcome> {
     apt_install("chromium", Path::new("/usr/bin/chromium"), &["--version"])
+}
+
+/// Debian's `firefox-esr` (the web pages' tests in Firefox, driven with
+/// WebDriver BiDi), from apt.
+fn firefox_esr() -> Result<Outcome> {
+    apt_install(
+        "firefox-esr",
+        Path::new("/usr/bin/firefox-esr"),
+        &["--version"],
+    )
 }
 
 /// Debian's `redis-server` (the hub's Redis broker tests), from apt.

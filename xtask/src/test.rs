@@ -190,6 +190,7 @@ fn peers(_: &Ctx) -> Result {
         "python-websockets",
         "node-ws",
         "chromium",
+        "firefox-esr",
         "autobahn",
         "redis",
         "haproxy",

@@ -92,11 +92,14 @@ impl Default for HubConfig {
             auth: None,
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
-            // The web chat's rooms announce who comes and goes.
+            // The web chat's rooms announce who comes and goes, and keep a
+            // day of conversation (1,000 messages, within the 4 MiB bound).
             namespaces: BTreeMap::from([(
                 "chat".to_owned(),
                 NamespaceConfig {
                     join_leave: true,
+                    history_size: CHAT_HISTORY_SIZE,
+                    history_ttl: CHAT_HISTORY_TTL,
                     ..NamespaceConfig::default()
                 },
             )]),
@@ -387,6 +390,12 @@ impl Default for NamespaceConfig {
     }
 }
 
+/// Messages a `chat` room keeps in the embedded default (the web chat).
+pub const CHAT_HISTORY_SIZE: usize = 1000;
+
+/// How long a `chat` room keeps a message in the embedded default.
+pub const CHAT_HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The namespace the hub publishes its own statistics in, once a second, to
 /// the channel [`STATS_CHANNEL`]. Clients may subscribe, never publish.
 pub const SYS_NAMESPACE: &str = "$sys";
@@ -597,6 +606,24 @@ mod tests {
         let config = HubConfig::default();
         config.validate().unwrap();
         assert!(config.anonymous_allowed(config.namespace("chat:lobby")));
+    }
+
+    #[test]
+    fn chat_rooms_keep_a_day_of_history_by_default() {
+        let config = HubConfig::default();
+        let chat = config.namespace("chat:lobby");
+        assert_eq!(chat.history_size, 1000);
+        assert_eq!(chat.history_ttl, Duration::from_secs(86_400));
+        assert!(chat.join_leave);
+        // Still within the per-channel and node byte bounds.
+        assert_eq!(chat.history_bytes, 4 << 20);
+        assert!(chat.history_bytes <= config.limits.history_bytes);
+        // Other namespaces keep the shorter default.
+        assert_eq!(config.namespace("news:x").history_size, 100);
+        assert_eq!(
+            config.namespace("news:x").history_ttl,
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

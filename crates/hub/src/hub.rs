@@ -272,13 +272,14 @@ impl Hub {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
+        let mut window = crate::metrics::LatencyWindow::new(crate::metrics::LATENCY_WINDOW);
         loop {
             tick.tick().await;
             if self.shutdown.is_triggered() {
                 return;
             }
             ticks += 1;
-            self.publish_stats().await;
+            self.publish_stats(&mut window).await;
             if ticks.is_multiple_of(10) {
                 if let Some(memory) = &self.memory {
                     memory.sweep();
@@ -290,17 +291,22 @@ impl Hub {
         }
     }
 
-    async fn publish_stats(&self) {
+    /// Publishes the counters since start and the delivery latencies of
+    /// the last [`crate::metrics::LATENCY_WINDOW`] seconds.
+    async fn publish_stats(&self, window: &mut crate::metrics::LatencyWindow) {
         let snapshot = self.metrics.snapshot();
+        let recent = window.push(snapshot.clone());
         let value = serde_json::json!({
             "time": now_ms(),
             "connections": snapshot.connections,
             "messages_in": snapshot.messages_in,
             "messages_out": snapshot.messages_out,
             "publishes": snapshot.publishes,
-            "latency_p50": snapshot.latency_p50,
-            "latency_p90": snapshot.latency_p90,
-            "latency_p99": snapshot.latency_p99,
+            "latency_window": crate::metrics::LATENCY_WINDOW,
+            "latency_count": recent.latency_count,
+            "latency_p50": recent.latency_p50,
+            "latency_p90": recent.latency_p90,
+            "latency_p99": recent.latency_p99,
         });
         let publish = Publish {
             channel: STATS_CHANNEL.into(),

@@ -641,6 +641,48 @@ fn quantile(counts: &[u64; BUCKETS], q: f64) -> f64 {
     LARGEST_BOUND_SECS
 }
 
+/// The dashboard's latency window: `$sys:stats` carries the percentiles of
+/// the deliveries of the last this many seconds (one snapshot a second).
+pub(crate) const LATENCY_WINDOW: usize = 10;
+
+/// Snapshots of the last few seconds, to report latencies of a sliding
+/// window rather than since start (all-time percentiles barely move once
+/// the hub has run a while).
+///
+/// Invariant: holds at most `len` snapshots, oldest first; what
+/// [`LatencyWindow::push`] returns covers what happened since the oldest
+/// one (or since start until `len` snapshots were pushed).
+#[derive(Debug)]
+pub(crate) struct LatencyWindow {
+    len: usize,
+    earlier: std::collections::VecDeque<Snapshot>,
+}
+
+impl LatencyWindow {
+    /// A window of `len` snapshots (at least 1).
+    pub(crate) fn new(len: usize) -> Self {
+        let len = len.max(1);
+        Self {
+            len,
+            earlier: std::collections::VecDeque::with_capacity(len + 1),
+        }
+    }
+
+    /// Adds `now` and returns what happened within the window: counters and
+    /// latencies of the interval, gauges as of `now`.
+    pub(crate) fn push(&mut self, now: Snapshot) -> Snapshot {
+        let windowed = match self.earlier.front() {
+            Some(oldest) => now.since(oldest),
+            None => now.clone(),
+        };
+        self.earlier.push_back(now);
+        while self.earlier.len() > self.len {
+            self.earlier.pop_front();
+        }
+        windowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,6 +989,36 @@ mod tests {
         let m = Metrics::new();
         m.delivery_latency(Duration::from_secs(60));
         assert_eq!(m.snapshot().latency_p50, 10.0);
+    }
+
+    #[test]
+    fn the_latency_window_forgets_a_burst_after_its_length() {
+        let m = Metrics::new();
+        let mut window = LatencyWindow::new(3);
+        for _ in 0..100 {
+            m.delivery_latency(Duration::from_micros(80));
+        }
+        let quiet = window.push(m.snapshot());
+        assert!(quiet.latency_p99 <= 0.0001, "{}", quiet.latency_p99);
+        // A burst of slow deliveries moves p99 at once...
+        for _ in 0..100 {
+            m.delivery_latency(Duration::from_millis(40));
+        }
+        let burst = window.push(m.snapshot());
+        assert!(burst.latency_p99 > 0.025, "{}", burst.latency_p99);
+        // ...and it is gone 3 snapshots later, with only fast ones since.
+        let mut last = burst.clone();
+        for _ in 0..3 {
+            m.delivery_latency(Duration::from_micros(80));
+            last = window.push(m.snapshot());
+        }
+        assert!(last.latency_p99 <= 0.0001, "{}", last.latency_p99);
+        assert_eq!(
+            last.latency_count, 3,
+            "the 3 intervals before the last snapshot"
+        );
+        // All-time, the burst would still dominate p99.
+        assert!(m.snapshot().latency_p99 > 0.025);
     }
 
     #[test]

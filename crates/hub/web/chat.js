@@ -5,12 +5,19 @@
 // anonymous connections have an empty `user`; "typing…" is a signal too.
 // Query parameters: ?name= sets the name, ?room= opens a room, ?token= is
 // passed to the hub.
+//
+// Invariant: a name the hub verified wins. A message's or signal's
+// `from.user` (and this page's own `user` from the `connected` reply) is set
+// by the hub from the token; the `name` in the data is the sender's claim,
+// shown only for anonymous connections (empty `user`). A token for `alice`
+// is shown as "alice" whatever name was typed.
 "use strict";
 
 (function () {
   const $ = (selector) => document.querySelector(selector);
   const params = new URLSearchParams(location.search);
   const ROOM_NAME = /^[A-Za-z0-9_.@=/-]{1,64}$/;
+  const ROOM_RULE = "Room names are 1 to 64 letters, digits and _ - . @ / =";
   const HISTORY = 50; // messages of history when joining a room
   const KEEP = 500; // messages kept per room
   const TYPING_EVERY = 2500; // ms between "typing" signals while typing
@@ -76,9 +83,17 @@
     return state;
   }
 
+  /** The name this page shows for itself: the verified user, if any. */
+  function ownName() {
+    return hub.user || myName;
+  }
+
+  /** The name shown for `client`: its verified `user` first, then the name
+   * it claimed (anonymous only), then a placeholder. */
   function nameOf(client, user) {
-    if (mine.has(client)) return myName;
-    return names.get(client) || user || `guest·${String(client || "").slice(-4)}`;
+    if (user) return user;
+    if (mine.has(client)) return ownName();
+    return names.get(client) || `guest·${String(client || "").slice(-4)}`;
   }
 
   // ---- connection state ----------------------------------------------------
@@ -152,6 +167,7 @@
         leave.type = "button";
         leave.className = "room-leave";
         leave.title = `Leave #${room}`;
+        leave.setAttribute("aria-label", `Leave #${room}`);
         leave.textContent = "×";
         leave.addEventListener("click", () => leaveRoom(room));
         li.append(leave);
@@ -183,6 +199,7 @@
   }
 
   function leaveRoom(room) {
+    const index = roomList.indexOf(room);
     roomList = roomList.filter((r) => r !== room);
     hub.unsubscribe(channelOf(room));
     rooms.delete(room);
@@ -190,14 +207,22 @@
     saveRooms();
     renderRooms();
     renderRoom();
+    // Keyboard focus stays in the room list (the button it was on is gone).
+    const next = $("#rooms").children[Math.min(index, roomList.length - 1)];
+    if (next) next.querySelector(".room-open").focus();
   }
+
+  const roomInput = $("#room-input");
+  // A custom error stays until cleared: clear it as soon as the name is
+  // edited, or the form would refuse every later submit.
+  roomInput.addEventListener("input", () => roomInput.setCustomValidity(""));
 
   $("#join-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const input = $("#room-input");
+    const input = roomInput;
     const room = input.value.trim().replace(/^#/, "");
     if (!ROOM_NAME.test(room)) {
-      input.setCustomValidity("letters, digits and _ - . @ / =");
+      input.setCustomValidity(ROOM_RULE);
       input.reportValidity();
       return;
     }
@@ -339,8 +364,10 @@
     const state = roomState(room);
     const data = msg.data && typeof msg.data === "object" && !(msg.data instanceof Uint8Array) ? msg.data : {};
     const client = msg.from ? msg.from.client : "";
-    const name = cleanName(data.name) || nameOf(client, msg.from && msg.from.user);
-    if (client && data.name && !mine.has(client)) names.set(client, cleanName(data.name));
+    const user = (msg.from && msg.from.user) || "";
+    // The hub's `user` wins over the name the sender put in the data.
+    const name = user || (mine.has(client) ? "" : cleanName(data.name)) || nameOf(client, "");
+    if (client && !user && data.name && !mine.has(client)) names.set(client, cleanName(data.name));
     state.typing.delete(client);
     state.offsets.add(msg.offset);
     const waiting = awaiting.get(msg.channel + " " + msg.offset);
@@ -373,9 +400,9 @@
   function send(text) {
     const room = current;
     const channel = channelOf(room);
-    const entry = { kind: "pending", key: `p${Math.random().toString(36).slice(2)}`, name: myName, text, mine: true };
+    const entry = { kind: "pending", key: `p${Math.random().toString(36).slice(2)}`, name: ownName(), text, mine: true };
     addEntry(room, entry);
-    hub.publish(channel, { name: myName, text }).then(
+    hub.publish(channel, { name: ownName(), text }).then(
       ({ offset }) => {
         if (roomState(room).offsets.has(offset)) removePending(room, entry.key);
         else awaiting.set(channel + " " + offset, entry.key);
@@ -424,6 +451,7 @@
       dot.className = "avatar";
       dot.style.setProperty("--hue", hueOf(p.name));
       dot.textContent = p.name.slice(0, 1).toUpperCase();
+      dot.setAttribute("aria-hidden", "true");
       const label = document.createElement("span");
       label.className = "who";
       label.textContent = p.me ? `${p.name} (you)` : p.name;
@@ -431,14 +459,24 @@
       return li;
     }));
     $("#presence-count").textContent = String(people.length);
+    $("#people-count").textContent = String(people.length);
   }
 
+  // On narrow screens the presence list is a panel the "People" button
+  // opens and closes.
+  $("#people-toggle").addEventListener("click", () => {
+    const open = !document.body.classList.contains("people-open");
+    document.body.classList.toggle("people-open", open);
+    $("#people-toggle").setAttribute("aria-expanded", String(open));
+  });
+
   function greet(channel, kind) {
-    hub.signal(channel, { [kind]: true, name: myName });
+    hub.signal(channel, { [kind]: true, name: ownName() });
   }
 
   hub.on("connected", (reply) => {
     mine.add(reply.client);
+    renderName();
   });
 
   hub.on("subscribed", (reply) => {
@@ -479,7 +517,8 @@
     const client = push.from.client;
     const state = roomState(room);
     if (typeof data.name === "string" && cleanName(data.name)) {
-      names.set(client, cleanName(data.name));
+      // A claimed name counts for anonymous connections only.
+      if (!push.from.user) names.set(client, cleanName(data.name));
       if (!state.present.has(client)) state.present.set(client, push.from.user);
     }
     if (data.hello) greet(push.channel, "here");
@@ -516,7 +555,7 @@
 
   function stopTyping() {
     if (typingSentAt) {
-      hub.signal(channelOf(current), { typing: false, name: myName });
+      hub.signal(channelOf(current), { typing: false, name: ownName() });
       typingSentAt = 0;
     }
   }
@@ -529,7 +568,7 @@
     const now = Date.now();
     if (now - typingSentAt > TYPING_EVERY) {
       typingSentAt = now;
-      hub.signal(channelOf(current), { typing: true, name: myName });
+      hub.signal(channelOf(current), { typing: true, name: ownName() });
     }
   });
 
@@ -538,7 +577,20 @@
   const nameInput = $("#name-input");
   nameInput.value = myName;
 
+  /** Shows the verified user (read-only) when signed in, else the typed name. */
+  function renderName() {
+    const verified = Boolean(hub.user);
+    nameInput.readOnly = verified;
+    nameInput.value = ownName();
+    $("#verified").hidden = !verified;
+    renderPresence();
+  }
+
   function rename() {
+    if (hub.user) {
+      nameInput.value = hub.user;
+      return;
+    }
     const name = cleanName(nameInput.value);
     if (!name || name === myName) {
       nameInput.value = myName;
@@ -546,7 +598,7 @@
     }
     myName = name;
     store.set("duplex.name", myName);
-    for (const room of roomList) hub.signal(channelOf(room), { name: myName });
+    for (const room of roomList) hub.signal(channelOf(room), { name: ownName() });
     renderPresence();
   }
 

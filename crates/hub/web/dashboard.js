@@ -1,6 +1,8 @@
 // dashboard.js: live numbers and 60-second charts from the hub's `$sys:stats`
 // channel (a JSON snapshot a second: connections, message counters, delivery
-// latency percentiles in seconds). Rates come from consecutive snapshots.
+// latency percentiles in seconds over the last `latency_window` seconds).
+// Rates come from consecutive snapshots. Latencies are null (shown "–") when
+// nothing was delivered in the window.
 "use strict";
 
 (function () {
@@ -18,13 +20,16 @@
   const hub = new HubClient({ name: "web-dashboard", url, token: null });
   window.hub = hub;
 
-  /** Derived points: {time, connections, inRate, outRate, p50, p90, p99} (ms for latency). */
+  /** Derived points: {time, connections, inRate, outRate, p50, p90, p99,
+   * latencyCount} (ms for latency; latencyCount: deliveries in the window). */
   const points = [];
   let previous = null; // the last raw snapshot
   let lastSeen = 0; // when (browser clock) the last snapshot arrived
   window.dashboard = { points, snapshots: 0 };
 
   const ms = (seconds) => (typeof seconds === "number" && isFinite(seconds) ? seconds * 1000 : null);
+  /** The latency of `field` in ms, null when the window had no deliveries. */
+  const latency = (snapshot, field) => (snapshot.latency_count === 0 ? null : ms(snapshot[field]));
 
   function rate(now, before, field) {
     const a = now[field];
@@ -45,10 +50,17 @@
       connections: typeof snapshot.connections === "number" ? snapshot.connections : null,
       inRate: rate(snapshot, before, "messages_in"),
       outRate: rate(snapshot, before, "messages_out"),
-      p50: ms(snapshot.latency_p50),
-      p90: ms(snapshot.latency_p90),
-      p99: ms(snapshot.latency_p99),
+      p50: latency(snapshot, "latency_p50"),
+      p90: latency(snapshot, "latency_p90"),
+      p99: latency(snapshot, "latency_p99"),
+      latencyCount: typeof snapshot.latency_count === "number" ? snapshot.latency_count : null,
     });
+    if (typeof snapshot.latency_window === "number") {
+      for (const el of document.querySelectorAll(".lat-window")) {
+        const text = String(snapshot.latency_window);
+        if (el.textContent !== text) el.textContent = text;
+      }
+    }
     previous = snapshot;
     const oldest = snapshot.time - WINDOW - 2000;
     while (points.length && points[0].time < oldest) points.shift();
@@ -91,6 +103,20 @@
 
   // ---- charts ----------------------------------------------------------------
 
+  /** `value` with as many decimals as the tick `step` needs (so ticks read
+   * "0, 0.5, 1" rather than "0, 1, 1"), and `unit`. */
+  function formatTick(value, step, unit) {
+    let decimals = 0;
+    while (decimals < 4 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-9) {
+      decimals += 1;
+    }
+    const text = value === 0 ? "0" : value.toLocaleString("en-US", {
+      minimumFractionDigits: decimals,
+      maximumFractionDigits: decimals,
+    });
+    return unit ? `${text} ${unit}` : text;
+  }
+
   function niceMax(value) {
     if (!(value > 0)) return 1;
     const power = Math.pow(10, Math.floor(Math.log10(value)));
@@ -107,13 +133,14 @@
     return el;
   }
 
-  /** Draws `series` ([{field, cls}]) of the last minute into `svg`. */
-  function drawChart(svg, series, format) {
+  /** Draws `series` ([{field, cls}]) of the last minute into `svg`, with
+   * three ticks labelled in `unit`; `integer` charts tick whole numbers. */
+  function drawChart(svg, series, unit, integer) {
     const width = Math.max(200, Math.round(svg.clientWidth || 600));
     const height = Math.max(80, Math.round(svg.clientHeight || 150));
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
-    const left = 40;
+    const left = 58;
     const top = 8;
     const bottom = height - 18;
     const right = width - 6;
@@ -124,13 +151,14 @@
       for (const s of series) if (p.time >= start && p[s.field] > max) max = p[s.field];
     }
     max = niceMax(max * 1.1);
+    if (integer) max = Math.max(2, Math.ceil(max / 2) * 2);
     const x = (t) => left + ((t - start) / WINDOW) * (right - left);
     const y = (v) => bottom - (v / max) * (bottom - top);
     const children = [];
     for (const fraction of [0, 0.5, 1]) {
       const value = max * fraction;
       children.push(node("line", { class: "grid", x1: left, x2: right, y1: y(value), y2: y(value) }));
-      children.push(node("text", { class: "axis", x: left - 6, y: y(value) + 3, "text-anchor": "end" }, format(value)));
+      children.push(node("text", { class: "axis", x: left - 6, y: y(value) + 3, "text-anchor": "end" }, formatTick(value, max / 2, unit)));
     }
     children.push(node("text", { class: "axis", x: left, y: height - 4 }, "-60 s"));
     children.push(node("text", { class: "axis", x: right, y: height - 4, "text-anchor": "end" }, "now"));
@@ -152,16 +180,16 @@
   }
 
   function renderCharts() {
-    drawChart($("#chart-conn"), [{ field: "connections", cls: "s1" }], (v) => String(Math.round(v)));
+    drawChart($("#chart-conn"), [{ field: "connections", cls: "s1" }], "", true);
     drawChart($("#chart-rate"), [
       { field: "inRate", cls: "s1" },
       { field: "outRate", cls: "s2" },
-    ], (v) => (v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}k` : String(Math.round(v))));
+    ], "/s", false);
     drawChart($("#chart-latency"), [
       { field: "p50", cls: "s1" },
       { field: "p90", cls: "s2" },
       { field: "p99", cls: "s3" },
-    ], (v) => formatMs(v));
+    ], "ms", false);
   }
 
   function render() {

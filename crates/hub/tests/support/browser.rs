@@ -509,6 +509,21 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
+/// A key [`Page::press`] can press.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// Tab: the focus moves to the next control.
+    Tab,
+    /// Shift+Tab: the focus moves to the previous control.
+    ShiftTab,
+    /// Enter.
+    Enter,
+    /// The space bar.
+    Space,
+    /// Escape.
+    Escape,
+}
+
 /// One page (tab) of the browser, attached through a flat session.
 #[derive(Clone)]
 pub(crate) struct Page {
@@ -659,6 +674,42 @@ impl Page {
             }
             self.call("Input.dispatchKeyEvent", event).await?;
         }
+        Ok(())
+    }
+
+    /// Presses and releases `key` (a [`Key`]) in the focused element, as a
+    /// keyboard does: Tab moves the focus, Space and Enter activate.
+    pub(crate) async fn press(&self, key: Key) -> Result<()> {
+        let (name, code, vk, text, modifiers) = match key {
+            Key::Tab => ("Tab", "Tab", 9, None, 0),
+            Key::ShiftTab => ("Tab", "Tab", 9, None, 8),
+            Key::Enter => ("Enter", "Enter", 13, Some("\r"), 0),
+            Key::Space => (" ", "Space", 32, Some(" "), 0),
+            Key::Escape => ("Escape", "Escape", 27, None, 0),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({
+                "type": kind,
+                "key": name,
+                "code": code,
+                "windowsVirtualKeyCode": vk,
+                "nativeVirtualKeyCode": vk,
+                "modifiers": modifiers,
+            });
+            if kind == "keyDown"
+                && let Some(text) = text
+            {
+                event["text"] = Value::String(text.to_owned());
+            }
+            self.call("Input.dispatchKeyEvent", event).await?;
+        }
+        Ok(())
+    }
+
+    /// Types `text` into the focused element (`input` events), without
+    /// moving the focus.
+    pub(crate) async fn type_text(&self, text: &str) -> Result<()> {
+        self.call("Input.insertText", json!({"text": text})).await?;
         Ok(())
     }
 

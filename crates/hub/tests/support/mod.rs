@@ -1,9 +1,12 @@
 //! Test support for the hub's browser tests: a headless Chromium driver
-//! ([`browser`]), a TCP relay whose connections a test can cut ([`Relay`]),
+//! ([`browser`], DevTools), a headless Firefox driver ([`firefox`],
+//! WebDriver BiDi), a [`WebPage`] trait so one test body drives either,
+//! the axe-core audit, a TCP relay whose connections a test can cut ([`Relay`]),
 //! and paths.
 #![allow(dead_code)]
 
 pub(crate) mod browser;
+pub(crate) mod firefox;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +30,139 @@ pub(crate) fn artifacts_dir() -> PathBuf {
     let dir = workspace_root().join("artifacts/web");
     std::fs::create_dir_all(&dir).expect("create artifacts/web");
     dir
+}
+
+/// `tests/interop/node/node_modules/axe-core/axe.min.js`, the accessibility
+/// engine the page audits inject; installed by `cargo xtask setup node-ws`
+/// (pinned in `tests/interop/node/package.json`). Missing is a failure.
+pub(crate) fn axe_source() -> String {
+    let path = workspace_root().join("tests/interop/node/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): install it with `cargo xtask setup node-ws`",
+            path.display()
+        )
+    })
+}
+
+/// What the browser tests need of a page, whichever browser drives it, so
+/// one test body runs in Chromium (DevTools) and Firefox (WebDriver BiDi).
+pub(crate) trait WebPage {
+    /// Evaluates `js` (awaiting a promise it returns) to JSON.
+    fn eval(
+        &self,
+        js: &str,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, String>>;
+    /// Sets the viewport size in CSS pixels (`mobile`: a phone, where the
+    /// browser can emulate one).
+    fn viewport(
+        &self,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Saves a PNG of the viewport to `path`.
+    fn save_screenshot(
+        &self,
+        path: &std::path::Path,
+    ) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Presses and releases `key` as a keyboard does.
+    fn key(&self, key: browser::Key) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Types `text` into the focused element with the keyboard.
+    fn type_keys(&self, text: &str) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl WebPage for browser::Page {
+    async fn eval(&self, js: &str) -> Result<serde_json::Value, String> {
+        browser::Page::eval(self, js)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn viewport(&self, width: u32, height: u32, mobile: bool) -> Result<(), String> {
+        self.set_viewport(width, height, mobile)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn save_screenshot(&self, path: &std::path::Path) -> Result<(), String> {
+        self.screenshot(path).await.map_err(|e| e.to_string())
+    }
+
+    async fn key(&self, key: browser::Key) -> Result<(), String> {
+        self.press(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn type_keys(&self, text: &str) -> Result<(), String> {
+        self.type_text(text).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Evaluates `predicate` on `page` every 100 ms until it is truthy (in the
+/// JavaScript sense) and returns its value, or an error after `timeout`.
+pub(crate) async fn wait_on<P: WebPage>(
+    page: &P,
+    predicate: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no evaluation finished");
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(
+            remaining.max(Duration::from_millis(1)),
+            page.eval(predicate),
+        )
+        .await
+        {
+            Ok(Ok(value)) => {
+                let truthy = match &value {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::Bool(b) => *b,
+                    serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                    serde_json::Value::String(s) => !s.is_empty(),
+                    _ => true,
+                };
+                if truthy {
+                    return Ok(value);
+                }
+                last = format!("value {value}");
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for `{predicate}` (last: {last})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Injects axe-core into `page` (once) and runs it on the whole document;
+/// returns one line per violation (rule, impact, help, the nodes' targets),
+/// empty when there is none.
+pub(crate) async fn axe_violations<P: WebPage>(page: &P, axe: &str) -> Result<Vec<String>, String> {
+    if page.eval("typeof window.axe === 'object'").await? != serde_json::Value::Bool(true) {
+        // Evaluated as a script: axe.min.js defines `window.axe`.
+        page.eval(&format!("{axe}\n;true")).await?;
+    }
+    let found = page
+        .eval(
+            "axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations.map(v => \
+               `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))",
+        )
+        .await?;
+    Ok(found
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| l.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// A TCP relay on `127.0.0.1:0` in front of a server, so a test can fail
