@@ -79,7 +79,10 @@ impl ClientRequest {
     }
 
     /// Builds the handshake with a fresh key.
-    pub(crate) fn handshake(&self, deflate: Option<&DeflateConfig>) -> Result<ClientHandshake, Error> {
+    pub(crate) fn handshake(
+        &self,
+        deflate: Option<&DeflateConfig>,
+    ) -> Result<ClientHandshake, Error> {
         let key: [u8; 16] = rand::random();
         let mut builder = ClientHandshake::builder(&self.url, key)
             .protocols(self.protocols.iter().cloned())

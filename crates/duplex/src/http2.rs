@@ -189,7 +189,9 @@ fn io_error(error: h2::Error) -> io::Error {
     if error.is_reset() || error.is_go_away() {
         io::Error::new(io::ErrorKind::ConnectionReset, error)
     } else if error.is_io() {
-        error.into_io().unwrap_or_else(|| io::Error::other("h2 I/O"))
+        error
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O"))
     } else {
         io::Error::other(error)
     }
@@ -298,9 +300,7 @@ impl AsyncWrite for H2Stream {
         if !this.write_done {
             this.write_done = true;
             this.send.reserve_capacity(0);
-            this.send
-                .send_data(Bytes::new(), true)
-                .map_err(io_error)?;
+            this.send.send_data(Bytes::new(), true).map_err(io_error)?;
         }
         Poll::Ready(Ok(()))
     }
@@ -381,7 +381,8 @@ impl Server {
 
     /// Serves one HTTP/2 connection on `io` (after the TLS handshake, if
     /// any) until the client or an error ends it, running `on_websocket` on
-    /// a task of its own for each accepted WebSocket.
+    /// a task of its own for each accepted WebSocket, with the request it
+    /// was accepted for (path, query, headers, subprotocols).
     ///
     /// # Errors
     ///
@@ -392,7 +393,7 @@ impl Server {
     pub async fn serve_connection<S, H, Fut>(&self, io: S, on_websocket: H) -> Result<(), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(H2WebSocket) -> Fut + Send + Sync + 'static,
+        H: Fn(H2WebSocket, UpgradeRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut builder = h2::server::Builder::new();
@@ -416,8 +417,8 @@ impl Server {
         };
         while let Some(accepted) = conn.accept().await {
             let (request, respond) = accepted?;
-            if let Some(ws) = self.answer(request, respond) {
-                tokio::spawn(on_websocket(ws));
+            if let Some((ws, request)) = self.answer(request, respond) {
+                tokio::spawn(on_websocket(ws, request));
             }
         }
         Ok(())
@@ -429,7 +430,7 @@ impl Server {
         &self,
         request: Request<RecvStream>,
         mut respond: h2::server::SendResponse<Bytes>,
-    ) -> Option<H2WebSocket> {
+    ) -> Option<(H2WebSocket, UpgradeRequest)> {
         let (parts, body) = request.into_parts();
         let head = Request::from_parts(parts, ());
         if head.method() != Method::CONNECT {
@@ -468,12 +469,13 @@ impl Server {
             }
         };
         let send = respond.send_response(response, false).ok()?;
-        Some(WebSocket::from_parts(
+        let ws = WebSocket::from_parts(
             H2Stream::new(send, body),
             conn,
             &self.config,
             accept.protocol,
-        ))
+        );
+        Some((ws, request))
     }
 }
 
@@ -618,9 +620,12 @@ impl H2Connection {
     /// connection failed; [`Error::HttpStatus`] when the server refused;
     /// [`Error::ClientHandshake`] when its answer does not complete the
     /// handshake; [`Error::HandshakeTimeout`].
-    pub async fn open(&self, request: &ClientRequest, config: &Config) -> Result<H2WebSocket, Error> {
-        match tokio::time::timeout(config.handshake_timeout, self.open_parts(request, config))
-            .await
+    pub async fn open(
+        &self,
+        request: &ClientRequest,
+        config: &Config,
+    ) -> Result<H2WebSocket, Error> {
+        match tokio::time::timeout(config.handshake_timeout, self.open_parts(request, config)).await
         {
             Ok(Ok((stream, conn, protocol))) => {
                 Ok(WebSocket::from_parts(stream, conn, config, protocol))
@@ -677,6 +682,9 @@ async fn read_body(body: &mut RecvStream, limit: usize) -> Vec<u8> {
     out
 }
 
+/// Host, port and TLS flag, as [`transport::target`] gives them.
+type Origin = (String, u16, bool);
+
 /// What a [`Pool`] knows of an origin.
 #[derive(Debug, Clone)]
 enum Known {
@@ -694,7 +702,7 @@ enum Known {
 /// Set it as [`crate::transport::Options::http2`].
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
-    origins: Arc<Mutex<HashMap<(String, u16, bool), Known>>>,
+    origins: Arc<Mutex<HashMap<Origin, Known>>>,
     http2: Http2Config,
 }
 
@@ -712,11 +720,11 @@ impl Pool {
         }
     }
 
-    fn known(&self, key: &(String, u16, bool)) -> Option<Known> {
+    fn known(&self, key: &Origin) -> Option<Known> {
         self.origins.lock().ok()?.get(key).cloned()
     }
 
-    fn remember(&self, key: (String, u16, bool), known: Option<Known>) {
+    fn remember(&self, key: Origin, known: Option<Known>) {
         if let Ok(mut origins) = self.origins.lock() {
             match known {
                 Some(known) => origins.insert(key, known),
@@ -786,7 +794,10 @@ pub(crate) async fn connect_pooled(
     match H2Connection::handshake(io, secure, &h2config, &pool.http2).await {
         Ok(h2) if h2.supports_websocket() => {
             pool.remember(key, Some(Known::Http2(h2.clone())));
-            Ok(into_transport(h2.open_parts(request, config).await?, config))
+            Ok(into_transport(
+                h2.open_parts(request, config).await?,
+                config,
+            ))
         }
         Ok(_) => {
             tracing::debug!("server does not advertise extended CONNECT; using HTTP/1.1");

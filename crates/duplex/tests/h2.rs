@@ -91,7 +91,8 @@ async fn start(config: Config, tls: Option<Arc<ServerConfig>>, mode: Http2Mode) 
                 return;
             };
             count.fetch_add(1, Ordering::SeqCst);
-            let (server, config, tls, tx) = (server.clone(), config.clone(), tls.clone(), tx.clone());
+            let (server, config, tls, tx) =
+                (server.clone(), config.clone(), tls.clone(), tx.clone());
             tokio::spawn(async move {
                 match tls {
                     Some(tls) => {
@@ -161,7 +162,8 @@ where
         return;
     }
     let _ = server
-        .serve_connection(io, move |ws| {
+        .serve_connection(io, move |ws, request| {
+            assert!(request.is_extended_connect());
             let tx = tx.clone();
             async move {
                 service(ws, true, tx).await;
@@ -265,7 +267,11 @@ fn payloads(size: usize) -> [Message; 2] {
     let mut text = String::with_capacity(size);
     let mut i = 0u32;
     while text.len() < size {
-        let c = if i % 7 == 0 && text.len() + 3 <= size { 'é' } else { char::from(b'a' + (i % 26) as u8) };
+        let c = if i.is_multiple_of(7) && text.len() + 3 <= size {
+            'é'
+        } else {
+            char::from(b'a' + (i % 26) as u8)
+        };
         if text.len() + c.len_utf8() > size {
             text.push('x');
         } else {
@@ -287,7 +293,10 @@ where
             ws.send(message.clone()).await.unwrap();
             let echo = ws.next().await.unwrap().unwrap();
             assert_eq!(echo.kind(), message.kind(), "size {size}");
-            assert!(echo.payload() == message.payload(), "size {size}: echo differs");
+            assert!(
+                echo.payload() == message.payload(),
+                "size {size}: echo differs"
+            );
         }
     }
 }
@@ -302,7 +311,9 @@ async fn close_cases(server: &mut TestServer, request: &ClientRequest, config: &
             if by_client {
                 ws.close(CloseCode(code), "client closes").await.unwrap();
             } else {
-                ws.send(Message::text(format!("close:{code}"))).await.unwrap();
+                ws.send(Message::text(format!("close:{code}")))
+                    .await
+                    .unwrap();
                 assert!(ws.next().await.is_none());
             }
             let info = ws.close_info().unwrap().clone();
@@ -310,7 +321,11 @@ async fn close_cases(server: &mut TestServer, request: &ClientRequest, config: &
             let ended = timeout(STEP, server.ended.recv()).await.unwrap().unwrap();
             assert!(ended.http2);
             let theirs = ended.close.clone().unwrap();
-            assert_eq!((theirs.code, theirs.was_clean), (CloseCode(code), true), "{ended:?}");
+            assert_eq!(
+                (theirs.code, theirs.was_clean),
+                (CloseCode(code), true),
+                "{ended:?}"
+            );
             // Each side reports the reason the other sent first.
             if by_client {
                 assert_eq!(theirs.reason, "client closes");
@@ -342,7 +357,9 @@ async fn message_matrix_over_h2c() {
                 let mut server = start(server_config, None, Http2Mode::Duplex).await;
                 let pool = Pool::new();
                 let request = pooled(&format!("ws://{}/echo", server.addr), &pool);
-                let mut ws = duplex::connect_with(&request, &client_config).await.unwrap();
+                let mut ws = duplex::connect_with(&request, &client_config)
+                    .await
+                    .unwrap();
                 assert!(ws.get_ref().is_http2(), "over HTTP/2");
                 let negotiated = ws.connection().deflate_params().is_some();
                 assert_eq!(negotiated, compress);
@@ -353,9 +370,16 @@ async fn message_matrix_over_h2c() {
                 };
                 echo_matrix(&mut ws, sizes).await;
                 ws.close(CloseCode::NORMAL, "").await.unwrap();
-                assert_eq!(server.ended.recv().await.unwrap().close.unwrap().code, CloseCode::NORMAL);
+                assert_eq!(
+                    server.ended.recv().await.unwrap().close.unwrap().code,
+                    CloseCode::NORMAL
+                );
                 close_cases(&mut server, &request, &client_config).await;
-                assert_eq!(server.connections.load(Ordering::SeqCst), 1, "one connection");
+                assert_eq!(
+                    server.connections.load(Ordering::SeqCst),
+                    1,
+                    "one connection"
+                );
             }
         }
     })
@@ -382,12 +406,17 @@ async fn message_matrix_over_tls_alpn_h2() {
             let pool = Pool::new();
             let url = format!("wss://127.0.0.1:{}/echo", server.addr.port());
             let request = pki.request(&url, &pool);
-            let mut ws = duplex::connect_with(&request, &client_config).await.unwrap();
+            let mut ws = duplex::connect_with(&request, &client_config)
+                .await
+                .unwrap();
             assert!(ws.get_ref().is_http2(), "over HTTP/2");
             assert_eq!(ws.connection().deflate_params().is_some(), compress);
             echo_matrix(&mut ws, &[0, 125, 126, 65536, MIB, 16 * MIB]).await;
             ws.close(CloseCode::NORMAL, "").await.unwrap();
-            assert_eq!(server.ended.recv().await.unwrap().close.unwrap().code, CloseCode::NORMAL);
+            assert_eq!(
+                server.ended.recv().await.unwrap().close.unwrap().code,
+                CloseCode::NORMAL
+            );
             close_cases(&mut server, &request, &client_config).await;
             assert_eq!(server.connections.load(Ordering::SeqCst), 1);
         }
@@ -405,7 +434,9 @@ async fn subprotocol_over_h2() {
         let request = pooled(&format!("ws://{}/", server.addr), &pool)
             .protocol("v2.chat")
             .protocol("v1.chat");
-        let ws = duplex::connect_with(&request, &Config::client()).await.unwrap();
+        let ws = duplex::connect_with(&request, &Config::client())
+            .await
+            .unwrap();
         assert!(ws.get_ref().is_http2());
         assert_eq!(ws.protocol(), Some("v2.chat"));
     })
@@ -424,16 +455,24 @@ async fn falls_back_to_http1() {
             let pool = Pool::new();
             let url = format!("ws://{}/", server.addr);
             let request = pooled(&url, &pool);
-            let mut ws = duplex::connect_with(&request, &Config::client()).await.unwrap();
+            let mut ws = duplex::connect_with(&request, &Config::client())
+                .await
+                .unwrap();
             assert!(!ws.get_ref().is_http2());
             assert!(pool.is_http1_only(&url));
             echo_matrix(&mut ws, &[125]).await;
             ws.close(CloseCode::NORMAL, "").await.unwrap();
             let ended = server.ended.recv().await.unwrap();
             assert!(!ended.http2);
-            assert_eq!(server.connections.load(Ordering::SeqCst), 2, "h2 try, then HTTP/1.1");
+            assert_eq!(
+                server.connections.load(Ordering::SeqCst),
+                2,
+                "h2 try, then HTTP/1.1"
+            );
             // Known now: straight to HTTP/1.1.
-            let ws = duplex::connect_with(&request, &Config::client()).await.unwrap();
+            let ws = duplex::connect_with(&request, &Config::client())
+                .await
+                .unwrap();
             assert!(!ws.get_ref().is_http2());
             assert_eq!(server.connections.load(Ordering::SeqCst), 3);
         }
@@ -448,7 +487,12 @@ async fn falls_back_to_http1() {
 async fn tls_without_h2_alpn_is_http1() {
     timeout(STEP, async {
         let pki = pki();
-        let server = start(Config::default(), Some(pki.config.clone()), Http2Mode::Duplex).await;
+        let server = start(
+            Config::default(),
+            Some(pki.config.clone()),
+            Http2Mode::Duplex,
+        )
+        .await;
         let pool = Pool::new();
         let url = format!("wss://127.0.0.1:{}/", server.addr.port());
         let mut ws = duplex::connect_with(&pki.request(&url, &pool), &Config::client())
@@ -472,7 +516,9 @@ async fn hundred_websockets_share_one_connection() {
         let request = pooled(&format!("ws://{}/", server.addr), &pool);
         let mut sockets = Vec::new();
         for _ in 0..100 {
-            let ws = duplex::connect_with(&request, &Config::client()).await.unwrap();
+            let ws = duplex::connect_with(&request, &Config::client())
+                .await
+                .unwrap();
             assert!(ws.get_ref().is_http2());
             sockets.push(ws);
         }
@@ -506,7 +552,12 @@ async fn hundred_websockets_share_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_bounds_the_writer() {
     timeout(STEP * 3, async {
-        let server = start(Config::default().without_compression(), None, Http2Mode::Duplex).await;
+        let server = start(
+            Config::default().without_compression(),
+            None,
+            Http2Mode::Duplex,
+        )
+        .await;
         let pool = Pool::new();
         let request = pooled(&format!("ws://{}/", server.addr), &pool);
         let mut config = Config::client().without_compression();
@@ -531,7 +582,10 @@ async fn a_reader_that_stops_bounds_the_writer() {
         );
         // Stream window (256 KiB) + h2 send buffer (256 KiB) + our high water
         // + slack: nowhere near unbounded.
-        assert!(sent <= 2 * MIB, "sent {sent} bytes to a reader that stopped");
+        assert!(
+            sent <= 2 * MIB,
+            "sent {sent} bytes to a reader that stopped"
+        );
         // The connection is not blocked for the others.
         let mut other = duplex::connect_with(&request, &config).await.unwrap();
         echo_matrix(&mut other, &[125, 65536]).await;
@@ -550,13 +604,20 @@ async fn dropping_a_websocket_is_a_tcp_close() {
         let server = start(Config::default(), None, Http2Mode::Duplex).await;
         let pool = Pool::new();
         let request = pooled(&format!("ws://{}/", server.addr), &pool);
-        let mut ws = duplex::connect_with(&request, &Config::client()).await.unwrap();
+        let mut ws = duplex::connect_with(&request, &Config::client())
+            .await
+            .unwrap();
         ws.send(Message::text("drop")).await.unwrap();
         let next = ws.next().await;
-        assert!(matches!(next, Some(Err(Error::AbnormalClosure))), "{next:?}");
+        assert!(
+            matches!(next, Some(Err(Error::AbnormalClosure))),
+            "{next:?}"
+        );
         let info = ws.close_info().unwrap();
         assert_eq!((info.code, info.was_clean), (CloseCode::ABNORMAL, false));
-        let mut other = duplex::connect_with(&request, &Config::client()).await.unwrap();
+        let mut other = duplex::connect_with(&request, &Config::client())
+            .await
+            .unwrap();
         echo_matrix(&mut other, &[10]).await;
     })
     .await
@@ -602,7 +663,9 @@ async fn server_reset_is_an_abrupt_close() {
                 .await
                 .unwrap();
             let (_request, mut respond) = conn.accept().await.unwrap().unwrap();
-            let mut stream = respond.send_response(http::Response::new(()), false).unwrap();
+            let mut stream = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
             // Serve the connection while the client notices.
             tokio::spawn(async move { while conn.accept().await.is_some() {} });
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -610,16 +673,24 @@ async fn server_reset_is_an_abrupt_close() {
             tokio::time::sleep(STEP).await;
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let conn = http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
-            .await
-            .unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
         let mut ws = conn
-            .open(&ClientRequest::new(format!("ws://{addr}/")), &Config::client())
+            .open(
+                &ClientRequest::new(format!("ws://{addr}/")),
+                &Config::client(),
+            )
             .await
             .unwrap();
         match ws.next().await {
             Some(Err(Error::Io(error))) => {
-                assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error:?}");
+                assert_eq!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset,
+                    "{error:?}"
+                );
             }
             other => panic!("expected a reset, got {other:?}"),
         }
@@ -642,14 +713,20 @@ async fn message_limit_per_stream() {
         let pool = Pool::new();
         let request = pooled(&format!("ws://{}/", server.addr), &pool);
         let client_config = Config::client().without_compression();
-        let mut ws = duplex::connect_with(&request, &client_config).await.unwrap();
-        ws.send(Message::binary(vec![0u8; 64 * 1024 + 1])).await.unwrap();
+        let mut ws = duplex::connect_with(&request, &client_config)
+            .await
+            .unwrap();
+        ws.send(Message::binary(vec![0u8; 64 * 1024 + 1]))
+            .await
+            .unwrap();
         let next = ws.next().await;
         assert!(next.is_none(), "{next:?}");
         assert_eq!(ws.close_info().unwrap().code, CloseCode::MESSAGE_TOO_BIG);
         let ended = server.ended.recv().await.unwrap();
         assert_eq!(ended.close.unwrap().code, CloseCode::MESSAGE_TOO_BIG);
-        let mut other = duplex::connect_with(&request, &client_config).await.unwrap();
+        let mut other = duplex::connect_with(&request, &client_config)
+            .await
+            .unwrap();
         echo_matrix(&mut other, &[64 * 1024]).await;
         assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     })
@@ -751,7 +828,12 @@ async fn rfc8441_setting_200_and_no_key_or_accept() {
 #[tokio::test]
 async fn rfc8441_masking_is_unchanged() {
     timeout(STEP, async {
-        let mut server = start(Config::default().without_compression(), None, Http2Mode::Duplex).await;
+        let mut server = start(
+            Config::default().without_compression(),
+            None,
+            Http2Mode::Duplex,
+        )
+        .await;
         let send = raw_h2(server.addr).await;
         let request = connect_request(
             server.addr,
@@ -763,7 +845,10 @@ async fn rfc8441_masking_is_unchanged() {
         let mut body = response.into_body();
         // A masked text frame "Hi" (mask 01 02 03 04) is echoed unmasked.
         stream
-            .send_data(Bytes::from_static(b"\x81\x82\x01\x02\x03\x04\x49\x6b"), false)
+            .send_data(
+                Bytes::from_static(b"\x81\x82\x01\x02\x03\x04\x49\x6b"),
+                false,
+            )
             .unwrap();
         let mut got = BytesMut::new();
         while got.len() < 4 {
@@ -773,7 +858,9 @@ async fn rfc8441_masking_is_unchanged() {
         }
         assert_eq!(&got[..4], b"\x81\x02Hi", "unmasked echo");
         // An unmasked frame from the client: close 1002.
-        stream.send_data(Bytes::from_static(b"\x81\x02Hi"), false).unwrap();
+        stream
+            .send_data(Bytes::from_static(b"\x81\x02Hi"), false)
+            .unwrap();
         let mut got = BytesMut::new();
         while got.len() < 4 {
             match body.data().await {
@@ -831,12 +918,21 @@ async fn rfc8441_bad_requests_get_4xx() {
         // Wrong :protocol.
         let (response, _) = send_raw(
             &send,
-            connect_request(server.addr, "/", Some("h2c-tunnel"), &[("sec-websocket-version", "13")]),
+            connect_request(
+                server.addr,
+                "/",
+                Some("h2c-tunnel"),
+                &[("sec-websocket-version", "13")],
+            ),
         )
         .await;
         assert_eq!(status(&response), 400);
         // Missing Sec-WebSocket-Version: 426 naming 13, without Upgrade.
-        let (response, _) = send_raw(&send, connect_request(server.addr, "/", Some("websocket"), &[])).await;
+        let (response, _) = send_raw(
+            &send,
+            connect_request(server.addr, "/", Some("websocket"), &[]),
+        )
+        .await;
         assert_eq!(status(&response), 426);
         assert_eq!(response.headers()["sec-websocket-version"], "13");
         assert!(!response.headers().contains_key("upgrade"));
@@ -844,7 +940,12 @@ async fn rfc8441_bad_requests_get_4xx() {
         // Version 8.
         let (response, _) = send_raw(
             &send,
-            connect_request(server.addr, "/", Some("websocket"), &[("sec-websocket-version", "8")]),
+            connect_request(
+                server.addr,
+                "/",
+                Some("websocket"),
+                &[("sec-websocket-version", "8")],
+            ),
         )
         .await;
         assert_eq!(status(&response), 426);
@@ -855,7 +956,10 @@ async fn rfc8441_bad_requests_get_4xx() {
                 server.addr,
                 "/",
                 Some("websocket"),
-                &[("sec-websocket-version", "13"), ("sec-websocket-protocol", "a, a")],
+                &[
+                    ("sec-websocket-version", "13"),
+                    ("sec-websocket-protocol", "a, a"),
+                ],
             ),
         )
         .await;
@@ -863,7 +967,12 @@ async fn rfc8441_bad_requests_get_4xx() {
         // Refused by the application.
         let (response, _) = send_raw(
             &send,
-            connect_request(server.addr, "/forbidden", Some("websocket"), &[("sec-websocket-version", "13")]),
+            connect_request(
+                server.addr,
+                "/forbidden",
+                Some("websocket"),
+                &[("sec-websocket-version", "13")],
+            ),
         )
         .await;
         assert_eq!(status(&response), 403);
@@ -893,9 +1002,10 @@ async fn h2_connection_opens_websockets() {
     timeout(STEP, async {
         let server = start(Config::default(), None, Http2Mode::Duplex).await;
         let tcp = TcpStream::connect(server.addr).await.unwrap();
-        let conn = http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
-            .await
-            .unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
         assert!(conn.supports_websocket());
         let request = ClientRequest::new(format!("ws://{}/", server.addr));
         let mut a = conn.open(&request, &Config::client()).await.unwrap();
