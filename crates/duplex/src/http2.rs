@@ -545,9 +545,9 @@ pub async fn is_h2c_preface(tcp: &TcpStream) -> io::Result<bool> {
         if n == PREFACE.len() {
             return Ok(true);
         }
-        // Part of the preface: wait for more (peek returns at once otherwise).
-        tcp.readable().await?;
-        tokio::task::yield_now().await;
+        // Part of the preface: peek would return the same bytes at once, so
+        // wait a little for the rest.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
@@ -697,7 +697,10 @@ enum Known {
 /// HTTP/2 connections shared by [`crate::connect_with`] calls: one per origin
 /// (scheme, host, port), opened on first use, replaced when it fails; an
 /// origin that does not offer WebSockets over HTTP/2 is remembered and
-/// reached over HTTP/1.1 from then on. Cheap to clone (one shared pool).
+/// reached over HTTP/1.1 from then on (whatever made the HTTP/2 attempt
+/// fail, for as long as the pool lives). Cheap to clone (one shared pool).
+/// A connection stays open while the pool holds it, with or without
+/// WebSockets, until the server closes it.
 ///
 /// Set it as [`crate::transport::Options::http2`].
 #[derive(Debug, Clone, Default)]

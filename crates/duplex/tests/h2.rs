@@ -1018,3 +1018,34 @@ async fn h2_connection_opens_websockets() {
     .await
     .unwrap();
 }
+
+/// The h2c preface is told from an HTTP/1.1 request, also when it arrives in
+/// pieces, without consuming a byte.
+#[tokio::test]
+async fn h2c_preface_detection() {
+    timeout(STEP, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (pieces, expected) in [
+            (&[&http2::PREFACE[..8], &http2::PREFACE[8..]][..], true),
+            (&[&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]][..], false),
+            (&[&b"PRI * HTTP/1.1\r\n"[..]][..], false),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let writer = async {
+                for piece in pieces {
+                    tokio::io::AsyncWriteExt::write_all(&mut client, piece).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let (detected, ()) = tokio::join!(http2::is_h2c_preface(&server), writer);
+            assert_eq!(detected.unwrap(), expected, "{pieces:?}");
+            let mut first = [0u8; 3];
+            server.peek(&mut first).await.unwrap();
+            assert_eq!(&first, &pieces[0][..3], "nothing consumed");
+        }
+    })
+    .await
+    .unwrap();
+}
