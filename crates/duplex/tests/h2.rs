@@ -1035,7 +1035,9 @@ async fn h2c_preface_detection() {
             let (server, _) = listener.accept().await.unwrap();
             let writer = async {
                 for piece in pieces {
-                    tokio::io::AsyncWriteExt::write_all(&mut client, piece).await.unwrap();
+                    tokio::io::AsyncWriteExt::write_all(&mut client, piece)
+                        .await
+                        .unwrap();
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
