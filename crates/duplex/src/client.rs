@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use duplex_proto::connection::Connection;
 use duplex_proto::deflate::{self, DeflateConfig};
-use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
+use duplex_proto::handshake::client::{Accepted, ClientHandshake, ResponseError};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -79,7 +79,10 @@ impl ClientRequest {
     }
 
     /// Builds the handshake with a fresh key.
-    fn handshake(&self, deflate: Option<&DeflateConfig>) -> Result<ClientHandshake, Error> {
+    pub(crate) fn handshake(
+        &self,
+        deflate: Option<&DeflateConfig>,
+    ) -> Result<ClientHandshake, Error> {
         let key: [u8; 16] = rand::random();
         let mut builder = ClientHandshake::builder(&self.url, key)
             .protocols(self.protocols.iter().cloned())
@@ -105,14 +108,29 @@ pub async fn connect_with(
     config: &Config,
 ) -> Result<WebSocket<Transport>, Error> {
     let work = async {
-        let io = transport::open(request.url(), &request.transport, config.nodelay).await?;
-        config.apply_socket_options(io.tcp_stream())?;
-        client_handshake_inner(io, request, config).await
+        #[cfg(feature = "http2")]
+        if let Some(pool) = &request.transport.http2 {
+            return crate::http2::connect_pooled(pool, request, config).await;
+        }
+        connect_http1(request, config).await
     };
     match tokio::time::timeout(config.handshake_timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::HandshakeTimeout),
     }
+}
+
+/// Opens a transport offering only HTTP/1.1 and runs the RFC 6455
+/// handshake on it. Not bounded by itself.
+pub(crate) async fn connect_http1(
+    request: &ClientRequest,
+    config: &Config,
+) -> Result<WebSocket<Transport>, Error> {
+    let io = transport::open(request.url(), &request.transport, config.nodelay).await?;
+    if let Some(tcp) = io.tcp_stream() {
+        config.apply_socket_options(tcp)?;
+    }
+    client_handshake_inner(io, request, config).await
 }
 
 /// Runs the client handshake over a transport that is already open (for
@@ -136,7 +154,7 @@ where
     }
 }
 
-async fn client_handshake_inner<S>(
+pub(crate) async fn client_handshake_inner<S>(
     mut io: S,
     request: &ClientRequest,
     config: &Config,
@@ -170,6 +188,18 @@ where
             Err(error) => return Err(ClientHandshakeError::Response(error).into()),
         }
     };
+    let (mut conn, protocol) = client_connection(&accepted, config)?;
+    conn.receive(&leftover);
+    Ok(WebSocket::from_parts(io, conn, config, protocol))
+}
+
+/// The client connection an accepted handshake opens, whatever the HTTP
+/// version: compression as the server answered our offer, and the
+/// subprotocol it chose.
+pub(crate) fn client_connection(
+    accepted: &Accepted,
+    config: &Config,
+) -> Result<(Connection, Option<Arc<str>>), Error> {
     let mut conn = Connection::client(config.protocol.clone(), Box::new(rand::random::<[u8; 4]>));
     if let Some(policy) = &config.deflate {
         let answer = accepted
@@ -181,9 +211,7 @@ where
             conn = conn.with_deflate(params, policy);
         }
     }
-    conn.receive(&leftover);
-    let protocol = accepted.protocol().map(Arc::from);
-    Ok(WebSocket::from_parts(io, conn, config, protocol))
+    Ok((conn, accepted.protocol().map(Arc::from)))
 }
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ pub enum Error {
     /// A proxy refused or failed the tunnel, or its URL is not usable.
     #[error("proxy: {0}")]
     Proxy(#[from] ProxyError),
+    /// The HTTP/2 connection or stream failed, or the server does not accept
+    /// WebSockets over HTTP/2 ([`crate::http2`]).
+    #[cfg(feature = "http2")]
+    #[error("HTTP/2: {0}")]
+    Http2(#[from] h2::Error),
 }
 
 /// Why the client's side of the opening handshake failed.

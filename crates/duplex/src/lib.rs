@@ -9,6 +9,9 @@
 //! - Server: [`accept`], [`accept_with`] (decide on each request).
 //! - Client: [`connect`], [`connect_with`]; [`ReconnectingWebSocket`]
 //!   reconnects by itself with backoff and jitter.
+//! - HTTP/2 (RFC 8441, feature `http2`, on by default): [`http2::Server`]
+//!   serves WebSockets on HTTP/2 connections, [`http2::H2Connection`] and
+//!   [`http2::Pool`] open them; the same [`WebSocket`] runs on each stream.
 //!
 //! The types of [`duplex_proto`] that this crate's API takes or returns are
 //! re-exported where they are used ([`UpgradeRequest`], [`error`]'s causes,
@@ -23,6 +26,8 @@
 pub mod client;
 pub mod config;
 pub mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 pub mod listener;
 pub mod proxy;
 pub mod reconnect;

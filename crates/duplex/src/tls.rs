@@ -30,7 +30,8 @@
 //! Invariants:
 //! - Every config built here offers (client) or selects (server) the ALPN
 //!   protocol `http/1.1`, the only one the WebSocket handshake of RFC 6455
-//!   runs on.
+//!   runs on; `h2` is added only when the caller asks ([`with_h2_alpn`] for
+//!   a server, [`crate::transport::Options::http2`] for a client).
 //! - A client verifies the server's certificate chain and name against the
 //!   roots [`crate::transport::Options`] names (the Mozilla roots of
 //!   `webpki-roots` by default) unless
@@ -70,6 +71,10 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// The ALPN protocol id of HTTP/1.1, offered and selected by every config
 /// built here.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The ALPN protocol name of HTTP/2, offered only when asked for
+/// ([`with_h2_alpn`], [`crate::transport::Options::http2`]).
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// A certificate authority to trust in addition to (or instead of) the
 /// built-in roots.
@@ -249,13 +254,32 @@ fn handshake_error(error: io::Error) -> Error {
     Error::Io(error)
 }
 
-/// Opens TLS to `host` over an open TCP stream with the config of `options`.
+/// Opens TLS to `host` over an open TCP stream with the config of `options`,
+/// offering ALPN `h2` before `http/1.1` when `h2` is set.
 pub(crate) async fn connect_tcp(
     tcp: TcpStream,
     host: &str,
     options: &Options,
+    h2: bool,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
-    connect(tcp, host, client_config(options)?).await
+    let mut config = client_config(options)?;
+    if h2 {
+        // A clone shares the session cache.
+        let mut with_h2 = (*config).clone();
+        with_h2.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+        config = Arc::new(with_h2);
+    }
+    connect(tcp, host, config).await
+}
+
+/// `config` with ALPN `h2` offered before `http/1.1`, for a server that
+/// serves WebSockets over HTTP/2 ([`crate::http2::Server`]) beside
+/// HTTP/1.1: after the handshake, `alpn_protocol() == Some(b"h2")` tells
+/// which to serve. Only for a server that does serve HTTP/2 on `h2`.
+pub fn with_h2_alpn(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Arc::new(config)
 }
 
 /// A server config from a PEM certificate chain (leaf first) and a PEM

@@ -12,6 +12,9 @@
 //!   [`Options::danger_accept_invalid_certs`] is set, and offered ALPN
 //!   `http/1.1`.
 //! - Vectored writes reach the socket (or rustls) as vectored writes.
+//! - With [`Options::http2`] set, a `wss://` transport offers ALPN `h2,
+//!   http/1.1` and a `ws://` one tries prior-knowledge `h2c` first; a
+//!   WebSocket on an HTTP/2 stream has the transport [`Transport::Http2`].
 
 use std::io;
 use std::pin::Pin;
@@ -56,6 +59,12 @@ pub struct Options {
     /// fields above (which are then ignored). Build it once with
     /// [`tls::client_config`] to share its session cache across connections.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Open WebSockets over HTTP/2 (RFC 8441) when the server offers them,
+    /// sharing one connection per origin through this pool, and fall back
+    /// to HTTP/1.1 when it does not (see [`crate::http2::Pool`]). Default
+    /// `None`: HTTP/1.1 only.
+    #[cfg(feature = "http2")]
+    pub http2: Option<crate::http2::Pool>,
 }
 
 impl Default for Options {
@@ -68,6 +77,8 @@ impl Default for Options {
             extra_roots: Vec::new(),
             danger_accept_invalid_certs: false,
             tls_config: None,
+            #[cfg(feature = "http2")]
+            http2: None,
         }
     }
 }
@@ -80,20 +91,35 @@ pub enum Transport {
     Plain(TcpStream),
     /// TLS over TCP (`wss://`), possibly over a proxy tunnel.
     Tls(Box<TlsStream<TcpStream>>),
+    /// One stream of an HTTP/2 connection shared with other WebSockets
+    /// ([`Options::http2`]).
+    #[cfg(feature = "http2")]
+    Http2(Box<crate::http2::H2Stream>),
 }
 
 impl Transport {
-    /// The TCP stream underneath (to the proxy, when tunnelling).
-    pub fn tcp_stream(&self) -> &TcpStream {
+    /// The TCP stream underneath (to the proxy, when tunnelling); `None` for
+    /// an HTTP/2 stream, whose connection's task owns the socket.
+    pub fn tcp_stream(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
+            Self::Plain(s) => Some(s),
+            Self::Tls(s) => Some(s.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
         }
     }
 
-    /// Whether the transport is TLS.
+    /// Whether the transport is TLS (for an HTTP/2 stream: unknown, `false`).
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
+    }
+
+    /// Whether the transport is a stream of an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        #[cfg(feature = "http2")]
+        return matches!(self, Self::Http2(_));
+        #[cfg(not(feature = "http2"))]
+        false
     }
 
     /// The ALPN protocol the server selected, if TLS and it selected one.
@@ -101,6 +127,8 @@ impl Transport {
         match self {
             Self::Plain(_) => None,
             Self::Tls(s) => s.get_ref().1.alpn_protocol(),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
         }
     }
 }
@@ -170,6 +198,16 @@ pub(crate) fn explicit_port(authority: &http::uri::Authority) -> Result<Option<u
 /// tunnel is, by [`Proxy::timeout`]); [`crate::connect_with`] bounds it with
 /// the handshake timeout.
 pub(crate) async fn open(url: &str, options: &Options, nodelay: bool) -> Result<Transport, Error> {
+    open_alpn(url, options, nodelay, false).await
+}
+
+/// [`open`], offering ALPN `h2, http/1.1` for TLS when `h2` is set.
+pub(crate) async fn open_alpn(
+    url: &str,
+    options: &Options,
+    nodelay: bool,
+    h2: bool,
+) -> Result<Transport, Error> {
     let (host, port, tls) = target(url)?;
     let env_proxy = match (&options.proxy, options.use_env_proxy) {
         (None, true) => Proxy::from_env(url)?,
@@ -186,7 +224,7 @@ pub(crate) async fn open(url: &str, options: &Options, nodelay: bool) -> Result<
     if !tls {
         return Ok(Transport::Plain(tcp));
     }
-    let stream = tls::connect_tcp(tcp, &host, options).await?;
+    let stream = tls::connect_tcp(tcp, &host, options, h2).await?;
     Ok(Transport::Tls(Box::new(stream)))
 }
 
@@ -199,6 +237,8 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -212,6 +252,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -223,6 +265,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -230,6 +274,8 @@ impl AsyncWrite for Transport {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -237,6 +283,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -244,6 +292,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -350,3 +350,99 @@ proptest! {
         prop_assert_eq!(accepted.extensions(), &options.3[..]);
     }
 }
+
+/// RFC 8441: the client's extended CONNECT passes the server's validation,
+/// the server's 200 passes the client's check, and neither carries the
+/// HTTP/1.1-only headers (no key, no accept, no Upgrade or Connection).
+#[test]
+fn extended_connect_round_trip() {
+    let mut client = ClientHandshake::builder("wss://example.com:8443/chat?room=1", KEY)
+        .protocols(["v2.chat", "v1.chat"])
+        .origin("https://example.com")
+        .extensions([ExtensionOffer::new("permessage-deflate")])
+        .build()
+        .unwrap();
+    let request = client.extended_connect_request(true);
+    assert_eq!(request.method(), http::Method::CONNECT);
+    assert_eq!(
+        request.uri().to_string(),
+        "https://example.com:8443/chat?room=1"
+    );
+    for name in ["host", "upgrade", "connection", "sec-websocket-key"] {
+        assert!(!request.headers().contains_key(name), "{name}");
+    }
+    assert_eq!(request.headers()["sec-websocket-version"], "13");
+    let request = UpgradeRequest::validate_extended_connect(request, Some("websocket")).unwrap();
+    assert!(request.is_extended_connect());
+    assert_eq!(request.key(), "");
+    assert_eq!(request.host(), "example.com:8443");
+    assert_eq!(request.path(), "/chat");
+    assert_eq!(request.origin(), Some("https://example.com"));
+    assert_eq!(request.protocols(), ["v2.chat", "v1.chat"]);
+    let response = accept_response(
+        &request,
+        Some("v1.chat"),
+        Some("permessage-deflate"),
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for name in ["upgrade", "connection", "sec-websocket-accept"] {
+        assert!(!response.headers().contains_key(name), "{name}");
+    }
+    let accepted = client.check_extended_connect(response).unwrap();
+    assert_eq!(accepted.protocol(), Some("v1.chat"));
+    assert_eq!(accepted.extensions().len(), 1);
+    assert!(matches!(
+        client.check_extended_connect(http::Response::new(())),
+        Err(ResponseError::Finished)
+    ));
+}
+
+#[test]
+fn extended_connect_refusals() {
+    let client = ClientHandshake::builder("ws://example.com/", KEY)
+        .build()
+        .unwrap();
+    let good = || client.extended_connect_request(false);
+    let validate = UpgradeRequest::validate_extended_connect;
+    let status = |r: Result<UpgradeRequest, HandshakeError>| r.unwrap_err().status().as_u16();
+    assert!(validate(good(), Some("websocket")).is_ok());
+    assert_eq!(status(validate(good(), None)), 400, "a plain CONNECT");
+    assert!(matches!(
+        validate(good(), Some("h2c")),
+        Err(HandshakeError::ExtendedConnectProtocol(Some(p))) if p == "h2c"
+    ));
+    let mut get = good();
+    *get.method_mut() = http::Method::GET;
+    assert_eq!(status(validate(get, Some("websocket"))), 405);
+    let mut no_version = good();
+    no_version.headers_mut().remove("sec-websocket-version");
+    assert_eq!(status(validate(no_version, Some("websocket"))), 426);
+    let mut old_version = good();
+    old_version
+        .headers_mut()
+        .insert("sec-websocket-version", "8".parse().unwrap());
+    assert_eq!(status(validate(old_version, Some("websocket"))), 426);
+    let mut no_authority = good();
+    *no_authority.uri_mut() = "/".parse().unwrap();
+    assert_eq!(status(validate(no_authority, Some("websocket"))), 400);
+    let mut bad_protocols = good();
+    bad_protocols
+        .headers_mut()
+        .insert("sec-websocket-protocol", "a, a".parse().unwrap());
+    assert!(matches!(
+        validate(bad_protocols, Some("websocket")),
+        Err(HandshakeError::InvalidProtocols)
+    ));
+    // A refusal by the server is reported with its status.
+    let mut client = ClientHandshake::builder("ws://example.com/", KEY)
+        .build()
+        .unwrap();
+    let mut forbidden = http::Response::new(());
+    *forbidden.status_mut() = StatusCode::FORBIDDEN;
+    assert!(matches!(
+        client.check_extended_connect(forbidden),
+        Err(ResponseError::Rejected { status, .. }) if status == StatusCode::FORBIDDEN
+    ));
+}

@@ -86,6 +86,53 @@ impl ClientHandshake {
             .unwrap_or_default()
     }
 
+    /// The same request as an HTTP/2 extended `CONNECT` (RFC 8441 §4, §5):
+    /// method `CONNECT`, the target as an absolute `https://` (`secure`) or
+    /// `http://` URI whose authority is the `Host` value, and the headers
+    /// without `Host`, `Upgrade`, `Connection` and `Sec-WebSocket-Key`, which
+    /// HTTP/2 does not use. The caller adds the `:protocol` pseudo-header
+    /// (`websocket`) the way its HTTP/2 library takes it, and checks the
+    /// answer with [`ClientHandshake::check_extended_connect`].
+    pub fn extended_connect_request(&self, secure: bool) -> Request<()> {
+        let headers = self.request.headers();
+        let authority = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let path = self
+            .request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
+        let scheme = if secure { "https" } else { "http" };
+        // The Host value and the target were checked when the request was built.
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .unwrap_or_default();
+        let mut out = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            if ![
+                header::HOST,
+                header::UPGRADE,
+                header::CONNECTION,
+                header::SEC_WEBSOCKET_KEY,
+            ]
+            .contains(name)
+            {
+                out.append(name, value.clone());
+            }
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_2;
+        *request.headers_mut() = out;
+        request
+    }
+
     /// Appends the request's bytes to `dst`.
     pub fn write_request(&self, dst: &mut BytesMut) {
         write_request_head(&self.request, dst);

@@ -157,6 +157,40 @@ impl ClientHandshake {
             Ok(Some(accept)) if trim_ows(accept.as_bytes()) == self.accept.as_bytes() => {}
             _ => return Err(ResponseError::InvalidAccept),
         }
+        self.negotiated(response)
+    }
+
+    /// Checks an HTTP/2 server's response to the extended `CONNECT` of
+    /// [`ClientHandshake::extended_connect_request`] (RFC 8441 §5): any 2xx
+    /// accepts, with at most one offered subprotocol and only offered
+    /// extensions, as on HTTP/1.1; `Sec-WebSocket-Accept` is not used.
+    ///
+    /// # Errors
+    ///
+    /// [`ResponseError::Rejected`] (with `consumed` 0) for any other status;
+    /// the subprotocol and extension errors of [`ClientHandshake::feed`];
+    /// [`ResponseError::Finished`] when the handshake already has an outcome.
+    pub fn check_extended_connect(
+        &mut self,
+        response: Response<()>,
+    ) -> Result<Accepted, ResponseError> {
+        if self.finished {
+            return Err(ResponseError::Finished);
+        }
+        self.finished = true;
+        if !response.status().is_success() {
+            return Err(ResponseError::Rejected {
+                status: response.status(),
+                response: Box::new(response),
+                consumed: 0,
+            });
+        }
+        self.negotiated(response)
+    }
+
+    /// The subprotocol and extension checks both HTTP versions share.
+    fn negotiated(&self, response: Response<()>) -> Result<Accepted, ResponseError> {
+        let headers = response.headers();
         let protocol = self.chosen_protocol(headers)?;
         let extensions = parse_extensions(
             headers

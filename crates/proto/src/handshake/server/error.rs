@@ -52,6 +52,10 @@ pub enum HandshakeError {
     /// upgrade to another protocol (426).
     #[error("this resource requires a WebSocket upgrade")]
     NotWebSocket,
+    /// An HTTP/2 extended `CONNECT` whose `:protocol` is missing or not
+    /// `websocket` (400); holds the `:protocol` sent.
+    #[error("extended CONNECT :protocol must be \"websocket\", not {0:?}")]
+    ExtendedConnectProtocol(Option<String>),
     /// `Upgrade: websocket` without `Connection: upgrade` (400).
     #[error("Connection header does not list \"upgrade\"")]
     MissingConnectionUpgrade,
@@ -96,6 +100,7 @@ impl HandshakeError {
             | Self::InvalidHost
             | Self::UnexpectedBody
             | Self::MissingConnectionUpgrade
+            | Self::ExtendedConnectProtocol(_)
             | Self::InvalidKey
             | Self::InvalidProtocols
             | Self::InvalidExtensions(_)
@@ -157,6 +162,7 @@ mod tests {
             (HandshakeError::UnexpectedBody, 400),
             (HandshakeError::NotWebSocket, 426),
             (HandshakeError::MissingConnectionUpgrade, 400),
+            (HandshakeError::ExtendedConnectProtocol(None), 400),
             (HandshakeError::UnsupportedVersion, 426),
             (HandshakeError::InvalidKey, 400),
             (HandshakeError::InvalidProtocols, 400),

@@ -7,6 +7,15 @@
 //! `Sec-WebSocket-Version: 13`, one `Sec-WebSocket-Key` that is the base64 of
 //! 16 bytes, at most one visible-ASCII `Origin`, distinct subprotocol tokens
 //! and a well-formed extension list.
+//!
+//! An HTTP/2 extended `CONNECT` (RFC 8441 §4, §5) is validated by
+//! [`UpgradeRequest::validate_extended_connect`] into the same type, so an
+//! application decides on both alike: `CONNECT` with `:protocol` `websocket`,
+//! an http(s) target with a path and an authority (the `Host` equivalent),
+//! one `Sec-WebSocket-Version: 13`, and the same `Origin`, subprotocol and
+//! extension rules, checked by the same code. It has no `Sec-WebSocket-Key`
+//! ([`UpgradeRequest::key`] is empty) and
+//! [`UpgradeRequest::is_extended_connect`] is true.
 
 use std::collections::HashSet;
 
@@ -30,6 +39,7 @@ pub struct UpgradeRequest {
     key: String,
     protocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
+    extended_connect: bool,
 }
 
 impl UpgradeRequest {
@@ -76,30 +86,72 @@ impl UpgradeRequest {
             _ => return Err(HandshakeError::UnsupportedVersion),
         }
         let key = valid_key(headers).ok_or(HandshakeError::InvalidKey)?;
-        match single(headers, header::ORIGIN) {
-            Ok(None) => {}
-            Ok(Some(origin)) if origin.to_str().is_ok() => {}
-            _ => return Err(HandshakeError::InvalidOrigin),
-        }
-        let protocols = token_list(headers, header::SEC_WEBSOCKET_PROTOCOL)
-            .filter(|protocols| {
-                let mut seen = HashSet::with_capacity(protocols.len());
-                protocols.iter().all(|protocol| seen.insert(protocol))
-            })
-            .ok_or(HandshakeError::InvalidProtocols)?;
-        let extensions = parse_extensions(
-            headers
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .into_iter()
-                .map(HeaderValue::as_bytes),
-        )?;
+        let (protocols, extensions) = negotiable(headers)?;
         Ok(Self {
             request,
             host,
             key,
             protocols,
             extensions,
+            extended_connect: false,
         })
+    }
+
+    /// Checks an HTTP/2 extended `CONNECT` (RFC 8441) whose `:protocol`
+    /// pseudo-header is `protocol` (`None` when absent) and wraps it.
+    ///
+    /// The checks run in this order and the first failure is returned:
+    /// method `CONNECT` ([`HandshakeError::MethodNotAllowed`]), `:protocol`
+    /// `websocket` ([`HandshakeError::ExtendedConnectProtocol`], 400), a
+    /// target with an http(s) scheme, a path and an authority
+    /// ([`HandshakeError::InvalidTarget`]), `Sec-WebSocket-Version: 13`
+    /// ([`HandshakeError::UnsupportedVersion`]), then `Origin`,
+    /// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` as
+    /// [`UpgradeRequest::validate`] checks them. `Upgrade`, `Connection` and
+    /// `Sec-WebSocket-Key` are not used (RFC 8441 §5) and not checked.
+    pub fn validate_extended_connect(
+        request: Request<()>,
+        protocol: Option<&str>,
+    ) -> Result<Self, HandshakeError> {
+        if request.method() != Method::CONNECT {
+            return Err(HandshakeError::MethodNotAllowed(request.method().clone()));
+        }
+        if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::ExtendedConnectProtocol(
+                protocol.map(str::to_owned),
+            ));
+        }
+        let uri = request.uri();
+        let scheme_ok = uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+        let host = uri
+            .authority()
+            .map(http::uri::Authority::as_str)
+            .filter(|a| !a.contains('@') && is_valid_host(a))
+            .filter(|_| scheme_ok && uri.path().starts_with('/'))
+            .map(str::to_owned)
+            .ok_or(HandshakeError::InvalidTarget)?;
+        let headers = request.headers();
+        match single(headers, header::SEC_WEBSOCKET_VERSION) {
+            Ok(Some(version)) if trim_ows(version.as_bytes()) == b"13" => {}
+            _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        let (protocols, extensions) = negotiable(headers)?;
+        Ok(Self {
+            request,
+            host,
+            key: String::new(),
+            protocols,
+            extensions,
+            extended_connect: true,
+        })
+    }
+
+    /// Whether this is an HTTP/2 extended `CONNECT` (RFC 8441), accepted
+    /// with `200` rather than `101`.
+    pub fn is_extended_connect(&self) -> bool {
+        self.extended_connect
     }
 
     /// The request as parsed.
@@ -144,7 +196,8 @@ impl UpgradeRequest {
         origin.to_str().ok()
     }
 
-    /// The `Sec-WebSocket-Key` value, as sent (24 characters of base64).
+    /// The `Sec-WebSocket-Key` value, as sent (24 characters of base64);
+    /// empty for an extended `CONNECT`, which has no key (RFC 8441 §5).
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -184,6 +237,29 @@ impl UpgradeRequest {
             .find(|&(cookie, _)| cookie == name)
             .map(|(_, value)| value)
     }
+}
+
+/// The `Origin`, subprotocol and extension checks both HTTP versions share:
+/// the offered subprotocols and extensions.
+fn negotiable(headers: &HeaderMap) -> Result<(Vec<String>, Vec<ExtensionOffer>), HandshakeError> {
+    match single(headers, header::ORIGIN) {
+        Ok(None) => {}
+        Ok(Some(origin)) if origin.to_str().is_ok() => {}
+        _ => return Err(HandshakeError::InvalidOrigin),
+    }
+    let protocols = token_list(headers, header::SEC_WEBSOCKET_PROTOCOL)
+        .filter(|protocols| {
+            let mut seen = HashSet::with_capacity(protocols.len());
+            protocols.iter().all(|protocol| seen.insert(protocol))
+        })
+        .ok_or(HandshakeError::InvalidProtocols)?;
+    let extensions = parse_extensions(
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .into_iter()
+            .map(HeaderValue::as_bytes),
+    )?;
+    Ok((protocols, extensions))
 }
 
 /// A path (origin form), or an absolute http, https, ws or wss URI with a host.

@@ -48,10 +48,13 @@ const RESERVED: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Builds the `101 Switching Protocols` that accepts `request`.
+/// Builds the `101 Switching Protocols` that accepts `request`, or the `200`
+/// that accepts an HTTP/2 extended `CONNECT`
+/// ([`UpgradeRequest::is_extended_connect`]).
 ///
 /// It carries, in this order, `Upgrade: websocket`, `Connection: Upgrade`,
-/// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol` when `protocol` is given,
+/// `Sec-WebSocket-Accept` (these three only on the `101`: RFC 8441 §5 uses
+/// none of them), `Sec-WebSocket-Protocol` when `protocol` is given,
 /// `Sec-WebSocket-Extensions` when `extensions` holds at least one extension
 /// (rewritten in canonical form), then `extra`.
 ///
@@ -70,13 +73,15 @@ pub fn accept_response(
     extra: &HeaderMap,
 ) -> Result<Response<()>, AcceptError> {
     let mut headers = HeaderMap::with_capacity(5 + extra.len());
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key(request.key().as_bytes()))
-            .expect("base64 is a valid header value"),
-    );
+    if !request.is_extended_connect() {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept_key(request.key().as_bytes()))
+                .expect("base64 is a valid header value"),
+        );
+    }
     if let Some(protocol) = protocol {
         let offered = request
             .protocols()
@@ -112,7 +117,11 @@ pub fn accept_response(
         headers.append(name, value.clone());
     }
     let mut response = Response::new(());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.status_mut() = if request.is_extended_connect() {
+        StatusCode::OK
+    } else {
+        StatusCode::SWITCHING_PROTOCOLS
+    };
     *response.headers_mut() = headers;
     Ok(response)
 }
