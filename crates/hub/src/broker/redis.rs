@@ -133,6 +133,7 @@ mod envelope;
 mod link;
 mod open;
 mod scripts;
+mod sentinel;
 
 use self::link::run_link;
 use self::open::{connect_error, open_client};
@@ -163,6 +164,7 @@ use tokio::time::Instant;
 
 use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
+use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
@@ -234,7 +236,8 @@ struct Shared {
     node: String,
     /// `P:m:`, the prefix of channel topics.
     topic_prefix: String,
-    client: redis::Client,
+    /// Where Redis is: one address, or the primary the sentinels name.
+    target: Target,
     scripts: Scripts,
     /// `$` channels: this node only.
     local: MemoryBroker,
@@ -256,6 +259,18 @@ struct Shared {
     pending_leaves: Mutex<Vec<PendingLeave>>,
     /// A command failed in a way that suggests the connection is gone.
     suspect: Notify,
+    /// Behind Sentinel: a command met a replica (`READONLY`), so the link
+    /// ends and the primary is asked for again.
+    demoted: Notify,
+}
+
+/// Where the node finds Redis.
+enum Target {
+    /// One address (`redis://`, `rediss://`).
+    Direct(redis::Client),
+    /// The primary the sentinels name (`redis+sentinel://`,
+    /// `rediss+sentinel://`), asked again on every connect.
+    Sentinel(Sentinels),
 }
 
 /// The pub/sub connection's sink, and which connection it is.
@@ -388,7 +403,10 @@ enum LinkEnd {
 impl RedisBroker {
     /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`, or
     /// `rediss://HOST:PORT[/DB]` for TLS, verified against
-    /// [`HubConfig::redis_ca`] if set, else the system's roots): it connects
+    /// [`HubConfig::redis_ca`] if set, else the system's roots; or
+    /// `redis+sentinel://[USER:PASSWORD@]H1:P1,H2:P2/NAME[?db=N]` (and
+    /// `rediss+sentinel://`) for the primary the sentinels monitor as `NAME`:
+    /// see the `sentinel` module): it connects
     /// in the background (see [`RedisBroker::is_ready`]) and keeps
     /// reconnecting while it lives. Needs a tokio runtime; `node` is this
     /// node's id. Fails at once on a malformed URL or an unusable CA file; a
@@ -401,7 +419,10 @@ impl RedisBroker {
         node: String,
         options: RedisOptions,
     ) -> Result<Arc<Self>, String> {
-        let client = open_client(url, config.redis_ca.as_deref())?;
+        let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
+            Some(sentinel) => Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?),
+            None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
+        };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
         let (stop, stopped) = watch::channel(false);
@@ -412,7 +433,7 @@ impl RedisBroker {
             topic_prefix: format!("{}:m:", options.prefix),
             options,
             node,
-            client,
+            target,
             scripts: Scripts::new(),
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
@@ -425,6 +446,7 @@ impl RedisBroker {
             channels: Mutex::new(HashMap::new()),
             pending_leaves: Mutex::new(Vec::new()),
             suspect: Notify::new(),
+            demoted: Notify::new(),
         });
         let link = runtime.spawn(run_link(shared.clone(), stopped));
         Ok(Arc::new(Self {
@@ -483,6 +505,12 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// Whether Redis refused a write because it is a replica (directly, or
+/// from inside a script).
+fn is_read_only(error: &RedisError) -> bool {
+    error.code() == Some("READONLY") || error.to_string().contains("READONLY")
 }
 
 fn unavailable(what: &str) -> BrokerError {
@@ -580,6 +608,9 @@ impl Shared {
     fn failed(&self, error: &RedisError) -> BrokerError {
         if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
             self.suspect.notify_one();
+        }
+        if matches!(self.target, Target::Sentinel(_)) && is_read_only(error) {
+            self.demoted.notify_one();
         }
         BrokerError::Unavailable(format!("redis: {error}"))
     }
