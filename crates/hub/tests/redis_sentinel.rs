@@ -482,6 +482,19 @@ async fn run(prefix: &str, failure: Failure) {
     }
     assert_eq!(published, 2 * total, "every publish acknowledged at last");
 
+    // The last publishes went to the new primary, not to the old one.
+    let run = info_field(&setup.replica, "server", "run_id").expect("the new primary's run_id");
+    for channel in &channels {
+        let meta: (Option<String>, Option<u64>) = setup.replica.query(
+            redis::cmd("HMGET")
+                .arg(format!("duplex:{{{channel}}}:meta"))
+                .arg("run")
+                .arg("last"),
+        );
+        assert_eq!(meta.0.as_deref(), Some(&*run), "{channel} written on the new primary");
+        assert!(meta.1.is_some_and(|last| last > 0), "{channel}: {meta:?}");
+    }
+
     let mut silent = 0;
     for (who, follower) in followers {
         let seen = follower.await.expect("follower");
