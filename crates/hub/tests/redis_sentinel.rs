@@ -441,7 +441,10 @@ async fn run(prefix: &str, failure: Failure) {
     // Mid-stream: fail the primary.
     let deadline = Instant::now() + Duration::from_secs(30);
     while progress.iter().any(|p| p.load(Ordering::SeqCst) < BEFORE) {
-        assert!(Instant::now() < deadline, "publishers did not reach {BEFORE}");
+        assert!(
+            Instant::now() < deadline,
+            "publishers did not reach {BEFORE}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let replica_port = setup.replica.port;
@@ -467,7 +470,11 @@ async fn run(prefix: &str, failure: Failure) {
     })
     .await
     .expect("ask the sentinels");
-    assert_eq!(named, Some(replica_port), "the sentinels promoted the replica");
+    assert_eq!(
+        named,
+        Some(replica_port),
+        "the sentinels promoted the replica"
+    );
     let total = progress
         .iter()
         .map(|p| p.load(Ordering::SeqCst))
@@ -491,7 +498,11 @@ async fn run(prefix: &str, failure: Failure) {
                 .arg("run")
                 .arg("last"),
         );
-        assert_eq!(meta.0.as_deref(), Some(&*run), "{channel} written on the new primary");
+        assert_eq!(
+            meta.0.as_deref(),
+            Some(&*run),
+            "{channel} written on the new primary"
+        );
         assert!(meta.1.is_some_and(|last| last > 0), "{channel}: {meta:?}");
     }
 
@@ -541,7 +552,10 @@ fn counting_tells_announced_from_silent_losses() {
     assert_eq!(count(&seen, 20).silent, [5]);
     seen.insert(4, Gap);
     let counts = count(&seen, 20);
-    assert!(counts.silent.is_empty() && counts.announced == 1, "{counts:?}");
+    assert!(
+        counts.silent.is_empty() && counts.announced == 1,
+        "{counts:?}"
+    );
     seen.insert(10, Message(3));
     assert_eq!(count(&seen, 20).out_of_order.len(), 1);
 }

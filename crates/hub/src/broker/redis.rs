@@ -1,7 +1,9 @@
 //! The Redis broker: several hub nodes as one cluster.
 //!
 //! Every node connects to the same Redis (`redis://`, or `rediss://` over
-//! TLS: see [`RedisBroker::start`]). Offsets, epochs, history,
+//! TLS; or the primary that Sentinel names, `redis+sentinel://`, followed
+//! across failovers by the private `sentinel` module: see
+//! [`RedisBroker::start`]). Offsets, epochs, history,
 //! idempotency keys and presence live in Redis; messages, join/leave events
 //! and signals travel over Redis pub/sub, one topic per channel, to the
 //! nodes that have local subscribers of that channel. Each node encodes a
@@ -13,7 +15,8 @@
 //! `P` is the key prefix ([`RedisOptions::prefix`], `duplex` by default),
 //! `C` a channel name, `N` a node id. The `{C}` hash tag keeps a channel's
 //! keys together (the scripts also touch a node's keys, so a single Redis,
-//! or a primary with replicas, is required, not Redis Cluster).
+//! or a primary with replicas behind Sentinel, is required, not Redis
+//! Cluster).
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
@@ -76,7 +79,9 @@
 //!   after the position of its local subscribers: what the history still
 //!   holds (same epoch) is delivered in order; otherwise the subscribers get a
 //!   `gap` push with the channel's current epoch and offset. Then it re-enters
-//!   its presence and turns ready again.
+//!   its presence and turns ready again. Behind Sentinel, every attempt asks
+//!   the sentinels for the primary, and a `+switch-master` announcement or a
+//!   `READONLY` answer ends the link as a lost connection does.
 //! - **Presence of a dead node** disappears within
 //!   `node_expiry + heartbeat` (20 s by default): every node heartbeats every
 //!   [`RedisOptions::heartbeat`] (5 s) and, in the same script, removes the
@@ -420,7 +425,9 @@ impl RedisBroker {
         options: RedisOptions,
     ) -> Result<Arc<Self>, String> {
         let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
-            Some(sentinel) => Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?),
+            Some(sentinel) => {
+                Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+            }
             None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
         };
         let runtime = tokio::runtime::Handle::try_current()

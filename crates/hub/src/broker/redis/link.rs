@@ -5,8 +5,8 @@
 //! *Redis down* and *Lost writes*). What the catch-up delivers is decided by
 //! `duplex_hub_proto::fanout::Fanout::catch_up`.
 
-use super::*;
 use super::sentinel;
+use super::*;
 
 impl Shared {
     // ---- after a reconnect -----------------------------------------------
@@ -216,7 +216,10 @@ impl Shared {
             Target::Sentinel(sentinels) => {
                 let resolved = sentinels.resolve(timeout).await?;
                 tracing::debug!(primary = %resolved.address, "the sentinels named the primary");
-                (resolved.primary, Some((resolved.sentinel, resolved.address)))
+                (
+                    resolved.primary,
+                    Some((resolved.sentinel, resolved.address)),
+                )
             }
         };
         let config = AsyncConnectionConfig::new()
@@ -546,9 +549,7 @@ pub(super) struct Watch {
 
 /// The next `+switch-master` payload; never, without a watch; `None` when
 /// the watch ended.
-async fn next_switch(
-    switches: &mut Option<PubSubStream>,
-) -> Option<Vec<u8>> {
+async fn next_switch(switches: &mut Option<PubSubStream>) -> Option<Vec<u8>> {
     match switches {
         Some(stream) => stream.next().await.map(|m| m.get_payload_bytes().to_vec()),
         None => std::future::pending().await,

@@ -352,7 +352,9 @@ mod tests {
     use super::*;
 
     fn parse(url: &str) -> SentinelUrl {
-        SentinelUrl::parse(url).expect("valid").expect("a sentinel URL")
+        SentinelUrl::parse(url)
+            .expect("valid")
+            .expect("a sentinel URL")
     }
 
     #[test]
@@ -383,19 +385,31 @@ mod tests {
     fn bad_sentinel_urls_are_sentences_without_the_password() {
         let cases = [
             ("redis+sentinel:///mymaster", "name at least one sentinel"),
-            ("redis+sentinel://:pw@/mymaster", "name at least one sentinel"),
+            (
+                "redis+sentinel://:pw@/mymaster",
+                "name at least one sentinel",
+            ),
             ("redis+sentinel://h:x/mymaster", "is not a sentinel address"),
             ("redis+sentinel://h:0/mymaster", "is not a sentinel address"),
-            ("redis+sentinel://[::1/mymaster", "is not a sentinel address"),
+            (
+                "redis+sentinel://[::1/mymaster",
+                "is not a sentinel address",
+            ),
             ("redis+sentinel://:pw@h:1", "the path must be the name"),
             ("redis+sentinel://h:1/a/b", "the path must be the name"),
-            ("redis+sentinel://:pw@h:1/m?db=x", "`db=x` is not understood"),
+            (
+                "redis+sentinel://:pw@h:1/m?db=x",
+                "`db=x` is not understood",
+            ),
             ("redis+sentinel://h:1/m?tls=1", "`tls=1` is not understood"),
         ];
         for (url, expected) in cases {
             let error = SentinelUrl::parse(url).expect_err(url).to_string();
             assert!(error.contains(expected), "{url}: {error}");
-            assert!(error.starts_with("redis URL \"redis+sentinel://"), "{error}");
+            assert!(
+                error.starts_with("redis URL \"redis+sentinel://"),
+                "{error}"
+            );
             assert!(!error.contains("pw"), "{error}");
         }
     }
@@ -411,8 +425,14 @@ mod tests {
             Some(("127.0.0.1".to_owned(), 6380))
         );
         assert_eq!(parse_master_addr(&Value::Nil), None);
-        assert!(is_switch_of(b"mymaster 127.0.0.1 1 127.0.0.1 2", "mymaster"));
-        assert!(!is_switch_of(b"mymaster2 127.0.0.1 1 127.0.0.1 2", "mymaster"));
+        assert!(is_switch_of(
+            b"mymaster 127.0.0.1 1 127.0.0.1 2",
+            "mymaster"
+        ));
+        assert!(!is_switch_of(
+            b"mymaster2 127.0.0.1 1 127.0.0.1 2",
+            "mymaster"
+        ));
         let role = |r: &str| Value::Array(vec![Value::BulkString(r.as_bytes().to_vec())]);
         assert!(is_primary_role(&role("master")));
         assert!(!is_primary_role(&role("slave")));
