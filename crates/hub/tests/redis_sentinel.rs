@@ -29,10 +29,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cluster_support::{Node, fast_options, find_program, free_port};
+use cluster_support::{LogCapture, Node, fast_options, find_program, free_port};
 use common::{TestClient, json};
 use duplex_hub::HubConfig;
 use duplex_hub_proto::{Command as HubCommand, ErrorCode, ServerMessage};
@@ -541,6 +541,105 @@ async fn a_killed_primary_is_replaced_through_sentinel_without_silent_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_with_connections_open_loses_nothing_silently() {
     run("sentinel-failover", Failure::Failover).await;
+}
+
+/// A stand-in for a sentinel on loopback: names `127.0.0.1:PORT` (the
+/// port `target` holds) as the primary, and counts how often it is asked.
+async fn fake_sentinel(target: Arc<AtomicU16>, asked: Arc<AtomicUsize>) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (target, asked) = (target.clone(), asked.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                // Commands come as RESP arrays of bulk strings.
+                while let Ok(Some(head)) = lines.next_line().await {
+                    let Some(count) = head.strip_prefix('*').and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let mut args = Vec::new();
+                    for _ in 0..count {
+                        let (Ok(Some(_)), Ok(Some(arg))) =
+                            (lines.next_line().await, lines.next_line().await)
+                        else {
+                            return;
+                        };
+                        args.push(arg.to_ascii_uppercase());
+                    }
+                    let reply = match args.first().map(String::as_str) {
+                        Some("SENTINEL") => {
+                            asked.fetch_add(1, Ordering::SeqCst);
+                            let port = target.load(Ordering::SeqCst).to_string();
+                            format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len())
+                        }
+                        Some("SUBSCRIBE") => {
+                            "*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n".to_owned()
+                        }
+                        Some("PING") => "+PONG\r\n".to_owned(),
+                        _ => "+OK\r\n".to_owned(),
+                    };
+                    if write.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Current-thread runtime: the hub's tasks log on the test's thread, where
+/// [`LogCapture`] listens.
+#[tokio::test]
+async fn a_replica_named_by_a_sentinel_is_not_served_and_the_sentinel_is_asked_again() {
+    let logs = LogCapture::default();
+    let _logging = tracing::subscriber::set_default(logs.clone());
+    let primary = Group::redis("role-primary", None, &["--repl-diskless-sync-delay", "0"]);
+    let primary_port = primary.port.to_string();
+    let replica = Group::redis(
+        "role-replica",
+        None,
+        &["--replicaof", "127.0.0.1", &primary_port],
+    );
+    let target = Arc::new(AtomicU16::new(replica.port));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let sentinel = fake_sentinel(target.clone(), asked.clone()).await;
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel}/{NAME}");
+    let node = Node::launch(HubConfig::default(), &url, fast_options())
+        .await
+        .expect("the node starts");
+    assert!(
+        !node.hub.wait_ready(Duration::from_secs(2)).await,
+        "ready on a replica"
+    );
+    assert_eq!(node.get("/readyz").await.0, 503);
+    let lines = logs.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("WARN")
+                && line.contains("is a replica now; asking them again")),
+        "no clear warning in {lines:#?}"
+    );
+    let before = asked.load(Ordering::SeqCst);
+    assert!(
+        before >= 2,
+        "the sentinel is asked on every attempt: {before}"
+    );
+    // The sentinel names the primary: the node gets there on its own.
+    target.store(primary.port, Ordering::SeqCst);
+    assert!(
+        node.hub.wait_ready(Duration::from_secs(10)).await,
+        "ready on the primary"
+    );
+    node.stop().await;
+    drop(replica);
 }
 
 #[test]
