@@ -317,6 +317,8 @@ impl Shared {
             mut stream,
             watch,
         } = connected;
+        // A `READONLY` met by the previous link is not about this one.
+        let _ = futures_util::FutureExt::now_or_never(self.demoted.notified());
         // Behind Sentinel, the node named may have been demoted already.
         let (primary, mut switches) = match watch {
             Some(Watch { primary, stream }) => {
