@@ -134,7 +134,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "DUPLEX_PONG_TIMEOUT")]
     pong_timeout: Option<f64>,
     /// Join a cluster of hubs through Redis (redis://HOST:PORT, or
-    /// rediss://HOST:PORT for TLS); see docs/deploy.md.
+    /// rediss://HOST:PORT for TLS; redis+sentinel://H1:P1,H2:P2/NAME for
+    /// the primary Sentinel monitors as NAME); see docs/deploy.md.
     #[arg(long, env = "DUPLEX_REDIS")]
     redis: Option<String>,
     /// PEM file of the CA that signed a rediss:// Redis's certificate,

@@ -67,9 +67,11 @@ pub struct HubConfig {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Settings of namespaces not listed in `namespaces`.
     pub default_namespace: NamespaceConfig,
-    /// Redis URL (`redis://host:port`, or `rediss://host:port` for TLS):
-    /// join a cluster of hubs through Redis. `None`: the in-memory broker of
-    /// a single node.
+    /// Redis URL (`redis://host:port`, or `rediss://host:port` for TLS; or
+    /// `redis+sentinel://[user:password@]h1:p1,h2:p2/name[?db=N]`, and
+    /// `rediss+sentinel://`, for the primary that Sentinel monitors as
+    /// `name`, followed across failovers): join a cluster of hubs through
+    /// Redis. `None`: the in-memory broker of a single node.
     pub redis: Option<String>,
     /// A PEM file of the CA certificate(s) to trust for a `rediss://` Redis,
     /// instead of the system's roots (for a Redis whose certificate a private
@@ -544,10 +546,11 @@ impl HubConfig {
     }
 }
 
-/// Whether a Redis URL asks for TLS (`rediss://`).
+/// Whether a Redis URL asks for TLS (`rediss://`, `rediss+sentinel://`).
 fn is_tls_url(url: &str) -> bool {
-    url.get(..9)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("rediss+sentinel")
+    })
 }
 
 /// A configuration that cannot be used.
@@ -715,5 +718,13 @@ mod tests {
         assert!(error.contains("no redis URL"), "{error}");
         assert!(HubConfig::from_toml("redis = \"REDISS://r:6380\"\nredis_ca = \"ca.pem\"").is_ok());
         assert!(HubConfig::from_toml("redis = \"redis://r:6379\"").is_ok());
+        assert!(
+            HubConfig::from_toml("redis = \"rediss+sentinel://s:26379/m\"\nredis_ca = \"ca.pem\"")
+                .is_ok()
+        );
+        assert!(
+            HubConfig::from_toml("redis = \"redis+sentinel://s:26379/m\"\nredis_ca = \"ca.pem\"")
+                .is_err()
+        );
     }
 }

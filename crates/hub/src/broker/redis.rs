@@ -1,7 +1,9 @@
 //! The Redis broker: several hub nodes as one cluster.
 //!
 //! Every node connects to the same Redis (`redis://`, or `rediss://` over
-//! TLS: see [`RedisBroker::start`]). Offsets, epochs, history,
+//! TLS; or the primary that Sentinel names, `redis+sentinel://`, followed
+//! across failovers by the private `sentinel` module: see
+//! [`RedisBroker::start`]). Offsets, epochs, history,
 //! idempotency keys and presence live in Redis; messages, join/leave events
 //! and signals travel over Redis pub/sub, one topic per channel, to the
 //! nodes that have local subscribers of that channel. Each node encodes a
@@ -13,7 +15,8 @@
 //! `P` is the key prefix ([`RedisOptions::prefix`], `duplex` by default),
 //! `C` a channel name, `N` a node id. The `{C}` hash tag keeps a channel's
 //! keys together (the scripts also touch a node's keys, so a single Redis,
-//! or a primary with replicas, is required, not Redis Cluster).
+//! or a primary with replicas behind Sentinel, is required, not Redis
+//! Cluster).
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
@@ -76,7 +79,9 @@
 //!   after the position of its local subscribers: what the history still
 //!   holds (same epoch) is delivered in order; otherwise the subscribers get a
 //!   `gap` push with the channel's current epoch and offset. Then it re-enters
-//!   its presence and turns ready again.
+//!   its presence and turns ready again. Behind Sentinel, every attempt asks
+//!   the sentinels for the primary, and a `+switch-master` announcement or a
+//!   `READONLY` answer ends the link as a lost connection does.
 //! - **Presence of a dead node** disappears within
 //!   `node_expiry + heartbeat` (20 s by default): every node heartbeats every
 //!   [`RedisOptions::heartbeat`] (5 s) and, in the same script, removes the
@@ -133,6 +138,7 @@ mod envelope;
 mod link;
 mod open;
 mod scripts;
+mod sentinel;
 
 use self::link::run_link;
 use self::open::{connect_error, open_client};
@@ -163,6 +169,7 @@ use tokio::time::Instant;
 
 use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
+use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
 use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
@@ -234,7 +241,8 @@ struct Shared {
     node: String,
     /// `P:m:`, the prefix of channel topics.
     topic_prefix: String,
-    client: redis::Client,
+    /// Where Redis is: one address, or the primary the sentinels name.
+    target: Target,
     scripts: Scripts,
     /// `$` channels: this node only.
     local: MemoryBroker,
@@ -256,6 +264,18 @@ struct Shared {
     pending_leaves: Mutex<Vec<PendingLeave>>,
     /// A command failed in a way that suggests the connection is gone.
     suspect: Notify,
+    /// Behind Sentinel: a command met a replica (`READONLY`), so the link
+    /// ends and the primary is asked for again.
+    demoted: Notify,
+}
+
+/// Where the node finds Redis.
+enum Target {
+    /// One address (`redis://`, `rediss://`).
+    Direct(redis::Client),
+    /// The primary the sentinels name (`redis+sentinel://`,
+    /// `rediss+sentinel://`), asked again on every connect.
+    Sentinel(Sentinels),
 }
 
 /// The pub/sub connection's sink, and which connection it is.
@@ -388,7 +408,10 @@ enum LinkEnd {
 impl RedisBroker {
     /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`, or
     /// `rediss://HOST:PORT[/DB]` for TLS, verified against
-    /// [`HubConfig::redis_ca`] if set, else the system's roots): it connects
+    /// [`HubConfig::redis_ca`] if set, else the system's roots; or
+    /// `redis+sentinel://[USER:PASSWORD@]H1:P1,H2:P2/NAME[?db=N]` (and
+    /// `rediss+sentinel://`) for the primary the sentinels monitor as `NAME`:
+    /// see the `sentinel` module): it connects
     /// in the background (see [`RedisBroker::is_ready`]) and keeps
     /// reconnecting while it lives. Needs a tokio runtime; `node` is this
     /// node's id. Fails at once on a malformed URL or an unusable CA file; a
@@ -401,7 +424,12 @@ impl RedisBroker {
         node: String,
         options: RedisOptions,
     ) -> Result<Arc<Self>, String> {
-        let client = open_client(url, config.redis_ca.as_deref())?;
+        let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
+            Some(sentinel) => {
+                Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+            }
+            None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
+        };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
         let (stop, stopped) = watch::channel(false);
@@ -412,7 +440,7 @@ impl RedisBroker {
             topic_prefix: format!("{}:m:", options.prefix),
             options,
             node,
-            client,
+            target,
             scripts: Scripts::new(),
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
@@ -425,6 +453,7 @@ impl RedisBroker {
             channels: Mutex::new(HashMap::new()),
             pending_leaves: Mutex::new(Vec::new()),
             suspect: Notify::new(),
+            demoted: Notify::new(),
         });
         let link = runtime.spawn(run_link(shared.clone(), stopped));
         Ok(Arc::new(Self {
@@ -483,6 +512,12 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// Whether Redis refused a write because it is a replica (directly, or
+/// from inside a script).
+fn is_read_only(error: &RedisError) -> bool {
+    error.code() == Some("READONLY") || error.to_string().contains("READONLY")
 }
 
 fn unavailable(what: &str) -> BrokerError {
@@ -580,6 +615,9 @@ impl Shared {
     fn failed(&self, error: &RedisError) -> BrokerError {
         if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
             self.suspect.notify_one();
+        }
+        if matches!(self.target, Target::Sentinel(_)) && is_read_only(error) {
+            self.demoted.notify_one();
         }
         BrokerError::Unavailable(format!("redis: {error}"))
     }

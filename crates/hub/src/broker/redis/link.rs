@@ -5,6 +5,7 @@
 //! *Redis down* and *Lost writes*). What the catch-up delivers is decided by
 //! `duplex_hub_proto::fanout::Fanout::catch_up`.
 
+use super::sentinel;
 use super::*;
 
 impl Shared {
@@ -206,27 +207,70 @@ impl Shared {
         self.interest.lock().await.sink = None;
     }
 
-    /// Connects both connections.
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSubSink, PubSubStream), String> {
+    /// Connects both connections (to the primary the sentinels name, and
+    /// then a watch of the sentinel that named it, behind Sentinel).
+    async fn connect(&self) -> Result<Connected, String> {
         let timeout = self.options.command_timeout;
+        let (client, sentinel) = match &self.target {
+            Target::Direct(client) => (client.clone(), None),
+            Target::Sentinel(sentinels) => {
+                let resolved = sentinels.resolve(timeout).await?;
+                tracing::debug!(primary = %resolved.address, "the sentinels named the primary");
+                (
+                    resolved.primary,
+                    Some((resolved.sentinel, resolved.address)),
+                )
+            }
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_pipeline_buffer_size(PIPELINE_BUFFER);
         let conn = tokio::time::timeout(
             timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
+            client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| connect_error(&e))?;
-        let pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
+        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await
             .map_err(|_| "pub/sub connect timed out".to_owned())?
             .map_err(|e| connect_error(&e))?;
         let (sink, stream) = pubsub.split();
-        Ok((conn, sink, stream))
+        let watch = match sentinel {
+            None => None,
+            Some((sentinel, primary)) => Some(self.watch_sentinel(&sentinel, primary).await),
+        };
+        Ok(Connected {
+            conn,
+            sink,
+            stream,
+            watch,
+        })
+    }
+
+    /// Subscribes to `+switch-master` on `sentinel`; `None` inside if that
+    /// fails (the link then relies on lost connections and `READONLY`).
+    async fn watch_sentinel(&self, sentinel: &redis::Client, primary: String) -> Watch {
+        let timeout = self.options.command_timeout;
+        let subscribe = async {
+            let mut pubsub = sentinel.get_async_pubsub().await?;
+            pubsub.subscribe(sentinel::SWITCH_MASTER).await?;
+            Ok::<_, RedisError>(pubsub.into_on_message())
+        };
+        let stream = match tokio::time::timeout(timeout, subscribe).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot watch the sentinel for a failover");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("cannot watch the sentinel for a failover: timed out");
+                None
+            }
+        };
+        Watch { primary, stream }
     }
 
     /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
@@ -266,13 +310,35 @@ impl Shared {
     }
 
     /// Serves one connection to Redis until it is lost or the broker stops.
-    async fn serve_link(
-        &self,
-        mut conn: MultiplexedConnection,
-        sink: PubSubSink,
-        mut stream: PubSubStream,
-        stop: &mut watch::Receiver<bool>,
-    ) -> LinkEnd {
+    async fn serve_link(&self, connected: Connected, stop: &mut watch::Receiver<bool>) -> LinkEnd {
+        let Connected {
+            mut conn,
+            sink,
+            mut stream,
+            watch,
+        } = connected;
+        // A `READONLY` met by the previous link is not about this one.
+        let _ = futures_util::FutureExt::now_or_never(self.demoted.notified());
+        // Behind Sentinel, the node named may have been demoted already.
+        let (primary, mut switches) = match watch {
+            Some(Watch { primary, stream }) => {
+                let role = redis::cmd("ROLE");
+                let role = role.query_async::<Value>(&mut conn);
+                match tokio::time::timeout(self.options.command_timeout, role).await {
+                    Ok(Ok(role)) if sentinel::is_primary_role(&role) => {}
+                    Ok(Ok(_)) => {
+                        return LinkEnd::Lost(format!(
+                            "the sentinels named {primary} as the primary, but it is a replica \
+                             now; asking them again"
+                        ));
+                    }
+                    Ok(Err(error)) => return LinkEnd::Lost(format!("ROLE: {error}")),
+                    Err(_) => return LinkEnd::Lost("ROLE timed out".into()),
+                }
+                (Some(primary), stream)
+            }
+            None => (None, None),
+        };
         // Which Redis process this is: every script compares it with the
         // one that last wrote a channel (a restart or failover may have
         // lost writes: see the module docs).
@@ -332,7 +398,12 @@ impl Shared {
         }
         self.ready.store(true, Ordering::SeqCst);
         self.flush_leaves().await;
-        tracing::info!(node = %self.node, "connected to redis; node ready");
+        match &primary {
+            Some(primary) => {
+                tracing::info!(node = %self.node, %primary, "connected to the redis primary; node ready");
+            }
+            None => tracing::info!(node = %self.node, "connected to redis; node ready"),
+        }
         let mut tick = tokio::time::interval(self.options.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
@@ -375,6 +446,26 @@ impl Shared {
                         Err(_) => return LinkEnd::Lost("PING timed out".into()),
                     }
                 }
+                switch = next_switch(&mut switches) => match switch {
+                    Some(payload) => {
+                        if let Target::Sentinel(sentinels) = &self.target
+                            && sentinel::is_switch_of(&payload, sentinels.name())
+                        {
+                            return LinkEnd::Lost(
+                                "the sentinels announced a new primary (+switch-master)".into(),
+                            );
+                        }
+                    }
+                    None => {
+                        tracing::debug!("lost the sentinel's watch; the link goes on");
+                        switches = None;
+                    }
+                },
+                () = self.demoted.notified() => {
+                    return LinkEnd::Lost(
+                        "redis answered READONLY (a replica now): asking the sentinels again".into(),
+                    );
+                }
                 changed = stop.changed() => {
                     let _ = changed;
                     self.ready.store(false, Ordering::SeqCst);
@@ -410,10 +501,10 @@ pub(super) async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool
             _ = stop.changed() => return,
         };
         match attempt {
-            Ok((conn, sink, stream)) => {
+            Ok(connected) => {
                 backoff = shared.options.backoff_min;
                 failures = 0;
-                let end = shared.serve_link(conn, sink, stream, &mut stop).await;
+                let end = shared.serve_link(connected, &mut stop).await;
                 shared.mark_down().await;
                 match end {
                     LinkEnd::Stopped => return,
@@ -441,6 +532,29 @@ pub(super) async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(shared.options.backoff_max);
+    }
+}
+
+/// The two connections of a link, and the sentinel watch behind Sentinel.
+pub(super) struct Connected {
+    conn: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+    watch: Option<Watch>,
+}
+
+/// A sentinel's `+switch-master` announcements, and the primary's address.
+pub(super) struct Watch {
+    primary: String,
+    stream: Option<PubSubStream>,
+}
+
+/// The next `+switch-master` payload; never, without a watch; `None` when
+/// the watch ended.
+async fn next_switch(switches: &mut Option<PubSubStream>) -> Option<Vec<u8>> {
+    match switches {
+        Some(stream) => stream.next().await.map(|m| m.get_payload_bytes().to_vec()),
+        None => std::future::pending().await,
     }
 }
 

@@ -9,9 +9,19 @@ use super::*;
 /// given, else against the system's roots; `ca` needs a `rediss://` URL.
 pub(super) fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client, String> {
     let shown = redacted(url);
-    let info = url
-        .into_connection_info()
-        .map_err(|e| format!("redis URL {shown}: {e}"))?;
+    check_scheme(url, &shown)?;
+    let info = url.into_connection_info().map_err(|e| {
+        // redis-rs says "WHAT - InvalidClientConfig[: DETAIL]": keep WHAT
+        // and DETAIL, in a sentence.
+        let text = e.to_string();
+        let what = text.split(" - ").next().unwrap_or(&text);
+        let detail = e.detail().map_or_else(String::new, |d| format!(" ({d})"));
+        format!(
+            "redis URL {shown} is not valid: {}{detail}; expected \
+             redis://[USER:PASSWORD@]HOST[:PORT][/DB]",
+            what.to_lowercase()
+        )
+    })?;
     let insecure = match info.addr() {
         ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
         _ => None,
@@ -40,6 +50,24 @@ pub(super) fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client,
             redis::Client::build_with_tls(info, certificates)
                 .map_err(|e| format!("redis TLS set-up for {shown}: {e}"))
         }
+    }
+}
+
+/// Refuses, in a sentence, the schemes the hub does not speak.
+fn check_scheme(url: &str, shown: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "redis" | "rediss" | "redis+unix" | "unix" => Ok(()),
+        "redis+cluster" | "rediss+cluster" => Err(format!(
+            "redis URL {shown}: Redis Cluster is not supported yet; use one Redis \
+             (redis://HOST:PORT) or a primary behind Sentinel \
+             (redis+sentinel://S1:P1,S2:P2/NAME)"
+        )),
+        _ => Err(format!(
+            "redis URL {shown}: the scheme must be redis://, rediss:// (TLS), \
+             redis+sentinel:// or rediss+sentinel://"
+        )),
     }
 }
 
@@ -137,7 +165,29 @@ mod tests {
         let error = open_client("rediss://localhost:6380/#insecure", None).unwrap_err();
         assert!(error.contains("#insecure"), "{error}");
         let error = open_client("nope://x", None).unwrap_err();
-        assert!(error.starts_with("redis URL"), "{error}");
+        assert!(
+            error.starts_with("redis URL") && error.contains("the scheme must be"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_told_in_sentences() {
+        let cases = [
+            ("redis://", "is not valid: missing hostname"),
+            ("redis://h:x", "is not valid: redis url did not parse"),
+            ("redis://h:1/x", "is not valid: invalid database number"),
+            (
+                "redis+cluster://h:1,h:2",
+                "Redis Cluster is not supported yet",
+            ),
+            ("http://h:1", "the scheme must be redis://"),
+        ];
+        for (url, expected) in cases {
+            let error = open_client(url, None).unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+            assert!(!error.contains("InvalidClientConfig"), "{url}: {error}");
+        }
     }
 
     #[test]
