@@ -942,9 +942,11 @@ export class Client extends EventTarget {
  * ({@link GapInfo}), `error` ({error}: the hub refused; it is tried again on
  * the next connection), `unsubscribed` ({channel, reason}: the hub revoked
  * it), `join`, `leave`, `signal`) and an async iterator of its
- * {@link Message}s, in offset order, each once. Iterating buffers messages
- * from the moment the iterator is made, up to the buffer limit (then the
- * iterator fails with `overflow`); it ends when the subscription ends.
+ * {@link Message}s, in offset order, each once. The first iterator starts
+ * from the subscription's first message (those that arrived before it was
+ * made are kept for it), later ones from the moment they are made; each
+ * buffers up to `bufferLimit` messages not yet read (beyond, it fails with
+ * `overflow`). Iterators end when the subscription ends.
  */
 export class Subscription extends EventTarget {
   /** The channel. */
@@ -956,6 +958,9 @@ export class Subscription extends EventTarget {
   private settle: { resolve: (info: SubscribedInfo) => void; reject: (error: Error) => void } | null = null;
   private ended: Error | null | undefined = undefined;
   private readonly iterators = new Set<{ push: (m: Message) => void; end: (error: Error | null) => void }>();
+  /** Messages delivered before the first iterator was made (null once one was). */
+  private early: Message[] | null = [];
+  private earlyOverflow = false;
 
   /** @internal Made by {@link Client.subscribe}. */
   constructor(client: Client, channel: string, bufferLimit: number) {
@@ -1010,6 +1015,10 @@ export class Subscription extends EventTarget {
   /** @internal */
   deliver(message: Message): void {
     this.dispatchEvent(new DuplexEvent("message", message));
+    if (this.early) {
+      if (this.early.length < this.bufferLimit) this.early.push(message);
+      else this.earlyOverflow = true;
+    }
     for (const it of this.iterators) it.push(message);
   }
 
@@ -1025,9 +1034,13 @@ export class Subscription extends EventTarget {
 
   /** Iterates the messages from now on, until the subscription ends. */
   [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
-    const buffer: Message[] = [];
-    let failure: Error | null = null;
-    let done = this.ended !== undefined;
+    // The first iterator gets what arrived since subscribing, too.
+    const buffer: Message[] = this.early ?? [];
+    let failure: Error | null = this.earlyOverflow
+      ? new DuplexError("overflow", `more than ${this.bufferLimit} messages of ${this.channel} arrived before iterating (bufferLimit)`)
+      : null;
+    this.early = null;
+    let done = this.ended !== undefined || failure !== null;
     let wake: (() => void) | null = null;
     const handle = {
       push: (message: Message) => {
