@@ -1,0 +1,309 @@
+// End to end, from Node, against a real `duplex serve` on loopback: the
+// binary is $DUPLEX_BIN (set by crates/cli/tests/js_sdk.rs), else the
+// workspace's target/debug/duplex; neither being there fails, it never skips.
+// Node 20's WebSocket (--experimental-websocket, as `npm test` runs it) is
+// the transport. Covers: connect, subscribe, publish, receive; a network cut
+// (a TCP relay the test cuts) with no message lost or repeated; a hub
+// restart on the same port (the in-memory history is lost: a gap is
+// announced); a token expiring mid-session (HS256 tokens signed here with
+// node:crypto), a refresh failing, and a token for another user.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import test from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+
+import { Client, HubError, TokenError } from "../dist/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.DUPLEX_BIN || join(here, "../../../target/debug/duplex");
+const SECRET = "a-test-secret-of-at-least-32-bytes!!";
+
+if (!existsSync(BIN)) {
+  throw new Error(`no duplex binary at ${BIN}: build it (cargo build -p duplex-cli) or set DUPLEX_BIN`);
+}
+
+/** Starts `duplex serve` on `listen`; resolves with {address, stop()} once it listens. */
+async function serve(listen = "127.0.0.1:0", extra = []) {
+  const child = spawn(BIN, ["serve", "--listen", listen, ...extra], {
+    env: { ...process.env, RUST_LOG: "info", DUPLEX_LOG_FORMAT: "human" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const lines = createInterface({ input: child.stderr });
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("duplex serve did not listen within 20 s")), 20000);
+    child.once("exit", (code) => reject(new Error(`duplex serve exited (${code})`)));
+    lines.on("line", (line) => {
+      const match = /hub listening.*address=(\S+)/.exec(line.replace(/\x1b\[[0-9;]*m/g, ""));
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+  });
+  return {
+    address,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", resolve);
+        child.kill("SIGKILL");
+      }),
+  };
+}
+
+/** A TCP relay to `target` ("host:port") that the test can cut. */
+async function relay(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const pairs = new Set();
+  const server = createServer((downstream) => {
+    const upstream = tcpConnect(port, host);
+    const pair = [downstream, upstream];
+    pairs.add(pair);
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+    const end = () => {
+      pairs.delete(pair);
+      downstream.destroy();
+      upstream.destroy();
+    };
+    downstream.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${server.address().port}`,
+    /** Cuts every connection through the relay; returns how many. */
+    cut() {
+      const n = pairs.size;
+      for (const [a, b] of pairs) {
+        a.resetAndDestroy();
+        b.destroy();
+      }
+      pairs.clear();
+      return n;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+const b64 = (value) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+
+/** An HS256 JWT for `sub`, valid `seconds` from now. */
+function jwt(sub, seconds, secret = SECRET) {
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + seconds, channels: ["chat:*"] })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+async function until(check, what, ms = 15000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const fast = { backoffBase: 50, backoffCap: 300, stableAfter: 1000, name: "e2e" };
+
+test("e2e: connect, subscribe, publish and receive through a real hub", { timeout: 30000 }, async () => {
+  const hub = await serve();
+  const a = new Client(`ws://${hub.address}/ws`, fast);
+  const b = new Client(`ws://${hub.address}/ws`, fast);
+  try {
+    const info = await a.connect();
+    await b.connect();
+    assert.equal(info.user, "");
+    const sub = a.subscribe("chat:e2e", { recent: 10 });
+    await sub.ready;
+    const first = await b.publish("chat:e2e", { text: "hello" });
+    assert.equal(first.offset, 1);
+    const bytes = await b.publish("chat:e2e", new Uint8Array([0, 1, 255]));
+    assert.equal(bytes.offset, 2);
+    const got = [];
+    for await (const message of sub) {
+      got.push(message);
+      if (got.length === 2) break;
+    }
+    assert.deepEqual(got[0].data, { text: "hello" });
+    assert.deepEqual(Array.from(got[1].data), [0, 1, 255]);
+    assert.equal(got[0].from.client, b.connection.client);
+    assert.deepEqual(
+      (await a.presence("chat:e2e")).map((p) => p.client),
+      [a.connection.client],
+    );
+  } finally {
+    a.close();
+    b.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a network cut mid-stream is recovered with no message lost or repeated", { timeout: 60000 }, async () => {
+  const hub = await serve();
+  const cutter = await relay(hub.address);
+  const reader = new Client(`ws://${cutter.address}/ws`, fast);
+  const writer = new Client(`ws://${cutter.address}/ws`, fast);
+  let drops = 0;
+  reader.on("disconnected", () => drops++);
+  const gaps = [];
+  reader.on("gap", (g) => gaps.push(g));
+  try {
+    await reader.connect();
+    await writer.connect();
+    const sub = reader.subscribe("chat:cut");
+    await sub.ready;
+    const offsets = [];
+    sub.on("message", (m) => offsets.push(m.data.n));
+    const N = 60;
+    const acks = [];
+    for (let n = 1; n <= N; n++) {
+      acks.push(writer.publish("chat:cut", { n })); // queued while the writer is cut off too
+      if (n % 20 === 0) {
+        await sleep(30);
+        assert.ok(cutter.cut() >= 1, "the cut found connections");
+      }
+      await sleep(5);
+    }
+    const results = await Promise.all(acks);
+    // Each publish has one offset, even those sent again after the cut.
+    assert.deepEqual(
+      results.map((r) => r.offset).sort((x, y) => x - y),
+      Array.from({ length: N }, (_, i) => i + 1),
+    );
+    await until(() => offsets.length >= N, `${N} messages (have ${offsets.length})`);
+    await sleep(200);
+    assert.deepEqual(offsets, Array.from({ length: N }, (_, i) => i + 1), "every message once, in order");
+    assert.ok(drops >= 3, `the reader dropped ${drops} times`);
+    assert.deepEqual(gaps, [], "the history covered the cuts: no gap");
+    assert.ok(reader.counters.recovered >= 1);
+  } finally {
+    reader.close();
+    writer.close();
+    await cutter.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a hub restart on the same port: the client reconnects and announces the gap", { timeout: 60000 }, async () => {
+  let hub = await serve();
+  const address = hub.address;
+  const c = new Client(`ws://${address}/ws`, fast);
+  const gaps = [];
+  try {
+    await c.connect();
+    const sub = c.subscribe("chat:restart");
+    sub.on("gap", (g) => gaps.push(g));
+    await sub.ready;
+    const received = [];
+    sub.on("message", (m) => received.push(m));
+    await c.publish("chat:restart", "before");
+    await until(() => received.length === 1, "the first message");
+    const before = sub.position;
+    await hub.stop();
+    hub = await serve(address);
+    await until(() => gaps.length === 1, "the gap after the restart");
+    assert.equal(gaps[0].channel, "chat:restart");
+    assert.notEqual(gaps[0].epoch, before.epoch, "a new epoch");
+    const after = await c.publish("chat:restart", "after");
+    assert.equal(after.offset, 1, "offsets start again");
+    await until(() => received.length === 2, "the message after the restart");
+    assert.equal(received[1].data, "after");
+    assert.equal(received[1].epoch, gaps[0].epoch);
+  } finally {
+    c.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a token expiring mid-session is refreshed through getToken without a drop", { timeout: 30000 }, async () => {
+  const hub = await serve("127.0.0.1:0", ["--jwt-secret", SECRET]);
+  let calls = 0;
+  const c = new Client(`ws://${hub.address}/ws`, {
+    ...fast,
+    getToken: async () => {
+      calls += 1;
+      return jwt("alice", 3);
+    },
+  });
+  const drops = [];
+  c.on("disconnected", (d) => drops.push(d));
+  try {
+    const info = await c.connect();
+    assert.equal(info.user, "alice");
+    const sub = c.subscribe("chat:tokens");
+    await sub.ready;
+    await sleep(5000); // past the first token's expiry, and the second's
+    assert.deepEqual(drops, [], "no drop: the hub got a new token in time");
+    assert.ok(calls >= 3, `getToken was called ${calls} times`);
+    const got = [];
+    sub.on("message", (m) => got.push(m.data));
+    await c.publish("chat:tokens", "still here");
+    await until(() => got.length === 1, "the message");
+  } finally {
+    c.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a refresh failing is an error and retried; the hub closes at expiry (4002) and the client reconnects with a fresh token", { timeout: 30000 }, async () => {
+  const hub = await serve("127.0.0.1:0", ["--jwt-secret", SECRET]);
+  let failing = true; // every call after the first, until the test says
+  let calls = 0;
+  const c = new Client(`ws://${hub.address}/ws`, {
+    ...fast,
+    getToken: async () => {
+      calls += 1;
+      if (failing && calls > 1) throw new Error("the auth service is down");
+      return jwt("alice", 3);
+    },
+  });
+  const errors = [];
+  const drops = [];
+  c.on("error", (d) => errors.push(d.error));
+  c.on("disconnected", (d) => drops.push(d));
+  try {
+    await c.connect();
+    const sub = c.subscribe("chat:expiry");
+    await sub.ready;
+    await until(() => drops.length >= 1, "the hub closing at expiry", 10000);
+    assert.equal(drops[0].code, 4002);
+    assert.ok(drops[0].willReconnect);
+    const tokenErrors = errors.filter((e) => e instanceof TokenError);
+    assert.ok(tokenErrors.length >= 2, `refresh retried: ${tokenErrors.length} token errors`);
+    failing = false;
+    const reconnected = await new Promise((resolve) => c.on("connected", resolve));
+    assert.equal(reconnected.reconnected, true);
+    assert.equal(reconnected.user, "alice");
+    await until(() => c.state === "connected" && sub.position !== null, "resubscribed");
+    assert.ok(calls >= 4);
+  } finally {
+    c.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a refresh with a token for another user is refused by the hub and surfaced as an error", { timeout: 30000 }, async () => {
+  const hub = await serve("127.0.0.1:0", ["--jwt-secret", SECRET]);
+  let user = "alice";
+  const c = new Client(`ws://${hub.address}/ws`, { ...fast, getToken: () => jwt(user, 3600) });
+  const errors = [];
+  c.on("error", (d) => errors.push(d.error));
+  try {
+    await c.connect();
+    user = "mallory";
+    await assert.rejects(c.refreshToken(), (e) => e instanceof HubError && e.code === "unauthorized");
+    await until(() => errors.length >= 1, "the error event");
+    assert.equal(errors[0].code, "unauthorized");
+    assert.equal(c.state, "connected");
+    assert.equal(c.connection.user, "alice");
+  } finally {
+    c.close();
+    await hub.stop();
+  }
+});
