@@ -16,7 +16,8 @@ use duplex_hub_proto::{ClientInfo, Data, JsonText};
 use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
-use crate::broker::{Broker, Publish};
+use crate::broker::{Broker, BrokerError, Publish};
+use crate::control::{Control, Registry};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
 use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
@@ -64,6 +65,10 @@ pub struct Hub {
     pub(crate) ws_config: duplex::Config,
     /// [`duplex_hub_proto::SUBPROTOCOL`], shared by every connection's `WebSocket`.
     pub(crate) subprotocol: Arc<str>,
+    /// This node's live sessions, which the server API's controls reach.
+    pub(crate) registry: Arc<Registry>,
+    /// When the hub was built (`info`'s uptime).
+    pub(crate) started: std::time::Instant,
     /// This node's 24-bit id: the prefix of its client ids.
     node_prefix: u32,
     next_id: AtomicU64,
@@ -179,6 +184,7 @@ impl Hub {
             rand::rng().random_range(0..0x100_0000u32)
         };
         let node = format!("{node_prefix:06x}");
+        let registry = Arc::new(Registry::default());
         let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match &config.redis {
             None => {
                 let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
@@ -191,6 +197,7 @@ impl Hub {
                     metrics.clone(),
                     node.clone(),
                     redis_options,
+                    registry.clone(),
                 )
                 .map_err(HubError::Redis)?;
                 (redis.clone(), None, Some(redis))
@@ -211,6 +218,8 @@ impl Hub {
             ws_config,
             subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
             node_prefix,
+            registry,
+            started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
             stopping: AtomicBool::new(false),
@@ -252,6 +261,29 @@ impl Hub {
     /// Whether [`Hub::abort_sessions`] was called.
     pub(crate) fn sessions_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
+    }
+
+    /// This node's id (six hex digits, the prefix of its client ids).
+    pub(crate) fn node_id(&self) -> String {
+        format!("{:06x}", self.node_prefix)
+    }
+
+    /// Whether the hub runs on the Redis broker (a member of a cluster).
+    pub(crate) fn is_clustered(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Hands a server API control to the sessions it targets on every node
+    /// (see [`crate::control`]); returns how many nodes it reached (this
+    /// one with the in-memory broker; those listening on Redis with it).
+    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+        match &self.redis {
+            Some(redis) => redis.control(control).await,
+            None => {
+                self.registry.apply(control);
+                Ok(1)
+            }
+        }
     }
 
     /// A new connection's [`crate::broker::Member::id`], which its client

@@ -24,6 +24,7 @@
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
 //! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
+//! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
 //! documents; the Lua scripts that write them are in `scripts`; the link
@@ -48,6 +49,9 @@
 //! - **unsubscribe**: one round trip when presence is on (leave), plus an
 //!   `UNSUBSCRIBE` when the last local subscriber of the channel left.
 //! - **signal**: one `PUBLISH`; **presence**: one `HGETALL`.
+//! - **control** (server API): one `PUBLISH` to `P:control`; its reply
+//!   says how many nodes listen. Delivery is at most once: a node whose
+//!   link is down then does not get it.
 //! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
 //!   plus a `PING` on the pub/sub connection.
 //!
@@ -168,6 +172,7 @@ use super::{
     BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
     member_id_of, new_epoch,
 };
+use crate::control::{Control, Registry};
 use crate::config::HubConfig;
 use crate::frame::prepare;
 use crate::metrics::Metrics;
@@ -234,6 +239,10 @@ struct Shared {
     node: String,
     /// `P:m:`, the prefix of channel topics.
     topic_prefix: String,
+    /// `P:control`, the topic of the server API's controls.
+    control_topic: String,
+    /// This node's sessions, which the controls apply to.
+    registry: Arc<Registry>,
     client: redis::Client,
     scripts: Scripts,
     /// `$` channels: this node only.
@@ -400,6 +409,7 @@ impl RedisBroker {
         metrics: Arc<Metrics>,
         node: String,
         options: RedisOptions,
+        registry: Arc<Registry>,
     ) -> Result<Arc<Self>, String> {
         let client = open_client(url, config.redis_ca.as_deref())?;
         let runtime = tokio::runtime::Handle::try_current()
@@ -410,6 +420,8 @@ impl RedisBroker {
             config,
             metrics,
             topic_prefix: format!("{}:m:", options.prefix),
+            control_topic: format!("{}:control", options.prefix),
+            registry,
             options,
             node,
             client,
@@ -446,6 +458,26 @@ impl RedisBroker {
             let _ = tokio::time::timeout(grace, link).await;
         }
         self.shared.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Sends a control to every node's sessions (`PUBLISH` to
+    /// `P:control`); returns how many nodes listen.
+    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+        let shared = &self.shared;
+        let mut conn = shared.conn()?;
+        let payload = serde_json::to_vec(control).map_err(|e| unavailable(&e.to_string()))?;
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&shared.control_topic).arg(payload);
+        match tokio::time::timeout(
+            shared.options.command_timeout,
+            command.query_async::<usize>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => Ok(nodes),
+            Ok(Err(error)) => Err(shared.failed(&error)),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
     }
 
     /// Forgets unused node-local (`$`) channels; call it periodically.
@@ -638,6 +670,10 @@ impl Shared {
                     self.log_new_epoch(channel, bytes(why), epoch);
                 }
                 Ok(Published {
+                    epoch: bytes(epoch)
+                        .and_then(|e| std::str::from_utf8(e).ok())
+                        .unwrap_or_default()
+                        .to_owned(),
                     offset: int(offset).ok_or_else(|| unavailable("redis: bad offset"))?,
                     duplicate: int(duplicate) == Some(1),
                 })
@@ -982,6 +1018,15 @@ impl Shared {
 
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
+        if topic == self.control_topic {
+            match serde_json::from_slice::<Control>(payload) {
+                Ok(control) => {
+                    self.registry.apply(&control);
+                }
+                Err(error) => tracing::warn!(%error, "malformed control from redis dropped"),
+            }
+            return;
+        }
         let Some(name) = topic.strip_prefix(&self.topic_prefix) else {
             return;
         };
