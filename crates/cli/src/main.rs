@@ -5,10 +5,12 @@
 //! - `duplex echo --listen ADDR`: a WebSocket echo server.
 //! - `duplex connect URL`: a command-line client; `--echo` echoes what the
 //!   server sends (the shape conformance suites drive).
+//! - `duplex api CALL [JSON]`: one call of a hub's server API.
 //! - `duplex bench echo|connect|idle --url URL`: a load generator (messages
 //!   per second, latency, connection rate, memory per idle connection).
 
 mod allocator;
+mod api;
 mod connect;
 mod echo;
 mod listen;
@@ -32,6 +34,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Connect to a WebSocket server.
     Connect(connect::ConnectArgs),
+    /// Call a hub's server API (docs/api.md) and print the JSON reply.
+    Api(api::ApiArgs),
     /// Measure a WebSocket server end to end: echo, connection rate, idle memory.
     Bench(duplex_bench::BenchArgs),
 }
@@ -65,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => duplex_bench::run(args).await,
+            Command::Api(args) => api::run(args).await,
         }
     });
     match result {
