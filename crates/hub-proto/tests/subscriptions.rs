@@ -594,3 +594,63 @@ fn a_subscription_the_hub_ends_is_reported_and_retried_on_request() {
         [subscribe(2, "a", Some(since("e", 3)), 0)]
     );
 }
+
+/// A `subscribed` push (the backend subscribed this connection through the
+/// server API) makes the channel wanted: its messages are delivered, and
+/// it is resubscribed on the next connection.
+#[test]
+fn a_server_side_subscription_is_adopted_and_survives_reconnection() {
+    let mut subs = Subscriptions::new();
+    subs.on_connected();
+    let push = ServerMessage::Subscribed {
+        id: None,
+        channel: "room".into(),
+        epoch: "e1".into(),
+        offset: 4,
+        recovered: false,
+        gap: false,
+    };
+    assert_eq!(
+        subs.handle(push.clone()),
+        [Event::Subscribed {
+            channel: "room".into(),
+            recovered: false
+        }]
+    );
+    assert!(subs.is_subscribed("room"));
+    assert_eq!(subs.handle(message("room", 5)), [delivered("room", 5)]);
+    // Again: nothing new.
+    assert_eq!(subs.handle(push), []);
+    subs.on_disconnected();
+    assert_eq!(
+        subs.on_connected(),
+        [subscribe(1, "room", Some(since("e1", 5)), 0)]
+    );
+}
+
+/// A push for a channel whose own `subscribe` is in flight stands for it:
+/// the `already_subscribed` answer is no failure.
+#[test]
+fn a_server_side_subscription_answers_a_subscribe_in_flight() {
+    let mut subs = Subscriptions::new();
+    subs.on_connected();
+    subs.subscribe("room").unwrap();
+    assert_eq!(transmit(&mut subs), [subscribe(1, "room", None, 0)]);
+    let push = ServerMessage::Subscribed {
+        id: None,
+        channel: "room".into(),
+        epoch: "e1".into(),
+        offset: 0,
+        recovered: false,
+        gap: false,
+    };
+    assert_eq!(subs.handle(push).len(), 1);
+    let refused = ServerMessage::Error {
+        id: Some(1),
+        code: ErrorCode::AlreadySubscribed,
+        message: "already subscribed".into(),
+    };
+    assert_eq!(subs.handle(refused), []);
+    assert!(subs.is_subscribed("room"));
+    assert_eq!(subs.handle(message("room", 1)), [delivered("room", 1)]);
+}
