@@ -58,6 +58,34 @@ pub fn behind(check: Option<(&str, u64)>, epoch: &str, last: u64) -> bool {
     check.is_some_and(|(seen, at)| seen == epoch && last < at)
 }
 
+/// Where a history read (the server API's `history`) starts, given what is
+/// kept (`bounds`): whether `since` is a gap (another epoch, ahead of the
+/// channel, or, reading forward, messages after it no longer kept), and
+/// the offset to read after (before, with `reverse`), `None` to read from
+/// the oldest (the newest with `reverse`). A gap reads as if there were no
+/// `since`. Both brokers follow it ([`ChannelLog::history`], and the Redis
+/// broker over what its read script returns).
+pub fn history_start(
+    since: Option<&Since>,
+    bounds: HistoryBounds<'_>,
+    reverse: bool,
+) -> (bool, Option<u64>) {
+    let usable = since.filter(|s| s.epoch == bounds.epoch && s.offset <= bounds.last);
+    let gap = since.is_some()
+        && usable.is_none_or(|s| !reverse && s.offset.saturating_add(1) < bounds.first);
+    (gap, if gap { None } else { usable.map(|s| s.offset) })
+}
+
+/// Whether `offset` is read by a history read from `start` (see
+/// [`history_start`]).
+pub fn history_reads(start: Option<u64>, reverse: bool, offset: u64) -> bool {
+    match (start, reverse) {
+        (None, _) => true,
+        (Some(s), false) => offset > s,
+        (Some(s), true) => offset < s,
+    }
+}
+
 /// What became of a publish (see [`ChannelLog::append`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended<F> {
@@ -286,23 +314,13 @@ impl<F: Clone> ChannelLog<F> {
         limits: &HistoryLimits,
     ) -> (bool, Vec<(u64, &F)>) {
         self.prune(limits, now_ms);
-        let bounds = self.bounds();
-        let usable = since.filter(|s| *s.epoch == *self.epoch && s.offset <= self.last);
-        let gap = since.is_some()
-            && usable.is_none_or(|s| !reverse && s.offset.saturating_add(1) < bounds.first);
-        let since = if gap { None } else { usable.map(|s| s.offset) };
+        let (gap, start) = history_start(since, self.bounds(), reverse);
         let entries = self.history.iter().map(|e| (e.offset, &e.frame));
+        let reads = |(offset, _): &(u64, &F)| history_reads(start, reverse, *offset);
         let read: Vec<(u64, &F)> = if reverse {
-            entries
-                .rev()
-                .filter(|(offset, _)| since.is_none_or(|s| *offset < s))
-                .take(limit)
-                .collect()
+            entries.rev().filter(reads).take(limit).collect()
         } else {
-            entries
-                .filter(|(offset, _)| since.is_none_or(|s| *offset > s))
-                .take(limit)
-                .collect()
+            entries.filter(reads).take(limit).collect()
         };
         (gap, read)
     }

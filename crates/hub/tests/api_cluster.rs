@@ -98,6 +98,28 @@ async fn the_api_on_one_node_reaches_connections_on_another() {
     let message = ada.wait_for(|m| matches!(m, ServerMessage::Message(_))).await;
     assert!(matches!(message, ServerMessage::Message(p) if p.channel == "room"));
 
+    // History through Redis: read, then removed (offsets go on, and
+    // recovering from before the removal is a gap).
+    for n in 2..=4 {
+        post(api_addr, "publish", json!({"channel": "news", "data": n})).await;
+    }
+    let page = post(api_addr, "history", json!({"channel": "news", "limit": 2, "reverse": true})).await;
+    let offsets: Vec<u64> = page["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [4, 3]);
+    assert_eq!(page["publications"][0]["data"], 4);
+    let epoch = page["epoch"].as_str().unwrap().to_owned();
+    let page = post(api_addr, "history", json!({"channel": "news", "since": {"epoch": epoch, "offset": 2}})).await;
+    assert_eq!((page["publications"].as_array().unwrap().len(), page["gap"].as_bool()), (2, Some(false)));
+    post(api_addr, "history_remove", json!({"channel": "news"})).await;
+    let page = post(api_addr, "history", json!({"channel": "news"})).await;
+    assert_eq!((page["publications"].as_array().unwrap().len(), page["offset"].as_u64()), (0, Some(4)));
+    let mut late = TestClient::open(&b.url(), |r| r).await.unwrap();
+    late.connect(None).await;
+    let reply = late.subscribe_since("news", &epoch, 1).await;
+    assert!(matches!(reply, ServerMessage::Subscribed { gap: true, .. }), "{reply:?}");
+    let next = post(api_addr, "publish", json!({"channel": "news", "data": 5})).await;
+    assert_eq!(next["offset"], 5);
+
     // A disconnect on A closes Ada's connection on B with its code.
     post(api_addr, "disconnect", json!({"user": "ada", "code": 4321, "reason": "bye"})).await;
     let close = ada.closed().await;

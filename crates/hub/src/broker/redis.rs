@@ -153,6 +153,7 @@ use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
 use duplex_hub_proto::fanout::{CatchUp, Fanout, Push};
 use duplex_hub_proto::is_hub_channel;
+use duplex_hub_proto::log::{history_reads, history_start};
 use duplex_hub_proto::{
     ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
 };
@@ -165,12 +166,12 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
+use self::envelope::{Entry, Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
 use super::memory::MemoryBroker;
 use super::{
-    BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
-    member_id_of, new_epoch,
+    BoxFuture, Broker, BrokerError, HistoryPage, HistoryQuery, Publish, Published, Subscribe,
+    Subscribed, Subscriber, member_id_of, new_epoch,
 };
 use crate::control::{Control, Registry};
 use crate::config::HubConfig;
@@ -1220,7 +1221,100 @@ fn parse_read(reply: &Value) -> Option<Read> {
     })
 }
 
+impl Shared {
+    /// The server API's `history`: the read script in catch-up mode (every
+    /// kept entry, no presence), then the core's rule of where to start.
+    async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryPage, BrokerError> {
+        let (mut conn, run) = self.link()?;
+        let ns = self.config.namespace(channel);
+        let (check_epoch, check_offset) = self.check_of(channel);
+        let mut invocation = self.scripts.read.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .key(self.key(channel, "keys"))
+            .key(self.key(channel, "pres"))
+            .key(self.node_key())
+            .arg(new_epoch())
+            .arg(self.meta_ttl(ns.history_ttl))
+            .arg(millis(ns.history_ttl))
+            .arg("")
+            .arg(0)
+            .arg(0)
+            .arg("1")
+            .arg("")
+            .arg(&self.node)
+            .arg("")
+            .arg(channel)
+            .arg("")
+            .arg(&*run)
+            .arg(check_epoch)
+            .arg(check_offset);
+        let reply = self.invoke(&invocation, &mut conn).await?;
+        let read = parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))?;
+        self.log_new_epoch(channel, read.why.as_deref(), &read.epoch);
+        let bounds = HistoryBounds {
+            epoch: &read.epoch,
+            first: read.first,
+            last: read.last,
+        };
+        let (gap, start) = history_start(query.since.as_ref(), bounds, query.reverse);
+        let entries = read.entries.iter().filter_map(|entry| parse_entry(entry));
+        let reads = |entry: &Entry<'_>| history_reads(start, query.reverse, entry.offset);
+        let decode = |entry: Entry<'_>| {
+            let body = decode_body(entry.body)?;
+            Some(Publication {
+                channel: channel.to_owned(),
+                offset: entry.offset,
+                time: entry.time,
+                from: body.from,
+                data: body.data,
+            })
+        };
+        let publications = if query.reverse {
+            let all: Vec<Entry<'_>> = entries.collect();
+            all.into_iter().rev().filter(reads).take(query.limit).filter_map(decode).collect()
+        } else {
+            entries.filter(reads).take(query.limit).filter_map(decode).collect()
+        };
+        Ok(HistoryPage {
+            epoch: read.epoch.clone(),
+            offset: read.last,
+            gap,
+            publications,
+        })
+    }
+
+    /// The server API's `history_remove`: the history and its keys go (the
+    /// `meta` hash's `bytes` back to 0); `epoch` and `last` stay, so offsets
+    /// go on and recovering from before is a gap, as
+    /// `ChannelLog::clear` does.
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+        let mut conn = self.conn()?;
+        let mut invocation = self.scripts.remove_history.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .key(self.key(channel, "keys"));
+        self.invoke(&invocation, &mut conn).await.map(|_| ())
+    }
+}
+
 impl Broker for RedisBroker {
+    fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'_, Result<HistoryPage, BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.history(&channel, query).await })
+    }
+
+    fn remove_history(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.remove_history(&channel).await })
+    }
+
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>> {
         if is_hub_channel(&publish.channel) {
             return self.shared.local.publish(publish);

@@ -256,6 +256,7 @@ impl Shared {
             &scripts.leave,
             &scripts.enter,
             &scripts.heartbeat,
+            &scripts.remove_history,
         ] {
             tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
                 .await
