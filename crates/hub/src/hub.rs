@@ -268,9 +268,20 @@ impl Hub {
         format!("{:06x}", self.node_prefix)
     }
 
-    /// Whether the hub runs on the Redis broker (a member of a cluster).
-    pub(crate) fn is_clustered(&self) -> bool {
-        self.redis.is_some()
+    /// Every node's report for the server API's `info`: with Redis, each
+    /// live node's (at most one heartbeat old); else this node's.
+    pub(crate) async fn nodes(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        if let Some(redis) = &self.redis {
+            return redis.nodes().await;
+        }
+        Ok(vec![serde_json::json!({
+            "id": self.node_id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": duplex_hub_proto::VERSION,
+            "connections": self.admission.current(),
+            "sessions": self.registry.len(),
+            "uptime": self.started.elapsed().as_secs(),
+        })])
     }
 
     /// Hands a server API control to the sessions it targets on every node

@@ -120,6 +120,22 @@ async fn the_api_on_one_node_reaches_connections_on_another() {
     let next = post(api_addr, "publish", json!({"channel": "news", "data": 5})).await;
     assert_eq!(next["offset"], 5);
 
+    // `info` and `channels` see both nodes (their reports are at most one
+    // heartbeat old: wait for one).
+    tokio::time::sleep(fast_options().heartbeat * 2).await;
+    let info = post(api_addr, "info", json!({})).await;
+    let mut ids: Vec<&str> = info["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2, "{info}");
+    let connections: u64 = info["nodes"].as_array().unwrap().iter().map(|n| n["connections"].as_u64().unwrap()).sum();
+    assert_eq!(connections, 3, "ada, the watcher and the late one, all on B: {info}");
+    let mut c = TestClient::open(&a.url(), |r| r).await.unwrap();
+    c.connect(None).await;
+    c.subscribe("news").await;
+    tokio::time::sleep(fast_options().heartbeat * 2).await;
+    let channels = post(api_addr, "channels", json!({"pattern": "n*"})).await;
+    assert_eq!(channels["channels"], json!([{"channel": "news", "subscribers": 3}]), "{channels}");
+
     // A disconnect on A closes Ada's connection on B with its code.
     post(api_addr, "disconnect", json!({"user": "ada", "code": 4321, "reason": "bye"})).await;
     let close = ada.closed().await;

@@ -127,11 +127,11 @@ pub(crate) async fn call(hub: &Hub, call: &str, body: &[u8]) -> Result<Value, Ap
                 .into_iter()
                 .map(|c| json!({"channel": c.channel, "subscribers": c.subscribers}))
                 .collect();
-            Ok(json!({"channels": channels, "scope": scope_of_node(hub)}))
+            Ok(json!({"channels": channels, "scope": "cluster"}))
         }
         "info" => {
             let _: Empty = parse(body)?;
-            Ok(info(hub))
+            Ok(json!({"nodes": hub.nodes().await?, "scope": "cluster"}))
         }
         other => Err(ApiError::UnknownCall(other.to_owned())),
     }
@@ -459,24 +459,4 @@ fn publication_json(publication: &Publication) -> Value {
         }
     }
     value
-}
-
-/// `"node"` where an answer covers this node only (the Redis broker does
-/// not gather it from every node yet), `"cluster"` where this node is the
-/// cluster.
-fn scope_of_node(hub: &Hub) -> &'static str {
-    if hub.is_clustered() { "node" } else { "cluster" }
-}
-
-fn info(hub: &Hub) -> Value {
-    let node = json!({
-        "id": hub.node_id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "protocol": duplex_hub_proto::VERSION,
-        "connections": hub.admission.current(),
-        "sessions": hub.registry.len(),
-        "channels": hub.broker.local_channels(),
-        "uptime": hub.started.elapsed().as_secs(),
-    });
-    json!({"nodes": [node], "scope": scope_of_node(hub)})
 }

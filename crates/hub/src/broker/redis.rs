@@ -23,6 +23,7 @@
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
+//! | `P:node:N:info`    | string | node `N`'s report for the server API's `info` and `channels` (JSON: id, version, connections, uptime, channel → local subscribers), written with each heartbeat, expiring after `node_expiry` |
 //! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
 //! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens |
 //!
@@ -53,7 +54,9 @@
 //!   says how many nodes listen. Delivery is at most once: a node whose
 //!   link is down then does not get it.
 //! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
-//!   plus a `PING` on the pub/sub connection.
+//!   plus a `PING` on the pub/sub connection, plus a `SET` of its report
+//!   (`P:node:N:info`): the server API's `info` and `channels` read every
+//!   live node's report, so they are at most one heartbeat old.
 //!
 //! # Invariants (beyond the [`Broker`] ones)
 //!
@@ -170,8 +173,8 @@ use self::envelope::{Entry, Envelope, decode_body, encode_body, parse_entry, par
 use self::scripts::Scripts;
 use super::memory::MemoryBroker;
 use super::{
-    BoxFuture, Broker, BrokerError, HistoryPage, HistoryQuery, Publish, Published, Subscribe,
-    Subscribed, Subscriber, member_id_of, new_epoch,
+    BoxFuture, Broker, BrokerError, ChannelCount, HistoryPage, HistoryQuery, Publish, Published,
+    Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
 use crate::control::{Control, Registry};
 use crate::config::HubConfig;
@@ -244,6 +247,8 @@ struct Shared {
     control_topic: String,
     /// This node's sessions, which the controls apply to.
     registry: Arc<Registry>,
+    /// When the broker started (the report's uptime).
+    started: std::time::Instant,
     client: redis::Client,
     scripts: Scripts,
     /// `$` channels: this node only.
@@ -423,6 +428,7 @@ impl RedisBroker {
             topic_prefix: format!("{}:m:", options.prefix),
             control_topic: format!("{}:control", options.prefix),
             registry,
+            started: std::time::Instant::now(),
             options,
             node,
             client,
@@ -1222,6 +1228,92 @@ fn parse_read(reply: &Value) -> Option<Read> {
 }
 
 impl Shared {
+    fn report_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:info", self.options.prefix)
+    }
+
+    /// Writes this node's report (see the key layout), or removes it when
+    /// the node leaves.
+    async fn report(&self, conn: &mut MultiplexedConnection, leaving: bool) -> Result<(), String> {
+        let key = self.report_key(&self.node);
+        let command = if leaving {
+            let mut command = redis::cmd("DEL");
+            command.arg(&key);
+            command
+        } else {
+            let channels: serde_json::Map<String, serde_json::Value> = self
+                .channels()
+                .iter()
+                .filter_map(|(name, slot)| {
+                    let live = lock(&slot.state).fanout.live().count();
+                    (live > 0).then(|| (name.to_string(), live.into()))
+                })
+                .collect();
+            let report = serde_json::json!({
+                "id": self.node,
+                "version": env!("CARGO_PKG_VERSION"),
+                "protocol": duplex_hub_proto::VERSION,
+                "connections": self.metrics.snapshot().connections,
+                "sessions": self.registry.len(),
+                "uptime": self.started.elapsed().as_secs(),
+                "channels": channels,
+            });
+            let mut command = redis::cmd("SET");
+            command
+                .arg(&key)
+                .arg(report.to_string())
+                .arg("PX")
+                .arg(millis(self.options.node_expiry));
+            command
+        };
+        match tokio::time::timeout(self.options.command_timeout, command.query_async::<Value>(conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("node report: {error}")),
+            Err(_) => Err("node report timed out".into()),
+        }
+    }
+
+    /// Every live node's report (see the key layout).
+    async fn reports(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        let mut conn = self.conn()?;
+        let nodes: Vec<String> = match tokio::time::timeout(
+            self.options.command_timeout,
+            redis::cmd("ZRANGE")
+                .arg(self.nodes_key())
+                .arg(0)
+                .arg(-1)
+                .query_async::<Vec<String>>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => nodes,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = redis::cmd("MGET");
+        for node in &nodes {
+            command.arg(self.report_key(node));
+        }
+        let reports: Vec<Option<String>> = match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(reports)) => reports,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        Ok(reports
+            .into_iter()
+            .flatten()
+            .filter_map(|report| serde_json::from_str(&report).ok())
+            .collect())
+    }
+
     /// The server API's `history`: the read script in catch-up mode (every
     /// kept entry, no presence), then the core's rule of where to start.
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryPage, BrokerError> {
@@ -1300,7 +1392,47 @@ impl Shared {
     }
 }
 
+impl RedisBroker {
+    /// Every live node's report, at most one heartbeat old (the server
+    /// API's `info`).
+    pub(crate) async fn nodes(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        let mut nodes = self.shared.reports().await?;
+        nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        for node in &mut nodes {
+            if let Some(node) = node.as_object_mut() {
+                node.remove("channels");
+            }
+        }
+        Ok(nodes)
+    }
+}
+
 impl Broker for RedisBroker {
+    fn channels(&self, pattern: &str) -> BoxFuture<'_, Result<Vec<ChannelCount>, BrokerError>> {
+        let pattern = pattern.to_owned();
+        Box::pin(async move {
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for report in self.shared.reports().await? {
+                let Some(channels) = report["channels"].as_object() else {
+                    continue;
+                };
+                for (name, live) in channels {
+                    if matches_pattern(&pattern, name) {
+                        *counts.entry(name.clone()).or_default() +=
+                            live.as_u64().unwrap_or(0) as usize;
+                    }
+                }
+            }
+            Ok(counts
+                .into_iter()
+                .map(|(channel, subscribers)| ChannelCount {
+                    channel,
+                    subscribers,
+                })
+                .collect())
+        })
+    }
+
     fn history(
         &self,
         channel: &str,

@@ -187,6 +187,7 @@ impl Shared {
             .invoke(&invocation, conn)
             .await
             .map_err(|e| e.to_string())?;
+        self.report(conn, leaving).await?;
         let items = array(&reply).ok_or("bad heartbeat reply")?;
         if let [added, purged] = items {
             let purged = int(purged).unwrap_or(0);
