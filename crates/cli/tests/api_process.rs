@@ -56,7 +56,11 @@ fn duplex_api_calls_the_server_api_of_duplex_serve() {
     };
     let reply: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(reply["nodes"].as_array().unwrap().len(), 1);
-    let out = api(&url, KEY, &["publish", r#"{"channel":"news","data":{"n":1}}"#]);
+    let out = api(
+        &url,
+        KEY,
+        &["publish", r#"{"channel":"news","data":{"n":1}}"#],
+    );
     assert!(out.status.success(), "{out:?}");
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reply["offset"], 1);
@@ -74,7 +78,13 @@ fn duplex_api_calls_the_server_api_of_duplex_serve() {
 #[test]
 fn serve_refuses_an_api_without_a_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("DUPLEX_API_KEY")
         .output()
         .expect("run duplex serve");

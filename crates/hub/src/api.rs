@@ -380,25 +380,21 @@ mod tests {
     fn the_openapi_document_lists_exactly_the_calls() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let paths: std::collections::BTreeSet<String> = doc["paths"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
+        let paths: std::collections::BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
         let mut expected: std::collections::BTreeSet<String> =
             calls::CALLS.iter().map(|c| format!("/api/{c}")).collect();
         expected.insert("/api/batch".to_owned());
         expected.insert("/api/openapi.json".to_owned());
         assert_eq!(paths, expected);
         // And the batch's methods are the calls.
-        let methods: std::collections::BTreeSet<String> = doc["components"]["schemas"]
-            ["Command"]["properties"]["method"]["enum"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_str().unwrap().to_owned())
-            .collect();
+        let methods: std::collections::BTreeSet<String> =
+            doc["components"]["schemas"]["Command"]["properties"]["method"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_owned())
+                .collect();
         let calls: std::collections::BTreeSet<String> =
             calls::CALLS.iter().map(|c| (*c).to_owned()).collect();
         assert_eq!(methods, calls);

@@ -737,17 +737,25 @@ mod tests {
     #[test]
     fn the_api_needs_keys_of_16_bytes_and_never_shows_them() {
         let api = |text: &str| HubConfig::from_toml(&format!("[api]\n{text}"));
-        let config = api("listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\", \"fedcba9876543210fedc\"]")
-            .unwrap();
+        let config = api(
+            "listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\", \"fedcba9876543210fedc\"]",
+        )
+        .unwrap();
         assert_eq!(config.api.keys.len(), 2);
         assert_eq!(config.api.max_body, 1 << 20);
         let shown = format!("{config:?}");
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         for (bad, says) in [
             ("listen = \"127.0.0.1:8081\"", "at least one key"),
-            ("listen = \"127.0.0.1:8081\"\nkeys = [\"short\"]", "5 bytes is too short"),
+            (
+                "listen = \"127.0.0.1:8081\"\nkeys = [\"short\"]",
+                "5 bytes is too short",
+            ),
             ("keys = [\"0123456789abcdef\"]", "api.listen is not"),
-            ("listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\"]\nmax_body = 10", "max_body"),
+            (
+                "listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\"]\nmax_body = 10",
+                "max_body",
+            ),
         ] {
             let error = api(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{bad}: {error}");

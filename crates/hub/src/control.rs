@@ -208,7 +208,11 @@ impl Registry {
                 })
                 .into_iter()
                 .collect(),
-            None => inner.users.get(target.user.as_str()).cloned().unwrap_or_default(),
+            None => inner
+                .users
+                .get(target.user.as_str())
+                .cloned()
+                .unwrap_or_default(),
         };
         for id in &ids {
             if let Some(entry) = inner.sessions.get_mut(id) {
@@ -282,7 +286,10 @@ mod tests {
         assert_eq!(registry.apply(&kick("bob", Some(a1.client()))), 0);
         assert_eq!(registry.apply(&kick("ada", Some(a1.client()))), 1);
         assert_eq!(registry.apply(&kick("", Some("not-a-client".into()))), 0);
-        assert_eq!(registry.take(a1.id), [kick("ada", None), kick("ada", Some(a1.client()))]);
+        assert_eq!(
+            registry.take(a1.id),
+            [kick("ada", None), kick("ada", Some(a1.client()))]
+        );
         assert!(registry.take(a1.id).is_empty(), "taken once");
         assert_eq!(registry.take(anon.id).len(), 1);
         // Gone: reached no more.
@@ -329,6 +336,9 @@ mod tests {
             json,
             r#"{"op":"disconnect","user":"ada","code":4000,"reason":"bye"}"#
         );
-        assert_eq!(serde_json::from_str::<Control>(&json).unwrap(), kick("ada", None));
+        assert_eq!(
+            serde_json::from_str::<Control>(&json).unwrap(),
+            kick("ada", None)
+        );
     }
 }

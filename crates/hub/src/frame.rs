@@ -78,6 +78,9 @@ mod tests {
             let prepared = prepare(&ServerMessage::Message(publication.clone()));
             assert_eq!(publication_of(&prepared), Some(publication));
         }
-        assert_eq!(publication_of(&prepare(&ServerMessage::Pong { id: None })), None);
+        assert_eq!(
+            publication_of(&prepare(&ServerMessage::Pong { id: None })),
+            None
+        );
     }
 }

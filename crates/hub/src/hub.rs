@@ -17,8 +17,8 @@ use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError, Publish};
-use crate::control::{Control, Registry};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
+use crate::control::{Control, Registry};
 use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
 

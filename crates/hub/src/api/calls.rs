@@ -49,47 +49,59 @@ pub(crate) async fn call(hub: &Hub, call: &str, body: &[u8]) -> Result<Value, Ap
         "broadcast" => broadcast(hub, parse(body)?).await,
         "subscribe" => {
             let p: ChannelControl = parse(body)?;
-            control(hub, Control::Subscribe {
-                target: Target {
-                    user: p.user,
-                    client: p.client,
+            control(
+                hub,
+                Control::Subscribe {
+                    target: Target {
+                        user: p.user,
+                        client: p.client,
+                    },
+                    channel: p.channel,
                 },
-                channel: p.channel,
-            })
+            )
             .await
         }
         "unsubscribe" => {
             let p: ChannelControl = parse(body)?;
-            control(hub, Control::Unsubscribe {
-                target: Target {
-                    user: p.user,
-                    client: p.client,
+            control(
+                hub,
+                Control::Unsubscribe {
+                    target: Target {
+                        user: p.user,
+                        client: p.client,
+                    },
+                    channel: p.channel,
                 },
-                channel: p.channel,
-            })
+            )
             .await
         }
         "disconnect" => {
             let p: DisconnectParams = parse(body)?;
-            control(hub, Control::Disconnect {
-                target: Target {
-                    user: p.user,
-                    client: p.client,
+            control(
+                hub,
+                Control::Disconnect {
+                    target: Target {
+                        user: p.user,
+                        client: p.client,
+                    },
+                    code: p.code,
+                    reason: p.reason,
                 },
-                code: p.code,
-                reason: p.reason,
-            })
+            )
             .await
         }
         "refresh" => {
             let p: RefreshParams = parse(body)?;
-            control(hub, Control::Refresh {
-                target: Target {
-                    user: p.user,
-                    client: p.client,
+            control(
+                hub,
+                Control::Refresh {
+                    target: Target {
+                        user: p.user,
+                        client: p.client,
+                    },
+                    expires: p.expire_at,
                 },
-                expires: p.expire_at,
-            })
+            )
             .await
         }
         "presence" => {

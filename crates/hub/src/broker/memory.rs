@@ -459,10 +459,13 @@ impl MemoryBroker {
         let mut channel = lock(&shared);
         let before = channel.before();
         let now = self.now_ms(Instant::now());
-        let (gap, read) =
-            channel
-                .log
-                .history(query.since.as_ref(), query.limit, query.reverse, now, &limits);
+        let (gap, read) = channel.log.history(
+            query.since.as_ref(),
+            query.limit,
+            query.reverse,
+            now,
+            &limits,
+        );
         let publications = read
             .into_iter()
             .filter_map(|(_, kept)| crate::frame::publication_of(&kept.frame))

@@ -325,7 +325,9 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// run of characters), with their subscriber counts.
     fn channels(&self, pattern: &str) -> BoxFuture<'_, Result<Vec<ChannelCount>, BrokerError>> {
         let _ = pattern;
-        Box::pin(std::future::ready(Err(BrokerError::Unsupported("channels"))))
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported(
+            "channels",
+        ))))
     }
 
     /// Whether the broker can serve now (`/readyz`).

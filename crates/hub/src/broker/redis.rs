@@ -176,8 +176,8 @@ use super::{
     BoxFuture, Broker, BrokerError, ChannelCount, HistoryPage, HistoryQuery, Publish, Published,
     Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
-use crate::control::{Control, Registry};
 use crate::config::HubConfig;
+use crate::control::{Control, Registry};
 use crate::frame::prepare;
 use crate::metrics::Metrics;
 
@@ -1266,7 +1266,12 @@ impl Shared {
                 .arg(millis(self.options.node_expiry));
             command
         };
-        match tokio::time::timeout(self.options.command_timeout, command.query_async::<Value>(conn)).await {
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(conn),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(format!("node report: {error}")),
             Err(_) => Err("node report timed out".into()),
@@ -1316,7 +1321,11 @@ impl Shared {
 
     /// The server API's `history`: the read script in catch-up mode (every
     /// kept entry, no presence), then the core's rule of where to start.
-    async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryPage, BrokerError> {
+    async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
         let (mut conn, run) = self.link()?;
         let ns = self.config.namespace(channel);
         let (check_epoch, check_offset) = self.check_of(channel);
@@ -1365,9 +1374,18 @@ impl Shared {
         };
         let publications = if query.reverse {
             let all: Vec<Entry<'_>> = entries.collect();
-            all.into_iter().rev().filter(reads).take(query.limit).filter_map(decode).collect()
+            all.into_iter()
+                .rev()
+                .filter(reads)
+                .take(query.limit)
+                .filter_map(decode)
+                .collect()
         } else {
-            entries.filter(reads).take(query.limit).filter_map(decode).collect()
+            entries
+                .filter(reads)
+                .take(query.limit)
+                .filter_map(decode)
+                .collect()
         };
         Ok(HistoryPage {
             epoch: read.epoch.clone(),
