@@ -541,7 +541,14 @@ async fn a_batch_runs_in_order_and_answers_each_in_its_place() {
 
 /// A request and the error it gets: method, path, headers, body, status,
 /// code.
-type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    u16,
+    &'a str,
+);
 
 #[tokio::test]
 async fn each_error_class_has_its_status_and_code() {
