@@ -33,6 +33,7 @@
 
 mod connect;
 mod echo;
+mod api;
 mod fanout;
 mod idle;
 mod net;
