@@ -358,7 +358,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     if args.window == Window::Acked && args.protocol != Protocol::Hub {
         bail!("--window acked needs --protocol hub (a broadcast server sends no acks)");
     }
-    if args.api_url.is_some() && (args.protocol != Protocol::Hub || args.window != Window::Delivered)
+    if args.api_url.is_some()
+        && (args.protocol != Protocol::Hub || args.window != Window::Delivered)
     {
         bail!("--api-url needs --protocol hub and --window delivered");
     }
@@ -475,7 +476,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(api) = &api {
         // Only the window's calls count.
-        api.latency.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        api.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
     }
     let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
     eprintln!(
@@ -633,7 +637,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         });
         let mut value = value;
         value["publisher"] = if api.is_some() { "api" } else { "websocket" }.into();
-        value["api_latency"] = api_latency.as_ref().map_or(serde_json::Value::Null, Latency::json);
+        value["api_latency"] = api_latency
+            .as_ref()
+            .map_or(serde_json::Value::Null, Latency::json);
         println!("{value}");
     } else {
         report::heading("fanout", args.output.label.as_ref(), &target.url);
@@ -663,7 +669,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             wire.map_or_else(|| "-".to_owned(), report::bytes)
         );
         if let Some(api_latency) = &api_latency {
-            println!("  API calls    {} (publish, request to reply)", api_latency.line());
+            println!(
+                "  API calls    {} (publish, request to reply)",
+                api_latency.line()
+            );
         }
         println!("  latency last {}", last.line());
         println!("  latency all  {}", all.line());
