@@ -20,6 +20,13 @@
 //! finds that marker with one substring search and parses the two numbers;
 //! nothing else of the message is parsed.
 //!
+//! **Through the server API.** With `--api-url` (and `--api-key`, or
+//! `DUPLEX_API_KEY`), the publisher publishes with `POST /api/publish` to
+//! the hub's server API instead of over its WebSocket (over one h2c
+//! connection, the messages in flight multiplexed; see [`crate::api`]);
+//! the subscribers are the same, and the summary adds each API call's
+//! latency (request to reply). Hub protocol and `--window delivered` only.
+//!
 //! **In flight.** By default (`--window delivered`) a message is in flight
 //! from its publish until *every* subscriber has received it, and the
 //! publisher keeps `--in-flight` of them under way: the same definition for
@@ -169,6 +176,13 @@ pub(crate) struct FanoutArgs {
     /// When a message stops being in flight.
     #[arg(long, value_enum, default_value_t = Window::Delivered)]
     window: Window,
+    /// Publish through the hub's server API at this URL (http://HOST:PORT)
+    /// rather than over the publisher's WebSocket.
+    #[arg(long, value_name = "URL")]
+    api_url: Option<String>,
+    /// The server API key for --api-url.
+    #[arg(long, env = "DUPLEX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -309,6 +323,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 struct PublishPlan {
     protocol: Protocol,
+    /// Publish through the server API instead of the WebSocket.
+    api: Option<crate::api::ApiPublisher>,
     channel: String,
     size: usize,
     in_flight: usize,
@@ -354,6 +370,25 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     if args.window == Window::Acked && args.protocol != Protocol::Hub {
         bail!("--window acked needs --protocol hub (a broadcast server sends no acks)");
     }
+    if args.api_url.is_some()
+        && (args.protocol != Protocol::Hub || args.window != Window::Delivered)
+    {
+        bail!("--api-url needs --protocol hub and --window delivered");
+    }
+    let api = match &args.api_url {
+        Some(url) => {
+            let key = args
+                .api_key
+                .as_deref()
+                .context("--api-url needs --api-key (or DUPLEX_API_KEY)")?;
+            Some(crate::api::ApiPublisher::connect(url, key).await?)
+        }
+        None => None,
+    };
+    let (api, mut api_outcomes) = match api {
+        Some((api, outcomes)) => (Some(api), Some(outcomes)),
+        None => (None, None),
+    };
     let mut target = Target::new(&args.target)?;
     if target.scheme != Scheme::WebSocket {
         bail!("duplex bench fanout needs a ws:// URL");
@@ -435,6 +470,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     }
     let plan = Arc::new(PublishPlan {
         protocol: args.protocol,
+        api: api.clone(),
         channel: args.channel.clone(),
         size: args.size,
         in_flight: args.in_flight,
@@ -453,6 +489,18 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         }
         send_probe(&mut publisher, &plan).await?;
         drain_until(&mut publisher, Instant::now() + PROBE_INTERVAL).await?;
+        if let Some(outcomes) = &mut api_outcomes {
+            while let Ok(outcome) = outcomes.try_recv() {
+                outcome.context("publisher: a warm-up publish through the API")?;
+            }
+        }
+    }
+    if let Some(api) = &api {
+        // Only the window's calls count.
+        api.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
     }
     let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
     eprintln!(
@@ -486,8 +534,12 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         start_ns,
         deadline_ns,
         deadline,
+        api_outcomes,
     ));
     let (publisher, stats, publish_error) = publishing.await?;
+    let api_latency = api
+        .as_ref()
+        .map(|api| Latency::of(&api.latency.lock().unwrap_or_else(|e| e.into_inner())));
     let measured = start.elapsed().min(window);
     let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
     let client_seconds = client_cpu.elapsed()?;
@@ -611,6 +663,11 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "unfinished_subscribers": unfinished,
             "first_error": first_error,
         });
+        let mut value = value;
+        value["publisher"] = if api.is_some() { "api" } else { "websocket" }.into();
+        value["api_latency"] = api_latency
+            .as_ref()
+            .map_or(serde_json::Value::Null, Latency::json);
         println!("{value}");
     } else {
         report::heading("fanout", args.output.label.as_ref(), &target.url);
@@ -622,8 +679,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             None => format!("{} in flight ({window_name})", args.in_flight),
         };
         println!(
-            "  load         {} subscribers ({protocol}), 1 publisher, {pacing}, {} payloads, {seconds:.2} s",
+            "  load         {} subscribers ({protocol}), 1 publisher{}, {pacing}, {} payloads, {seconds:.2} s",
             report::count(n as u64),
+            if api.is_some() { " (server API)" } else { "" },
             report::bytes(args.size as f64),
         );
         println!(
@@ -638,6 +696,12 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             shown_rate(deliveries),
             wire.map_or_else(|| "-".to_owned(), report::bytes)
         );
+        if let Some(api_latency) = &api_latency {
+            println!(
+                "  API calls    {} (publish, request to reply)",
+                api_latency.line()
+            );
+        }
         println!("  latency last {}", last.line());
         println!("  latency all  {}", all.line());
         report::cpu_lines(server_seconds, client_seconds, deliveries, "delivery");
@@ -835,6 +899,10 @@ async fn send_message(
     ts: u64,
 ) -> anyhow::Result<()> {
     let text = payload(seq, ts, plan.size);
+    if let Some(api) = &plan.api {
+        api.publish(&plan.channel, &text);
+        return Ok(());
+    }
     match plan.protocol {
         Protocol::Broadcast => conn.feed(Message::text(text)).await,
         Protocol::Hub => {
@@ -910,6 +978,7 @@ async fn publish(
     start_ns: u64,
     deadline_ns: u64,
     deadline: Instant,
+    mut api_outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<anyhow::Result<()>>>,
 ) -> (Option<Conn>, PublishStats, Option<anyhow::Error>) {
     let mut stats = PublishStats::default();
     let result = publish_loop(
@@ -920,6 +989,7 @@ async fn publish(
         deadline_ns,
         deadline,
         &mut stats,
+        &mut api_outcomes,
     )
     .await;
     match result {
@@ -929,6 +999,7 @@ async fn publish(
 }
 
 /// The body of [`publish`].
+#[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     conn: &mut Conn,
     plan: &PublishPlan,
@@ -937,6 +1008,7 @@ async fn publish_loop(
     deadline_ns: u64,
     deadline: Instant,
     stats: &mut PublishStats,
+    api_outcomes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<anyhow::Result<()>>>,
 ) -> anyhow::Result<()> {
     let max_outstanding = (RING / 2) as u64;
     loop {
@@ -1003,6 +1075,10 @@ async fn publish_loop(
                 if check_publisher_message(conn, message?)? {
                     stats.acked += 1;
                 }
+            }
+            Some(outcome) = async { api_outcomes.as_mut()?.recv().await } => {
+                outcome.context("a publish through the server API")?;
+                stats.acked += 1;
             }
             () = tokio::time::sleep_until(next_due) => {}
         }

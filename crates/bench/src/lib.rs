@@ -31,6 +31,7 @@
 //! replies received inside the window count. Progress goes to standard error
 //! once a second, the summary to standard output (`--json`: one JSON object).
 
+mod api;
 mod connect;
 mod echo;
 mod fanout;

@@ -7,10 +7,12 @@
 //!   server sends (the shape conformance suites drive).
 //! - `duplex token --sub alice --channels 'chat:*'`: a development token
 //!   signed with the hub's HS256 secret.
+//! - `duplex api CALL [JSON]`: one call of a hub's server API.
 //! - `duplex bench echo|connect|idle --url URL`: a load generator (messages
 //!   per second, latency, connection rate, memory per idle connection).
 
 mod allocator;
+mod api;
 mod connect;
 mod echo;
 mod listen;
@@ -37,6 +39,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Sign a development token with the hub's HS256 secret.
     Token(token::TokenArgs),
+    /// Call a hub's server API (docs/api.md) and print the JSON reply.
+    Api(api::ApiArgs),
     /// Measure a WebSocket server end to end: echo, connection rate, idle memory.
     Bench(duplex_bench::BenchArgs),
 }
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Bench(args) => duplex_bench::run(args).await,
+            Command::Api(args) => api::run(args).await,
         }
     });
     match result {

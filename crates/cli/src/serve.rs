@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use duplex_hub::config::{AuthConfig, LogFormat, TlsConfig};
-use duplex_hub::{Hub, HubConfig, Server};
+use duplex_hub::{ApiServer, Hub, HubConfig, Server};
 
 /// Options of `duplex serve`.
 #[derive(Debug, clap::Args)]
@@ -145,6 +145,24 @@ pub(crate) struct ServeArgs {
     /// Log format: human or json.
     #[arg(long, value_parser = ["human", "json"], env = "DUPLEX_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Serve the server API (HTTP + JSON for the application's backend,
+    /// docs/api.md) on this address, e.g. 127.0.0.1:8081; needs --api-key.
+    #[arg(long, value_name = "ADDR", env = "DUPLEX_API_LISTEN", value_parser = crate::listen::parse_listen)]
+    api_listen: Option<SocketAddr>,
+    /// A server API key (16 bytes or more; repeat it, or separate with
+    /// commas, to rotate). Prefer the environment variable, which `ps`
+    /// does not show.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "DUPLEX_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    api_keys: Vec<String>,
+    /// The largest server API request body in bytes [default: 1048576].
+    #[arg(long, env = "DUPLEX_API_MAX_BODY")]
+    api_max_body: Option<usize>,
 }
 
 impl ServeArgs {
@@ -228,6 +246,13 @@ impl ServeArgs {
         if self.redis_ca.is_some() {
             config.redis_ca = self.redis_ca.clone();
         }
+        if self.api_listen.is_some() {
+            config.api.listen = self.api_listen;
+        }
+        config.api.keys.extend(self.api_keys.iter().cloned());
+        if let Some(n) = self.api_max_body {
+            config.api.max_body = n;
+        }
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" {
                 LogFormat::Json
@@ -254,7 +279,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let hub = Hub::connect(config).await?;
     let server = Server::bind(hub.clone()).await?;
     log_banner(hub.config(), server.local_addr());
-    let left = server.run(stop_signal()).await;
+    let api = match hub.config().api.listen {
+        Some(_) => Some(ApiServer::bind(hub.clone()).await?),
+        None => None,
+    };
+    // One stop signal for both: the API stops when the hub's server does.
+    let (stopped, stop) = tokio::sync::watch::channel(false);
+    let api = api.map(|api| {
+        let mut stop = stop.clone();
+        tokio::spawn(api.run(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    });
+    let left = server
+        .run(async {
+            stop_signal().await;
+            let _ = stopped.send(true);
+        })
+        .await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     if left > 0 {
         tracing::warn!(
             connections = left,

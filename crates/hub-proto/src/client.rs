@@ -32,6 +32,15 @@
 //! - only when the hub answers `subscribed` without recovering a `since` that
 //!   was sent (or says `gap`) is [`Event::Gap`] produced.
 //!
+//! A `subscribed` push (without `id`: the application's backend subscribed
+//! this connection through the hub's server API) makes the channel wanted,
+//! as if the application had subscribed with no `recent`: it is reported
+//! as [`Event::Subscribed`], its messages follow, and it is resubscribed on
+//! later connections. A channel already wanted takes the push as its
+//! subscription (a `subscribe` of its own then in flight is answered
+//! `already_subscribed`, which is not a failure); if it had a position the
+//! push does not continue, [`Event::Gap`] follows.
+//!
 //! After a `subscribed` that did not recover, the first message may follow the
 //! known position by more than one (the hub replays at most `recent` messages,
 //! fewer when its history is shorter); any such skip is covered by the gap
@@ -320,6 +329,13 @@ impl Subscriptions {
                     &mut events,
                 );
             }
+            ServerMessage::Subscribed {
+                id: None,
+                channel,
+                epoch,
+                offset,
+                ..
+            } => self.on_server_subscribed(channel, epoch, offset, &mut events),
             ServerMessage::Unsubscribed { id: Some(id), .. }
                 if self.in_flight.contains_key(&id) =>
             {
@@ -444,6 +460,55 @@ impl Subscriptions {
         let offset = same_epoch.map_or(base, |known| known.max(base));
         ch.replay_until = (offset < last).then_some(last);
         ch.position = Some(Since { epoch, offset });
+        events.push(Event::Subscribed {
+            channel: channel.clone(),
+            recovered: false,
+        });
+        if lost {
+            events.push(Event::Gap { channel });
+        }
+    }
+
+    /// A server-side subscription (see the module docs).
+    fn on_server_subscribed(
+        &mut self,
+        channel: String,
+        epoch: String,
+        last: u64,
+        events: &mut Vec<Event>,
+    ) {
+        if validate_channel(&channel).is_err() {
+            return;
+        }
+        let ch = self.channels.entry(channel.clone()).or_insert(Channel {
+            recent: 0,
+            phase: Phase::Idle,
+            position: None,
+            replay_until: None,
+            pending: None,
+            sent_since: None,
+            held: false,
+        });
+        if ch.phase == Phase::Subscribed {
+            return;
+        }
+        // Our own `subscribe` in flight, if any, will be refused as
+        // `already_subscribed`: no longer pending, so that is no failure.
+        ch.pending = None;
+        ch.sent_since = None;
+        ch.phase = Phase::Subscribed;
+        ch.replay_until = None;
+        ch.held = false;
+        let lost = ch
+            .position
+            .as_ref()
+            .is_some_and(|p| p.epoch != epoch || p.offset < last);
+        if ch.position.is_none() || lost {
+            ch.position = Some(Since {
+                epoch,
+                offset: last,
+            });
+        }
         events.push(Event::Subscribed {
             channel: channel.clone(),
             recovered: false,

@@ -58,6 +58,34 @@ pub fn behind(check: Option<(&str, u64)>, epoch: &str, last: u64) -> bool {
     check.is_some_and(|(seen, at)| seen == epoch && last < at)
 }
 
+/// Where a history read (the server API's `history`) starts, given what is
+/// kept (`bounds`): whether `since` is a gap (another epoch, ahead of the
+/// channel, or, reading forward, messages after it no longer kept), and
+/// the offset to read after (before, with `reverse`), `None` to read from
+/// the oldest (the newest with `reverse`). A gap reads as if there were no
+/// `since`. Both brokers follow it ([`ChannelLog::history`], and the Redis
+/// broker over what its read script returns).
+pub fn history_start(
+    since: Option<&Since>,
+    bounds: HistoryBounds<'_>,
+    reverse: bool,
+) -> (bool, Option<u64>) {
+    let usable = since.filter(|s| s.epoch == bounds.epoch && s.offset <= bounds.last);
+    let gap = since.is_some()
+        && usable.is_none_or(|s| !reverse && s.offset.saturating_add(1) < bounds.first);
+    (gap, if gap { None } else { usable.map(|s| s.offset) })
+}
+
+/// Whether `offset` is read by a history read from `start` (see
+/// [`history_start`]).
+pub fn history_reads(start: Option<u64>, reverse: bool, offset: u64) -> bool {
+    match (start, reverse) {
+        (None, _) => true,
+        (Some(s), false) => offset > s,
+        (Some(s), true) => offset < s,
+    }
+}
+
 /// What became of a publish (see [`ChannelLog::append`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended<F> {
@@ -258,6 +286,45 @@ impl<F: Clone> ChannelLog<F> {
         (plan, replay)
     }
 
+    /// Drops every kept message and its idempotency key; the epoch and the
+    /// offsets go on (the server API's `history_remove`). Returns the bytes
+    /// dropped. A subscriber recovering from before the removal is then
+    /// told of a gap ([`plan_recovery`] finds its position no longer
+    /// kept), one at the latest offset recovers with nothing to replay, and
+    /// live subscribers see nothing change.
+    pub fn clear(&mut self) -> usize {
+        self.history.clear();
+        self.keys.clear();
+        std::mem::take(&mut self.bytes)
+    }
+
+    /// A read of the history (the server API's `history`), pruned at
+    /// `now_ms` first: up to `limit` kept messages after `since` (oldest
+    /// first), or, with `reverse`, before it (newest first); without
+    /// `since`, from the oldest (newest with `reverse`). The flag is a gap:
+    /// `since` is of another epoch, or ahead of the channel, or (forward)
+    /// messages after it are no longer kept; the messages are then read as
+    /// if there were no `since`.
+    pub fn history(
+        &mut self,
+        since: Option<&Since>,
+        limit: usize,
+        reverse: bool,
+        now_ms: u64,
+        limits: &HistoryLimits,
+    ) -> (bool, Vec<(u64, &F)>) {
+        self.prune(limits, now_ms);
+        let (gap, start) = history_start(since, self.bounds(), reverse);
+        let entries = self.history.iter().map(|e| (e.offset, &e.frame));
+        let reads = |(offset, _): &(u64, &F)| history_reads(start, reverse, *offset);
+        let read: Vec<(u64, &F)> = if reverse {
+            entries.rev().filter(reads).take(limit).collect()
+        } else {
+            entries.filter(reads).take(limit).collect()
+        };
+        (gap, read)
+    }
+
     /// What a node that lost its link needs to catch up from `from` (the
     /// epoch and offset its subscribers reached, see
     /// [`crate::fanout::Fanout::catch_up_base`]): every message kept after
@@ -298,6 +365,63 @@ mod tests {
 
     fn publish(log: &mut ChannelLog<u64>, key: Option<&str>, now: u64) -> Appended<u64> {
         log.append(key, now, &LIMITS, |offset| (offset * 10, 100))
+    }
+
+    fn offsets(read: &[(u64, &u64)]) -> Vec<u64> {
+        read.iter().map(|(offset, _)| *offset).collect()
+    }
+
+    #[test]
+    fn history_reads_forward_backward_and_reports_gaps() {
+        let mut log = ChannelLog::new("e1");
+        for _ in 0..5 {
+            publish(&mut log, None, 0);
+        }
+        // Kept: 3, 4, 5 (size 3).
+        let since = |epoch: &str, offset| Since {
+            epoch: epoch.into(),
+            offset,
+        };
+        let (gap, read) = log.history(None, 10, false, 0, &LIMITS);
+        assert_eq!((gap, offsets(&read)), (false, vec![3, 4, 5]));
+        let (gap, read) = log.history(None, 2, true, 0, &LIMITS);
+        assert_eq!((gap, offsets(&read)), (false, vec![5, 4]));
+        let (gap, read) = log.history(Some(&since("e1", 3)), 10, false, 0, &LIMITS);
+        assert_eq!((gap, offsets(&read)), (false, vec![4, 5]));
+        let (gap, read) = log.history(Some(&since("e1", 5)), 10, true, 0, &LIMITS);
+        assert_eq!((gap, offsets(&read)), (false, vec![4, 3]));
+        // Messages after 1 are no longer all kept; another epoch; ahead.
+        for since in [since("e1", 1), since("e0", 3), since("e1", 6)] {
+            let (gap, read) = log.history(Some(&since), 10, false, 0, &LIMITS);
+            assert_eq!((gap, offsets(&read)), (true, vec![3, 4, 5]), "{since:?}");
+        }
+    }
+
+    #[test]
+    fn a_cleared_history_goes_on_and_recovering_from_before_it_is_a_gap() {
+        let mut log = ChannelLog::new("e1");
+        publish(&mut log, Some("k"), 0);
+        publish(&mut log, None, 0);
+        assert_eq!(log.clear(), 200);
+        assert!(log.is_empty());
+        assert_eq!((log.epoch(), log.last(), log.bytes()), ("e1", 2, 0));
+        // From before the removal: a gap; from the latest offset: recovered.
+        let at = |offset| Since {
+            epoch: "e1".into(),
+            offset,
+        };
+        let (plan, _) = log.subscribe(Some(&at(1)), 0, 0, &LIMITS);
+        assert!(plan.gap && !plan.recovered);
+        let (plan, _) = log.subscribe(Some(&at(2)), 0, 0, &LIMITS);
+        assert!(plan.recovered && !plan.gap);
+        // Offsets go on; the key was forgotten with its message.
+        assert_eq!(
+            publish(&mut log, Some("k"), 0),
+            Appended::New {
+                offset: 3,
+                frame: 30
+            }
+        );
     }
 
     fn since(epoch: &str, offset: u64) -> Since {

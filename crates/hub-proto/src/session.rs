@@ -13,6 +13,8 @@
 //!   presence of a channel, from its namespace's [`Access`] and the grants
 //!   of its token;
 //! - [`check_subscribe`]: the subscription limits;
+//! - [`SessionState::server_subscribe`]: what a server-side subscribe
+//!   (the hub's server API) does to a connection;
 //! - [`check_refresh`]: a refresh must keep the user;
 //! - [`scoped_key`]: whose idempotency keys a key can collide with;
 //! - [`overlaps_publishes`] and [`MAX_PUBLISHES_IN_FLIGHT`]: the publish
@@ -31,6 +33,11 @@
 //!   only the ends in [`Close`] close it.
 //! - Channels whose name starts with `$` are the hub's: no client may
 //!   publish or signal to them, whatever its token or the namespace says.
+//! - A server-side subscribe comes from the application's backend, which
+//!   the hub trusts: it skips the namespace's permissions and the token's
+//!   grants, but not the phase (only a connected client) nor the
+//!   subscription limit, and it is idempotent (a channel already subscribed
+//!   is left as it is).
 //! - A grant in the token allows what it names; without one, the
 //!   namespace's permission must be [`Permission::Any`], and an anonymous
 //!   client also needs the namespace to admit anonymous clients.
@@ -383,6 +390,23 @@ impl<N: AsRef<str>> SessionState<N> {
         check_subscribe(self.is_subscribed(channel), self.subscriptions(), max)
     }
 
+    /// What a server-side subscribe to `channel` does under a limit of
+    /// `max` subscriptions: `Ok(true)` subscribe (then
+    /// [`SessionState::subscribed`] once the broker confirmed it),
+    /// `Ok(false)` nothing (not connected yet, or subscribed already), or
+    /// the refusal (over the limit). Permissions are not asked: see the
+    /// module docs.
+    pub fn server_subscribe(&self, channel: &str, max: usize) -> Result<bool, Refusal> {
+        if self.phase != Phase::Connected {
+            return Ok(false);
+        }
+        match self.check_subscribe(channel, max) {
+            Ok(()) => Ok(true),
+            Err(Refusal::AlreadySubscribed) => Ok(false),
+            Err(refusal) => Err(refusal),
+        }
+    }
+
     /// The broker confirmed the subscription to `name` (checked with
     /// [`SessionState::check_subscribe`] before).
     pub fn subscribed(&mut self, name: N) {
@@ -498,6 +522,14 @@ pub fn overlaps_publishes(command: &Command) -> bool {
     matches!(command, Command::Publish { .. })
 }
 
+/// The idempotency key a broker keeps for `key` published through the
+/// server API: one scope for the application's backend, which no client's
+/// [`scoped_key`] can reach (those begin with a digit), so a client can
+/// neither replay nor block the backend's publishes.
+pub fn api_scoped_key(key: &str) -> String {
+    format!("api:{key}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,6 +568,29 @@ mod tests {
         ] {
             assert!(!overlaps_publishes(&other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn the_backends_keys_are_a_scope_of_their_own() {
+        assert_ne!(api_scoped_key("k"), scoped_key("", "k"));
+        assert_ne!(api_scoped_key("k"), scoped_key("api", "k"));
+        assert!(scoped_key("api:", "k").starts_with(|c: char| c.is_ascii_digit()));
+        assert!(!api_scoped_key("k").starts_with(|c: char| c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn a_server_side_subscribe_is_idempotent_and_bounded() {
+        let mut state: SessionState<String> = SessionState::new();
+        assert_eq!(state.server_subscribe("a", 2), Ok(false), "not connected");
+        state.connected();
+        assert_eq!(state.server_subscribe("a", 2), Ok(true));
+        state.subscribed("a".to_owned());
+        assert_eq!(state.server_subscribe("a", 2), Ok(false), "already");
+        state.subscribed("b".to_owned());
+        assert_eq!(
+            state.server_subscribe("c", 2),
+            Err(Refusal::TooManyChannels)
+        );
     }
 
     const OPEN: Access = Access {

@@ -83,6 +83,51 @@ pub struct HubConfig {
     /// handshake (default 5 s).
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
+    /// The server API (HTTP + JSON for the application's backend,
+    /// `docs/api.md`): off unless [`ApiConfig::listen`] is set.
+    pub api: ApiConfig,
+}
+
+/// The server API's settings (`[api]`). Off unless `listen` is set; then
+/// at least one key is required.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where the API listens (its own port, e.g. `127.0.0.1:8081`); `None`
+    /// (the default): no API.
+    pub listen: Option<SocketAddr>,
+    /// The API keys, each at least [`MIN_API_KEY_LEN`] bytes; a request
+    /// must carry one as `Authorization: apikey KEY`. Several may be valid
+    /// at once, to rotate them: add the new one, move the callers, remove
+    /// the old one.
+    pub keys: Vec<String>,
+    /// The largest request body in bytes (default 1 MiB); larger requests
+    /// get 413.
+    pub max_body: usize,
+}
+
+/// The shortest API key accepted (bytes).
+pub const MIN_API_KEY_LEN: usize = 16;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            keys: Vec::new(),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    /// The keys are secrets: only their number is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("keys", &self.keys.len())
+            .field("max_body", &self.max_body)
+            .finish()
+    }
 }
 
 impl Default for HubConfig {
@@ -115,6 +160,7 @@ impl Default for HubConfig {
             admin: AdminConfig::default(),
             trusted_proxies: Vec::new(),
             client_address: None,
+            api: ApiConfig::default(),
         }
     }
 }
@@ -479,6 +525,26 @@ impl HubConfig {
                 );
             }
         }
+        let api = &self.api;
+        if api.listen.is_some() && api.keys.is_empty() {
+            return bad(
+                "api: the server API needs at least one key (api.keys, --api-key or \
+                 DUPLEX_API_KEY); it never serves without one",
+            );
+        }
+        if api.listen.is_none() && !api.keys.is_empty() {
+            return bad("api: keys are set but api.listen is not: say where the API listens");
+        }
+        if let Some(short) = api.keys.iter().find(|key| key.len() < MIN_API_KEY_LEN) {
+            return Err(ConfigError::Invalid(format!(
+                "api: a key of {} bytes is too short: keys must be at least {MIN_API_KEY_LEN} \
+                 bytes (e.g. `openssl rand -hex 32`)",
+                short.len()
+            )));
+        }
+        if api.max_body < 1024 {
+            return bad("api: max_body must be at least 1024 bytes");
+        }
         match (self.trusted_proxies.is_empty(), self.client_address) {
             (false, None) => {
                 return bad(
@@ -696,6 +762,35 @@ mod tests {
             ),
             "an empty secret is refused even when short ones are allowed"
         );
+    }
+
+    #[test]
+    fn the_api_needs_keys_of_16_bytes_and_never_shows_them() {
+        let api = |text: &str| HubConfig::from_toml(&format!("[api]\n{text}"));
+        let config = api(
+            "listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\", \"fedcba9876543210fedc\"]",
+        )
+        .unwrap();
+        assert_eq!(config.api.keys.len(), 2);
+        assert_eq!(config.api.max_body, 1 << 20);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        for (bad, says) in [
+            ("listen = \"127.0.0.1:8081\"", "at least one key"),
+            (
+                "listen = \"127.0.0.1:8081\"\nkeys = [\"short\"]",
+                "5 bytes is too short",
+            ),
+            ("keys = [\"0123456789abcdef\"]", "api.listen is not"),
+            (
+                "listen = \"127.0.0.1:8081\"\nkeys = [\"0123456789abcdef\"]\nmax_body = 10",
+                "max_body",
+            ),
+        ] {
+            let error = api(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        assert!(HubConfig::default().api.listen.is_none(), "off by default");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use duplex_hub_proto::{ClientInfo, Data, JsonText};
 use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
-use crate::broker::{Broker, Publish};
+use crate::broker::{Broker, BrokerError, Publish};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
+use crate::control::{Control, Registry};
 use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
 
@@ -67,6 +68,10 @@ pub struct Hub {
     pub(crate) ws_config: duplex::Config,
     /// [`duplex_hub_proto::SUBPROTOCOL`], shared by every connection's `WebSocket`.
     pub(crate) subprotocol: Arc<str>,
+    /// This node's live sessions, which the server API's controls reach.
+    pub(crate) registry: Arc<Registry>,
+    /// When the hub was built (`info`'s uptime).
+    pub(crate) started: std::time::Instant,
     /// This node's 24-bit id: the prefix of its client ids.
     node_prefix: u32,
     next_id: AtomicU64,
@@ -182,6 +187,7 @@ impl Hub {
             rand::rng().random_range(0..0x100_0000u32)
         };
         let node = format!("{node_prefix:06x}");
+        let registry = Arc::new(Registry::default());
         let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match &config.redis {
             None => {
                 let memory = Arc::new(MemoryBroker::new(config.clone(), metrics.clone()));
@@ -194,6 +200,7 @@ impl Hub {
                     metrics.clone(),
                     node.clone(),
                     redis_options,
+                    registry.clone(),
                 )
                 .map_err(HubError::Redis)?;
                 (redis.clone(), None, Some(redis))
@@ -215,6 +222,8 @@ impl Hub {
             ws_config,
             subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
             node_prefix,
+            registry,
+            started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
             stopping: AtomicBool::new(false),
@@ -256,6 +265,40 @@ impl Hub {
     /// Whether [`Hub::abort_sessions`] was called.
     pub(crate) fn sessions_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
+    }
+
+    /// This node's id (six hex digits, the prefix of its client ids).
+    pub(crate) fn node_id(&self) -> String {
+        format!("{:06x}", self.node_prefix)
+    }
+
+    /// Every node's report for the server API's `info`: with Redis, each
+    /// live node's (at most one heartbeat old); else this node's.
+    pub(crate) async fn nodes(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        if let Some(redis) = &self.redis {
+            return redis.nodes().await;
+        }
+        Ok(vec![serde_json::json!({
+            "id": self.node_id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": duplex_hub_proto::VERSION,
+            "connections": self.admission.current(),
+            "sessions": self.registry.len(),
+            "uptime": self.started.elapsed().as_secs(),
+        })])
+    }
+
+    /// Hands a server API control to the sessions it targets on every node
+    /// (see [`crate::control`]); returns how many nodes it reached (this
+    /// one with the in-memory broker; those listening on Redis with it).
+    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+        match &self.redis {
+            Some(redis) => redis.control(control).await,
+            None => {
+                self.registry.apply(control);
+                Ok(1)
+            }
+        }
     }
 
     /// A new connection's [`crate::broker::Member::id`], which its client

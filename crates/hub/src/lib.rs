@@ -26,9 +26,11 @@
 
 #![forbid(unsafe_code)]
 
+mod api;
 mod auth;
 mod broker;
 pub mod config;
+mod control;
 mod frame;
 mod hub;
 mod limits;
@@ -41,6 +43,7 @@ mod server;
 mod session;
 mod web;
 
+pub use api::ApiServer;
 pub use auth::KeyError;
 pub use broker::redis::RedisOptions;
 pub use config::HubConfig;

@@ -12,6 +12,10 @@
 //!   closes the connection as a slow consumer (4008). Nothing is queued after
 //!   an overflow or a close.
 //! - An outbox its reader found empty holds no heap memory of its own.
+//! - A [`Outbox::nudge`] (a server API control for this connection waits in
+//!   the node's [`crate::control::Registry`]) wakes the reader once, until it
+//!   takes the nudge with [`Outbox::take_nudge`]; nudges carry nothing
+//!   themselves, so they cost no memory however many arrive.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -46,6 +50,8 @@ struct Inner {
     bytes: u32,
     limit: u32,
     state: State,
+    /// Set by [`Outbox::nudge`], cleared by [`Outbox::take_nudge`].
+    nudged: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,7 @@ impl Outbox {
                 bytes: 0,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
                 state: State::Open,
+                nudged: false,
             }),
         }
     }
@@ -189,6 +196,27 @@ impl Outbox {
         false
     }
 
+    /// Wakes the reader to look at its pending controls (see the module
+    /// docs); nothing after a close.
+    pub(crate) fn nudge(&self) {
+        let waker = {
+            let mut inner = self.lock();
+            if inner.state == State::Closed {
+                return;
+            }
+            inner.nudged = true;
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the outbox was nudged since the last call (and clears it).
+    pub(crate) fn take_nudge(&self) -> bool {
+        std::mem::take(&mut self.lock().nudged)
+    }
+
     /// Refuses every later push and drops what is queued.
     pub(crate) fn close(&self) {
         let mut inner = self.lock();
@@ -279,6 +307,24 @@ mod tests {
             outbox.poll_drain(&mut cx, usize::MAX, |_| {}),
             Poll::Ready(Drained::Overflowed)
         );
+    }
+
+    #[test]
+    fn a_nudge_wakes_the_reader_once() {
+        let outbox = Outbox::new(1000);
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(!outbox.take_nudge());
+        assert!(outbox.poll_drain(&mut cx, usize::MAX, |_| {}).is_pending());
+        outbox.nudge();
+        outbox.nudge();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(outbox.take_nudge());
+        assert!(!outbox.take_nudge(), "taken once");
+        outbox.close();
+        outbox.nudge();
+        assert!(!outbox.take_nudge(), "nothing after a close");
     }
 
     #[test]

@@ -26,6 +26,16 @@
 //! - When the session ends, it then closes its outbox, freeing what was
 //!   queued; then it leaves every channel (presence and `leave` pushes
 //!   follow) while it closes the connection, within the close timeout.
+//! - Server API controls (see [`crate::control`]) are applied in the
+//!   session's own task, between commands, after the publishes in flight
+//!   are answered: a `disconnect` closes with its code and reason; a
+//!   server-side `subscribe` follows the core's rule
+//!   (`SessionState::server_subscribe`) and is announced with a
+//!   `subscribed` push (no `id`) before its messages; an `unsubscribe` ends
+//!   with an `unsubscribed` push after the channel's messages already
+//!   queued; a `refresh` moves the expiry timer and is announced with a
+//!   `refreshed` push. The session is in the node's registry from
+//!   `connect` until it ends.
 //! - A session yields to others at least every 128 commands (tokio's
 //!   cooperative budget, charged per command): a client allowed a high
 //!   command rate cannot keep a worker from the other connections.
@@ -60,6 +70,7 @@ use tokio::time::Sleep;
 
 use crate::auth::Identity;
 use crate::broker::{BoxFuture, Publish, Subscribe, Subscriber};
+use crate::control::Control;
 use crate::frame::{frame_of, prepare, to_message};
 use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
@@ -82,6 +93,8 @@ type PendingPublish = BoxFuture<'static, ServerMessage>;
 enum End {
     /// We close the connection, with this code and reason.
     Close(Close),
+    /// The server API closes the connection, with this code and reason.
+    Disconnect(Box<(u16, String)>),
     /// The stream ended: the peer's close handshake, a protocol error (its
     /// close frame is queued) or a dead transport.
     Ended,
@@ -99,6 +112,8 @@ enum Wake {
     Ended,
     Overflowed,
     Deadline,
+    /// The server API has controls for this session.
+    Control,
     /// The server is gone: end now, without a close handshake.
     Aborted,
 }
@@ -261,6 +276,11 @@ impl Session {
                     let _ = ws.close(CloseCode::from(code), reason).await;
                     code
                 }
+                End::Disconnect(close) => {
+                    let (code, reason) = *close;
+                    let _ = ws.close(CloseCode::from(code), &reason).await;
+                    code
+                }
                 End::Ended => {
                     // Write what is queued (our answer to a close, or the close
                     // frame of a protocol error), within the close timeout;
@@ -330,7 +350,97 @@ impl Session {
                 Some(End::Close(Close::SLOW_CONSUMER))
             }
             Wake::Deadline => Some(End::Close(self.state.deadline())),
+            Wake::Control => self.apply_controls(ws).await,
         }
+    }
+
+    /// Applies the server API's controls waiting for this session, in
+    /// order (see the module docs); `Some` when one ends it.
+    async fn apply_controls<S>(&mut self, ws: &mut WebSocket<S>) -> Option<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let controls = self.hub.registry.take(self.me.id);
+        if controls.is_empty() {
+            return None;
+        }
+        self.settle(ws).await;
+        for control in controls {
+            match control {
+                Control::Disconnect { code, reason, .. } => {
+                    return Some(End::Disconnect(Box::new((code, reason))));
+                }
+                Control::Subscribe { channel, .. } => {
+                    if let Some(push) = self.server_subscribe(channel).await {
+                        self.write_reply(ws, push).await;
+                    }
+                }
+                Control::Unsubscribe { channel, .. } => {
+                    let Ok(name) = self.state.unsubscribe(&channel) else {
+                        continue;
+                    };
+                    self.hub.broker.unsubscribe(&name, &self.me).await;
+                    self.hub.metrics.unsubscribed(1);
+                    // After the channel's messages already queued.
+                    let push = prepare(&ServerMessage::Unsubscribed {
+                        id: None,
+                        channel,
+                        reason: Some("unsubscribed by the server".to_owned()),
+                    });
+                    self.me.outbox.push(push, tokio::time::Instant::now());
+                }
+                Control::Refresh { expires, .. } => {
+                    self.timer = Some(Box::pin(sleep_until_unix(expires)));
+                    if let Some(identity) = &mut self.identity {
+                        identity.expires = expires;
+                    }
+                    let push = ServerMessage::Refreshed {
+                        id: None,
+                        expires: Some(expires),
+                    };
+                    self.write_reply(ws, push).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// A server-side subscribe: the `subscribed` push (or an `error` push
+    /// when the core refuses it), or nothing when there is nothing to do.
+    async fn server_subscribe(&mut self, channel: String) -> Option<ServerMessage> {
+        let limit = self.hub.config.limits.max_subscriptions;
+        match self.state.server_subscribe(&channel, limit) {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(refusal) => {
+                let message = format!("server-side subscribe to {channel}: {refusal}");
+                return Some(error(None, refusal.code(), &message));
+            }
+        }
+        let subscribe = Subscribe {
+            channel: channel.as_str().into(),
+            subscriber: self.me.clone(),
+            since: None,
+            recent: 0,
+        };
+        Some(match self.hub.broker.subscribe(subscribe).await {
+            Ok(subscribed) => {
+                self.state.subscribed(subscribed.name);
+                self.hub.metrics.subscribed();
+                ServerMessage::Subscribed {
+                    id: None,
+                    channel,
+                    epoch: subscribed.epoch,
+                    offset: subscribed.offset,
+                    recovered: false,
+                    gap: false,
+                }
+            }
+            Err(e) => {
+                let message = format!("server-side subscribe to {channel}: {e}");
+                error(None, ErrorCode::Unavailable, &message)
+            }
+        })
     }
 
     /// Moves queued frames into the socket (while it has room), then waits
@@ -343,6 +453,9 @@ impl Session {
         // woke us would have it send 1001).
         if self.hub.sessions_aborted() {
             return Poll::Ready(Wake::Aborted);
+        }
+        if self.me.outbox.take_nudge() {
+            return Poll::Ready(Wake::Control);
         }
         loop {
             let room = ws.high_water().saturating_sub(ws.buffered_amount());
@@ -596,6 +709,7 @@ impl Session {
         // are refused.
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
+        self.hub.registry.register(&self.me);
         let expires = self.identity.as_ref().map(|identity| identity.expires);
         self.state.connected();
         self.timer = expires.map(|at| Box::pin(sleep_until_unix(at)));
@@ -707,6 +821,7 @@ impl Session {
 
     /// Leaves every channel (the session is ending).
     async fn leave_all(&mut self) {
+        self.hub.registry.remove(&self.me);
         self.me.outbox.close();
         let channels = self.state.take_all();
         self.hub.metrics.unsubscribed(channels.len());

@@ -238,8 +238,13 @@ async fn clients_on_two_nodes_chat_as_on_one() {
     assert_eq!(numsub(&redis), 2, "both nodes listen to chat:lobby");
     let reply = alice.publish("chat:nobody-reads", json!(1)).await;
     assert_eq!(published_offset(&reply), 1);
-    let topics: Vec<String> = redis.query(redis::cmd("PUBSUB").arg("CHANNELS").arg("*"));
+    let topics: Vec<String> = redis.query(redis::cmd("PUBSUB").arg("CHANNELS").arg("duplex:m:*"));
     assert_eq!(topics, vec!["duplex:m:chat:lobby".to_owned()], "{topics:?}");
+    // Besides channels, every node always listens to the server API's
+    // controls (crate::control).
+    let topics: Vec<String> = redis.query(redis::cmd("PUBSUB").arg("CHANNELS").arg("*"));
+    assert_eq!(topics.len(), 2, "{topics:?}");
+    assert!(topics.contains(&"duplex:control".to_owned()), "{topics:?}");
     for client in [&mut bob, &mut carol] {
         let reply = client
             .call(Command::Unsubscribe {

@@ -41,8 +41,8 @@ use duplex_hub_proto::{ClientInfo, Data, Publication, ServerMessage, is_hub_chan
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
-    new_epoch,
+    BoxFuture, Broker, BrokerError, ChannelCount, HistoryPage, HistoryQuery, Publish, Published,
+    Subscribe, Subscribed, Subscriber, matches_pattern, new_epoch,
 };
 use crate::config::{HISTORY_ENTRY_OVERHEAD, HubConfig, NamespaceConfig};
 use crate::frame::prepare;
@@ -343,6 +343,7 @@ impl MemoryBroker {
             self.settle(&name, &shared, &channel, before);
             break match appended {
                 Appended::Duplicate { offset } => Published {
+                    epoch: channel.log.epoch().to_owned(),
                     offset,
                     duplicate: true,
                 },
@@ -354,6 +355,7 @@ impl MemoryBroker {
                         self.metrics.published(reached, frame.frame.frame().len());
                     }
                     Published {
+                        epoch: channel.log.epoch().to_owned(),
                         offset,
                         duplicate: false,
                     }
@@ -441,6 +443,75 @@ impl MemoryBroker {
             .unwrap_or_default()
     }
 
+    fn history_now(&self, name: &str, query: &HistoryQuery) -> HistoryPage {
+        let name: Arc<str> = name.into();
+        let limits = self.history_limits(self.config.namespace(&name));
+        let Some(shared) = self.channel(&name) else {
+            // Never used, or swept: a new epoch at its next use, so any
+            // `since` is a gap.
+            return HistoryPage {
+                epoch: String::new(),
+                offset: 0,
+                gap: query.since.is_some(),
+                publications: Vec::new(),
+            };
+        };
+        let mut channel = lock(&shared);
+        let before = channel.before();
+        let now = self.now_ms(Instant::now());
+        let (gap, read) = channel.log.history(
+            query.since.as_ref(),
+            query.limit,
+            query.reverse,
+            now,
+            &limits,
+        );
+        let publications = read
+            .into_iter()
+            .filter_map(|(_, kept)| crate::frame::publication_of(&kept.frame))
+            .collect();
+        let page = HistoryPage {
+            epoch: channel.log.epoch().to_owned(),
+            offset: channel.log.last(),
+            gap,
+            publications,
+        };
+        self.settle(&name, &shared, &channel, before);
+        page
+    }
+
+    fn remove_history_now(&self, name: &str) {
+        let name: Arc<str> = name.into();
+        let Some(shared) = self.channel(&name) else {
+            return;
+        };
+        let mut channel = lock(&shared);
+        let before = channel.before();
+        channel.log.clear();
+        self.settle(&name, &shared, &channel, before);
+    }
+
+    fn channels_now(&self, pattern: &str) -> Vec<ChannelCount> {
+        let channels: Vec<(Arc<str>, Arc<Mutex<Channel>>)> = self
+            .channels()
+            .iter()
+            .filter(|(name, _)| matches_pattern(pattern, name))
+            .map(|(name, channel)| (name.clone(), channel.clone()))
+            .collect();
+        let mut counts: Vec<ChannelCount> = channels
+            .into_iter()
+            .filter_map(|(name, channel)| {
+                let subscribers = lock(&channel).subscribers.len();
+                (subscribers > 0).then(|| ChannelCount {
+                    channel: name.to_string(),
+                    subscribers,
+                })
+            })
+            .collect();
+        counts.sort_by(|a, b| a.channel.cmp(&b.channel));
+        counts
+    }
+
     fn signal_now(&self, name: &str, from: &Subscriber, data: Data) {
         let name: Arc<str> = name.into();
         let Some(channel) = self.channel(&name) else {
@@ -488,6 +559,25 @@ impl Broker for MemoryBroker {
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.signal_now(channel, from, data);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'_, Result<HistoryPage, BrokerError>> {
+        let page = self.history_now(channel, &query);
+        Box::pin(std::future::ready(Ok(page)))
+    }
+
+    fn remove_history(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.remove_history_now(channel);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn channels(&self, pattern: &str) -> BoxFuture<'_, Result<Vec<ChannelCount>, BrokerError>> {
+        let counts = self.channels_now(pattern);
+        Box::pin(std::future::ready(Ok(counts)))
     }
 
     fn is_ready(&self) -> bool {

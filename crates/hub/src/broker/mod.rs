@@ -38,7 +38,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use duplex_hub_proto::{ClientInfo, Data, Since};
+use duplex_hub_proto::{ClientInfo, Data, Publication, Since};
 
 use crate::outbox::Outbox;
 
@@ -171,6 +171,8 @@ pub(crate) struct Publish {
 /// What became of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Published {
+    /// The channel's epoch the offset belongs to.
+    pub epoch: String,
     /// The message's offset in its channel.
     pub offset: u64,
     /// Whether the key had been used: the message was not delivered again.
@@ -211,6 +213,9 @@ pub(crate) struct Subscribed {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum BrokerError {
+    /// This broker does not offer the call (yet).
+    #[error("{0} is not offered by this broker")]
+    Unsupported(&'static str),
     /// The backing store cannot be reached now.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -224,6 +229,41 @@ pub(crate) enum BrokerError {
         /// The cap.
         max: usize,
     },
+}
+
+/// A read of a channel's history (the server API's `history`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HistoryQuery {
+    /// Only messages after this position (before it with `reverse`); a
+    /// position the history cannot continue from is a gap.
+    pub since: Option<Since>,
+    /// At most this many messages.
+    pub limit: usize,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// What a history read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HistoryPage {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's latest offset.
+    pub offset: u64,
+    /// Whether `since` could not be continued from (another epoch, or
+    /// messages after it are no longer kept).
+    pub gap: bool,
+    /// The messages, in the order asked.
+    pub publications: Vec<Publication>,
+}
+
+/// A channel with subscribers, as the server API's `channels` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChannelCount {
+    /// The channel.
+    pub channel: String,
+    /// Its subscribers (connections).
+    pub subscribers: usize,
 }
 
 /// A fresh epoch for a channel whose history starts over: 8 random base-36
@@ -261,6 +301,35 @@ pub(crate) trait Broker: Send + Sync + 'static {
         data: Data,
     ) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// Reads a channel's history (see [`HistoryQuery`]).
+    fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'_, Result<HistoryPage, BrokerError>> {
+        let _ = (channel, query);
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported("history"))))
+    }
+
+    /// Deletes a channel's history. The epoch and the offsets go on, so a
+    /// client that recovers from before what was removed gets a gap, and
+    /// live subscribers are not disturbed.
+    fn remove_history(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported(
+            "history_remove",
+        ))))
+    }
+
+    /// The channels with subscribers that `pattern` matches (`*` matches any
+    /// run of characters), with their subscriber counts.
+    fn channels(&self, pattern: &str) -> BoxFuture<'_, Result<Vec<ChannelCount>, BrokerError>> {
+        let _ = pattern;
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported(
+            "channels",
+        ))))
+    }
+
     /// Whether the broker can serve now (`/readyz`).
     fn is_ready(&self) -> bool;
 
@@ -268,9 +337,50 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn local_channels(&self) -> usize;
 }
 
+/// Whether `name` matches `pattern`, where `*` matches any run of
+/// characters (none included) and every other character itself.
+pub(crate) fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_with_stars() {
+        for (pattern, name, expected) in [
+            ("*", "chat:lobby", true),
+            ("*", "", true),
+            ("chat:*", "chat:lobby", true),
+            ("chat:*", "news:lobby", false),
+            ("chat:lobby", "chat:lobby", true),
+            ("chat:lobby", "chat:lobby2", false),
+            ("*:lobby", "chat:lobby", true),
+            ("c*t:*y", "chat:lobby", true),
+            ("c*t:*y", "chat:lobbx", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("**", "x", true),
+        ] {
+            assert_eq!(matches_pattern(pattern, name), expected, "{pattern} {name}");
+        }
+    }
 
     #[test]
     fn a_member_knows_its_client_id_without_storing_it() {

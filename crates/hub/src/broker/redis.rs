@@ -26,7 +26,9 @@
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
+//! | `P:node:N:info`    | string | node `N`'s report for the server API's `info` and `channels` (JSON: id, version, connections, uptime, channel → local subscribers), written with each heartbeat, expiring after `node_expiry` |
 //! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
+//! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
 //! documents; the Lua scripts that write them are in `scripts`; the link
@@ -51,8 +53,13 @@
 //! - **unsubscribe**: one round trip when presence is on (leave), plus an
 //!   `UNSUBSCRIBE` when the last local subscriber of the channel left.
 //! - **signal**: one `PUBLISH`; **presence**: one `HGETALL`.
+//! - **control** (server API): one `PUBLISH` to `P:control`; its reply
+//!   says how many nodes listen. Delivery is at most once: a node whose
+//!   link is down then does not get it.
 //! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
-//!   plus a `PING` on the pub/sub connection.
+//!   plus a `PING` on the pub/sub connection, plus a `SET` of its report
+//!   (`P:node:N:info`): the server API's `info` and `channels` read every
+//!   live node's report, so they are at most one heartbeat old.
 //!
 //! # Invariants (beyond the [`Broker`] ones)
 //!
@@ -155,6 +162,7 @@ use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
 use duplex_hub_proto::fanout::{CatchUp, Fanout, Push};
 use duplex_hub_proto::is_hub_channel;
+use duplex_hub_proto::log::{history_reads, history_start};
 use duplex_hub_proto::{
     ClientInfo, Data, HistoryBounds, Publication, ServerMessage, plan_recovery,
 };
@@ -167,15 +175,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
+use self::envelope::{Entry, Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
 use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
 use super::{
-    BoxFuture, Broker, BrokerError, Publish, Published, Subscribe, Subscribed, Subscriber,
-    member_id_of, new_epoch,
+    BoxFuture, Broker, BrokerError, ChannelCount, HistoryPage, HistoryQuery, Publish, Published,
+    Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
 use crate::config::HubConfig;
+use crate::control::{Control, Registry};
 use crate::frame::prepare;
 use crate::metrics::Metrics;
 
@@ -243,6 +252,12 @@ struct Shared {
     topic_prefix: String,
     /// Where Redis is: one address, or the primary the sentinels name.
     target: Target,
+    /// `P:control`, the topic of the server API's controls.
+    control_topic: String,
+    /// This node's sessions, which the controls apply to.
+    registry: Arc<Registry>,
+    /// When the broker started (the report's uptime).
+    started: std::time::Instant,
     scripts: Scripts,
     /// `$` channels: this node only.
     local: MemoryBroker,
@@ -423,6 +438,7 @@ impl RedisBroker {
         metrics: Arc<Metrics>,
         node: String,
         options: RedisOptions,
+        registry: Arc<Registry>,
     ) -> Result<Arc<Self>, String> {
         let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
             Some(sentinel) => {
@@ -438,6 +454,9 @@ impl RedisBroker {
             config,
             metrics,
             topic_prefix: format!("{}:m:", options.prefix),
+            control_topic: format!("{}:control", options.prefix),
+            registry,
+            started: std::time::Instant::now(),
             options,
             node,
             target,
@@ -475,6 +494,26 @@ impl RedisBroker {
             let _ = tokio::time::timeout(grace, link).await;
         }
         self.shared.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Sends a control to every node's sessions (`PUBLISH` to
+    /// `P:control`); returns how many nodes listen.
+    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+        let shared = &self.shared;
+        let mut conn = shared.conn()?;
+        let payload = serde_json::to_vec(control).map_err(|e| unavailable(&e.to_string()))?;
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&shared.control_topic).arg(payload);
+        match tokio::time::timeout(
+            shared.options.command_timeout,
+            command.query_async::<usize>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => Ok(nodes),
+            Ok(Err(error)) => Err(shared.failed(&error)),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
     }
 
     /// Forgets unused node-local (`$`) channels; call it periodically.
@@ -676,6 +715,10 @@ impl Shared {
                     self.log_new_epoch(channel, bytes(why), epoch);
                 }
                 Ok(Published {
+                    epoch: bytes(epoch)
+                        .and_then(|e| std::str::from_utf8(e).ok())
+                        .unwrap_or_default()
+                        .to_owned(),
                     offset: int(offset).ok_or_else(|| unavailable("redis: bad offset"))?,
                     duplicate: int(duplicate) == Some(1),
                 })
@@ -1020,6 +1063,15 @@ impl Shared {
 
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
+        if topic == self.control_topic {
+            match serde_json::from_slice::<Control>(payload) {
+                Ok(control) => {
+                    self.registry.apply(&control);
+                }
+                Err(error) => tracing::warn!(%error, "malformed control from redis dropped"),
+            }
+            return;
+        }
         let Some(name) = topic.strip_prefix(&self.topic_prefix) else {
             return;
         };
@@ -1213,7 +1265,244 @@ fn parse_read(reply: &Value) -> Option<Read> {
     })
 }
 
+impl Shared {
+    fn report_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:info", self.options.prefix)
+    }
+
+    /// Writes this node's report (see the key layout), or removes it when
+    /// the node leaves.
+    async fn report(&self, conn: &mut MultiplexedConnection, leaving: bool) -> Result<(), String> {
+        let key = self.report_key(&self.node);
+        let command = if leaving {
+            let mut command = redis::cmd("DEL");
+            command.arg(&key);
+            command
+        } else {
+            let channels: serde_json::Map<String, serde_json::Value> = self
+                .channels()
+                .iter()
+                .filter_map(|(name, slot)| {
+                    let live = lock(&slot.state).fanout.live().count();
+                    (live > 0).then(|| (name.to_string(), live.into()))
+                })
+                .collect();
+            let report = serde_json::json!({
+                "id": self.node,
+                "version": env!("CARGO_PKG_VERSION"),
+                "protocol": duplex_hub_proto::VERSION,
+                "connections": self.metrics.snapshot().connections,
+                "sessions": self.registry.len(),
+                "uptime": self.started.elapsed().as_secs(),
+                "channels": channels,
+            });
+            let mut command = redis::cmd("SET");
+            command
+                .arg(&key)
+                .arg(report.to_string())
+                .arg("PX")
+                .arg(millis(self.options.node_expiry));
+            command
+        };
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("node report: {error}")),
+            Err(_) => Err("node report timed out".into()),
+        }
+    }
+
+    /// Every live node's report (see the key layout).
+    async fn reports(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        let mut conn = self.conn()?;
+        let nodes: Vec<String> = match tokio::time::timeout(
+            self.options.command_timeout,
+            redis::cmd("ZRANGE")
+                .arg(self.nodes_key())
+                .arg(0)
+                .arg(-1)
+                .query_async::<Vec<String>>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => nodes,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = redis::cmd("MGET");
+        for node in &nodes {
+            command.arg(self.report_key(node));
+        }
+        let reports: Vec<Option<String>> = match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(reports)) => reports,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        Ok(reports
+            .into_iter()
+            .flatten()
+            .filter_map(|report| serde_json::from_str(&report).ok())
+            .collect())
+    }
+
+    /// The server API's `history`: the read script in catch-up mode (every
+    /// kept entry, no presence), then the core's rule of where to start.
+    async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let (mut conn, run) = self.link()?;
+        let ns = self.config.namespace(channel);
+        let (check_epoch, check_offset) = self.check_of(channel);
+        let mut invocation = self.scripts.read.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .key(self.key(channel, "keys"))
+            .key(self.key(channel, "pres"))
+            .key(self.node_key())
+            .arg(new_epoch())
+            .arg(self.meta_ttl(ns.history_ttl))
+            .arg(millis(ns.history_ttl))
+            .arg("")
+            .arg(0)
+            .arg(0)
+            .arg("1")
+            .arg("")
+            .arg(&self.node)
+            .arg("")
+            .arg(channel)
+            .arg("")
+            .arg(&*run)
+            .arg(check_epoch)
+            .arg(check_offset);
+        let reply = self.invoke(&invocation, &mut conn).await?;
+        let read = parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))?;
+        self.log_new_epoch(channel, read.why.as_deref(), &read.epoch);
+        let bounds = HistoryBounds {
+            epoch: &read.epoch,
+            first: read.first,
+            last: read.last,
+        };
+        let (gap, start) = history_start(query.since.as_ref(), bounds, query.reverse);
+        let entries = read.entries.iter().filter_map(|entry| parse_entry(entry));
+        let reads = |entry: &Entry<'_>| history_reads(start, query.reverse, entry.offset);
+        let decode = |entry: Entry<'_>| {
+            let body = decode_body(entry.body)?;
+            Some(Publication {
+                channel: channel.to_owned(),
+                offset: entry.offset,
+                time: entry.time,
+                from: body.from,
+                data: body.data,
+            })
+        };
+        let publications = if query.reverse {
+            let all: Vec<Entry<'_>> = entries.collect();
+            all.into_iter()
+                .rev()
+                .filter(reads)
+                .take(query.limit)
+                .filter_map(decode)
+                .collect()
+        } else {
+            entries
+                .filter(reads)
+                .take(query.limit)
+                .filter_map(decode)
+                .collect()
+        };
+        Ok(HistoryPage {
+            epoch: read.epoch.clone(),
+            offset: read.last,
+            gap,
+            publications,
+        })
+    }
+
+    /// The server API's `history_remove`: the history and its keys go (the
+    /// `meta` hash's `bytes` back to 0); `epoch` and `last` stay, so offsets
+    /// go on and recovering from before is a gap, as
+    /// `ChannelLog::clear` does.
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+        let mut conn = self.conn()?;
+        let mut invocation = self.scripts.remove_history.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .key(self.key(channel, "keys"));
+        self.invoke(&invocation, &mut conn).await.map(|_| ())
+    }
+}
+
+impl RedisBroker {
+    /// Every live node's report, at most one heartbeat old (the server
+    /// API's `info`).
+    pub(crate) async fn nodes(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
+        let mut nodes = self.shared.reports().await?;
+        nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        for node in &mut nodes {
+            if let Some(node) = node.as_object_mut() {
+                node.remove("channels");
+            }
+        }
+        Ok(nodes)
+    }
+}
+
 impl Broker for RedisBroker {
+    fn channels(&self, pattern: &str) -> BoxFuture<'_, Result<Vec<ChannelCount>, BrokerError>> {
+        let pattern = pattern.to_owned();
+        Box::pin(async move {
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for report in self.shared.reports().await? {
+                let Some(channels) = report["channels"].as_object() else {
+                    continue;
+                };
+                for (name, live) in channels {
+                    if matches_pattern(&pattern, name) {
+                        *counts.entry(name.clone()).or_default() +=
+                            live.as_u64().unwrap_or(0) as usize;
+                    }
+                }
+            }
+            Ok(counts
+                .into_iter()
+                .map(|(channel, subscribers)| ChannelCount {
+                    channel,
+                    subscribers,
+                })
+                .collect())
+        })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'_, Result<HistoryPage, BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.history(&channel, query).await })
+    }
+
+    fn remove_history(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.remove_history(&channel).await })
+    }
+
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Published, BrokerError>> {
         if is_hub_channel(&publish.channel) {
             return self.shared.local.publish(publish);

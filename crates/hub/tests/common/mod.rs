@@ -54,6 +54,20 @@ impl TestHub {
         }
     }
 
+    /// Runs `server` (bound at `addr`, serving `hub`) as a test hub.
+    pub fn adopt(hub: Arc<Hub>, addr: SocketAddr, server: Server) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// The hub's WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)

@@ -188,6 +188,7 @@ impl Shared {
             .invoke(&invocation, conn)
             .await
             .map_err(|e| e.to_string())?;
+        self.report(conn, leaving).await?;
         let items = array(&reply).ok_or("bad heartbeat reply")?;
         if let [added, purged] = items {
             let purged = int(purged).unwrap_or(0);
@@ -300,6 +301,7 @@ impl Shared {
             &scripts.leave,
             &scripts.enter,
             &scripts.heartbeat,
+            &scripts.remove_history,
         ] {
             tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
                 .await
@@ -375,6 +377,17 @@ impl Shared {
             self.generation.store(generation, Ordering::SeqCst);
             let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
             let mut sink = sink.clone();
+            // The server API's controls, for this node's sessions.
+            match tokio::time::timeout(
+                self.options.command_timeout,
+                sink.subscribe(self.control_topic.as_str()),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
+                Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
+            }
             for batch in slots.chunks(SUBSCRIBE_BATCH) {
                 let topics: Vec<&str> = batch.iter().map(|s| s.topic.as_str()).collect();
                 match tokio::time::timeout(self.options.command_timeout, sink.subscribe(&topics))

@@ -258,9 +258,23 @@ end
 return {added, purged}
 ";
 
+/// Remove a channel's history (the server API's `history_remove`): `KEYS`
+/// = meta, hist, keys. The history and its keys go and `bytes` is 0; the
+/// epoch and `last` stay, so offsets go on and a recovery from before is a
+/// gap. A channel without `meta` is left alone (it starts a new epoch at
+/// its next use anyway). Returns 1 if it existed.
+const REMOVE_HISTORY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'bytes', 0)
+return 1
+";
+
 /// The broker's scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
+    /// See [`REMOVE_HISTORY`].
+    pub(crate) remove_history: Script,
     /// See [`PUBLISH`].
     pub(crate) publish: Script,
     /// See [`READ`].
@@ -283,6 +297,7 @@ impl Scripts {
             leave: Script::new(LEAVE),
             enter: Script::new(ENTER),
             heartbeat: with_helpers(HEARTBEAT),
+            remove_history: Script::new(REMOVE_HISTORY),
         }
     }
 }

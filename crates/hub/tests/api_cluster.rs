@@ -1,0 +1,224 @@
+//! The server API on one node of a cluster (a real Redis started by the
+//! test on a free loopback port) acts on connections of another node:
+//! publish, server-side subscribe, disconnect.
+//!
+//! Needs Debian's `redis-server` (`cargo xtask setup redis`); a missing
+//! one fails the test with that hint.
+
+mod cluster_support;
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cluster_support::{Node, Redis, fast_options};
+use common::{TestClient, WAIT};
+use duplex_hub::config::AuthConfig;
+use duplex_hub::{ApiServer, HubConfig};
+use duplex_hub_proto::ServerMessage;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &str = "the api cluster tests' hub secret";
+const KEY: &str = "cluster-api-key-0123456789";
+
+fn token(sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn config() -> HubConfig {
+    let mut config = HubConfig {
+        auth: Some(AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        }),
+        shutdown_grace: Duration::from_millis(500),
+        ..HubConfig::default()
+    };
+    config.default_namespace.anonymous = Some(true);
+    config.api.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.api.keys = vec![KEY.into()];
+    config
+}
+
+async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
+    let body = serde_json::to_vec(&params).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /api/{call} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{call}: {head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test]
+async fn the_api_on_one_node_reaches_connections_on_another() {
+    let redis = Redis::start();
+    let a = Node::start_with(config(), &redis.url(), fast_options()).await;
+    let b = Node::start_with(config(), &redis.url(), fast_options()).await;
+    let api = ApiServer::bind(a.hub.clone()).await.unwrap();
+    let api_addr = api.local_addr();
+    tokio::spawn(api.run(std::future::pending()));
+
+    let mut ada = TestClient::open(&b.url(), |r| r).await.unwrap();
+    ada.connect(Some(&token("ada"))).await;
+    let mut watcher = TestClient::open(&b.url(), |r| r).await.unwrap();
+    watcher.connect(None).await;
+    watcher.subscribe("news").await;
+
+    // A publish through A's API reaches B's subscriber.
+    let reply = post(
+        api_addr,
+        "publish",
+        json!({"channel": "news", "data": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        (reply["offset"].as_u64(), reply["scope"].as_str()),
+        (Some(1), Some("cluster"))
+    );
+    let message = watcher
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert!(matches!(message, ServerMessage::Message(p) if p.offset == 1));
+
+    // A server-side subscribe on A reaches Ada's connection on B.
+    let reply = post(
+        api_addr,
+        "subscribe",
+        json!({"user": "ada", "channel": "room"}),
+    )
+    .await;
+    assert_eq!(reply["nodes"], 2, "both nodes listen: {reply}");
+    let push = ada
+        .wait_for(|m| matches!(m, ServerMessage::Subscribed { .. }))
+        .await;
+    assert!(
+        matches!(&push, ServerMessage::Subscribed { id: None, channel, .. } if channel == "room"),
+        "{push:?}"
+    );
+    post(api_addr, "publish", json!({"channel": "room", "data": 1})).await;
+    let message = ada
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert!(matches!(message, ServerMessage::Message(p) if p.channel == "room"));
+
+    // History through Redis: read, then removed (offsets go on, and
+    // recovering from before the removal is a gap).
+    for n in 2..=4 {
+        post(api_addr, "publish", json!({"channel": "news", "data": n})).await;
+    }
+    let page = post(
+        api_addr,
+        "history",
+        json!({"channel": "news", "limit": 2, "reverse": true}),
+    )
+    .await;
+    let offsets: Vec<u64> = page["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [4, 3]);
+    assert_eq!(page["publications"][0]["data"], 4);
+    let epoch = page["epoch"].as_str().unwrap().to_owned();
+    let page = post(
+        api_addr,
+        "history",
+        json!({"channel": "news", "since": {"epoch": epoch, "offset": 2}}),
+    )
+    .await;
+    assert_eq!(
+        (
+            page["publications"].as_array().unwrap().len(),
+            page["gap"].as_bool()
+        ),
+        (2, Some(false))
+    );
+    post(api_addr, "history_remove", json!({"channel": "news"})).await;
+    let page = post(api_addr, "history", json!({"channel": "news"})).await;
+    assert_eq!(
+        (
+            page["publications"].as_array().unwrap().len(),
+            page["offset"].as_u64()
+        ),
+        (0, Some(4))
+    );
+    let mut late = TestClient::open(&b.url(), |r| r).await.unwrap();
+    late.connect(None).await;
+    let reply = late.subscribe_since("news", &epoch, 1).await;
+    assert!(
+        matches!(reply, ServerMessage::Subscribed { gap: true, .. }),
+        "{reply:?}"
+    );
+    let next = post(api_addr, "publish", json!({"channel": "news", "data": 5})).await;
+    assert_eq!(next["offset"], 5);
+
+    // `info` and `channels` see both nodes (their reports are at most one
+    // heartbeat old: wait for one).
+    tokio::time::sleep(fast_options().heartbeat * 2).await;
+    let info = post(api_addr, "info", json!({})).await;
+    let mut ids: Vec<&str> = info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2, "{info}");
+    let connections: u64 = info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["connections"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        connections, 3,
+        "ada, the watcher and the late one, all on B: {info}"
+    );
+    let mut c = TestClient::open(&a.url(), |r| r).await.unwrap();
+    c.connect(None).await;
+    c.subscribe("news").await;
+    tokio::time::sleep(fast_options().heartbeat * 2).await;
+    let channels = post(api_addr, "channels", json!({"pattern": "n*"})).await;
+    assert_eq!(
+        channels["channels"],
+        json!([{"channel": "news", "subscribers": 3}]),
+        "{channels}"
+    );
+
+    // A disconnect on A closes Ada's connection on B with its code.
+    post(
+        api_addr,
+        "disconnect",
+        json!({"user": "ada", "code": 4321, "reason": "bye"}),
+    )
+    .await;
+    let close = ada.closed().await;
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4321, "bye")
+    );
+}
