@@ -410,7 +410,7 @@ mod tests {
             (shape.status(), shape.code()),
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid_params")
         );
-        let down = ApiError::Broker(BrokerError::Unavailable("down".into()));
+        let down = ApiError::Broker(BrokerError::Unavailable("down"));
         assert_eq!(
             (down.status(), down.code()),
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -36,9 +36,10 @@ pub enum HubError {
     /// which file and why).
     #[error("{0}")]
     Tls(#[source] duplex::Error),
-    /// The Redis broker could not be set up (a malformed URL, no runtime).
-    #[error("redis: {0}")]
-    Redis(String),
+    /// The Redis broker could not be set up (a malformed URL, an unusable
+    /// CA file, no runtime …).
+    #[error(transparent)]
+    Redis(#[from] crate::broker::redis::RedisSetupError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -105,7 +106,7 @@ impl Hub {
         options: RedisOptions,
     ) -> Result<Arc<Self>, HubError> {
         if config.redis.is_none() {
-            return Err(HubError::Redis("no Redis URL configured".into()));
+            return Err(crate::broker::redis::RedisSetupError::NoUrl.into());
         }
         Self::build(config, options)
     }
@@ -201,8 +202,7 @@ impl Hub {
                     node.clone(),
                     redis_options,
                     registry.clone(),
-                )
-                .map_err(HubError::Redis)?;
+                )?;
                 (redis.clone(), None, Some(redis))
             }
         };

@@ -216,9 +216,13 @@ pub(crate) enum BrokerError {
     /// This broker does not offer the call (yet).
     #[error("{0} is not offered by this broker")]
     Unsupported(&'static str),
-    /// The backing store cannot be reached now.
+    /// The backing store cannot be reached now (not connected, busy, or
+    /// no answer in time), or answered what the broker cannot read.
     #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
+    /// The backing store answered the command with an error.
+    #[error("broker unavailable: redis: {0}")]
+    Redis(#[source] Arc<::redis::RedisError>),
     /// A publish would create a channel beyond the node's `[limits]
     /// max_channels`.
     #[error(

@@ -148,7 +148,9 @@ mod scripts;
 mod sentinel;
 
 use self::link::run_link;
+pub use self::open::RedisSetupError;
 use self::open::{connect_error, open_client};
+pub use self::sentinel::SentinelUrlError;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -439,15 +441,15 @@ impl RedisBroker {
         node: String,
         options: RedisOptions,
         registry: Arc<Registry>,
-    ) -> Result<Arc<Self>, String> {
-        let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
+    ) -> Result<Arc<Self>, RedisSetupError> {
+        let target = match SentinelUrl::parse(url)? {
             Some(sentinel) => {
                 Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
             }
             None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisSetupError::NoRuntime)?;
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             local: MemoryBroker::new(config.clone(), Arc::new(Metrics::new())),
@@ -501,7 +503,8 @@ impl RedisBroker {
     pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
         let shared = &self.shared;
         let mut conn = shared.conn()?;
-        let payload = serde_json::to_vec(control).map_err(|e| unavailable(&e.to_string()))?;
+        let payload = serde_json::to_vec(control)
+            .map_err(|_| unavailable("a control that does not encode as JSON"))?;
         let mut command = redis::cmd("PUBLISH");
         command.arg(&shared.control_topic).arg(payload);
         match tokio::time::timeout(
@@ -559,8 +562,8 @@ fn is_read_only(error: &RedisError) -> bool {
     error.code() == Some("READONLY") || error.to_string().contains("READONLY")
 }
 
-fn unavailable(what: &str) -> BrokerError {
-    BrokerError::Unavailable(what.to_owned())
+fn unavailable(what: &'static str) -> BrokerError {
+    BrokerError::Unavailable(what)
 }
 
 fn gap_frame(channel: &str, epoch: &str, offset: u64) -> PreparedMessage {
@@ -658,7 +661,7 @@ impl Shared {
         if matches!(self.target, Target::Sentinel(_)) && is_read_only(error) {
             self.demoted.notify_one();
         }
-        BrokerError::Unavailable(format!("redis: {error}"))
+        BrokerError::Redis(Arc::new(error.clone()))
     }
 
     /// Runs `invocation` within the command timeout.

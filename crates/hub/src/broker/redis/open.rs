@@ -2,40 +2,145 @@
 //! CA for TLS, errors that point at the setting to fix, and URLs printed
 //! without their password.
 
+use std::path::PathBuf;
+
+use super::sentinel::SentinelUrlError;
 use super::*;
+
+/// Why the Redis broker cannot be set up: each says what to fix, and shows
+/// URLs without their password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// A Redis node was asked for, with no Redis URL in the configuration.
+    #[error("no Redis URL configured")]
+    NoUrl,
+    /// A scheme the hub does not speak.
+    #[error(
+        "redis URL {url}: the scheme must be redis://, rediss:// (TLS), \
+         redis+sentinel:// or rediss+sentinel://"
+    )]
+    Scheme {
+        /// The URL, without its password.
+        url: String,
+    },
+    /// A `redis+cluster://` URL.
+    #[error(
+        "redis URL {url}: Redis Cluster is not supported yet; use one Redis \
+         (redis://HOST:PORT) or a primary behind Sentinel \
+         (redis+sentinel://S1:P1,S2:P2/NAME)"
+    )]
+    Cluster {
+        /// The URL, without its password.
+        url: String,
+    },
+    /// The URL does not parse.
+    #[error(
+        "redis URL {url} is not valid: {what}; expected \
+         redis://[USER:PASSWORD@]HOST[:PORT][/DB]"
+    )]
+    Invalid {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong, in words.
+        what: String,
+        /// What redis-rs said.
+        #[source]
+        source: RedisError,
+    },
+    /// A `redis+sentinel://` URL that cannot be used.
+    #[error(transparent)]
+    Sentinel(#[from] SentinelUrlError),
+    /// A CA file given for a URL that is not `rediss://`.
+    #[error("redis CA {}: set, but the redis URL {url} is not rediss:// (TLS)", ca.display())]
+    CaWithoutTls {
+        /// The CA file.
+        ca: PathBuf,
+        /// The URL, without its password.
+        url: String,
+    },
+    /// `#insecure`: no certificate verification.
+    #[error(
+        "redis URL {url}: `#insecure` (no certificate verification) is not supported; \
+         give the CA that signed Redis's certificate (redis_ca, --redis-ca)"
+    )]
+    Insecure {
+        /// The URL, without its password.
+        url: String,
+    },
+    /// The CA file cannot be read.
+    #[error("redis CA file {}: {source}", path.display())]
+    CaUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds something that is not valid PEM.
+    #[error("redis CA file {}: bad PEM: {source}", path.display())]
+    CaNotPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: duplex::tls::rustls::pki_types::pem::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error("redis CA file {}: no PEM certificate in it", path.display())]
+    CaEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// redis-rs refused the client (its TLS set-up, say).
+    #[error("redis URL {url}: {source}")]
+    Client {
+        /// The URL, without its password.
+        url: String,
+        /// What redis-rs said.
+        #[source]
+        source: RedisError,
+    },
+    /// The broker was started outside a tokio runtime.
+    #[error("the Redis broker needs a tokio runtime")]
+    NoRuntime,
+}
 
 /// The client for `url`. A `rediss://` URL verifies Redis's certificate
 /// (and its name: the URL's host) against the PEM certificates of `ca` if
 /// given, else against the system's roots; `ca` needs a `rediss://` URL.
-pub(super) fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client, String> {
+pub(super) fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client, RedisSetupError> {
     let shown = redacted(url);
     check_scheme(url, &shown)?;
-    let info = url.into_connection_info().map_err(|e| {
+    let info = url.into_connection_info().map_err(|source| {
         // redis-rs says "WHAT - InvalidClientConfig[: DETAIL]": keep WHAT
         // and DETAIL, in a sentence.
-        let text = e.to_string();
-        let what = text.split(" - ").next().unwrap_or(&text);
-        let detail = e.detail().map_or_else(String::new, |d| format!(" ({d})"));
-        format!(
-            "redis URL {shown} is not valid: {}{detail}; expected \
-             redis://[USER:PASSWORD@]HOST[:PORT][/DB]",
-            what.to_lowercase()
-        )
+        let text = source.to_string();
+        let what = text.split(" - ").next().unwrap_or(&text).to_lowercase();
+        let detail = source
+            .detail()
+            .map_or_else(String::new, |d| format!(" ({d})"));
+        RedisSetupError::Invalid {
+            url: shown.clone(),
+            what: format!("{what}{detail}"),
+            source,
+        }
     })?;
     let insecure = match info.addr() {
         ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
         _ => None,
     };
+    let client = |source| RedisSetupError::Client {
+        url: shown.clone(),
+        source,
+    };
     match (insecure, ca) {
-        (None, None) => redis::Client::open(info).map_err(|e| format!("redis URL {shown}: {e}")),
-        (None, Some(ca)) => Err(format!(
-            "redis CA {}: set, but the redis URL {shown} is not rediss:// (TLS)",
-            ca.display()
-        )),
-        (Some(true), _) => Err(format!(
-            "redis URL {shown}: `#insecure` (no certificate verification) is not supported; \
-             give the CA that signed Redis's certificate (redis_ca, --redis-ca)"
-        )),
+        (None, None) => redis::Client::open(info).map_err(client),
+        (None, Some(ca)) => Err(RedisSetupError::CaWithoutTls {
+            ca: ca.to_path_buf(),
+            url: shown.clone(),
+        }),
+        (Some(true), _) => Err(RedisSetupError::Insecure { url: shown.clone() }),
         (Some(false), ca) => {
             // redis-rs builds its rustls configs with the process-wide
             // provider: make it the one the rest of the stack uses.
@@ -47,27 +152,20 @@ pub(super) fn open_client(url: &str, ca: Option<&Path>) -> Result<redis::Client,
                 client_tls: None,
                 root_cert,
             };
-            redis::Client::build_with_tls(info, certificates)
-                .map_err(|e| format!("redis TLS set-up for {shown}: {e}"))
+            redis::Client::build_with_tls(info, certificates).map_err(client)
         }
     }
 }
 
 /// Refuses, in a sentence, the schemes the hub does not speak.
-fn check_scheme(url: &str, shown: &str) -> Result<(), String> {
+fn check_scheme(url: &str, shown: &str) -> Result<(), RedisSetupError> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     let scheme = scheme.to_ascii_lowercase();
+    let url = shown.to_owned();
     match scheme.as_str() {
         "redis" | "rediss" | "redis+unix" | "unix" => Ok(()),
-        "redis+cluster" | "rediss+cluster" => Err(format!(
-            "redis URL {shown}: Redis Cluster is not supported yet; use one Redis \
-             (redis://HOST:PORT) or a primary behind Sentinel \
-             (redis+sentinel://S1:P1,S2:P2/NAME)"
-        )),
-        _ => Err(format!(
-            "redis URL {shown}: the scheme must be redis://, rediss:// (TLS), \
-             redis+sentinel:// or rediss+sentinel://"
-        )),
+        "redis+cluster" | "rediss+cluster" => Err(RedisSetupError::Cluster { url }),
+        _ => Err(RedisSetupError::Scheme { url }),
     }
 }
 
@@ -111,16 +209,23 @@ pub(super) fn tls_failure(error: &RedisError) -> Option<&duplex::tls::rustls::Er
 
 /// The PEM file `path`, checked to hold at least one certificate, all valid
 /// PEM.
-pub(super) fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
-    let what = || format!("redis CA file {}", path.display());
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", what()))?;
+pub(super) fn read_ca(path: &Path) -> Result<Vec<u8>, RedisSetupError> {
+    let pem = std::fs::read(path).map_err(|source| RedisSetupError::CaUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut count = 0;
     for certificate in CertificateDer::pem_slice_iter(&pem) {
-        certificate.map_err(|e| format!("{}: bad PEM: {e}", what()))?;
+        certificate.map_err(|source| RedisSetupError::CaNotPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
         count += 1;
     }
     if count == 0 {
-        return Err(format!("{}: no PEM certificate in it", what()));
+        return Err(RedisSetupError::CaEmpty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(pem)
 }
@@ -156,19 +261,49 @@ mod tests {
             client.get_connection_info().addr(),
             ConnectionAddr::TcpTls { port: 6380, .. }
         ));
-        let error =
-            open_client("redis://127.0.0.1:6379", Some(Path::new("/x/ca.pem"))).unwrap_err();
+        let error = open_client("redis://127.0.0.1:6379", Some(Path::new("/x/ca.pem")))
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("rediss://") && error.contains("/x/ca.pem"),
             "{error}"
         );
-        let error = open_client("rediss://localhost:6380/#insecure", None).unwrap_err();
+        let error = open_client("rediss://localhost:6380/#insecure", None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("#insecure"), "{error}");
-        let error = open_client("nope://x", None).unwrap_err();
+        let error = open_client("nope://x", None).unwrap_err().to_string();
         assert!(
             error.starts_with("redis URL") && error.contains("the scheme must be"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn setup_errors_keep_their_kind_and_cause() {
+        use std::error::Error as _;
+        assert!(matches!(
+            open_client("nope://x", None),
+            Err(RedisSetupError::Scheme { .. })
+        ));
+        assert!(matches!(
+            open_client("redis+cluster://a:1,b:2", None),
+            Err(RedisSetupError::Cluster { .. })
+        ));
+        let invalid = open_client("redis://:99999999", None).unwrap_err();
+        assert!(
+            matches!(invalid, RedisSetupError::Invalid { .. }),
+            "{invalid:?}"
+        );
+        assert!(invalid.source().is_some(), "redis-rs's error is kept");
+        let missing =
+            open_client("rediss://h:1", Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let RedisSetupError::CaUnreadable { source, .. } = &missing else {
+            panic!("{missing:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        let hub = crate::HubError::from(missing);
+        assert!(hub.source().is_some(), "HubError keeps the cause: {hub}");
     }
 
     #[test]
@@ -184,7 +319,7 @@ mod tests {
             ("http://h:1", "the scheme must be redis://"),
         ];
         for (url, expected) in cases {
-            let error = open_client(url, None).unwrap_err();
+            let error = open_client(url, None).unwrap_err().to_string();
             assert!(error.contains(expected), "{url}: {error}");
             assert!(!error.contains("InvalidClientConfig"), "{url}: {error}");
         }
@@ -195,11 +330,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("duplex-redis-ca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.pem");
-        let error = open_client("rediss://localhost:6380", Some(&missing)).unwrap_err();
+        let error = open_client("rediss://localhost:6380", Some(&missing))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(&missing.display().to_string()), "{error}");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "no certificate here\n").unwrap();
-        let error = open_client("rediss://localhost:6380", Some(&empty)).unwrap_err();
+        let error = open_client("rediss://localhost:6380", Some(&empty))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no PEM certificate"), "{error}");
         let broken = dir.join("broken.pem");
         std::fs::write(
@@ -207,7 +346,9 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        let error = open_client("rediss://localhost:6380", Some(&broken)).unwrap_err();
+        let error = open_client("rediss://localhost:6380", Some(&broken))
+            .unwrap_err()
+            .to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(error.contains("bad PEM"), "{error}");
     }
@@ -249,7 +390,9 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redacted("redis://h:1"), "\"redis://h:1\"");
-        let error = open_client("rediss://:s3cret@localhost:6380/#insecure", None).unwrap_err();
+        let error = open_client("rediss://:s3cret@localhost:6380/#insecure", None)
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("s3cret"), "{error}");
     }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, Value};
 
-use super::open::open_client;
+use super::open::{RedisSetupError, open_client};
 
 /// The default port of a sentinel.
 const SENTINEL_PORT: u16 = 26379;
@@ -45,7 +45,7 @@ pub(super) const SWITCH_MASTER: &str = "+switch-master";
 /// Why a `redis+sentinel://` URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum SentinelUrlError {
+pub enum SentinelUrlError {
     /// No `HOST:PORT` before the path.
     #[error(
         "redis URL {0}: name at least one sentinel, as in \
@@ -237,7 +237,7 @@ pub(super) struct Resolved {
 
 impl Sentinels {
     /// Checks that every sentinel's URL (and a primary's) opens with `ca`.
-    pub(super) fn new(url: SentinelUrl, ca: Option<&Path>) -> Result<Self, String> {
+    pub(super) fn new(url: SentinelUrl, ca: Option<&Path>) -> Result<Self, RedisSetupError> {
         for address in &url.sentinels {
             open_client(&url.sentinel_url(address), ca)?;
         }
@@ -267,8 +267,10 @@ impl Sentinels {
                 Ok((host, port)) => {
                     self.first.store(at, Ordering::Relaxed);
                     let ca = self.ca.as_deref();
-                    let primary = open_client(&self.url.primary_url(&host, port), ca)?;
-                    let sentinel = open_client(&self.url.sentinel_url(address), ca)?;
+                    let primary = open_client(&self.url.primary_url(&host, port), ca)
+                        .map_err(|e| e.to_string())?;
+                    let sentinel = open_client(&self.url.sentinel_url(address), ca)
+                        .map_err(|e| e.to_string())?;
                     return Ok(Resolved {
                         primary,
                         address: format!("{host}:{port}"),
@@ -287,7 +289,8 @@ impl Sentinels {
 
     /// One sentinel's answer: the primary's host and port.
     async fn ask(&self, address: &str, timeout: Duration) -> Result<(String, u16), String> {
-        let client = open_client(&self.url.sentinel_url(address), self.ca.as_deref())?;
+        let client = open_client(&self.url.sentinel_url(address), self.ca.as_deref())
+            .map_err(|e| e.to_string())?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
