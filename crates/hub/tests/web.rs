@@ -1796,3 +1796,49 @@ async fn the_chat_runs_over_http2_in_chromium() {
     })
     .await;
 }
+
+/// Headless Firefox (WebDriver BiDi, the test CA accepted with the
+/// session's `acceptInsecureCerts`) loads the chat over HTTPS + HTTP/2 and
+/// opens its WebSocket on the same connection
+/// (`network.http.http2.websockets`, on by default): one WebSocket over
+/// HTTP/2, none over HTTP/1.1, one client connection in HTTP/2.
+#[tokio::test]
+async fn the_chat_runs_over_http2_in_firefox() {
+    bounded(async {
+        let dir = support::browser::TempDir::new("duplex-hub-h2-firefox").unwrap();
+        let (hub, addr, _stop) = start_tls_hub(dir.path()).await;
+        let firefox = launch_firefox().await;
+        let page = firefox
+            .new_page(&format!("https://{addr}/?name=grace"))
+            .await
+            .unwrap_or_else(|e| panic!("open the chat: {e}"));
+        page.wait_for("window.hub && hub.state === 'open'", SHORT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let protocol = page
+            .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(protocol, json!("h2"), "the page itself came over HTTP/2");
+        let sample = |name: &str, label: String| metric(&hub, name, &label);
+        let transport = |t: &str| {
+            sample(
+                "duplex_connections_by_transport",
+                format!("transport=\"{t}\""),
+            )
+        };
+        let version = |v: &str| sample("duplex_http_connections_total", format!("version=\"{v}\""));
+        assert_eq!(
+            (transport("websocket_http1"), transport("websocket_http2")),
+            (0.0, 1.0),
+            "the WebSocket's transport (HTTP/1.1, HTTP/2)"
+        );
+        assert_eq!((version("1.1"), version("2")), (0.0, 1.0), "client connections");
+        let path = support::artifacts_dir().join("chat-http2-firefox.png");
+        page.screenshot(&path)
+            .await
+            .unwrap_or_else(|e| panic!("screenshot: {e}"));
+        firefox.close().await;
+    })
+    .await;
+}
