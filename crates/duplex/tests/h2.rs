@@ -1084,11 +1084,13 @@ async fn start_h2c(server: Server) -> (SocketAddr, mpsc::UnboundedReceiver<Resul
 async fn shutdown_sends_goaway_and_closes_with_1001() {
     timeout(STEP, async {
         let shutdown = duplex::Shutdown::new();
-        let (addr, mut ended) = start_h2c(Server::new(Config::default()).shutdown(shutdown.clone())).await;
+        let (addr, mut ended) =
+            start_h2c(Server::new(Config::default()).shutdown(shutdown.clone())).await;
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let conn = http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
-            .await
-            .unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
         let request = ClientRequest::new(format!("ws://{addr}/"));
         let mut a = conn.open(&request, &Config::client()).await.unwrap();
         let mut b = conn.open(&request, &Config::client()).await.unwrap();
@@ -1130,14 +1132,18 @@ async fn idle_connection_is_closed_and_a_busy_one_is_not() {
         ended.recv().await.unwrap().unwrap();
         // Busy: a WebSocket open for three idle timeouts keeps it.
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let conn = http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
-            .await
-            .unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
         let request = ClientRequest::new(format!("ws://{addr}/"));
         let mut ws = conn.open(&request, &Config::client()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(900)).await;
         echo_matrix(&mut ws, &[10]).await;
-        assert!(ended.try_recv().is_err(), "a connection with a WebSocket was closed");
+        assert!(
+            ended.try_recv().is_err(),
+            "a connection with a WebSocket was closed"
+        );
         // Once it closes, the connection is idle again and ends.
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         while let Some(Ok(_)) = ws.next().await {}
@@ -1162,13 +1168,21 @@ async fn concurrent_streams_are_bounded() {
         let open = |send: h2::client::SendRequest<Bytes>| async move {
             send_raw(
                 &send,
-                connect_request(addr, "/", Some("websocket"), &[("sec-websocket-version", "13")]),
+                connect_request(
+                    addr,
+                    "/",
+                    Some("websocket"),
+                    &[("sec-websocket-version", "13")],
+                ),
             )
             .await
         };
         let (first, _a) = open(send.clone()).await;
         let (second, _b) = open(send.clone()).await;
-        assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+        assert_eq!(
+            (first.status().as_u16(), second.status().as_u16()),
+            (200, 200)
+        );
         // A client that respects the setting waits for a slot.
         let third = timeout(Duration::from_millis(500), open(send.clone())).await;
         assert!(third.is_err(), "a third stream opened past the limit");

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use duplex::UpgradeRequest;
-use duplex::proto::handshake::server::write_response;
 use duplex::http2;
+use duplex::proto::handshake::server::write_response;
 use duplex::server::Incoming;
 use duplex::tls::TlsAcceptor;
 use duplex::{Accept, Reject, WebSocket, accept_incoming, read_request};
@@ -123,7 +123,8 @@ impl Server {
             // ALPN `h2` before `http/1.1`: a client that offers both gets
             // HTTP/2 (pages and WebSockets on one connection).
             Some(tls) => Some(TlsAcceptor::from(duplex::tls::with_h2_alpn(
-                &*duplex::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(HubError::Tls)?,
+                &*duplex::tls::server_config_from_pem(&tls.cert, &tls.key)
+                    .map_err(HubError::Tls)?,
             ))),
         };
         let port = listener
@@ -276,8 +277,7 @@ async fn serve_tls(
 /// starts with the HTTP/2 preface (looked at within the handshake timeout,
 /// nothing consumed), else HTTP/1.1.
 async fn serve_plain(hub: Arc<Hub>, gate: Arc<Gate>, tcp: TcpStream, peer: SocketAddr) {
-    match tokio::time::timeout(hub.ws_config.handshake_timeout, http2::is_h2c_preface(&tcp)).await
-    {
+    match tokio::time::timeout(hub.ws_config.handshake_timeout, http2::is_h2c_preface(&tcp)).await {
         Ok(Ok(true)) => serve_h2(hub, gate, tcp, peer).await,
         Ok(Ok(false)) => serve_connection(hub, gate, tcp, peer).await,
         Ok(Err(error)) => {
@@ -350,8 +350,12 @@ where
 
 /// Runs an accepted WebSocket's service (a hub session, or `/echo`),
 /// counted by transport while it lives.
-async fn serve_websocket<S>(hub: Arc<Hub>, ws: WebSocket<S>, admitted: Admitted, transport: Transport)
-where
+async fn serve_websocket<S>(
+    hub: Arc<Hub>,
+    ws: WebSocket<S>,
+    admitted: Admitted,
+    transport: Transport,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = TransportGuard::new(&hub.metrics, transport);
@@ -482,8 +486,11 @@ where
     };
     let mut identity = None;
     let mut refused = false;
-    let decided = accept_incoming(io, incoming, &hub.ws_config, |request| {
-        match decide_counted(hub, gate, endpoint, request, client) {
+    let decided = accept_incoming(
+        io,
+        incoming,
+        &hub.ws_config,
+        |request| match decide_counted(hub, gate, endpoint, request, client) {
             Ok((accept, id)) => {
                 identity = id;
                 Ok(accept)
@@ -492,8 +499,8 @@ where
                 refused = true;
                 Err(reject)
             }
-        }
-    })
+        },
+    )
     .await;
     let mut ws = match decided {
         Ok(ws) => ws,

@@ -103,7 +103,11 @@ async fn hub_protocol_over_h2c() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(by_transport(&hub), (1.0, 0.0), "closed streams still counted");
+        assert_eq!(
+            by_transport(&hub),
+            (1.0, 0.0),
+            "closed streams still counted"
+        );
     })
     .await
     .unwrap();
@@ -308,7 +312,11 @@ async fn a_bad_origin_on_a_stream_is_403() {
         assert_eq!(refused.status(), 403);
         assert!(body(refused).await.contains("origin not allowed"));
         assert_eq!(
-            metric(&hub, "duplex_connections_rejected_total", "reason=\"origin\""),
+            metric(
+                &hub,
+                "duplex_connections_rejected_total",
+                "reason=\"origin\""
+            ),
             1.0
         );
         let own = format!("http://{}", hub.addr);
@@ -344,10 +352,24 @@ async fn pages_and_metrics_over_h2() {
         };
         let page = send(&h2, get("/", http::Method::GET), true).await;
         assert_eq!(page.status(), 200);
-        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
         let html = body(page).await;
-        assert_eq!(html, common::http_get(hub.addr, "/").await.1, "same page as HTTP/1.1");
-        for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nothing", 404), ("/ws", 426)] {
+        assert_eq!(
+            html,
+            common::http_get(hub.addr, "/").await.1,
+            "same page as HTTP/1.1"
+        );
+        for (path, status) in [
+            ("/healthz", 200),
+            ("/readyz", 200),
+            ("/nothing", 404),
+            ("/ws", 426),
+        ] {
             let response = send(&h2, get(path, http::Method::GET), true).await;
             assert_eq!(response.status(), status, "{path}");
             assert!(!response.headers().contains_key("connection"), "{path}");
@@ -355,7 +377,10 @@ async fn pages_and_metrics_over_h2() {
         let metrics = send(&h2, get("/metrics", http::Method::GET), true).await;
         assert_eq!(metrics.status(), 200);
         let text = body(metrics).await;
-        assert!(text.contains("duplex_http_connections_total{version=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("duplex_http_connections_total{version=\"2\"} 1"),
+            "{text}"
+        );
         let head = send(&h2, get("/healthz", http::Method::HEAD), true).await;
         assert_eq!(head.status(), 200);
         assert_eq!(head.headers()["content-length"], "3");

@@ -1789,7 +1789,11 @@ async fn the_chat_runs_over_http2_in_chromium() {
             )
         };
         assert_eq!(connections("1.1"), 0.0, "nothing came over HTTP/1.1");
-        assert_eq!(connections("2"), 1.0, "page, assets and socket on one connection");
+        assert_eq!(
+            connections("2"),
+            1.0,
+            "page, assets and socket on one connection"
+        );
         screenshot(&page, "chat-http2-chromium.png").await;
         assert_no_page_errors(&page, "ada");
         browser.close().await;
@@ -1833,7 +1837,11 @@ async fn the_chat_runs_over_http2_in_firefox() {
             (0.0, 1.0),
             "the WebSocket's transport (HTTP/1.1, HTTP/2)"
         );
-        assert_eq!((version("1.1"), version("2")), (0.0, 1.0), "client connections");
+        assert_eq!(
+            (version("1.1"), version("2")),
+            (0.0, 1.0),
+            "client connections"
+        );
         let path = support::artifacts_dir().join("chat-http2-firefox.png");
         page.screenshot(&path)
             .await
