@@ -39,6 +39,11 @@
 //!   `poll_ready`'s high-water mark applies as over TCP.
 //! - Error responses carry no connection-specific header (`Connection`,
 //!   `Upgrade`), which HTTP/2 forbids.
+//! - A server connection holds at most [`Http2Config::max_concurrent_streams`]
+//!   streams, ends (GOAWAY) after [`Http2Config::idle_timeout`] with no
+//!   WebSocket open and no request, and, with [`Server::shutdown`], sends
+//!   GOAWAY on shutdown while its WebSockets close with 1001; it then ends
+//!   when the last of them has. A plain `CONNECT` (a tunnel) gets 405.
 //! - The HTTP/2 handshake (preface and SETTINGS) is bounded by
 //!   [`Config::handshake_timeout`]; a request's header block by
 //!   [`Config::handshake_limits`] (`SETTINGS_MAX_HEADER_LIST_SIZE`).

@@ -1,8 +1,19 @@
 //! Serving a hub on a TCP port: the hub protocol on `/ws`, a plain echo on
 //! `/echo` (when configured), and the HTTP endpoints (web pages, `/metrics`,
-//! `/healthz`, `/readyz`), all on the same port, over TCP or TLS.
+//! `/healthz`, `/readyz`), all on the same port, over TCP or TLS, in
+//! HTTP/1.1 or HTTP/2 (ALPN `h2` on TLS, prior-knowledge h2c on TCP; RFC
+//! 8441 extended CONNECT for the WebSockets).
 //!
 //! Invariants:
+//! - Both HTTP versions take the same paths: a WebSocket request is
+//!   admitted by [`admit`] (limits) then [`decide_counted`] (origin,
+//!   subprotocol, token), whichever version it came in; every other request
+//!   is answered by [`http_route`]. Each HTTP/2 stream that is a WebSocket
+//!   counts as one connection for the limits and the metrics.
+//! - An HTTP/2 connection is bounded like a request head (handshake
+//!   timeout, header size), carries at most 100 streams at once, is closed
+//!   after its idle timeout without a WebSocket or request, and on shutdown
+//!   sends GOAWAY while its WebSockets get close 1001 ([`duplex::http2`]).
 //! - Every request head (and a trusted proxy's PROXY header before it, see
 //!   [`crate::proxy`]) is read within the handshake timeout and size
 //!   limits; anything else than a known route gets a plain HTTP error (404,
@@ -21,7 +32,8 @@
 //! - `/echo` echoes under the command rate limit: a message over the rate
 //!   is dropped (not echoed) and counts a strike; the limiter's close
 //!   verdict closes with 1008.
-//! - Plain HTTP responses close the connection after the response.
+//! - Plain HTTP/1.1 responses close the connection after the response; an
+//!   HTTP/2 connection stays open for more requests.
 //! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
 //!   WebSocket, wait up to the grace period, then end what is left without
 //!   a close handshake, as when [`Server::run`] is dropped.
