@@ -39,6 +39,11 @@
 //!   `poll_ready`'s high-water mark applies as over TCP.
 //! - Error responses carry no connection-specific header (`Connection`,
 //!   `Upgrade`), which HTTP/2 forbids.
+//! - A server connection holds at most [`Http2Config::max_concurrent_streams`]
+//!   streams, ends (GOAWAY) after [`Http2Config::idle_timeout`] with no
+//!   WebSocket open and no request, and, with [`Server::shutdown`], sends
+//!   GOAWAY on shutdown while its WebSockets close with 1001; it then ends
+//!   when the last of them has. A plain `CONNECT` (a tunnel) gets 405.
 //! - The HTTP/2 handshake (preface and SETTINGS) is bounded by
 //!   [`Config::handshake_timeout`]; a request's header block by
 //!   [`Config::handshake_limits`] (`SETTINGS_MAX_HEADER_LIST_SIZE`).
@@ -63,6 +68,7 @@ use crate::client::{ClientRequest, client_connection};
 use crate::config::Config;
 use crate::error::ClientHandshakeError;
 use crate::server::{self, Accept, Reject, UpgradeRequest};
+use crate::shutdown::Shutdown;
 use crate::websocket::{Connection, WebSocket};
 use crate::{Error, transport};
 
@@ -78,8 +84,10 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Http2Config {
-    /// Most WebSockets open at once on one connection (default 1,024);
-    /// a server advertises it as `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    /// Most streams (WebSockets and page requests) open at once on one
+    /// connection (default 100, RFC 9113's recommended minimum); a server
+    /// advertises it as `SETTINGS_MAX_CONCURRENT_STREAMS` and resets a
+    /// stream past it with `REFUSED_STREAM`.
     pub max_concurrent_streams: u32,
     /// Bytes a peer may send on one stream before this side reads them
     /// (default 256 KiB): the receive buffer of one WebSocket.
@@ -90,15 +98,20 @@ pub struct Http2Config {
     /// Bytes `h2` buffers per stream for sending before a write waits
     /// (default 256 KiB).
     pub max_send_buffer: usize,
+    /// How long a server keeps a connection that has no WebSocket open and
+    /// sends no request (default 60 s); then it sends GOAWAY and closes it.
+    /// Not used by clients.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for Http2Config {
     fn default() -> Self {
         Self {
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 100,
             stream_window: 256 * 1024,
             connection_window: 16 * 1024 * 1024,
             max_send_buffer: 256 * 1024,
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -320,6 +333,7 @@ pub struct Server {
     http2: Http2Config,
     decide: Arc<Decide>,
     pages: Arc<Pages>,
+    shutdown: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for Server {
@@ -327,7 +341,39 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("config", &self.config)
             .field("http2", &self.http2)
+            .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
+    }
+}
+
+/// Counts a connection's open WebSockets, for its idle timeout.
+#[derive(Debug, Default)]
+struct Live {
+    open: std::sync::atomic::AtomicUsize,
+    /// Notified when the count falls to zero.
+    idle: tokio::sync::Notify,
+}
+
+/// One open WebSocket of a connection: counted while it lives.
+struct LiveGuard(Arc<Live>);
+
+impl LiveGuard {
+    fn new(live: &Arc<Live>) -> Self {
+        live.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_one();
+        }
     }
 }
 
@@ -340,13 +386,26 @@ impl Server {
             http2: Http2Config::default(),
             decide: Arc::new(|_| Ok(Accept::default())),
             pages: Arc::new(|_| not_found()),
+            shutdown: None,
         }
     }
 
-    /// HTTP/2 settings (windows, streams per connection).
+    /// HTTP/2 settings (windows, streams per connection, idle timeout).
     #[must_use]
     pub fn http2(mut self, http2: Http2Config) -> Self {
         self.http2 = http2;
+        self
+    }
+
+    /// Graceful shutdown: when `shutdown` is triggered, each connection
+    /// sends GOAWAY (no new stream is accepted; a request sent after it is
+    /// refused with `REFUSED_STREAM`, which a client may retry elsewhere),
+    /// every WebSocket it serves closes with 1001 as over HTTP/1.1 (each gets
+    /// a [`crate::ShutdownWatch`] of it), and the connection ends when the
+    /// last of them has.
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -364,7 +423,8 @@ impl Server {
 
     /// Answers requests that are not an extended `CONNECT` (pages, health
     /// checks). Default: 404. Connection-specific headers in the response
-    /// are dropped.
+    /// are dropped. A plain `CONNECT` (without `:protocol`: a tunnel) is
+    /// not passed here: it gets 405 (`Allow: GET, HEAD`).
     #[must_use]
     pub fn pages(
         mut self,
@@ -396,6 +456,38 @@ impl Server {
         H: Fn(H2WebSocket, UpgradeRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let decide = self.decide.clone();
+        self.serve_connection_with(
+            io,
+            move |request| decide(request).map(|accept| (accept, ())),
+            move |ws, request, ()| on_websocket(ws, request),
+        )
+        .await
+    }
+
+    /// [`Server::serve_connection`] with a decision of this connection's
+    /// own instead of [`Server::decide`]'s: `decide` may carry what it
+    /// learned or reserved for an accepted request (an identity, an
+    /// admission ticket) to `on_websocket` as its `T`. `decide` runs on the
+    /// connection's task, one request at a time, after the request was
+    /// validated as an extended `CONNECT`; `T` is dropped if the response
+    /// cannot be sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::serve_connection`].
+    pub async fn serve_connection_with<S, T, D, H, Fut>(
+        &self,
+        io: S,
+        mut decide: D,
+        on_websocket: H,
+    ) -> Result<(), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        D: FnMut(&UpgradeRequest) -> Result<(Accept, T), Reject>,
+        H: Fn(H2WebSocket, UpgradeRequest, T) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut builder = h2::server::Builder::new();
         builder
             .enable_connect_protocol()
@@ -415,10 +507,43 @@ impl Server {
             Ok(conn) => conn?,
             Err(_) => return Err(Error::HandshakeTimeout),
         };
-        while let Some(accepted) = conn.accept().await {
-            let (request, respond) = accepted?;
-            if let Some((ws, request)) = self.answer(request, respond) {
-                tokio::spawn(on_websocket(ws, request));
+        let live = Arc::new(Live::default());
+        let mut going_away = false;
+        let shutdown = self.shutdown.clone();
+        let shutdown_triggered = async {
+            match &shutdown {
+                Some(shutdown) => shutdown.triggered().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(shutdown_triggered);
+        loop {
+            let idle = live.open.load(std::sync::atomic::Ordering::Acquire) == 0;
+            let idle_timer = tokio::time::sleep(self.http2.idle_timeout);
+            tokio::select! {
+                accepted = conn.accept() => {
+                    let Some(accepted) = accepted else { break };
+                    let (request, respond) = accepted?;
+                    if let Some((ws, request, value)) = self.answer(request, respond, &mut decide) {
+                        let guard = LiveGuard::new(&live);
+                        let work = on_websocket(ws, request, value);
+                        tokio::spawn(async move {
+                            work.await;
+                            drop(guard);
+                        });
+                    }
+                }
+                () = &mut shutdown_triggered, if !going_away => {
+                    tracing::debug!("shutting down: GOAWAY");
+                    conn.graceful_shutdown();
+                    going_away = true;
+                }
+                () = idle_timer, if idle && !going_away => {
+                    tracing::debug!("HTTP/2 connection idle: GOAWAY");
+                    conn.graceful_shutdown();
+                    going_away = true;
+                }
+                () = live.idle.notified(), if !idle => {}
             }
         }
         Ok(())
@@ -426,22 +551,36 @@ impl Server {
 
     /// Answers one request: a WebSocket for an accepted extended `CONNECT`,
     /// else a response (page, refusal) and `None`.
-    fn answer(
+    fn answer<T>(
         &self,
         request: Request<RecvStream>,
         mut respond: h2::server::SendResponse<Bytes>,
-    ) -> Option<(H2WebSocket, UpgradeRequest)> {
+        decide: &mut impl FnMut(&UpgradeRequest) -> Result<(Accept, T), Reject>,
+    ) -> Option<(H2WebSocket, UpgradeRequest, T)> {
         let (parts, body) = request.into_parts();
         let head = Request::from_parts(parts, ());
+        let protocol = head
+            .extensions()
+            .get::<h2::ext::Protocol>()
+            .map(|p| p.as_str().to_owned());
         if head.method() != Method::CONNECT {
             let response = (self.pages)(&head);
             send_whole(&mut respond, response);
             return None;
         }
-        let protocol = head
-            .extensions()
-            .get::<h2::ext::Protocol>()
-            .map(|p| p.as_str().to_owned());
+        if protocol.is_none() {
+            // A tunnel (RFC 9113 §8.5): not something this server does.
+            let mut response = reject_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT without :protocol (a tunnel) is not served here",
+            )
+            .map(Bytes::from);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            send_whole(&mut respond, response);
+            return None;
+        }
         let request = match UpgradeRequest::validate_extended_connect(head, protocol.as_deref()) {
             Ok(request) => request,
             Err(error) => {
@@ -450,8 +589,8 @@ impl Server {
                 return None;
             }
         };
-        let accept = match (self.decide)(&request) {
-            Ok(accept) => accept,
+        let (accept, value) = match decide(&request) {
+            Ok(decided) => decided,
             Err(reject) => {
                 let mut response = reject_response(reject.status, &reject.reason);
                 response.headers_mut().extend(*reject.headers);
@@ -469,13 +608,16 @@ impl Server {
             }
         };
         let send = respond.send_response(response, false).ok()?;
-        let ws = WebSocket::from_parts(
+        let mut ws = WebSocket::from_parts(
             H2Stream::new(send, body),
             conn,
             &self.config,
             accept.protocol,
         );
-        Some((ws, request))
+        if let Some(shutdown) = &self.shutdown {
+            ws.set_shutdown(shutdown.watch());
+        }
+        Some((ws, request, value))
     }
 }
 

@@ -70,6 +70,9 @@ pub struct ShutdownWatch(pub(crate) Arc<Watch>);
 struct Registry {
     triggered: AtomicBool,
     watches: Mutex<Vec<Weak<Watch>>>,
+    /// Wakes [`Shutdown::triggered`] waiters (an HTTP/2 connection that
+    /// sends GOAWAY); connections themselves are woken through their watch.
+    notify: tokio::sync::Notify,
 }
 
 /// Triggers a graceful close of every connection it watches. Cheap to clone.
@@ -104,6 +107,21 @@ impl Shutdown {
         for watch in watches.iter().filter_map(Weak::upgrade) {
             watch.set(TRIGGERED);
         }
+        self.0.notify.notify_waiters();
+    }
+
+    /// Completes once [`Shutdown::trigger`] is called (at once if it was):
+    /// for whoever must act on shutdown besides the watched WebSockets, such
+    /// as an HTTP/2 connection that sends GOAWAY.
+    pub async fn triggered(&self) {
+        let notified = self.0.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a trigger in between still wakes.
+        notified.as_mut().enable();
+        if self.is_triggered() {
+            return;
+        }
+        notified.await;
     }
 
     /// Whether [`Shutdown::trigger`] was called.

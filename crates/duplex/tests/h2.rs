@@ -1051,3 +1051,163 @@ async fn h2c_preface_detection() {
     .await
     .unwrap();
 }
+
+/// A server of h2c only, built from `server`, echoing on every WebSocket;
+/// each connection's `serve_connection` result goes to the returned channel.
+async fn start_h2c(server: Server) -> (SocketAddr, mpsc::UnboundedReceiver<Result<(), Error>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, ended) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (server, done) = (server.clone(), done.clone());
+            tokio::spawn(async move {
+                let result = server
+                    .serve_connection(tcp, |mut ws, _| async move {
+                        while let Some(Ok(message)) = ws.next().await {
+                            if ws.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                let _ = done.send(result);
+            });
+        }
+    });
+    (addr, ended)
+}
+
+/// Shutdown: the connection sends GOAWAY (no new WebSocket opens on it),
+/// each open WebSocket gets close 1001, and the connection then ends.
+#[tokio::test]
+async fn shutdown_sends_goaway_and_closes_with_1001() {
+    timeout(STEP, async {
+        let shutdown = duplex::Shutdown::new();
+        let (addr, mut ended) =
+            start_h2c(Server::new(Config::default()).shutdown(shutdown.clone())).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
+        let request = ClientRequest::new(format!("ws://{addr}/"));
+        let mut a = conn.open(&request, &Config::client()).await.unwrap();
+        let mut b = conn.open(&request, &Config::client()).await.unwrap();
+        echo_matrix(&mut a, &[10]).await;
+        shutdown.trigger();
+        for ws in [&mut a, &mut b] {
+            // The server's close 1001 arrives; the client answers it.
+            while let Some(Ok(_)) = ws.next().await {}
+            let close = ws.close_info().expect("a close frame").clone();
+            assert_eq!(close.code, CloseCode::GOING_AWAY, "{close:?}");
+        }
+        // GOAWAY: no new stream is accepted on this connection.
+        let refused = conn.open(&request, &Config::client()).await;
+        assert!(refused.is_err(), "opened a WebSocket after GOAWAY");
+        // And the connection ends once its WebSockets have.
+        drop((a, b));
+        ended.recv().await.unwrap().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A connection without a WebSocket open and without requests is closed
+/// after the idle timeout (GOAWAY); one with a WebSocket open is not.
+#[tokio::test]
+async fn idle_connection_is_closed_and_a_busy_one_is_not() {
+    timeout(STEP, async {
+        let mut settings = Http2Config::default();
+        settings.idle_timeout = Duration::from_millis(300);
+        let (addr, mut ended) = start_h2c(Server::new(Config::default()).http2(settings)).await;
+        // Idle: the server ends the connection by itself.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (_send, conn) = h2::client::handshake(tcp).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let _ = timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the idle connection was not closed");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        ended.recv().await.unwrap().unwrap();
+        // Busy: a WebSocket open for three idle timeouts keeps it.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let conn =
+            http2::H2Connection::handshake(tcp, false, &Config::client(), &Http2Config::default())
+                .await
+                .unwrap();
+        let request = ClientRequest::new(format!("ws://{addr}/"));
+        let mut ws = conn.open(&request, &Config::client()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        echo_matrix(&mut ws, &[10]).await;
+        assert!(
+            ended.try_recv().is_err(),
+            "a connection with a WebSocket was closed"
+        );
+        // Once it closes, the connection is idle again and ends.
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+        drop(ws);
+        ended.recv().await.unwrap().unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// SETTINGS_MAX_CONCURRENT_STREAMS bounds the WebSockets of one connection:
+/// the server advertises it, and refuses a stream past it.
+#[tokio::test]
+async fn concurrent_streams_are_bounded() {
+    timeout(STEP, async {
+        let mut settings = Http2Config::default();
+        settings.max_concurrent_streams = 2;
+        let (addr, _ended) = start_h2c(Server::new(Config::default()).http2(settings)).await;
+        assert_eq!(Http2Config::default().max_concurrent_streams, 100);
+        let send = raw_h2(addr).await;
+        assert_eq!(send.current_max_send_streams(), 2);
+        let open = |send: h2::client::SendRequest<Bytes>| async move {
+            send_raw(
+                &send,
+                connect_request(
+                    addr,
+                    "/",
+                    Some("websocket"),
+                    &[("sec-websocket-version", "13")],
+                ),
+            )
+            .await
+        };
+        let (first, _a) = open(send.clone()).await;
+        let (second, _b) = open(send.clone()).await;
+        assert_eq!(
+            (first.status().as_u16(), second.status().as_u16()),
+            (200, 200)
+        );
+        // A client that respects the setting waits for a slot.
+        let third = timeout(Duration::from_millis(500), open(send.clone())).await;
+        assert!(third.is_err(), "a third stream opened past the limit");
+    })
+    .await
+    .unwrap();
+}
+
+/// A plain CONNECT (a tunnel, no `:protocol`) gets 405 with `Allow`.
+#[tokio::test]
+async fn plain_connect_gets_405() {
+    timeout(STEP, async {
+        let server = start(Config::default(), None, Http2Mode::Duplex).await;
+        let send = raw_h2(server.addr).await;
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("{}", server.addr))
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        request.headers_mut().clear();
+        let (response, _) = send_raw(&send, request).await;
+        assert_eq!(response.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()["allow"], "GET, HEAD");
+    })
+    .await
+    .unwrap();
+}

@@ -173,6 +173,68 @@ pub struct Metrics {
     errors: [AtomicU64; ERROR_SLOTS],
     slow_consumers: AtomicU64,
     rate_limited: AtomicU64,
+    /// Open WebSockets by [`Transport`] (`duplex_connections_by_transport`).
+    by_transport: [AtomicI64; 2],
+    /// Client connections served by HTTP version, by [`Transport`]
+    /// (`duplex_http_connections_total`).
+    http_connections: [AtomicU64; 2],
+}
+
+/// How a WebSocket (or the TCP/TLS connection under it) reached the hub:
+/// the `transport` label of `duplex_connections_by_transport`, the
+/// `version` label of `duplex_http_connections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// An HTTP/1.1 upgrade: one TCP (or TLS) connection per WebSocket.
+    Http1,
+    /// An extended CONNECT stream (RFC 8441) of an HTTP/2 connection, which
+    /// may carry many WebSockets and page requests.
+    Http2,
+}
+
+impl Transport {
+    /// Both, in rendering order.
+    pub const ALL: [Transport; 2] = [Transport::Http1, Transport::Http2];
+
+    /// The `transport` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Http1 => "websocket_http1",
+            Transport::Http2 => "websocket_http2",
+        }
+    }
+
+    /// The `version` label value of `duplex_http_connections_total`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Transport::Http1 => "1.1",
+            Transport::Http2 => "2",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One open WebSocket counted in `duplex_connections_by_transport` while it
+/// lives.
+#[derive(Debug)]
+pub(crate) struct TransportGuard(std::sync::Arc<Metrics>, Transport);
+
+impl TransportGuard {
+    /// Counts a WebSocket on `transport` until dropped.
+    pub(crate) fn new(metrics: &std::sync::Arc<Metrics>, transport: Transport) -> Self {
+        metrics.by_transport[transport.index()].fetch_add(1, Relaxed);
+        Self(metrics.clone(), transport)
+    }
+}
+
+impl Drop for TransportGuard {
+    fn drop(&mut self) {
+        self.0.by_transport[self.1.index()].fetch_sub(1, Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -212,6 +274,8 @@ impl Metrics {
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             slow_consumers: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            by_transport: std::array::from_fn(|_| AtomicI64::new(0)),
+            http_connections: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -321,6 +385,22 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Relaxed);
     }
 
+    /// A client connection (TCP or TLS) began to be served in HTTP
+    /// `version` (`duplex_http_connections_total`).
+    pub fn http_connection(&self, version: Transport) {
+        self.http_connections[version.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Open WebSockets on `transport` (`duplex_connections_by_transport`).
+    pub fn connections_by_transport(&self, transport: Transport) -> i64 {
+        self.by_transport[transport.index()].load(Relaxed)
+    }
+
+    /// Client connections served in HTTP `version` since start.
+    pub fn http_connections(&self, version: Transport) -> u64 {
+        self.http_connections[version.index()].load(Relaxed)
+    }
+
     /// Everything, in the Prometheus text exposition format 0.0.4 (serve it
     /// as `text/plain; version=0.0.4; charset=utf-8`).
     pub fn render(&self) -> String {
@@ -335,6 +415,35 @@ impl Metrics {
             "Open hub connections.",
             self.connections.load(Relaxed),
         );
+        header(
+            w,
+            "duplex_connections_by_transport",
+            "gauge",
+            "Open WebSockets (hub and echo) by transport: websocket_http1 (an HTTP/1.1 \
+             upgrade) or websocket_http2 (an RFC 8441 stream of an HTTP/2 connection).",
+        );
+        for transport in Transport::ALL {
+            let _ = writeln!(
+                w,
+                "duplex_connections_by_transport{{transport=\"{}\"}} {}",
+                transport.label(),
+                self.by_transport[transport.index()].load(Relaxed)
+            );
+        }
+        header(
+            w,
+            "duplex_http_connections_total",
+            "counter",
+            "Client TCP/TLS connections served, by HTTP version (1.1 or 2).",
+        );
+        for version in Transport::ALL {
+            let _ = writeln!(
+                w,
+                "duplex_http_connections_total{{version=\"{}\"}} {}",
+                version.version(),
+                load(&self.http_connections[version.index()])
+            );
+        }
         scalar(
             w,
             "duplex_connections_accepted_total",
@@ -783,6 +892,8 @@ mod tests {
         let (types, samples) = parse(&m.render());
         for (name, kind) in [
             ("duplex_connections", "gauge"),
+            ("duplex_connections_by_transport", "gauge"),
+            ("duplex_http_connections_total", "counter"),
             ("duplex_connections_accepted_total", "counter"),
             ("duplex_connections_rejected_total", "counter"),
             ("duplex_messages_in_total", "counter"),

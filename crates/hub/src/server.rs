@@ -1,8 +1,19 @@
 //! Serving a hub on a TCP port: the hub protocol on `/ws`, a plain echo on
 //! `/echo` (when configured), and the HTTP endpoints (web pages, `/metrics`,
-//! `/healthz`, `/readyz`), all on the same port, over TCP or TLS.
+//! `/healthz`, `/readyz`), all on the same port, over TCP or TLS, in
+//! HTTP/1.1 or HTTP/2 (ALPN `h2` on TLS, prior-knowledge h2c on TCP; RFC
+//! 8441 extended CONNECT for the WebSockets).
 //!
 //! Invariants:
+//! - Both HTTP versions take the same paths: a WebSocket request is
+//!   admitted by [`admit`] (limits) then [`decide_counted`] (origin,
+//!   subprotocol, token), whichever version it came in; every other request
+//!   is answered by [`http_route`]. Each HTTP/2 stream that is a WebSocket
+//!   counts as one connection for the limits and the metrics.
+//! - An HTTP/2 connection is bounded like a request head (handshake
+//!   timeout, header size), carries at most 100 streams at once, is closed
+//!   after its idle timeout without a WebSocket or request, and on shutdown
+//!   sends GOAWAY while its WebSockets get close 1001 ([`duplex::http2`]).
 //! - Every request head (and a trusted proxy's PROXY header before it, see
 //!   [`crate::proxy`]) is read within the handshake timeout and size
 //!   limits; anything else than a known route gets a plain HTTP error (404,
@@ -21,7 +32,8 @@
 //! - `/echo` echoes under the command rate limit: a message over the rate
 //!   is dropped (not echoed) and counts a strike; the limiter's close
 //!   verdict closes with 1008.
-//! - Plain HTTP responses close the connection after the response.
+//! - Plain HTTP/1.1 responses close the connection after the response; an
+//!   HTTP/2 connection stays open for more requests.
 //! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
 //!   WebSocket, wait up to the grace period, then end what is left without
 //!   a close handshake, as when [`Server::run`] is dropped.
@@ -33,6 +45,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use duplex::UpgradeRequest;
+use duplex::http2;
 use duplex::proto::handshake::server::write_response;
 use duplex::server::Incoming;
 use duplex::tls::TlsAcceptor;
@@ -48,7 +61,7 @@ use crate::auth::{Action, Grants, Identity, token_from_request};
 use crate::config::STATS_CHANNEL;
 use crate::hub::{Hub, HubError, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
-use crate::metrics::RejectReason;
+use crate::metrics::{RejectReason, Transport, TransportGuard};
 use crate::origin::OriginPolicy;
 use crate::proxy::{self, Proxies};
 use crate::session::{self, Handshake};
@@ -64,11 +77,30 @@ pub struct Server {
 
 /// What a connection is checked against before it is served, besides the
 /// hub's own settings: the origins it may come from, and whom to believe
-/// about the client's address.
+/// about the client's address; and the HTTP/2 server its HTTP/2
+/// connections are served with.
 #[derive(Debug)]
 struct Gate {
     origins: OriginPolicy,
     proxies: Proxies,
+    http2: http2::Server,
+}
+
+impl Gate {
+    fn new(hub: &Arc<Hub>, port: u16) -> Self {
+        let pages_hub = hub.clone();
+        let http2 = http2::Server::new(hub.ws_config.clone())
+            .http2(http2::Http2Config::default())
+            .shutdown(hub.shutdown.clone())
+            .pages(move |request| {
+                finish(http_route(&pages_hub, request), request.method()).map(bytes::Bytes::from)
+            });
+        Self {
+            origins: OriginPolicy::new(&hub.config, port),
+            proxies: Proxies::new(&hub.config),
+            http2,
+        }
+    }
 }
 
 /// How long an identity from the admin token lasts (it has no `exp`).
@@ -100,17 +132,17 @@ impl Server {
     pub fn from_listener(hub: Arc<Hub>, listener: TcpListener) -> Result<Self, HubError> {
         let tls = match &hub.config.tls {
             None => None,
-            Some(tls) => Some(TlsAcceptor::from(
-                duplex::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(HubError::Tls)?,
-            )),
+            // ALPN `h2` before `http/1.1`: a client that offers both gets
+            // HTTP/2 (pages and WebSockets on one connection).
+            Some(tls) => Some(TlsAcceptor::from(duplex::tls::with_h2_alpn(
+                &*duplex::tls::server_config_from_pem(&tls.cert, &tls.key)
+                    .map_err(HubError::Tls)?,
+            ))),
         };
         let port = listener
             .local_addr()
             .map_or(hub.config.listen.port(), |a| a.port());
-        let gate = Arc::new(Gate {
-            origins: OriginPolicy::new(&hub.config, port),
-            proxies: Proxies::new(&hub.config),
-        });
+        let gate = Arc::new(Gate::new(&hub, port));
         Ok(Self {
             hub,
             listener,
@@ -173,7 +205,7 @@ impl Server {
                         };
                         match tls {
                             Some(acceptor) => serve_tls(hub, gate, acceptor, tcp, peer).await,
-                            None => serve_connection(hub, gate, tcp, peer).await,
+                            None => serve_plain(hub, gate, tcp, peer).await,
                         }
                     });
                 }
@@ -242,11 +274,111 @@ async fn serve_tls(
     peer: SocketAddr,
 ) {
     match duplex::tls::accept(&acceptor, tcp, hub.ws_config.handshake_timeout).await {
+        Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(http2::ALPN_H2) => {
+            serve_h2(hub, gate, stream, peer).await;
+        }
         Ok(stream) => serve_connection(hub, gate, stream, peer).await,
         Err(error) => {
             hub.metrics.rejected(RejectReason::Handshake);
             tracing::debug!(%peer, %error, "TLS handshake failed");
         }
+    }
+}
+
+/// A plain TCP connection: HTTP/2 with prior knowledge (`h2c`) when it
+/// starts with the HTTP/2 preface (looked at within the handshake timeout,
+/// nothing consumed), else HTTP/1.1.
+async fn serve_plain(hub: Arc<Hub>, gate: Arc<Gate>, tcp: TcpStream, peer: SocketAddr) {
+    match tokio::time::timeout(hub.ws_config.handshake_timeout, http2::is_h2c_preface(&tcp)).await {
+        Ok(Ok(true)) => serve_h2(hub, gate, tcp, peer).await,
+        Ok(Ok(false)) => serve_connection(hub, gate, tcp, peer).await,
+        Ok(Err(error)) => {
+            hub.metrics.rejected(RejectReason::Handshake);
+            tracing::debug!(%peer, %error, "connection closed before a request");
+        }
+        Err(_) => {
+            hub.metrics.rejected(RejectReason::Handshake);
+            tracing::debug!(%peer, "no request within the handshake timeout");
+        }
+    }
+}
+
+/// What an accepted WebSocket request carries to its service: which
+/// endpoint, the token's identity, and its admission.
+struct Admitted {
+    endpoint: Endpoint,
+    identity: Option<Identity>,
+    ticket: Ticket,
+}
+
+/// Serves one HTTP/2 connection (h2c, or TLS with ALPN `h2`) until the
+/// client, its idle timeout or shutdown ends it: each extended CONNECT on
+/// `/ws` or `/echo` is admitted by [`admit`] and [`decide_counted`], as an
+/// HTTP/1.1 upgrade is, and counted as one connection; every other request
+/// is answered by [`http_route`]. On shutdown the connection sends GOAWAY and
+/// its WebSockets close with 1001 ([`http2::Server::shutdown`]).
+async fn serve_h2<S>(hub: Arc<Hub>, gate: Arc<Gate>, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    hub.metrics.http_connection(Transport::Http2);
+    let decide = |request: &UpgradeRequest| {
+        let client = SocketAddr::new(
+            gate.proxies.client_of(peer.ip(), request.headers()),
+            peer.port(),
+        );
+        let endpoint = match request.path() {
+            "/ws" => Endpoint::Hub,
+            "/echo" if hub.config.echo => Endpoint::Echo,
+            _ => {
+                return Err(Reject::new(
+                    StatusCode::NOT_FOUND,
+                    "no WebSocket here; try /ws",
+                ));
+            }
+        };
+        let ticket = admit(&hub, client)?;
+        let (accept, identity) = decide_counted(&hub, &gate, endpoint, request, client)?;
+        Ok((
+            accept,
+            Admitted {
+                endpoint,
+                identity,
+                ticket,
+            },
+        ))
+    };
+    let served = gate
+        .http2
+        .serve_connection_with(io, decide, |ws, _request, admitted| {
+            hub.metrics.accepted();
+            serve_websocket(hub.clone(), ws, admitted, Transport::Http2)
+        })
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+    }
+}
+
+/// Runs an accepted WebSocket's service (a hub session, or `/echo`),
+/// counted by transport while it lives.
+async fn serve_websocket<S>(
+    hub: Arc<Hub>,
+    ws: WebSocket<S>,
+    admitted: Admitted,
+    transport: Transport,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _counted = TransportGuard::new(&hub.metrics, transport);
+    let Admitted {
+        endpoint,
+        identity,
+        ticket,
+    } = admitted;
+    match endpoint {
+        Endpoint::Hub => session::run(hub, ws, Handshake { identity, ticket }).await,
+        Endpoint::Echo => echo_loop(hub, ws, ticket).await,
     }
 }
 
@@ -272,10 +404,15 @@ async fn serve_connection<S>(hub: Arc<Hub>, gate: Arc<Gate>, io: S, peer: Socket
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    hub.metrics.http_connection(Transport::Http1);
     if let Some((ws, handshake)) = route(&hub, &gate, io, peer).await {
+        let counted = TransportGuard::new(&hub.metrics, Transport::Http1);
         // Boxed: the task's cell then holds a pointer, not a future
         // rounded up to tokio's 128-byte cell alignment.
-        tokio::spawn(Box::pin(session::run(hub, ws, handshake)));
+        tokio::spawn(Box::pin(async move {
+            session::run(hub, ws, handshake).await;
+            drop(counted);
+        }));
     }
 }
 
@@ -320,15 +457,8 @@ where
             respond(&mut io, response).await;
         }
         (_, false) => {
-            let mut response = http_route(hub, &incoming);
-            let length = response.body().len();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
-            if incoming.request.method() == Method::HEAD {
-                response.body_mut().clear();
-            }
-            respond(&mut io, response).await;
+            let response = http_route(hub, &incoming.request);
+            respond(&mut io, finish(response, incoming.request.method())).await;
         }
     }
     None
@@ -356,65 +486,42 @@ async fn upgrade<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ticket = match hub.admission.try_admit(client.ip()) {
+    let ticket = match admit(hub, client) {
         Ok(ticket) => ticket,
-        Err(refused) => {
-            hub.metrics.rejected(RejectReason::from(refused));
+        Err(reject) => {
             let mut io = io;
-            let mut response = plain(refused.status(), refused.reason());
-            if refused.status() == StatusCode::TOO_MANY_REQUESTS {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-            }
-            if let Some(dropped) = hub.refusals.admit(client.ip()) {
-                tracing::info!(
-                    peer = %client,
-                    status = %refused.status(),
-                    reason = refused.reason(),
-                    dropped,
-                    "connection refused"
-                );
-            }
+            let mut response = plain(reject.status, &reject.reason);
+            response.headers_mut().extend(*reject.headers);
             respond(&mut io, response).await;
             return None;
         }
     };
     let mut identity = None;
-    let mut refusal = None;
-    let decided = accept_incoming(io, incoming, &hub.ws_config, |request| {
-        match decide(hub, gate, endpoint, request, client) {
+    let mut refused = false;
+    let decided = accept_incoming(
+        io,
+        incoming,
+        &hub.ws_config,
+        |request| match decide_counted(hub, gate, endpoint, request, client) {
             Ok((accept, id)) => {
                 identity = id;
                 Ok(accept)
             }
-            Err((reason, reject)) => {
-                refusal = Some(reason);
+            Err(reject) => {
+                refused = true;
                 Err(reject)
             }
-        }
-    })
+        },
+    )
     .await;
     let mut ws = match decided {
         Ok(ws) => ws,
         Err(error) => {
-            hub.metrics
-                .rejected(refusal.unwrap_or(RejectReason::Handshake));
-            match refusal {
-                // Logged by `decide`, with the origin and what to set.
-                Some(RejectReason::Origin) => {}
-                Some(reason) => {
-                    if let Some(dropped) = hub.refusals.admit(client.ip()) {
-                        tracing::info!(
-                            peer = %client,
-                            reason = reason.as_str(),
-                            %error,
-                            dropped,
-                            "connection refused"
-                        );
-                    }
-                }
-                None => tracing::debug!(peer = %client, %error, "upgrade refused"),
+            // A refusal of `decide_counted` is counted and logged there;
+            // what is left is an invalid upgrade request.
+            if !refused {
+                hub.metrics.rejected(RejectReason::Handshake);
+                tracing::debug!(peer = %client, %error, "upgrade refused");
             }
             return None;
         }
@@ -422,6 +529,62 @@ where
     hub.metrics.accepted();
     ws.set_shutdown(hub.shutdown.watch());
     Some((ws, identity, ticket))
+}
+
+/// The connection limits, before any other work on a WebSocket request
+/// (HTTP/1.1 upgrade or HTTP/2 stream alike): an admission ticket, or the
+/// refusal (503 total, 429 + `Retry-After` per client address), counted and
+/// logged.
+fn admit(hub: &Hub, client: SocketAddr) -> Result<Ticket, Reject> {
+    let refused = match hub.admission.try_admit(client.ip()) {
+        Ok(ticket) => return Ok(ticket),
+        Err(refused) => refused,
+    };
+    hub.metrics.rejected(RejectReason::from(refused));
+    if let Some(dropped) = hub.refusals.admit(client.ip()) {
+        tracing::info!(
+            peer = %client,
+            status = %refused.status(),
+            reason = refused.reason(),
+            dropped,
+            "connection refused"
+        );
+    }
+    let mut reject = Reject::new(refused.status(), refused.reason());
+    if refused.status() == StatusCode::TOO_MANY_REQUESTS {
+        reject
+            .headers
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+    }
+    Err(reject)
+}
+
+/// [`decide`], with a refusal counted by reason in the metrics and logged
+/// (once per address per interval), for both HTTP versions.
+fn decide_counted(
+    hub: &Hub,
+    gate: &Gate,
+    endpoint: Endpoint,
+    request: &UpgradeRequest,
+    client: SocketAddr,
+) -> Result<(Accept, Option<Identity>), Reject> {
+    decide(hub, gate, endpoint, request, client).map_err(|(reason, reject)| {
+        hub.metrics.rejected(reason);
+        // An origin refusal is logged by `decide`, with what to set.
+        if reason != RejectReason::Origin
+            && let Some(dropped) = hub.refusals.admit(client.ip())
+        {
+            tracing::info!(
+                peer = %client,
+                reason = reason.as_str(),
+                status = %reject.status,
+                error = %reject.reason,
+                dropped,
+                "connection refused"
+            );
+        }
+        reject
+    })
 }
 
 /// Decides on an upgrade: origin, subprotocol (`/ws`), handshake token.
@@ -552,17 +715,26 @@ fn admin_allowed(hub: &Hub, request: &http::Request<()>) -> bool {
     })
 }
 
-/// `/echo`: every message back as it came, under the command rate limit
-/// and counted in the metrics like a hub connection.
+/// `/echo` over HTTP/1.1: the upgrade, then [`echo_loop`].
 async fn echo_socket<S>(hub: Arc<Hub>, gate: &Gate, io: S, incoming: Incoming, client: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some((mut ws, _identity, ticket)) =
+    let Some((ws, _identity, ticket)) =
         upgrade(&hub, gate, Endpoint::Echo, io, incoming, client).await
     else {
         return;
     };
+    let _counted = TransportGuard::new(&hub.metrics, Transport::Http1);
+    echo_loop(hub, ws, ticket).await;
+}
+
+/// `/echo`: every message back as it came, under the command rate limit
+/// and counted in the metrics like a hub connection.
+async fn echo_loop<S>(hub: Arc<Hub>, mut ws: WebSocket<S>, ticket: Ticket)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     hub.metrics.connection_opened();
     let mut rate = RateLimiter::new(crate::limits::now());
     let mut code = None;
@@ -599,9 +771,9 @@ where
     drop(ticket);
 }
 
-/// The plain HTTP routes.
-fn http_route(hub: &Hub, incoming: &Incoming) -> Response<Vec<u8>> {
-    let request = &incoming.request;
+/// The plain HTTP routes, for both HTTP versions (an HTTP/2 connection's
+/// requests other than an extended CONNECT come here too).
+fn http_route(hub: &Hub, request: &http::Request<()>) -> Response<Vec<u8>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
         response
@@ -648,6 +820,19 @@ fn http_route(hub: &Hub, incoming: &Incoming) -> Response<Vec<u8>> {
             None => plain(StatusCode::NOT_FOUND, "not found"),
         },
     }
+}
+
+/// `response` as sent for a request with `method`: with `Content-Length`,
+/// and without its body for `HEAD`.
+fn finish(mut response: Response<Vec<u8>>, method: &Method) -> Response<Vec<u8>> {
+    let length = response.body().len();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    if method == Method::HEAD {
+        response.body_mut().clear();
+    }
+    response
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
@@ -703,10 +888,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let gate = std::sync::Arc::new(super::Gate {
-            origins: crate::origin::OriginPolicy::new(&hub.config, addr.port()),
-            proxies: crate::proxy::Proxies::new(&hub.config),
-        });
+        let gate = std::sync::Arc::new(super::Gate::new(&hub, addr.port()));
         let task = super::serve_connection(hub.clone(), gate, client, addr);
         let size = std::mem::size_of_val(&task);
         eprintln!("handshake future: {size} bytes");

@@ -1683,3 +1683,170 @@ async fn every_page_passes_an_accessibility_audit_in_firefox() {
     })
     .await;
 }
+
+/// A hub config serving TLS with a certificate for 127.0.0.1 from a fresh
+/// test CA, written under `dir`.
+fn tls_config(dir: &std::path::Path) -> duplex_hub::HubConfig {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    duplex_hub::HubConfig {
+        tls: Some(duplex_hub::config::TlsConfig {
+            cert: cert_path,
+            key: key_path,
+        }),
+        ..duplex_hub::HubConfig::default()
+    }
+}
+
+/// A TLS hub on a free loopback port, kept as its `Hub` so the test reads
+/// its metrics without a request of its own; stops when the sender drops.
+async fn start_tls_hub(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<duplex_hub::Hub>,
+    SocketAddr,
+    oneshot::Sender<()>,
+) {
+    let hub = duplex_hub::Hub::new(tls_config(dir)).expect("the hub config is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let server =
+        duplex_hub::Server::from_listener(hub.clone(), listener).expect("serve on the listener");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    (hub, addr, stop)
+}
+
+/// The value of the sample `name{label}` in `hub`'s metrics.
+fn metric(hub: &duplex_hub::Hub, name: &str, label: &str) -> f64 {
+    let text = hub.metrics().render();
+    let prefix = format!("{name}{{{label}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Headless Chromium loads the chat over HTTPS, which it gets over HTTP/2
+/// (ALPN h2), and opens `wss://…/ws` as an RFC 8441 stream of that same
+/// connection: the hub counts one WebSocket over HTTP/2, none over
+/// HTTP/1.1, and one client connection, in HTTP/2, for the page, its
+/// assets and the socket. The test CA is not trusted by the browser: it
+/// ignores certificate errors (DevTools' `Security.setIgnoreCertificateErrors`).
+#[tokio::test]
+async fn the_chat_runs_over_http2_in_chromium() {
+    bounded(async {
+        let dir = support::browser::TempDir::new("duplex-hub-h2-web").unwrap();
+        let (hub, addr, _stop) = start_tls_hub(dir.path()).await;
+        let browser = launch().await;
+        browser
+            .cdp()
+            .call(
+                "Security.setIgnoreCertificateErrors",
+                json!({"ignore": true}),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let page = open_chat(&browser, &format!("https://{addr}"), "ada").await;
+        say(&page, "hello over h2").await;
+        wait(&page, &texts_are(&["hello over h2"]), SHORT).await;
+        let protocol = eval(
+            &page,
+            "performance.getEntriesByType('navigation')[0].nextHopProtocol",
+        )
+        .await;
+        assert_eq!(protocol, json!("h2"), "the page itself came over HTTP/2");
+        let by_transport = |transport: &str| {
+            metric(
+                &hub,
+                "duplex_connections_by_transport",
+                &format!("transport=\"{transport}\""),
+            )
+        };
+        assert_eq!(by_transport("websocket_http2"), 1.0);
+        assert_eq!(by_transport("websocket_http1"), 0.0);
+        let connections = |version: &str| {
+            metric(
+                &hub,
+                "duplex_http_connections_total",
+                &format!("version=\"{version}\""),
+            )
+        };
+        assert_eq!(connections("1.1"), 0.0, "nothing came over HTTP/1.1");
+        assert_eq!(
+            connections("2"),
+            1.0,
+            "page, assets and socket on one connection"
+        );
+        screenshot(&page, "chat-http2-chromium.png").await;
+        assert_no_page_errors(&page, "ada");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// Headless Firefox (WebDriver BiDi, the test CA accepted with the
+/// session's `acceptInsecureCerts`) loads the chat over HTTPS + HTTP/2 and
+/// opens its WebSocket on the same connection
+/// (`network.http.http2.websockets`, on by default): one WebSocket over
+/// HTTP/2, none over HTTP/1.1, one client connection in HTTP/2.
+#[tokio::test]
+async fn the_chat_runs_over_http2_in_firefox() {
+    bounded(async {
+        let dir = support::browser::TempDir::new("duplex-hub-h2-firefox").unwrap();
+        let (hub, addr, _stop) = start_tls_hub(dir.path()).await;
+        let firefox = launch_firefox().await;
+        let page = firefox
+            .new_page(&format!("https://{addr}/?name=grace"))
+            .await
+            .unwrap_or_else(|e| panic!("open the chat: {e}"));
+        page.wait_for("window.hub && hub.state === 'open'", SHORT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let protocol = page
+            .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(protocol, json!("h2"), "the page itself came over HTTP/2");
+        let sample = |name: &str, label: String| metric(&hub, name, &label);
+        let transport = |t: &str| {
+            sample(
+                "duplex_connections_by_transport",
+                format!("transport=\"{t}\""),
+            )
+        };
+        let version = |v: &str| sample("duplex_http_connections_total", format!("version=\"{v}\""));
+        assert_eq!(
+            (transport("websocket_http1"), transport("websocket_http2")),
+            (0.0, 1.0),
+            "the WebSocket's transport (HTTP/1.1, HTTP/2)"
+        );
+        assert_eq!(
+            (version("1.1"), version("2")),
+            (0.0, 1.0),
+            "client connections"
+        );
+        let path = support::artifacts_dir().join("chat-http2-firefox.png");
+        page.screenshot(&path)
+            .await
+            .unwrap_or_else(|e| panic!("screenshot: {e}"));
+        firefox.close().await;
+    })
+    .await;
+}

@@ -312,7 +312,11 @@ impl Firefox {
         };
         firefox
             .bidi
-            .call("session.new", json!({"capabilities": {}}))
+            // Certificates of the tests' own CAs (loopback only) are accepted.
+            .call(
+                "session.new",
+                json!({"capabilities": {"alwaysMatch": {"acceptInsecureCerts": true}}}),
+            )
             .await?;
         firefox
             .bidi
