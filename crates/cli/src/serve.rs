@@ -355,6 +355,16 @@ fn banner(config: &HubConfig, addr: SocketAddr) -> Vec<(&'static str, String)> {
         lines.push(("echo", format!("{ws_base}/echo")));
     }
     lines.push((
+        "server API",
+        match config.api.listen {
+            Some(api) => format!(
+                "http://{api}/api/ ({} key(s), docs/api.md)",
+                config.api.keys.len()
+            ),
+            None => "off (--api-listen ADDR --api-key KEY)".to_owned(),
+        },
+    ));
+    lines.push((
         "broker",
         match &config.redis {
             Some(url) => format!("redis {}", without_password(url)),
@@ -569,6 +579,7 @@ mod tests {
             "metrics: http://127.0.0.1:8080/metrics",
             "hub protocol: ws://127.0.0.1:8080/ws",
             "broker: in memory",
+            "server API: off",
             "auth: anonymous",
             "origins: loopback pages on port 8080 only",
         ] {
@@ -583,6 +594,10 @@ mod tests {
             "https://chat.example.com",
             "--allow-origin",
             "https://other.example.com",
+            "--api-listen",
+            "127.0.0.1:8081",
+            "--api-key",
+            "an-api-key-of-24-bytes!!",
         ])
         .unwrap();
         let every: std::net::SocketAddr = "0.0.0.0:8443".parse().unwrap();
@@ -592,11 +607,13 @@ mod tests {
             "hub protocol: wss://chat.example.com/ws",
             "broker: redis redis://user:***@10.0.0.5:6379/0",
             "auth: JWT HS256",
+            "server API: http://127.0.0.1:8081/api/ (1 key(s)",
             "origins: https://chat.example.com, https://other.example.com",
         ] {
             assert!(told.contains(expected), "{expected:?} in\n{told}");
         }
         assert!(!told.contains("hunter2"), "{told}");
+        assert!(!told.contains("an-api-key"), "{told}");
         // Anonymous on every interface is warned about; with auth or on
         // loopback it is not.
         let anonymous = parse(&[]).unwrap();
