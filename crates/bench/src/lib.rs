@@ -13,6 +13,9 @@
 //! - `duplex bench fanout`: one publisher, N subscribers (hub protocol or a
 //!   plain broadcast server); deliveries per second and publish-to-delivery
 //!   latency.
+//! - `duplex bench scale`: one shard of many hub clients that reconnect and
+//!   recover (`benches/run-scale.sh` runs several against several nodes);
+//!   connect time, fan-out latency, reconnections, silent losses.
 //!
 //! The client side is the duplex client itself ([`duplex::client_handshake`]
 //! over a [`tokio::net::TcpSocket`] bound to a chosen source address), so the
@@ -40,6 +43,7 @@ mod net;
 mod procfs;
 mod raw;
 mod report;
+mod scale;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -61,6 +65,9 @@ enum BenchCommand {
     Idle(idle::IdleArgs),
     /// Fan-out: one publisher, N subscribers, deliveries and their latency.
     Fanout(fanout::FanoutArgs),
+    /// One shard of a many-client hub run (benches/run-scale.sh): connect
+    /// time, fan-out latency, reconnections, silent losses.
+    Scale(scale::ScaleArgs),
 }
 
 /// Where to connect and from which local addresses.
@@ -99,5 +106,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Connect(args) => connect::run(args).await,
         BenchCommand::Idle(args) => idle::run(args).await,
         BenchCommand::Fanout(args) => fanout::run(args).await,
+        BenchCommand::Scale(args) => scale::run(args).await,
     }
 }

@@ -142,6 +142,14 @@ pub(crate) struct ServeArgs {
     /// trusted instead of the system's roots.
     #[arg(long, value_name = "PEM", env = "DUPLEX_REDIS_CA")]
     redis_ca: Option<PathBuf>,
+    /// Listen with SO_REUSEPORT: several `duplex serve` processes share the
+    /// port and the kernel spreads new connections over them.
+    #[arg(long, env = "DUPLEX_REUSE_PORT")]
+    reuse_port: bool,
+    /// Seconds over which shutdown spreads its clients' reconnections (each
+    /// is told its delay in the close 1001); 0 advises none [default: 5].
+    #[arg(long, value_name = "SECS", env = "DUPLEX_DRAIN_SPREAD")]
+    drain_spread: Option<f64>,
     /// Log format: human or json.
     #[arg(long, value_parser = ["human", "json"], env = "DUPLEX_LOG_FORMAT")]
     log_format: Option<String>,
@@ -174,6 +182,12 @@ impl ServeArgs {
         };
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if self.reuse_port {
+            config.reuse_port = true;
+        }
+        if let Some(secs) = self.drain_spread {
+            config.drain_spread = std::time::Duration::try_from_secs_f64(secs)?;
         }
         config
             .allowed_origins

@@ -43,6 +43,12 @@
 //!   [`Handle::close`]. A
 //!   `Retry-After` in seconds on a refused handshake lengthens the wait to
 //!   at least that.
+//! - A server that drains (closes with 1001 and a reason `… reconnect in N
+//!   ms`, see [`crate::shutdown`]) is taken at its word: after a stable
+//!   connection the next attempt comes exactly N ms later (at most
+//!   [`Backoff::max`]) instead of a backoff draw, since the server already
+//!   spread its clients' delays; after an unstable one, the wait is the
+//!   larger of N ms and the backoff draw.
 //! - A message is sent only on the connection that was open when
 //!   [`Handle::send`] accepted it: messages are never carried
 //!   over to the next connection (they are dropped, as a browser drops what a
@@ -606,7 +612,7 @@ impl Task {
                 Ok(ws) => {
                     failures = 0;
                     let opened_at = tokio::time::Instant::now();
-                    let Some(closed) = self.serve(ws).await else {
+                    let Some(mut closed) = self.serve(ws).await else {
                         return;
                     };
                     let uptime = opened_at.elapsed();
@@ -625,7 +631,26 @@ impl Task {
                         let _ = self.emit(Event::Close(closed)).await;
                         return self.finish();
                     }
-                    (closed, Duration::ZERO)
+                    // A draining server's advice (1001 "… reconnect in N
+                    // ms"): its delays are already spread over its clients.
+                    let advised = (closed.code == CloseCode::GOING_AWAY)
+                        .then(|| crate::shutdown::parse_reconnect_reason(&closed.reason))
+                        .flatten()
+                        .map(|delay| delay.min(self.options.backoff.max));
+                    if let Some(delay) = advised
+                        && retries == 0
+                    {
+                        retries = 1;
+                        closed.reconnect_in = Some(delay);
+                        if !self.emit(Event::Close(closed)).await {
+                            return self.finish();
+                        }
+                        if !self.wait(delay).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    (closed, advised.unwrap_or(Duration::ZERO))
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -648,19 +673,31 @@ impl Task {
             if !self.emit(Event::Close(closed)).await {
                 return self.finish();
             }
-            tracing::debug!(
-                url = self.request.url(),
-                ?delay,
-                "reconnecting after a wait"
-            );
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            tokio::select! {
-                () = &mut sleep => {}
-                control = next_control(&mut self.commands, &self.shared) => {
-                    return self.stop_unconnected(control).await;
-                }
-                () = self.events.closed() => return self.finish(),
+            if !self.wait(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits `delay` before the next attempt; `false` (after the final close)
+    /// when told to stop meanwhile.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        tracing::debug!(
+            url = self.request.url(),
+            ?delay,
+            "reconnecting after a wait"
+        );
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        tokio::select! {
+            () = &mut sleep => true,
+            control = next_control(&mut self.commands, &self.shared) => {
+                self.stop_unconnected(control).await;
+                false
+            }
+            () = self.events.closed() => {
+                self.finish();
+                false
             }
         }
     }

@@ -59,6 +59,11 @@ pub struct Options {
     /// fields above (which are then ignored). Build it once with
     /// [`tls::client_config`] to share its session cache across connections.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Connect from this local address (any port), e.g. one of
+    /// 127.0.0.1 … 127.0.0.255 to open more connections to one server
+    /// than one source address has ephemeral ports. Default: the system
+    /// chooses. Not used through a proxy.
+    pub local_address: Option<std::net::IpAddr>,
     /// Open WebSockets over HTTP/2 (RFC 8441) when the server offers them,
     /// sharing one connection per origin through this pool, and fall back
     /// to HTTP/1.1 when it does not (see [`crate::http2::Pool`]). Default
@@ -77,6 +82,7 @@ impl Default for Options {
             extra_roots: Vec::new(),
             danger_accept_invalid_certs: false,
             tls_config: None,
+            local_address: None,
             #[cfg(feature = "http2")]
             http2: None,
         }
@@ -216,7 +222,10 @@ pub(crate) async fn open_alpn(
     let tcp = match options.proxy.as_ref().or(env_proxy.as_ref()) {
         Some(proxy) => proxy.connect(&host, port, nodelay).await?,
         None => {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match options.local_address {
+                None => TcpStream::connect((host.as_str(), port)).await?,
+                Some(local) => connect_from(local, &host, port).await?,
+            };
             tcp.set_nodelay(nodelay)?;
             tcp
         }
@@ -226,6 +235,28 @@ pub(crate) async fn open_alpn(
     }
     let stream = tls::connect_tcp(tcp, &host, options, h2).await?;
     Ok(Transport::Tls(Box::new(stream)))
+}
+
+/// A TCP connection to `host:port` from `local` (the first address of
+/// `host` of the same family).
+async fn connect_from(local: std::net::IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the family of {local}"),
+            )
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 impl AsyncRead for Transport {

@@ -414,15 +414,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Registers the task with the wake-up node, if there is one yet, and
-    /// closes with 1001 if shutdown was triggered. Call before
+    /// closes with 1001 if shutdown was triggered (with the delay a drain
+    /// advised in the reason, see [`crate::shutdown`]). Call before
     /// [`WebSocket::poll_timers`] in every poll that may wait.
     fn poll_signal(&mut self, cx: &mut Context<'_>) {
         if let Some(signal) = &self.signal {
             signal.register(cx.waker());
             if signal.triggered() && !self.conn.sent_close() {
-                let _ = self
-                    .conn
-                    .close(CloseCode::GOING_AWAY, "server shutting down");
+                let _ = match signal.reconnect_after() {
+                    Some(delay) => self.conn.close(
+                        CloseCode::GOING_AWAY,
+                        &crate::shutdown::reconnect_reason(delay),
+                    ),
+                    None => self
+                        .conn
+                        .close(CloseCode::GOING_AWAY, "server shutting down"),
+                };
             }
         }
     }

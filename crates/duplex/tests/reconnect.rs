@@ -372,6 +372,60 @@ async fn reconnects_after_going_away() {
     expect_end(&mut ws).await;
 }
 
+/// A draining server (`Shutdown::trigger_spread`) closes with 1001 and
+/// the delay it chose in the reason; the client waits exactly that long,
+/// not a backoff draw (here 20 ms), before it connects again.
+#[tokio::test]
+async fn a_drain_advice_sets_the_wait() {
+    let shutdown = duplex::Shutdown::new();
+    let watching = shutdown.clone();
+    let server = Server::start(
+        |_| Plan::Accept,
+        move |n, mut ws| {
+            if n == 0 {
+                ws.set_shutdown(watching.watch());
+            }
+            echo(n, ws)
+        },
+    )
+    .await;
+    let options = fast().backoff(Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_secs(5),
+        factor: 2.0,
+    });
+    let mut ws = client(&server.url, options);
+    expect_open(&mut ws).await;
+    // The server's watch exists once its script ran: the echo answers.
+    ws.send(Message::text("ping")).unwrap();
+    assert_eq!(expect_text(&mut ws).await, "ping");
+    let delays = shutdown.trigger_spread(Duration::from_millis(1500));
+    assert_eq!(delays.len(), 1);
+    let closed = expect_close(&mut ws).await;
+    let closed_at = Instant::now();
+    assert_eq!(
+        (closed.code, closed.was_clean),
+        (CloseCode::GOING_AWAY, true)
+    );
+    assert_eq!(
+        closed.reason,
+        duplex::shutdown::reconnect_reason(delays[0]),
+        "{closed:?}"
+    );
+    assert_eq!(closed.reconnect_in, Some(delays[0]));
+    assert_eq!(expect_open(&mut ws).await, 2);
+    let waited = closed_at.elapsed();
+    assert!(
+        waited + Duration::from_millis(20) >= delays[0],
+        "came back after {waited:?}, advised {:?}",
+        delays[0]
+    );
+    assert_eq!(server.accepted(), 2);
+    ws.close(1000, "").unwrap();
+    expect_close(&mut ws).await;
+    expect_end(&mut ws).await;
+}
+
 #[tokio::test]
 async fn a_refusal_with_a_client_error_is_final() {
     let server = Server::start(|_| Plan::Refuse(StatusCode::UNAUTHORIZED), echo).await;

@@ -83,6 +83,16 @@ pub struct HubConfig {
     /// handshake (default 5 s).
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
+    /// The drain window (default 5 s): at shutdown each client is told, in
+    /// its close 1001's reason, to reconnect after a delay spread uniformly
+    /// over this window, so the other nodes take the reconnections
+    /// gradually. 0 advises no delay (clients fall back on their backoff).
+    #[serde(with = "seconds")]
+    pub drain_spread: Duration,
+    /// Listen with `SO_REUSEPORT` (default off), so several hub processes
+    /// can share one port; the kernel spreads new connections over them
+    /// (Linux: by a hash of the addresses).
+    pub reuse_port: bool,
     /// The server API (HTTP + JSON for the application's backend,
     /// `docs/api.md`): off unless [`ApiConfig::listen`] is set.
     pub api: ApiConfig,
@@ -155,6 +165,8 @@ impl Default for HubConfig {
             redis_ca: None,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
+            drain_spread: Duration::from_secs(5),
+            reuse_port: false,
             public_urls: Vec::new(),
             echo: false,
             admin: AdminConfig::default(),

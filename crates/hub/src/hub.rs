@@ -247,10 +247,12 @@ impl Hub {
     }
 
     /// Starts shutting down: `/readyz` turns false and every connection is
-    /// sent close 1001.
-    pub fn begin_shutdown(&self) {
+    /// sent close 1001, whose reason advises a delay before reconnecting,
+    /// spread uniformly over [`HubConfig::drain_spread`] (the drain; see
+    /// [`duplex::shutdown`]). Returns the delays handed out.
+    pub fn begin_shutdown(&self) -> Vec<std::time::Duration> {
         self.stopping.store(true, Ordering::Relaxed);
-        self.shutdown.trigger();
+        self.shutdown.trigger_spread(self.config.drain_spread)
     }
 
     /// Ends every session at once, without a close handshake (the server
@@ -259,7 +261,7 @@ impl Hub {
     /// them), else within their close timeout.
     pub(crate) fn abort_sessions(&self) {
         self.aborted.store(true, Ordering::Release);
-        self.begin_shutdown();
+        let _ = self.begin_shutdown();
     }
 
     /// Whether [`Hub::abort_sessions`] was called.

@@ -34,8 +34,11 @@
 //!   verdict closes with 1008.
 //! - Plain HTTP/1.1 responses close the connection after the response; an
 //!   HTTP/2 connection stays open for more requests.
-//! - Shutdown: stop accepting, `/readyz` false, close 1001 to every
-//!   WebSocket, wait up to the grace period, then end what is left without
+//! - Shutdown: stop accepting (a `SO_REUSEPORT` listener leaves its group
+//!   at once, so new connections go to the other processes on the port),
+//!   `/readyz` false, close 1001 to every WebSocket with a reconnect delay
+//!   spread over `drain_spread` in its reason (the drain), wait up to the
+//!   grace period, then end what is left without
 //!   a close handshake, as when [`Server::run`] is dropped.
 
 use std::future::Future;
@@ -120,11 +123,17 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `hub`'s configured listen address (and loads its TLS files).
+    /// With [`crate::HubConfig::reuse_port`], the socket has `SO_REUSEPORT`
+    /// (several processes may listen on the port) and a backlog of 4096
+    /// (capped by `net.core.somaxconn`).
     pub async fn bind(hub: Arc<Hub>) -> Result<Self, HubError> {
         let addr = hub.config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| HubError::Bind { addr, error })?;
+        let listener = if hub.config.reuse_port {
+            bind_reuse_port(addr)
+        } else {
+            TcpListener::bind(addr).await
+        }
+        .map_err(|error| HubError::Bind { addr, error })?;
         Self::from_listener(hub, listener)
     }
 
@@ -218,7 +227,12 @@ impl Server {
             other = tasks.len(),
             "shutting down"
         );
-        hub.begin_shutdown();
+        let delays = hub.begin_shutdown();
+        tracing::info!(
+            clients = delays.len(),
+            spread = ?hub.config.drain_spread,
+            "draining: each client told when to reconnect, spread over the window"
+        );
         let deadline = tokio::time::Instant::now() + hub.config.shutdown_grace;
         let drained = async {
             while tasks.join_next().await.is_some() {}
@@ -231,6 +245,33 @@ impl Server {
         tasks.abort_all();
         left
     }
+}
+
+/// The listen backlog of a `SO_REUSEPORT` listener: room for a reconnection
+/// storm (the kernel caps it at `net.core.somaxconn`).
+const REUSE_PORT_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+#[cfg(unix)]
+fn bind_reuse_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(REUSE_PORT_BACKLOG)
+}
+
+/// `SO_REUSEPORT` is a Unix socket option.
+#[cfg(not(unix))]
+fn bind_reuse_port(_addr: SocketAddr) -> std::io::Result<TcpListener> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "reuse_port needs a Unix system",
+    ))
 }
 
 /// The peer a connection speaks for: the client a trusted proxy's PROXY

@@ -650,7 +650,13 @@
         this._setState("closed");
         return;
       }
-      const delay = backoff(this._attempt, this.backoffBase, this.backoffCap);
+      // A draining hub (1001, "… reconnect in N ms") already spread its
+      // clients' delays: take its word after a good connection.
+      const advised = close.code === 1001 && /reconnect in (\d+) ms/.exec(close.reason || "");
+      const delay =
+        advised && this._attempt === 0
+          ? Math.min(Number(advised[1]), this.backoffCap)
+          : backoff(this._attempt, this.backoffBase, this.backoffCap);
       this.delays.push({ attempt: this._attempt, delay: Math.round(delay) });
       if (this.delays.length > 20) this.delays.shift();
       this._attempt += 1;
