@@ -237,6 +237,9 @@ impl Shutdown {
             delays.push(Duration::from_millis(u64::from(delay - 1)));
             watch.set(TRIGGERED);
         }
+        // As `trigger` does: whoever waits in `triggered` (an HTTP/2
+        // connection's GOAWAY) acts now too.
+        self.0.notify.notify_waiters();
         delays
     }
 
