@@ -146,7 +146,7 @@ async fn open_chat(browser: &Browser, base: &str, name: &str) -> Page {
         .new_page(&format!("{base}/?name={name}"))
         .await
         .unwrap_or_else(|e| panic!("open the chat for {name}: {e}"));
-    wait(&page, "window.hub && hub.state === 'open'", SHORT).await;
+    wait(&page, "window.chat && chat.hubState() === 'open'", SHORT).await;
     page
 }
 
@@ -272,7 +272,7 @@ async fn two_chat_pages_see_each_other_presence_and_typing() {
             eval(&alice, "Array.from(document.querySelectorAll('#messages li.msg')).map(li => li.classList.contains('mine'))").await,
             json!([true, false])
         );
-        assert_eq!(eval(&alice, "hub.counters.duplicates").await, 0);
+        assert_eq!(eval(&alice, "chat.client.counters.duplicates").await, 0);
 
         // A screenshot of alice's view while bob types.
         bob.type_into("#text", "how are you").await.expect("type");
@@ -402,7 +402,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
 
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         wait(
             &alice,
             "/^reconnecting/.test(document.querySelector('#state-text').textContent)",
@@ -428,12 +428,12 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
             SHORT,
         )
         .await;
-        assert_eq!(eval(&alice, "hub.counters.queued").await, 1);
-        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+        assert_eq!(eval(&alice, "chat.client.queued").await, 1);
+        assert_eq!(eval(&alice, "chat.hubState()").await, "reconnecting");
         screenshot(&alice, "chat-reconnecting.png").await;
 
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
         let mut everything = seen_by_bob.clone();
         everything.push("written while offline");
         for page in [&alice, &bob] {
@@ -445,7 +445,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
             )
             .await;
         }
-        let counters = eval(&alice, "hub.counters").await;
+        let counters = eval(&alice, "chat.client.counters").await;
         assert!(counters["reconnects"].as_u64() >= Some(1), "{counters}");
         assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
         assert_eq!(counters["gaps"], 0, "{counters}");
@@ -467,8 +467,8 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         wait(&bob, &format!("{PRESENT}.length === 2"), SHORT).await;
 
         // Full-jitter backoff: attempt n waited at most min(30 s, 1 s × 2^n).
-        let delays = eval(&alice, "hub.delays").await;
-        let delays = delays.as_array().expect("hub.delays is an array");
+        let delays = eval(&alice, "chat.delays").await;
+        let delays = delays.as_array().expect("chat.delays is an array");
         assert!(!delays.is_empty());
         for d in delays {
             let (attempt, delay) = (d["attempt"].as_u64().unwrap(), d["delay"].as_u64().unwrap());
@@ -483,7 +483,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         // (at most 8 s) in this browser.
         let draws = eval(
             &alice,
-            "Array.from({ length: 400 }, () => HubClient.backoff(3, 1000, 30000))",
+            "Array.from({ length: 400 }, () => chat.duplex.backoffDelay(3, 1000, 30000))",
         )
         .await;
         let draws: Vec<f64> = draws
@@ -537,16 +537,16 @@ async fn a_publish_whose_reply_was_lost_is_delivered_once() {
             .await,
             1
         );
-        assert_eq!(eval(&alice, "hub.counters.published").await, 0);
+        assert_eq!(eval(&alice, "chat.client.counters.published").await, 0);
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         relay.hold_replies(false);
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
 
         // Sent again with the same key: the hub says it is a duplicate.
-        wait(&alice, "hub.counters.duplicatePublishes === 1", SHORT).await;
-        assert!(eval(&alice, "hub.counters.retried").await.as_u64() >= Some(1));
+        wait(&alice, "chat.client.counters.duplicatePublishes === 1", SHORT).await;
+        assert!(eval(&alice, "chat.client.counters.retried").await.as_u64() >= Some(1));
         for page in [&alice, &bob] {
             wait(page, &texts_are(&["only once"]), SHORT).await;
             wait(
@@ -583,7 +583,7 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         // not close it): a link gone silent, which only the ping finds.
         alice.set_offline(true).await.expect("offline");
         wait(&alice, "navigator.onLine === false", SHORT).await;
-        assert_eq!(eval(&alice, "hub.state").await, "open");
+        assert_eq!(eval(&alice, "chat.hubState()").await, "open");
         for text in ["while silent 1", "while silent 2", "while silent 3"] {
             say(&bob, text).await;
         }
@@ -595,9 +595,9 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
-            eval(&alice, "hub.ws && hub.ws.readyState").await,
-            1,
-            "Chromium keeps the WebSocket open while offline"
+            eval(&alice, "chat.client.state").await,
+            "connected",
+            "Chromium keeps the WebSocket open while offline (no close reached the client)"
         );
         assert_eq!(
             eval(&alice, &format!("{TEXTS}.length")).await,
@@ -606,19 +606,19 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         );
 
         // The next ping goes unanswered (2 s here instead of 10 s).
-        eval(&alice, "hub.pongTimeout = 2000; hub.ping(); true").await;
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        eval(&alice, "chat.client.ping(2000); true").await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         assert_eq!(
             eval(&alice, "document.querySelector('#state').dataset.state").await,
             "offline",
             "the dot says offline while the browser is"
         );
         // Reconnect attempts fail while offline.
-        wait(&alice, "hub.delays.length >= 2", RECONNECT).await;
-        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+        wait(&alice, "chat.delays.length >= 2", RECONNECT).await;
+        assert_eq!(eval(&alice, "chat.hubState()").await, "reconnecting");
 
         alice.set_offline(false).await.expect("online");
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
         wait(
             &alice,
             &texts_are(&[
@@ -630,7 +630,7 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
             SHORT,
         )
         .await;
-        let counters = eval(&alice, "hub.counters").await;
+        let counters = eval(&alice, "chat.client.counters").await;
         assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
         assert_eq!(counters["gaps"], 0, "{counters}");
         assert_no_page_errors(&alice, "alice");
@@ -660,16 +660,16 @@ async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
         wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
 
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         for n in 1..=5 {
             say(&bob, &format!("missed {n}")).await;
         }
         wait(&bob, "document.querySelectorAll('#messages li.msg').length === 6", SHORT).await;
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
 
         // The note, then what the history still had (the last 3), once each.
-        wait(&alice, "hub.counters.gaps === 1", SHORT).await;
+        wait(&alice, "chat.client.counters.gaps === 1", SHORT).await;
         wait(
             &alice,
             &texts_are(&["before the cut", "missed 3", "missed 4", "missed 5"]),
@@ -863,7 +863,7 @@ async fn the_dashboard_follows_connections_and_message_rate() {
             SHORT,
         )
         .await;
-        assert_eq!(eval(&dash, "hub.state").await, "open");
+        assert_eq!(eval(&dash, "dashboard.hubState()").await, "open");
         assert_no_page_errors(&dash, "the dashboard");
         browser.close().await;
     })
@@ -925,9 +925,12 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
         eval(
             &page,
             &format!(
-                "window.refusals = []; window.other = new HubClient({{ url: 'ws://{}/ws', \
-                 name: 't', backoffBase: 20, backoffCap: 50 }}); \
-                 other.on('error', (e) => refusals.push(e.error)); true",
+                "window.refusals = []; window.waits = []; \
+                 window.other = new chat.duplex.Client('ws://{}/ws', \
+                 {{ name: 't', backoffBase: 20, backoffCap: 50, firstConnectAttempts: 5 }}); \
+                 other.on('error', (e) => refusals.push(e.error)); \
+                 other.on('disconnected', (d) => d.willReconnect && waits.push(d)); \
+                 other.connect().catch(() => {{}}); true",
                 other.addr
             ),
         )
@@ -942,8 +945,8 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let state = eval(
             &page,
-            "({ state: other.state, delays: other.delays.length, errors: refusals.length, \
-              message: refusals[0].message })",
+            "({ state: other.state, delays: waits.length, errors: refusals.length, \
+              code: refusals[0].code, message: refusals[0].message })",
         )
         .await;
         assert_eq!(state["state"], "closed", "{state}");
@@ -952,6 +955,7 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
             "four waits between five attempts: {state}"
         );
         assert_eq!(state["errors"], 1, "{state}");
+        assert_eq!(state["code"], "unreachable", "{state}");
         let message = state["message"].as_str().unwrap();
         assert!(
             message.contains("--public-url")
@@ -1328,7 +1332,7 @@ async fn the_chat_works_by_keyboard_alone_in_firefox() {
                 .await
                 .unwrap_or_else(|e| panic!("open the chat in Firefox: {e}"));
             alice.set_viewport(width, height).await.expect("viewport");
-            support::wait_on(&alice, "window.hub && hub.state === 'open'", SHORT)
+            support::wait_on(&alice, "window.chat && chat.hubState() === 'open'", SHORT)
                 .await
                 .unwrap_or_else(|e| panic!("Firefox: {e}"));
             keyboard_flow(&alice, "firefox", width < 700).await;
@@ -1635,7 +1639,7 @@ async fn every_page_passes_an_accessibility_audit_in_firefox() {
                     .unwrap_or_else(|e| panic!("Firefox: {e}"))
             }
         };
-        ff_wait(&alice, "window.hub && hub.state === 'open'".into()).await;
+        ff_wait(&alice, "window.chat && chat.hubState() === 'open'".into()).await;
         ff_wait(&alice, rooms_are(&["lobby", "ops"])).await;
         alice
             .eval("document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click(); true")
