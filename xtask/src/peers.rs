@@ -178,12 +178,45 @@ fn pip<const N: usize>(python: &Path, args: [&str; N]) -> Result {
 
 /// Node `ws` (interop peer) and `axe-core` (the web pages' accessibility
 /// audits), pinned by `tests/interop/node/package-lock.json`, in
-/// `tests/interop/node/node_modules`.
+/// `tests/interop/node/node_modules`; and the TypeScript SDK's build tools
+/// (esbuild, TypeScript), pinned by `clients/js/package-lock.json`, in
+/// `clients/js/node_modules`, so that its tests and the web pages' build
+/// check do not install anything mid-run.
 fn node_ws() -> Result<Outcome> {
+    let interop = node_ws_interop()?;
+    let sdk = clients_js()?;
+    Ok(match (interop, sdk) {
+        (Outcome::AlreadyInstalled, Outcome::AlreadyInstalled) => Outcome::AlreadyInstalled,
+        _ => Outcome::Installed,
+    })
+}
+
+/// `npm ci` in `clients/js` unless its `node_modules` was installed from the
+/// current lock (the stamp `node_modules/.duplex-lock`, which
+/// `crates/cli/tests/js_sdk.rs` reads and writes too).
+fn clients_js() -> Result<Outcome> {
+    let dir = cmd::root().join("clients/js");
+    let lock = read("clients/js/package-lock.json")?;
+    let stamp = dir.join("node_modules/.duplex-lock");
+    if read_opt(&stamp).as_deref() == Some(lock.as_str())
+        && dir.join("node_modules/esbuild/package.json").is_file()
+    {
+        return Ok(Outcome::AlreadyInstalled);
+    }
+    let mut npm = cmd::program("npm", ["ci", "--no-audit", "--no-fund"]);
+    cmd::run(npm.current_dir(&dir))?;
+    if !dir.join("node_modules/esbuild/package.json").is_file() {
+        return Err("esbuild is missing in clients/js after `npm ci`".into());
+    }
+    write(&stamp, &lock)?;
+    Ok(Outcome::Installed)
+}
+
+fn node_ws_interop() -> Result<Outcome> {
     let dir = cmd::root().join("tests/interop/node");
     let lock = read("tests/interop/node/package-lock.json")?;
     let stamp = dir.join("node_modules/.duplex-lock");
-    // Node itself runs tests too (hub.js against the shared vectors): on a
+    // Node itself runs tests too (the SDK against the shared vectors): on a
     // machine without it, Debian's `npm` brings `nodejs`.
     let mut installed = false;
     if !cmd::on_path("npm") || !cmd::on_path("node") {

@@ -23,7 +23,7 @@
 import { backoffDelay } from "./backoff.js";
 import { type Command, decodeServer, encodeCommand, type ServerMessage } from "./codec.js";
 import { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
-import { type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
+import { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
 
 /** What the SDK needs of a WebSocket: the browser's, Node's global one, or `ws`. */
 export interface WebSocketLike {
@@ -83,6 +83,15 @@ export interface ClientOptions {
   document?: (EventTarget & { readonly visibilityState: string }) | null;
   /** Where `online` is listened to. Default `globalThis` when it is an EventTarget (browsers). */
   window?: EventTarget | null;
+  /**
+   * Attempts to open the first connection before giving up: after that many
+   * failures in a row, none of which got `connected`, the client closes with
+   * an `error` event (`DuplexError` `unreachable`) saying what to check. A
+   * browser is not told why a WebSocket handshake failed, and a hub refusing
+   * the page's origin (HTTP 403) fails every attempt alike. Once connected,
+   * it reconnects without limit. Default `Infinity` (never gives up).
+   */
+  firstConnectAttempts?: number;
 }
 
 /** Where the client stands. */
@@ -110,6 +119,31 @@ export interface DisconnectedInfo {
   willReconnect: boolean;
   /** In how many ms it tries again, when it will. */
   retryIn: number | undefined;
+  /** The reconnect attempt that waits `retryIn` (0-based: its ceiling is min(`backoffCap`, `backoffBase` × 2^attempt)), when it will. */
+  attempt: number | undefined;
+}
+
+/**
+ * What a {@link Client} counted since it was made: the recovery machine's
+ * counts ({@link MachineCounters}) and the connection's.
+ */
+export interface ClientCounters extends MachineCounters {
+  /** `connected` replies received. */
+  connects: number;
+  /** Of which after a drop. */
+  reconnects: number;
+  /** Connections lost after `connected`. */
+  drops: number;
+  /** Publishes acknowledged by the hub. */
+  published: number;
+  /** Of which the hub had already (`duplicate: true`: a retry after a drop). */
+  duplicatePublishes: number;
+  /** Publishes sent again (same key) after the connection they were sent on dropped. */
+  retried: number;
+  /** Pings sent. */
+  pings: number;
+  /** Pongs received. */
+  pongs: number;
 }
 
 /** A message of a channel, as handed to the application. */
@@ -236,6 +270,8 @@ export class Client extends EventTarget {
   /** The hub's WebSocket URL (`ws://host:port/ws`). */
   readonly url: string;
   private readonly opts: Required<Omit<ClientOptions, "getToken" | "WebSocket" | "document" | "window">>;
+  private readonly stats = { connects: 0, reconnects: 0, drops: 0, published: 0, duplicatePublishes: 0, retried: 0, pings: 0, pongs: 0 };
+  private failedOpens = 0;
   private readonly getToken: GetToken | undefined;
   private readonly WS: WebSocketConstructor;
   private readonly doc: (EventTarget & { readonly visibilityState: string }) | null;
@@ -293,6 +329,7 @@ export class Client extends EventTarget {
       connectTimeout: options.connectTimeout ?? 10000,
       refreshMargin: options.refreshMargin ?? 60000,
       random: options.random ?? Math.random,
+      firstConnectAttempts: options.firstConnectAttempts ?? Infinity,
     };
     const g = globalThis as { document?: EventTarget & { visibilityState: string } };
     this.doc = options.document !== undefined ? options.document : (g.document ?? null);
@@ -317,9 +354,9 @@ export class Client extends EventTarget {
     return this.queue.length + [...this.pending.values()].filter((p) => p.publish).length;
   }
 
-  /** What the recovery machine counted (duplicates dropped, jumps, gaps, recoveries, resubscribes). */
-  get counters(): Readonly<Subscriptions["counters"]> {
-    return { ...this.machine.counters };
+  /** What was counted: the recovery machine's counts (duplicates dropped, jumps, gaps, recoveries, resubscribes) and the connection's ({@link ClientCounters}). A copy. */
+  get counters(): Readonly<ClientCounters> {
+    return { ...this.machine.counters, ...this.stats };
   }
 
   /** The last position delivered on `channel` ({epoch, offset}), to resume from later with `since`. */
@@ -480,6 +517,8 @@ export class Client extends EventTarget {
     clearTimeout(this.openTimer);
     const reconnected = this.everConnected;
     this.everConnected = true;
+    this.stats.connects += 1;
+    if (reconnected) this.stats.reconnects += 1;
     this.info = {
       client: String(reply.client),
       user: String(reply.user ?? ""),
@@ -523,11 +562,14 @@ export class Client extends EventTarget {
   private dropped(code: number, reason: string, ws: WebSocketLike | null): void {
     if (ws) this.detach(ws, 4000, reason.slice(0, 100));
     if (ws && this.ws !== ws) return;
+    const wasConnected = this.info !== null;
+    if (wasConnected) this.stats.drops += 1;
     this.ws = null;
     clearTimeout(this.openTimer);
     clearTimeout(this.stableTimer);
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
+    this.pongTimer = undefined; // the next connection pings afresh
     clearTimeout(this.refreshTimer);
     this.info = null;
     // Publishes in flight go back to the front of the queue: they are sent
@@ -543,22 +585,39 @@ export class Client extends EventTarget {
       }
     }
     retry.sort((a, b) => a.seq - b.seq);
+    this.stats.retried += retry.length;
     for (const item of retry) item.sentOn = null;
     this.queue = retry.concat(this.queue);
     this.machine.onDisconnected();
     if (code === TOKEN_EXPIRED) this.tokenStale = true;
     const final = FINAL_CODES.has(code) || (code === TOKEN_EXPIRED && !this.getToken);
-    if (final || this.stateValue === "closed") {
+    // A refused handshake (403 for the page's origin, 401, 429 …) looks like
+    // any failed open: a WebSocket tells no status. Failing every time before
+    // ever getting in is likely one: stop, and say what to check.
+    this.failedOpens = this.everConnected ? 0 : this.failedOpens + 1;
+    const unreachable = !final && this.stateValue !== "closed" && this.failedOpens >= this.opts.firstConnectAttempts;
+    if (final || unreachable || this.stateValue === "closed") {
       this.shutdown(closed);
-      this.emit("disconnected", { code, reason, willReconnect: false, retryIn: undefined });
+      this.emit("disconnected", { code, reason, willReconnect: false, retryIn: undefined, attempt: undefined });
       if (final) this.fail(closed);
+      if (unreachable) this.fail(new DuplexError("unreachable", this.unreachableMessage(), { cause: closed }));
       return;
     }
-    const delay = Math.round(backoffDelay(this.attempt, this.opts.backoffBase, this.opts.backoffCap, this.opts.random));
+    const attempt = this.attempt;
+    const delay = Math.round(backoffDelay(attempt, this.opts.backoffBase, this.opts.backoffCap, this.opts.random));
     this.attempt += 1;
     this.stateValue = "disconnected";
     this.retryTimer = setTimeout(() => void this.open(), delay);
-    this.emit("disconnected", { code, reason, willReconnect: true, retryIn: delay });
+    this.emit("disconnected", { code, reason, willReconnect: true, retryIn: delay, attempt });
+  }
+
+  private unreachableMessage(): string {
+    const origin = (globalThis as { location?: { origin?: string } }).location?.origin;
+    const page = origin ? `this page's URL or --allow-origin ${origin}` : "the page's URL or --allow-origin <its origin>";
+    return (
+      `${this.url}: ${this.failedOpens} attempts failed before the connection opened (firstConnectAttempts). ` +
+      `If the hub runs, it likely refuses this page (HTTP 403: its operator sets --public-url to ${page}); its log says why.`
+    );
   }
 
   /** Everything stops: timers, listeners, waiting publishes and requests, iterators. */
@@ -605,19 +664,34 @@ export class Client extends EventTarget {
 
   // ---- liveness and background mode ---------------------------------------
 
-  private ping(): void {
+  /**
+   * Checks the connection now (as the periodic ping does): sends a ping, and
+   * if no pong comes within `timeout` ms (default: `pongTimeout`, or
+   * `backgroundPongTimeout` while the page is hidden) the connection counts as
+   * dead and the client reconnects. A ping already waiting for its pong is
+   * replaced. Does nothing unless connected.
+   */
+  ping(timeout?: number): void {
     const ws = this.ws;
     if (this.stateValue !== "connected" || !ws) return;
-    if (this.pongTimer !== undefined) return; // one ping at a time
-    const budget = this.background ? this.opts.backgroundPongTimeout : this.opts.pongTimeout;
-    this.pongTimer = setTimeout(() => {
-      this.pongTimer = undefined;
+    if (this.pongTimer !== undefined) {
+      if (timeout === undefined) return; // one ping at a time
+      clearTimeout(this.pongTimer);
+    }
+    const budget = timeout ?? (this.background ? this.opts.backgroundPongTimeout : this.opts.pongTimeout);
+    const timer = setTimeout(() => {
+      if (this.pongTimer === timer) this.pongTimer = undefined;
       this.abandon(ws, "no pong");
     }, budget);
+    this.pongTimer = timer;
+    this.stats.pings += 1;
     this.request({ op: "ping" }, ws).then(
       () => {
-        clearTimeout(this.pongTimer);
-        this.pongTimer = undefined;
+        this.stats.pongs += 1;
+        if (this.pongTimer === timer) {
+          clearTimeout(timer);
+          this.pongTimer = undefined;
+        }
       },
       () => {},
     );
@@ -769,6 +843,8 @@ export class Client extends EventTarget {
       resolve: (reply) => {
         if (item.done) return;
         item.done = true;
+        this.stats.published += 1;
+        if (reply.duplicate === true) this.stats.duplicatePublishes += 1;
         item.resolve({
           offset: Number(reply.offset),
           epoch: typeof reply.epoch === "string" ? reply.epoch : undefined,

@@ -12,6 +12,7 @@
 export { backoffDelay } from "./backoff.js";
 export {
   Client,
+  type ClientCounters,
   type ClientOptions,
   type ClientState,
   type ConnectedInfo,

@@ -1,8 +1,7 @@
 /**
  * The recovery machine: the subscriptions across reconnections. A pure state
  * machine (no timer, no socket, no browser API), the TypeScript port of the
- * Rust client's `duplex_hub_proto::Subscriptions` (and of `Subscriptions` in
- * the hub's `web/hub.js`), held to the shared vectors of
+ * Rust client's `duplex_hub_proto::Subscriptions`, held to the shared vectors of
  * `crates/hub-proto/tests/vectors/` by `test/vectors.test.mjs`.
  *
  * Invariants, per channel: each offset of an epoch is delivered at most once

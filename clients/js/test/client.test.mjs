@@ -139,7 +139,7 @@ test("no reconnect after the final close codes 1000, 1008, 1009, 4001, nor 4002 
     const queued = c.publish("a", 1);
     ws.drop(code, "because");
     assert.equal(c.state, "closed", `after ${code}`);
-    assert.deepEqual(closes, [{ code, reason: "because", willReconnect: false, retryIn: undefined }]);
+    assert.deepEqual(closes, [{ code, reason: "because", willReconnect: false, retryIn: undefined, attempt: undefined }]);
     assert.ok(errors[0] instanceof ClosedError && errors[0].closeCode === code && errors[0].reason === "because");
     await assert.rejects(queued, (e) => e instanceof ClosedError && e.closeCode === code);
     await sleep(150);
@@ -471,6 +471,92 @@ test("background mode: hidden relaxes the pong budget; visible or online reconne
   win.dispatchEvent(new Event("online"));
   await hub.accept({ sockets: 3 });
   c.close();
+});
+
+test("a drop while a ping waits for its pong does not stop the pings of the next connection", async () => {
+  const hub = new FakeHub();
+  const c = client(hub, { pingInterval: 30, pongTimeout: 60, random: () => 0 });
+  try {
+    c.connect();
+    let ws = await hub.accept();
+    await hub.until(() => sent(ws, "ping").length >= 1, "a ping");
+    ws.drop(1006); // the ping is never answered
+    ws = await hub.accept({ sockets: 2 });
+    // The new connection is pinged, and found dead when it does not answer:
+    // the client gives it up and opens a third.
+    await hub.until(() => sent(ws, "ping").length >= 1, "a ping on the new connection");
+    await hub.until(() => hub.sockets.length >= 3, "a new attempt after no pong");
+    assert.equal(ws.closedWith?.code, 4000, "the silent connection was closed by the client");
+  } finally {
+    c.close();
+  }
+});
+
+test("ping(timeout) checks the link now on the given budget; counters count connections, pings and publishes", async () => {
+  const hub = new FakeHub();
+  const c = client(hub, { random: () => 0.5 });
+  const drops = [];
+  c.on("disconnected", (d) => drops.push(d));
+  c.connect();
+  let ws = await hub.accept();
+  const published = c.publish("a", 1);
+  ws.drop(1006); // in flight: retried with its key
+  assert.deepEqual(drops, [{ code: 1006, reason: "", willReconnect: true, retryIn: 10, attempt: 0 }]);
+  ws = await hub.accept({ sockets: 2 });
+  await hub.until(() => sent(ws, "publish").length === 1, "the retried publish");
+  const publish = sent(ws, "publish")[0];
+  ws.reply({ op: "published", id: publish.id, offset: 1, duplicate: true });
+  assert.deepEqual(await published, { offset: 1, epoch: undefined, duplicate: true });
+  c.ping(30);
+  await hub.until(() => sent(ws, "ping").length === 1, "the ping");
+  ws.reply({ op: "pong", id: sent(ws, "ping")[0].id });
+  c.ping(30); // unanswered: dropped after 30 ms, not pongTimeout (10 s)
+  await hub.until(() => hub.sockets.length >= 3, "a new attempt after no pong", 3000);
+  const counters = c.counters;
+  assert.deepEqual(
+    { connects: counters.connects, reconnects: counters.reconnects, drops: counters.drops, retried: counters.retried },
+    { connects: 2, reconnects: 1, drops: 2, retried: 1 },
+  );
+  assert.deepEqual(
+    { published: counters.published, duplicatePublishes: counters.duplicatePublishes, pings: counters.pings, pongs: counters.pongs },
+    { published: 1, duplicatePublishes: 1, pings: 2, pongs: 1 },
+  );
+  assert.equal(counters.duplicates, 0);
+  c.close();
+});
+
+test("firstConnectAttempts: a hub never reached closes the client with one unreachable error saying what to check", async () => {
+  const hub = new FakeHub();
+  const c = client(hub, { firstConnectAttempts: 3, backoffBase: 5, backoffCap: 5 });
+  const errors = [];
+  const waits = [];
+  c.on("error", (d) => errors.push(d.error));
+  c.on("disconnected", (d) => d.willReconnect && waits.push(d.attempt));
+  const connected = c.connect();
+  for (let n = 1; n <= 3; n++) {
+    await hub.until(() => hub.sockets.length >= n, `attempt ${n}`);
+    hub.sockets[n - 1].drop(1006); // refused before it opened
+  }
+  await assert.rejects(connected, ClosedError);
+  assert.equal(c.state, "closed");
+  assert.deepEqual(waits, [0, 1]);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof DuplexError && errors[0].code === "unreachable", String(errors[0]));
+  assert.match(errors[0].message, /3 attempts failed.*--public-url.*--allow-origin/);
+  await sleep(50);
+  assert.equal(hub.sockets.length, 3, "no more attempts");
+  // Once connected, failures do not count: it reconnects without limit.
+  const hub2 = new FakeHub();
+  const d = client(hub2, { firstConnectAttempts: 1, backoffBase: 5, backoffCap: 5 });
+  d.connect();
+  await hub2.accept();
+  for (let n = 2; n <= 4; n++) {
+    hub2.last.drop(1006);
+    await hub2.until(() => hub2.sockets.length >= n, `reconnect ${n}`);
+  }
+  hub2.last.drop(1006);
+  assert.equal(d.state, "disconnected");
+  d.close();
 });
 
 test("a frame the hub would never send is an error event, and the connection stays", async () => {

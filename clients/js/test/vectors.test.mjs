@@ -1,13 +1,13 @@
 // The shared test vectors of the hub protocol (crates/hub-proto/tests/vectors/,
 // format in its README.md) against this SDK's recovery machine
 // (`Subscriptions`, src/subscriptions.ts) and codec (`decodeServer`,
-// `encodeCommand`), as built in dist/. The comparing and stepping code is
-// crates/hub-proto/tests/vectors/run.mjs's (the browser client's runner),
-// pointed at the SDK, with the same strictness: an unknown file, kind, role,
+// `encodeCommand`), as built in dist/. The SDK is the only JavaScript client
+// (the hub's web pages use it), so this is the only JavaScript runner; it is
+// strict: an unknown file, kind, role,
 // key or step fails; every case is one test of its own, and the last test
 // checks that the cases run are every case of the files. Codec cases of role
-// `hub` (the hub's decoder and encoder) are counted and not run, as run.mjs
-// does: their test checks only that they are the hub's.
+// `hub` (the hub's decoder and encoder) are counted and not run: their test
+// checks only that they are the hub's.
 
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -19,7 +19,7 @@ import * as sdk from "../dist/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const VECTORS = join(here, "../../../crates/hub-proto/tests/vectors");
-const COMPANIONS = ["README.md", "run.mjs"];
+const COMPANIONS = ["README.md"];
 
 // ---- comparing --------------------------------------------------------------
 

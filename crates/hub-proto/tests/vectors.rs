@@ -1,11 +1,12 @@
 //! Runs the shared test vectors of `tests/vectors/` (their format is in
 //! `tests/vectors/README.md`) through [`Subscriptions`] and the codec.
 //!
-//! The same files are run against the browser client (`crates/hub/web/hub.js`)
-//! by `tests/vectors/run.mjs`, so both clients are held to one contract.
+//! The same files are run against the TypeScript SDK (`clients/js`, the
+//! client of the hub's web pages too) by its `test/vectors.test.mjs`, so both
+//! clients are held to one contract.
 //!
 //! Invariants of this runner: every file of the folder is either a vector file
-//! (`*.json`) or one of the known companions (`README.md`, `run.mjs`); every key
+//! (`*.json`) or the known companion `README.md`; every key
 //! of a file, a case and a step is one the format defines; every case of every
 //! file is run (the count is checked against the files); a case fails on the
 //! first expectation that does not hold, and on anything sent or produced that
@@ -26,7 +27,7 @@ fn folder() -> PathBuf {
 }
 
 /// Files of the folder that are not vector files.
-const COMPANIONS: [&str; 2] = ["README.md", "run.mjs"];
+const COMPANIONS: [&str; 1] = ["README.md"];
 
 /// The vector files of the folder, in name order; an unknown file is an error.
 fn vector_files() -> Vec<PathBuf> {

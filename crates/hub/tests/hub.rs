@@ -772,7 +772,10 @@ async fn http_endpoints_answer() {
     assert_eq!(status, 200);
     assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
     assert_eq!(hub.get("/dashboard").await.0, 200);
-    assert_eq!(hub.get("/assets/hub.js").await.0, 200);
+    let (status, sdk) = hub.get("/assets/duplex-client.js").await;
+    assert_eq!(status, 200);
+    assert!(sdk.contains("duplex-client"), "the SDK's browser build");
+    assert_eq!(hub.get("/assets/hub.js").await.0, 404, "hub.js is retired");
     assert_eq!(hub.get("/nope").await.0, 404);
     assert_eq!(hub.get("/ws").await.0, 426);
     let (status, metrics) = hub.get("/metrics").await;

@@ -22,6 +22,15 @@
 //!   in the message list, then the messages the history still had.
 //! - The dashboard's connection count and message rate follow a load of
 //!   Rust clients, and go back down when it stops.
+//! - The pages are ES modules on the TypeScript SDK (`/assets/duplex-client.js`);
+//!   tests reach the chat's client through `window.chat` (`client`, `delays`,
+//!   `duplex`, `hubState()`) and the dashboard's through `window.dashboard`.
+//! - In Chromium and in Firefox, with a Rust peer posting: a tab in the
+//!   background while messages arrive (visibility emulated; in Chromium the
+//!   page is frozen too, `Page.setWebLifecycleState`), a network cut, a hub
+//!   restart on the same port (a gap note, then live), and 4-second tokens
+//!   expiring mid-session (`?token_url=`, refreshed without a drop): every
+//!   message once, in order, nothing pending, live again.
 //!
 //! Screenshots land in `artifacts/web/`. Chromium missing is a failure, not
 //! a skip; every wait is bounded and each test has an overall time limit.
@@ -100,6 +109,36 @@ impl TestHub {
         }
     }
 
+    /// Starts a hub with `config` on `addr` (a port a stopped hub used),
+    /// trying for a few seconds while the port is still being released.
+    async fn start_at(config: duplex_hub::HubConfig, addr: SocketAddr) -> Self {
+        let deadline = std::time::Instant::now() + SHORT;
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => return Self::start_on(config, listener),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind {addr} again: {e}"),
+            }
+        }
+    }
+
+    /// Stops the hub as a shutdown does (its connections are closed) and
+    /// waits for it, bounded; returns the address it served on.
+    async fn stop(mut self) -> SocketAddr {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self.task;
+        tokio::time::timeout(SHORT, task)
+            .await
+            .expect("the hub stops in time")
+            .expect("the hub task ends");
+        self.addr
+    }
+
     /// `http://127.0.0.1:<port>`.
     fn base(&self) -> String {
         format!("http://{}", self.addr)
@@ -146,7 +185,7 @@ async fn open_chat(browser: &Browser, base: &str, name: &str) -> Page {
         .new_page(&format!("{base}/?name={name}"))
         .await
         .unwrap_or_else(|e| panic!("open the chat for {name}: {e}"));
-    wait(&page, "window.hub && hub.state === 'open'", SHORT).await;
+    wait(&page, "window.chat && chat.hubState() === 'open'", SHORT).await;
     page
 }
 
@@ -272,7 +311,7 @@ async fn two_chat_pages_see_each_other_presence_and_typing() {
             eval(&alice, "Array.from(document.querySelectorAll('#messages li.msg')).map(li => li.classList.contains('mine'))").await,
             json!([true, false])
         );
-        assert_eq!(eval(&alice, "hub.counters.duplicates").await, 0);
+        assert_eq!(eval(&alice, "chat.client.counters.duplicates").await, 0);
 
         // A screenshot of alice's view while bob types.
         bob.type_into("#text", "how are you").await.expect("type");
@@ -402,7 +441,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
 
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         wait(
             &alice,
             "/^reconnecting/.test(document.querySelector('#state-text').textContent)",
@@ -428,12 +467,12 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
             SHORT,
         )
         .await;
-        assert_eq!(eval(&alice, "hub.counters.queued").await, 1);
-        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+        assert_eq!(eval(&alice, "chat.client.queued").await, 1);
+        assert_eq!(eval(&alice, "chat.hubState()").await, "reconnecting");
         screenshot(&alice, "chat-reconnecting.png").await;
 
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
         let mut everything = seen_by_bob.clone();
         everything.push("written while offline");
         for page in [&alice, &bob] {
@@ -445,7 +484,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
             )
             .await;
         }
-        let counters = eval(&alice, "hub.counters").await;
+        let counters = eval(&alice, "chat.client.counters").await;
         assert!(counters["reconnects"].as_u64() >= Some(1), "{counters}");
         assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
         assert_eq!(counters["gaps"], 0, "{counters}");
@@ -467,8 +506,8 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         wait(&bob, &format!("{PRESENT}.length === 2"), SHORT).await;
 
         // Full-jitter backoff: attempt n waited at most min(30 s, 1 s × 2^n).
-        let delays = eval(&alice, "hub.delays").await;
-        let delays = delays.as_array().expect("hub.delays is an array");
+        let delays = eval(&alice, "chat.delays").await;
+        let delays = delays.as_array().expect("chat.delays is an array");
         assert!(!delays.is_empty());
         for d in delays {
             let (attempt, delay) = (d["attempt"].as_u64().unwrap(), d["delay"].as_u64().unwrap());
@@ -483,7 +522,7 @@ async fn a_cut_off_chat_page_reconnects_and_shows_what_it_missed_once_in_order()
         // (at most 8 s) in this browser.
         let draws = eval(
             &alice,
-            "Array.from({ length: 400 }, () => HubClient.backoff(3, 1000, 30000))",
+            "Array.from({ length: 400 }, () => chat.duplex.backoffDelay(3, 1000, 30000))",
         )
         .await;
         let draws: Vec<f64> = draws
@@ -537,16 +576,21 @@ async fn a_publish_whose_reply_was_lost_is_delivered_once() {
             .await,
             1
         );
-        assert_eq!(eval(&alice, "hub.counters.published").await, 0);
+        assert_eq!(eval(&alice, "chat.client.counters.published").await, 0);
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         relay.hold_replies(false);
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
 
         // Sent again with the same key: the hub says it is a duplicate.
-        wait(&alice, "hub.counters.duplicatePublishes === 1", SHORT).await;
-        assert!(eval(&alice, "hub.counters.retried").await.as_u64() >= Some(1));
+        wait(
+            &alice,
+            "chat.client.counters.duplicatePublishes === 1",
+            SHORT,
+        )
+        .await;
+        assert!(eval(&alice, "chat.client.counters.retried").await.as_u64() >= Some(1));
         for page in [&alice, &bob] {
             wait(page, &texts_are(&["only once"]), SHORT).await;
             wait(
@@ -583,7 +627,7 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         // not close it): a link gone silent, which only the ping finds.
         alice.set_offline(true).await.expect("offline");
         wait(&alice, "navigator.onLine === false", SHORT).await;
-        assert_eq!(eval(&alice, "hub.state").await, "open");
+        assert_eq!(eval(&alice, "chat.hubState()").await, "open");
         for text in ["while silent 1", "while silent 2", "while silent 3"] {
             say(&bob, text).await;
         }
@@ -595,9 +639,9 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
-            eval(&alice, "hub.ws && hub.ws.readyState").await,
-            1,
-            "Chromium keeps the WebSocket open while offline"
+            eval(&alice, "chat.client.state").await,
+            "connected",
+            "Chromium keeps the WebSocket open while offline (no close reached the client)"
         );
         assert_eq!(
             eval(&alice, &format!("{TEXTS}.length")).await,
@@ -606,19 +650,19 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
         );
 
         // The next ping goes unanswered (2 s here instead of 10 s).
-        eval(&alice, "hub.pongTimeout = 2000; hub.ping(); true").await;
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        eval(&alice, "chat.client.ping(2000); true").await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         assert_eq!(
             eval(&alice, "document.querySelector('#state').dataset.state").await,
             "offline",
             "the dot says offline while the browser is"
         );
         // Reconnect attempts fail while offline.
-        wait(&alice, "hub.delays.length >= 2", RECONNECT).await;
-        assert_eq!(eval(&alice, "hub.state").await, "reconnecting");
+        wait(&alice, "chat.delays.length >= 2", RECONNECT).await;
+        assert_eq!(eval(&alice, "chat.hubState()").await, "reconnecting");
 
         alice.set_offline(false).await.expect("online");
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
         wait(
             &alice,
             &texts_are(&[
@@ -630,7 +674,7 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
             SHORT,
         )
         .await;
-        let counters = eval(&alice, "hub.counters").await;
+        let counters = eval(&alice, "chat.client.counters").await;
         assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
         assert_eq!(counters["gaps"], 0, "{counters}");
         assert_no_page_errors(&alice, "alice");
@@ -660,16 +704,16 @@ async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
         wait(&alice, &texts_are(&["before the cut"]), SHORT).await;
 
         relay.cut();
-        wait(&alice, "hub.state === 'reconnecting'", SHORT).await;
+        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
         for n in 1..=5 {
             say(&bob, &format!("missed {n}")).await;
         }
         wait(&bob, "document.querySelectorAll('#messages li.msg').length === 6", SHORT).await;
         relay.restore();
-        wait(&alice, "hub.state === 'open'", RECONNECT).await;
+        wait(&alice, "chat.hubState() === 'open'", RECONNECT).await;
 
         // The note, then what the history still had (the last 3), once each.
-        wait(&alice, "hub.counters.gaps === 1", SHORT).await;
+        wait(&alice, "chat.client.counters.gaps === 1", SHORT).await;
         wait(
             &alice,
             &texts_are(&["before the cut", "missed 3", "missed 4", "missed 5"]),
@@ -698,6 +742,508 @@ async fn a_gap_too_old_to_recover_is_shown_as_a_note() {
         screenshot(&alice, "chat-gap.png").await;
         assert_no_page_errors(&alice, "alice");
         browser.close().await;
+    })
+    .await;
+}
+
+/// A Rust client of the hub protocol posting to `chat:lobby` as a chat page
+/// would ({"name", "text"}), each publish waited for, so the order is known.
+struct Peer {
+    ws: duplex::WebSocket<duplex::transport::Transport>,
+    id: u64,
+}
+
+impl Peer {
+    /// Connects to the hub at `addr` (with `token`, if any).
+    async fn connect(addr: SocketAddr, token: Option<&str>) -> Self {
+        let request = ClientRequest::new(format!("ws://{addr}/ws")).protocol("duplex.v1");
+        let ws = tokio::time::timeout(SHORT, duplex::connect_with(&request, &Config::client()))
+            .await
+            .expect("the peer connects in time")
+            .expect("the peer connects");
+        let mut peer = Self { ws, id: 0 };
+        let mut connect = json!({"op": "connect", "name": "peer"});
+        if let Some(token) = token {
+            connect["token"] = json!(token);
+        }
+        let reply = peer.request(connect).await;
+        assert_eq!(reply["op"], "connected", "{reply}");
+        peer
+    }
+
+    /// Sends `command` with the next id and returns the reply to it.
+    async fn request(&mut self, mut command: Value) -> Value {
+        self.id += 1;
+        command["id"] = json!(self.id);
+        self.ws
+            .send(Message::text(command.to_string()))
+            .await
+            .expect("the peer sends");
+        loop {
+            let next = tokio::time::timeout(SHORT, self.ws.next())
+                .await
+                .expect("the hub answers the peer in time");
+            let Some(Ok(Message::Text(text))) = next else {
+                panic!("the peer's connection ended: {next:?}");
+            };
+            let reply: Value = serde_json::from_str(&text).expect("JSON");
+            if reply["id"] == json!(self.id) {
+                return reply;
+            }
+        }
+    }
+
+    /// Publishes `text` as "bob" to the lobby; returns once the hub acknowledged it.
+    async fn say(&mut self, text: &str) {
+        let reply = self
+            .request(json!({"op": "publish", "channel": "chat:lobby", "data": {"name": "bob", "text": text}}))
+            .await;
+        assert_eq!(reply["op"], "published", "{reply}");
+    }
+}
+
+/// Waits for `predicate` on a page of either browser, or fails the test.
+async fn until<P: support::WebPage>(page: &P, predicate: &str, timeout: Duration) -> Value {
+    support::wait_on(page, predicate, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Asserts the chat shows exactly `texts` (nothing lost, nothing twice, in
+/// order), nothing pending, and is live again (no stuck state).
+async fn settled<P: support::WebPage>(page: &P, texts: &[&str]) {
+    until(page, &texts_are(texts), SHORT).await;
+    until(
+        page,
+        "document.querySelectorAll('#messages li.pending').length === 0 \
+         && chat.hubState() === 'open' \
+         && document.querySelector('#state-text').textContent === 'live'",
+        SHORT,
+    )
+    .await;
+    // And still so a moment later: nothing arrives twice late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        page.eval(&texts_are(texts))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        true,
+        "the messages changed after settling"
+    );
+}
+
+/// Emulates the page going to the background (`hidden`) or coming back:
+/// `document.visibilityState` overridden and `visibilitychange` dispatched,
+/// which is what the SDK listens to; asserts `chat.client.inBackground`
+/// follows.
+async fn set_hidden<P: support::WebPage>(page: &P, hidden: bool) {
+    let state = if hidden { "hidden" } else { "visible" };
+    let js = format!(
+        "(() => {{ Object.defineProperty(document, 'visibilityState', {{ configurable: true, get: () => '{state}' }}); \
+         Object.defineProperty(document, 'hidden', {{ configurable: true, get: () => {hidden} }}); \
+         document.dispatchEvent(new Event('visibilitychange')); return chat.client.inBackground; }})()"
+    );
+    let background = page.eval(&js).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        background, hidden,
+        "the SDK's background mode follows the page"
+    );
+}
+
+/// The background scenario on `page` (a chat in the lobby showing
+/// `before`): hidden, messages published by `peer`, visible again: every
+/// message shown once, in order, live; then one more, live.
+async fn background_scenario<P: support::WebPage>(page: &P, peer: &mut Peer, browser: &str) {
+    set_hidden(page, true).await;
+    let arrive = [
+        "in the background 1",
+        "in the background 2",
+        "in the background 3",
+    ];
+    for text in arrive {
+        peer.say(text).await;
+    }
+    set_hidden(page, false).await;
+    let mut all = vec!["before"];
+    all.extend(arrive);
+    settled(page, &all).await;
+    peer.say("back in front").await;
+    all.push("back in front");
+    settled(page, &all).await;
+    let counters = page.eval("chat.client.counters").await.expect("counters");
+    assert_eq!(counters["gaps"], 0, "{browser}: {counters}");
+}
+
+/// A tab in the background while messages arrive (Chromium): hidden (the
+/// SDK's relaxed liveness budget), then frozen as Chromium freezes a
+/// background tab (`Page.setWebLifecycleState`: no timer nor task runs,
+/// frames wait in the socket), messages published meanwhile; resumed and
+/// visible again, the page shows every message once, in order, and is live.
+#[tokio::test]
+async fn a_background_tab_shows_what_arrived_meanwhile_once_in_order() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let mut peer = Peer::connect(hub.addr, None).await;
+        peer.say("before").await;
+        wait(&alice, &texts_are(&["before"]), SHORT).await;
+
+        set_hidden(&alice, true).await;
+        alice
+            .call("Page.setWebLifecycleState", json!({"state": "frozen"}))
+            .await
+            .expect("freeze the page");
+        let arrive = ["while frozen 1", "while frozen 2", "while frozen 3"];
+        for text in arrive {
+            peer.say(text).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        alice
+            .call("Page.setWebLifecycleState", json!({"state": "active"}))
+            .await
+            .expect("resume the page");
+        set_hidden(&alice, false).await;
+        let mut all = vec!["before"];
+        all.extend(arrive);
+        settled(&alice, &all).await;
+        // Chromium may close a frozen page's WebSocket: then it was recovered.
+        let frozen = eval(&alice, "chat.client.counters").await;
+        assert_eq!(frozen["gaps"], 0, "{frozen}");
+        assert!(
+            frozen["drops"] == 0 || frozen["recovered"].as_u64() >= Some(1),
+            "{frozen}"
+        );
+        // Hidden again, not frozen: the connection lives through it on the
+        // background budget.
+        set_hidden(&alice, true).await;
+        peer.say("hidden, not frozen").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        set_hidden(&alice, false).await;
+        all.push("hidden, not frozen");
+        settled(&alice, &all).await;
+        let counters = eval(&alice, "chat.client.counters").await;
+        assert_eq!(counters["gaps"], 0, "{counters}");
+        assert_eq!(
+            counters["drops"], frozen["drops"],
+            "the connection lived through the background: {counters}"
+        );
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// The hub restarts (stopped, then started again on the same port, with the
+/// in-memory broker, so the channels' history and epochs are new): the page
+/// reconnects by itself, shows a gap note (what was sent while the hub was
+/// down is lost with it, and said so), then is live again: the messages
+/// before and after, each once, in order.
+async fn restart_scenario<P: support::WebPage>(
+    page: &P,
+    hub: TestHub,
+    mut peer: Peer,
+    browser: &str,
+) -> TestHub {
+    peer.say("before the restart").await;
+    until(page, &texts_are(&["before the restart"]), SHORT).await;
+    drop(peer);
+    let addr = hub.stop().await;
+    until(page, "chat.hubState() === 'reconnecting'", SHORT).await;
+    let hub = TestHub::start_at(duplex_hub::HubConfig::default(), addr).await;
+    until(page, "chat.hubState() === 'open'", RECONNECT).await;
+    until(page, "chat.client.counters.gaps >= 1", SHORT).await;
+    until(
+        page,
+        "document.querySelectorAll('#messages li.note.gap').length === 1",
+        SHORT,
+    )
+    .await;
+    let mut peer = Peer::connect(hub.addr, None).await;
+    peer.say("after the restart").await;
+    settled(page, &["before the restart", "after the restart"]).await;
+    let kinds = page
+        .eval("Array.from(document.querySelectorAll('#messages li')).map(li => li.className.split(' ')[0])")
+        .await
+        .expect("kinds");
+    assert_eq!(kinds, json!(["msg", "note", "msg"]), "{browser}");
+    hub
+}
+
+/// A hub restart under a Chromium page: see [`restart_scenario`].
+#[tokio::test]
+async fn a_hub_restart_shows_a_gap_note_then_the_page_is_live_again() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let browser = launch().await;
+        let alice = open_chat(&browser, &hub.base(), "alice").await;
+        let peer = Peer::connect(hub.addr, None).await;
+        let _hub = restart_scenario(&alice, hub, peer, "chromium").await;
+        screenshot(&alice, "chat-after-restart.png").await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// A small HTTP server on `127.0.0.1:0` that answers every request with a
+/// fresh HS256 token for `alice` valid `ttl` seconds (CORS: the requesting
+/// origin, with credentials), counting the tokens it gave.
+struct TokenServer {
+    addr: SocketAddr,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenServer {
+    async fn start(secret: &'static str, ttl: u64) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the token server");
+        let addr = listener.local_addr().expect("bound");
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&request).into_owned();
+                    let origin = request
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("origin")
+                                .then(|| value.trim().to_owned())
+                        })
+                        .unwrap_or_else(|| "null".into());
+                    let exp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("after 1970")
+                        .as_secs()
+                        + ttl;
+                    let token = jsonwebtoken::encode(
+                        &jsonwebtoken::Header::default(),
+                        &json!({"sub": "alice", "exp": exp}),
+                        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+                    )
+                    .expect("sign a token");
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-store\r\n\
+                         Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{token}",
+                        token.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, served, task }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const TOKEN_SECRET: &str = "a secret for the token expiry test";
+
+/// A hub with a JWT secret, for the token scenario.
+fn auth_config() -> duplex_hub::HubConfig {
+    duplex_hub::HubConfig {
+        auth: Some(duplex_hub::config::AuthConfig {
+            hs256_secret: Some(TOKEN_SECRET.into()),
+            ..duplex_hub::config::AuthConfig::default()
+        }),
+        ..duplex_hub::HubConfig::default()
+    }
+}
+
+/// A token for `sub` valid an hour, signed with [`TOKEN_SECRET`].
+fn long_token(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+/// Tokens expiring mid-session: the page (opened with `?token_url=`) gets
+/// a token of 4 s from `tokens` and refreshes it before each expiry, while
+/// the peer posts a message a second and the page posts too, for more than
+/// three token lifetimes: every message once, in order, and the connection
+/// never dropped (refreshed, not closed with 4002 and reconnected).
+async fn token_scenario<P: support::WebPage>(
+    page: &P,
+    peer: &mut Peer,
+    tokens: &TokenServer,
+    browser: &str,
+) {
+    until(
+        page,
+        "document.querySelector('#name-input').value === 'alice'",
+        SHORT,
+    )
+    .await;
+    let mut all = Vec::new();
+    for n in 1..=14 {
+        let text = format!("tick {n}");
+        peer.say(&text).await;
+        all.push(text);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let texts: Vec<&str> = all.iter().map(String::as_str).collect();
+    settled(page, &texts).await;
+    let counters = page.eval("chat.client.counters").await.expect("counters");
+    assert_eq!(
+        counters["connects"], 1,
+        "{browser}: never reconnected: {counters}"
+    );
+    assert_eq!(counters["drops"], 0, "{browser}: {counters}");
+    assert!(
+        tokens.served() >= 4,
+        "{browser}: {} tokens fetched over 14 s of 4 s tokens",
+        tokens.served()
+    );
+    assert_eq!(
+        page.eval(MESSAGES).await.expect("messages")[0][0],
+        "bob",
+        "{browser}: the verified user of the peer"
+    );
+}
+
+/// A token expiring mid-session in Chromium: see [`token_scenario`].
+#[tokio::test]
+async fn a_token_expiring_mid_session_is_refreshed_without_a_drop() {
+    bounded(async {
+        let hub = TestHub::start_with(auth_config()).await;
+        let tokens = TokenServer::start(TOKEN_SECRET, 4).await;
+        let browser = launch().await;
+        let alice = open_chat(
+            &browser,
+            &hub.base(),
+            &format!("mallory&token_url=http://{}/token", tokens.addr),
+        )
+        .await;
+        let mut peer = Peer::connect(hub.addr, Some(&long_token("bob"))).await;
+        token_scenario(&alice, &mut peer, &tokens, "chromium").await;
+        assert_no_page_errors(&alice, "alice");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// Opens the chat at `base` as `name` in Firefox and waits until it is live.
+async fn open_chat_in_firefox(
+    firefox: &support::firefox::Firefox,
+    base: &str,
+    name: &str,
+) -> support::firefox::FirefoxPage {
+    let page = firefox
+        .new_page(&format!("{base}/?name={name}"))
+        .await
+        .unwrap_or_else(|e| panic!("open the chat in Firefox for {name}: {e}"));
+    until(&page, "window.chat && chat.hubState() === 'open'", SHORT).await;
+    page
+}
+
+/// In Firefox (WebDriver BiDi): a tab in the background while messages
+/// arrive (visibility emulated as in Chromium; BiDi has no way to freeze a
+/// page), then a network cut (the relay resets the connection and refuses
+/// new ones while messages are sent): every message once, in order, live.
+#[tokio::test]
+async fn in_firefox_a_background_tab_and_a_network_cut_lose_nothing() {
+    bounded(async {
+        let (hub, relay) = TestHub::start_behind_relay(duplex_hub::HubConfig::default()).await;
+        let firefox = launch_firefox().await;
+        let alice =
+            open_chat_in_firefox(&firefox, &format!("http://{}", relay.addr()), "alice").await;
+        let mut peer = Peer::connect(hub.addr, None).await;
+        peer.say("before").await;
+        until(&alice, &texts_are(&["before"]), SHORT).await;
+        background_scenario(&alice, &mut peer, "firefox").await;
+
+        relay.cut();
+        until(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
+        for text in ["missed 1", "missed 2", "missed 3"] {
+            peer.say(text).await;
+        }
+        relay.restore();
+        until(&alice, "chat.hubState() === 'open'", RECONNECT).await;
+        settled(
+            &alice,
+            &[
+                "before",
+                "in the background 1",
+                "in the background 2",
+                "in the background 3",
+                "back in front",
+                "missed 1",
+                "missed 2",
+                "missed 3",
+            ],
+        )
+        .await;
+        let counters = alice.eval("chat.client.counters").await.expect("counters");
+        assert!(counters["recovered"].as_u64() >= Some(1), "{counters}");
+        assert_eq!(counters["gaps"], 0, "{counters}");
+        firefox.close().await;
+    })
+    .await;
+}
+
+/// A hub restart under a Firefox page: see [`restart_scenario`].
+#[tokio::test]
+async fn in_firefox_a_hub_restart_shows_a_gap_note_then_the_page_is_live_again() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let firefox = launch_firefox().await;
+        let alice = open_chat_in_firefox(&firefox, &hub.base(), "alice").await;
+        let peer = Peer::connect(hub.addr, None).await;
+        let _hub = restart_scenario(&alice, hub, peer, "firefox").await;
+        firefox.close().await;
+    })
+    .await;
+}
+
+/// A token expiring mid-session in Firefox: see [`token_scenario`].
+#[tokio::test]
+async fn in_firefox_a_token_expiring_mid_session_is_refreshed_without_a_drop() {
+    bounded(async {
+        let hub = TestHub::start_with(auth_config()).await;
+        let tokens = TokenServer::start(TOKEN_SECRET, 4).await;
+        let firefox = launch_firefox().await;
+        let alice = open_chat_in_firefox(
+            &firefox,
+            &hub.base(),
+            &format!("mallory&token_url=http://{}/token", tokens.addr),
+        )
+        .await;
+        let mut peer = Peer::connect(hub.addr, Some(&long_token("bob"))).await;
+        token_scenario(&alice, &mut peer, &tokens, "firefox").await;
+        firefox.close().await;
     })
     .await;
 }
@@ -863,7 +1409,7 @@ async fn the_dashboard_follows_connections_and_message_rate() {
             SHORT,
         )
         .await;
-        assert_eq!(eval(&dash, "hub.state").await, "open");
+        assert_eq!(eval(&dash, "dashboard.hubState()").await, "open");
         assert_no_page_errors(&dash, "the dashboard");
         browser.close().await;
     })
@@ -925,9 +1471,12 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
         eval(
             &page,
             &format!(
-                "window.refusals = []; window.other = new HubClient({{ url: 'ws://{}/ws', \
-                 name: 't', backoffBase: 20, backoffCap: 50 }}); \
-                 other.on('error', (e) => refusals.push(e.error)); true",
+                "window.refusals = []; window.waits = []; \
+                 window.other = new chat.duplex.Client('ws://{}/ws', \
+                 {{ name: 't', backoffBase: 20, backoffCap: 50, firstConnectAttempts: 5 }}); \
+                 other.on('error', (e) => refusals.push(e.error)); \
+                 other.on('disconnected', (d) => d.willReconnect && waits.push(d)); \
+                 other.connect().catch(() => {{}}); true",
                 other.addr
             ),
         )
@@ -942,8 +1491,8 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let state = eval(
             &page,
-            "({ state: other.state, delays: other.delays.length, errors: refusals.length, \
-              message: refusals[0].message })",
+            "({ state: other.state, delays: waits.length, errors: refusals.length, \
+              code: refusals[0].code, message: refusals[0].message })",
         )
         .await;
         assert_eq!(state["state"], "closed", "{state}");
@@ -952,6 +1501,7 @@ async fn a_page_refused_for_its_origin_stops_retrying_and_says_what_to_set() {
             "four waits between five attempts: {state}"
         );
         assert_eq!(state["errors"], 1, "{state}");
+        assert_eq!(state["code"], "unreachable", "{state}");
         let message = state["message"].as_str().unwrap();
         assert!(
             message.contains("--public-url")
@@ -1328,7 +1878,7 @@ async fn the_chat_works_by_keyboard_alone_in_firefox() {
                 .await
                 .unwrap_or_else(|e| panic!("open the chat in Firefox: {e}"));
             alice.set_viewport(width, height).await.expect("viewport");
-            support::wait_on(&alice, "window.hub && hub.state === 'open'", SHORT)
+            support::wait_on(&alice, "window.chat && chat.hubState() === 'open'", SHORT)
                 .await
                 .unwrap_or_else(|e| panic!("Firefox: {e}"));
             keyboard_flow(&alice, "firefox", width < 700).await;
@@ -1635,7 +2185,7 @@ async fn every_page_passes_an_accessibility_audit_in_firefox() {
                     .unwrap_or_else(|e| panic!("Firefox: {e}"))
             }
         };
-        ff_wait(&alice, "window.hub && hub.state === 'open'".into()).await;
+        ff_wait(&alice, "window.chat && chat.hubState() === 'open'".into()).await;
         ff_wait(&alice, rooms_are(&["lobby", "ops"])).await;
         alice
             .eval("document.querySelector('#rooms li[data-room=\"lobby\"] .room-open').click(); true")

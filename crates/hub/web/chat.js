@@ -1,19 +1,30 @@
-// chat.js: the web chat on top of HubClient (hub.js).
+// chat.js: the web chat, an ES module on the TypeScript SDK duplex-client
+// (clients/js, served as /assets/duplex-client.js).
 //
 // Rooms are channels `chat:<room>`; a message's data is {"name", "text"}.
 // Names of the people present travel in signals ({"hello"}, {"here"}) since
 // anonymous connections have an empty `user`; "typing…" is a signal too.
 // Query parameters: ?name= sets the name, ?room= opens a room, ?token= is
-// passed to the hub.
+// passed to the hub, ?token_url= is fetched (GET, with credentials) for a
+// token before connecting and before each one expires (a JWT as the body).
+//
+// `window.chat` is the page's handle, for tests and the console: `client`
+// (the SDK's Client), `delays` (the last 20 reconnect waits, {attempt,
+// delay}), `duplex` (the SDK's exports), `hubState()` (the state shown:
+// connecting, open, reconnecting, closed).
+//
+// Recovery (resubscribe with `since`, dedupe by offset, gaps announced),
+// the publish queue and idempotency keys, backoff, token refresh and the
+// background mode are the SDK's; this page only shows what it reports.
 //
 // Invariant: a name the hub verified wins. A message's or signal's
 // `from.user` (and this page's own `user` from the `connected` reply) is set
 // by the hub from the token; the `name` in the data is the sender's claim,
 // shown only for anonymous connections (empty `user`). A token for `alice`
 // is shown as "alice" whatever name was typed.
-"use strict";
+import * as duplex from "/assets/duplex-client.js";
 
-(function () {
+{
   const $ = (selector) => document.querySelector(selector);
   const params = new URLSearchParams(location.search);
   const ROOM_NAME = /^[A-Za-z0-9_.@=/-]{1,64}$/;
@@ -55,18 +66,59 @@
   if (!ROOM_NAME.test(current)) current = "lobby";
   if (!roomList.includes(current)) roomList.push(current);
 
-  const hub = new HubClient({ name: "web-chat" });
-  window.hub = hub;
+  const token = params.get("token");
+  const tokenUrl = params.get("token_url");
+  let getToken;
+  if (tokenUrl) {
+    getToken = async () => {
+      const response = await fetch(tokenUrl, { credentials: "include", cache: "no-store" });
+      if (!response.ok) throw new Error(`${tokenUrl} answered ${response.status}`);
+      return (await response.text()).trim();
+    };
+  } else if (token) {
+    getToken = () => token;
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const client = new duplex.Client(`${scheme}//${location.host}/ws`, {
+    name: "web-chat",
+    getToken,
+    // A page whose origin the hub refuses (403) fails every attempt alike:
+    // after 5, stop and say what to set.
+    firstConnectAttempts: 5,
+  });
+  /** The last reconnect waits: [{attempt, delay (ms)}]. */
+  const delays = [];
+  /** This page's latest connection: {client, user} from `connected`. */
+  let me = { client: null, user: "" };
+  /** When the next attempt starts (ms since the epoch), while reconnecting. */
+  let retryAt = null;
+  /** The last close, {code, reason}. */
+  let lastClose = null;
+  /** The state as the page shows it: connecting, open, reconnecting, closed. */
+  function hubState() {
+    switch (client.state) {
+      case "connected":
+        return "open";
+      case "disconnected":
+        return "reconnecting";
+      case "closed":
+        return "closed";
+      default:
+        return "connecting";
+    }
+  }
+  window.chat = { client, delays, duplex, hubState };
 
   /** client id -> display name, learnt from messages and signals. */
   const names = new Map();
   /** Client ids this page has had (one per connection). */
   const mine = new Set();
+  /** room -> Subscription */
+  const subs = new Map();
   /** room -> {entries, offsets, unread, present, typing} */
   const rooms = new Map();
 
   const channelOf = (room) => `chat:${room}`;
-  const roomOf = (channel) => (channel.startsWith("chat:") ? channel.slice(5) : null);
 
   function roomState(room) {
     let state = rooms.get(room);
@@ -85,7 +137,7 @@
 
   /** The name this page shows for itself: the verified user, if any. */
   function ownName() {
-    return hub.user || myName;
+    return me.user || myName;
   }
 
   /** The name shown for `client`: its verified `user` first, then the name
@@ -102,7 +154,8 @@
     const el = $("#state");
     const text = $("#state-text");
     let label;
-    switch (hub.state) {
+    const state = hubState();
+    switch (state) {
       case "open":
         label = "live";
         break;
@@ -110,28 +163,40 @@
         label = "connecting…";
         break;
       case "reconnecting":
-        if (hub.retryAt) {
-          const seconds = Math.max(1, Math.ceil((hub.retryAt - Date.now()) / 1000));
+        if (retryAt) {
+          const seconds = Math.max(1, Math.ceil((retryAt - Date.now()) / 1000));
           label = `reconnecting in ${seconds}s`;
         } else {
           label = "reconnecting…";
         }
         break;
       default:
-        label = hub.lastClose && hub.lastClose.code !== 1000 ? `offline (${hub.lastClose.code})` : "offline";
+        label = lastClose && lastClose.code !== 1000 ? `offline (${lastClose.code})` : "offline";
     }
-    el.dataset.state = hub.state === "reconnecting" && !navigator.onLine ? "offline" : hub.state;
-    el.dataset.hubState = hub.state;
-    document.body.dataset.hub = hub.state;
+    el.dataset.state = state === "reconnecting" && !navigator.onLine ? "offline" : state;
+    el.dataset.hubState = state;
+    document.body.dataset.hub = state;
     if (text.textContent !== label) text.textContent = label;
-    el.title = hub.state === "reconnecting" ? "Reconnect now" : hub.state === "closed" ? "Connect" : "Connected to the hub";
+    el.title = state === "reconnecting" ? "Reconnect now" : state === "closed" ? "Connect" : "Connected to the hub";
   }
 
   $("#state").addEventListener("click", () => {
-    if (hub.state === "reconnecting") hub.retryNow();
-    else if (hub.state === "closed") hub.connect();
+    if (client.state === "disconnected") client.retryNow();
+    else if (client.state === "closed") client.connect().catch(() => {});
   });
-  hub.on("state", renderState);
+  client.on("connecting", () => {
+    retryAt = null;
+    renderState();
+  });
+  client.on("disconnected", (close) => {
+    lastClose = close;
+    retryAt = close.willReconnect ? Date.now() + close.retryIn : null;
+    if (close.willReconnect) {
+      delays.push({ attempt: close.attempt, delay: close.retryIn });
+      if (delays.length > 20) delays.shift();
+    }
+    renderState();
+  });
   setInterval(renderState, 500);
   window.addEventListener("offline", renderState);
 
@@ -180,8 +245,19 @@
 
   function joinRoom(room) {
     roomState(room);
-    hub.subscribe(channelOf(room), { recent: HISTORY }).catch((error) => {
+    const sub = client.subscribe(channelOf(room), { recent: HISTORY });
+    subs.set(room, sub);
+    sub.on("message", (msg) => onMessage(room, msg));
+    sub.on("gap", () => onGap(room));
+    sub.on("subscribed", () => onSubscribed(room));
+    sub.on("join", (push) => onJoin(room, push));
+    sub.on("leave", (push) => onLeave(room, push));
+    sub.on("signal", (push) => onSignal(room, push));
+    sub.on("error", ({ error }) => {
       addNote(room, `Could not join #${room}: ${error.message}`, "error");
+    });
+    sub.on("unsubscribed", ({ reason }) => {
+      addNote(room, `The hub ended #${room}${reason ? `: ${reason}` : ""}.`, "error");
     });
   }
 
@@ -201,7 +277,9 @@
   function leaveRoom(room) {
     const index = roomList.indexOf(room);
     roomList = roomList.filter((r) => r !== room);
-    hub.unsubscribe(channelOf(room));
+    const sub = subs.get(room);
+    subs.delete(room);
+    if (sub) sub.unsubscribe();
     rooms.delete(room);
     if (current === room) current = roomList[0];
     saveRooms();
@@ -358,9 +436,8 @@
   /** Pending messages waiting for their offset to arrive: offset -> [room, key]. */
   const awaiting = new Map();
 
-  hub.on("message", (msg) => {
-    const room = roomOf(msg.channel);
-    if (room === null || !rooms.has(room)) return;
+  function onMessage(room, msg) {
+    if (!rooms.has(room)) return;
     const state = roomState(room);
     const data = msg.data && typeof msg.data === "object" && !(msg.data instanceof Uint8Array) ? msg.data : {};
     const client = msg.from ? msg.from.client : "";
@@ -389,20 +466,19 @@
       renderTyping();
       renderPresence();
     }
-  });
+  }
 
-  hub.on("gap", ({ channel }) => {
-    const room = roomOf(channel);
-    if (room === null || !rooms.has(room)) return;
+  function onGap(room) {
+    if (!rooms.has(room)) return;
     addNote(room, "Some messages could not be recovered: the history no longer reaches back to the last one seen here.", "gap");
-  });
+  }
 
   function send(text) {
     const room = current;
     const channel = channelOf(room);
     const entry = { kind: "pending", key: `p${Math.random().toString(36).slice(2)}`, name: ownName(), text, mine: true };
     addEntry(room, entry);
-    hub.publish(channel, { name: ownName(), text }).then(
+    client.publish(channel, { name: ownName(), text }).then(
       ({ offset }) => {
         if (roomState(room).offsets.has(offset)) removePending(room, entry.key);
         else awaiting.set(channel + " " + offset, entry.key);
@@ -438,7 +514,7 @@
     const people = Array.from(state.present, ([client, user]) => ({
       client,
       name: nameOf(client, user),
-      me: client === hub.clientId,
+      me: client === me.client,
     }))
       .filter((p) => p.me || !mine.has(p.client))
       .sort((a, b) => (b.me - a.me) || a.name.localeCompare(b.name));
@@ -471,36 +547,36 @@
   });
 
   function greet(channel, kind) {
-    hub.signal(channel, { [kind]: true, name: ownName() });
+    client.signal(channel, { [kind]: true, name: ownName() });
   }
 
-  hub.on("connected", (reply) => {
+  client.on("connected", (reply) => {
+    me = { client: reply.client, user: reply.user };
     mine.add(reply.client);
     renderName();
+    renderState();
   });
 
-  hub.on("subscribed", (reply) => {
-    const room = roomOf(reply.channel);
-    if (room === null || !rooms.has(room)) return;
-    greet(reply.channel, "hello");
-    hub.presence(reply.channel).then((clients) => {
+  function onSubscribed(room) {
+    if (!rooms.has(room)) return;
+    const channel = channelOf(room);
+    greet(channel, "hello");
+    client.presence(channel).then((clients) => {
       const state = roomState(room);
       state.present = new Map(clients.map((c) => [c.client, c.user]));
-      if (hub.clientId) state.present.set(hub.clientId, hub.user || "");
+      if (me.client) state.present.set(me.client, me.user || "");
       if (room === current) renderPresence();
     }, () => {});
-  });
+  }
 
-  hub.on("join", (push) => {
-    const room = roomOf(push.channel);
-    if (room === null || !rooms.has(room)) return;
+  function onJoin(room, push) {
+    if (!rooms.has(room)) return;
     roomState(room).present.set(push.client, push.user);
     if (room === current) renderPresence();
-  });
+  }
 
-  hub.on("leave", (push) => {
-    const room = roomOf(push.channel);
-    if (room === null || !rooms.has(room)) return;
+  function onLeave(room, push) {
+    if (!rooms.has(room)) return;
     const state = roomState(room);
     state.present.delete(push.client);
     state.typing.delete(push.client);
@@ -508,12 +584,11 @@
       renderPresence();
       renderTyping();
     }
-  });
+  }
 
-  hub.on("signal", (push) => {
-    const room = roomOf(push.channel);
+  function onSignal(room, push) {
     const data = push.data;
-    if (room === null || !rooms.has(room) || !data || typeof data !== "object") return;
+    if (!rooms.has(room) || !data || typeof data !== "object") return;
     const client = push.from.client;
     const state = roomState(room);
     if (typeof data.name === "string" && cleanName(data.name)) {
@@ -528,7 +603,7 @@
       renderPresence();
       renderTyping();
     }
-  });
+  }
 
   // ---- typing ----------------------------------------------------------------
 
@@ -555,7 +630,7 @@
 
   function stopTyping() {
     if (typingSentAt) {
-      hub.signal(channelOf(current), { typing: false, name: ownName() });
+      client.signal(channelOf(current), { typing: false, name: ownName() });
       typingSentAt = 0;
     }
   }
@@ -568,7 +643,7 @@
     const now = Date.now();
     if (now - typingSentAt > TYPING_EVERY) {
       typingSentAt = now;
-      hub.signal(channelOf(current), { typing: true, name: ownName() });
+      client.signal(channelOf(current), { typing: true, name: ownName() });
     }
   });
 
@@ -579,7 +654,7 @@
 
   /** Shows the verified user (read-only) when signed in, else the typed name. */
   function renderName() {
-    const verified = Boolean(hub.user);
+    const verified = Boolean(me.user);
     nameInput.readOnly = verified;
     nameInput.value = ownName();
     $("#verified").hidden = !verified;
@@ -587,8 +662,8 @@
   }
 
   function rename() {
-    if (hub.user) {
-      nameInput.value = hub.user;
+    if (me.user) {
+      nameInput.value = me.user;
       return;
     }
     const name = cleanName(nameInput.value);
@@ -598,7 +673,7 @@
     }
     myName = name;
     store.set("duplex.name", myName);
-    for (const room of roomList) hub.signal(channelOf(room), { name: ownName() });
+    for (const room of roomList) client.signal(channelOf(room), { name: ownName() });
     renderPresence();
   }
 
@@ -616,4 +691,8 @@
   renderRooms();
   renderRoom();
   renderState();
-})();
+  client.on("error", ({ error }) => {
+    if (error.code === "unreachable") addNote(current, error.message, "error");
+  });
+  client.connect().catch(() => {});
+}

@@ -3,9 +3,14 @@
 // latency percentiles in seconds over the last `latency_window` seconds).
 // Rates come from consecutive snapshots. Latencies are null (shown "–") when
 // nothing was delivered in the window.
-"use strict";
+//
+// An ES module on the TypeScript SDK duplex-client (clients/js, served as
+// /assets/duplex-client.js). `window.dashboard` is the page's handle, for
+// tests and the console: `points`, `snapshots` (snapshots taken), `client`
+// (the SDK's Client), `hubState()` (connecting, open, reconnecting, closed).
+import { Client } from "/assets/duplex-client.js";
 
-(function () {
+{
   const $ = (selector) => document.querySelector(selector);
   const SVG = "http://www.w3.org/2000/svg";
   const WINDOW = 60000; // ms shown in the charts
@@ -17,15 +22,18 @@
   const token = new URLSearchParams(location.search).get("token");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
-  const hub = new HubClient({ name: "web-dashboard", url, token: null });
-  window.hub = hub;
+  const client = new Client(url, { name: "web-dashboard", firstConnectAttempts: 5 });
+  let retryAt = null;
+  function hubState() {
+    return { connected: "open", disconnected: "reconnecting", closed: "closed" }[client.state] || "connecting";
+  }
 
   /** Derived points: {time, connections, inRate, outRate, p50, p90, p99,
    * latencyCount} (ms for latency; latencyCount: deliveries in the window). */
   const points = [];
   let previous = null; // the last raw snapshot
   let lastSeen = 0; // when (browser clock) the last snapshot arrived
-  window.dashboard = { points, snapshots: 0 };
+  window.dashboard = { points, snapshots: 0, client, hubState };
 
   const ms = (seconds) => (typeof seconds === "number" && isFinite(seconds) ? seconds * 1000 : null);
   /** The latency of `field` in ms, null when the window had no deliveries. */
@@ -201,11 +209,12 @@
 
   function renderState() {
     const el = $("#state");
-    let label = { open: "live", connecting: "connecting…", closed: "offline" }[hub.state];
-    if (hub.state === "reconnecting") {
-      label = hub.retryAt ? `reconnecting in ${Math.max(1, Math.ceil((hub.retryAt - Date.now()) / 1000))}s` : "reconnecting…";
+    const state = hubState();
+    let label = { open: "live", connecting: "connecting…", closed: "offline" }[state];
+    if (state === "reconnecting") {
+      label = retryAt ? `reconnecting in ${Math.max(1, Math.ceil((retryAt - Date.now()) / 1000))}s` : "reconnecting…";
     }
-    el.dataset.state = hub.state;
+    el.dataset.state = state;
     const text = $("#state-text");
     if (text.textContent !== label) text.textContent = label;
     if (lastSeen) {
@@ -215,25 +224,36 @@
   }
 
   $("#state").addEventListener("click", () => {
-    if (hub.state === "reconnecting") hub.retryNow();
-    else if (hub.state === "closed") hub.connect();
+    if (client.state === "disconnected") client.retryNow();
+    else if (client.state === "closed") client.connect().catch(() => {});
   });
 
-  hub.on("state", renderState);
-  hub.on("message", (msg) => {
-    if (msg.channel !== STATS) return;
+  client.on("connecting", () => {
+    retryAt = null;
+    renderState();
+  });
+  client.on("connected", renderState);
+  client.on("disconnected", (close) => {
+    retryAt = close.willReconnect ? Date.now() + close.retryIn : null;
+    renderState();
+  });
+  client.on("error", ({ error }) => {
+    if (error.code === "unreachable") $("#updated").textContent = error.message;
+  });
+
+  // The hub keeps the last two minutes: fill the charts at once.
+  const stats = client.subscribe(STATS, { recent: 61 });
+  stats.on("message", (msg) => {
     take(msg.data);
     lastSeen = Date.now();
     render();
   });
-  hub.on("error", ({ channel, error }) => {
-    if (channel === STATS) $("#updated").textContent = `cannot subscribe: ${error.message}`;
+  stats.on("error", ({ error }) => {
+    $("#updated").textContent = `cannot subscribe: ${error.message}`;
   });
-
-  // The hub keeps the last two minutes: fill the charts at once.
-  hub.subscribe(STATS, { recent: 61 });
+  client.connect().catch(() => {});
   setInterval(renderState, 1000);
   window.addEventListener("resize", renderCharts);
   renderState();
   renderCharts();
-})();
+}
