@@ -229,6 +229,17 @@ export class DuplexEvent<T> extends Event {
 }
 
 const FINAL_CODES = new Set([1000, 1008, 1009, 4001]);
+
+/**
+ * The delay a hub's drain advises in its close 1001
+ * (`server shutting down; reconnect in 3217 ms`, docs/protocol.md "Drain"),
+ * in milliseconds; `undefined` for any other close.
+ */
+export function drainDelay(code: number, reason: string): number | undefined {
+  if (code !== 1001) return undefined;
+  const match = /reconnect in (\d+) ms/.exec(reason);
+  return match ? Number(match[1]) : undefined;
+}
 const TOKEN_EXPIRED = 4002;
 const OPEN = 1;
 
@@ -604,7 +615,13 @@ export class Client extends EventTarget {
       return;
     }
     const attempt = this.attempt;
-    const delay = Math.round(backoffDelay(attempt, this.opts.backoffBase, this.opts.backoffCap, this.opts.random));
+    // A hub that shuts down says when to come back (its drain spreads its
+    // clients over a window): wait that long, capped by the backoff's ceiling.
+    const advised = drainDelay(code, reason);
+    const delay =
+      advised !== undefined
+        ? Math.min(advised, this.opts.backoffCap)
+        : Math.round(backoffDelay(attempt, this.opts.backoffBase, this.opts.backoffCap, this.opts.random));
     this.attempt += 1;
     this.stateValue = "disconnected";
     this.retryTimer = setTimeout(() => void this.open(), delay);

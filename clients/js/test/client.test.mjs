@@ -147,6 +147,27 @@ test("no reconnect after the final close codes 1000, 1008, 1009, 4001, nor 4002 
   }
 });
 
+test("a hub's drain close sets the reconnect wait, capped by the backoff's ceiling", async () => {
+  const hub = new FakeHub();
+  const waits = [];
+  const c = client(hub, { backoffBase: 10, backoffCap: 400, random: () => 0.999, stableAfter: 60000 });
+  c.on("disconnected", (d) => waits.push(d.retryIn));
+  const connected = c.connect();
+  await hub.accept();
+  await connected;
+  hub.last.drop(1001, "server shutting down; reconnect in 250 ms");
+  const dropped = Date.now();
+  await hub.accept({ sockets: 2 });
+  assert.ok(Date.now() - dropped >= 240, `came back after ${Date.now() - dropped} ms`);
+  hub.last.drop(1001, "server shutting down; reconnect in 9000 ms");
+  await hub.accept({ sockets: 3 });
+  // Another code with the same words is no drain: the backoff decides.
+  hub.last.drop(1011, "reconnect in 300 ms");
+  await hub.accept({ sockets: 4 });
+  assert.deepEqual(waits, [250, 400, 40]);
+  c.close();
+});
+
 test("reconnects after 1001, 1006, 1011 and 4008, with full-jitter delays below the doubling ceiling", async () => {
   const hub = new FakeHub();
   const draws = [];
