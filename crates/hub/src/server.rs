@@ -447,13 +447,12 @@ where
 {
     hub.metrics.http_connection(Transport::Http1);
     if let Some((ws, handshake)) = route(&hub, &gate, io, peer).await {
-        let counted = TransportGuard::new(&hub.metrics, Transport::Http1);
         // Boxed: the task's cell then holds a pointer, not a future
-        // rounded up to tokio's 128-byte cell alignment.
-        tokio::spawn(Box::pin(async move {
-            session::run(hub, ws, handshake).await;
-            drop(counted);
-        }));
+        // rounded up to tokio's 128-byte cell alignment. Nothing else goes
+        // with the session's own future (not even a transport count: HTTP/1.1
+        // WebSockets are counted as the open connections that are not
+        // HTTP/2's), so an idle session costs its WebSocket and its session.
+        tokio::spawn(Box::pin(session::run(hub, ws, handshake)));
     }
 }
 
@@ -766,7 +765,6 @@ where
     else {
         return;
     };
-    let _counted = TransportGuard::new(&hub.metrics, Transport::Http1);
     echo_loop(hub, ws, ticket).await;
 }
 
