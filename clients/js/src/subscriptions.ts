@@ -185,6 +185,10 @@ export class Subscriptions {
         this.onGap(String(msg.channel), String(msg.epoch));
         return events;
       case "subscribed":
+        if (id === null) {
+          this.onServerSubscribed(msg, events);
+          return events;
+        }
         if (!ours) break;
         this.inFlight.delete(id);
         this.onSubscribed(id, msg, events);
@@ -289,6 +293,40 @@ export class Subscriptions {
     ch.replayUntil = offset < last ? last : null;
     ch.position = { epoch, offset };
     events.push({ type: "subscribed", channel, recovered: false, resubscribed, reply: msg });
+    if (lost) {
+      this.counters.gaps++;
+      events.push({ type: "gap", channel, epoch, offset: last });
+    }
+  }
+
+  /**
+   * A `subscribed` push without id: the application's backend subscribed this
+   * connection through the hub's server API. The channel becomes wanted, as if
+   * subscribed with no `recent`, and is resubscribed on later connections. A
+   * channel already wanted takes the push as its subscription (its own
+   * `subscribe` in flight is then refused `already_subscribed`, no failure);
+   * if the push does not continue its position, a gap follows.
+   */
+  private onServerSubscribed(msg: ServerMessage, events: MachineEvent[]): void {
+    const channel = String(msg.channel);
+    if (!validChannel(channel)) return;
+    const epoch = String(msg.epoch);
+    const last = Number(msg.offset);
+    let ch = this.chans.get(channel);
+    if (!ch) {
+      ch = { recent: 0, phase: "idle", position: null, replayUntil: null, pending: null, sentSince: null, held: false };
+      this.chans.set(channel, ch);
+    }
+    if (ch.phase === "subscribed") return;
+    ch.pending = null;
+    ch.sentSince = null;
+    ch.phase = "subscribed";
+    ch.replayUntil = null;
+    ch.held = false;
+    const p = ch.position;
+    const lost = p !== null && (p.epoch !== epoch || p.offset < last);
+    if (p === null || lost) ch.position = { epoch, offset: last };
+    events.push({ type: "subscribed", channel, recovered: false, resubscribed: false, reply: msg });
     if (lost) {
       this.counters.gaps++;
       events.push({ type: "gap", channel, epoch, offset: last });

@@ -9,13 +9,6 @@ use duplex_hub_proto::{
     ServerMessage, Since, Subscriptions,
 };
 
-fn since(epoch: &str, offset: u64) -> Since {
-    Since {
-        epoch: epoch.into(),
-        offset,
-    }
-}
-
 fn subscribe(id: u64, channel: &str, since: Option<Since>, recent: u32) -> Request {
     Request::new(
         id,
@@ -60,14 +53,6 @@ fn publication(channel: &str, offset: u64) -> Publication {
 
 fn message(channel: &str, offset: u64) -> ServerMessage {
     ServerMessage::Message(publication(channel, offset))
-}
-
-fn delivered(channel: &str, offset: u64) -> Event {
-    Event::Message(publication(channel, offset))
-}
-
-fn transmit(subs: &mut Subscriptions) -> Vec<Request> {
-    std::iter::from_fn(|| subs.poll_transmit()).collect()
 }
 
 /// Subscribed to "a" in epoch "e" at offset `at`, on a connection.
@@ -152,64 +137,4 @@ fn is_connected_follows_the_connection() {
     assert!(subs.is_connected());
     subs.on_disconnected();
     assert!(!subs.is_connected());
-}
-
-/// A `subscribed` push (the backend subscribed this connection through the
-/// server API) makes the channel wanted: its messages are delivered, and
-/// it is resubscribed on the next connection.
-#[test]
-fn a_server_side_subscription_is_adopted_and_survives_reconnection() {
-    let mut subs = Subscriptions::new();
-    subs.on_connected();
-    let push = ServerMessage::Subscribed {
-        id: None,
-        channel: "room".into(),
-        epoch: "e1".into(),
-        offset: 4,
-        recovered: false,
-        gap: false,
-    };
-    assert_eq!(
-        subs.handle(push.clone()),
-        [Event::Subscribed {
-            channel: "room".into(),
-            recovered: false
-        }]
-    );
-    assert!(subs.is_subscribed("room"));
-    assert_eq!(subs.handle(message("room", 5)), [delivered("room", 5)]);
-    // Again: nothing new.
-    assert_eq!(subs.handle(push), []);
-    subs.on_disconnected();
-    assert_eq!(
-        subs.on_connected(),
-        [subscribe(1, "room", Some(since("e1", 5)), 0)]
-    );
-}
-
-/// A push for a channel whose own `subscribe` is in flight stands for it:
-/// the `already_subscribed` answer is no failure.
-#[test]
-fn a_server_side_subscription_answers_a_subscribe_in_flight() {
-    let mut subs = Subscriptions::new();
-    subs.on_connected();
-    subs.subscribe("room").unwrap();
-    assert_eq!(transmit(&mut subs), [subscribe(1, "room", None, 0)]);
-    let push = ServerMessage::Subscribed {
-        id: None,
-        channel: "room".into(),
-        epoch: "e1".into(),
-        offset: 0,
-        recovered: false,
-        gap: false,
-    };
-    assert_eq!(subs.handle(push).len(), 1);
-    let refused = ServerMessage::Error {
-        id: Some(1),
-        code: ErrorCode::AlreadySubscribed,
-        message: "already subscribed".into(),
-    };
-    assert_eq!(subs.handle(refused), []);
-    assert!(subs.is_subscribed("room"));
-    assert_eq!(subs.handle(message("room", 1)), [delivered("room", 1)]);
 }
