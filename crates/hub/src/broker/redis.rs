@@ -134,6 +134,7 @@
 //! `run_id` it meets. Presence is not history: after a loss, entries of
 //! clients that left meanwhile may linger until their node leaves or dies.
 
+mod cluster;
 mod envelope;
 mod link;
 mod open;
@@ -168,6 +169,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
+use self::cluster::{ClusterUrl, Nodes};
 use self::scripts::Scripts;
 use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
@@ -249,8 +251,9 @@ struct Shared {
     /// Connected, resubscribed and caught up.
     ready: AtomicBool,
     /// The command connection while connected, and the `run_id` of the
-    /// Redis process it reaches.
-    conn: RwLock<Option<(MultiplexedConnection, Arc<str>)>>,
+    /// Redis process it reaches (empty on Redis Cluster: the scripts read
+    /// the `run_id` of the shard they run on).
+    conn: RwLock<Option<(Conn, Arc<str>)>>,
     /// The `run_id` of the Redis process last connected to (to tell an
     /// operator it changed).
     last_run: Mutex<Option<Arc<str>>>,
@@ -267,6 +270,76 @@ struct Shared {
     /// Behind Sentinel: a command met a replica (`READONLY`), so the link
     /// ends and the primary is asked for again.
     demoted: Notify,
+    /// On Redis Cluster: topics whose `SSUBSCRIBE` this node sent for a new
+    /// channel and whose confirmation has not come back yet (no catch-up
+    /// needed when it does; any other confirmation means a re-subscription,
+    /// after which the channel is caught up).
+    confirming: Mutex<HashMap<String, usize>>,
+}
+
+/// The command connection: to one Redis, or to a Redis Cluster (commands
+/// routed by key slot, following `MOVED`/`ASK` and failovers).
+#[derive(Clone)]
+enum Conn {
+    /// One Redis (direct or behind Sentinel).
+    Single(MultiplexedConnection),
+    /// Redis Cluster (RESP3; sharded pub/sub pushes go to the link).
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The pub/sub side of a link: a connection of its own (one Redis), or the
+/// cluster connection's sharded subscriptions (Redis Cluster).
+#[derive(Clone)]
+enum Sink {
+    Single(PubSubSink),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Sink {
+    /// `SUBSCRIBE` (one Redis) or `SSUBSCRIBE` (Redis Cluster) `topic`,
+    /// confirmed.
+    async fn subscribe(&mut self, topic: &str) -> Result<(), RedisError> {
+        match self {
+            Self::Single(sink) => sink.subscribe(topic).await,
+            Self::Cluster(conn) => conn.ssubscribe(topic).await,
+        }
+    }
+
+    /// `UNSUBSCRIBE` or `SUNSUBSCRIBE` `topic`.
+    async fn unsubscribe(&mut self, topic: &str) -> Result<(), RedisError> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(topic).await,
+            Self::Cluster(conn) => conn.sunsubscribe(topic).await,
+        }
+    }
 }
 
 /// Where the node finds Redis.
@@ -276,6 +349,9 @@ enum Target {
     /// The primary the sentinels name (`redis+sentinel://`,
     /// `rediss+sentinel://`), asked again on every connect.
     Sentinel(Sentinels),
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`): the seed
+    /// nodes of the URL, and the cluster's slot map learnt from them.
+    Cluster(Nodes),
 }
 
 /// The pub/sub connection's sink, and which connection it is.
@@ -283,7 +359,7 @@ struct Interest {
     /// Counts pub/sub connections: a channel subscribed on an older one is
     /// not subscribed now.
     generation: u64,
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
 }
 
 /// One channel with local subscribers.
@@ -424,12 +500,17 @@ impl RedisBroker {
         node: String,
         options: RedisOptions,
     ) -> Result<Arc<Self>, String> {
-        let target = match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
-            Some(sentinel) => {
-                Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+        let target = if let Some(cluster) = ClusterUrl::parse(url).map_err(|e| e.to_string())? {
+            Target::Cluster(Nodes::new(cluster, config.redis_ca.as_deref())?)
+        } else {
+            match SentinelUrl::parse(url).map_err(|e| e.to_string())? {
+                Some(sentinel) => {
+                    Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+                }
+                None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
             }
-            None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
         };
+        let sharded = matches!(target, Target::Cluster(_));
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Redis broker needs a tokio runtime".to_owned())?;
         let (stop, stopped) = watch::channel(false);
@@ -441,7 +522,7 @@ impl RedisBroker {
             options,
             node,
             target,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(sharded),
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
             last_run: Mutex::new(None),
@@ -454,6 +535,7 @@ impl RedisBroker {
             pending_leaves: Mutex::new(Vec::new()),
             suspect: Notify::new(),
             demoted: Notify::new(),
+            confirming: Mutex::new(HashMap::new()),
         });
         let link = runtime.spawn(run_link(shared.clone(), stopped));
         Ok(Arc::new(Self {
@@ -546,7 +628,27 @@ impl Shared {
     }
 
     fn topic(&self, channel: &str) -> String {
-        format!("{}{channel}", self.topic_prefix)
+        if self.sharded() {
+            format!("{}{{{channel}}}", self.topic_prefix)
+        } else {
+            format!("{}{channel}", self.topic_prefix)
+        }
+    }
+
+    /// The channel whose topic is `topic`.
+    fn channel_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic.strip_prefix(&self.topic_prefix)?;
+        if self.sharded() {
+            rest.strip_prefix('{')?.strip_suffix('}')
+        } else {
+            Some(rest)
+        }
+    }
+
+    /// Whether Redis is a Redis Cluster (sharded pub/sub, a `run_id` per
+    /// shard, node bookkeeping outside the channel scripts).
+    fn sharded(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     fn meta_ttl(&self, history_ttl: Duration) -> u64 {
@@ -563,13 +665,13 @@ impl Shared {
     }
 
     /// The command connection, if connected and ready.
-    fn conn(&self) -> Result<MultiplexedConnection, BrokerError> {
+    fn conn(&self) -> Result<Conn, BrokerError> {
         self.link().map(|(conn, _)| conn)
     }
 
     /// The command connection and the `run_id` of the Redis it reaches, if
     /// connected and ready.
-    fn link(&self) -> Result<(MultiplexedConnection, Arc<str>), BrokerError> {
+    fn link(&self) -> Result<(Conn, Arc<str>), BrokerError> {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(unavailable("redis is not connected"));
         }
@@ -626,7 +728,7 @@ impl Shared {
     async fn invoke(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
     ) -> Result<Value, BrokerError> {
         match tokio::time::timeout(
             self.options.command_timeout,
@@ -693,7 +795,7 @@ impl Shared {
         let mut conn = self.conn()?;
         let mut payload = vec![b's'];
         payload.extend_from_slice(&encode_body(now_us(), &from.info(), &data));
-        let mut command = redis::cmd("PUBLISH");
+        let mut command = redis::cmd(if self.sharded() { "SPUBLISH" } else { "PUBLISH" });
         command.arg(self.topic(channel)).arg(payload);
         match tokio::time::timeout(
             self.options.command_timeout,
@@ -777,7 +879,6 @@ impl Shared {
             .key(self.key(&channel, "hist"))
             .key(self.key(&channel, "keys"))
             .key(self.key(&channel, "pres"))
-            .key(self.node_key())
             .arg(new_epoch())
             .arg(self.meta_ttl(ns.history_ttl))
             .arg(millis(ns.history_ttl))
@@ -801,7 +902,21 @@ impl Shared {
             .arg(&*run)
             .arg(check_epoch)
             .arg(check_offset);
-        let read = match self.invoke(&invocation, &mut conn).await {
+        if !self.sharded() {
+            invocation.key(self.node_key());
+        }
+        // On Redis Cluster the node's own list of its presence entries is
+        // in another slot: written beside the read, at the same time.
+        let entry = [(subscriber.client(), channel.clone(), subscriber.user().to_owned())];
+        let mut entry_conn = conn.clone();
+        let (read, entry) = tokio::join!(self.invoke(&invocation, &mut conn), async {
+            if presence {
+                self.node_entries(&mut entry_conn, true, &entry).await
+            } else {
+                Ok(())
+            }
+        });
+        let read = match read.and_then(|reply| entry.map(|()| reply)) {
             Ok(reply) => parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply")),
             Err(error) => Err(error),
         };
@@ -894,6 +1009,9 @@ impl Shared {
             .sink
             .clone()
             .ok_or_else(|| unavailable("redis is not connected"))?;
+        if self.sharded() {
+            *lock(&self.confirming).entry(slot.topic.clone()).or_default() += 1;
+        }
         match tokio::time::timeout(timeout, sink.subscribe(&slot.topic)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(self.failed(&error)),
@@ -952,7 +1070,6 @@ impl Shared {
         let mut invocation = self.scripts.leave.prepare_invoke();
         invocation
             .key(self.key(&leave.channel, "pres"))
-            .key(self.node_key())
             .arg(&leave.client)
             .arg(&*leave.channel)
             .arg(if ns.join_leave {
@@ -961,7 +1078,45 @@ impl Shared {
                 String::new()
             })
             .arg(&leave.user);
-        self.invoke(&invocation, &mut conn).await.map(|_| ())
+        if !self.sharded() {
+            invocation.key(self.node_key());
+        }
+        self.invoke(&invocation, &mut conn.clone()).await?;
+        let entry = [(leave.client.clone(), leave.channel.clone(), leave.user.clone())];
+        self.node_entries(&mut conn, false, &entry).await
+    }
+
+    /// On Redis Cluster, adds (`add`) or removes this node's own record of
+    /// presence `entries` (client, channel, user), kept in `P:node:N:pres`
+    /// outside the channels' slots so that the cluster can remove a dead
+    /// node's presence; on one Redis the channel scripts keep it.
+    async fn node_entries(
+        &self,
+        conn: &mut Conn,
+        add: bool,
+        entries: &[(String, Arc<str>, String)],
+    ) -> Result<(), BrokerError> {
+        if !self.sharded() || entries.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd(if add { "HSET" } else { "HDEL" });
+        command.arg(self.node_key());
+        for (client, channel, user) in entries {
+            command.arg(format!("{client} {channel}"));
+            if add {
+                command.arg(user);
+            }
+        }
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(self.failed(&error)),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
     }
 
     fn pending_leave(&self, channel: &Arc<str>, info: &ClientInfo) {
@@ -1020,7 +1175,7 @@ impl Shared {
 
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
-        let Some(name) = topic.strip_prefix(&self.topic_prefix) else {
+        let Some(name) = self.channel_of(topic) else {
             return;
         };
         let Some(slot) = self.channels().get(name).cloned() else {

@@ -59,14 +59,9 @@ fn check_scheme(url: &str, shown: &str) -> Result<(), String> {
     let scheme = scheme.to_ascii_lowercase();
     match scheme.as_str() {
         "redis" | "rediss" | "redis+unix" | "unix" => Ok(()),
-        "redis+cluster" | "rediss+cluster" => Err(format!(
-            "redis URL {shown}: Redis Cluster is not supported yet; use one Redis \
-             (redis://HOST:PORT) or a primary behind Sentinel \
-             (redis+sentinel://S1:P1,S2:P2/NAME)"
-        )),
         _ => Err(format!(
             "redis URL {shown}: the scheme must be redis://, rediss:// (TLS), \
-             redis+sentinel:// or rediss+sentinel://"
+             redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
         )),
     }
 }
@@ -177,10 +172,6 @@ mod tests {
             ("redis://", "is not valid: missing hostname"),
             ("redis://h:x", "is not valid: redis url did not parse"),
             ("redis://h:1/x", "is not valid: invalid database number"),
-            (
-                "redis+cluster://h:1,h:2",
-                "Redis Cluster is not supported yet",
-            ),
             ("http://h:1", "the scheme must be redis://"),
         ];
         for (url, expected) in cases {
