@@ -547,9 +547,10 @@ async fn run(prefix: &str, trouble: Trouble) {
                     let at = setup.at(owner);
                     setup.nodes[at].kill();
                     eprintln!("killed the primary :{owner} of slot {slot}");
-                    setup.wait_whole("a replica is promoted");
-                    let new = setup.owner(slot);
-                    assert!(new.is_some_and(|p| p != owner), "{new:?}");
+                    wait_until("a replica is promoted", Duration::from_secs(30), || {
+                        setup.owner(slot).is_some_and(|p| p != owner)
+                    });
+                    setup.wait_whole("the cluster is whole again");
                 }
                 Trouble::MigrateSlot => setup.migrate(slot),
                 Trouble::None => {}
