@@ -142,6 +142,9 @@ impl Drop for Group {
     }
 }
 
+/// A live primary as `CLUSTER NODES` shows it: id, port, slot ranges.
+type Primary = (String, u16, Vec<(u16, u16)>);
+
 /// Three primaries with a replica each.
 struct Setup {
     nodes: Vec<Group>,
@@ -185,7 +188,7 @@ impl Setup {
 
     /// `CLUSTER NODES` as `node` sees it: (id, port, flags, slots) of the
     /// live primaries.
-    fn primaries_of(&self, node: &Group) -> Vec<(String, u16, Vec<(u16, u16)>)> {
+    fn primaries_of(&self, node: &Group) -> Vec<Primary> {
         let Ok(text) = node.try_query::<String>(redis::cmd("CLUSTER").arg("NODES")) else {
             return Vec::new();
         };
@@ -299,7 +302,10 @@ impl Setup {
                     .arg(&target_id),
             );
         }
-        eprintln!("slot {slot} moved from :{} to :{}", source.port, target.port);
+        eprintln!(
+            "slot {slot} moved from :{} to :{}",
+            source.port, target.port
+        );
     }
 }
 

@@ -168,8 +168,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::cluster::{ClusterUrl, Nodes};
+use self::envelope::{Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
 use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
@@ -795,7 +795,11 @@ impl Shared {
         let mut conn = self.conn()?;
         let mut payload = vec![b's'];
         payload.extend_from_slice(&encode_body(now_us(), &from.info(), &data));
-        let mut command = redis::cmd(if self.sharded() { "SPUBLISH" } else { "PUBLISH" });
+        let mut command = redis::cmd(if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         command.arg(self.topic(channel)).arg(payload);
         match tokio::time::timeout(
             self.options.command_timeout,
@@ -907,7 +911,11 @@ impl Shared {
         }
         // On Redis Cluster the node's own list of its presence entries is
         // in another slot: written beside the read, at the same time.
-        let entry = [(subscriber.client(), channel.clone(), subscriber.user().to_owned())];
+        let entry = [(
+            subscriber.client(),
+            channel.clone(),
+            subscriber.user().to_owned(),
+        )];
         let mut entry_conn = conn.clone();
         let (read, entry) = tokio::join!(self.invoke(&invocation, &mut conn), async {
             if presence {
@@ -1010,7 +1018,9 @@ impl Shared {
             .clone()
             .ok_or_else(|| unavailable("redis is not connected"))?;
         if self.sharded() {
-            *lock(&self.confirming).entry(slot.topic.clone()).or_default() += 1;
+            *lock(&self.confirming)
+                .entry(slot.topic.clone())
+                .or_default() += 1;
         }
         match tokio::time::timeout(timeout, sink.subscribe(&slot.topic)).await {
             Ok(Ok(())) => {}
@@ -1082,7 +1092,11 @@ impl Shared {
             invocation.key(self.node_key());
         }
         self.invoke(&invocation, &mut conn.clone()).await?;
-        let entry = [(leave.client.clone(), leave.channel.clone(), leave.user.clone())];
+        let entry = [(
+            leave.client.clone(),
+            leave.channel.clone(),
+            leave.user.clone(),
+        )];
         self.node_entries(&mut conn, false, &entry).await
     }
 

@@ -38,7 +38,7 @@
 //!   ([`BrokerError::Unavailable`]) for the channels of that shard only, not
 //!   as a node that is not ready.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -131,12 +131,12 @@ impl ClusterUrl {
         };
         let mut nodes = Vec::new();
         for address in hosts.split(',').filter(|a| !a.is_empty()) {
-            nodes.push(
-                host_port(address, NODE_PORT).ok_or_else(|| ClusterUrlError::BadAddress {
+            nodes.push(host_port(address, NODE_PORT).ok_or_else(|| {
+                ClusterUrlError::BadAddress {
                     url: shown.clone(),
                     address: address.to_owned(),
-                })?,
-            );
+                }
+            })?);
         }
         if nodes.is_empty() {
             return Err(ClusterUrlError::NoNode(shown));
@@ -247,7 +247,9 @@ impl Shared {
             let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
             for slot in slots {
                 let mut sink = cluster.clone();
-                *lock(&self.confirming).entry(slot.topic.clone()).or_default() += 1;
+                *lock(&self.confirming)
+                    .entry(slot.topic.clone())
+                    .or_default() += 1;
                 match tokio::time::timeout(
                     self.options.command_timeout,
                     sink.ssubscribe(&slot.topic),
@@ -278,10 +280,27 @@ impl Shared {
         // Channels whose subscription may have lapsed: subscribed again,
         // then caught up when the confirmation comes.
         let mut lapsed: HashSet<Arc<str>> = HashSet::new();
+        // Pushes taken off the queue early (see `drain`), handled first.
+        let mut deferred: VecDeque<PushInfo> = VecDeque::new();
         loop {
+            if let Some(push) = deferred.pop_front() {
+                self.on_push(
+                    &conn,
+                    generation,
+                    push,
+                    &mut pushes,
+                    &mut deferred,
+                    &mut lapsed,
+                )
+                .await;
+                continue;
+            }
             tokio::select! {
                 push = pushes.recv() => match push {
-                    Some(push) => self.on_push(&conn, generation, push, &mut lapsed).await,
+                    Some(push) => {
+                        self.on_push(&conn, generation, push, &mut pushes, &mut deferred, &mut lapsed)
+                            .await;
+                    }
                     None => return LinkEnd::Lost("the cluster connection closed".into()),
                 },
                 _ = tick.tick() => {
@@ -314,12 +333,44 @@ impl Shared {
         }
     }
 
+    /// Delivers the messages already queued (other pushes wait in
+    /// `deferred`): a catch-up must start from what the node has received,
+    /// not from what it has handled so far, or it would take messages still
+    /// in the queue for lost ones that the history no longer holds.
+    fn drain(
+        &self,
+        generation: u64,
+        pushes: &mut UnboundedReceiver<PushInfo>,
+        deferred: &mut VecDeque<PushInfo>,
+    ) {
+        while let Ok(push) = pushes.try_recv() {
+            if push.kind == PushKind::SMessage && deferred.is_empty() {
+                self.dispatch_message(generation, &push);
+            } else {
+                deferred.push_back(push);
+            }
+        }
+    }
+
+    fn dispatch_message(&self, generation: u64, push: &PushInfo) {
+        let topic = push
+            .data
+            .first()
+            .and_then(bytes)
+            .and_then(|t| std::str::from_utf8(t).ok());
+        if let (Some(topic), Some(payload)) = (topic, push.data.get(1).and_then(bytes)) {
+            self.dispatch(generation, topic, payload);
+        }
+    }
+
     /// One push from a shard.
     async fn on_push(
         &self,
         conn: &Conn,
         generation: u64,
         push: PushInfo,
+        pushes: &mut UnboundedReceiver<PushInfo>,
+        deferred: &mut VecDeque<PushInfo>,
         lapsed: &mut HashSet<Arc<str>>,
     ) {
         let topic = push
@@ -328,11 +379,7 @@ impl Shared {
             .and_then(bytes)
             .and_then(|t| std::str::from_utf8(t).ok());
         match push.kind {
-            PushKind::SMessage => {
-                if let (Some(topic), Some(payload)) = (topic, push.data.get(1).and_then(bytes)) {
-                    self.dispatch(generation, topic, payload);
-                }
-            }
+            PushKind::SMessage => self.dispatch_message(generation, &push),
             PushKind::SSubscribe => {
                 let Some(topic) = topic else { return };
                 {
@@ -352,6 +399,7 @@ impl Shared {
                 };
                 // Subscribed again (by redis-rs, or by `resubscribe`):
                 // whatever was published meanwhile comes from history.
+                self.drain(generation, pushes, deferred);
                 if let Err(error) = self.catch_up_slot(conn, &slot, generation).await {
                     tracing::debug!(channel = &*slot.name, %error, "catch-up failed; retried");
                     lapsed.insert(slot.name.clone());
@@ -530,7 +578,9 @@ mod tests {
     use super::*;
 
     fn parse(url: &str) -> ClusterUrl {
-        ClusterUrl::parse(url).expect("valid").expect("a cluster URL")
+        ClusterUrl::parse(url)
+            .expect("valid")
+            .expect("a cluster URL")
     }
 
     #[test]

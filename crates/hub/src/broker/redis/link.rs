@@ -514,9 +514,7 @@ pub(super) async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool
                 failures = 0;
                 let end = match connected {
                     Linked::Single(connected) => shared.serve_link(connected, &mut stop).await,
-                    Linked::Cluster(connected) => {
-                        shared.serve_cluster(connected, &mut stop).await
-                    }
+                    Linked::Cluster(connected) => shared.serve_cluster(connected, &mut stop).await,
                 };
                 shared.mark_down().await;
                 match end {
@@ -558,10 +556,7 @@ impl Shared {
     /// Connects to wherever [`Target`] says Redis is.
     async fn connect_any(&self) -> Result<Linked, String> {
         match &self.target {
-            Target::Cluster(nodes) => nodes
-                .connect(&self.options)
-                .await
-                .map(Linked::Cluster),
+            Target::Cluster(nodes) => nodes.connect(&self.options).await.map(Linked::Cluster),
             _ => self.connect().await.map(Linked::Single),
         }
     }
