@@ -2,8 +2,9 @@
 //!
 //! Every node connects to the same Redis (`redis://`, or `rediss://` over
 //! TLS; or the primary that Sentinel names, `redis+sentinel://`, followed
-//! across failovers by the private `sentinel` module: see
-//! [`RedisBroker::start`]). Offsets, epochs, history,
+//! across failovers by the private `sentinel` module; or a Redis Cluster,
+//! `redis+cluster://`, served by the private `cluster` module, which says
+//! what differs there: see [`RedisBroker::start`]). Offsets, epochs, history,
 //! idempotency keys and presence live in Redis; messages, join/leave events
 //! and signals travel over Redis pub/sub, one topic per channel, to the
 //! nodes that have local subscribers of that channel. Each node encodes a
@@ -14,9 +15,9 @@
 //!
 //! `P` is the key prefix ([`RedisOptions::prefix`], `duplex` by default),
 //! `C` a channel name, `N` a node id. The `{C}` hash tag keeps a channel's
-//! keys together (the scripts also touch a node's keys, so a single Redis,
-//! or a primary with replicas behind Sentinel, is required, not Redis
-//! Cluster).
+//! keys together. On one Redis the scripts also touch the node's own
+//! `P:node:N:pres`; on Redis Cluster that key is written by a separate
+//! command beside the script (see the `cluster` module).
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
@@ -26,7 +27,7 @@
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
-//! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
+//! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals; `P:m:{C}` with sharded pub/sub on Redis Cluster (same slot as the channel's keys) |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
 //! documents; the Lua scripts that write them are in `scripts`; the link
@@ -487,7 +488,9 @@ impl RedisBroker {
     /// [`HubConfig::redis_ca`] if set, else the system's roots; or
     /// `redis+sentinel://[USER:PASSWORD@]H1:P1,H2:P2/NAME[?db=N]` (and
     /// `rediss+sentinel://`) for the primary the sentinels monitor as `NAME`:
-    /// see the `sentinel` module): it connects
+    /// see the `sentinel` module; or
+    /// `redis+cluster://[USER:PASSWORD@]N1:P1,N2:P2` (and `rediss+cluster://`)
+    /// for a Redis Cluster ≥ 7: see the `cluster` module): it connects
     /// in the background (see [`RedisBroker::is_ready`]) and keeps
     /// reconnecting while it lives. Needs a tokio runtime; `node` is this
     /// node's id. Fails at once on a malformed URL or an unusable CA file; a
