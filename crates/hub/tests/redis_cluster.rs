@@ -10,7 +10,13 @@
 //! - a channel's slot migrated to another primary mid-stream
 //!   (`CLUSTER SETSLOT … IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT … NODE`).
 //!
-//! Each test counts, per subscriber, the messages acknowledged to the
+//! - the server API on Redis Cluster: a publish, a server-side subscribe
+//!   and a `disconnect` through node A reach connections on node B, `info`
+//!   lists both nodes, `history_remove` works, and the controls still reach
+//!   B after the primary of the controls' slot (`{duplex}:control`) is
+//!   killed.
+//!
+//! Each stream test counts, per subscriber, the messages acknowledged to the
 //! publisher, delivered, and announced as lost (missed, with a `gap` push
 //! between the messages before and after them); *silent losses* must be 0,
 //! and the messages between two gaps arrive in publish order.
@@ -22,18 +28,22 @@
 mod cluster_support;
 mod common;
 
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cluster_support::{Node, fast_options, find_program, free_port};
-use common::{TestClient, json};
-use duplex_hub::HubConfig;
+use common::{TestClient, WAIT, json};
+use duplex_hub::config::AuthConfig;
+use duplex_hub::{ApiServer, HubConfig};
 use duplex_hub_proto::{Command as HubCommand, ErrorCode, ServerMessage};
-use serde_json::json;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Messages each publisher sends before the trouble (or in all, steady).
 const BEFORE: u64 = 60;
@@ -626,4 +636,191 @@ async fn a_killed_primary_is_replaced_by_its_replica_without_silent_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migrated_mid_stream_loses_nothing_silently() {
     run("rcluster-migrate", Trouble::MigrateSlot).await;
+}
+
+const SECRET: &str = "the redis cluster api tests' hub secret";
+const KEY: &str = "redis-cluster-api-key-0123456789";
+
+fn token(sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn api_config() -> HubConfig {
+    let mut config = HubConfig {
+        auth: Some(AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        }),
+        shutdown_grace: Duration::from_millis(500),
+        ..HubConfig::default()
+    };
+    config.default_namespace.anonymous = Some(true);
+    config.api.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.api.keys = vec![KEY.into()];
+    config
+}
+
+/// One server API call; panics unless it answers 200 in time.
+async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
+    let body = serde_json::to_vec(&params).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /api/{call} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{call}: {head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_on_redis_cluster_reaches_other_nodes_across_a_killed_primary() {
+    let setup = tokio::task::spawn_blocking(Setup::start)
+        .await
+        .expect("setup");
+    let url = setup.url();
+    let a = Node::start_with(api_config(), &url, fast_options()).await;
+    let b = Node::start_with(api_config(), &url, fast_options()).await;
+    let api = ApiServer::bind(a.hub.clone()).await.unwrap();
+    let api_addr = api.local_addr();
+    tokio::spawn(api.run(std::future::pending()));
+
+    let mut ada = TestClient::open(&b.url(), |r| r).await.unwrap();
+    ada.connect(Some(&token("ada"))).await;
+    let mut watcher = b.client().await;
+    watcher.subscribe("news").await;
+
+    // A publish through A's API reaches B's subscriber.
+    let reply = post(
+        api_addr,
+        "publish",
+        json!({"channel": "news", "data": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        (reply["offset"].as_u64(), reply["scope"].as_str()),
+        (Some(1), Some("cluster")),
+        "{reply}"
+    );
+    let message = watcher
+        .wait_for(|m| matches!(m, ServerMessage::Message(_)))
+        .await;
+    assert!(matches!(message, ServerMessage::Message(p) if p.offset == 1));
+
+    // A server-side subscribe through A reaches Ada on B; both nodes
+    // listen to the controls' sharded topic.
+    let reply = post(
+        api_addr,
+        "subscribe",
+        json!({"user": "ada", "channel": "room"}),
+    )
+    .await;
+    assert_eq!(reply["nodes"], 2, "both nodes listen: {reply}");
+    let push = ada
+        .wait_for(|m| matches!(m, ServerMessage::Subscribed { .. }))
+        .await;
+    assert!(
+        matches!(&push, ServerMessage::Subscribed { id: None, channel, .. } if channel == "room"),
+        "{push:?}"
+    );
+
+    // `history_remove` through the cluster connection (the channel's keys
+    // share its slot).
+    for n in 2..=3 {
+        post(api_addr, "publish", json!({"channel": "news", "data": n})).await;
+    }
+    post(api_addr, "history_remove", json!({"channel": "news"})).await;
+    let page = post(api_addr, "history", json!({"channel": "news"})).await;
+    assert_eq!(
+        (
+            page["publications"].as_array().unwrap().len(),
+            page["offset"].as_u64()
+        ),
+        (0, Some(3)),
+        "{page}"
+    );
+
+    // `info` lists both nodes (their reports are in different slots).
+    tokio::time::sleep(fast_options().heartbeat * 2).await;
+    let info = post(api_addr, "info", json!({})).await;
+    let nodes = info["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{info}");
+    let connections: u64 = nodes
+        .iter()
+        .map(|n| n["connections"].as_u64().unwrap())
+        .sum();
+    assert_eq!(connections, 2, "ada and the watcher, on B: {info}");
+
+    // The primary of the controls' slot dies; its replica takes over.
+    let setup = tokio::task::spawn_blocking(move || {
+        let mut setup = setup;
+        let slot: u16 = setup
+            .any()
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg("{duplex}:control"));
+        let owner = setup.owner(slot).expect("the controls' primary");
+        let at = setup.at(owner);
+        setup.nodes[at].kill();
+        eprintln!("killed the primary :{owner} of the controls' slot {slot}");
+        wait_until("a replica is promoted", Duration::from_secs(30), || {
+            setup.owner(slot).is_some_and(|p| p != owner)
+        });
+        setup
+    })
+    .await
+    .expect("failover");
+
+    // Both nodes listen again (controls are at most once: ask until both
+    // answer, bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = post(
+            api_addr,
+            "subscribe",
+            json!({"user": "ada", "channel": "room2"}),
+        )
+        .await;
+        if reply["nodes"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not listen to the controls again: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A disconnect through A closes Ada's connection on B with its code.
+    let reply = post(
+        api_addr,
+        "disconnect",
+        json!({"user": "ada", "code": 4321, "reason": "bye"}),
+    )
+    .await;
+    assert_eq!(reply["nodes"], 2, "{reply}");
+    let close = ada.closed().await;
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4321, "bye")
+    );
+    a.stop().await;
+    b.stop().await;
+    drop(setup);
 }

@@ -149,10 +149,10 @@ mod open;
 mod scripts;
 mod sentinel;
 
+pub use self::cluster::ClusterUrlError;
 use self::link::run_link;
 pub use self::open::RedisSetupError;
 use self::open::{connect_error, open_client};
-pub use self::cluster::ClusterUrlError;
 pub use self::sentinel::SentinelUrlError;
 
 use std::collections::HashMap;
@@ -258,7 +258,8 @@ struct Shared {
     topic_prefix: String,
     /// Where Redis is: one address, or the primary the sentinels name.
     target: Target,
-    /// `P:control`, the topic of the server API's controls.
+    /// `P:control`, the topic of the server API's controls (`{P}:control`,
+    /// sharded, on Redis Cluster).
     control_topic: String,
     /// This node's sessions, which the controls apply to.
     registry: Arc<Registry>,
@@ -541,7 +542,11 @@ impl RedisBroker {
             config,
             metrics,
             topic_prefix: format!("{}:m:", options.prefix),
-            control_topic: format!("{}:control", options.prefix),
+            control_topic: if sharded {
+                format!("{{{}}}:control", options.prefix)
+            } else {
+                format!("{}:control", options.prefix)
+            },
             registry,
             started: std::time::Instant::now(),
             options,
@@ -585,13 +590,18 @@ impl RedisBroker {
     }
 
     /// Sends a control to every node's sessions (`PUBLISH` to
-    /// `P:control`); returns how many nodes listen.
+    /// `P:control`; on Redis Cluster `SPUBLISH` to `{P}:control`, whose
+    /// shard every node subscribes to); returns how many nodes listen.
     pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
         let shared = &self.shared;
         let mut conn = shared.conn()?;
         let payload = serde_json::to_vec(control)
             .map_err(|_| unavailable("a control that does not encode as JSON"))?;
-        let mut command = redis::cmd("PUBLISH");
+        let mut command = redis::cmd(if shared.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         command.arg(&shared.control_topic).arg(payload);
         match tokio::time::timeout(
             shared.options.command_timeout,
@@ -1492,7 +1502,8 @@ impl Shared {
         }
     }
 
-    /// Every live node's report (see the key layout).
+    /// Every live node's report (see the key layout): one `MGET`, or on
+    /// Redis Cluster one `GET` per node (the keys are in different slots).
     async fn reports(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
         let mut conn = self.conn()?;
         let nodes: Vec<String> = match tokio::time::timeout(
@@ -1512,19 +1523,38 @@ impl Shared {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut command = redis::cmd("MGET");
-        for node in &nodes {
-            command.arg(self.report_key(node));
-        }
-        let reports: Vec<Option<String>> = match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(reports)) => reports,
-            Ok(Err(error)) => return Err(self.failed(&error)),
-            Err(_) => return Err(unavailable("redis did not answer in time")),
+        let reports: Vec<Option<String>> = if self.sharded() {
+            // The reports are in different slots: one GET each, at once.
+            let gets = nodes.iter().map(|node| {
+                let mut conn = conn.clone();
+                let mut command = redis::cmd("GET");
+                command.arg(self.report_key(node));
+                async move { command.query_async::<Option<String>>(&mut conn).await }
+            });
+            match tokio::time::timeout(
+                self.options.command_timeout,
+                futures_util::future::join_all(gets),
+            )
+            .await
+            {
+                Ok(replies) => replies
+                    .into_iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| self.failed(&error))?,
+                Err(_) => return Err(unavailable("redis did not answer in time")),
+            }
+        } else {
+            let mut command = redis::cmd("MGET");
+            for node in &nodes {
+                command.arg(self.report_key(node));
+            }
+            match tokio::time::timeout(self.options.command_timeout, command.query_async(&mut conn))
+                .await
+            {
+                Ok(Ok(reports)) => reports,
+                Ok(Err(error)) => return Err(self.failed(&error)),
+                Err(_) => return Err(unavailable("redis did not answer in time")),
+            }
         };
         Ok(reports
             .into_iter()
@@ -1549,7 +1579,8 @@ impl Shared {
             .key(self.key(channel, "hist"))
             .key(self.key(channel, "keys"))
             .key(self.key(channel, "pres"))
-            .key(self.node_key())
+            // No node key: this read enters no presence (and on Redis
+            // Cluster that key is in another slot).
             .arg(new_epoch())
             .arg(self.meta_ttl(ns.history_ttl))
             .arg(millis(ns.history_ttl))

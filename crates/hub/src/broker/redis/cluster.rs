@@ -159,6 +159,22 @@ impl ClusterUrl {
     }
 }
 
+/// Sharded subscriptions that may have lapsed, asked for again every
+/// [`RESUBSCRIBE_EVERY`].
+#[derive(Default)]
+struct Lapsed {
+    /// Channels: subscribed again, then caught up when confirmed.
+    channels: HashSet<Arc<str>>,
+    /// The server API's controls' topic, `{P}:control`.
+    control: bool,
+}
+
+impl Lapsed {
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && !self.control
+    }
+}
+
 /// The seed nodes of a cluster, and the CA to verify them with (TLS).
 pub(super) struct Nodes {
     url: ClusterUrl,
@@ -244,6 +260,19 @@ impl Shared {
             let generation = interest.generation;
             interest.sink = Some(Sink::Cluster(cluster.clone()));
             self.generation.store(generation, Ordering::SeqCst);
+            // The server API's controls, for this node's sessions: a
+            // sharded topic in one fixed slot, followed like the channels.
+            let mut sink = cluster.clone();
+            match tokio::time::timeout(
+                self.options.command_timeout,
+                sink.ssubscribe(&self.control_topic),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return LinkEnd::Lost(format!("SSUBSCRIBE: {error}")),
+                Err(_) => return LinkEnd::Lost("SSUBSCRIBE timed out".into()),
+            }
             let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
             for slot in slots {
                 let mut sink = cluster.clone();
@@ -279,7 +308,7 @@ impl Shared {
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Channels whose subscription may have lapsed: subscribed again,
         // then caught up when the confirmation comes.
-        let mut lapsed: HashSet<Arc<str>> = HashSet::new();
+        let mut lapsed = Lapsed::default();
         // Pushes taken off the queue early (see `drain`), handled first.
         let mut deferred: VecDeque<PushInfo> = VecDeque::new();
         loop {
@@ -371,7 +400,7 @@ impl Shared {
         push: PushInfo,
         pushes: &mut UnboundedReceiver<PushInfo>,
         deferred: &mut VecDeque<PushInfo>,
-        lapsed: &mut HashSet<Arc<str>>,
+        lapsed: &mut Lapsed,
     ) {
         let topic = push
             .data
@@ -402,21 +431,25 @@ impl Shared {
                 self.drain(generation, pushes, deferred);
                 if let Err(error) = self.catch_up_slot(conn, &slot, generation).await {
                     tracing::debug!(channel = &*slot.name, %error, "catch-up failed; retried");
-                    lapsed.insert(slot.name.clone());
+                    lapsed.channels.insert(slot.name.clone());
                 }
             }
             PushKind::SUnsubscribe => {
                 // The shard gave the slot away (migration, failover), or
                 // this node left the channel (then it is no longer wanted).
-                if let Some(slot) = topic.and_then(|t| self.wanted(t)) {
-                    lapsed.insert(slot.name.clone());
+                if topic == Some(self.control_topic.as_str()) {
+                    lapsed.control = true;
+                } else if let Some(slot) = topic.and_then(|t| self.wanted(t)) {
+                    lapsed.channels.insert(slot.name.clone());
                 }
             }
             PushKind::Disconnection => {
                 // A shard connection dropped: its subscriptions lapsed.
                 // Which channels were on it is the slot map's business, so
-                // every channel is subscribed again and caught up.
-                lapsed.extend(self.channels().keys().cloned());
+                // every channel (and the controls' topic) is subscribed
+                // again, and the channels caught up.
+                lapsed.channels.extend(self.channels().keys().cloned());
+                lapsed.control = true;
             }
             _ => {}
         }
@@ -428,20 +461,31 @@ impl Shared {
         self.channels().get(name).cloned()
     }
 
-    /// Subscribes the lapsed channels again; those confirmed are caught up
-    /// when their confirmation arrives (see `on_push`).
-    async fn resubscribe(&self, cluster: &ClusterConnection, lapsed: &mut HashSet<Arc<str>>) {
-        let names: Vec<Arc<str>> = lapsed.iter().cloned().collect();
+    /// Subscribes the lapsed channels (and the controls' topic) again;
+    /// those confirmed are caught up when their confirmation arrives (see
+    /// `on_push`). Controls have no history: those sent while the
+    /// subscription lapsed are not delivered to this node (at most once).
+    async fn resubscribe(&self, cluster: &ClusterConnection, lapsed: &mut Lapsed) {
+        if lapsed.control {
+            let mut sink = cluster.clone();
+            let subscribe = sink.ssubscribe(&self.control_topic);
+            match tokio::time::timeout(self.options.command_timeout, subscribe).await {
+                Ok(Ok(())) => lapsed.control = false,
+                Ok(Err(error)) => tracing::debug!(%error, "SSUBSCRIBE of controls failed; retried"),
+                Err(_) => tracing::debug!("SSUBSCRIBE of controls timed out; retried"),
+            }
+        }
+        let names: Vec<Arc<str>> = lapsed.channels.iter().cloned().collect();
         for name in names {
             let Some(slot) = self.channels().get(&name).cloned() else {
-                lapsed.remove(&name);
+                lapsed.channels.remove(&name);
                 continue;
             };
             let mut sink = cluster.clone();
             let subscribe = sink.ssubscribe(&slot.topic);
             match tokio::time::timeout(self.options.command_timeout, subscribe).await {
                 Ok(Ok(())) => {
-                    lapsed.remove(&name);
+                    lapsed.channels.remove(&name);
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(channel = &*name, %error, "SSUBSCRIBE failed; retried");

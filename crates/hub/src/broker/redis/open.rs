@@ -286,7 +286,10 @@ mod tests {
             matches!(cluster, RedisSetupError::ClusterUrl(_)),
             "{cluster:?}"
         );
-        assert!(cluster.to_string().contains("name at least one node"), "{cluster}");
+        assert!(
+            cluster.to_string().contains("name at least one node"),
+            "{cluster}"
+        );
         let invalid = open_client("redis://:99999999", None).unwrap_err();
         assert!(
             matches!(invalid, RedisSetupError::Invalid { .. }),
