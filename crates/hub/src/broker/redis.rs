@@ -54,13 +54,16 @@
 //! - **unsubscribe**: one round trip when presence is on (leave), plus an
 //!   `UNSUBSCRIBE` when the last local subscriber of the channel left.
 //! - **signal**: one `PUBLISH`; **presence**: one `HGETALL`.
-//! - **control** (server API): one `PUBLISH` to `P:control`; its reply
-//!   says how many nodes listen. Delivery is at most once: a node whose
+//! - **control** (server API): one `PUBLISH` to `P:control` (on Redis
+//!   Cluster, `SPUBLISH` to `{P}:control`); its reply says how many nodes
+//!   listen. Delivery is at most once: a node whose
 //!   link is down then does not get it.
 //! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
 //!   plus a `PING` on the pub/sub connection, plus a `SET` of its report
 //!   (`P:node:N:info`): the server API's `info` and `channels` read every
-//!   live node's report, so they are at most one heartbeat old.
+//!   live node's report (one `MGET`; on Redis Cluster one `GET` per node,
+//!   the keys being in different slots), so they are at most one heartbeat
+//!   old.
 //!
 //! # Invariants (beyond the [`Broker`] ones)
 //!

@@ -33,6 +33,18 @@
 //!   each of their entries with a small script on the channel's shard (only
 //!   if still the dead node's, announcing the leave), and forgets the node.
 //!   Several nodes may do it at once: each removal happens once.
+//! - **The server API.** Its controls travel over sharded pub/sub too:
+//!   `SPUBLISH` to `{P}:control` (a fixed hash tag, so one slot), which
+//!   every node `SSUBSCRIBE`s when the link starts and subscribes again
+//!   whenever that subscription may have lapsed (as for the channels, but
+//!   without a catch-up: controls have no history, delivery is at most
+//!   once). `SPUBLISH`'s reply counts the nodes listening on that shard,
+//!   so the API's `nodes` stays right. (A classic `SUBSCRIBE` would also
+//!   see a cluster-wide `PUBLISH`, but it holds a connection to one chosen
+//!   node that would have to be moved by hand when that node dies, and
+//!   its count covers that node's subscribers only.) The node reports
+//!   `P:node:N:info` are in different slots: written one `SET` each, read
+//!   one `GET` each; the API's history read passes no node key.
 //! - **The link** lasts as long as the broker: the cluster connection heals
 //!   itself, so shard failures show as failing commands
 //!   ([`BrokerError::Unavailable`]) for the channels of that shard only, not
