@@ -259,13 +259,24 @@ fn firefox_esr() -> Result<Outcome> {
     )
 }
 
-/// Debian's `redis-server` (the hub's Redis broker tests), from apt.
+/// Debian's `redis-server` (the hub's Redis broker tests), and
+/// `redis-cli` from `redis-tools` (the Redis Cluster tests join their
+/// cluster with `redis-cli --cluster create`), from apt.
 fn redis() -> Result<Outcome> {
-    apt_install(
+    let server = apt_install(
         "redis-server",
         Path::new("/usr/bin/redis-server"),
         &["--version"],
-    )
+    )?;
+    let cli = apt_install(
+        "redis-tools",
+        Path::new("/usr/bin/redis-cli"),
+        &["--version"],
+    )?;
+    Ok(match (server, cli) {
+        (Outcome::AlreadyInstalled, Outcome::AlreadyInstalled) => Outcome::AlreadyInstalled,
+        _ => Outcome::Installed,
+    })
 }
 
 /// Debian's `haproxy` (the hub cluster's load-balancer test), from apt.

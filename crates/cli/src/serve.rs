@@ -135,7 +135,8 @@ pub(crate) struct ServeArgs {
     pong_timeout: Option<f64>,
     /// Join a cluster of hubs through Redis (redis://HOST:PORT, or
     /// rediss://HOST:PORT for TLS; redis+sentinel://H1:P1,H2:P2/NAME for
-    /// the primary Sentinel monitors as NAME); see docs/deploy.md.
+    /// the primary Sentinel monitors as NAME; redis+cluster://N1:P1,N2:P2
+    /// for a Redis Cluster); see docs/deploy.md.
     #[arg(long, env = "DUPLEX_REDIS")]
     redis: Option<String>,
     /// PEM file of the CA that signed a rediss:// Redis's certificate,

@@ -70,7 +70,9 @@ pub struct HubConfig {
     /// Redis URL (`redis://host:port`, or `rediss://host:port` for TLS; or
     /// `redis+sentinel://[user:password@]h1:p1,h2:p2/name[?db=N]`, and
     /// `rediss+sentinel://`, for the primary that Sentinel monitors as
-    /// `name`, followed across failovers): join a cluster of hubs through
+    /// `name`, followed across failovers; or
+    /// `redis+cluster://[user:password@]n1:p1,n2:p2`, and
+    /// `rediss+cluster://`, for a Redis Cluster ≥ 7): join a cluster of hubs through
     /// Redis. `None`: the in-memory broker of a single node.
     pub redis: Option<String>,
     /// A PEM file of the CA certificate(s) to trust for a `rediss://` Redis,

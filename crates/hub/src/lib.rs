@@ -45,7 +45,7 @@ mod web;
 
 pub use api::ApiServer;
 pub use auth::KeyError;
-pub use broker::redis::{RedisOptions, RedisSetupError, SentinelUrlError};
+pub use broker::redis::{ClusterUrlError, RedisOptions, RedisSetupError, SentinelUrlError};
 pub use config::HubConfig;
 pub use hub::{Hub, HubError};
 pub use server::Server;

@@ -2,8 +2,9 @@
 //!
 //! Every node connects to the same Redis (`redis://`, or `rediss://` over
 //! TLS; or the primary that Sentinel names, `redis+sentinel://`, followed
-//! across failovers by the private `sentinel` module: see
-//! [`RedisBroker::start`]). Offsets, epochs, history,
+//! across failovers by the private `sentinel` module; or a Redis Cluster,
+//! `redis+cluster://`, served by the private `cluster` module, which says
+//! what differs there: see [`RedisBroker::start`]). Offsets, epochs, history,
 //! idempotency keys and presence live in Redis; messages, join/leave events
 //! and signals travel over Redis pub/sub, one topic per channel, to the
 //! nodes that have local subscribers of that channel. Each node encodes a
@@ -14,9 +15,9 @@
 //!
 //! `P` is the key prefix ([`RedisOptions::prefix`], `duplex` by default),
 //! `C` a channel name, `N` a node id. The `{C}` hash tag keeps a channel's
-//! keys together (the scripts also touch a node's keys, so a single Redis,
-//! or a primary with replicas behind Sentinel, is required, not Redis
-//! Cluster).
+//! keys together. On one Redis the scripts also touch the node's own
+//! `P:node:N:pres`; on Redis Cluster that key is written by a separate
+//! command beside the script (see the `cluster` module).
 //!
 //! | key / topic        | type   | what                                                          |
 //! |--------------------|--------|---------------------------------------------------------------|
@@ -26,9 +27,9 @@
 //! | `P:{C}:pres`       | hash   | client id → `"N user"`: the channel's presence, on every node  |
 //! | `P:node:N:pres`    | hash   | `"client C"` → user: node `N`'s presence entries (for cleanup) |
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
-//! | `P:node:N:info`    | string | node `N`'s report for the server API's `info` and `channels` (JSON: id, version, connections, uptime, channel → local subscribers), written with each heartbeat, expiring after `node_expiry` |
-//! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals      |
-//! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens |
+//! | `P:node:N:info`    | string | node `N`'s report for the server API's `info` and `channels` (JSON: id, version, connections, uptime, channel → local subscribers), written with each heartbeat, expiring after `node_expiry`; one key per command on Redis Cluster |
+//! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals; `P:m:{C}` with sharded pub/sub on Redis Cluster (same slot as the channel's keys) |
+//! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens; `{P}:control` with sharded pub/sub on Redis Cluster (one fixed slot) |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
 //! documents; the Lua scripts that write them are in `scripts`; the link
@@ -53,13 +54,16 @@
 //! - **unsubscribe**: one round trip when presence is on (leave), plus an
 //!   `UNSUBSCRIBE` when the last local subscriber of the channel left.
 //! - **signal**: one `PUBLISH`; **presence**: one `HGETALL`.
-//! - **control** (server API): one `PUBLISH` to `P:control`; its reply
-//!   says how many nodes listen. Delivery is at most once: a node whose
+//! - **control** (server API): one `PUBLISH` to `P:control` (on Redis
+//!   Cluster, `SPUBLISH` to `{P}:control`); its reply says how many nodes
+//!   listen. Delivery is at most once: a node whose
 //!   link is down then does not get it.
 //! - **per node**: one heartbeat script every [`RedisOptions::heartbeat`]
 //!   plus a `PING` on the pub/sub connection, plus a `SET` of its report
 //!   (`P:node:N:info`): the server API's `info` and `channels` read every
-//!   live node's report, so they are at most one heartbeat old.
+//!   live node's report (one `MGET`; on Redis Cluster one `GET` per node,
+//!   the keys being in different slots), so they are at most one heartbeat
+//!   old.
 //!
 //! # Invariants (beyond the [`Broker`] ones)
 //!
@@ -141,12 +145,14 @@
 //! `run_id` it meets. Presence is not history: after a loss, entries of
 //! clients that left meanwhile may linger until their node leaves or dies.
 
+mod cluster;
 mod envelope;
 mod link;
 mod open;
 mod scripts;
 mod sentinel;
 
+pub use self::cluster::ClusterUrlError;
 use self::link::run_link;
 pub use self::open::RedisSetupError;
 use self::open::{connect_error, open_client};
@@ -177,6 +183,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use self::cluster::{ClusterUrl, Nodes};
 use self::envelope::{Entry, Envelope, decode_body, encode_body, parse_entry, parse_envelope};
 use self::scripts::Scripts;
 use self::sentinel::{SentinelUrl, Sentinels};
@@ -254,7 +261,8 @@ struct Shared {
     topic_prefix: String,
     /// Where Redis is: one address, or the primary the sentinels name.
     target: Target,
-    /// `P:control`, the topic of the server API's controls.
+    /// `P:control`, the topic of the server API's controls (`{P}:control`,
+    /// sharded, on Redis Cluster).
     control_topic: String,
     /// This node's sessions, which the controls apply to.
     registry: Arc<Registry>,
@@ -266,8 +274,9 @@ struct Shared {
     /// Connected, resubscribed and caught up.
     ready: AtomicBool,
     /// The command connection while connected, and the `run_id` of the
-    /// Redis process it reaches.
-    conn: RwLock<Option<(MultiplexedConnection, Arc<str>)>>,
+    /// Redis process it reaches (empty on Redis Cluster: the scripts read
+    /// the `run_id` of the shard they run on).
+    conn: RwLock<Option<(Conn, Arc<str>)>>,
     /// The `run_id` of the Redis process last connected to (to tell an
     /// operator it changed).
     last_run: Mutex<Option<Arc<str>>>,
@@ -284,6 +293,76 @@ struct Shared {
     /// Behind Sentinel: a command met a replica (`READONLY`), so the link
     /// ends and the primary is asked for again.
     demoted: Notify,
+    /// On Redis Cluster: topics whose `SSUBSCRIBE` this node sent for a new
+    /// channel and whose confirmation has not come back yet (no catch-up
+    /// needed when it does; any other confirmation means a re-subscription,
+    /// after which the channel is caught up).
+    confirming: Mutex<HashMap<String, usize>>,
+}
+
+/// The command connection: to one Redis, or to a Redis Cluster (commands
+/// routed by key slot, following `MOVED`/`ASK` and failovers).
+#[derive(Clone)]
+enum Conn {
+    /// One Redis (direct or behind Sentinel).
+    Single(MultiplexedConnection),
+    /// Redis Cluster (RESP3; sharded pub/sub pushes go to the link).
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The pub/sub side of a link: a connection of its own (one Redis), or the
+/// cluster connection's sharded subscriptions (Redis Cluster).
+#[derive(Clone)]
+enum Sink {
+    Single(PubSubSink),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Sink {
+    /// `SUBSCRIBE` (one Redis) or `SSUBSCRIBE` (Redis Cluster) `topic`,
+    /// confirmed.
+    async fn subscribe(&mut self, topic: &str) -> Result<(), RedisError> {
+        match self {
+            Self::Single(sink) => sink.subscribe(topic).await,
+            Self::Cluster(conn) => conn.ssubscribe(topic).await,
+        }
+    }
+
+    /// `UNSUBSCRIBE` or `SUNSUBSCRIBE` `topic`.
+    async fn unsubscribe(&mut self, topic: &str) -> Result<(), RedisError> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(topic).await,
+            Self::Cluster(conn) => conn.sunsubscribe(topic).await,
+        }
+    }
 }
 
 /// Where the node finds Redis.
@@ -293,6 +372,9 @@ enum Target {
     /// The primary the sentinels name (`redis+sentinel://`,
     /// `rediss+sentinel://`), asked again on every connect.
     Sentinel(Sentinels),
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`): the seed
+    /// nodes of the URL, and the cluster's slot map learnt from them.
+    Cluster(Nodes),
 }
 
 /// The pub/sub connection's sink, and which connection it is.
@@ -300,7 +382,7 @@ struct Interest {
     /// Counts pub/sub connections: a channel subscribed on an older one is
     /// not subscribed now.
     generation: u64,
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
 }
 
 /// One channel with local subscribers.
@@ -428,7 +510,9 @@ impl RedisBroker {
     /// [`HubConfig::redis_ca`] if set, else the system's roots; or
     /// `redis+sentinel://[USER:PASSWORD@]H1:P1,H2:P2/NAME[?db=N]` (and
     /// `rediss+sentinel://`) for the primary the sentinels monitor as `NAME`:
-    /// see the `sentinel` module): it connects
+    /// see the `sentinel` module; or
+    /// `redis+cluster://[USER:PASSWORD@]N1:P1,N2:P2` (and `rediss+cluster://`)
+    /// for a Redis Cluster ≥ 7: see the `cluster` module): it connects
     /// in the background (see [`RedisBroker::is_ready`]) and keeps
     /// reconnecting while it lives. Needs a tokio runtime; `node` is this
     /// node's id. Fails at once on a malformed URL or an unusable CA file; a
@@ -442,12 +526,17 @@ impl RedisBroker {
         options: RedisOptions,
         registry: Arc<Registry>,
     ) -> Result<Arc<Self>, RedisSetupError> {
-        let target = match SentinelUrl::parse(url)? {
-            Some(sentinel) => {
-                Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+        let target = if let Some(cluster) = ClusterUrl::parse(url)? {
+            Target::Cluster(Nodes::new(cluster, config.redis_ca.as_deref())?)
+        } else {
+            match SentinelUrl::parse(url)? {
+                Some(sentinel) => {
+                    Target::Sentinel(Sentinels::new(sentinel, config.redis_ca.as_deref())?)
+                }
+                None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
             }
-            None => Target::Direct(open_client(url, config.redis_ca.as_deref())?),
         };
+        let sharded = matches!(target, Target::Cluster(_));
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisSetupError::NoRuntime)?;
         let (stop, stopped) = watch::channel(false);
@@ -456,13 +545,17 @@ impl RedisBroker {
             config,
             metrics,
             topic_prefix: format!("{}:m:", options.prefix),
-            control_topic: format!("{}:control", options.prefix),
+            control_topic: if sharded {
+                format!("{{{}}}:control", options.prefix)
+            } else {
+                format!("{}:control", options.prefix)
+            },
             registry,
             started: std::time::Instant::now(),
             options,
             node,
             target,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(sharded),
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
             last_run: Mutex::new(None),
@@ -475,6 +568,7 @@ impl RedisBroker {
             pending_leaves: Mutex::new(Vec::new()),
             suspect: Notify::new(),
             demoted: Notify::new(),
+            confirming: Mutex::new(HashMap::new()),
         });
         let link = runtime.spawn(run_link(shared.clone(), stopped));
         Ok(Arc::new(Self {
@@ -499,13 +593,18 @@ impl RedisBroker {
     }
 
     /// Sends a control to every node's sessions (`PUBLISH` to
-    /// `P:control`); returns how many nodes listen.
+    /// `P:control`; on Redis Cluster `SPUBLISH` to `{P}:control`, whose
+    /// shard every node subscribes to); returns how many nodes listen.
     pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
         let shared = &self.shared;
         let mut conn = shared.conn()?;
         let payload = serde_json::to_vec(control)
             .map_err(|_| unavailable("a control that does not encode as JSON"))?;
-        let mut command = redis::cmd("PUBLISH");
+        let mut command = redis::cmd(if shared.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         command.arg(&shared.control_topic).arg(payload);
         match tokio::time::timeout(
             shared.options.command_timeout,
@@ -588,7 +687,27 @@ impl Shared {
     }
 
     fn topic(&self, channel: &str) -> String {
-        format!("{}{channel}", self.topic_prefix)
+        if self.sharded() {
+            format!("{}{{{channel}}}", self.topic_prefix)
+        } else {
+            format!("{}{channel}", self.topic_prefix)
+        }
+    }
+
+    /// The channel whose topic is `topic`.
+    fn channel_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic.strip_prefix(&self.topic_prefix)?;
+        if self.sharded() {
+            rest.strip_prefix('{')?.strip_suffix('}')
+        } else {
+            Some(rest)
+        }
+    }
+
+    /// Whether Redis is a Redis Cluster (sharded pub/sub, a `run_id` per
+    /// shard, node bookkeeping outside the channel scripts).
+    fn sharded(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     fn meta_ttl(&self, history_ttl: Duration) -> u64 {
@@ -605,13 +724,13 @@ impl Shared {
     }
 
     /// The command connection, if connected and ready.
-    fn conn(&self) -> Result<MultiplexedConnection, BrokerError> {
+    fn conn(&self) -> Result<Conn, BrokerError> {
         self.link().map(|(conn, _)| conn)
     }
 
     /// The command connection and the `run_id` of the Redis it reaches, if
     /// connected and ready.
-    fn link(&self) -> Result<(MultiplexedConnection, Arc<str>), BrokerError> {
+    fn link(&self) -> Result<(Conn, Arc<str>), BrokerError> {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(unavailable("redis is not connected"));
         }
@@ -668,7 +787,7 @@ impl Shared {
     async fn invoke(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
     ) -> Result<Value, BrokerError> {
         match tokio::time::timeout(
             self.options.command_timeout,
@@ -739,7 +858,11 @@ impl Shared {
         let mut conn = self.conn()?;
         let mut payload = vec![b's'];
         payload.extend_from_slice(&encode_body(now_us(), &from.info(), &data));
-        let mut command = redis::cmd("PUBLISH");
+        let mut command = redis::cmd(if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         command.arg(self.topic(channel)).arg(payload);
         match tokio::time::timeout(
             self.options.command_timeout,
@@ -823,7 +946,6 @@ impl Shared {
             .key(self.key(&channel, "hist"))
             .key(self.key(&channel, "keys"))
             .key(self.key(&channel, "pres"))
-            .key(self.node_key())
             .arg(new_epoch())
             .arg(self.meta_ttl(ns.history_ttl))
             .arg(millis(ns.history_ttl))
@@ -847,7 +969,25 @@ impl Shared {
             .arg(&*run)
             .arg(check_epoch)
             .arg(check_offset);
-        let read = match self.invoke(&invocation, &mut conn).await {
+        if !self.sharded() {
+            invocation.key(self.node_key());
+        }
+        // On Redis Cluster the node's own list of its presence entries is
+        // in another slot: written beside the read, at the same time.
+        let entry = [(
+            subscriber.client(),
+            channel.clone(),
+            subscriber.user().to_owned(),
+        )];
+        let mut entry_conn = conn.clone();
+        let (read, entry) = tokio::join!(self.invoke(&invocation, &mut conn), async {
+            if presence {
+                self.node_entries(&mut entry_conn, true, &entry).await
+            } else {
+                Ok(())
+            }
+        });
+        let read = match read.and_then(|reply| entry.map(|()| reply)) {
             Ok(reply) => parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply")),
             Err(error) => Err(error),
         };
@@ -940,6 +1080,11 @@ impl Shared {
             .sink
             .clone()
             .ok_or_else(|| unavailable("redis is not connected"))?;
+        if self.sharded() {
+            *lock(&self.confirming)
+                .entry(slot.topic.clone())
+                .or_default() += 1;
+        }
         match tokio::time::timeout(timeout, sink.subscribe(&slot.topic)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(self.failed(&error)),
@@ -998,7 +1143,6 @@ impl Shared {
         let mut invocation = self.scripts.leave.prepare_invoke();
         invocation
             .key(self.key(&leave.channel, "pres"))
-            .key(self.node_key())
             .arg(&leave.client)
             .arg(&*leave.channel)
             .arg(if ns.join_leave {
@@ -1007,7 +1151,49 @@ impl Shared {
                 String::new()
             })
             .arg(&leave.user);
-        self.invoke(&invocation, &mut conn).await.map(|_| ())
+        if !self.sharded() {
+            invocation.key(self.node_key());
+        }
+        self.invoke(&invocation, &mut conn.clone()).await?;
+        let entry = [(
+            leave.client.clone(),
+            leave.channel.clone(),
+            leave.user.clone(),
+        )];
+        self.node_entries(&mut conn, false, &entry).await
+    }
+
+    /// On Redis Cluster, adds (`add`) or removes this node's own record of
+    /// presence `entries` (client, channel, user), kept in `P:node:N:pres`
+    /// outside the channels' slots so that the cluster can remove a dead
+    /// node's presence; on one Redis the channel scripts keep it.
+    async fn node_entries(
+        &self,
+        conn: &mut Conn,
+        add: bool,
+        entries: &[(String, Arc<str>, String)],
+    ) -> Result<(), BrokerError> {
+        if !self.sharded() || entries.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd(if add { "HSET" } else { "HDEL" });
+        command.arg(self.node_key());
+        for (client, channel, user) in entries {
+            command.arg(format!("{client} {channel}"));
+            if add {
+                command.arg(user);
+            }
+        }
+        match tokio::time::timeout(
+            self.options.command_timeout,
+            command.query_async::<Value>(conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(self.failed(&error)),
+            Err(_) => Err(unavailable("redis did not answer in time")),
+        }
     }
 
     fn pending_leave(&self, channel: &Arc<str>, info: &ClientInfo) {
@@ -1075,7 +1261,7 @@ impl Shared {
             }
             return;
         }
-        let Some(name) = topic.strip_prefix(&self.topic_prefix) else {
+        let Some(name) = self.channel_of(topic) else {
             return;
         };
         let Some(slot) = self.channels().get(name).cloned() else {
@@ -1275,7 +1461,7 @@ impl Shared {
 
     /// Writes this node's report (see the key layout), or removes it when
     /// the node leaves.
-    async fn report(&self, conn: &mut MultiplexedConnection, leaving: bool) -> Result<(), String> {
+    async fn report(&self, conn: &mut Conn, leaving: bool) -> Result<(), String> {
         let key = self.report_key(&self.node);
         let command = if leaving {
             let mut command = redis::cmd("DEL");
@@ -1319,7 +1505,8 @@ impl Shared {
         }
     }
 
-    /// Every live node's report (see the key layout).
+    /// Every live node's report (see the key layout): one `MGET`, or on
+    /// Redis Cluster one `GET` per node (the keys are in different slots).
     async fn reports(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
         let mut conn = self.conn()?;
         let nodes: Vec<String> = match tokio::time::timeout(
@@ -1339,19 +1526,38 @@ impl Shared {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut command = redis::cmd("MGET");
-        for node in &nodes {
-            command.arg(self.report_key(node));
-        }
-        let reports: Vec<Option<String>> = match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(reports)) => reports,
-            Ok(Err(error)) => return Err(self.failed(&error)),
-            Err(_) => return Err(unavailable("redis did not answer in time")),
+        let reports: Vec<Option<String>> = if self.sharded() {
+            // The reports are in different slots: one GET each, at once.
+            let gets = nodes.iter().map(|node| {
+                let mut conn = conn.clone();
+                let mut command = redis::cmd("GET");
+                command.arg(self.report_key(node));
+                async move { command.query_async::<Option<String>>(&mut conn).await }
+            });
+            match tokio::time::timeout(
+                self.options.command_timeout,
+                futures_util::future::join_all(gets),
+            )
+            .await
+            {
+                Ok(replies) => replies
+                    .into_iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| self.failed(&error))?,
+                Err(_) => return Err(unavailable("redis did not answer in time")),
+            }
+        } else {
+            let mut command = redis::cmd("MGET");
+            for node in &nodes {
+                command.arg(self.report_key(node));
+            }
+            match tokio::time::timeout(self.options.command_timeout, command.query_async(&mut conn))
+                .await
+            {
+                Ok(Ok(reports)) => reports,
+                Ok(Err(error)) => return Err(self.failed(&error)),
+                Err(_) => return Err(unavailable("redis did not answer in time")),
+            }
         };
         Ok(reports
             .into_iter()
@@ -1376,7 +1582,8 @@ impl Shared {
             .key(self.key(channel, "hist"))
             .key(self.key(channel, "keys"))
             .key(self.key(channel, "pres"))
-            .key(self.node_key())
+            // No node key: this read enters no presence (and on Redis
+            // Cluster that key is in another slot).
             .arg(new_epoch())
             .arg(self.meta_ttl(ns.history_ttl))
             .arg(millis(ns.history_ttl))

@@ -13,9 +13,9 @@ impl Shared {
 
     /// Reads, for each channel, what its local subscribers may have missed
     /// while the link was down, and delivers it or reports a gap.
-    async fn catch_up(
+    pub(super) async fn catch_up(
         &self,
-        conn: &MultiplexedConnection,
+        conn: &Conn,
         run: &str,
         generation: u64,
     ) -> Result<(), String> {
@@ -43,9 +43,9 @@ impl Shared {
     }
 
     /// The history of `slot` after `base` (a node's catch-up read).
-    async fn read_after(
+    pub(super) async fn read_after(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         run: &str,
         slot: &Slot,
         base: Option<&(Arc<str>, u64)>,
@@ -59,7 +59,6 @@ impl Shared {
             .key(self.key(&slot.name, "hist"))
             .key(self.key(&slot.name, "keys"))
             .key(self.key(&slot.name, "pres"))
-            .key(self.node_key())
             .arg(new_epoch())
             .arg(self.meta_ttl(ns.history_ttl))
             .arg(millis(ns.history_ttl))
@@ -81,7 +80,7 @@ impl Shared {
         Ok(read)
     }
 
-    fn apply_catch_up(
+    pub(super) fn apply_catch_up(
         &self,
         slot: &Slot,
         generation: u64,
@@ -128,7 +127,7 @@ impl Shared {
 
     /// Re-enters the presence of every local subscriber (after a reconnect,
     /// or when the cluster took this node for dead).
-    async fn enter_all(&self, conn: &MultiplexedConnection) -> Result<(), String> {
+    pub(super) async fn enter_all(&self, conn: &Conn) -> Result<(), String> {
         let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
         let calls = slots.into_iter().filter_map(|slot| {
             let ns = self.config.namespace(&slot.name);
@@ -153,14 +152,21 @@ impl Shared {
                 let mut invocation = self.scripts.enter.prepare_invoke();
                 invocation
                     .key(self.key(&slot.name, "pres"))
-                    .key(self.node_key())
                     .arg(&self.node)
                     .arg(&*slot.name)
                     .arg(topic);
                 for (client, user) in &members {
                     invocation.arg(client).arg(user);
                 }
-                self.invoke(&invocation, &mut conn).await.map(|_| ())
+                if !self.sharded() {
+                    invocation.key(self.node_key());
+                }
+                self.invoke(&invocation, &mut conn.clone()).await?;
+                let entries: Vec<(String, Arc<str>, String)> = members
+                    .into_iter()
+                    .map(|(client, user)| (client, slot.name.clone(), user))
+                    .collect();
+                self.node_entries(&mut conn, true, &entries).await
             })
         });
         let mut calls = futures_util::stream::iter(calls).buffer_unordered(RESYNC_CONCURRENCY);
@@ -172,11 +178,18 @@ impl Shared {
 
     /// Heartbeat (and dead-node cleanup); `Ok(true)` when this node was not
     /// registered (new, or taken for dead by the cluster).
-    async fn heartbeat(
-        &self,
-        conn: &mut MultiplexedConnection,
-        leaving: bool,
-    ) -> Result<bool, String> {
+    pub(super) async fn heartbeat(&self, conn: &mut Conn, leaving: bool) -> Result<bool, String> {
+        let added = if self.sharded() {
+            self.cluster_heartbeat(conn, leaving).await?
+        } else {
+            self.single_heartbeat(conn, leaving).await?
+        };
+        self.report(conn, leaving).await?;
+        Ok(added)
+    }
+
+    /// The heartbeat script on one Redis (it also purges the silent nodes).
+    async fn single_heartbeat(&self, conn: &mut Conn, leaving: bool) -> Result<bool, String> {
         let mut invocation = self.scripts.heartbeat.prepare_invoke();
         invocation
             .key(self.nodes_key())
@@ -188,7 +201,6 @@ impl Shared {
             .invoke(&invocation, conn)
             .await
             .map_err(|e| e.to_string())?;
-        self.report(conn, leaving).await?;
         let items = array(&reply).ok_or("bad heartbeat reply")?;
         if let [added, purged] = items {
             let purged = int(purged).unwrap_or(0);
@@ -202,7 +214,7 @@ impl Shared {
     }
 
     /// The link is gone: not ready, no connection, no pub/sub sink.
-    async fn mark_down(&self) {
+    pub(super) async fn mark_down(&self) {
         self.ready.store(false, Ordering::SeqCst);
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.interest.lock().await.sink = None;
@@ -214,6 +226,7 @@ impl Shared {
         let timeout = self.options.command_timeout;
         let (client, sentinel) = match &self.target {
             Target::Direct(client) => (client.clone(), None),
+            Target::Cluster(_) => return Err("a cluster links through its nodes".into()),
             Target::Sentinel(sentinels) => {
                 let resolved = sentinels.resolve(timeout).await?;
                 tracing::debug!(primary = %resolved.address, "the sentinels named the primary");
@@ -276,7 +289,7 @@ impl Shared {
 
     /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
     /// changes when Redis restarts or another process takes over.
-    async fn run_id(&self, conn: &mut MultiplexedConnection) -> Result<Arc<str>, RunIdError> {
+    async fn run_id(&self, conn: &mut Conn) -> Result<Arc<str>, RunIdError> {
         let mut info = redis::cmd("INFO");
         info.arg("server");
         let text = tokio::time::timeout(
@@ -293,7 +306,7 @@ impl Shared {
 
     /// Loads every script into Redis (its script cache is empty after a
     /// restart or `SCRIPT FLUSH`).
-    async fn load_scripts(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    pub(super) async fn load_scripts(&self, conn: &mut Conn) -> Result<(), String> {
         let scripts = &self.scripts;
         for script in [
             &scripts.publish,
@@ -302,6 +315,7 @@ impl Shared {
             &scripts.enter,
             &scripts.heartbeat,
             &scripts.remove_history,
+            &scripts.purge,
         ] {
             tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
                 .await
@@ -314,11 +328,12 @@ impl Shared {
     /// Serves one connection to Redis until it is lost or the broker stops.
     async fn serve_link(&self, connected: Connected, stop: &mut watch::Receiver<bool>) -> LinkEnd {
         let Connected {
-            mut conn,
+            conn,
             sink,
             mut stream,
             watch,
         } = connected;
+        let mut conn = Conn::Single(conn);
         // A `READONLY` met by the previous link is not about this one.
         let _ = futures_util::FutureExt::now_or_never(self.demoted.notified());
         // Behind Sentinel, the node named may have been demoted already.
@@ -373,7 +388,7 @@ impl Shared {
             let mut interest = self.interest.lock().await;
             interest.generation += 1;
             let generation = interest.generation;
-            interest.sink = Some(sink.clone());
+            interest.sink = Some(Sink::Single(sink.clone()));
             self.generation.store(generation, Ordering::SeqCst);
             let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
             let mut sink = sink.clone();
@@ -510,14 +525,17 @@ pub(super) async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool
             return;
         }
         let attempt = tokio::select! {
-            attempt = shared.connect() => attempt,
+            attempt = shared.connect_any() => attempt,
             _ = stop.changed() => return,
         };
         match attempt {
             Ok(connected) => {
                 backoff = shared.options.backoff_min;
                 failures = 0;
-                let end = shared.serve_link(connected, &mut stop).await;
+                let end = match connected {
+                    Linked::Single(connected) => shared.serve_link(connected, &mut stop).await,
+                    Linked::Cluster(connected) => shared.serve_cluster(connected, &mut stop).await,
+                };
                 shared.mark_down().await;
                 match end {
                     LinkEnd::Stopped => return,
@@ -545,6 +563,22 @@ pub(super) async fn run_link(shared: Arc<Shared>, mut stop: watch::Receiver<bool
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(shared.options.backoff_max);
+    }
+}
+
+/// A new link: to one Redis, or to a Redis Cluster.
+pub(super) enum Linked {
+    Single(Connected),
+    Cluster(super::cluster::ClusterConnected),
+}
+
+impl Shared {
+    /// Connects to wherever [`Target`] says Redis is.
+    async fn connect_any(&self) -> Result<Linked, String> {
+        match &self.target {
+            Target::Cluster(nodes) => nodes.connect(&self.options).await.map(Linked::Cluster),
+            _ => self.connect().await.map(Linked::Single),
+        }
     }
 }
 

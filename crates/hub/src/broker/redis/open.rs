@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::cluster::ClusterUrlError;
 use super::sentinel::SentinelUrlError;
 use super::*;
 
@@ -18,19 +19,9 @@ pub enum RedisSetupError {
     /// A scheme the hub does not speak.
     #[error(
         "redis URL {url}: the scheme must be redis://, rediss:// (TLS), \
-         redis+sentinel:// or rediss+sentinel://"
+         redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
     )]
     Scheme {
-        /// The URL, without its password.
-        url: String,
-    },
-    /// A `redis+cluster://` URL.
-    #[error(
-        "redis URL {url}: Redis Cluster is not supported yet; use one Redis \
-         (redis://HOST:PORT) or a primary behind Sentinel \
-         (redis+sentinel://S1:P1,S2:P2/NAME)"
-    )]
-    Cluster {
         /// The URL, without its password.
         url: String,
     },
@@ -51,6 +42,9 @@ pub enum RedisSetupError {
     /// A `redis+sentinel://` URL that cannot be used.
     #[error(transparent)]
     Sentinel(#[from] SentinelUrlError),
+    /// A `redis+cluster://` URL that cannot be used.
+    #[error(transparent)]
+    ClusterUrl(#[from] ClusterUrlError),
     /// A CA file given for a URL that is not `rediss://`.
     #[error("redis CA {}: set, but the redis URL {url} is not rediss:// (TLS)", ca.display())]
     CaWithoutTls {
@@ -164,7 +158,6 @@ fn check_scheme(url: &str, shown: &str) -> Result<(), RedisSetupError> {
     let url = shown.to_owned();
     match scheme.as_str() {
         "redis" | "rediss" | "redis+unix" | "unix" => Ok(()),
-        "redis+cluster" | "rediss+cluster" => Err(RedisSetupError::Cluster { url }),
         _ => Err(RedisSetupError::Scheme { url }),
     }
 }
@@ -286,10 +279,17 @@ mod tests {
             open_client("nope://x", None),
             Err(RedisSetupError::Scheme { .. })
         ));
-        assert!(matches!(
-            open_client("redis+cluster://a:1,b:2", None),
-            Err(RedisSetupError::Cluster { .. })
-        ));
+        let cluster = RedisSetupError::from(
+            super::super::cluster::ClusterUrl::parse("redis+cluster://:pw@").unwrap_err(),
+        );
+        assert!(
+            matches!(cluster, RedisSetupError::ClusterUrl(_)),
+            "{cluster:?}"
+        );
+        assert!(
+            cluster.to_string().contains("name at least one node"),
+            "{cluster}"
+        );
         let invalid = open_client("redis://:99999999", None).unwrap_err();
         assert!(
             matches!(invalid, RedisSetupError::Invalid { .. }),
@@ -312,10 +312,6 @@ mod tests {
             ("redis://", "is not valid: missing hostname"),
             ("redis://h:x", "is not valid: redis url did not parse"),
             ("redis://h:1/x", "is not valid: invalid database number"),
-            (
-                "redis+cluster://h:1,h:2",
-                "Redis Cluster is not supported yet",
-            ),
             ("http://h:1", "the scheme must be redis://"),
         ];
         for (url, expected) in cases {

@@ -40,6 +40,12 @@ use redis::Script;
 
 /// Shared Lua helpers, prepended to the scripts that touch history.
 const HELPERS: &str = r"
+-- The run_id of this Redis process: the caller's (one Redis: read once per
+-- connection), or '' to read it here (Redis Cluster: each shard has its own).
+local function run_of(given)
+  if given ~= '' then return given end
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -122,8 +128,9 @@ const PUBLISH: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
 local key, size, ttl = ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
 local max_bytes = tonumber(ARGV[12])
-local epoch, last, why = meta_of(meta, hist, keys, ARGV[8], ARGV[9])
-epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+local run = run_of(ARGV[9])
+local epoch, last, why = meta_of(meta, hist, keys, ARGV[8], run)
+epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[8], run, ARGV[10], ARGV[11])
 prune(meta, hist, keys, ttl)
 if key ~= '' then
   local seen = redis.call('HGET', keys, key)
@@ -168,8 +175,9 @@ return {epoch, offset, 0, why}
 /// continue from `since`.
 const READ: &str = r"
 local meta, hist, keys = KEYS[1], KEYS[2], KEYS[3]
-local epoch, last, why = meta_of(meta, hist, keys, ARGV[1], ARGV[13])
-epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[1], ARGV[13], ARGV[14], ARGV[15])
+local run = run_of(ARGV[13])
+local epoch, last, why = meta_of(meta, hist, keys, ARGV[1], run)
+epoch, last, why = guard(meta, hist, keys, epoch, last, why, ARGV[1], run, ARGV[14], ARGV[15])
 local since = tonumber(ARGV[5])
 redis.call('PEXPIRE', meta, ARGV[2])
 prune(meta, hist, keys, tonumber(ARGV[3]))
@@ -182,7 +190,7 @@ local entries = {}
 if from <= last then entries = redis.call('LRANGE', hist, from - first, -1) end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[8], ARGV[9] .. ' ' .. ARGV[10])
-  redis.call('HSET', KEYS[5], ARGV[8] .. ' ' .. ARGV[11], ARGV[10])
+  if KEYS[5] then redis.call('HSET', KEYS[5], ARGV[8] .. ' ' .. ARGV[11], ARGV[10]) end
   if ARGV[12] ~= '' then
     redis.call('PUBLISH', ARGV[12], 'j' .. ARGV[8] .. ' ' .. ARGV[10])
   end
@@ -194,7 +202,7 @@ return {epoch, last, first, entries, why}
 /// topic (or "": no leave event), user. Returns 1 if the client was present.
 const LEAVE: &str = r"
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+if KEYS[2] then redis.call('HDEL', KEYS[2], ARGV[1] .. ' ' .. ARGV[2]) end
 if removed == 1 and ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[3], 'l' .. ARGV[1] .. ' ' .. ARGV[4])
 end
@@ -215,7 +223,7 @@ for i = 4, #ARGV, 2 do
       redis.call('PUBLISH', ARGV[3], 'j' .. client .. ' ' .. user)
     end
   end
-  redis.call('HSET', KEYS[2], client .. ' ' .. ARGV[2], user)
+  if KEYS[2] then redis.call('HSET', KEYS[2], client .. ' ' .. ARGV[2], user) end
 end
 return added
 ";
@@ -270,6 +278,36 @@ redis.call('HSET', KEYS[1], 'bytes', 0)
 return 1
 ";
 
+/// Heartbeat on Redis Cluster: `KEYS` = nodes; `ARGV` = node, expiry (ms).
+/// Returns `{registered anew (0/1), the silent nodes}`: their cleanup
+/// crosses slots, so the node does it with [`PURGE`], one client at a time,
+/// and then forgets each dead node (`DEL` of its presence list, `ZREM`).
+const CLUSTER_HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local out = {}
+for _, d in ipairs(dead) do
+  if d ~= ARGV[1] then table.insert(out, d) end
+end
+return {added, out}
+";
+
+/// Removes one presence entry of a dead node (Redis Cluster): `KEYS` = the
+/// channel's pres; `ARGV` = client, node, topic, user. The entry goes (and
+/// a leave is announced) only if it is still that node's. Returns 1 if it
+/// went.
+const PURGE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[3], 'l' .. ARGV[1] .. ' ' .. ARGV[4])
+  return 1
+end
+return 0
+";
+
 /// The broker's scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -283,21 +321,38 @@ pub(crate) struct Scripts {
     pub(crate) leave: Script,
     /// See [`ENTER`].
     pub(crate) enter: Script,
-    /// See [`HEARTBEAT`].
+    /// See [`HEARTBEAT`] (one Redis), [`CLUSTER_HEARTBEAT`] (Redis Cluster).
     pub(crate) heartbeat: Script,
+    /// See [`PURGE`] (Redis Cluster only).
+    pub(crate) purge: Script,
 }
 
 impl Scripts {
-    /// Every script, with its helpers.
-    pub(crate) fn new() -> Self {
-        let with_helpers = |body: &str| Script::new(&format!("{HELPERS}{body}"));
+    /// Every script, with its helpers. On Redis Cluster (`cluster`), the
+    /// scripts announce with `SPUBLISH` (sharded pub/sub: the topic,
+    /// `P:m:{C}`, is in the channel's slot, where the script runs), and the
+    /// heartbeat only names the dead nodes.
+    pub(crate) fn new(cluster: bool) -> Self {
+        let script = |body: String| {
+            if cluster {
+                Script::new(&body.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+            } else {
+                Script::new(&body)
+            }
+        };
+        let with_helpers = |body: &str| script(format!("{HELPERS}{body}"));
         Self {
             publish: with_helpers(PUBLISH),
             read: with_helpers(READ),
-            leave: Script::new(LEAVE),
-            enter: Script::new(ENTER),
-            heartbeat: with_helpers(HEARTBEAT),
-            remove_history: Script::new(REMOVE_HISTORY),
+            leave: script(LEAVE.to_owned()),
+            enter: script(ENTER.to_owned()),
+            heartbeat: if cluster {
+                script(CLUSTER_HEARTBEAT.to_owned())
+            } else {
+                with_helpers(HEARTBEAT)
+            },
+            purge: script(PURGE.to_owned()),
+            remove_history: script(REMOVE_HISTORY.to_owned()),
         }
     }
 }

@@ -194,8 +194,14 @@ impl SentinelUrl {
     }
 }
 
-/// `HOST[:PORT]` or `[IPv6][:PORT]` as `HOST:PORT`.
+/// `HOST[:PORT]` or `[IPv6][:PORT]` as `HOST:PORT` (a sentinel's port by
+/// default).
 fn sentinel_address(address: &str) -> Option<String> {
+    host_port(address, SENTINEL_PORT)
+}
+
+/// `HOST[:PORT]` or `[IPv6][:PORT]` as `HOST:PORT`, `default` the port.
+pub(super) fn host_port(address: &str, default: u16) -> Option<String> {
     let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after {
@@ -211,7 +217,7 @@ fn sentinel_address(address: &str) -> Option<String> {
     };
     let port = match port {
         Some(port) => port.parse::<u16>().ok().filter(|&p| p != 0)?,
-        None => SENTINEL_PORT,
+        None => default,
     };
     let valid = host.len() > 2 || (!host.is_empty() && !host.starts_with('['));
     valid.then(|| format!("{host}:{port}"))
