@@ -1216,3 +1216,34 @@ mod deflate {
         }
     }
 }
+
+/// Single-frame messages skip the event queue; control frames between them
+/// still come out in order, and a message split anywhere (its header held in
+/// the read buffer until the payload is complete) arrives whole.
+#[test]
+fn pipelined_messages_and_pings_keep_their_order_at_any_split() {
+    let mut stream = Vec::new();
+    stream.extend(cframe(true, 0, OpCode::Text, b"one"));
+    stream.extend(cframe(true, 0, OpCode::Ping, b"p"));
+    stream.extend(cframe(true, 0, OpCode::Binary, &[9; 300]));
+    stream.extend(cframe(true, 0, OpCode::Text, b""));
+    let expected = vec![
+        Event::Message(Message::text("one")),
+        Event::Ping(Bytes::from_static(b"p")),
+        Event::Message(Message::binary(vec![9; 300])),
+        Event::Message(Message::text("")),
+    ];
+    for split in 0..=stream.len() {
+        let mut conn = server();
+        let (mut events, error) = feed(&mut conn, &stream[..split]);
+        assert_eq!(error, None);
+        if split < stream.len() {
+            assert!(conn.pending_frame_bytes() <= stream.len() - split);
+        }
+        let (rest, error) = feed(&mut conn, &stream[split..]);
+        assert_eq!(error, None);
+        events.extend(rest);
+        assert_eq!(events, expected, "split at {split}");
+        assert_eq!(conn.pending_frame_bytes(), 0);
+    }
+}
