@@ -14,11 +14,14 @@
 # Environment: DUR (seconds per pipelined echo and connect run, default 5),
 # ROUNDS (rounds of those, default 2; the tables take each implementation's
 # best round), PP_DUR (seconds per ping-pong run, default 3), IMPLS (default
-# all five),
+# all six; `uws` is uWebSockets through Node.js, benches/uws/echo.js, installed
+# here with `npm ci`),
 # IDLE (connection counts for duplex, default "10000 18000"), PEER_IDLE
 # (connection count for the peers, empty to skip, default 10000), OUT (result
 # directory, default target/bench-echo/TIMESTAMP), SERVER_CPU / CLIENT_CPU
-# (cores, default 0 and 1). Results: OUT/results.jsonl (one JSON object per
+# (cores, default 0 and 1), OLD_DUPLEX (a `duplex` binary of an earlier
+# commit: with `duplex-old` in IMPLS it runs beside the new one, measured the
+# same way, e.g. IMPLS="raw duplex-old duplex" OLD_DUPLEX=/tmp/perf-old/duplex). Results: OUT/results.jsonl (one JSON object per
 # run, from `duplex bench --json`), OUT/results.md (tables and ratios),
 # OUT/*.log (servers' and generator's standard error).
 set -euo pipefail
@@ -27,7 +30,7 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 PP_DUR=${PP_DUR:-3}
 ROUNDS=${ROUNDS:-2}
-IMPLS=${IMPLS:-"raw tungstenite fastwebsockets tokio-websockets duplex"}
+IMPLS=${IMPLS:-"raw uws tungstenite fastwebsockets tokio-websockets duplex"}
 IDLE=${IDLE:-"10000 18000"}
 PEER_IDLE=${PEER_IDLE-10000}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -36,12 +39,16 @@ OUT=${OUT:-target/bench-echo/$(date -u +%Y%m%dT%H%M%SZ)}
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 
 cargo build --release -p duplex-cli -p duplex-bench-peers
+if [[ " $IMPLS " == *" uws "* ]]; then
+    command -v node >/dev/null || { echo "run-echo: node not found (needed for uws)" >&2; exit 1; }
+    [[ -d benches/uws/node_modules/uwebsockets ]] || (cd benches/uws && npm ci --no-audit --no-fund)
+fi
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
-declare -A PORT=([raw]=9100 [tungstenite]=9101 [fastwebsockets]=9102 [tokio-websockets]=9103 [duplex]=9104 [duplex-lib]=9105)
+declare -A PORT=([raw]=9100 [tungstenite]=9101 [fastwebsockets]=9102 [tokio-websockets]=9103 [duplex]=9104 [duplex-lib]=9105 [uws]=9106 [duplex-old]=9107)
 declare -A PID=()
 
 stop_all() {
@@ -58,6 +65,12 @@ start() {
     local impl=$1 port=${PORT[$1]}
     if [[ $impl == duplex-lib ]]; then
         taskset -c "$SERVER_CPU" "$BIN/peer-echo" --impl duplex --listen "127.0.0.1:$port" \
+            >>"$OUT/server-$impl.log" 2>&1 &
+    elif [[ $impl == uws ]]; then
+        taskset -c "$SERVER_CPU" node benches/uws/echo.js --listen "127.0.0.1:$port" \
+            >>"$OUT/server-$impl.log" 2>&1 &
+    elif [[ $impl == duplex-old ]]; then
+        taskset -c "$SERVER_CPU" "${OLD_DUPLEX:?duplex-old needs OLD_DUPLEX}" echo --listen "127.0.0.1:$port" --no-compress \
             >>"$OUT/server-$impl.log" 2>&1 &
     elif [[ $impl == duplex ]]; then
         taskset -c "$SERVER_CPU" "$BIN/duplex" echo --listen "127.0.0.1:$port" --no-compress \
@@ -124,7 +137,7 @@ for impl in $IMPLS duplex-lib; do
     [[ $impl == raw ]] && continue
     [[ $impl == duplex-lib && " $IMPLS " != *" duplex "* ]] && continue
     counts=$PEER_IDLE
-    [[ $impl == duplex ]] && counts=$IDLE
+    [[ $impl == duplex || $impl == duplex-old ]] && counts=$IDLE
     for n in $counts; do
         start "$impl"
         sleep 0.5
@@ -144,7 +157,7 @@ impls = []
 for r in runs:
     if r["bench"] != "idle" and r["label"] not in impls:
         impls.append(r["label"])
-peers = [i for i in impls if i not in ("raw", "duplex")]
+peers = [i for i in impls if i not in ("raw", "duplex", "duplex-old")]
 sizes = {20: "20 B", 1024: "1 KiB", 16384: "16 KiB", 1048576: "1 MiB"}
 
 

@@ -6,6 +6,11 @@
 //! per connection. The generator's own memory per connection is reported too
 //! (the duplex client's idle cost).
 //!
+//! The kernel's share is read the same way, before and after, machine-wide
+//! ([`KernelMem`]: the socket slab caches and TCP buffer pages) and divided
+//! by 2N: both ends of every connection are sockets of this machine. Other
+//! work on the machine moves it; compare over many connections.
+//!
 //! Invariants: the hold is bounded by `--hold` (keep it under the server's
 //! keepalive interval, or the unanswered pings count too); connections are
 //! dropped at the end, which the server sees as end of stream. Once a
@@ -26,7 +31,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::net::{Conn, Target};
-use super::procfs::Proc;
+use super::procfs::{KernelMem, Proc};
 use super::report;
 use super::{OutputArgs, TargetArgs};
 
@@ -58,6 +63,7 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     let server = args.target.server_pid.map(Proc::Pid);
     let server_before = server.map(Proc::rss_bytes).transpose()?;
     let client_before = Proc::Current.rss_bytes()?;
+    let kernel_before = KernelMem::read()?;
 
     let start = Instant::now();
     let mut conns: Vec<Conn> = target
@@ -85,6 +91,7 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     }
     let server_after = server.map(Proc::rss_bytes).transpose()?;
     let client_after = Proc::Current.rss_bytes()?;
+    let kernel_after = KernelMem::read()?;
     let n = conns.len();
     let closed = closes.count();
     let held = n - closed;
@@ -93,6 +100,16 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     let per_conn = |before: u64, after: u64| (after as f64 - before as f64) / n.max(1) as f64;
     let server_per_conn = server_before.zip(server_after).map(|(b, a)| per_conn(b, a));
     let client_per_conn = per_conn(client_before, client_after);
+    // Both ends of each connection are sockets here.
+    let per_socket = |before: u64, after: u64| per_conn(before, after) / 2.0;
+    let kernel_slab_per_socket = kernel_before
+        .slab_bytes
+        .zip(kernel_after.slab_bytes)
+        .map(|(b, a)| per_socket(b, a));
+    let kernel_buffers_per_socket = per_socket(
+        kernel_before.tcp_buffer_bytes,
+        kernel_after.tcp_buffer_bytes,
+    );
     if args.output.json {
         let value = json!({
             "bench": "idle",
@@ -110,6 +127,8 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             "client_rss_before": client_before,
             "client_rss_after": client_after,
             "client_bytes_per_conn": client_per_conn,
+            "kernel_slab_bytes_per_socket": kernel_slab_per_socket,
+            "kernel_tcp_buffer_bytes_per_socket": kernel_buffers_per_socket,
         });
         println!("{value}");
     } else {
@@ -138,6 +157,20 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             report::bytes(client_after as f64),
             report::bytes(client_per_conn)
         );
+        if let Some(slab) = kernel_slab_per_socket {
+            println!(
+                "  kernel       {} slab (socket, inode, file, dentry, epoll entry) + {} TCP \
+                 buffers per socket (both ends here: ÷ 2N)",
+                report::bytes(slab),
+                report::bytes(kernel_buffers_per_socket)
+            );
+        } else {
+            println!(
+                "  kernel       {} TCP buffers per socket (both ends here: ÷ 2N; \
+                 /proc/slabinfo not readable)",
+                report::bytes(kernel_buffers_per_socket)
+            );
+        }
     }
     if closed > 0 {
         eprintln!(

@@ -201,6 +201,12 @@ struct InFrame {
     /// Hold the frame whole in the read buffer (control frames, and
     /// uncompressed single-frame messages in [`ReceiveMode::Whole`]).
     hold: bool,
+    /// Bytes of the frame's header still at the front of the read buffer: a
+    /// held frame keeps its header there until it is complete, and is then
+    /// split off with it in one step (header and payload: one `split_to`
+    /// instead of an `advance` and a `split_to` per message). 0 for a frame
+    /// taken chunk by chunk.
+    header_len: u8,
 }
 
 /// Everything a connection receiving data needs and an idle one does not:
@@ -364,6 +370,7 @@ impl Connection {
         match &rx.frame {
             Some(frame) if frame.hold => usize::try_from(frame.remaining)
                 .unwrap_or(usize::MAX)
+                .saturating_add(usize::from(frame.header_len))
                 .saturating_sub(rx.read_buf.len()),
             Some(frame) => usize::try_from(frame.remaining).unwrap_or(usize::MAX),
             None => 0,

@@ -2,10 +2,15 @@
 //!
 //! Each frame header is checked in full before any of its payload is taken.
 //! Control frames and uncompressed single-frame messages (in whole mode) stay in
-//! the read buffer until complete and are then split off without copying; their
-//! bytes are unmasked and validated as they arrive, so invalid text fails on
-//! the first bad byte. Fragments and compressed frames are taken chunk by chunk
-//! as they arrive.
+//! the read buffer, header included, until complete and are then split off
+//! without copying; their bytes are unmasked and validated as they arrive, so
+//! invalid text fails on the first bad byte. Fragments and compressed frames
+//! are taken chunk by chunk as they arrive.
+//!
+//! The per-message path of small messages is kept short: a single-frame
+//! message is handed back straight from the step that completes it (the event
+//! queue is only for steps that make more than one event, or none the caller
+//! asked for), and its header and payload leave the read buffer in one split.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -74,8 +79,9 @@ impl Connection {
                 return Ok(None);
             }
             match self.step(rx) {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
+                Ok(Step::Progress) => {}
+                Ok(Step::Message(message)) => return Ok(Some(Event::Message(message))),
+                Ok(Step::NeedMore) => return Ok(None),
                 Err(error) => {
                     rx.events.clear();
                     self.fail(error.clone());
@@ -95,36 +101,43 @@ impl Connection {
         self.state = State::Closed;
     }
 
-    /// Makes progress on the read buffer. `Ok(false)` means more bytes are needed.
-    fn step(&mut self, rx: &mut Rx) -> Result<bool, ProtocolError> {
+    /// Makes progress on the read buffer: see [`Step`].
+    fn step(&mut self, rx: &mut Rx) -> Result<Step, ProtocolError> {
         let mut frame = match rx.frame {
             Some(frame) => frame,
             None => {
                 let Some((header, header_len)) = parse_header(&rx.read_buf)? else {
-                    return Ok(false);
+                    return Ok(Step::NeedMore);
                 };
                 self.begin_frame(rx, &header)?;
-                rx.read_buf.advance(header_len);
                 let single_plain_message = header.fin
                     && header.rsv & RSV1 == 0
                     && matches!(header.opcode, OpCode::Text | OpCode::Binary)
                     && self.config.receive_mode == ReceiveMode::Whole;
+                let hold = header.opcode.is_control() || single_plain_message;
+                let header_len = if hold {
+                    // Split off with the payload once the frame is complete.
+                    u8::try_from(header_len).expect("a frame header is at most 14 bytes")
+                } else {
+                    rx.read_buf.advance(header_len);
+                    0
+                };
                 InFrame {
                     header,
                     remaining: header.payload_len,
                     held: 0,
                     unmasked: 0,
-                    hold: header.opcode.is_control() || single_plain_message,
+                    hold,
+                    header_len,
                 }
             }
         };
-        let available = rx
-            .read_buf
-            .len()
+        let offset = usize::from(frame.header_len);
+        let available = (rx.read_buf.len() - offset)
             .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
         if frame.hold {
             if available > frame.held {
-                let fresh = &mut rx.read_buf[frame.held..available];
+                let fresh = &mut rx.read_buf[offset + frame.held..offset + available];
                 if let Some(key) = frame.header.mask {
                     apply_mask(fresh, key, frame.held);
                 }
@@ -137,20 +150,23 @@ impl Connection {
             }
             if (available as u64) < frame.remaining {
                 rx.frame = Some(frame);
-                return Ok(false);
+                return Ok(Step::NeedMore);
             }
             rx.frame = None;
-            let payload = rx.read_buf.split_to(available).freeze();
+            let mut payload = rx.read_buf.split_to(offset + available).freeze();
+            payload.advance(offset);
             if frame.header.opcode.is_control() {
                 self.on_control(rx, frame.header.opcode, payload)?;
-            } else {
-                on_single_frame_message(rx, payload)?;
+                return Ok(Step::Progress);
             }
-            return Ok(true);
+            return Ok(match on_single_frame_message(rx, payload)? {
+                Some(message) => Step::Message(message),
+                None => Step::Progress,
+            });
         }
         if available == 0 && frame.remaining > 0 {
             rx.frame = Some(frame);
-            return Ok(false);
+            return Ok(Step::NeedMore);
         }
         if available > 0 {
             let mut chunk = rx.read_buf.split_to(available);
@@ -169,7 +185,7 @@ impl Connection {
         } else {
             rx.frame = Some(frame);
         }
-        Ok(true)
+        Ok(Step::Progress)
     }
 
     /// Checks a header against the role, extensions, limits and message
@@ -371,21 +387,30 @@ impl Connection {
     }
 }
 
-/// Delivers an uncompressed message that came in one frame, without copying.
+/// What one [`Connection::step`] did.
+enum Step {
+    /// More bytes are needed.
+    NeedMore,
+    /// Progress was made; any events it made are in the queue.
+    Progress,
+    /// A whole single-frame message arrived (the queue was empty before the
+    /// step and still is): handed back without going through the queue.
+    Message(Message),
+}
+
+/// The uncompressed message that came in one frame, without copying.
 #[inline]
-fn on_single_frame_message(rx: &mut Rx, payload: Bytes) -> Result<(), ProtocolError> {
+fn on_single_frame_message(rx: &mut Rx, payload: Bytes) -> Result<Option<Message>, ProtocolError> {
     let Some(message) = rx.message.take() else {
-        return Ok(());
+        return Ok(None);
     };
-    let message = match message.kind {
+    Ok(Some(match message.kind {
         MessageKind::Text => {
             rx.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             Message::Text(Utf8Bytes::from_validated(payload))
         }
         MessageKind::Binary => Message::Binary(payload),
-    };
-    rx.events.push_back(Event::Message(message));
-    Ok(())
+    }))
 }
 
 /// Fails with 1009 when an uncompressed message would exceed `limit` bytes.

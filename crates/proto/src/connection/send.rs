@@ -280,23 +280,44 @@ impl Connection {
         let out = self.out.get_or_insert_with(Box::default);
         let tail = out.tail();
         let before = tail.len();
-        encode_header(&header, tail);
         match mask {
             Some(key) => {
+                encode_header(&header, tail);
                 let start = tail.len();
                 tail.extend_from_slice(bytes);
                 apply_mask(&mut tail[start..], key, 0);
                 let written = tail.len() - before;
                 out.commit_tail(written);
             }
-            None => {
-                let written = tail.len() - before;
-                out.commit_tail(written);
-                push_payload(out, payload);
-            }
+            None => match payload {
+                Payload::Shared(shared) if shared.len() >= SHARE_THRESHOLD => {
+                    encode_header(&header, tail);
+                    let written = tail.len() - before;
+                    out.commit_tail(written);
+                    out.push_shared(shared.clone());
+                }
+                _ => {
+                    // A small frame, the common case: the header is encoded
+                    // on the stack, and header and payload are appended
+                    // after one capacity check (not one per header byte).
+                    let mut head = [0u8; MAX_UNMASKED_HEADER];
+                    let head_len = {
+                        let mut dst = &mut head[..];
+                        encode_header(&header, &mut dst);
+                        MAX_UNMASKED_HEADER - dst.len()
+                    };
+                    tail.reserve(head_len + bytes.len());
+                    tail.extend_from_slice(&head[..head_len]);
+                    tail.extend_from_slice(bytes);
+                    out.commit_tail(head_len + bytes.len());
+                }
+            },
         }
     }
 }
+
+/// Longest header of an unmasked frame: 2 bytes and a 64-bit length.
+const MAX_UNMASKED_HEADER: usize = 10;
 
 /// Queues an unmasked payload: shared when large and already `Bytes`, copied otherwise.
 fn push_payload(out: &mut OutBuf, payload: &Payload<'_>) {

@@ -1216,3 +1216,58 @@ mod deflate {
         }
     }
 }
+
+/// Single-frame messages skip the event queue; control frames between them
+/// still come out in order, and a message split anywhere (its header held in
+/// the read buffer until the payload is complete) arrives whole.
+#[test]
+fn pipelined_messages_and_pings_keep_their_order_at_any_split() {
+    let mut stream = Vec::new();
+    stream.extend(cframe(true, 0, OpCode::Text, b"one"));
+    stream.extend(cframe(true, 0, OpCode::Ping, b"p"));
+    stream.extend(cframe(true, 0, OpCode::Binary, &[9; 300]));
+    stream.extend(cframe(true, 0, OpCode::Text, b""));
+    let expected = vec![
+        Event::Message(Message::text("one")),
+        Event::Ping(Bytes::from_static(b"p")),
+        Event::Message(Message::binary(vec![9; 300])),
+        Event::Message(Message::text("")),
+    ];
+    for split in 0..=stream.len() {
+        let mut conn = server();
+        let (mut events, error) = feed(&mut conn, &stream[..split]);
+        assert_eq!(error, None);
+        if split < stream.len() {
+            assert!(conn.pending_frame_bytes() <= stream.len() - split);
+        }
+        let (rest, error) = feed(&mut conn, &stream[split..]);
+        assert_eq!(error, None);
+        events.extend(rest);
+        assert_eq!(events, expected, "split at {split}");
+        assert_eq!(conn.pending_frame_bytes(), 0);
+    }
+}
+
+/// A server's frames at every header length (7-bit, 16-bit and 64-bit
+/// lengths), copied or shared, encode exactly as `encode_frame` does and
+/// parse back to the same messages.
+#[test]
+fn server_frames_encode_at_every_header_length() {
+    for len in [0, 1, 125, 126, 4095, 4096, 65_535, 65_536, 70_000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut server = server();
+        server.send_binary(&payload).unwrap();
+        server
+            .send(Message::binary(Bytes::from(payload.clone())))
+            .unwrap();
+        let bytes = take_output(&mut server);
+        let one = sframe(true, 0, OpCode::Binary, &payload);
+        assert_eq!(bytes.len(), 2 * one.len(), "length {len}");
+        assert_eq!(&bytes[..one.len()], &one[..], "copied, length {len}");
+        assert_eq!(&bytes[one.len()..], &one[..], "shared, length {len}");
+        let (events, error) = feed(&mut client(), &bytes);
+        assert_eq!(error, None);
+        let expected = Event::Message(Message::binary(payload.clone()));
+        assert_eq!(events, vec![expected.clone(), expected], "length {len}");
+    }
+}
