@@ -2366,7 +2366,7 @@ async fn the_chat_runs_over_http2_in_firefox() {
             .new_page(&format!("https://{addr}/?name=grace"))
             .await
             .unwrap_or_else(|e| panic!("open the chat: {e}"));
-        page.wait_for("window.hub && hub.state === 'open'", SHORT)
+        page.wait_for("window.chat && chat.hubState() === 'open'", SHORT)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let protocol = page
