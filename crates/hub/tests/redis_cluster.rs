@@ -27,6 +27,7 @@
 
 mod cluster_support;
 mod common;
+mod flow;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -37,10 +38,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cluster_support::{Node, fast_options, find_program, free_port};
-use common::{TestClient, WAIT, json};
+use common::{TestClient, WAIT};
 use duplex_hub::config::AuthConfig;
 use duplex_hub::{ApiServer, HubConfig};
-use duplex_hub_proto::{Command as HubCommand, ErrorCode, ServerMessage};
+use duplex_hub_proto::{Command as HubCommand, ServerMessage};
+use flow::{Seen, count, follow, publish_all};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,8 +51,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BEFORE: u64 = 60;
 /// Messages each publisher sends once the cluster is whole again.
 const AFTER: u64 = 60;
-/// Longest wait for the whole stream (failover included).
-const STREAM_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A `redis-server` in cluster mode that the test started, in a process
 /// group of its own (killed with the group, SIGKILL, on [`Group::kill`] and
@@ -326,153 +326,6 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// What a subscriber saw, in order: a message (its `n`) or a gap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Seen {
-    Message(u64),
-    Gap,
-}
-
-/// The `n` a message carries.
-fn n_of(message: &ServerMessage) -> Option<u64> {
-    match message {
-        ServerMessage::Message(publication) => {
-            let text = publication.data.as_json()?.as_str().to_owned();
-            serde_json::from_str::<serde_json::Value>(&text)
-                .ok()?
-                .get("n")?
-                .as_u64()
-        }
-        _ => None,
-    }
-}
-
-/// Reads `client`'s pushes on `channel` until the message `last` (set
-/// once known) or the stream deadline.
-fn follow(
-    mut client: TestClient,
-    channel: String,
-    last: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<Vec<Seen>> {
-    tokio::spawn(async move {
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + STREAM_DEADLINE;
-        while Instant::now() < deadline {
-            let Ok(message) = tokio::time::timeout(Duration::from_secs(1), client.recv()).await
-            else {
-                continue;
-            };
-            match &message {
-                ServerMessage::Gap { channel: c, .. } if *c == channel => seen.push(Seen::Gap),
-                ServerMessage::Message(p) if p.channel == channel => {
-                    let n = n_of(&message).expect("a message of this test");
-                    seen.push(Seen::Message(n));
-                    if n == last.load(Ordering::SeqCst) {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        seen
-    })
-}
-
-/// Publishes `{"n": 1..=last}` on `channel` (`last` is set while it runs),
-/// each with an idempotency key, retrying `unavailable` for at most 30 s
-/// per message; `progress` holds the last `n` acknowledged. Returns how
-/// many were acknowledged.
-fn publish_all(
-    mut client: TestClient,
-    channel: String,
-    progress: Arc<AtomicU64>,
-    last: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut acknowledged = 0;
-        let mut n = 0;
-        while n < last.load(Ordering::SeqCst) {
-            n += 1;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let reply = client
-                    .call(HubCommand::Publish {
-                        channel: channel.clone(),
-                        data: json(json!({ "n": n })),
-                        key: Some(format!("n-{n}")),
-                    })
-                    .await;
-                match reply {
-                    ServerMessage::Published { .. } => break,
-                    ServerMessage::Error {
-                        code: ErrorCode::Unavailable,
-                        ..
-                    } if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    other => panic!("publish {n} on {channel}: {other:?}"),
-                }
-            }
-            acknowledged += 1;
-            progress.store(n, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        acknowledged
-    })
-}
-
-/// One subscriber's counts.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Counts {
-    delivered: usize,
-    announced: usize,
-    silent: Vec<u64>,
-    gaps: usize,
-    out_of_order: Vec<(u64, u64)>,
-}
-
-/// Counts what `seen` got of `1..=total`: a message missed is announced if
-/// a gap lies between the messages received before and after it, silent
-/// otherwise; between two gaps, messages must come in increasing order.
-fn count(seen: &[Seen], total: u64) -> Counts {
-    let mut counts = Counts {
-        gaps: seen.iter().filter(|s| **s == Seen::Gap).count(),
-        ..Counts::default()
-    };
-    for n in 1..=total {
-        if seen.contains(&Seen::Message(n)) {
-            counts.delivered += 1;
-            continue;
-        }
-        let start = seen
-            .iter()
-            .rposition(|s| matches!(s, Seen::Message(m) if *m < n))
-            .map_or(0, |at| at + 1);
-        let end = seen
-            .iter()
-            .position(|s| matches!(s, Seen::Message(m) if *m > n))
-            .unwrap_or(seen.len());
-        if start <= end && seen[start..end].contains(&Seen::Gap) {
-            counts.announced += 1;
-        } else {
-            counts.silent.push(n);
-        }
-    }
-    let mut last = 0;
-    for s in seen {
-        match *s {
-            Seen::Gap => last = 0,
-            Seen::Message(n) => {
-                if n <= last {
-                    counts.out_of_order.push((last, n));
-                }
-                last = n;
-            }
-        }
-    }
-    counts
 }
 
 /// What happens mid-stream.
