@@ -966,6 +966,14 @@ export class Client extends EventTarget {
     switch (event.type) {
       case "subscribed": {
         const r = event.reply;
+        if (!this.subs.has(event.channel) && typeof r.id !== "number") {
+          // The application's backend subscribed this connection (the hub's
+          // server API): a Subscription of its own, announced with a
+          // `subscription` event, so its messages have somewhere to go.
+          const sub = new Subscription(this, event.channel, 10000);
+          this.subs.set(event.channel, sub);
+          this.emit("subscription", { channel: event.channel, subscription: sub });
+        }
         this.subs.get(event.channel)?.subscribed({
           channel: event.channel,
           epoch: String(r.epoch),

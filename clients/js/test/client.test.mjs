@@ -147,6 +147,24 @@ test("no reconnect after the final close codes 1000, 1008, 1009, 4001, nor 4002 
   }
 });
 
+test("a subscription the backend made (a subscribed push without id) gets a Subscription, announced by a subscription event", async () => {
+  const hub = new FakeHub();
+  const c = client(hub);
+  const announced = [];
+  c.on("subscription", (d) => announced.push(d));
+  const connected = c.connect();
+  const ws = await hub.accept();
+  await connected;
+  ws.reply({ op: "subscribed", channel: "room", epoch: "e1", offset: 4, recovered: false });
+  assert.equal(announced.length, 1);
+  assert.equal(announced[0].channel, "room");
+  const got = [];
+  announced[0].subscription.addEventListener("message", (e) => got.push(e.detail.offset));
+  ws.reply({ op: "message", channel: "room", offset: 5, time: 1, from: { user: "bob", client: "c1" }, data: { n: 5 } });
+  assert.deepEqual(got, [5]);
+  c.close();
+});
+
 test("a hub's drain close sets the reconnect wait, capped by the backoff's ceiling", async () => {
   const hub = new FakeHub();
   const waits = [];
