@@ -34,8 +34,9 @@
 //! Entries and envelopes are laid out as the private `envelope` module
 //! documents; the Lua scripts that write them are in `scripts`; the link
 //! (connect, serve pub/sub, heartbeat, catch up after a reconnect) is in
-//! `link`, and opening the client (URLs, TLS, errors) in `open`
-//! (`src/broker/redis/`).
+//! `link`, opening the client (URLs, TLS, errors) in `open`, Sentinel and
+//! Redis Cluster in `sentinel` and `cluster`, and the server API's reads
+//! (node reports, history) in `server_api` (`src/broker/redis/`).
 //!
 //! # Round-trip budget
 //!
@@ -151,6 +152,7 @@ mod link;
 mod open;
 mod scripts;
 mod sentinel;
+mod server_api;
 
 pub use self::cluster::ClusterUrlError;
 use self::link::run_link;
@@ -1452,210 +1454,6 @@ fn parse_read(reply: &Value) -> Option<Read> {
             .filter_map(|e| bytes(e).map(<[u8]>::to_vec))
             .collect(),
     })
-}
-
-impl Shared {
-    fn report_key(&self, node: &str) -> String {
-        format!("{}:node:{node}:info", self.options.prefix)
-    }
-
-    /// Writes this node's report (see the key layout), or removes it when
-    /// the node leaves.
-    async fn report(&self, conn: &mut Conn, leaving: bool) -> Result<(), String> {
-        let key = self.report_key(&self.node);
-        let command = if leaving {
-            let mut command = redis::cmd("DEL");
-            command.arg(&key);
-            command
-        } else {
-            let channels: serde_json::Map<String, serde_json::Value> = self
-                .channels()
-                .iter()
-                .filter_map(|(name, slot)| {
-                    let live = lock(&slot.state).fanout.live().count();
-                    (live > 0).then(|| (name.to_string(), live.into()))
-                })
-                .collect();
-            let report = serde_json::json!({
-                "id": self.node,
-                "version": env!("CARGO_PKG_VERSION"),
-                "protocol": duplex_hub_proto::VERSION,
-                "connections": self.metrics.snapshot().connections,
-                "sessions": self.registry.len(),
-                "uptime": self.started.elapsed().as_secs(),
-                "channels": channels,
-            });
-            let mut command = redis::cmd("SET");
-            command
-                .arg(&key)
-                .arg(report.to_string())
-                .arg("PX")
-                .arg(millis(self.options.node_expiry));
-            command
-        };
-        match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async::<Value>(conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("node report: {error}")),
-            Err(_) => Err("node report timed out".into()),
-        }
-    }
-
-    /// Every live node's report (see the key layout): one `MGET`, or on
-    /// Redis Cluster one `GET` per node (the keys are in different slots).
-    async fn reports(&self) -> Result<Vec<serde_json::Value>, BrokerError> {
-        let mut conn = self.conn()?;
-        let nodes: Vec<String> = match tokio::time::timeout(
-            self.options.command_timeout,
-            redis::cmd("ZRANGE")
-                .arg(self.nodes_key())
-                .arg(0)
-                .arg(-1)
-                .query_async::<Vec<String>>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(nodes)) => nodes,
-            Ok(Err(error)) => return Err(self.failed(&error)),
-            Err(_) => return Err(unavailable("redis did not answer in time")),
-        };
-        if nodes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let reports: Vec<Option<String>> = if self.sharded() {
-            // The reports are in different slots: one GET each, at once.
-            let gets = nodes.iter().map(|node| {
-                let mut conn = conn.clone();
-                let mut command = redis::cmd("GET");
-                command.arg(self.report_key(node));
-                async move { command.query_async::<Option<String>>(&mut conn).await }
-            });
-            match tokio::time::timeout(
-                self.options.command_timeout,
-                futures_util::future::join_all(gets),
-            )
-            .await
-            {
-                Ok(replies) => replies
-                    .into_iter()
-                    .collect::<Result<_, _>>()
-                    .map_err(|error| self.failed(&error))?,
-                Err(_) => return Err(unavailable("redis did not answer in time")),
-            }
-        } else {
-            let mut command = redis::cmd("MGET");
-            for node in &nodes {
-                command.arg(self.report_key(node));
-            }
-            match tokio::time::timeout(self.options.command_timeout, command.query_async(&mut conn))
-                .await
-            {
-                Ok(Ok(reports)) => reports,
-                Ok(Err(error)) => return Err(self.failed(&error)),
-                Err(_) => return Err(unavailable("redis did not answer in time")),
-            }
-        };
-        Ok(reports
-            .into_iter()
-            .flatten()
-            .filter_map(|report| serde_json::from_str(&report).ok())
-            .collect())
-    }
-
-    /// The server API's `history`: the read script in catch-up mode (every
-    /// kept entry, no presence), then the core's rule of where to start.
-    async fn history(
-        &self,
-        channel: &str,
-        query: HistoryQuery,
-    ) -> Result<HistoryPage, BrokerError> {
-        let (mut conn, run) = self.link()?;
-        let ns = self.config.namespace(channel);
-        let (check_epoch, check_offset) = self.check_of(channel);
-        let mut invocation = self.scripts.read.prepare_invoke();
-        invocation
-            .key(self.key(channel, "meta"))
-            .key(self.key(channel, "hist"))
-            .key(self.key(channel, "keys"))
-            .key(self.key(channel, "pres"))
-            // No node key: this read enters no presence (and on Redis
-            // Cluster that key is in another slot).
-            .arg(new_epoch())
-            .arg(self.meta_ttl(ns.history_ttl))
-            .arg(millis(ns.history_ttl))
-            .arg("")
-            .arg(0)
-            .arg(0)
-            .arg("1")
-            .arg("")
-            .arg(&self.node)
-            .arg("")
-            .arg(channel)
-            .arg("")
-            .arg(&*run)
-            .arg(check_epoch)
-            .arg(check_offset);
-        let reply = self.invoke(&invocation, &mut conn).await?;
-        let read = parse_read(&reply).ok_or_else(|| unavailable("redis: bad read reply"))?;
-        self.log_new_epoch(channel, read.why.as_deref(), &read.epoch);
-        let bounds = HistoryBounds {
-            epoch: &read.epoch,
-            first: read.first,
-            last: read.last,
-        };
-        let (gap, start) = history_start(query.since.as_ref(), bounds, query.reverse);
-        let entries = read.entries.iter().filter_map(|entry| parse_entry(entry));
-        let reads = |entry: &Entry<'_>| history_reads(start, query.reverse, entry.offset);
-        let decode = |entry: Entry<'_>| {
-            let body = decode_body(entry.body)?;
-            Some(Publication {
-                channel: channel.to_owned(),
-                offset: entry.offset,
-                time: entry.time,
-                from: body.from,
-                data: body.data,
-            })
-        };
-        let publications = if query.reverse {
-            let all: Vec<Entry<'_>> = entries.collect();
-            all.into_iter()
-                .rev()
-                .filter(reads)
-                .take(query.limit)
-                .filter_map(decode)
-                .collect()
-        } else {
-            entries
-                .filter(reads)
-                .take(query.limit)
-                .filter_map(decode)
-                .collect()
-        };
-        Ok(HistoryPage {
-            epoch: read.epoch.clone(),
-            offset: read.last,
-            gap,
-            publications,
-        })
-    }
-
-    /// The server API's `history_remove`: the history and its keys go (the
-    /// `meta` hash's `bytes` back to 0); `epoch` and `last` stay, so offsets
-    /// go on and recovering from before is a gap, as
-    /// `ChannelLog::clear` does.
-    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
-        let mut conn = self.conn()?;
-        let mut invocation = self.scripts.remove_history.prepare_invoke();
-        invocation
-            .key(self.key(channel, "meta"))
-            .key(self.key(channel, "hist"))
-            .key(self.key(channel, "keys"));
-        self.invoke(&invocation, &mut conn).await.map(|_| ())
-    }
 }
 
 impl RedisBroker {
