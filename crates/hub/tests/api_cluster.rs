@@ -5,78 +5,22 @@
 //! Needs Debian's `redis-server` (`cargo xtask setup redis`); a missing
 //! one fails the test with that hint.
 
+mod api_support;
 mod cluster_support;
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
+use api_support::{api_config, post, token};
 use cluster_support::{Node, Redis, fast_options};
-use common::{TestClient, WAIT};
-use duplex_hub::config::AuthConfig;
-use duplex_hub::{ApiServer, HubConfig};
+use common::TestClient;
+use duplex_hub::ApiServer;
 use duplex_hub_proto::ServerMessage;
-use jsonwebtoken::{EncodingKey, Header, encode};
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SECRET: &str = "the api cluster tests' hub secret";
-const KEY: &str = "cluster-api-key-0123456789";
-
-fn token(sub: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::default(),
-        &json!({"sub": sub, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn config() -> HubConfig {
-    let mut config = HubConfig {
-        auth: Some(AuthConfig {
-            hs256_secret: Some(SECRET.into()),
-            ..AuthConfig::default()
-        }),
-        shutdown_grace: Duration::from_millis(500),
-        ..HubConfig::default()
-    };
-    config.default_namespace.anonymous = Some(true);
-    config.api.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.api.keys = vec![KEY.into()];
-    config
-}
-
-async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
-    let body = serde_json::to_vec(&params).unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
-    let head = format!(
-        "POST /api/{call} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    tcp.write_all(&body).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{call}: {head}\n{body}");
-    serde_json::from_str(body).unwrap()
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn the_api_on_one_node_reaches_connections_on_another() {
     let redis = Redis::start();
-    let a = Node::start_with(config(), &redis.url(), fast_options()).await;
-    let b = Node::start_with(config(), &redis.url(), fast_options()).await;
+    let a = Node::start_with(api_config(), &redis.url(), fast_options()).await;
+    let b = Node::start_with(api_config(), &redis.url(), fast_options()).await;
     let api = ApiServer::bind(a.hub.clone()).await.unwrap();
     let api_addr = api.local_addr();
     tokio::spawn(api.run(std::future::pending()));

@@ -25,27 +25,25 @@
 //! on drop; data goes to a temporary directory; each wait is bounded. A
 //! missing `redis-server` or `redis-cli` fails the test with the fix.
 
+mod api_support;
 mod cluster_support;
 mod common;
 mod flow;
 
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use api_support::{api_config, post, token};
 use cluster_support::{Node, fast_options, find_program, free_port};
-use common::{TestClient, WAIT};
-use duplex_hub::config::AuthConfig;
+use common::TestClient;
 use duplex_hub::{ApiServer, HubConfig};
 use duplex_hub_proto::{Command as HubCommand, ServerMessage};
 use flow::{Seen, count, follow, publish_all};
-use jsonwebtoken::{EncodingKey, Header, encode};
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
 
 /// Messages each publisher sends before the trouble (or in all, steady).
 const BEFORE: u64 = 60;
@@ -489,59 +487,6 @@ async fn a_killed_primary_is_replaced_by_its_replica_without_silent_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migrated_mid_stream_loses_nothing_silently() {
     run("rcluster-migrate", Trouble::MigrateSlot).await;
-}
-
-const SECRET: &str = "the redis cluster api tests' hub secret";
-const KEY: &str = "redis-cluster-api-key-0123456789";
-
-fn token(sub: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::default(),
-        &json!({"sub": sub, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn api_config() -> HubConfig {
-    let mut config = HubConfig {
-        auth: Some(AuthConfig {
-            hs256_secret: Some(SECRET.into()),
-            ..AuthConfig::default()
-        }),
-        shutdown_grace: Duration::from_millis(500),
-        ..HubConfig::default()
-    };
-    config.default_namespace.anonymous = Some(true);
-    config.api.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.api.keys = vec![KEY.into()];
-    config
-}
-
-/// One server API call; panics unless it answers 200 in time.
-async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
-    let body = serde_json::to_vec(&params).unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
-    let head = format!(
-        "POST /api/{call} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    tcp.write_all(&body).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{call}: {head}\n{body}");
-    serde_json::from_str(body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
