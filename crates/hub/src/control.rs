@@ -21,6 +21,10 @@
 //!   target names at least one of them.
 //! - Controls reach one session in the order the registry got them, and
 //!   none is applied twice; a session that ends drops what it had not taken.
+//! - A session holds at most [`MAX_PENDING`] controls it has not taken; a
+//!   control beyond that is not queued for it (and not counted as reaching
+//!   it), so a backend that floods a session which is not taking them
+//!   cannot grow the node's memory.
 //! - A disconnect's close code is in the application range 4000–4999
 //!   ([`Control::validate`]); the others are the protocol's and the hub's.
 
@@ -85,6 +89,9 @@ pub(crate) enum Control {
         expires: u64,
     },
 }
+
+/// The most controls a session holds before it takes them.
+pub(crate) const MAX_PENDING: usize = 256;
 
 /// The longest close reason a close frame carries (125 bytes of payload,
 /// two of them the code).
@@ -195,7 +202,8 @@ impl Registry {
     }
 
     /// Queues `control` for every session of this node it targets and
-    /// nudges them; returns how many.
+    /// nudges them; returns how many (a session already holding
+    /// [`MAX_PENDING`] controls is not one of them).
     pub(crate) fn apply(&self, control: &Control) -> usize {
         let target = control.target();
         let mut inner = self.lock();
@@ -214,13 +222,18 @@ impl Registry {
                 .cloned()
                 .unwrap_or_default(),
         };
+        let mut reached = 0;
         for id in &ids {
             if let Some(entry) = inner.sessions.get_mut(id) {
+                if entry.pending.len() >= MAX_PENDING {
+                    continue;
+                }
                 entry.pending.push(control.clone());
                 entry.me.outbox.nudge();
+                reached += 1;
             }
         }
-        ids.len()
+        reached
     }
 
     /// The controls waiting for session `id`, oldest first.
@@ -264,6 +277,19 @@ mod tests {
             code: 4000,
             reason: "bye".to_owned(),
         }
+    }
+
+    #[test]
+    fn a_session_that_takes_no_controls_holds_a_bounded_number() {
+        let registry = Registry::default();
+        let a = session(1, "ada");
+        registry.register(&a);
+        for _ in 0..MAX_PENDING {
+            assert_eq!(registry.apply(&kick("ada", None)), 1);
+        }
+        assert_eq!(registry.apply(&kick("ada", None)), 0, "over the bound");
+        assert_eq!(registry.take(a.id).len(), MAX_PENDING);
+        assert_eq!(registry.apply(&kick("ada", None)), 1, "taken: room again");
     }
 
     #[test]
