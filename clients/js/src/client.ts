@@ -21,7 +21,7 @@
  */
 
 import { backoffDelay } from "./backoff.js";
-import { type Command, decodeServer, encodeCommand, type ServerMessage } from "./codec.js";
+import { type Command, decodeServer, encodeCommand, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
 import { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
 import { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
 
@@ -105,6 +105,8 @@ export interface ConnectedInfo {
   user: string;
   /** When the token expires (seconds since the Unix epoch), if there is one. */
   expires: number | undefined;
+  /** Data from the application's backend (its `connect` hook), if it gave any. */
+  data: unknown;
   /** Whether this connection replaces one that dropped. */
   reconnected: boolean;
 }
@@ -534,6 +536,7 @@ export class Client extends EventTarget {
       client: String(reply.client),
       user: String(reply.user ?? ""),
       expires: typeof reply.expires === "number" ? reply.expires : undefined,
+      data: reply.data ?? undefined,
       reconnected,
     };
     this.stateValue = "connected";
@@ -893,6 +896,25 @@ export class Client extends EventTarget {
     await this.whenConnected(options.signal);
     const reply = await this.request({ op: "presence", channel });
     return Array.isArray(reply.clients) ? (reply.clients as PresenceEntry[]) : [];
+  }
+
+  /**
+   * Calls `method` of the application's backend through the hub (its `rpc`
+   * hook, docs/hooks.md) with `data` (a JSON value) and resolves with the
+   * backend's data. Waits for the connection; rejects with a
+   * {@link HubError}: `rpc_error` (the backend's error, its message),
+   * `backend_unavailable` (the backend did not answer in time; try again
+   * later), `bad_request` (no backend handles the method); or a
+   * {@link ClosedError} when the connection drops first (an rpc is not sent
+   * again: the backend may have run it).
+   */
+  async rpc(method: string, data: unknown = null, options: { signal?: AbortSignal } = {}): Promise<unknown> {
+    if (!validChannel(method)) {
+      throw new ProtocolError("bad_request", `invalid method ${JSON.stringify(method)}: the rules of a channel name apply`);
+    }
+    await this.whenConnected(options.signal);
+    const reply = await this.request({ op: "rpc", method, data });
+    return reply.data ?? null;
   }
 
   // ---- channels -----------------------------------------------------------

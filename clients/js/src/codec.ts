@@ -65,6 +65,7 @@ const SERVER_OPS = new Set([
   "gap",
   "pong",
   "error",
+  "rpc",
 ]);
 
 function check(msg: unknown, binary: boolean): ServerMessage {

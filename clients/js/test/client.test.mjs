@@ -620,3 +620,59 @@ test("without a WebSocket implementation the constructor says what to pass", () 
     if (saved) globalThis.WebSocket = saved;
   }
 });
+
+test("rpc: the backend's data on the same connection, its errors as HubErrors, a bad method refused before sending", async () => {
+  const hub = new FakeHub();
+  const c = client(hub);
+  const connected = c.connect();
+  const ws = hub.last ?? null;
+  const accepted = await hub.accept({ user: "ada" });
+  await connected;
+  assert.ok(ws === null || ws === accepted);
+  // The backend's connect hook may give the client data in `connected`.
+  assert.equal(c.connection.data, undefined);
+
+  const answered = c.rpc("orders:get", { order: 42 });
+  await hub.until(() => sent(accepted, "rpc").length === 1, "the rpc");
+  const call = sent(accepted, "rpc")[0];
+  assert.deepEqual({ method: call.method, data: call.data }, { method: "orders:get", data: { order: 42 } });
+  accepted.reply({ op: "rpc", id: call.id, data: { status: "shipped" } });
+  assert.deepEqual(await answered, { status: "shipped" });
+
+  const refused = c.rpc("orders:get", { order: 7 });
+  await hub.until(() => sent(accepted, "rpc").length === 2, "the second rpc");
+  const second = sent(accepted, "rpc")[1];
+  accepted.reply({ op: "error", id: second.id, code: "rpc_error", message: "no such order" });
+  await assert.rejects(refused, (e) => e instanceof HubError && e.code === "rpc_error" && e.message === "no such order");
+
+  const nulled = c.rpc("ping");
+  await hub.until(() => sent(accepted, "rpc").length === 3, "the third rpc");
+  const third = sent(accepted, "rpc")[2];
+  assert.equal(third.data, null);
+  accepted.reply({ op: "rpc", id: third.id });
+  assert.equal(await nulled, null);
+
+  await assert.rejects(c.rpc("a b", 1), (e) => e instanceof DuplexError && e.code === "bad_request");
+  assert.equal(sent(accepted, "rpc").length, 3, "a bad method is not sent");
+
+  const dropped = c.rpc("slow:op", 1);
+  await hub.until(() => sent(accepted, "rpc").length === 4, "the fourth rpc");
+  accepted.drop(1006);
+  await assert.rejects(dropped, (e) => e instanceof ClosedError);
+  c.close();
+});
+
+test("connected carries the backend's data from its connect hook", async () => {
+  const hub = new FakeHub();
+  const c = client(hub);
+  const connected = c.connect();
+  await hub.until(() => hub.sockets.length === 1, "a socket");
+  const ws = hub.sockets[0];
+  ws.open();
+  await hub.until(() => ws.sent.some((m) => m.op === "connect"), "connect");
+  const connect = ws.sent.find((m) => m.op === "connect");
+  ws.reply({ op: "connected", id: connect.id, client: "c1", user: "ada", version: 1, ping: 25, data: { plan: "pro" } });
+  const info = await connected;
+  assert.deepEqual(info.data, { plan: "pro" });
+  c.close();
+});

@@ -139,7 +139,7 @@ impl DecodeError {
 }
 
 /// The ops a client may send.
-const COMMAND_OPS: [&str; 8] = [
+const COMMAND_OPS: [&str; 9] = [
     "connect",
     "refresh",
     "subscribe",
@@ -148,10 +148,11 @@ const COMMAND_OPS: [&str; 8] = [
     "presence",
     "signal",
     "ping",
+    "rpc",
 ];
 
 /// The ops the hub may send.
-const SERVER_OPS: [&str; 14] = [
+const SERVER_OPS: [&str; 15] = [
     "connected",
     "refreshed",
     "subscribed",
@@ -166,6 +167,7 @@ const SERVER_OPS: [&str; 14] = [
     "signal",
     "gap",
     "error",
+    "rpc",
 ];
 
 /// How much of a client-supplied string an error message quotes.
@@ -397,6 +399,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// JSON `data` of a text frame that may be absent (or `null`): `None`
+    /// then (at most [`crate::MAX_DATA_DEPTH`] deep otherwise).
+    fn opt_json(&self) -> Result<Option<JsonText>, DecodeError> {
+        let Some(raw) = self.optional(Field::Data)? else {
+            return Ok(None);
+        };
+        if crate::depth::deeper_than(raw.get(), crate::MAX_DATA_DEPTH) {
+            return Err(self.bad(format!(
+                "field `data` nests arrays and objects more than {} levels deep",
+                crate::MAX_DATA_DEPTH
+            )));
+        }
+        Ok(Some(JsonText::from_raw(raw)))
+    }
+
+    /// An rpc's JSON `data`: `null` when absent.
+    fn rpc_data(&self) -> Result<JsonText, DecodeError> {
+        Ok(self.opt_json()?.unwrap_or_else(JsonText::null))
+    }
+
     fn since(&self) -> Result<Option<Since>, DecodeError> {
         let Some(raw) = self.optional(Field::Since)? else {
             return Ok(None);
@@ -521,6 +543,18 @@ fn command(r: Reader<'_>, binary: Option<BinaryData<'_>>) -> Result<Request, Dec
             data: r.data(binary.as_ref())?,
         },
         "ping" => Command::Ping,
+        "rpc" => {
+            let method = r.string(Field::Method)?;
+            validate_channel(&method).map_err(|e| {
+                r.bad(format!(
+                    "invalid method (the rules of a channel name apply): {e}"
+                ))
+            })?;
+            Command::Rpc {
+                method,
+                data: r.rpc_data()?,
+            }
+        }
         other => return Err(r.unknown_op(other)),
     };
     Ok(Request { id: r.id, command })
@@ -554,6 +588,7 @@ fn server(r: Reader<'_>, binary: Option<BinaryData<'_>>) -> Result<ServerMessage
             version: r.u32_of(Field::Version, r.required(Field::Version)?)?,
             expires: r.opt_u64(Field::Expires)?,
             ping: r.u64(Field::Ping)?,
+            data: r.opt_json()?,
         },
         "refreshed" => ServerMessage::Refreshed {
             id,
@@ -585,6 +620,10 @@ fn server(r: Reader<'_>, binary: Option<BinaryData<'_>>) -> Result<ServerMessage
         },
         "ok" => ServerMessage::Ok { id },
         "pong" => ServerMessage::Pong { id },
+        "rpc" => ServerMessage::Rpc {
+            id,
+            data: r.rpc_data()?,
+        },
         "message" => ServerMessage::Message(Publication {
             channel: r.any_channel()?,
             offset: r.u64(Field::Offset)?,
@@ -674,6 +713,7 @@ pub fn encode_command(request: &Request) -> Encoded {
         }
         Command::Signal { channel, data } => str_hint(channel) + json_hint(data),
         Command::Ping => 0,
+        Command::Rpc { method, data } => str_hint(method) + data.as_str().len(),
     };
     let mut w = ObjectWriter::new(command.op(), 64 + hint);
     w.opt_u64("id", request.id);
@@ -709,6 +749,10 @@ pub fn encode_command(request: &Request) -> Encoded {
             return finish_with_data(w, data);
         }
         Command::Ping => {}
+        Command::Rpc { method, data } => {
+            w.str("method", method);
+            w.raw("data", data.as_str());
+        }
     }
     Encoded::Text(w.finish())
 }
@@ -744,6 +788,7 @@ pub fn encode_server(message: &ServerMessage) -> Encoded {
             version,
             expires,
             ping,
+            data,
         } => {
             w.opt_u64("id", *id);
             w.str("client", client);
@@ -751,6 +796,9 @@ pub fn encode_server(message: &ServerMessage) -> Encoded {
             w.u64("version", u64::from(*version));
             w.opt_u64("expires", *expires);
             w.u64("ping", *ping);
+            if let Some(data) = data {
+                w.raw("data", data.as_str());
+            }
         }
         ServerMessage::Refreshed { id, expires } => {
             w.opt_u64("id", *id);
@@ -808,6 +856,10 @@ pub fn encode_server(message: &ServerMessage) -> Encoded {
             );
         }
         ServerMessage::Ok { id } | ServerMessage::Pong { id } => w.opt_u64("id", *id),
+        ServerMessage::Rpc { id, data } => {
+            w.opt_u64("id", *id);
+            w.raw("data", data.as_str());
+        }
         ServerMessage::Message(publication) => return encode_publication(publication),
         ServerMessage::Join {
             channel,

@@ -51,6 +51,11 @@ impl JsonText {
         Self(Arc::from(raw.get()))
     }
 
+    /// JSON `null`.
+    pub fn null() -> Self {
+        Self(Arc::from("null"))
+    }
+
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         &self.0

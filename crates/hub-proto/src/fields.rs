@@ -67,6 +67,7 @@ fields! {
     Code = "code",
     Message = "message",
     Reason = "reason",
+    Method = "method",
 }
 
 const COUNT: usize = Field::ALL.len();

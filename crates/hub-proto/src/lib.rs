@@ -21,6 +21,7 @@
 //! | skip / deliver / gap per subscriber, joiners, catch-up | [`fanout`] |
 //! | a connection's phase, permissions, limits, refusals and close codes | [`session`] |
 //! | command and data rates, strikes | [`rate`] |
+//! | proxy hooks: request bodies, answers, failure policy | [`hooks`] |
 //! | the client's resubscribe, dedup and gap reporting | [`client`] |
 //! | close codes | [`close`] |
 //!
@@ -119,6 +120,7 @@ pub mod data;
 mod depth;
 pub mod fanout;
 mod fields;
+pub mod hooks;
 mod json;
 pub mod log;
 pub mod message;

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::data::Data;
+use crate::data::{Data, JsonText};
 
 /// A position in a channel's history: an offset within one epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -95,6 +95,16 @@ pub enum Command {
     },
     /// `ping`: an application-level heartbeat. Answered by `pong`.
     Ping,
+    /// `rpc`: a call of the application's backend through the hub (its
+    /// `rpc` hook, `docs/hooks.md`). Answered by `rpc` with the backend's
+    /// data, or an `error`.
+    Rpc {
+        /// The method: a name with the rules of a channel name; its
+        /// namespace (before the first `:`) chooses the hook.
+        method: String,
+        /// The call's JSON data (`null` when absent).
+        data: JsonText,
+    },
 }
 
 impl Command {
@@ -109,6 +119,7 @@ impl Command {
             Self::Presence { .. } => "presence",
             Self::Signal { .. } => "signal",
             Self::Ping => "ping",
+            Self::Rpc { .. } => "rpc",
         }
     }
 
@@ -120,7 +131,7 @@ impl Command {
             | Self::Publish { channel, .. }
             | Self::Presence { channel }
             | Self::Signal { channel, .. } => Some(channel),
-            Self::Connect { .. } | Self::Refresh { .. } | Self::Ping => None,
+            Self::Connect { .. } | Self::Refresh { .. } | Self::Ping | Self::Rpc { .. } => None,
         }
     }
 }
@@ -169,6 +180,9 @@ pub enum ServerMessage {
         expires: Option<u64>,
         /// The hub's WebSocket ping interval, in seconds.
         ping: u64,
+        /// Data for the client from the application's backend (its
+        /// `connect` hook), if it gave any.
+        data: Option<JsonText>,
     },
     /// `refreshed`: the reply to `refresh`.
     Refreshed {
@@ -235,6 +249,13 @@ pub enum ServerMessage {
         /// The command's id.
         id: Option<u64>,
     },
+    /// `rpc`: the reply to `rpc`, with the backend's answer.
+    Rpc {
+        /// The command's id.
+        id: Option<u64>,
+        /// The backend's JSON data (`null` when it gave none).
+        data: JsonText,
+    },
     /// `message` push: a publication on a subscribed channel.
     Message(Publication),
     /// `join` push: a client subscribed to the channel.
@@ -296,6 +317,7 @@ impl ServerMessage {
             Self::Presence { .. } => "presence",
             Self::Ok { .. } => "ok",
             Self::Pong { .. } => "pong",
+            Self::Rpc { .. } => "rpc",
             Self::Message(_) => "message",
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
@@ -316,6 +338,7 @@ impl ServerMessage {
             | Self::Presence { id, .. }
             | Self::Ok { id }
             | Self::Pong { id }
+            | Self::Rpc { id, .. }
             | Self::Error { id, .. } => *id,
             Self::Message(_)
             | Self::Join { .. }
@@ -354,11 +377,18 @@ pub enum ErrorCode {
     Unavailable,
     /// `internal`: a bug in the hub.
     Internal,
+    /// `backend_unavailable`: the application's backend did not give a
+    /// usable answer to a hook in time (down, slow, busy, or an answer
+    /// the hub cannot read); try again later.
+    BackendUnavailable,
+    /// `rpc_error`: the application's backend answered an `rpc` with an
+    /// error; the message is the backend's.
+    RpcError,
 }
 
 impl ErrorCode {
     /// Every code, in the spec's order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::BadRequest,
         Self::UnknownOp,
         Self::NotConnected,
@@ -371,6 +401,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unavailable,
         Self::Internal,
+        Self::BackendUnavailable,
+        Self::RpcError,
     ];
 
     /// The code as sent on the wire, such as `"bad_request"`.
@@ -388,6 +420,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::RpcError => "rpc_error",
         }
     }
 

@@ -252,6 +252,10 @@ pub fn data_bytes<E>(request: &Result<Request, E>) -> usize {
             command: Command::Publish { data, .. } | Command::Signal { data, .. },
             ..
         }) => data.len(),
+        Ok(Request {
+            command: Command::Rpc { data, .. },
+            ..
+        }) => data.as_str().len(),
         _ => 0,
     }
 }

@@ -103,6 +103,7 @@ fn command() -> impl Strategy<Value = Command> {
         channel().prop_map(|channel| Command::Presence { channel }),
         (channel(), data()).prop_map(|(channel, data)| Command::Signal { channel, data }),
         Just(Command::Ping),
+        (channel(), json_text()).prop_map(|(method, data)| Command::Rpc { method, data }),
     ]
 }
 
@@ -135,9 +136,11 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             any_text(),
             any::<u32>(),
             prop::option::of(integer()),
-            integer()
+            integer(),
+            // `null` is no data: the hub never sends `"data": null` here.
+            prop::option::of(json_text().prop_filter("not null", |data| data.as_str() != "null"))
         )
-            .prop_map(|(id, client, user, version, expires, ping)| {
+            .prop_map(|(id, client, user, version, expires, ping, data)| {
                 ServerMessage::Connected {
                     id,
                     client,
@@ -145,6 +148,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     version,
                     expires,
                     ping,
+                    data,
                 }
             }),
         (id(), prop::option::of(integer()))
@@ -191,6 +195,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         ),
         id().prop_map(|id| ServerMessage::Ok { id }),
         id().prop_map(|id| ServerMessage::Pong { id }),
+        (id(), json_text()).prop_map(|(id, data)| ServerMessage::Rpc { id, data }),
         publication().prop_map(ServerMessage::Message),
         (any_text(), any_text(), any_text()).prop_map(|(channel, user, client)| {
             ServerMessage::Join {
@@ -408,6 +413,10 @@ fn hub_messages_from_the_spec() {
         r#"{"op":"presence","id":4,"channel":"chat:lobby","clients":[{"user":"alice","client":"c7f3a9e01"}]}"#,
         r#"{"op":"pong","id":9}"#,
         r#"{"op":"error","id":5,"code":"forbidden","message":"you may not publish to news:*"}"#,
+        r#"{"op":"connected","id":1,"client":"c7","user":"ada","version":1,"ping":25,"data":{"plan":"pro"}}"#,
+        r#"{"op":"rpc","id":6,"data":{"total":3}}"#,
+        r#"{"op":"error","id":6,"code":"rpc_error","message":"no such order"}"#,
+        r#"{"op":"error","id":6,"code":"backend_unavailable","message":"the backend did not answer"}"#,
     ];
     for text in examples {
         let message = decode_server(Frame::Text(text)).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -647,6 +647,11 @@ impl Session {
                 }
             }
             Command::Ping => ServerMessage::Pong { id },
+            Command::Rpc { method, .. } => error(
+                id,
+                ErrorCode::BadRequest,
+                &format!("no backend handles rpc method {method:?}"),
+            ),
         };
         Ok(Some(reply))
     }
@@ -720,6 +725,7 @@ impl Session {
             version: duplex_hub_proto::VERSION,
             expires,
             ping: self.hub.config.heartbeat.ping_interval.as_secs(),
+            data: None,
         }))
     }
 
