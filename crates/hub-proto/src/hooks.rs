@@ -430,8 +430,9 @@ fn expires(
 
 /// Reads a `connect` answer; `now` is the time in seconds since the Unix
 /// epoch (an `expires` must be after it). Result fields, all optional:
-/// `user` (string), `expires` (integer), `data` (any JSON), `channels`
-/// (array of channel names, at most [`MAX_CONNECT_CHANNELS`]).
+/// `user` (string; empty or absent: anonymous), `expires` (integer, with a
+/// `user` only), `data` (any JSON), `channels` (array of channel names, at
+/// most [`MAX_CONNECT_CHANNELS`]).
 pub fn parse_connect(
     status: u16,
     body: &[u8],
@@ -465,9 +466,14 @@ pub fn parse_connect(
                 ));
             }
         };
+        let expires = expires(&result, now, "result.expires")?;
+        if expires.is_some() && user.is_empty() {
+            // An anonymous connection has no session to expire.
+            return Err(field("result.expires", "absent when `user` is empty"));
+        }
         Ok(Connected {
             user,
-            expires: expires(&result, now, "result.expires")?,
+            expires,
             data: json_data(&result, "result.data")?,
             channels,
         })
@@ -797,6 +803,8 @@ mod tests {
         let answer = format!(r#"{{"result": {{"data": {deep}}}}}"#);
         assert!(parse_rpc(200, answer.as_bytes()).is_err(), "too deep");
         assert!(parse_refresh(200, br#"{"result": {}}"#, NOW).is_err());
+        let anonymous_expiry = body(serde_json::json!({"result": {"expires": NOW + 60}}));
+        assert!(parse_connect(200, &anonymous_expiry, NOW).is_err());
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub(crate) struct Answer {
     /// The HTTP status.
     pub(crate) status: StatusCode,
     /// The response headers.
+    #[allow(
+        dead_code,
+        reason = "for the webhook and JWKS callers, which read them"
+    )]
     pub(crate) headers: HeaderMap,
     /// The body, at most the caller's limit.
     pub(crate) body: Bytes,
@@ -139,6 +143,7 @@ impl Backend {
 
     /// GETs `url` and reads the answer whole (at most `max_body` bytes),
     /// all within `timeout`.
+    #[allow(dead_code, reason = "for the JWKS fetches")]
     pub(crate) async fn get(
         &self,
         url: &Uri,

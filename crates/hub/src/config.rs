@@ -98,7 +98,12 @@ pub struct HubConfig {
     /// The server API (HTTP + JSON for the application's backend,
     /// `docs/api.md`): off unless [`ApiConfig::listen`] is set.
     pub api: ApiConfig,
+    /// Proxy hooks: the hub asks the application's backend (`docs/hooks.md`);
+    /// off unless a hook's URL is set.
+    pub hooks: HooksConfig,
 }
+
+pub use crate::hooks::config::{HooksConfig, NamespaceHooks};
 
 /// The server API's settings (`[api]`). Off unless `listen` is set; then
 /// at least one key is required.
@@ -175,6 +180,7 @@ impl Default for HubConfig {
             trusted_proxies: Vec::new(),
             client_address: None,
             api: ApiConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -571,6 +577,7 @@ impl HubConfig {
             }
             _ => {}
         }
+        self.hooks.validate()?;
         if let Some(auth) = &self.auth {
             let sources = [
                 auth.hs256_secret.is_some(),
@@ -669,12 +676,12 @@ pub enum ConfigError {
 }
 
 /// Durations in the TOML file are seconds (integers or decimals).
-mod seconds {
+pub(crate) mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }

@@ -71,6 +71,8 @@ pub struct Hub {
     pub(crate) subprotocol: Arc<str>,
     /// This node's live sessions, which the server API's controls reach.
     pub(crate) registry: Arc<Registry>,
+    /// The proxy hooks (`[hooks]`), when any is configured.
+    pub(crate) hooks: Option<Arc<crate::hooks::Hooks>>,
     /// When the hub was built (`info`'s uptime).
     pub(crate) started: std::time::Instant,
     /// This node's 24-bit id: the prefix of its client ids.
@@ -174,6 +176,7 @@ impl Hub {
         };
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
+        let hooks = crate::hooks::Hooks::new(&config.hooks, metrics.clone())?;
         let mut ws_config = duplex::Config::default();
         ws_config.protocol.max_message_size = config.limits.max_message_size;
         ws_config.protocol.max_frame_size = config.limits.max_message_size;
@@ -223,6 +226,7 @@ impl Hub {
             subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
             node_prefix,
             registry,
+            hooks,
             started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),

@@ -28,13 +28,12 @@
 
 mod api;
 mod auth;
-// Its users (backend hooks, webhooks, JWKS) arrive next; until then its items are unused.
-#[allow(dead_code)]
 mod backend;
 mod broker;
 pub mod config;
 mod control;
 mod frame;
+mod hooks;
 mod hub;
 mod limits;
 mod metrics;

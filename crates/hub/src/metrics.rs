@@ -49,7 +49,7 @@ pub(crate) const LATENCY_BOUNDS_NS: [u64; 17] = [
 ];
 
 /// Number of latency buckets, `+Inf` included.
-const BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+pub(crate) const BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
 
 /// The largest finite bound, in seconds: the estimate of any quantile that
 /// falls in the `+Inf` bucket.
@@ -57,8 +57,8 @@ const LARGEST_BOUND_SECS: f64 = LATENCY_BOUNDS_NS[BUCKETS - 2] as f64 / 1e9;
 
 /// Close codes counted under their own label; any other code counts as
 /// `"other"`.
-pub(crate) const KNOWN_CLOSE_CODES: [u16; 12] = [
-    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 4001, 4002, 4008,
+pub(crate) const KNOWN_CLOSE_CODES: [u16; 13] = [
+    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4002, 4008,
 ];
 
 const CLOSE_SLOTS: usize = KNOWN_CLOSE_CODES.len() + 1;
@@ -121,7 +121,7 @@ impl From<Refused> for RejectReason {
 /// A histogram of durations with fixed buckets ([`LATENCY_BOUNDS_NS`] and
 /// `+Inf`).
 #[derive(Debug)]
-struct Histogram {
+pub(crate) struct Histogram {
     /// Per-bucket (not cumulative) counts; the last is `+Inf`.
     counts: [AtomicU64; BUCKETS],
     /// Sum of the observations, in nanoseconds (wraps after 584 years).
@@ -129,14 +129,14 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_ns: AtomicU64::new(0),
         }
     }
 
-    fn observe(&self, value: Duration) {
+    pub(crate) fn observe(&self, value: Duration) {
         let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         // The first bucket whose bound is >= ns (`le` is inclusive), or
         // `+Inf` (index 17) past the last bound.
@@ -145,8 +145,13 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Relaxed);
     }
 
-    fn counts(&self) -> [u64; BUCKETS] {
+    pub(crate) fn counts(&self) -> [u64; BUCKETS] {
         std::array::from_fn(|i| self.counts[i].load(Relaxed))
+    }
+
+    /// The sum of the observations, in seconds.
+    pub(crate) fn sum_secs(&self) -> f64 {
+        self.sum_ns.load(Relaxed) as f64 / 1e9
     }
 }
 
@@ -178,6 +183,8 @@ pub struct Metrics {
     /// Client connections served by HTTP version, by [`Transport`]
     /// (`duplex_http_connections_total`).
     http_connections: [AtomicU64; 2],
+    /// The proxy hooks' (`duplex_hook_*`).
+    pub(crate) hooks: crate::hooks::HookMetrics,
 }
 
 /// How a WebSocket (or the TCP/TLS connection under it) reached the hub:
@@ -276,6 +283,7 @@ impl Metrics {
             rate_limited: AtomicU64::new(0),
             by_transport: std::array::from_fn(|_| AtomicI64::new(0)),
             http_connections: std::array::from_fn(|_| AtomicU64::new(0)),
+            hooks: crate::hooks::HookMetrics::default(),
         }
     }
 
@@ -619,6 +627,7 @@ impl Metrics {
             "Commands refused for exceeding the rate limit.",
             load(&self.rate_limited),
         );
+        self.hooks.render(w);
         out
     }
 
@@ -649,7 +658,7 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -919,6 +928,11 @@ mod tests {
             ("duplex_errors_total", "counter"),
             ("duplex_slow_consumers_total", "counter"),
             ("duplex_rate_limited_total", "counter"),
+            ("duplex_hook_requests_total", "counter"),
+            ("duplex_hook_failures_total", "counter"),
+            ("duplex_hook_in_flight", "gauge"),
+            ("duplex_hook_waiting", "gauge"),
+            ("duplex_hook_duration_seconds", "histogram"),
         ] {
             assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
         }
@@ -931,12 +945,12 @@ mod tests {
             .iter()
             .filter(|s| s.name == "duplex_close_codes_total")
             .count();
-        assert_eq!(closes, 13);
+        assert_eq!(closes, 14);
         let errors = samples
             .iter()
             .filter(|s| s.name == "duplex_errors_total")
             .count();
-        assert_eq!(errors, 13);
+        assert_eq!(errors, 15);
         assert!(samples.iter().all(|s| s.value == 0.0));
     }
 

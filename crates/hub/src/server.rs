@@ -350,6 +350,8 @@ struct Admitted {
     endpoint: Endpoint,
     identity: Option<Identity>,
     ticket: Ticket,
+    /// The upgrade request's headers the proxy hooks forward.
+    forwarded: http::HeaderMap,
 }
 
 /// Serves one HTTP/2 connection (h2c, or TLS with ALPN `h2`) until the
@@ -386,6 +388,7 @@ where
                 endpoint,
                 identity,
                 ticket,
+                forwarded: forwarded(&hub, request),
             },
         ))
     };
@@ -416,9 +419,17 @@ async fn serve_websocket<S>(
         endpoint,
         identity,
         ticket,
+        forwarded,
     } = admitted;
     match endpoint {
-        Endpoint::Hub => session::run(hub, ws, Handshake { identity, ticket }).await,
+        Endpoint::Hub => {
+            let handshake = Handshake {
+                identity,
+                ticket,
+                forwarded,
+            };
+            session::run(hub, ws, handshake).await;
+        }
         Endpoint::Echo => echo_loop(hub, ws, ticket).await,
     }
 }
@@ -483,9 +494,14 @@ where
     let path = incoming.request.uri().path().to_owned();
     match (path.as_str(), incoming.wants_upgrade()) {
         ("/ws", true) => {
-            let (ws, identity, ticket) =
+            let (ws, identity, ticket, forwarded) =
                 upgrade(hub, gate, Endpoint::Hub, io, incoming, client).await?;
-            return Some((ws, Handshake { identity, ticket }));
+            let handshake = Handshake {
+                identity,
+                ticket,
+                forwarded,
+            };
+            return Some((ws, handshake));
         }
         // Boxed: the echo loop is long-lived, and this future is the one
         // every connection starts with, so it should not carry that space.
@@ -522,7 +538,7 @@ async fn upgrade<S>(
     io: S,
     incoming: Incoming,
     client: SocketAddr,
-) -> Option<(WebSocket<S>, Option<Identity>, Ticket)>
+) -> Option<(WebSocket<S>, Option<Identity>, Ticket, http::HeaderMap)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -537,6 +553,7 @@ where
         }
     };
     let mut identity = None;
+    let mut headers = http::HeaderMap::new();
     let mut refused = false;
     let decided = accept_incoming(
         io,
@@ -545,6 +562,7 @@ where
         |request| match decide_counted(hub, gate, endpoint, request, client) {
             Ok((accept, id)) => {
                 identity = id;
+                headers = forwarded(hub, request);
                 Ok(accept)
             }
             Err(reject) => {
@@ -568,7 +586,16 @@ where
     };
     hub.metrics.accepted();
     ws.set_shutdown(hub.shutdown.watch());
-    Some((ws, identity, ticket))
+    Some((ws, identity, ticket, headers))
+}
+
+/// The headers of an upgrade request the proxy hooks forward (none
+/// without hooks).
+fn forwarded(hub: &Hub, request: &UpgradeRequest) -> http::HeaderMap {
+    hub.hooks
+        .as_ref()
+        .map(|hooks| hooks.forwarded(request.headers()))
+        .unwrap_or_default()
 }
 
 /// The connection limits, before any other work on a WebSocket request
@@ -760,7 +787,7 @@ async fn echo_socket<S>(hub: Arc<Hub>, gate: &Gate, io: S, incoming: Incoming, c
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some((ws, _identity, ticket)) =
+    let Some((ws, _identity, ticket, _forwarded)) =
         upgrade(&hub, gate, Endpoint::Echo, io, incoming, client).await
     else {
         return;

@@ -76,6 +76,8 @@ use crate::hub::{Hub, now_ms, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::outbox::{Drained, Outbox};
 
+mod hooks;
+
 /// What a connection brings from its handshake.
 #[derive(Debug)]
 pub(crate) struct Handshake {
@@ -83,6 +85,8 @@ pub(crate) struct Handshake {
     pub(crate) identity: Option<Identity>,
     /// Its admission; released when the session ends.
     pub(crate) ticket: Ticket,
+    /// Headers of its upgrade request that the proxy hooks forward.
+    pub(crate) forwarded: http::HeaderMap,
 }
 
 /// A publish handed to the broker; resolves to its reply.
@@ -231,6 +235,9 @@ impl Session {
         let outbox = Outbox::new(limits.max_outbound_bytes);
         let timer = Some(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
+        if let Some(hooks) = &hub.hooks {
+            hooks.remember(id, handshake.forwarded);
+        }
         Self {
             me: Subscriber::new(id, outbox),
             identity: handshake.identity.map(Box::new),
@@ -349,7 +356,7 @@ impl Session {
                 self.hub.metrics.slow_consumer();
                 Some(End::Close(Close::SLOW_CONSUMER))
             }
-            Wake::Deadline => Some(End::Close(self.state.deadline())),
+            Wake::Deadline => self.deadline(ws).await,
             Wake::Control => self.apply_controls(ws).await,
         }
     }
@@ -602,18 +609,22 @@ impl Session {
             return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
-            Command::Connect { token, .. } => return self.connect(id, token),
+            Command::Connect { token, name } => return self.connect(id, token, name).await,
             Command::Refresh { token } => self.refresh(id, &token).await?,
             Command::Subscribe {
                 channel,
                 since,
                 recent,
-            } => self.subscribe(id, channel, since, recent).await,
+            } => self.subscribe(id, channel, since, recent).await?,
             Command::Unsubscribe { channel } => self.unsubscribe(id, &channel).await,
             Command::Publish { channel, data, key } => {
                 if let Some(refused) = self.refuse(id, Action::Publish, &channel) {
                     return Ok(Some(refused));
                 }
+                let data = match self.ask_publish(id, &channel, data).await? {
+                    Ok(data) => data,
+                    Err(refused) => return Ok(Some(refused)),
+                };
                 let publish = Publish {
                     channel: channel.as_str().into(),
                     data,
@@ -640,6 +651,10 @@ impl Session {
                 if let Some(refused) = self.refuse(id, Action::Publish, &channel) {
                     return Ok(Some(refused));
                 }
+                let data = match self.ask_publish(id, &channel, data).await? {
+                    Ok(data) => data,
+                    Err(refused) => return Ok(Some(refused)),
+                };
                 match self.hub.broker.signal(&channel, &self.me, data).await {
                     Ok(()) if id.is_some() => ServerMessage::Ok { id },
                     Ok(()) => return Ok(None),
@@ -647,11 +662,7 @@ impl Session {
                 }
             }
             Command::Ping => ServerMessage::Pong { id },
-            Command::Rpc { method, .. } => error(
-                id,
-                ErrorCode::BadRequest,
-                &format!("no backend handles rpc method {method:?}"),
-            ),
+            Command::Rpc { method, data } => self.rpc(id, &method, data).await?,
         };
         Ok(Some(reply))
     }
@@ -697,13 +708,20 @@ impl Session {
         }
     }
 
-    fn connect(
+    /// `connect`: with a token (here or in the handshake) as it says;
+    /// without one, as the `connect` hook decides when there is one (see
+    /// `hooks`); else anonymous.
+    async fn connect(
         &mut self,
         id: Option<u64>,
         token: Option<String>,
+        name: Option<String>,
     ) -> Result<Option<ServerMessage>, End> {
+        let mut hooked = None;
         if let Some(token) = token {
             self.identity = Some(Box::new(self.verify(&token)?));
+        } else if self.identity.is_none() {
+            hooked = self.connect_hook(name.as_deref()).await?;
         }
         let user = self
             .identity
@@ -715,9 +733,15 @@ impl Session {
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
         self.hub.registry.register(&self.me);
-        let expires = self.identity.as_ref().map(|identity| identity.expires);
+        let mut expires = self.identity.as_ref().map(|identity| identity.expires);
         self.state.connected();
         self.timer = expires.map(|at| Box::pin(sleep_until_unix(at)));
+        let mut data = None;
+        if let Some(hooked) = hooked {
+            expires = hooked.expires;
+            data = hooked.data;
+            self.hook_connected(hooked.expires, hooked.channels);
+        }
         Ok(Some(ServerMessage::Connected {
             id,
             client: self.me.client(),
@@ -725,7 +749,7 @@ impl Session {
             version: duplex_hub_proto::VERSION,
             expires,
             ping: self.hub.config.heartbeat.ping_interval.as_secs(),
-            data: None,
+            data,
         }))
     }
 
@@ -779,13 +803,16 @@ impl Session {
         channel: String,
         since: Option<Since>,
         recent: u32,
-    ) -> ServerMessage {
+    ) -> Result<ServerMessage, End> {
         let limit = self.hub.config.limits.max_subscriptions;
         if let Err(refusal) = self.state.check_subscribe(&channel, limit) {
-            return refusal.to_reply(id);
+            return Ok(refusal.to_reply(id));
         }
         if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
-            return refused;
+            return Ok(refused);
+        }
+        if let Some(refused) = self.ask_subscribe(id, &channel).await? {
+            return Ok(refused);
         }
         let subscribe = Subscribe {
             channel: channel.as_str().into(),
@@ -793,7 +820,7 @@ impl Session {
             since,
             recent,
         };
-        match self.hub.broker.subscribe(subscribe).await {
+        Ok(match self.hub.broker.subscribe(subscribe).await {
             Ok(subscribed) => {
                 // The name is the broker's, shared.
                 self.state.subscribed(subscribed.name);
@@ -808,7 +835,7 @@ impl Session {
                 }
             }
             Err(e) => error(id, ErrorCode::Unavailable, &e.to_string()),
-        }
+        })
     }
 
     async fn unsubscribe(&mut self, id: Option<u64>, channel: &str) -> ServerMessage {
@@ -828,6 +855,9 @@ impl Session {
     /// Leaves every channel (the session is ending).
     async fn leave_all(&mut self) {
         self.hub.registry.remove(&self.me);
+        if let Some(hooks) = &self.hub.hooks {
+            hooks.forget(self.me.id);
+        }
         self.me.outbox.close();
         let channels = self.state.take_all();
         self.hub.metrics.unsubscribed(channels.len());
@@ -922,6 +952,7 @@ mod tests {
         let handshake = Handshake {
             identity: None,
             ticket,
+            forwarded: http::HeaderMap::new(),
         };
         let session = Session::new(hub.clone(), handshake);
         let session_size = std::mem::size_of_val(&session);
