@@ -59,12 +59,16 @@ use std::time::Duration;
 use duplex::reconnect::{self, Closed, Opened, ReconnectingWebSocket};
 use duplex::{ClientRequest, Config, Message};
 use duplex_hub_proto::{
-    Command, Data, DecodeError, Encoded, ErrorCode, Frame, NameError, Publication, Request,
-    SUBPROTOCOL, ServerMessage, SubscribeOptions, Subscriptions, close, decode_server,
+    Command, Data, DecodeError, Encoded, ErrorCode, Frame, JsonText, NameError, Publication,
+    Request, SUBPROTOCOL, ServerMessage, SubscribeOptions, Subscriptions, close, decode_server,
     encode_command, validate_channel,
 };
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
+
+mod rpc;
+
+pub use self::rpc::{Rpc, RpcError};
 
 /// The close codes after which the protocol says not to reconnect without
 /// fixing the cause (`docs/protocol.md`, "Close codes").
@@ -90,7 +94,8 @@ pub struct Options {
     /// 1009, 4001, 4002) are always added to [`reconnect::Options::no_reconnect`].
     pub reconnect: reconnect::Options,
     /// Most publishes waiting for their acknowledgement, sent or not
-    /// (default 1000).
+    /// (default 1000); and, apart, most `rpc` calls waiting for a
+    /// connection.
     pub max_pending: usize,
     /// Most publishes sent and not yet answered at once (default 100).
     pub max_in_flight: usize,
@@ -252,6 +257,7 @@ enum Cmd {
     Subscribe(String, SubscribeOptions),
     Unsubscribe(String),
     Publish(Pending),
+    Rpc(rpc::Call),
     Refresh(String),
     Close,
 }
@@ -399,6 +405,28 @@ impl Handle {
         }
     }
 
+    /// Calls `method` of the application's backend through the hub (its
+    /// `rpc` hook, `docs/hooks.md`) with JSON `data`; the future resolves
+    /// with the backend's data. A call made while disconnected waits for
+    /// the next connection (at most [`Options::max_pending`] of them); a
+    /// call whose connection drops before the answer fails with
+    /// [`RpcError::Disconnected`] and is not sent again.
+    pub fn rpc(&self, method: &str, data: impl Into<JsonText>) -> Rpc {
+        if let Err(error) = validate_channel(method) {
+            return Rpc::failed(error.into());
+        }
+        let (reply, rx) = oneshot::channel();
+        let call = rpc::Call {
+            method: method.to_owned(),
+            data: data.into(),
+            reply,
+        };
+        if self.commands.send(Cmd::Rpc(call)).is_err() {
+            return Rpc::failed(RpcError::Closed);
+        }
+        Rpc::waiting(rx)
+    }
+
     /// Replaces the token: sent in `refresh` now if connected, and in
     /// `connect` on every later connection. Send it before the current one
     /// expires, or the hub closes with 4002 (final).
@@ -478,6 +506,8 @@ impl Client {
             queue: VecDeque::new(),
             in_flight: HashSet::new(),
             max_in_flight: options.max_in_flight.max(1),
+            calls: rpc::Calls::default(),
+            max_calls: options.max_pending,
             stalled: false,
             stall_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         };
@@ -522,6 +552,10 @@ struct Task {
     /// Request ids of the publishes sent on this connection.
     in_flight: HashSet<u64>,
     max_in_flight: usize,
+    /// `rpc` calls waiting for a connection or for their answer.
+    calls: rpc::Calls,
+    /// At most this many calls wait for a connection.
+    max_calls: usize,
     /// A publish could not be sent (the socket's buffer was full): try
     /// again when `stall_timer` fires.
     stalled: bool,
@@ -572,13 +606,20 @@ impl Task {
             }
         }
         self.shared.pending.store(0, Ordering::Release);
-        // Later publishes fail at once.
+        self.calls.close();
+        // Later publishes and calls fail at once.
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
-            if let Cmd::Publish(mut pending) = command
-                && let Some(reply) = pending.reply.take()
-            {
-                let _ = reply.send(Err(PublishError::Closed));
+            match command {
+                Cmd::Publish(mut pending) => {
+                    if let Some(reply) = pending.reply.take() {
+                        let _ = reply.send(Err(PublishError::Closed));
+                    }
+                }
+                Cmd::Rpc(call) => {
+                    let _ = call.reply.send(Err(RpcError::Closed));
+                }
+                _ => {}
             }
         }
     }
@@ -601,6 +642,10 @@ impl Task {
             Cmd::Publish(pending) => {
                 self.queue.push_back(pending);
                 self.send_publishes();
+            }
+            Cmd::Rpc(call) => {
+                self.calls.push(call, self.max_calls);
+                self.send_calls();
             }
             Cmd::Refresh(token) => {
                 self.token = Some(token.clone());
@@ -656,6 +701,7 @@ impl Task {
         self.connect_id = None;
         self.shared.connected.store(false, Ordering::Release);
         self.subs.on_disconnected();
+        self.calls.disconnected();
         self.in_flight.clear();
         for pending in &mut self.queue {
             pending.sent = None;
@@ -715,6 +761,7 @@ impl Task {
                 }
                 self.transmit();
                 self.send_publishes();
+                self.send_calls();
                 Some(Event::Connected {
                     connection,
                     client,
@@ -746,6 +793,7 @@ impl Task {
                 self.resolve(id, Err(PublishError::Refused { code, message }));
                 None
             }
+            other if self.calls.answer(&other) => None,
             other => Some(Event::Other(other)),
         }
     }
@@ -809,6 +857,24 @@ impl Task {
             }
             self.queue[index].sent = Some(id);
             self.in_flight.insert(id);
+        }
+    }
+
+    /// Sends the `rpc` calls waiting for a connection, once one is ready.
+    fn send_calls(&mut self) {
+        if !self.shared.connected.load(Ordering::Acquire) {
+            return;
+        }
+        for call in self.calls.take_waiting() {
+            let id = self.subs.next_id();
+            self.send(Request::new(
+                id,
+                Command::Rpc {
+                    method: call.method,
+                    data: call.data,
+                },
+            ));
+            self.calls.sent(id, call.reply);
         }
     }
 

@@ -1,7 +1,8 @@
 //! WebSocket close codes the hub uses, as plain `u16`s.
 //!
 //! A client should reconnect (with backoff and jitter) after [`GOING_AWAY`],
-//! 1006 (no close frame), [`INTERNAL`] and [`SLOW_CONSUMER`], and not after
+//! 1006 (no close frame), [`INTERNAL`], [`TRY_AGAIN_LATER`] and
+//! [`SLOW_CONSUMER`], and not after
 //! [`NORMAL`], [`POLICY`], [`TOO_BIG`], [`UNAUTHORIZED`] or [`TOKEN_EXPIRED`]
 //! without fixing the cause first; [`should_reconnect`] says which.
 
@@ -15,6 +16,9 @@ pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// Internal error.
 pub const INTERNAL: u16 = 1011;
+/// Try again later: the application's backend could not decide on the
+/// connection (its `connect` hook failed: see [`crate::hooks`]).
+pub const TRY_AGAIN_LATER: u16 = 1013;
 /// Unauthorized: a bad token in `connect`, or no `connect` within 10 s.
 pub const UNAUTHORIZED: u16 = 4001;
 /// The token expired and was not refreshed.
@@ -27,7 +31,10 @@ pub const SLOW_CONSUMER: u16 = 4008;
 pub fn should_reconnect(code: Option<u16>) -> bool {
     match code {
         None => true,
-        Some(code) => matches!(code, GOING_AWAY | 1006 | INTERNAL | SLOW_CONSUMER),
+        Some(code) => matches!(
+            code,
+            GOING_AWAY | 1006 | INTERNAL | TRY_AGAIN_LATER | SLOW_CONSUMER
+        ),
     }
 }
 
@@ -37,7 +44,7 @@ mod tests {
 
     #[test]
     fn reconnect_only_after_transient_closes() {
-        for code in [GOING_AWAY, 1006, INTERNAL, SLOW_CONSUMER] {
+        for code in [GOING_AWAY, 1006, INTERNAL, TRY_AGAIN_LATER, SLOW_CONSUMER] {
             assert!(should_reconnect(Some(code)), "{code}");
         }
         assert!(should_reconnect(None));

@@ -96,7 +96,7 @@ pub const MAX_REASON_LEN: usize = 123;
 
 /// Close code of a connection the `connect` hook could not decide on (the
 /// backend is down, slow or answered garbage): 1013, try again later.
-pub const TRY_AGAIN_LATER: u16 = 1013;
+pub const TRY_AGAIN_LATER: u16 = close::TRY_AGAIN_LATER;
 
 // ---- requests ---------------------------------------------------------------
 

@@ -712,3 +712,48 @@ async fn the_refresh_hook_extends_a_hooked_session_and_a_refusal_lets_it_expire(
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_rust_client_calls_rpc_and_gets_the_backends_data_or_its_error() {
+    use duplex_hub_client::{Client, Event, Options, RpcError};
+    let backend = Backend::start(|_, body| {
+        if body["data"] == json!("ping") {
+            answer(json!({"result": {"data": "pong"}}))
+        } else {
+            answer(json!({"error": {"message": "unknown"}}))
+        }
+    })
+    .await;
+    let hub = hub(|c| c.hooks.default_namespace.rpc = Some(backend.url("/rpc"))).await;
+    let mut client = Client::connect(&hub.url(), Options::default());
+    // Made before the connection is up: sent once it is.
+    let early = client.rpc("echo", json!("ping"));
+    let connected = tokio::time::timeout(common::WAIT, async {
+        while let Some(event) = client.next_event().await {
+            if matches!(event, Event::Connected { .. }) {
+                return;
+            }
+        }
+    });
+    connected.await.expect("connected in time");
+    let data = tokio::time::timeout(common::WAIT, early)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(data.as_str(), r#""pong""#);
+    let refused = tokio::time::timeout(common::WAIT, client.rpc("echo", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(RpcError::Refused {
+            code: ErrorCode::RpcError,
+            message: "unknown".into()
+        })
+    );
+    assert!(matches!(
+        client.rpc("bad name", json!(1)).await,
+        Err(RpcError::InvalidMethod(_))
+    ));
+    client.close();
+}
