@@ -474,12 +474,20 @@ export class Client extends EventTarget {
     ws.onopen = () => {
       const command: Command = { op: "connect", name: this.opts.name };
       if (token) command.token = token;
-      this.request(command, ws).then(
-        (reply) => this.connected(ws, reply),
-        (error: Error) => {
+      // The reply is taken synchronously, not through a promise: what the
+      // hub sends right after `connected` (a backend's server-side
+      // subscriptions, docs/hooks.md) may arrive in the same read, and a
+      // WebSocket that dispatches both messages in one task (Node's `ws`)
+      // would hand it over before a promise's callback ran.
+      const id = this.machine.nextId();
+      command.id = id;
+      this.pending.set(id, {
+        resolve: (reply) => this.connected(ws, reply),
+        reject: (error: Error) => {
           if (error instanceof HubError) this.fail(error);
         },
-      );
+      });
+      if (!this.send(command, ws)) this.pending.delete(id);
     };
     ws.onmessage = (event) => {
       if (this.ws === ws) this.receive(event.data);

@@ -676,3 +676,22 @@ test("connected carries the backend's data from its connect hook", async () => {
   assert.deepEqual(info.data, { plan: "pro" });
   c.close();
 });
+
+test("a server-side subscribed push in the same read as connected (a connect hook's channels) is not lost", async () => {
+  const hub = new FakeHub();
+  const c = client(hub);
+  const announced = [];
+  c.on("subscription", (d) => announced.push(d.channel));
+  const connected = c.connect();
+  await hub.until(() => hub.sockets.length === 1, "a socket");
+  const ws = hub.sockets[0];
+  ws.open();
+  await hub.until(() => ws.sent.some((m) => m.op === "connect"), "connect");
+  const connect = ws.sent.find((m) => m.op === "connect");
+  // Both in one task, as Node's ws dispatches the frames of one read.
+  ws.reply({ op: "connected", id: connect.id, client: "c1", user: "ada", version: 1, ping: 25 });
+  ws.reply({ op: "subscribed", channel: "news:ada", epoch: "e", offset: 0, recovered: false });
+  await connected;
+  assert.deepEqual(announced, ["news:ada"]);
+  c.close();
+});
