@@ -9,7 +9,9 @@
 //! - Recoverable errors (a malformed command, a forbidden channel, a second
 //!   subscribe …) get an `error` reply and the connection stays open. Only
 //!   these end it: a bad token (4001), no `connect` in time (4001), an
-//!   expired token (4002), a full outbox (4008, slow consumer), a rate limit
+//!   expired token (4002), a `connect` hook that refuses (4001) or fails
+//!   (1013), a hook's `disconnect` answer (its 4000–4999 code; see
+//!   `hooks`), a full outbox (4008, slow consumer), a rate limit
 //!   broken again and again (1008), an oversized message (1009, by the
 //!   WebSocket layer), shutdown (1001), and the server dropped or out of
 //!   grace (no close frame: the peer sees 1006).
