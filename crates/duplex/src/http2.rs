@@ -324,6 +324,7 @@ pub type H2WebSocket = WebSocket<H2Stream>;
 
 type Decide = dyn Fn(&UpgradeRequest) -> Result<Accept, Reject> + Send + Sync;
 type Pages = dyn Fn(&Request<()>) -> Response<Bytes> + Send + Sync;
+type Invalid = dyn Fn(&HandshakeError) + Send + Sync;
 
 /// An HTTP/2 server of WebSockets: settings and callbacks shared by the
 /// connections it serves. Cheap to clone.
@@ -333,6 +334,7 @@ pub struct Server {
     http2: Http2Config,
     decide: Arc<Decide>,
     pages: Arc<Pages>,
+    invalid: Arc<Invalid>,
     shutdown: Option<Shutdown>,
 }
 
@@ -386,6 +388,7 @@ impl Server {
             http2: Http2Config::default(),
             decide: Arc::new(|_| Ok(Accept::default())),
             pages: Arc::new(|_| not_found()),
+            invalid: Arc::new(|_| {}),
             shutdown: None,
         }
     }
@@ -431,6 +434,17 @@ impl Server {
         pages: impl Fn(&Request<()>) -> Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
         self.pages = Arc::new(pages);
+        self
+    }
+
+    /// Told of each invalid extended `CONNECT` (a missing or wrong
+    /// `Sec-WebSocket-Version`, an unknown `:protocol` …) before its 4xx
+    /// answer goes out, so a server can count and log them as it does
+    /// refused HTTP/1.1 upgrades. Such a request never reaches
+    /// [`Server::decide`]. Default: nothing.
+    #[must_use]
+    pub fn on_invalid(mut self, invalid: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
+        self.invalid = Arc::new(invalid);
         self
     }
 
@@ -585,6 +599,7 @@ impl Server {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!(%error, "refused an extended CONNECT");
+                (self.invalid)(&error);
                 send_whole(&mut respond, refusal(&error));
                 return None;
             }

@@ -92,12 +92,14 @@ struct Gate {
 impl Gate {
     fn new(hub: &Arc<Hub>, port: u16) -> Self {
         let pages_hub = hub.clone();
+        let invalid_hub = hub.clone();
         let http2 = http2::Server::new(hub.ws_config.clone())
             .http2(http2::Http2Config::default())
             .shutdown(hub.shutdown.clone())
             .pages(move |request| {
                 finish(http_route(&pages_hub, request), request.method()).map(bytes::Bytes::from)
-            });
+            })
+            .on_invalid(move |_| invalid_hub.metrics.rejected(RejectReason::Handshake));
         Self {
             origins: OriginPolicy::new(&hub.config, port),
             proxies: Proxies::new(&hub.config),
