@@ -34,6 +34,7 @@ pub(crate) struct EventMetrics {
     latency: [AtomicU64; BOUNDS_MS.len() + 1],
     latency_sum_ms: AtomicU64,
     declared_dead: AtomicU64,
+    taken_over: AtomicU64,
 }
 
 fn counters<const N: usize>() -> [AtomicU64; N] {
@@ -54,6 +55,7 @@ impl EventMetrics {
             latency: counters(),
             latency_sum_ms: AtomicU64::new(0),
             declared_dead: AtomicU64::new(0),
+            taken_over: AtomicU64::new(0),
         }
     }
 
@@ -99,6 +101,12 @@ impl EventMetrics {
     /// This node declared a dead node's connections.
     pub(crate) fn declared_dead(&self) {
         self.declared_dead.fetch_add(1, Relaxed);
+    }
+
+    /// This node took over `count` events another node had taken and not
+    /// confirmed.
+    pub(crate) fn taken_over(&self, count: usize) {
+        self.taken_over.fetch_add(count as u64, Relaxed);
     }
 
     /// Appends the Prometheus text.
@@ -168,6 +176,17 @@ impl EventMetrics {
             w,
             "duplex_webhook_dead_nodes_declared_total {}",
             self.declared_dead.load(Relaxed)
+        );
+        header(
+            w,
+            "duplex_webhook_events_taken_over_total",
+            "counter",
+            "Events another node had taken and not confirmed (it died) that this node took over.",
+        );
+        let _ = writeln!(
+            w,
+            "duplex_webhook_events_taken_over_total {}",
+            self.taken_over.load(Relaxed)
         );
         let name = "duplex_webhook_delivery_latency_seconds";
         header(

@@ -440,6 +440,7 @@ impl RedisStore {
             Some(entries) => {
                 let taken = self.entries(queue, entries).await;
                 if !taken.is_empty() {
+                    self.metrics.taken_over(taken.len());
                     tracing::info!(events = taken.len(), "took over undelivered webhook events");
                 }
                 taken
