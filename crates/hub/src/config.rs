@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::events::{MIN_WEBHOOK_SECRET_LEN, WebhooksConfig};
+pub use crate::events::{MIN_WEBHOOK_SECRET_LEN, SECRET_ENV as WEBHOOK_SECRET_ENV, WebhooksConfig};
 pub use ipnet::IpNet;
 use serde::Deserialize;
 

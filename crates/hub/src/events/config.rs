@@ -16,6 +16,14 @@ use crate::config::ConfigError;
 /// The shortest webhook secret accepted (bytes).
 pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
 
+/// The environment variable a `[webhooks]` table without `secret` takes it
+/// from.
+pub const SECRET_ENV: &str = "DUPLEX_WEBHOOK_SECRET";
+
+fn secret_from_env() -> Option<String> {
+    std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty())
+}
+
 /// Lifecycle events sent to the application's backend (`[webhooks]`).
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,7 +32,10 @@ pub struct WebhooksConfig {
     /// default): no webhooks.
     pub url: Option<String>,
     /// The shared secret the requests are signed with (HMAC-SHA256), at
-    /// least 32 bytes; also `DUPLEX_WEBHOOK_SECRET`.
+    /// least 32 bytes. A `[webhooks]` table without it takes the
+    /// environment variable [`SECRET_ENV`] (`DUPLEX_WEBHOOK_SECRET`), so the
+    /// file need not hold the secret.
+    #[serde(default = "secret_from_env")]
     pub secret: Option<String>,
     /// The event types sent (default: all of them): `connected`,
     /// `disconnected`, `subscribed`, `unsubscribed`, `channel_occupied`,

@@ -43,7 +43,7 @@ use duplex_hub_proto::close;
 use duplex_hub_proto::events::{Event, EventSet, Refused, Rules};
 use duplex_hub_proto::session::Close;
 
-pub use config::{MIN_WEBHOOK_SECRET_LEN, WebhooksConfig};
+pub use config::{MIN_WEBHOOK_SECRET_LEN, SECRET_ENV, WebhooksConfig};
 pub(crate) use metrics::EventMetrics;
 
 use crate::broker::Subscriber;

@@ -306,13 +306,16 @@ impl RedisStore {
     pub(super) async fn deliver(&self, webhook: &Webhook) {
         let queue = format!("{}:q", self.base);
         let mut grouped = false;
+        let mut polls = 0u32;
         loop {
             let Ok(mut conn) = self.broker.command_conn() else {
                 grouped = false;
                 tokio::time::sleep(POLL).await;
                 continue;
             };
-            if !grouped {
+            // Now and then again: a Redis that restarted empty lost it.
+            polls = polls.wrapping_add(1);
+            if !grouped || polls.is_multiple_of(50) {
                 grouped = self.create_group(&mut conn, &queue).await;
             }
             let mut batch = self.read(&mut conn, &queue, webhook.batch).await;
