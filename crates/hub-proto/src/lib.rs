@@ -23,6 +23,7 @@
 //! | command and data rates, strikes | [`rate`] |
 //! | the client's resubscribe, dedup and gap reporting | [`client`] |
 //! | close codes | [`close`] |
+//! | lifecycle events (webhooks): online/offline with grace, occupancy, a dead node's connections, signatures, retries | [`events`] |
 //!
 //! ## Call discipline
 //!
@@ -117,6 +118,7 @@ pub mod close;
 pub mod codec;
 pub mod data;
 mod depth;
+pub mod events;
 pub mod fanout;
 mod fields;
 mod json;

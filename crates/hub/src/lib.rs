@@ -28,12 +28,11 @@
 
 mod api;
 mod auth;
-// Its users (backend hooks, webhooks, JWKS) arrive next; until then its items are unused.
-#[allow(dead_code)]
 mod backend;
 mod broker;
 pub mod config;
 mod control;
+mod events;
 mod frame;
 mod hub;
 mod limits;

@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
-    Action, Close, MAX_PUBLISHES_IN_FLIGHT, Refusal, SessionState, check_refresh, may,
+    Action, Close, MAX_PUBLISHES_IN_FLIGHT, Phase, Refusal, SessionState, check_refresh, may,
     overlaps_publishes, scoped_key,
 };
 use duplex_hub_proto::{
@@ -298,6 +298,9 @@ impl Session {
         };
         let ((), code) = tokio::join!(self.leave_all(), closing);
         self.hub.metrics.connection_closed(code);
+        if self.state.phase() == Phase::Connected {
+            self.hub.events.disconnected(&self.me, code).await;
+        }
     }
 
     /// Logs at `info` (once per address per interval: see
@@ -381,6 +384,11 @@ impl Session {
                     };
                     self.hub.broker.unsubscribe(&name, &self.me).await;
                     self.hub.metrics.unsubscribed(1);
+                    let reason = "unsubscribed by the server";
+                    self.hub
+                        .events
+                        .unsubscribed(&self.me, &name, Some(reason))
+                        .await;
                     // After the channel's messages already queued.
                     let push = prepare(&ServerMessage::Unsubscribed {
                         id: None,
@@ -427,6 +435,7 @@ impl Session {
             Ok(subscribed) => {
                 self.state.subscribed(subscribed.name);
                 self.hub.metrics.subscribed();
+                self.hub.events.subscribed(&self.me, &channel).await;
                 ServerMessage::Subscribed {
                     id: None,
                     channel,
@@ -602,7 +611,16 @@ impl Session {
             return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
-            Command::Connect { token, .. } => return self.connect(id, token),
+            Command::Connect { token, .. } => {
+                let reply = self.connect(id, token)?;
+                // The cluster's registry (lifecycle events, the per-user limit).
+                self.hub
+                    .events
+                    .connect(&self.me)
+                    .await
+                    .map_err(End::Close)?;
+                return Ok(reply);
+            }
             Command::Refresh { token } => self.refresh(id, &token).await?,
             Command::Subscribe {
                 channel,
@@ -741,6 +759,11 @@ impl Session {
         for (name, refusal) in revoked {
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
+            let reason = refusal.to_string();
+            self.hub
+                .events
+                .unsubscribed(&self.me, &name, Some(&reason))
+                .await;
             let push = prepare(&ServerMessage::Unsubscribed {
                 id: None,
                 channel: name.to_string(),
@@ -792,6 +815,7 @@ impl Session {
                 // The name is the broker's, shared.
                 self.state.subscribed(subscribed.name);
                 self.hub.metrics.subscribed();
+                self.hub.events.subscribed(&self.me, &channel).await;
                 ServerMessage::Subscribed {
                     id,
                     channel,
@@ -812,6 +836,7 @@ impl Session {
         };
         self.hub.broker.unsubscribe(&name, &self.me).await;
         self.hub.metrics.unsubscribed(1);
+        self.hub.events.unsubscribed(&self.me, &name, None).await;
         ServerMessage::Unsubscribed {
             id,
             channel: channel.to_owned(),
