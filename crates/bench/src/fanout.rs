@@ -94,6 +94,7 @@ use tokio::time::Instant;
 use super::net::{Conn, Scheme, Target};
 use super::procfs::{CpuWindow, Proc};
 use super::report::{self, Latency};
+use super::sequence::{Arrival, Sequence};
 use super::{OutputArgs, TargetArgs};
 
 /// Connections opened at once while setting up.
@@ -224,10 +225,13 @@ struct Totals {
     deliveries: u64,
     /// Their payload bytes, as received (the hub's envelope included).
     bytes: u64,
-    /// Sequence numbers skipped (never received).
+    /// Sequence numbers skipped and never received (see [`Sequence`]).
     lost: u64,
-    /// Sequence numbers received again or out of order.
+    /// Sequence numbers received late (after a higher one), filling their
+    /// gap: out of order, not lost.
     reordered: u64,
+    /// Sequence numbers received twice.
+    duplicates: u64,
 }
 
 impl Totals {
@@ -237,6 +241,7 @@ impl Totals {
         self.bytes += other.bytes;
         self.lost += other.lost;
         self.reordered += other.reordered;
+        self.duplicates += other.duplicates;
     }
 }
 
@@ -647,6 +652,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "delivered_bytes_avg": wire,
             "lost": totals.lost,
             "reordered": totals.reordered,
+            "duplicates": totals.duplicates,
             "latency_last": last.json(),
             "latency_all": all.json(),
             "server_cpu_s": server_seconds,
@@ -723,10 +729,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
                 report::bytes(end as f64)
             );
         }
-        if totals.lost > 0 || totals.reordered > 0 || stats.stalls > 0 {
+        if totals.lost > 0 || totals.reordered > 0 || totals.duplicates > 0 || stats.stalls > 0 {
             println!(
-                "  anomalies    {} lost, {} out of order, {} paced stalls",
-                totals.lost, totals.reordered, stats.stalls
+                "  anomalies    {} lost, {} out of order, {} duplicates, {} paced stalls",
+                totals.lost, totals.reordered, totals.duplicates, stats.stalls
             );
         }
         if failed > 0 || unfinished > 0 {
@@ -1153,7 +1159,7 @@ async fn subscribe_and_read(
     shared.subscribed.fetch_add(1, Ordering::AcqRel);
     let shard = &shared.all[index % SHARDS];
     let mut ready = false;
-    let mut expected = 1u64;
+    let mut sequence = Sequence::starting_at(1);
     loop {
         let Some(message) = conn.next().await? else {
             bail!("the server closed the connection{}", close_reason(conn));
@@ -1180,11 +1186,15 @@ async fn subscribe_and_read(
         if now >= shared.deadline_ns.load(Ordering::Relaxed) {
             continue;
         }
-        if seq >= expected {
-            totals.lost += seq - expected;
-            expected = seq + 1;
-        } else {
-            totals.reordered += 1;
+        match sequence.see(seq) {
+            Arrival::Ahead { skipped } => totals.lost += skipped,
+            Arrival::Late => {
+                totals.lost -= 1;
+                totals.reordered += 1;
+            }
+            // Counted lost when it left the window; arrived all the same.
+            Arrival::LateBeyond => totals.reordered += 1,
+            Arrival::Duplicate => totals.duplicates += 1,
         }
         totals.deliveries += 1;
         totals.bytes += bytes.len() as u64;

@@ -44,6 +44,7 @@ mod procfs;
 mod raw;
 mod report;
 mod scale;
+mod sequence;
 
 use std::net::IpAddr;
 use std::process::ExitCode;

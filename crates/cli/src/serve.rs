@@ -108,6 +108,10 @@ pub(crate) struct ServeArgs {
     /// Connections per client IP; more are refused with 429.
     #[arg(long, env = "DUPLEX_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Connections one user may hold across the cluster; more are closed
+    /// with 4029 [default: 0, no limit].
+    #[arg(long, env = "DUPLEX_MAX_CONNECTIONS_PER_USER")]
+    max_connections_per_user: Option<u32>,
     /// Commands per second per connection (sustained).
     #[arg(long, env = "DUPLEX_RATE")]
     rate: Option<f64>,
@@ -172,6 +176,19 @@ pub(crate) struct ServeArgs {
     /// The largest server API request body in bytes [default: 1048576].
     #[arg(long, env = "DUPLEX_API_MAX_BODY")]
     api_max_body: Option<usize>,
+    /// POST lifecycle events (webhooks, docs/webhooks.md) to this URL;
+    /// needs a secret (--webhook-secret or DUPLEX_WEBHOOK_SECRET).
+    #[arg(long, value_name = "URL", env = "DUPLEX_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The webhook signing secret (32 bytes or more). Prefer the
+    /// environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "DUPLEX_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    webhook_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -232,6 +249,9 @@ impl ServeArgs {
         if let Some(n) = self.max_connections_per_ip {
             limits.max_connections_per_ip = n;
         }
+        if let Some(n) = self.max_connections_per_user {
+            limits.max_connections_per_user = n;
+        }
         if let Some(rate) = self.rate {
             limits.messages_per_second = rate;
             limits.burst = limits.burst.max(rate);
@@ -267,6 +287,12 @@ impl ServeArgs {
         config.api.keys.extend(self.api_keys.iter().cloned());
         if let Some(n) = self.api_max_body {
             config.api.max_body = n;
+        }
+        if self.webhook_url.is_some() {
+            config.webhooks.url = self.webhook_url.clone();
+        }
+        if self.webhook_secret.is_some() {
+            config.webhooks.secret = self.webhook_secret.clone();
         }
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" {

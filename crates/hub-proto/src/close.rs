@@ -2,9 +2,9 @@
 //!
 //! A client should reconnect (with backoff and jitter) after [`GOING_AWAY`],
 //! 1006 (no close frame), [`INTERNAL`], [`TRY_AGAIN_LATER`] and
-//! [`SLOW_CONSUMER`], and not after
-//! [`NORMAL`], [`POLICY`], [`TOO_BIG`], [`UNAUTHORIZED`] or [`TOKEN_EXPIRED`]
-//! without fixing the cause first; [`should_reconnect`] says which.
+//! [`SLOW_CONSUMER`], and not after [`NORMAL`], [`POLICY`], [`TOO_BIG`],
+//! [`UNAUTHORIZED`], [`TOKEN_EXPIRED`] or [`TOO_MANY_FOR_USER`] without
+//! fixing the cause first; [`should_reconnect`] says which.
 
 /// Normal close.
 pub const NORMAL: u16 = 1000;
@@ -25,6 +25,9 @@ pub const UNAUTHORIZED: u16 = 4001;
 pub const TOKEN_EXPIRED: u16 = 4002;
 /// Slow consumer: the client did not read fast enough and its queue filled.
 pub const SLOW_CONSUMER: u16 = 4008;
+/// The user already has as many connections in the cluster as
+/// `limits.max_connections_per_user` allows: close one first.
+pub const TOO_MANY_FOR_USER: u16 = 4029;
 
 /// Whether a client should reconnect by itself after the hub closed with
 /// `code` (`None`: the connection ended without a close frame, 1006).
@@ -48,7 +51,14 @@ mod tests {
             assert!(should_reconnect(Some(code)), "{code}");
         }
         assert!(should_reconnect(None));
-        for code in [NORMAL, POLICY, TOO_BIG, UNAUTHORIZED, TOKEN_EXPIRED] {
+        for code in [
+            NORMAL,
+            POLICY,
+            TOO_BIG,
+            UNAUTHORIZED,
+            TOKEN_EXPIRED,
+            TOO_MANY_FOR_USER,
+        ] {
             assert!(!should_reconnect(Some(code)), "{code}");
         }
     }

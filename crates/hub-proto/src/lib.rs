@@ -24,6 +24,7 @@
 //! | proxy hooks: request bodies, answers, failure policy | [`hooks`] |
 //! | the client's resubscribe, dedup and gap reporting | [`client`] |
 //! | close codes | [`close`] |
+//! | lifecycle events (webhooks): online/offline with grace, occupancy, a dead node's connections, signatures, retries | [`events`] |
 //!
 //! ## Call discipline
 //!
@@ -118,6 +119,7 @@ pub mod close;
 pub mod codec;
 pub mod data;
 mod depth;
+pub mod events;
 pub mod fanout;
 mod fields;
 pub mod hooks;

@@ -43,6 +43,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -92,11 +93,14 @@ impl ApiServer {
             .unwrap_or_else(|_| self.hub.config.api.listen.unwrap_or(self.hub.config.listen))
     }
 
-    /// Serves until `until` completes; then stops accepting and ends the
-    /// requests in progress.
+    /// Serves until `until` completes; then stops accepting, lets the
+    /// requests in progress finish (and closes idle keep-alive
+    /// connections) within the hub's `shutdown_grace`, and ends what is
+    /// left after it.
     pub async fn run(self, until: impl Future<Output = ()>) {
         let Self { hub, listener } = self;
         tracing::info!(address = %listener.local_addr().map_or(hub.config.listen, |a| a), "server API listening");
+        let graceful = GracefulShutdown::new();
         let mut tasks = JoinSet::new();
         tokio::pin!(until);
         loop {
@@ -113,24 +117,36 @@ impl ApiServer {
                         }
                     };
                     let _ = tcp.set_nodelay(true);
-                    let hub = hub.clone();
+                    let service_hub = hub.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        let hub = service_hub.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(&hub, request).await) }
+                    });
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT);
+                    let connection = graceful
+                        .watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned());
                     tasks.spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            let hub = hub.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(&hub, request).await) }
-                        });
-                        let mut builder =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT);
-                        if let Err(error) = builder.serve_connection(TokioIo::new(tcp), service).await {
+                        if let Err(error) = connection.await {
                             tracing::debug!(%error, "API connection ended");
                         }
                     });
                 }
             }
+        }
+        drop(listener);
+        let grace = hub.config.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "API requests still in progress after the shutdown grace; ending them"
+            );
         }
         tasks.abort_all();
     }

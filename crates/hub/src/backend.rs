@@ -75,10 +75,7 @@ pub(crate) struct Answer {
     /// The HTTP status.
     pub(crate) status: StatusCode,
     /// The response headers.
-    #[allow(
-        dead_code,
-        reason = "for the webhook and JWKS callers, which read them"
-    )]
+    #[allow(dead_code, reason = "for proxy hooks and JWKS, which read answers")]
     pub(crate) headers: HeaderMap,
     /// The body, at most the caller's limit.
     pub(crate) body: Bytes,
@@ -143,7 +140,7 @@ impl Backend {
 
     /// GETs `url` and reads the answer whole (at most `max_body` bytes),
     /// all within `timeout`.
-    #[allow(dead_code, reason = "for the JWKS fetches")]
+    #[allow(dead_code, reason = "for JWKS fetches")]
     pub(crate) async fn get(
         &self,
         url: &Uri,

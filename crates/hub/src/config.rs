@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::events::{MIN_WEBHOOK_SECRET_LEN, SECRET_ENV as WEBHOOK_SECRET_ENV, WebhooksConfig};
 pub use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -98,6 +99,9 @@ pub struct HubConfig {
     /// The server API (HTTP + JSON for the application's backend,
     /// `docs/api.md`): off unless [`ApiConfig::listen`] is set.
     pub api: ApiConfig,
+    /// Lifecycle events POSTed to the application's backend (`docs/webhooks.md`):
+    /// off unless [`WebhooksConfig::url`] is set.
+    pub webhooks: WebhooksConfig,
     /// Proxy hooks: the hub asks the application's backend (`docs/hooks.md`);
     /// off unless a hook's URL is set.
     pub hooks: HooksConfig,
@@ -180,6 +184,7 @@ impl Default for HubConfig {
             trusted_proxies: Vec::new(),
             client_address: None,
             api: ApiConfig::default(),
+            webhooks: WebhooksConfig::default(),
             hooks: HooksConfig::default(),
         }
     }
@@ -360,6 +365,11 @@ pub struct LimitsConfig {
     /// `unavailable` (a subscribe is not: its channel is bounded by
     /// `max_subscriptions` per connection).
     pub max_channels: usize,
+    /// Connections one user may hold across the whole cluster (default 0:
+    /// no limit); the one beyond it is closed with 4029 after its
+    /// `connect`. Anonymous clients are not counted. See
+    /// `docs/webhooks.md` (the same registry).
+    pub max_connections_per_user: u32,
 }
 
 /// What a kept message costs beyond its frame, in bytes, as
@@ -385,6 +395,7 @@ impl Default for LimitsConfig {
             publish_bytes_burst: f64::from(16u32 << 20),
             history_bytes: 256 << 20,
             max_channels: 100_000,
+            max_connections_per_user: 0,
         }
     }
 }
@@ -562,6 +573,7 @@ impl HubConfig {
                 short.len()
             )));
         }
+        self.webhooks.validate()?;
         if api.max_body < 1024 {
             return bad("api: max_body must be at least 1024 bytes");
         }

@@ -236,6 +236,28 @@ impl Registry {
         reached
     }
 
+    /// Queues a disconnect with `code` and `reason` for every session of
+    /// this node (the cluster declared the node dead: see
+    /// `crate::events`); returns how many.
+    pub(crate) fn disconnect_all(&self, code: u16, reason: &str) -> usize {
+        let mut inner = self.lock();
+        let mut reached = 0;
+        for entry in inner.sessions.values_mut() {
+            let target = Target {
+                user: String::new(),
+                client: Some(entry.me.client()),
+            };
+            entry.pending.push(Control::Disconnect {
+                target,
+                code,
+                reason: reason.to_owned(),
+            });
+            entry.me.outbox.nudge();
+            reached += 1;
+        }
+        reached
+    }
+
     /// The controls waiting for session `id`, oldest first.
     pub(crate) fn take(&self, id: u64) -> Vec<Control> {
         self.lock()

@@ -71,6 +71,8 @@ pub struct Hub {
     pub(crate) subprotocol: Arc<str>,
     /// This node's live sessions, which the server API's controls reach.
     pub(crate) registry: Arc<Registry>,
+    /// Lifecycle events (webhooks) and the cluster's connections per user.
+    pub(crate) events: Arc<crate::events::Events>,
     /// The proxy hooks (`[hooks]`), when any is configured.
     pub(crate) hooks: Option<Arc<crate::hooks::Hooks>>,
     /// When the hub was built (`info`'s uptime).
@@ -209,7 +211,9 @@ impl Hub {
                 (redis.clone(), None, Some(redis))
             }
         };
+        let events = Arc::new(crate::events::Events::new(&config, &node, redis.clone())?);
         Ok(Arc::new(Self {
+            events,
             admission: Admission::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,

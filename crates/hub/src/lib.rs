@@ -32,6 +32,7 @@ mod backend;
 mod broker;
 pub mod config;
 mod control;
+mod events;
 mod frame;
 mod hooks;
 mod hub;

@@ -92,12 +92,14 @@ struct Gate {
 impl Gate {
     fn new(hub: &Arc<Hub>, port: u16) -> Self {
         let pages_hub = hub.clone();
+        let invalid_hub = hub.clone();
         let http2 = http2::Server::new(hub.ws_config.clone())
             .http2(http2::Http2Config::default())
             .shutdown(hub.shutdown.clone())
             .pages(move |request| {
                 finish(http_route(&pages_hub, request), request.method()).map(bytes::Bytes::from)
-            });
+            })
+            .on_invalid(move |_| invalid_hub.metrics.rejected(RejectReason::Handshake));
         Self {
             origins: OriginPolicy::new(&hub.config, port),
             proxies: Proxies::new(&hub.config),
@@ -185,6 +187,12 @@ impl Server {
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(address = %listener.local_addr().map_or(hub.config.listen, |a| a), scheme, "hub listening");
         let housekeeping = tokio::spawn(hub.clone().housekeeping());
+        let events = {
+            let registry = hub.registry.clone();
+            tokio::spawn(hub.events.clone().run(move || {
+                registry.disconnect_all(1001, "declared dead by the cluster: reconnect");
+            }))
+        };
         // The tasks that read requests (and serve plain HTTP and `/echo`)
         // are in `tasks`; hub sessions run in tasks of their own, counted
         // by their admission tickets (see `serve_connection`), and end when
@@ -240,6 +248,10 @@ impl Server {
         };
         let _ = tokio::time::timeout_at(deadline, drained).await;
         housekeeping.abort();
+        // The sessions' last events are handed on (within the grace).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        hub.events.settle(left).await;
+        events.abort();
         let left = tasks.len() + sessions.current();
         hub.abort_sessions();
         tasks.abort_all();
@@ -868,7 +880,11 @@ fn http_route(hub: &Hub, request: &http::Request<()>) -> Response<Vec<u8>> {
         "/metrics" => with_type(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            hub.metrics.render().into_bytes(),
+            {
+                let mut text = hub.metrics.render();
+                hub.events.metrics.render(&mut text);
+                text.into_bytes()
+            },
         ),
         "/echo" if !hub.config.echo => plain(StatusCode::NOT_FOUND, "not found"),
         "/ws" | "/echo" => {

@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
-    Action, Close, MAX_PUBLISHES_IN_FLIGHT, Refusal, SessionState, check_refresh, may,
+    Action, Close, MAX_PUBLISHES_IN_FLIGHT, Phase, Refusal, SessionState, check_refresh, may,
     overlaps_publishes, scoped_key,
 };
 use duplex_hub_proto::{
@@ -307,6 +307,9 @@ impl Session {
         };
         let ((), code) = tokio::join!(self.leave_all(), closing);
         self.hub.metrics.connection_closed(code);
+        if self.state.phase() == Phase::Connected {
+            self.hub.events.disconnected(&self.me, code).await;
+        }
     }
 
     /// Logs at `info` (once per address per interval: see
@@ -390,6 +393,11 @@ impl Session {
                     };
                     self.hub.broker.unsubscribe(&name, &self.me).await;
                     self.hub.metrics.unsubscribed(1);
+                    let reason = "unsubscribed by the server";
+                    self.hub
+                        .events
+                        .unsubscribed(&self.me, &name, Some(reason))
+                        .await;
                     // After the channel's messages already queued.
                     let push = prepare(&ServerMessage::Unsubscribed {
                         id: None,
@@ -436,6 +444,7 @@ impl Session {
             Ok(subscribed) => {
                 self.state.subscribed(subscribed.name);
                 self.hub.metrics.subscribed();
+                self.hub.events.subscribed(&self.me, &channel).await;
                 ServerMessage::Subscribed {
                     id: None,
                     channel,
@@ -611,7 +620,16 @@ impl Session {
             return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
-            Command::Connect { token, name } => return self.connect(id, token, name).await,
+            Command::Connect { token, name } => {
+                let reply = self.connect(id, token, name).await?;
+                // The cluster's registry (lifecycle events, the per-user limit).
+                self.hub
+                    .events
+                    .connect(&self.me)
+                    .await
+                    .map_err(End::Close)?;
+                return Ok(reply);
+            }
             Command::Refresh { token } => self.refresh(id, &token).await?,
             Command::Subscribe {
                 channel,
@@ -773,6 +791,11 @@ impl Session {
         for (name, refusal) in revoked {
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
+            let reason = refusal.to_string();
+            self.hub
+                .events
+                .unsubscribed(&self.me, &name, Some(&reason))
+                .await;
             let push = prepare(&ServerMessage::Unsubscribed {
                 id: None,
                 channel: name.to_string(),
@@ -827,6 +850,7 @@ impl Session {
                 // The name is the broker's, shared.
                 self.state.subscribed(subscribed.name);
                 self.hub.metrics.subscribed();
+                self.hub.events.subscribed(&self.me, &channel).await;
                 ServerMessage::Subscribed {
                     id,
                     channel,
@@ -847,6 +871,7 @@ impl Session {
         };
         self.hub.broker.unsubscribe(&name, &self.me).await;
         self.hub.metrics.unsubscribed(1);
+        self.hub.events.unsubscribed(&self.me, &name, None).await;
         ServerMessage::Unsubscribed {
             id,
             channel: channel.to_owned(),

@@ -39,6 +39,11 @@ struct ApiHub {
 }
 
 async fn start() -> ApiHub {
+    start_until(std::future::pending()).await
+}
+
+/// [`start`], its API stopping when `until` completes.
+async fn start_until(until: impl std::future::Future<Output = ()> + Send + 'static) -> ApiHub {
     let mut config = HubConfig {
         auth: Some(AuthConfig {
             hs256_secret: Some(SECRET.into()),
@@ -56,7 +61,7 @@ async fn start() -> ApiHub {
     let addr = server.local_addr();
     let api = ApiServer::bind(hub.clone()).await.unwrap();
     let api_addr = api.local_addr();
-    tokio::spawn(api.run(std::future::pending()));
+    tokio::spawn(api.run(until));
     let ws = TestHub::adopt(hub, addr, server);
     ApiHub { ws, api: api_addr }
 }
@@ -708,4 +713,48 @@ async fn an_api_without_keys_or_with_a_short_one_does_not_start() {
     let off = Hub::new(HubConfig::default()).unwrap();
     assert!(ApiServer::bind(off).await.is_err(), "off unless configured");
     let _ = Duration::ZERO;
+}
+
+/// A request in progress when the API is told to stop is finished and
+/// answered (within the shutdown grace), not cut; new connections are no
+/// longer accepted.
+#[tokio::test]
+async fn shutdown_finishes_requests_in_progress() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hub = start_until(async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let body = br#"{"channel": "news", "data": {"text": "in flight"}}"#;
+    let mut tcp = tokio::net::TcpStream::connect(hub.api).await.unwrap();
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        hub.api,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..10]).await.unwrap();
+    // Let the server read the head and start on the body, then stop it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(&body[10..]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read the answer");
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request in progress was not answered: {text:?}"
+    );
+    assert!(text.contains("\"offset\""), "{text}");
+    // The listener is closed: a new connection is refused.
+    let refused = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(hub.api)).await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "a new API connection was accepted after shutdown"
+    );
 }

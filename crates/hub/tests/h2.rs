@@ -414,3 +414,31 @@ async fn shutdown_closes_h2_websockets_with_1001() {
     .await
     .unwrap();
 }
+
+/// An invalid extended CONNECT (a WebSocket version the hub does not speak)
+/// gets its 4xx on the stream and is counted among the handshake refusals,
+/// as a bad HTTP/1.1 upgrade is.
+#[tokio::test]
+async fn an_invalid_extended_connect_is_counted() {
+    timeout(WAIT, async {
+        let hub = TestHub::start(HubConfig::default()).await;
+        let refused = || {
+            metric(
+                &hub,
+                "duplex_connections_rejected_total",
+                "reason=\"handshake\"",
+            )
+        };
+        assert_eq!(refused(), 0.0);
+        let h2 = raw_h2(hub.addr).await;
+        let mut request = extended_connect(hub.addr, "/ws", &[]);
+        request
+            .headers_mut()
+            .insert("sec-websocket-version", http::HeaderValue::from_static("8"));
+        let response = send(&h2, request, false).await;
+        assert_eq!(response.status().as_u16(), 426);
+        assert_eq!(refused(), 1.0);
+    })
+    .await
+    .unwrap();
+}

@@ -16,6 +16,10 @@
 //!   B after the primary of the controls' slot (`{duplex}:control`) is
 //!   killed.
 //!
+//! - lifecycle events (webhooks) and the per-user limit on Redis Cluster:
+//!   the registry's keys share one slot (`{duplex}:ev:…`), its scripts and
+//!   its stream work there as on one Redis.
+//!
 //! Each stream test counts, per subscriber, the messages acknowledged to the
 //! publisher, delivered, and announced as lost (missed, with a `gap` push
 //! between the messages before and after them); *silent losses* must be 0,
@@ -29,6 +33,7 @@ mod api_support;
 mod cluster_support;
 mod common;
 mod flow;
+mod webhook_support;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -621,4 +626,69 @@ async fn the_api_on_redis_cluster_reaches_other_nodes_across_a_killed_primary() 
     a.stop().await;
     b.stop().await;
     drop(setup);
+}
+
+#[tokio::test]
+async fn webhooks_and_the_per_user_limit_work_on_redis_cluster() {
+    use webhook_support::{Receiver, count, unique};
+    let setup = tokio::task::spawn_blocking(Setup::start)
+        .await
+        .expect("setup");
+    let url = setup.url();
+    let backend = Receiver::start().await;
+    let config = || {
+        let mut config = api_config();
+        config.limits.max_connections_per_user = 1;
+        config.webhooks = duplex_hub::config::WebhooksConfig {
+            url: Some(backend.url()),
+            secret: Some(webhook_support::SECRET.into()),
+            offline_grace: Duration::from_millis(300),
+            vacated_grace: Duration::from_millis(300),
+            retry_min: Duration::from_millis(50),
+            retry_max: Duration::from_millis(300),
+            ..Default::default()
+        };
+        config
+    };
+    let a = Node::start_with(config(), &url, fast_options()).await;
+    let b = Node::start_with(config(), &url, fast_options()).await;
+    let mut ada = TestClient::open(&a.url(), |r| r).await.unwrap();
+    ada.connect(Some(&token("ada"))).await;
+    ada.subscribe("room").await;
+    // The limit (1) counts Ada's connection on A at B.
+    let mut again = TestClient::open(&b.url(), |r| r).await.unwrap();
+    again
+        .send(HubCommand::Connect {
+            token: Some(token("ada")),
+            name: None,
+        })
+        .await;
+    assert_eq!(u16::from(again.closed().await.code), 4029);
+    let _ = ada.ws.close(duplex::CloseCode::NORMAL, "bye").await;
+    let _ = ada.closed().await;
+    backend
+        .wait_until(Duration::from_secs(10), |e| {
+            count(e, "user_offline", "user", "ada") == 1
+                && count(e, "channel_vacated", "channel", "room") == 1
+        })
+        .await;
+    // (Both nodes deliver from the one stream: compared as a set.)
+    let mut kinds: Vec<String> = unique(&backend.events())
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "channel_occupied",
+            "channel_vacated",
+            "connected",
+            "disconnected",
+            "subscribed",
+            "user_offline",
+            "user_online"
+        ]
+    );
+    assert_eq!(backend.forged(), 0);
 }

@@ -16,6 +16,9 @@
 //            fragments.
 //   --incompressible: binary messages are random bytes throughout, which
 //            deflate cannot shrink (the compressed frame is larger).
+//   --http2: WebSockets over HTTP/2 (RFC 8441, h2c with prior knowledge)
+//            through Node's `http2` module instead of HTTP/1.1 upgrades
+//            (see h2.js); reported as `http2` events.
 //
 // Reports are JSON lines on stdout (listening, open, message, echo, ping,
 // pong, closed, done, error). Wire commands are text messages "\0cmd:ping:TEXT",
@@ -25,6 +28,7 @@
 
 const crypto = require('node:crypto');
 const WebSocket = require('ws');
+const h2 = require('./h2.js');
 
 const CMD = '\u0000cmd:';
 const ACK = '\u0000ack:';
@@ -54,6 +58,7 @@ function parseArgs(argv) {
     askClose: null,
     fragment: 0,
     incompressible: false,
+    http2: false,
   };
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i];
@@ -72,6 +77,7 @@ function parseArgs(argv) {
       case '--ask-close': args.askClose = value(); break;
       case '--fragment': args.fragment = Number(value()); break;
       case '--incompressible': args.incompressible = true; break;
+      case '--http2': args.http2 = true; break;
       default:
         if (arg.startsWith('--') || args.url !== null) throw new Error(`unexpected argument ${arg}`);
         args.url = arg;
@@ -129,18 +135,22 @@ function pingAndWait(ws, payload) {
 
 function runServer(args) {
   let counter = 0;
-  const wss = new WebSocket.WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
-    maxPayload: MAX_PAYLOAD,
-    perMessageDeflate: deflateOption(args),
-  });
+  const options = { maxPayload: MAX_PAYLOAD, perMessageDeflate: deflateOption(args) };
+  const wss = args.http2
+    ? new WebSocket.WebSocketServer({ noServer: true, ...options })
+    : new WebSocket.WebSocketServer({ host: '127.0.0.1', port: 0, ...options });
+  if (args.http2) {
+    const server = h2.createServer(wss, (headers) =>
+      report('http2', { method: headers[':method'], protocol: headers[':protocol'] ?? null }),
+    );
+    server.listen(0, '127.0.0.1', () => report('listening', { port: server.address().port }));
+  }
   const responseExtensions = new WeakMap();
   wss.on('headers', (headers, req) => {
     const line = headers.find((h) => h.toLowerCase().startsWith('sec-websocket-extensions:'));
     responseExtensions.set(req, line ? line.slice(line.indexOf(':') + 1).trim() : null);
   });
-  wss.on('listening', () => report('listening', { port: wss.address().port }));
+  if (!args.http2) wss.on('listening', () => report('listening', { port: wss.address().port }));
   wss.on('connection', (ws, req) => {
     const conn = ++counter;
     const pings = [];
@@ -253,10 +263,16 @@ function messageQueue(ws) {
 async function runClient(args) {
   if (!args.url) throw new Error('client needs a URL');
   const sizes = args.sizes.split(',').filter((s) => s !== '').map(Number);
+  const tunnel = args.http2
+    ? h2.connector(args.url, (settings) =>
+        report('http2', { enable_connect_protocol: Boolean(settings.enableConnectProtocol) }),
+      )
+    : null;
   const ws = new WebSocket(args.url, {
     maxPayload: MAX_PAYLOAD,
     perMessageDeflate: deflateOption(args),
     handshakeTimeout: TIMEOUT_MS,
+    ...(tunnel ? { createConnection: tunnel.createConnection } : {}),
   });
   const pings = [];
   const pingWaiters = [];
@@ -328,6 +344,7 @@ async function runClient(args) {
     ok = false;
   }
   report('closed', { conn: 1, code, reason });
+  if (tunnel) tunnel.close();
   report('done', { ok });
   return ok ? 0 : 1;
 }

@@ -305,7 +305,7 @@ struct Shared {
 /// The command connection: to one Redis, or to a Redis Cluster (commands
 /// routed by key slot, following `MOVED`/`ASK` and failovers).
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     /// One Redis (direct or behind Sentinel).
     Single(MultiplexedConnection),
     /// Redis Cluster (RESP3; sharded pub/sub pushes go to the link).
@@ -618,6 +618,17 @@ impl RedisBroker {
             Ok(Err(error)) => Err(shared.failed(&error)),
             Err(_) => Err(unavailable("redis did not answer in time")),
         }
+    }
+
+    /// The command connection while connected and ready, for the events
+    /// registry (`crate::events`), whose keys share one hash slot.
+    pub(crate) fn command_conn(&self) -> Result<Conn, BrokerError> {
+        self.shared.conn()
+    }
+
+    /// The options it runs with.
+    pub(crate) fn options(&self) -> &RedisOptions {
+        &self.shared.options
     }
 
     /// Forgets unused node-local (`$`) channels; call it periodically.

@@ -2,6 +2,8 @@
 //! JWT auth, anonymous clients and an API on a free port with one key;
 //! tokens for it; one call over HTTP/1.1 that must answer 200 in time.
 
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

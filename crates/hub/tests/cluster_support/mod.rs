@@ -457,6 +457,10 @@ pub async fn client_at(url: &str) -> TestClient {
 /// test run a node (see [`NodeProcess`]).
 pub const NODE_REDIS_ENV: &str = "DUPLEX_CLUSTER_NODE_REDIS";
 
+/// The environment variable carrying the node's configuration (TOML) to a
+/// child process, when it is not the default (see [`NodeProcess::spawn_with`]).
+pub const NODE_CONFIG_ENV: &str = "DUPLEX_CLUSTER_NODE_CONFIG";
+
 /// What the child prints once it listens.
 pub const LISTENING: &str = "DUPLEX_NODE_LISTENING ";
 
@@ -471,6 +475,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node on `redis_url` with [`fast_options`].
     pub fn spawn(redis_url: &str) -> Self {
+        Self::spawn_with(redis_url, "")
+    }
+
+    /// Starts a node on `redis_url` with [`fast_options`] and the
+    /// configuration `toml` (empty: the default).
+    pub fn spawn_with(redis_url: &str, toml: &str) -> Self {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
             .args([
@@ -481,6 +491,7 @@ impl NodeProcess {
                 "1",
             ])
             .env(NODE_REDIS_ENV, redis_url)
+            .env(NODE_CONFIG_ENV, toml)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -534,8 +545,12 @@ pub fn run_node_process(redis_url: &str) {
         .enable_all()
         .build()
         .expect("runtime");
+    let config = match std::env::var(NODE_CONFIG_ENV) {
+        Ok(toml) if !toml.is_empty() => HubConfig::from_toml(&toml).expect("the node's config"),
+        _ => HubConfig::default(),
+    };
     runtime.block_on(async {
-        let node = Node::start_with(HubConfig::default(), redis_url, fast_options()).await;
+        let node = Node::start_with(config, redis_url, fast_options()).await;
         println!("{LISTENING}{}", node.addr);
         let _ = tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();

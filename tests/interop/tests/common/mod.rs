@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duplex::{
-    Accept, ClientRequest, CloseCode, CloseInfo, Config, Message, MessageKind, WebSocket,
+    Accept, ClientRequest, CloseCode, CloseInfo, Config, Message, MessageKind, WebSocket, http2,
 };
 use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 use futures_util::{SinkExt, StreamExt};
@@ -209,6 +209,9 @@ pub(crate) enum Peer {
     Python,
     /// Node `ws`, in `tests/interop/node/node_modules`.
     Node,
+    /// Node `ws` over Node's own `http2` module: WebSockets over HTTP/2
+    /// (RFC 8441, h2c with prior knowledge; `node/peer.js --http2`).
+    NodeHttp2,
 }
 
 impl Peer {
@@ -217,7 +220,13 @@ impl Peer {
         match self {
             Peer::Python => "Python websockets",
             Peer::Node => "Node ws",
+            Peer::NodeHttp2 => "Node http2 + ws",
         }
+    }
+
+    /// Whether this peer's WebSockets go over HTTP/2 (RFC 8441).
+    pub(crate) fn http2(self) -> bool {
+        self == Peer::NodeHttp2
     }
 
     /// The command that runs the peer's script, after checking the peer is
@@ -243,7 +252,7 @@ impl Peer {
                 command.arg(root.join("tests/interop/python/peer.py"));
                 command
             }
-            Peer::Node => {
+            Peer::Node | Peer::NodeHttp2 => {
                 let ws = root.join("tests/interop/node/node_modules/ws/package.json");
                 let node = std::process::Command::new("node")
                     .arg("--version")
@@ -335,7 +344,10 @@ pub(crate) struct PeerProcess {
 
 impl PeerProcess {
     /// Starts `peer`'s script with `args`.
-    pub(crate) fn spawn(peer: Peer, args: Vec<String>) -> Self {
+    pub(crate) fn spawn(peer: Peer, mut args: Vec<String>) -> Self {
+        if peer.http2() {
+            args.push("--http2".to_owned());
+        }
         let mut child = peer
             .command()
             .args(&args)
@@ -482,10 +494,13 @@ pub(crate) struct ConnReport {
     pub(crate) errors: Vec<String>,
     /// The handshake failed.
     pub(crate) handshake_error: Option<String>,
+    /// The WebSocket came as an extended CONNECT over HTTP/2 (RFC 8441).
+    pub(crate) http2: bool,
 }
 
 /// A Duplex echo server on `127.0.0.1:0`, run by the test itself with
-/// `duplex::accept_with`; stops when dropped.
+/// `duplex::accept_with`, or with [`http2::Server`] when a connection opens
+/// with the HTTP/2 preface (h2c with prior knowledge); stops when dropped.
 pub(crate) struct DuplexServer {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
@@ -510,7 +525,7 @@ impl DuplexServer {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_connection(tcp, config.clone(), tx.clone()));
+                tokio::spawn(serve_tcp(tcp, config.clone(), tx.clone()));
             }
         });
         Self {
@@ -542,34 +557,72 @@ impl Drop for DuplexServer {
     }
 }
 
-/// One connection of [`DuplexServer`]: echo with `feed` (replies leave with
-/// the next read's flush, as in `duplex echo`), answer wire commands, report.
-async fn serve_connection(
+/// The client's `Sec-WebSocket-Extensions` offer, its lines joined.
+fn extensions_offer(request: &duplex::UpgradeRequest) -> Option<String> {
+    request
+        .headers()
+        .get_all(http_header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .reduce(|a, b| format!("{a}, {b}"))
+}
+
+/// One TCP connection of [`DuplexServer`]: an HTTP/1.1 upgrade, or an
+/// HTTP/2 connection whose extended CONNECTs are each served as one.
+async fn serve_tcp(
     tcp: TcpStream,
     config: Arc<Config>,
     reports: mpsc::UnboundedSender<ConnReport>,
 ) {
+    if http2::is_h2c_preface(&tcp).await.unwrap_or(false) {
+        let server = http2::Server::new((*config).clone());
+        let failed = reports.clone();
+        let served = server
+            .serve_connection(tcp, move |ws, request| {
+                let report = ConnReport {
+                    request_extensions: extensions_offer(&request),
+                    http2: true,
+                    ..ConnReport::default()
+                };
+                echo(ws, report, reports.clone())
+            })
+            .await;
+        if let Err(error) = served {
+            let _ = failed.send(ConnReport {
+                handshake_error: Some(format!("HTTP/2 connection: {error}")),
+                http2: true,
+                ..ConnReport::default()
+            });
+        }
+        return;
+    }
     let mut report = ConnReport::default();
     let mut offer = None;
     let accepted = duplex::accept_with(tcp, &config, |request| {
-        offer = request
-            .headers()
-            .get_all(http_header::SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .reduce(|a, b| format!("{a}, {b}"));
+        offer = extensions_offer(request);
         Ok(Accept::default())
     })
     .await;
     report.request_extensions = offer;
-    let mut ws = match accepted {
-        Ok(ws) => ws,
+    match accepted {
+        Ok(ws) => echo(ws, report, reports).await,
         Err(error) => {
             report.handshake_error = Some(error.to_string());
             let _ = reports.send(report);
-            return;
         }
-    };
+    }
+}
+
+/// Echoes on an accepted WebSocket with `feed` (replies leave with the next
+/// read's flush, as in `duplex echo`), answers wire commands, and sends the
+/// report when the connection ends.
+async fn echo<S>(
+    mut ws: WebSocket<S>,
+    mut report: ConnReport,
+    reports: mpsc::UnboundedSender<ConnReport>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     report.deflate = ws.connection().deflate_params().copied();
     while let Some(item) = ws.next().await {
         let message = match item {
@@ -818,6 +871,11 @@ pub(crate) async fn peer_client_to_duplex_server(peer: Peer, case: &Case, checks
         None,
     );
     checks.eq(
+        &format!("[{name}] the WebSocket came over HTTP/2 (RFC 8441)"),
+        report.http2,
+        peer.http2(),
+    );
+    checks.eq(
         &format!("[{name}] Duplex stream errors"),
         &report.errors,
         &Vec::new(),
@@ -977,10 +1035,19 @@ pub(crate) async fn run_duplex_client(
     sizes: &[usize],
     incompressible: bool,
     closing: Closing,
+    http2: bool,
 ) -> Result<ClientOutcome, String> {
-    let mut ws = duplex::connect_with(&ClientRequest::new(url), config)
+    let mut request = ClientRequest::new(url);
+    let pool = http2.then(http2::Pool::new);
+    request.transport.http2 = pool.clone();
+    let mut ws = duplex::connect_with(&request, config)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    if let Some(pool) = &pool
+        && !pool.has_http2(url)
+    {
+        return Err("the WebSocket did not go over HTTP/2".to_owned());
+    }
     let deflate = ws.connection().deflate_params().copied();
     let mut sent = Vec::new();
     let mut last_received = Instant::now();
@@ -1119,8 +1186,15 @@ pub(crate) async fn duplex_client_to_peer_server(peer: Peer, case: &Case, checks
     if let Some(size) = case.fragments.duplex {
         config.protocol.max_send_frame_size = size;
     }
-    let outcome =
-        run_duplex_client(&url, &config, case.sizes, case.incompressible, case.closing).await;
+    let outcome = run_duplex_client(
+        &url,
+        &config,
+        case.sizes,
+        case.incompressible,
+        case.closing,
+        peer.http2(),
+    )
+    .await;
     let closed = match &outcome {
         Ok(_) => Some(process.expect("closed").await),
         Err(_) => None,
