@@ -145,7 +145,7 @@ impl Hooks {
             .iter()
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
-        if config.forward_cookies {
+        if config.forward_cookies && !forward.contains(&header::COOKIE) {
             forward.push(header::COOKIE);
         }
         Ok(Some(Arc::new(Self {
