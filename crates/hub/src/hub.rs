@@ -294,6 +294,21 @@ impl Hub {
         })])
     }
 
+    /// `user`'s connections on every node for the server API's
+    /// `connections`: each answering node's list, by node id, and how many
+    /// nodes were asked (this one with the in-memory broker; with Redis,
+    /// those the question reached: a node that did not answer within the
+    /// command timeout is missing from the list).
+    pub(crate) async fn connections(
+        &self,
+        user: &str,
+    ) -> Result<(Vec<(String, crate::control::Listed)>, usize), BrokerError> {
+        match &self.redis {
+            Some(redis) => redis.connections(user).await,
+            None => Ok((vec![(self.node_id(), self.registry.connections(user))], 1)),
+        }
+    }
+
     /// Hands a server API control to the sessions it targets on every node
     /// (see [`crate::control`]); returns how many nodes it reached (this
     /// one with the in-memory broker; those listening on Redis with it).
