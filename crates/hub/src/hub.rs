@@ -73,6 +73,8 @@ pub struct Hub {
     pub(crate) registry: Arc<Registry>,
     /// Lifecycle events (webhooks) and the cluster's connections per user.
     pub(crate) events: Arc<crate::events::Events>,
+    /// The operator console's logged-in sessions (`crate::console`).
+    pub(crate) console: crate::console::Logins,
     /// When the hub was built (`info`'s uptime).
     pub(crate) started: std::time::Instant,
     /// This node's 24-bit id: the prefix of its client ids.
@@ -227,6 +229,7 @@ impl Hub {
             subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
             node_prefix,
             registry,
+            console: crate::console::Logins::default(),
             started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
@@ -360,7 +363,7 @@ impl Hub {
     async fn publish_stats(&self, window: &mut crate::metrics::LatencyWindow) {
         let snapshot = self.metrics.snapshot();
         let recent = window.push(snapshot.clone());
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "time": now_ms(),
             "connections": snapshot.connections,
             "messages_in": snapshot.messages_in,
@@ -372,6 +375,11 @@ impl Hub {
             "latency_p90": recent.latency_p90,
             "latency_p99": recent.latency_p99,
         });
+        if let (Some(value), serde_json::Value::Object(breakdown)) =
+            (value.as_object_mut(), self.metrics.breakdown())
+        {
+            value.extend(breakdown);
+        }
         let publish = Publish {
             channel: STATS_CHANNEL.into(),
             data: Data::Json(JsonText::from_value(&value)),
