@@ -13,7 +13,10 @@
 //!   own code ([`crate::api::call`]): the reads `info` and `channels` for
 //!   whoever may read the admin pages (as `/dashboard`), `connections`,
 //!   `publish` and `disconnect` only for the admin: logged in, or with the
-//!   admin token as `Authorization: Bearer`.
+//!   admin token as `Authorization: Bearer`. One read is the console's
+//!   own: `offsets`, `{"channels": [≤ 50 names]}` → `{"offsets": {name:
+//!   {epoch, offset}}}`, each the server API's `history` with `limit: 0`
+//!   (no message is read out), for the channels' publish rates.
 //!
 //! # Invariants
 //!
@@ -54,7 +57,10 @@ pub(crate) const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 const COOKIE: &str = "duplex_console";
 
 /// The calls anyone who may read the admin pages may make.
-const READ_CALLS: &[&str] = &["info", "channels"];
+const READ_CALLS: &[&str] = &["info", "channels", "offsets"];
+
+/// The most channels one `offsets` names.
+const MAX_OFFSETS: usize = 50;
 
 /// The calls only the admin may make.
 const ADMIN_CALLS: &[&str] = &["connections", "publish", "disconnect"];
@@ -101,6 +107,17 @@ impl Logins {
         // Every update is one step: a poisoned lock is still consistent.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a WebSocket request's query says it is the console page's
+/// (`console=1`): only then does its session cookie count (see
+/// `server::decide`).
+pub(crate) fn asks_as_console(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.trim_start_matches('?')
+            .split('&')
+            .any(|pair| pair == "console=1")
+    })
 }
 
 fn parse_id(value: &str) -> Option<[u8; 32]> {
@@ -212,6 +229,36 @@ struct Login {
     token: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Offsets {
+    channels: Vec<String>,
+}
+
+/// `offsets`: each channel's epoch and latest offset, through the server
+/// API's `history` with `limit: 0`; a channel it refuses is left out.
+async fn offsets(hub: &Hub, body: &[u8]) -> Result<Value, ConsoleError> {
+    let p: Offsets = serde_json::from_slice(body).map_err(ApiError::of_json)?;
+    if p.channels.len() > MAX_OFFSETS {
+        return Err(ApiError::Invalid {
+            field: "channels",
+            why: format!("name at most {MAX_OFFSETS} channels"),
+        }
+        .into());
+    }
+    let mut found = serde_json::Map::new();
+    for channel in p.channels {
+        let params = json!({"channel": channel, "limit": 0}).to_string();
+        if let Ok(page) = crate::api::call(hub, "history", params.as_bytes()).await {
+            found.insert(
+                channel,
+                json!({"epoch": page["epoch"], "offset": page["offset"]}),
+            );
+        }
+    }
+    Ok(json!({"offsets": found}))
+}
+
 /// The largest console request body: the server API's.
 pub(crate) fn max_body(hub: &Hub) -> usize {
     hub.config.api.max_body
@@ -318,7 +365,11 @@ async fn serve(
             } else {
                 return Err(ConsoleError::NotFound(call.to_owned()));
             }
-            let reply = crate::api::call(hub, call, body).await?;
+            let reply = if call == "offsets" {
+                offsets(hub, body).await?
+            } else {
+                crate::api::call(hub, call, body).await?
+            };
             if ADMIN_CALLS.contains(&call) && call != "connections" {
                 tracing::info!(call, "console action");
             }

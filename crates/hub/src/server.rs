@@ -707,10 +707,14 @@ fn decide(
                 Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
             ));
         }
-        // A logged-in console reads the `$sys` channels as the admin token
-        // would (its cookie is `SameSite=Strict`, and the origin was checked
-        // above).
-        None if endpoint == Endpoint::Hub && hub.console.logged_in(request.headers()) => {
+        // A logged-in console's page (`/ws?console=1`) reads the `$sys`
+        // channels as the admin token would (its cookie is
+        // `SameSite=Strict`, and the origin was checked above); other pages
+        // of the same browser are not made the admin by the cookie.
+        None if endpoint == Endpoint::Hub
+            && console::asks_as_console(request.query())
+            && hub.console.logged_in(request.headers()) =>
+        {
             Some(admin_identity())
         }
         None => None,

@@ -23,6 +23,7 @@ pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
         "/assets/duplex-client.js" => (JS, include_str!("../web/duplex-client.js")),
         "/assets/chat.js" => (JS, include_str!("../web/chat.js")),
         "/assets/dashboard.js" => (JS, include_str!("../web/dashboard.js")),
+        "/assets/console.js" => (JS, include_str!("../web/console.js")),
         "/assets/style.css" => (CSS, include_str!("../web/style.css")),
         _ => return None,
     };

@@ -288,6 +288,32 @@ async fn the_admin_logs_in_and_acts_through_the_server_api() {
         (u16::from(close.code), close.reason.as_str()),
         (4111, "from the console")
     );
+    // The console page's WebSocket (`?console=1`) with the cookie reads
+    // `$sys:stats`; another page's (the chat's) is not made the admin.
+    let stats = |query: &'static str| {
+        let cookie = cookie.clone();
+        let url = format!("{}{query}", hub.url());
+        async move {
+            let mut client = TestClient::open(&url, |r| r.header("Cookie", &cookie).unwrap())
+                .await
+                .unwrap();
+            let connected = client.connect(None).await;
+            let user = match connected {
+                ServerMessage::Connected { user, .. } => user,
+                other => panic!("{other:?}"),
+            };
+            (user, client.subscribe("$sys:stats").await)
+        }
+    };
+    let (user, reply) = stats("?console=1").await;
+    assert_eq!(user, "$admin");
+    assert!(
+        matches!(reply, ServerMessage::Subscribed { .. }),
+        "{reply:?}"
+    );
+    let (user, reply) = stats("").await;
+    assert_eq!(user, "");
+    assert!(matches!(reply, ServerMessage::Error { .. }), "{reply:?}");
     // The cookie opens the protected dashboard too; logout ends it.
     let (status, _, _) = http(hub.addr, "GET", "/dashboard", &[("Cookie", &cookie)], b"").await;
     assert_eq!(status, 200);
