@@ -851,6 +851,39 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The console's breakdown: every transport (zero included), and only
+    /// the close codes, error codes and refusal reasons that happened.
+    #[test]
+    fn the_breakdown_lists_transports_and_what_happened() {
+        let m = std::sync::Arc::new(Metrics::new());
+        let empty = m.breakdown();
+        assert_eq!(
+            empty,
+            serde_json::json!({
+                "transports": {"websocket_http1": 0, "websocket_http2": 0},
+                "closes": {}, "errors": {}, "rejected": {},
+            })
+        );
+        m.connection_opened();
+        m.connection_opened();
+        let _h2 = TransportGuard::new(&m, Transport::Http2);
+        m.connection_closed(1000);
+        m.connection_opened();
+        m.connection_closed(4321);
+        m.error("forbidden");
+        m.rejected(RejectReason::Origin);
+        m.rejected(RejectReason::Origin);
+        assert_eq!(
+            m.breakdown(),
+            serde_json::json!({
+                "transports": {"websocket_http1": 0, "websocket_http2": 1},
+                "closes": {"1000": 1, "other": 1},
+                "errors": {"forbidden": 1},
+                "rejected": {"origin": 2},
+            })
+        );
+    }
+
     /// One sample line: `name{labels} value`.
     #[derive(Debug)]
     struct Sample {
