@@ -449,6 +449,55 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
     response
 }
 
+/// A console request over HTTP/1.1 (`/console/…`): its body (with
+/// `Content-Length`, at most `[api] max_body` bytes, read within the
+/// handshake timeout), then [`handle`].
+pub(crate) async fn serve_http1<S>(
+    hub: &Hub,
+    origins: &OriginPolicy,
+    io: &mut S,
+    incoming: duplex::server::Incoming,
+) -> Response<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let duplex::server::Incoming { request, leftover } = incoming;
+    let length = match request.headers().get(header::CONTENT_LENGTH) {
+        None if request.headers().contains_key(header::TRANSFER_ENCODING) => {
+            return refusal(&ConsoleError::LengthRequired);
+        }
+        None => 0,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(length) => length,
+            None => return refusal(&ConsoleError::BadLength),
+        },
+    };
+    let limit = max_body(hub);
+    if length > limit {
+        return refusal(&crate::api::ApiError::TooLarge { limit }.into());
+    }
+    let mut body = leftover.to_vec();
+    body.truncate(length);
+    if body.len() < length {
+        let start = body.len();
+        body.resize(length, 0);
+        let read = tokio::time::timeout(
+            hub.ws_config.handshake_timeout,
+            io.read_exact(&mut body[start..]),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(_))) {
+            return refusal(&ConsoleError::BodyTimeout);
+        }
+    }
+    handle(hub, origins, &request, &body).await
+}
+
 /// [`handle`] for an HTTP/2 request with its body.
 pub(crate) async fn handle_h2(
     hub: std::sync::Arc<Hub>,

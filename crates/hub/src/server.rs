@@ -520,7 +520,8 @@ where
         }
         // Boxed, as the echo: rare, and this future starts every connection.
         (console, false) if console.starts_with("/console/") => {
-            let response = Box::pin(console_http1(hub, gate, &mut io, incoming)).await;
+            let response =
+                Box::pin(console::serve_http1(hub, &gate.origins, &mut io, incoming)).await;
             respond(&mut io, response).await;
         }
         (_, false) => {
@@ -790,56 +791,6 @@ pub(crate) fn admin_allowed(hub: &Hub, request: &http::Request<()>) -> bool {
             .verify(&token, now_secs())
             .is_ok_and(|identity| identity.grants.allows(Action::Subscribe, STATS_CHANNEL))
     })
-}
-
-/// A console request over HTTP/1.1 (`/console/…`): its body (with
-/// `Content-Length`, at most `[api] max_body` bytes, read within the
-/// handshake timeout), then [`console::handle`].
-async fn console_http1<S>(
-    hub: &Hub,
-    gate: &Gate,
-    io: &mut S,
-    incoming: Incoming,
-) -> Response<Vec<u8>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    use console::ConsoleError;
-    use tokio::io::AsyncReadExt;
-    let Incoming { request, leftover } = incoming;
-    let length = match request.headers().get(header::CONTENT_LENGTH) {
-        None if request.headers().contains_key(header::TRANSFER_ENCODING) => {
-            return console::refusal(&ConsoleError::LengthRequired);
-        }
-        None => 0,
-        Some(value) => match value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            Some(length) => length,
-            None => return console::refusal(&ConsoleError::BadLength),
-        },
-    };
-    let limit = console::max_body(hub);
-    if length > limit {
-        return console::refusal(&crate::api::ApiError::TooLarge { limit }.into());
-    }
-    let mut body = leftover.to_vec();
-    body.truncate(length);
-    if body.len() < length {
-        let start = body.len();
-        body.resize(length, 0);
-        let read = tokio::time::timeout(
-            hub.ws_config.handshake_timeout,
-            io.read_exact(&mut body[start..]),
-        )
-        .await;
-        if !matches!(read, Ok(Ok(_))) {
-            return console::refusal(&ConsoleError::BodyTimeout);
-        }
-    }
-    console::handle(hub, &gate.origins, &request, &body).await
 }
 
 /// `/echo` over HTTP/1.1: the upgrade, then [`echo_loop`].
