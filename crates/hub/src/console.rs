@@ -30,7 +30,9 @@
 //!   session cookie is `SameSite=Strict`.
 //! - **Bounded.** At most [`MAX_LOGINS`] sessions live at once (a new one
 //!   ends the oldest), each for [`LOGIN_TTL`]; a body is at most `[api]
-//!   max_body` bytes; session ids are 256 random bits.
+//!   max_body` bytes; session ids are 256 random bits; at most
+//!   [`MAX_FAILED_LOGINS`] wrong tokens a minute are looked at (then 429
+//!   until the minute ends, the right token included).
 //! - **Clear errors.** Every refusal is `{"error": {"code", "message"}}`
 //!   with its status ([`ConsoleError`]), as the server API's are.
 
@@ -53,6 +55,13 @@ pub(crate) const MAX_LOGINS: usize = 64;
 /// How long a console session lasts.
 pub(crate) const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// The most wrong admin tokens taken in a minute; beyond, logins are
+/// refused with 429 until the minute ends.
+pub(crate) const MAX_FAILED_LOGINS: u32 = 20;
+
+/// The window of [`MAX_FAILED_LOGINS`].
+const FAILED_WINDOW: Duration = Duration::from_secs(60);
+
 /// The session cookie's name.
 const COOKIE: &str = "duplex_console";
 
@@ -69,9 +78,32 @@ const ADMIN_CALLS: &[&str] = &["connections", "publish", "disconnect"];
 #[derive(Debug, Default)]
 pub(crate) struct Logins {
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Wrong tokens in the current window: when it started, how many.
+    failed: Mutex<Option<(Instant, u32)>>,
 }
 
 impl Logins {
+    /// Whether a login may be tried now (fewer than [`MAX_FAILED_LOGINS`]
+    /// wrong tokens in the window); if not, in how many seconds.
+    fn may_try(&self, now: Instant) -> Result<(), u64> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match *failed {
+            Some((start, count)) if count >= MAX_FAILED_LOGINS && now < start + FAILED_WINDOW => {
+                Err((start + FAILED_WINDOW - now).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a wrong token.
+    fn failed(&self, now: Instant) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        *failed = match *failed {
+            Some((start, count)) if now < start + FAILED_WINDOW => Some((start, count + 1)),
+            _ => Some((now, 1)),
+        };
+    }
+
     /// A new session, as its cookie value (64 hex digits).
     fn create(&self, now: Instant) -> String {
         let id: [u8; 32] = rand::random();
@@ -162,6 +194,9 @@ pub(crate) enum ConsoleError {
     /// A login with a token that is not the admin token.
     #[error("the admin token is not valid")]
     WrongToken,
+    /// Too many wrong tokens in the last minute.
+    #[error("too many wrong admin tokens in the last minute: try again in {0} s")]
+    TooManyLogins(u64),
     /// A login on a hub without an admin token.
     #[error(
         "this hub has no admin token ([admin] token in its configuration): the console is read-only"
@@ -197,6 +232,7 @@ impl ConsoleError {
             Self::LoginRequired | Self::NotAllowed | Self::WrongToken => StatusCode::UNAUTHORIZED,
             Self::NoAdminToken | Self::Origin(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooManyLogins(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Self::BadLength => StatusCode::BAD_REQUEST,
@@ -214,6 +250,7 @@ impl ConsoleError {
             Self::NoAdminToken => "login_unavailable",
             Self::Origin(_) => "forbidden_origin",
             Self::NotFound(_) => "unknown_call",
+            Self::TooManyLogins(_) => "too_many_logins",
             Self::Method(_) => "method_not_allowed",
             Self::LengthRequired => "length_required",
             Self::BadLength => "bad_request",
@@ -287,10 +324,18 @@ pub(crate) fn refusal(error: &ConsoleError) -> Response<Vec<u8>> {
         error.status(),
         &json!({"error": {"code": error.code(), "message": error.to_string()}}),
     );
-    if let ConsoleError::Method(_) = error {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    match error {
+        ConsoleError::Method(_) => {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        ConsoleError::TooManyLogins(seconds) => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        _ => {}
     }
     response
 }
@@ -393,7 +438,12 @@ fn login(hub: &Hub, body: &[u8]) -> Result<Response<Vec<u8>>, ConsoleError> {
     if hub.config.admin.token.is_none() {
         return Err(ConsoleError::NoAdminToken);
     }
+    let now = Instant::now();
+    hub.console
+        .may_try(now)
+        .map_err(ConsoleError::TooManyLogins)?;
     if !crate::server::is_admin_token(hub, &login.token) {
+        hub.console.failed(now);
         tracing::info!("console login refused: not the admin token");
         return Err(ConsoleError::WrongToken);
     }
@@ -538,6 +588,20 @@ mod tests {
         assert!(logins.lock().len() <= MAX_LOGINS);
         logins.remove(&last);
         assert!(!logins.valid(&last, now));
+    }
+
+    #[test]
+    fn wrong_tokens_are_bounded_per_minute() {
+        let logins = Logins::default();
+        let now = Instant::now();
+        for _ in 0..MAX_FAILED_LOGINS {
+            assert_eq!(logins.may_try(now), Ok(()));
+            logins.failed(now);
+        }
+        assert_eq!(logins.may_try(now + Duration::from_secs(1)), Err(59));
+        assert_eq!(logins.may_try(now + FAILED_WINDOW), Ok(()), "a new minute");
+        logins.failed(now + FAILED_WINDOW);
+        assert_eq!(logins.may_try(now + FAILED_WINDOW), Ok(()));
     }
 
     #[test]

@@ -201,6 +201,18 @@ async fn without_a_login_the_console_is_read_only_and_says_why() {
     assert_eq!((status, code_of(&body)), (404, "unknown_call"), "{body}");
     // The page itself is served (it has the login form).
     assert_eq!(hub.get("/console").await.0, 200);
+    // Twenty wrong tokens a minute are looked at; then even the right one
+    // waits.
+    for _ in 1..20 {
+        let (status, _) = post(&hub, "login", json!({"token": "guess"}), None).await;
+        assert_eq!(status, 401);
+    }
+    let (status, head, body) = post_head(&hub, "login", json!({"token": ADMIN}), None).await;
+    assert_eq!((status, code_of(&body)), (429, "too_many_logins"), "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
 }
 
 #[tokio::test]
