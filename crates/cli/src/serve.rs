@@ -386,6 +386,14 @@ fn banner(config: &HubConfig, addr: SocketAddr) -> Vec<(&'static str, String)> {
     let mut lines = vec![
         ("web chat", format!("{base}/")),
         ("dashboard", format!("{base}/dashboard ({admin})")),
+        (
+            "console",
+            if config.admin.token.is_some() {
+                format!("{base}/console (actions after a login with the admin token)")
+            } else {
+                format!("{base}/console (read-only: no admin token to log in with)")
+            },
+        ),
         ("metrics", format!("{base}/metrics ({admin})")),
         (
             "hub protocol",
@@ -617,6 +625,7 @@ mod tests {
         for expected in [
             "web chat: http://127.0.0.1:8080/\n",
             "dashboard: http://127.0.0.1:8080/dashboard (open to anyone)",
+            "console: http://127.0.0.1:8080/console (read-only: no admin token to log in with)",
             "metrics: http://127.0.0.1:8080/metrics",
             "hub protocol: ws://127.0.0.1:8080/ws",
             "broker: in memory",

@@ -33,6 +33,8 @@
 
 mod calls;
 
+pub(crate) use calls::call;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

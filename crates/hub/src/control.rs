@@ -27,6 +27,9 @@
 //!   cannot grow the node's memory.
 //! - A disconnect's close code is in the application range 4000–4999
 //!   ([`Control::validate`]); the others are the protocol's and the hub's.
+//! - A [`Lookup`] (the server API's `connections`) reads the registry and
+//!   changes nothing; a node lists at most [`MAX_LISTED`] connections of a
+//!   user in one answer and says when it left some out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -167,8 +170,64 @@ struct Inner {
 #[derive(Debug)]
 struct Entry {
     me: Subscriber,
+    /// When it connected (milliseconds since the Unix epoch).
+    since: u64,
     /// Controls not taken yet, oldest first.
     pending: Vec<Control>,
+}
+
+/// The most connections of one user a node lists in one answer.
+pub(crate) const MAX_LISTED: usize = 1000;
+
+/// One connection as the server API's `connections` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Connection {
+    /// Its client id.
+    pub client: String,
+    /// Its user.
+    pub user: String,
+    /// When it connected (milliseconds since the Unix epoch).
+    pub since: u64,
+}
+
+/// One node's connections of a user: at most [`MAX_LISTED`], oldest
+/// first, and whether some were left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Listed {
+    /// The connections.
+    pub connections: Vec<Connection>,
+    /// Whether the node has more than it listed.
+    pub truncated: bool,
+}
+
+/// A question to every node's registry, and a node's answer: they travel
+/// between nodes beside the controls (the Redis broker's control topic),
+/// as JSON tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Lookup {
+    /// Asks every node for `user`'s connections; answered to node `from`
+    /// under `id`.
+    Connections {
+        /// The question's id, unique on the asking node.
+        id: u64,
+        /// The asking node.
+        from: String,
+        /// Whose connections.
+        user: String,
+    },
+    /// A node's answer to [`Lookup::Connections`].
+    Listed {
+        /// The question's id.
+        id: u64,
+        /// The asking node (only it takes the answer).
+        to: String,
+        /// The answering node.
+        node: String,
+        /// What it found.
+        #[serde(flatten)]
+        listed: Listed,
+    },
 }
 
 impl Registry {
@@ -179,6 +238,7 @@ impl Registry {
             me.id,
             Entry {
                 me: me.clone(),
+                since: crate::hub::now_ms(),
                 pending: Vec::new(),
             },
         );
@@ -267,6 +327,32 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// `user`'s sessions on this node, oldest first, at most
+    /// [`MAX_LISTED`].
+    pub(crate) fn connections(&self, user: &str) -> Listed {
+        let inner = self.lock();
+        let Some(ids) = inner.users.get(user) else {
+            return Listed::default();
+        };
+        let mut connections: Vec<Connection> = ids
+            .iter()
+            .filter_map(|id| inner.sessions.get(id))
+            .map(|entry| Connection {
+                client: entry.me.client(),
+                user: user.to_owned(),
+                since: entry.since,
+            })
+            .collect();
+        drop(inner);
+        connections.sort_by(|a, b| (a.since, &a.client).cmp(&(b.since, &b.client)));
+        let truncated = connections.len() > MAX_LISTED;
+        connections.truncate(MAX_LISTED);
+        Listed {
+            connections,
+            truncated,
+        }
+    }
+
     /// How many sessions are registered.
     pub(crate) fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -345,6 +431,57 @@ mod tests {
         registry.remove(&a1);
         assert_eq!(registry.apply(&kick("ada", None)), 0);
         assert_eq!(registry.len(), 2);
+    }
+
+    #[test]
+    fn a_users_connections_are_listed_bounded_and_only_theirs() {
+        let registry = Registry::default();
+        let (a1, a2, b) = (session(1, "ada"), session(2, "ada"), session(3, "bob"));
+        for s in [&a1, &a2, &b] {
+            registry.register(s);
+        }
+        let listed = registry.connections("ada");
+        let mut clients: Vec<String> = listed
+            .connections
+            .iter()
+            .map(|c| c.client.clone())
+            .collect();
+        clients.sort();
+        let mut expected = vec![a1.client(), a2.client()];
+        expected.sort();
+        assert_eq!((clients, listed.truncated), (expected, false));
+        assert!(
+            listed
+                .connections
+                .iter()
+                .all(|c| c.user == "ada" && c.since > 0)
+        );
+        assert_eq!(registry.connections("carol"), Listed::default());
+        registry.remove(&a1);
+        assert_eq!(registry.connections("ada").connections.len(), 1);
+        // Bounded.
+        let many: Vec<Subscriber> = (10..10 + MAX_LISTED as u64 + 5)
+            .map(|n| session(n, "zed"))
+            .collect();
+        for s in &many {
+            registry.register(s);
+        }
+        let listed = registry.connections("zed");
+        assert_eq!(
+            (listed.connections.len(), listed.truncated),
+            (MAX_LISTED, true)
+        );
+        // Lookups travel as JSON too.
+        let answer = Lookup::Listed {
+            id: 7,
+            to: "abc".into(),
+            node: "def".into(),
+            listed: registry.connections("bob"),
+        };
+        let json = serde_json::to_string(&answer).unwrap();
+        assert!(json.starts_with(r#"{"op":"listed","id":7"#), "{json}");
+        assert_eq!(serde_json::from_str::<Lookup>(&json).unwrap(), answer);
+        assert!(serde_json::from_str::<Control>(&json).is_err());
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Hub {
     pub(crate) events: Arc<crate::events::Events>,
     /// The proxy hooks (`[hooks]`), when any is configured.
     pub(crate) hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// The operator console's logged-in sessions (`crate::console`).
+    pub(crate) console: crate::console::Logins,
     /// When the hub was built (`info`'s uptime).
     pub(crate) started: std::time::Instant,
     /// This node's 24-bit id: the prefix of its client ids.
@@ -231,6 +233,7 @@ impl Hub {
             node_prefix,
             registry,
             hooks,
+            console: crate::console::Logins::default(),
             started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
@@ -298,6 +301,21 @@ impl Hub {
         })])
     }
 
+    /// `user`'s connections on every node for the server API's
+    /// `connections`: each answering node's list, by node id, and how many
+    /// nodes were asked (this one with the in-memory broker; with Redis,
+    /// those the question reached: a node that did not answer within the
+    /// command timeout is missing from the list).
+    pub(crate) async fn connections(
+        &self,
+        user: &str,
+    ) -> Result<(Vec<(String, crate::control::Listed)>, usize), BrokerError> {
+        match &self.redis {
+            Some(redis) => redis.connections(user).await,
+            None => Ok((vec![(self.node_id(), self.registry.connections(user))], 1)),
+        }
+    }
+
     /// Hands a server API control to the sessions it targets on every node
     /// (see [`crate::control`]); returns how many nodes it reached (this
     /// one with the in-memory broker; those listening on Redis with it).
@@ -349,7 +367,7 @@ impl Hub {
     async fn publish_stats(&self, window: &mut crate::metrics::LatencyWindow) {
         let snapshot = self.metrics.snapshot();
         let recent = window.push(snapshot.clone());
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "time": now_ms(),
             "connections": snapshot.connections,
             "messages_in": snapshot.messages_in,
@@ -361,6 +379,11 @@ impl Hub {
             "latency_p90": recent.latency_p90,
             "latency_p99": recent.latency_p99,
         });
+        if let (Some(value), serde_json::Value::Object(breakdown)) =
+            (value.as_object_mut(), self.metrics.breakdown())
+        {
+            value.extend(breakdown);
+        }
         let publish = Publish {
             channel: STATS_CHANNEL.into(),
             data: Data::Json(JsonText::from_value(&value)),

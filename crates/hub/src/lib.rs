@@ -31,6 +31,7 @@ mod auth;
 mod backend;
 mod broker;
 pub mod config;
+mod console;
 mod control;
 mod events;
 mod frame;

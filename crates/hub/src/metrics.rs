@@ -631,6 +631,51 @@ impl Metrics {
         out
     }
 
+    /// What the console breaks down, as JSON objects of the non-zero
+    /// counts: open WebSockets by transport (every transport, zero
+    /// included), and totals since start of close codes, error replies and
+    /// refused connections (by reason). Each is bounded by the labels it
+    /// has (the known codes and `other`).
+    pub fn breakdown(&self) -> serde_json::Value {
+        let transports: serde_json::Map<String, serde_json::Value> = Transport::ALL
+            .iter()
+            .map(|t| {
+                (
+                    t.label().to_owned(),
+                    self.connections_by_transport(*t).into(),
+                )
+            })
+            .collect();
+        let nonzero = |pairs: &mut dyn Iterator<Item = (String, u64)>| {
+            pairs
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k, serde_json::Value::from(n)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let closes = nonzero(&mut self.close_codes.iter().enumerate().map(|(slot, c)| {
+            let code = KNOWN_CLOSE_CODES
+                .get(slot)
+                .map_or_else(|| "other".to_owned(), u16::to_string);
+            (code, c.load(Relaxed))
+        }));
+        let errors = nonzero(&mut self.errors.iter().enumerate().map(|(slot, c)| {
+            let code = ErrorCode::ALL.get(slot).map_or("other", |c| c.as_str());
+            (code.to_owned(), c.load(Relaxed))
+        }));
+        let rejected = nonzero(&mut RejectReason::ALL.iter().map(|r| {
+            (
+                r.as_str().to_owned(),
+                self.rejected[r.index()].load(Relaxed),
+            )
+        }));
+        serde_json::json!({
+            "transports": transports,
+            "closes": closes,
+            "errors": errors,
+            "rejected": rejected,
+        })
+    }
+
     /// The main numbers, for the dashboard. Counters are totals since start:
     /// take two snapshots and use [`Snapshot::since`] for rates and recent
     /// latencies.
@@ -814,6 +859,39 @@ impl LatencyWindow {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The console's breakdown: every transport (zero included), and only
+    /// the close codes, error codes and refusal reasons that happened.
+    #[test]
+    fn the_breakdown_lists_transports_and_what_happened() {
+        let m = std::sync::Arc::new(Metrics::new());
+        let empty = m.breakdown();
+        assert_eq!(
+            empty,
+            serde_json::json!({
+                "transports": {"websocket_http1": 0, "websocket_http2": 0},
+                "closes": {}, "errors": {}, "rejected": {},
+            })
+        );
+        m.connection_opened();
+        m.connection_opened();
+        let _h2 = TransportGuard::new(&m, Transport::Http2);
+        m.connection_closed(1000);
+        m.connection_opened();
+        m.connection_closed(4321);
+        m.error("forbidden");
+        m.rejected(RejectReason::Origin);
+        m.rejected(RejectReason::Origin);
+        assert_eq!(
+            m.breakdown(),
+            serde_json::json!({
+                "transports": {"websocket_http1": 0, "websocket_http2": 1},
+                "closes": {"1000": 1, "other": 1},
+                "errors": {"forbidden": 1},
+                "rejected": {"origin": 2},
+            })
+        );
+    }
 
     /// One sample line: `name{labels} value`.
     #[derive(Debug)]

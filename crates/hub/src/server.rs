@@ -62,6 +62,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::{Action, Grants, Identity, token_from_request};
 use crate::config::STATS_CHANNEL;
+use crate::console;
 use crate::hub::{Hub, HubError, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::metrics::{RejectReason, Transport, TransportGuard};
@@ -84,7 +85,7 @@ pub struct Server {
 /// connections are served with.
 #[derive(Debug)]
 struct Gate {
-    origins: OriginPolicy,
+    origins: Arc<OriginPolicy>,
     proxies: Proxies,
     http2: http2::Server,
 }
@@ -93,15 +94,24 @@ impl Gate {
     fn new(hub: &Arc<Hub>, port: u16) -> Self {
         let pages_hub = hub.clone();
         let invalid_hub = hub.clone();
+        let origins = Arc::new(OriginPolicy::new(&hub.config, port));
+        let (console_hub, console_origins) = (hub.clone(), origins.clone());
         let http2 = http2::Server::new(hub.ws_config.clone())
             .http2(http2::Http2Config::default())
             .shutdown(hub.shutdown.clone())
             .pages(move |request| {
                 finish(http_route(&pages_hub, request), request.method()).map(bytes::Bytes::from)
             })
-            .on_invalid(move |_| invalid_hub.metrics.rejected(RejectReason::Handshake));
+            .on_invalid(move |_| invalid_hub.metrics.rejected(RejectReason::Handshake))
+            .requests("/console/", console::max_body(hub), move |request| {
+                Box::pin(console::handle_h2(
+                    console_hub.clone(),
+                    console_origins.clone(),
+                    request,
+                ))
+            });
         Self {
-            origins: OriginPolicy::new(&hub.config, port),
+            origins,
             proxies: Proxies::new(&hub.config),
             http2,
         }
@@ -524,6 +534,12 @@ where
             let response = plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws");
             respond(&mut io, response).await;
         }
+        // Boxed, as the echo: rare, and this future starts every connection.
+        (console, false) if console.starts_with("/console/") => {
+            let response =
+                Box::pin(console::serve_http1(hub, &gate.origins, &mut io, incoming)).await;
+            respond(&mut io, response).await;
+        }
         (_, false) => {
             let response = http_route(hub, &incoming.request);
             respond(&mut io, finish(response, incoming.request.method())).await;
@@ -719,6 +735,16 @@ fn decide(
                 Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
             ));
         }
+        // A logged-in console's page (`/ws?console=1`) reads the `$sys`
+        // channels as the admin token would (its cookie is
+        // `SameSite=Strict`, and the origin was checked above); other pages
+        // of the same browser are not made the admin by the cookie.
+        None if endpoint == Endpoint::Hub
+            && console::asks_as_console(request.query())
+            && hub.console.logged_in(request.headers()) =>
+        {
+            Some(admin_identity())
+        }
         None => None,
         Some(token) if is_admin_token(hub, &token) => Some(admin_identity()),
         Some(token) => {
@@ -750,7 +776,7 @@ fn decide(
 
 /// Whether `token` is the configured admin token (compared in constant
 /// time; only the lengths may differ in time).
-fn is_admin_token(hub: &Hub, token: &str) -> bool {
+pub(crate) fn is_admin_token(hub: &Hub, token: &str) -> bool {
     use subtle::ConstantTimeEq;
     hub.config
         .admin
@@ -774,11 +800,11 @@ fn admin_identity() -> Identity {
 }
 
 /// Whether a plain HTTP request may read the admin pages (`/metrics`,
-/// `/dashboard`): they are open, or it carries the admin token or a JWT
-/// granting `subscribe` on `$sys:stats`, as `Authorization: Bearer` or
-/// `?token=`.
-fn admin_allowed(hub: &Hub, request: &http::Request<()>) -> bool {
-    if hub.config.admin_open() {
+/// `/dashboard`): they are open, it carries a console session's cookie
+/// ([`crate::console`]), or the admin token or a JWT granting `subscribe`
+/// on `$sys:stats`, as `Authorization: Bearer` or `?token=`.
+pub(crate) fn admin_allowed(hub: &Hub, request: &http::Request<()>) -> bool {
+    if hub.config.admin_open() || hub.console.logged_in(request.headers()) {
         return true;
     }
     let Some(token) = token_from_request(request.headers(), request.uri().query()) else {

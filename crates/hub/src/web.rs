@@ -1,5 +1,6 @@
-//! The web pages the hub serves: a chat at `/` and a live dashboard at
-//! `/dashboard`, plain HTML, CSS and JavaScript compiled into the binary (no
+//! The web pages the hub serves: a chat at `/` and the operator's console
+//! at `/console` (also `/dashboard`; its calls are `crate::console`'s),
+//! plain HTML, CSS and JavaScript compiled into the binary (no
 //! CDN, nothing fetched from elsewhere). Their scripts are ES modules on the
 //! TypeScript SDK (`clients/js`), whose browser build is checked in as
 //! `web/duplex-client.js` and served at `/assets/duplex-client.js`
@@ -16,10 +17,13 @@ pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
     const CSS: &str = "text/css; charset=utf-8";
     let found: (&str, &str) = match path {
         "/" | "/index.html" => (HTML, include_str!("../web/index.html")),
-        "/dashboard" | "/dashboard.html" => (HTML, include_str!("../web/dashboard.html")),
+        "/console" | "/dashboard" | "/dashboard.html" => {
+            (HTML, include_str!("../web/dashboard.html"))
+        }
         "/assets/duplex-client.js" => (JS, include_str!("../web/duplex-client.js")),
         "/assets/chat.js" => (JS, include_str!("../web/chat.js")),
         "/assets/dashboard.js" => (JS, include_str!("../web/dashboard.js")),
+        "/assets/console.js" => (JS, include_str!("../web/console.js")),
         "/assets/style.css" => (CSS, include_str!("../web/style.css")),
         _ => return None,
     };

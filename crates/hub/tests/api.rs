@@ -418,6 +418,62 @@ async fn disconnect_closes_with_the_code_and_reason_and_refresh_moves_the_expiry
     assert_eq!(u16::from(bob.closed().await.code), 4002);
 }
 
+/// `connections` lists exactly the user's connections on the node, with
+/// their client ids and when they connected, and refuses a missing user.
+#[tokio::test]
+async fn connections_lists_a_users_connections() {
+    let hub = start().await;
+    let (ada1, ada2, _bob) = (
+        hub.user("ada").await,
+        hub.user("ada").await,
+        hub.user("bob").await,
+    );
+    let reply = hub.ok("connections", json!({"user": "ada"})).await;
+    let mut clients: Vec<&str> = reply["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap())
+        .collect();
+    clients.sort_unstable();
+    let mut expected = [ada1.client_id.as_str(), ada2.client_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(clients, expected, "{reply}");
+    let first = &reply["connections"][0];
+    assert_eq!(first["user"], "ada");
+    assert!(
+        first["since"].as_u64().unwrap() > 1_700_000_000_000,
+        "{first}"
+    );
+    assert_eq!(first["node"].as_str().unwrap().len(), 6, "{first}");
+    assert_eq!(
+        (&reply["nodes"], &reply["unanswered"], &reply["truncated"]),
+        (&json!(1), &json!(0), &json!(false))
+    );
+    let none = hub.ok("connections", json!({"user": "carol"})).await;
+    assert_eq!(none["connections"], json!([]));
+    // Gone from the list once closed.
+    drop(ada1);
+    let mut left = 2;
+    for _ in 0..100 {
+        let reply = hub.ok("connections", json!({"user": "ada"})).await;
+        left = reply["connections"].as_array().unwrap().len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 1);
+    for bad in [
+        json!({}),
+        json!({"user": ""}),
+        json!({"user": "x".repeat(257)}),
+    ] {
+        let (status, body) = hub.call("connections", bad).await;
+        assert_eq!((status, code_of(&body)), (422, "invalid_params"), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn history_reads_and_removing_it_makes_recovery_a_gap() {
     let hub = start().await;

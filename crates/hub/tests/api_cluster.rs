@@ -153,6 +153,38 @@ async fn the_api_on_one_node_reaches_connections_on_another() {
         "{channels}"
     );
 
+    // `connections` on A finds Ada's connections on both nodes, live.
+    let mut ada_on_a = TestClient::open(&a.url(), |r| r).await.unwrap();
+    ada_on_a.connect(Some(&token("ada"))).await;
+    let found = post(api_addr, "connections", json!({"user": "ada"})).await;
+    let mut pairs: Vec<(String, String)> = found["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["client"].as_str().unwrap().to_owned(),
+                c["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    let mut expected = vec![
+        (ada.client_id.clone(), ada.client_id[..6].to_owned()),
+        (
+            ada_on_a.client_id.clone(),
+            ada_on_a.client_id[..6].to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(pairs, expected, "{found}");
+    assert_ne!(expected[0].1, expected[1].1, "two nodes");
+    assert_eq!(
+        (&found["nodes"], &found["unanswered"]),
+        (&json!(2), &json!(0)),
+        "{found}"
+    );
+
     // A disconnect on A closes Ada's connection on B with its code.
     post(
         api_addr,

@@ -610,6 +610,16 @@ async fn the_api_on_redis_cluster_reaches_other_nodes_across_a_killed_primary() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // `connections` through A finds Ada on B: asked and answered over the
+    // sharded control topic.
+    let found = post(api_addr, "connections", json!({"user": "ada"})).await;
+    assert_eq!(
+        (&found["connections"][0]["client"], &found["nodes"]),
+        (&json!(ada.client_id), &json!(2)),
+        "{found}"
+    );
+    assert_eq!(found["connections"].as_array().unwrap().len(), 1, "{found}");
+
     // A disconnect through A closes Ada's connection on B with its code.
     let reply = post(
         api_addr,

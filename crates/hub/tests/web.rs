@@ -22,6 +22,12 @@
 //!   in the message list, then the messages the history still had.
 //! - The dashboard's connection count and message rate follow a load of
 //!   Rust clients, and go back down when it stops.
+//! - The operator's console (`/console`) by keyboard alone in Chromium and
+//!   Firefox, desktop and phone: a wrong admin token refused with its
+//!   reason, the login, the stats flowing to the logged-in page, a user's
+//!   connections found, a publish a Rust client receives, the channels
+//!   sorted, a user disconnected with a code and reason, the logout; axe-core
+//!   logged in and out.
 //! - The pages are ES modules on the TypeScript SDK (`/assets/duplex-client.js`);
 //!   tests reach the chat's client through `window.chat` (`client`, `delays`,
 //!   `duplex`, `hubState()`) and the dashboard's through `window.dashboard`.
@@ -2396,6 +2402,250 @@ async fn the_chat_runs_over_http2_in_firefox() {
         page.screenshot(&path)
             .await
             .unwrap_or_else(|e| panic!("screenshot: {e}"));
+        firefox.close().await;
+    })
+    .await;
+}
+
+/// The console's admin token in the console tests.
+const CONSOLE_ADMIN: &str = "console-admin-token-for-the-web-test";
+
+/// A protected hub (JWT auth and an admin token) for the console tests.
+fn console_config() -> duplex_hub::HubConfig {
+    let mut config = auth_config();
+    config.admin.token = Some(CONSOLE_ADMIN.into());
+    config
+}
+
+/// Reads `peer`'s pushes until one whose text contains `needle`, or its
+/// close; returns the text, or the close as `close CODE REASON`.
+async fn next_matching(peer: &mut Peer, needle: &str) -> String {
+    loop {
+        let next = tokio::time::timeout(SHORT, peer.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing with {needle:?} in time"));
+        match next {
+            Some(Ok(Message::Text(text))) if text.contains(needle) => return text.to_string(),
+            Some(Ok(_)) => {}
+            _ => {
+                let close = peer.ws.close_info();
+                return close.map_or("close none".to_owned(), |c| {
+                    format!("close {} {}", u16::from(c.code), c.reason)
+                });
+            }
+        }
+    }
+}
+
+/// The console by keyboard alone, on a protected hub: log in with the
+/// admin token (the stats then flow over the page's WebSocket, which the
+/// session cookie admits), find Ada's connection, publish to a channel a
+/// Rust client follows, sort the channels, disconnect Ada with a reason,
+/// and log out; audited by axe-core logged in, with a screenshot.
+async fn console_flow<P: support::WebPage>(
+    page: &P,
+    browser: &str,
+    size: &str,
+    addr: SocketAddr,
+    axe: &str,
+) -> Vec<String> {
+    let until = |predicate: String| async move {
+        support::wait_on(page, &predicate, SHORT)
+            .await
+            .unwrap_or_else(|e| panic!("{browser} {size}: {e}"))
+    };
+    let key = |k: Key| async move {
+        page.key(k)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: {e}"))
+    };
+    let typed = |text: &'static str| async move {
+        page.type_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: {e}"))
+    };
+    let mut ada = Peer::connect(addr, Some(&long_token("ada"))).await;
+    let mut watcher = Peer::connect(addr, Some(&long_token("watcher"))).await;
+    let reply = watcher
+        .request(json!({"op": "subscribe", "channel": "news"}))
+        .await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+
+    // Not logged in: read-only, and it says why.
+    until(
+        "window.hubConsole && hubConsole.session.login === true && !hubConsole.session.admin"
+            .into(),
+    )
+    .await;
+    until(visible("#login-token")).await;
+    until("document.querySelector('#actions').hidden".into()).await;
+    page.eval("document.activeElement && document.activeElement.blur(); true")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab_to(page, "#login-token", false).await;
+    typed("not the token").await;
+    key(Key::Enter).await;
+    until("document.querySelector('#login-status').textContent.includes('not valid')".into()).await;
+    tab_to(page, "#login-token", false).await;
+    page.eval("document.querySelector('#login-token').value = ''; true")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    page.type_keys(CONSOLE_ADMIN)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    key(Key::Enter).await;
+    // The page starts again, logged in; the stats flow.
+    until("window.hubConsole && hubConsole.session.admin === true".into()).await;
+    until("window.dashboard && dashboard.snapshots >= 2".into()).await;
+    until(
+        "hubConsole.refreshes >= 1 && document.querySelectorAll('#nodes tbody tr').length === 1"
+            .into(),
+    )
+    .await;
+    until("document.querySelector('#transports tbody').textContent.includes('WebSocket over HTTP/1.1')".into()).await;
+
+    // Ada's connections.
+    page.eval("document.activeElement && document.activeElement.blur(); true")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab_to(page, "#user-input", false).await;
+    typed("ada").await;
+    key(Key::Enter).await;
+    until(
+        "document.querySelectorAll('#user-conns tbody tr').length === 1 \
+           && document.querySelector('#search-status').textContent.startsWith('ada: 1 connection')"
+            .into(),
+    )
+    .await;
+
+    // Publish to "news": the Rust client gets it.
+    tab_to(page, "#publish-channel", false).await;
+    typed("news").await;
+    tab_to(page, "#publish-form button", false).await;
+    key(Key::Enter).await;
+    until("document.querySelector('#publish-status').textContent.includes('offset')".into()).await;
+    let got = next_matching(&mut watcher, "hello from the console").await;
+    assert!(got.contains("\"news\""), "{browser}: {got}");
+
+    // Sort the channels by name, by keyboard.
+    page.eval("hubConsole.refresh()")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    until("document.querySelector('#channels tbody tr[data-channel=\"news\"]') !== null".into())
+        .await;
+    tab_to(page, "#channels .sort[data-key=\"channel\"]", true).await;
+    key(Key::Enter).await;
+    until("document.querySelector('#channels .sort[data-key=\"channel\"]').closest('th').getAttribute('aria-sort') === 'ascending'".into()).await;
+
+    let mut violations: Vec<String> = support::axe_violations(page, axe)
+        .await
+        .unwrap_or_else(|e| panic!("{browser}: axe: {e}"))
+        .into_iter()
+        .map(|v| format!("{browser} console {size}: {v}"))
+        .collect();
+
+    // Disconnect Ada with a reason.
+    tab_to(page, "#disconnect-user", false).await;
+    typed("ada").await;
+    tab_to(page, "#disconnect-reason", false).await;
+    typed("bye from the console").await;
+    key(Key::Enter).await;
+    until("document.querySelector('#disconnect-status').textContent.includes('4000')".into()).await;
+    assert_eq!(
+        next_matching(&mut ada, "never in a push").await,
+        "close 4000 bye from the console",
+        "{browser}"
+    );
+
+    page.eval("document.activeElement.blur(); window.scrollTo(0, 0); true")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let path = support::artifacts_dir().join(format!("console-{size}-{browser}.png"));
+    page.save_screenshot(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{browser}: screenshot: {e}"));
+
+    // Log out: read-only again.
+    tab_to(page, "#logout", true).await;
+    key(Key::Enter).await;
+    until(
+        "window.hubConsole && hubConsole.session.login === true && !hubConsole.session.admin"
+            .into(),
+    )
+    .await;
+    violations.extend(
+        support::axe_violations(page, axe)
+            .await
+            .unwrap_or_else(|e| panic!("{browser}: axe: {e}"))
+            .into_iter()
+            .map(|v| format!("{browser} console logged out {size}: {v}")),
+    );
+    violations
+}
+
+/// The console by keyboard alone at desktop and phone sizes in Chromium
+/// (light on the desktop, dark on the phone), with axe-core's audit.
+#[tokio::test]
+async fn the_console_works_by_keyboard_alone_with_an_admin_login() {
+    bounded(async {
+        let axe = support::axe_source();
+        let hub = TestHub::start_with(console_config()).await;
+        let browser = launch().await;
+        let mut violations = Vec::new();
+        for (size, width, height, mobile) in SIZES {
+            let page = browser
+                .new_page(&format!("{}/console", hub.base()))
+                .await
+                .unwrap_or_else(|e| panic!("open the console: {e}"));
+            page.set_viewport(width, height, mobile)
+                .await
+                .expect("viewport");
+            page.set_dark(mobile).await.expect("scheme");
+            let scheme = if mobile { "dark" } else { "light" };
+            violations.extend(
+                console_flow(
+                    &page,
+                    "chromium",
+                    &format!("{scheme}-{size}"),
+                    hub.addr,
+                    &axe,
+                )
+                .await,
+            );
+            assert_no_page_errors(&page, "the console");
+        }
+        assert!(
+            violations.is_empty(),
+            "axe-core found:\n{}",
+            violations.join("\n")
+        );
+        browser.close().await;
+    })
+    .await;
+}
+
+/// The same in Firefox.
+#[tokio::test]
+async fn the_console_works_by_keyboard_alone_with_an_admin_login_in_firefox() {
+    bounded(async {
+        let axe = support::axe_source();
+        let hub = TestHub::start_with(console_config()).await;
+        let firefox = launch_firefox().await;
+        let mut violations = Vec::new();
+        for (size, width, height, _) in SIZES {
+            let page = firefox
+                .new_page(&format!("{}/console", hub.base()))
+                .await
+                .unwrap_or_else(|e| panic!("open the console in Firefox: {e}"));
+            page.set_viewport(width, height).await.expect("viewport");
+            violations.extend(console_flow(&page, "firefox", size, hub.addr, &axe).await);
+        }
+        assert!(
+            violations.is_empty(),
+            "axe-core found:\n{}",
+            violations.join("\n")
+        );
         firefox.close().await;
     })
     .await;

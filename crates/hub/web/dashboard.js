@@ -1,8 +1,11 @@
-// dashboard.js: live numbers and 60-second charts from the hub's `$sys:stats`
-// channel (a JSON snapshot a second: connections, message counters, delivery
-// latency percentiles in seconds over the last `latency_window` seconds).
-// Rates come from consecutive snapshots. Latencies are null (shown "–") when
-// nothing was delivered in the window.
+// dashboard.js: the console's live numbers and 60-second charts from the
+// hub's `$sys:stats` channel (a JSON snapshot a second: connections, message
+// counters, delivery latency percentiles in seconds over the last
+// `latency_window` seconds, open connections by transport, and totals of close
+// codes, error replies and refused connections). Rates come from consecutive
+// snapshots. Latencies are null (shown "–") when nothing was delivered in the
+// window. The console's other panels (login, cluster, channels, a user's
+// connections, actions) are console.js's.
 //
 // An ES module on the TypeScript SDK duplex-client (clients/js, served as
 // /assets/duplex-client.js). `window.dashboard` is the page's handle, for
@@ -21,7 +24,9 @@ import { Client } from "/assets/duplex-client.js";
   // the hub takes either (`connect` would take a JWT only).
   const token = new URLSearchParams(location.search).get("token");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
+  // Without one, `console=1` lets the hub take the console's login cookie
+  // (console.js) as the admin token for this connection.
+  const url = `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "?console=1");
   const client = new Client(url, { name: "web-dashboard", firstConnectAttempts: 5 });
   let retryAt = null;
   function hubState() {
@@ -29,7 +34,9 @@ import { Client } from "/assets/duplex-client.js";
   }
 
   /** Derived points: {time, connections, inRate, outRate, p50, p90, p99,
-   * latencyCount} (ms for latency; latencyCount: deliveries in the window). */
+   * latencyCount, closesOk, closesOther, errors, totals} (ms for latency;
+   * latencyCount: deliveries in the window; closes and errors per second;
+   * totals: the snapshot's counts by label, for the table). */
   const points = [];
   let previous = null; // the last raw snapshot
   let lastSeen = 0; // when (browser clock) the last snapshot arrived
@@ -47,6 +54,36 @@ import { Client } from "/assets/duplex-client.js";
     return (a - b) / dt;
   }
 
+  /** The snapshot's counts by label: {"close 1000": n, "error forbidden": n,
+   * "refused origin": n}, totals since start. */
+  function totals(snapshot) {
+    const out = {};
+    const add = (prefix, object) => {
+      if (!object || typeof object !== "object") return;
+      for (const [label, n] of Object.entries(object)) if (typeof n === "number") out[`${prefix} ${label}`] = n;
+    };
+    add("close", snapshot.closes);
+    add("error", snapshot.errors);
+    add("refused", snapshot.rejected);
+    return out;
+  }
+
+  /** The sum of `object`'s numbers whose key passes `keep`. */
+  function sum(object, keep = () => true) {
+    if (!object || typeof object !== "object") return 0;
+    let total = 0;
+    for (const [key, n] of Object.entries(object)) if (keep(key) && typeof n === "number") total += n;
+    return total;
+  }
+
+  /** What `count` of the snapshot grew by per second since `before`. */
+  function perSecond(now, before, count) {
+    if (!before) return null;
+    const dt = (now.time - before.time) / 1000;
+    const grew = count(now) - count(before);
+    return dt > 0 && grew >= 0 ? grew / dt : null;
+  }
+
   function take(snapshot) {
     if (!snapshot || typeof snapshot.time !== "number") return;
     // A snapshot replayed twice (recent history) or out of order is skipped;
@@ -62,6 +99,11 @@ import { Client } from "/assets/duplex-client.js";
       p90: latency(snapshot, "latency_p90"),
       p99: latency(snapshot, "latency_p99"),
       latencyCount: typeof snapshot.latency_count === "number" ? snapshot.latency_count : null,
+      closesOk: perSecond(snapshot, before, (t) => sum(t.closes, (code) => code === "1000" || code === "1001")),
+      closesOther: perSecond(snapshot, before, (t) => sum(t.closes, (code) => code !== "1000" && code !== "1001")),
+      errors: perSecond(snapshot, before, (t) => sum(t.errors) + sum(t.rejected)),
+      totals: totals(snapshot),
+      transports: snapshot.transports && typeof snapshot.transports === "object" ? snapshot.transports : null,
     });
     if (typeof snapshot.latency_window === "number") {
       for (const el of document.querySelectorAll(".lat-window")) {
@@ -198,11 +240,63 @@ import { Client } from "/assets/duplex-client.js";
       { field: "p90", cls: "s2" },
       { field: "p99", cls: "s3" },
     ], "ms", false);
+    drawChart($("#chart-closes"), [
+      { field: "closesOk", cls: "s2" },
+      { field: "closesOther", cls: "s3" },
+      { field: "errors", cls: "s4" },
+    ], "/s", false);
+  }
+
+  // ---- tables ----------------------------------------------------------------
+
+  /** How each transport label reads; `sse` is kept for the transport being
+   * added (shown as not on this hub until the hub reports it). */
+  const TRANSPORTS = [
+    ["websocket_http1", "WebSocket over HTTP/1.1"],
+    ["websocket_http2", "WebSocket over HTTP/2"],
+    ["sse", "Server-sent events"],
+  ];
+
+  function row(cells) {
+    const tr = document.createElement("tr");
+    cells.forEach(([text, cls], index) => {
+      const td = document.createElement(index === 0 ? "th" : "td");
+      if (index === 0) td.scope = "row";
+      if (cls) td.className = cls;
+      td.textContent = text;
+      tr.append(td);
+    });
+    return tr;
+  }
+
+  function renderTables() {
+    const last = points[points.length - 1];
+    if (!last) return;
+    const open = last.transports || {};
+    const known = new Set(TRANSPORTS.map(([label]) => label));
+    const rows = TRANSPORTS.map(([label, name]) => {
+      const n = open[label];
+      return row([[name], [typeof n === "number" ? n.toLocaleString("en-US") : "not on this hub", "num"]]);
+    });
+    for (const [label, n] of Object.entries(open)) {
+      if (!known.has(label)) rows.push(row([[label], [String(n), "num"]]));
+    }
+    $("#transports tbody").replaceChildren(...rows);
+    // Closes and errors over the window: the last totals less the first's.
+    const first = points.find((p) => p.time >= last.time - WINDOW) || last;
+    const events = Object.entries(last.totals)
+      .map(([label, n]) => [label, n - (first.totals[label] || 0)])
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]);
+    $("#events tbody").replaceChildren(
+      ...(events.length ? events.map(([label, n]) => row([[label], [n.toLocaleString("en-US"), "num"]])) : [row([["none"], ["0", "num"]])]),
+    );
   }
 
   function render() {
     renderNumbers();
     renderCharts();
+    renderTables();
   }
 
   // ---- connection ------------------------------------------------------------
@@ -249,7 +343,8 @@ import { Client } from "/assets/duplex-client.js";
     render();
   });
   stats.on("error", ({ error }) => {
-    $("#updated").textContent = `cannot subscribe: ${error.message}`;
+    $("#updated").textContent = `cannot subscribe: ${error.message}` +
+      (error.code === "forbidden" ? " (log in with the admin token, or open the console with ?token=)" : "");
   });
   client.connect().catch(() => {});
   setInterval(renderState, 1000);

@@ -15,7 +15,8 @@
 //!   negotiates subprotocol and permessage-deflate with the same code
 //!   ([`crate::server`]'s `answer`), and hands each WebSocket to a callback
 //!   on a task of its own. Other requests are answered by
-//!   [`Server::pages`] (404 by default). [`is_h2c_preface`] tells an `h2c`
+//!   [`Server::pages`] (404 by default), or, under the path prefix given to
+//!   [`Server::requests`], by an async handler with the request's body. [`is_h2c_preface`] tells an `h2c`
 //!   connection from an HTTP/1.1 one on the same port.
 //! - Client: [`H2Connection`] opens several WebSockets on one HTTP/2
 //!   connection; [`Pool`], set as [`crate::transport::Options::http2`], makes
@@ -44,6 +45,10 @@
 //!   WebSocket open and no request, and, with [`Server::shutdown`], sends
 //!   GOAWAY on shutdown while its WebSockets close with 1001; it then ends
 //!   when the last of them has. A plain `CONNECT` (a tunnel) gets 405.
+//! - A body read for [`Server::requests`] is bounded: at most its
+//!   `max_body` bytes (else 413, nothing more read) within
+//!   [`Config::handshake_timeout`] (else 408); its bytes are given back to
+//!   the peer's window as they are read.
 //! - The HTTP/2 handshake (preface and SETTINGS) is bounded by
 //!   [`Config::handshake_timeout`]; a request's header block by
 //!   [`Config::handshake_limits`] (`SETTINGS_MAX_HEADER_LIST_SIZE`).
@@ -68,7 +73,7 @@ mod server;
 
 pub(crate) use client::connect_pooled;
 pub use client::{H2Connection, Pool};
-pub use server::{Server, is_h2c_preface};
+pub use server::{Answer, Server, is_h2c_preface};
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

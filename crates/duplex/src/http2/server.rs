@@ -5,9 +5,10 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use duplex_proto::handshake::server::{HandshakeError, reject_response};
 use h2::RecvStream;
 use http::header::{self, HeaderValue};
@@ -25,6 +26,16 @@ use super::{H2Stream, H2WebSocket, Http2Config, PREFACE};
 
 type Decide = dyn Fn(&UpgradeRequest) -> Result<Accept, Reject> + Send + Sync;
 type Pages = dyn Fn(&Request<()>) -> Response<Bytes> + Send + Sync;
+
+/// What a [`Server::requests`] handler returns: the response, later.
+pub type Answer = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
+
+/// The requests under a path prefix that an async handler answers.
+struct Requests {
+    prefix: String,
+    max_body: usize,
+    handler: Box<dyn Fn(Request<Bytes>) -> Answer + Send + Sync>,
+}
 type Invalid = dyn Fn(&HandshakeError) + Send + Sync;
 
 /// An HTTP/2 server of WebSockets: settings and callbacks shared by the
@@ -35,6 +46,7 @@ pub struct Server {
     http2: Http2Config,
     decide: Arc<Decide>,
     pages: Arc<Pages>,
+    requests: Option<Arc<Requests>>,
     invalid: Arc<Invalid>,
     shutdown: Option<Shutdown>,
 }
@@ -89,6 +101,7 @@ impl Server {
             http2: Http2Config::default(),
             decide: Arc::new(|_| Ok(Accept::default())),
             pages: Arc::new(|_| not_found()),
+            requests: None,
             invalid: Arc::new(|_| {}),
             shutdown: None,
         }
@@ -135,6 +148,28 @@ impl Server {
         pages: impl Fn(&Request<()>) -> Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
         self.pages = Arc::new(pages);
+        self
+    }
+
+    /// Answers the requests (other than an extended `CONNECT`) whose path
+    /// starts with `prefix` with `handler`, on a task of its own, given the
+    /// request with its body: at most `max_body` bytes, read within
+    /// [`Config::handshake_timeout`] (a larger body gets 413, a slower one
+    /// 408, without calling `handler`). For calls that take a body or wait
+    /// on something (an API beside the pages); [`Server::pages`] answers the
+    /// other paths.
+    #[must_use]
+    pub fn requests(
+        mut self,
+        prefix: impl Into<String>,
+        max_body: usize,
+        handler: impl Fn(Request<Bytes>) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        self.requests = Some(Arc::new(Requests {
+            prefix: prefix.into(),
+            max_body,
+            handler: Box::new(handler),
+        }));
         self
     }
 
@@ -279,6 +314,36 @@ impl Server {
             .get::<h2::ext::Protocol>()
             .map(|p| p.as_str().to_owned());
         if head.method() != Method::CONNECT {
+            if let Some(requests) = &self.requests
+                && head.uri().path().starts_with(requests.prefix.as_str())
+            {
+                let requests = requests.clone();
+                let within = self.config.handshake_timeout;
+                tokio::spawn(async move {
+                    let response = match tokio::time::timeout(
+                        within,
+                        read_request_body(body, requests.max_body),
+                    )
+                    .await
+                    {
+                        Ok(Ok(bytes)) => {
+                            let (parts, ()) = head.into_parts();
+                            (requests.handler)(Request::from_parts(parts, bytes)).await
+                        }
+                        Ok(Err(status)) => {
+                            reject_response(status, "the request body could not be taken")
+                                .map(Bytes::from)
+                        }
+                        Err(_) => reject_response(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body did not arrive in time",
+                        )
+                        .map(Bytes::from),
+                    };
+                    send_whole(&mut respond, response);
+                });
+                return None;
+            }
             let response = (self.pages)(&head);
             send_whole(&mut respond, response);
             return None;
@@ -335,6 +400,21 @@ impl Server {
         }
         Some((ws, request, value))
     }
+}
+
+/// A request's body, at most `max` bytes (else 413), each chunk given back
+/// to the peer's window as it is taken.
+async fn read_request_body(mut body: RecvStream, max: usize) -> Result<Bytes, StatusCode> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if out.len() + chunk.len() > max {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 /// The default answer to a request that is not a WebSocket.

@@ -34,10 +34,14 @@ pub(crate) const CALLS: &[&str] = &[
     "history_remove",
     "channels",
     "info",
+    "connections",
 ];
 
 /// The most channels one `broadcast` names.
 const MAX_BROADCAST: usize = 1000;
+
+/// The longest user id `connections` takes.
+const MAX_USER: usize = 256;
 
 /// The most messages one `history` returns (and the default).
 const MAX_HISTORY: usize = 1000;
@@ -141,6 +145,34 @@ pub(crate) async fn call(hub: &Hub, call: &str, body: &[u8]) -> Result<Value, Ap
                 .collect();
             Ok(json!({"channels": channels, "scope": "cluster"}))
         }
+        "connections" => {
+            let p: UserParams = parse(body)?;
+            if p.user.is_empty() || p.user.len() > MAX_USER {
+                return Err(ApiError::Invalid {
+                    field: "user",
+                    why: format!("a user id is 1 to {MAX_USER} bytes"),
+                });
+            }
+            let (found, asked) = hub.connections(&p.user).await?;
+            let answered = found.len();
+            let truncated = found.iter().any(|(_, listed)| listed.truncated);
+            let connections: Vec<Value> = found
+                .into_iter()
+                .flat_map(|(node, listed)| {
+                    listed.connections.into_iter().map(move |c| {
+                        json!({"client": c.client, "user": c.user, "since": c.since, "node": node})
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "user": p.user,
+                "connections": connections,
+                "truncated": truncated,
+                "nodes": answered,
+                "unanswered": asked.saturating_sub(answered),
+                "scope": "cluster",
+            }))
+        }
         "info" => {
             let _: Empty = parse(body)?;
             Ok(json!({"nodes": hub.nodes().await?, "scope": "cluster"}))
@@ -228,6 +260,12 @@ struct Payload<'a> {
 #[serde(deny_unknown_fields)]
 struct ChannelParams {
     channel: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserParams {
+    user: String,
 }
 
 #[derive(Deserialize)]

@@ -195,7 +195,7 @@ use super::{
     Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
 use crate::config::HubConfig;
-use crate::control::{Control, Registry};
+use crate::control::{Control, Listed, Lookup, Registry};
 use crate::frame::prepare;
 use crate::metrics::Metrics;
 
@@ -300,6 +300,9 @@ struct Shared {
     /// needed when it does; any other confirmation means a re-subscription,
     /// after which the channel is caught up).
     confirming: Mutex<HashMap<String, usize>>,
+    /// The server API's `connections` questions this node waits on, by id
+    /// (at most `server_api::MAX_LOOKUPS`): where the nodes' answers go.
+    lookups: Mutex<HashMap<u64, tokio::sync::mpsc::Sender<(String, Listed)>>>,
 }
 
 /// The command connection: to one Redis, or to a Redis Cluster (commands
@@ -571,6 +574,7 @@ impl RedisBroker {
             suspect: Notify::new(),
             demoted: Notify::new(),
             confirming: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
         });
         let link = runtime.spawn(run_link(shared.clone(), stopped));
         Ok(Arc::new(Self {
@@ -602,12 +606,7 @@ impl RedisBroker {
         let mut conn = shared.conn()?;
         let payload = serde_json::to_vec(control)
             .map_err(|_| unavailable("a control that does not encode as JSON"))?;
-        let mut command = redis::cmd(if shared.sharded() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        });
-        command.arg(&shared.control_topic).arg(payload);
+        let command = shared.publish_control(payload);
         match tokio::time::timeout(
             shared.options.command_timeout,
             command.query_async::<usize>(&mut conn),
@@ -1270,7 +1269,10 @@ impl Shared {
                 Ok(control) => {
                     self.registry.apply(&control);
                 }
-                Err(error) => tracing::warn!(%error, "malformed control from redis dropped"),
+                Err(error) => match serde_json::from_slice::<Lookup>(payload) {
+                    Ok(lookup) => self.lookup(lookup),
+                    Err(_) => tracing::warn!(%error, "malformed control from redis dropped"),
+                },
             }
             return;
         }
@@ -1479,6 +1481,15 @@ impl RedisBroker {
             }
         }
         Ok(nodes)
+    }
+
+    /// `user`'s connections on every node that answers within the command
+    /// timeout (the server API's `connections`), and how many nodes listen.
+    pub(crate) async fn connections(
+        &self,
+        user: &str,
+    ) -> Result<(Vec<(String, Listed)>, usize), BrokerError> {
+        self.shared.connections(user).await
     }
 }
 

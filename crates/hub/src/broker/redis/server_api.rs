@@ -1,10 +1,37 @@
 //! The Redis side of the server API's reads: each node's report (written
 //! with its heartbeat, read by `info` and `channels`: at most one heartbeat
-//! old) and a channel's history, read and removed (see the parent module's
+//! old), a channel's history, read and removed (see the parent module's
 //! key layout and *Lost writes*: a history read runs the read script, so it
-//! starts a new epoch where a subscribe would).
+//! starts a new epoch where a subscribe would), and a user's connections
+//! on every node (`connections`).
+//!
+//! `connections` asks on the control topic (a [`Lookup::Connections`]
+//! every node hears); each node answers there too, with a
+//! [`Lookup::Listed`] addressed to the asking node, which takes as many
+//! answers as the publish reached nodes, or what came within the command
+//! timeout. A node waits on at most [`MAX_LOOKUPS`] questions at once and
+//! takes at most [`MAX_ANSWERS`] answers to one.
 
 use super::*;
+
+/// The most `connections` questions a node waits on at once.
+const MAX_LOOKUPS: usize = 16;
+
+/// The most answers a node takes to one question (nodes in a cluster).
+const MAX_ANSWERS: usize = 256;
+
+/// Removes a question from the waiting ones when its asker is done (or
+/// dropped).
+struct Asking<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.lookups).remove(&self.id);
+    }
+}
 
 impl Shared {
     pub(super) fn report_key(&self, node: &str) -> String {
@@ -116,6 +143,109 @@ impl Shared {
             .flatten()
             .filter_map(|report| serde_json::from_str(&report).ok())
             .collect())
+    }
+
+    /// A `PUBLISH` of `payload` to the control topic (`SPUBLISH` on Redis
+    /// Cluster, whose shard every node subscribes to).
+    pub(super) fn publish_control(&self, payload: Vec<u8>) -> redis::Cmd {
+        let mut command = redis::cmd(if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
+        command.arg(&self.control_topic).arg(payload);
+        command
+    }
+
+    /// A [`Lookup`] heard on the control topic: a question is answered
+    /// (in a task of its own, bounded by the command timeout), an answer to
+    /// this node handed to its asker.
+    pub(super) fn lookup(&self, lookup: Lookup) {
+        match lookup {
+            Lookup::Connections { id, from, user } => {
+                let answer = Lookup::Listed {
+                    id,
+                    to: from,
+                    node: self.node.clone(),
+                    listed: self.registry.connections(&user),
+                };
+                let (Ok(mut conn), Ok(payload)) = (self.conn(), serde_json::to_vec(&answer)) else {
+                    return;
+                };
+                let command = self.publish_control(payload);
+                let timeout = self.options.command_timeout;
+                tokio::spawn(async move {
+                    let answered =
+                        tokio::time::timeout(timeout, command.query_async::<usize>(&mut conn));
+                    if !matches!(answered.await, Ok(Ok(_))) {
+                        tracing::debug!("a connections answer was not sent");
+                    }
+                });
+            }
+            Lookup::Listed {
+                id,
+                to,
+                node,
+                listed,
+            } => {
+                if to != self.node {
+                    return;
+                }
+                if let Some(asker) = lock(&self.lookups).get(&id) {
+                    // Full: more answers than nodes it can take; dropped.
+                    let _ = asker.try_send((node, listed));
+                }
+            }
+        }
+    }
+
+    /// `user`'s connections on every node (see the module docs): the
+    /// answers, by node, and how many nodes the question reached.
+    pub(super) async fn connections(
+        &self,
+        user: &str,
+    ) -> Result<(Vec<(String, Listed)>, usize), BrokerError> {
+        let mut conn = self.conn()?;
+        let id: u64 = rand::random();
+        let (asker, mut answers) = tokio::sync::mpsc::channel(MAX_ANSWERS);
+        {
+            let mut lookups = lock(&self.lookups);
+            if lookups.len() >= MAX_LOOKUPS {
+                return Err(unavailable(
+                    "too many connections lookups at once; try again",
+                ));
+            }
+            lookups.insert(id, asker);
+        }
+        let _asking = Asking { shared: self, id };
+        let question = Lookup::Connections {
+            id,
+            from: self.node.clone(),
+            user: user.to_owned(),
+        };
+        let payload = serde_json::to_vec(&question)
+            .map_err(|_| unavailable("a lookup that does not encode as JSON"))?;
+        let deadline = Instant::now() + self.options.command_timeout;
+        let reached = match tokio::time::timeout_at(
+            deadline,
+            self.publish_control(payload)
+                .query_async::<usize>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(reached)) => reached,
+            Ok(Err(error)) => return Err(self.failed(&error)),
+            Err(_) => return Err(unavailable("redis did not answer in time")),
+        };
+        let mut found = Vec::new();
+        while found.len() < reached.min(MAX_ANSWERS) {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some(answer)) => found.push(answer),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((found, reached))
     }
 
     /// The server API's `history`: the read script in catch-up mode (every
