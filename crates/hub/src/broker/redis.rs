@@ -166,7 +166,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duplex::PreparedMessage;
 use duplex::tls::rustls::crypto::CryptoProvider;
 use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
@@ -196,7 +195,7 @@ use super::{
 };
 use crate::config::HubConfig;
 use crate::control::{Control, Registry};
-use crate::frame::prepare;
+use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
 
 /// Tuning of the Redis broker. The defaults suit production; tests shorten
@@ -407,7 +406,7 @@ struct SlotState {
 /// published (for the delivery latency).
 #[derive(Clone)]
 struct Delivery {
-    frame: PreparedMessage,
+    frame: SharedMessage,
     published: Instant,
 }
 
@@ -416,7 +415,7 @@ struct Delivery {
 struct Pusher<'a> {
     channel: &'a str,
     now: Instant,
-    gap: Option<(Arc<str>, u64, PreparedMessage)>,
+    gap: Option<(Arc<str>, u64, SharedMessage)>,
     /// How many message frames an outbox took.
     reached: usize,
 }
@@ -434,7 +433,7 @@ impl<'a> Pusher<'a> {
     fn push(&mut self, sub: &Subscriber, push: Push<'_, Delivery>) {
         match push {
             Push::Frame(delivery) => {
-                if sub.outbox.push(delivery.frame.clone(), delivery.published) {
+                if sub.outbox.push(&delivery.frame, delivery.published) {
                     self.reached += 1;
                 }
             }
@@ -447,7 +446,7 @@ impl<'a> Pusher<'a> {
                         frame
                     }
                 };
-                sub.outbox.push(frame, self.now);
+                sub.outbox.push(&frame, self.now);
             }
         }
     }
@@ -667,8 +666,8 @@ fn unavailable(what: &'static str) -> BrokerError {
     BrokerError::Unavailable(what)
 }
 
-fn gap_frame(channel: &str, epoch: &str, offset: u64) -> PreparedMessage {
-    prepare(&ServerMessage::Gap {
+fn gap_frame(channel: &str, epoch: &str, offset: u64) -> SharedMessage {
+    prepare(ServerMessage::Gap {
         channel: channel.to_owned(),
         epoch: epoch.to_owned(),
         offset,
@@ -1023,7 +1022,7 @@ impl Shared {
                     && let Some(frame) =
                         message_frame(&channel, entry.offset, entry.time, entry.body)
                 {
-                    subscriber.outbox.push(frame, now);
+                    subscriber.outbox.push(&frame, now);
                 }
             }
         }
@@ -1283,7 +1282,7 @@ impl Shared {
                     return;
                 };
                 let published = published_at(body.sent_us);
-                let frame = prepare(&ServerMessage::Message(Publication {
+                let frame = prepare(ServerMessage::Message(Publication {
                     channel: name.to_owned(),
                     offset: entry.offset,
                     time: entry.time,
@@ -1311,7 +1310,7 @@ impl Shared {
                         client: client_id.to_owned(),
                     }
                 };
-                let frame = prepare(&message);
+                let frame = prepare(message);
                 self.deliver_event(&slot, generation, frame, client_id);
             }
             Envelope::Signal(body) => {
@@ -1319,7 +1318,7 @@ impl Shared {
                     return;
                 };
                 let sender = member_id_of(&body.from.client);
-                let frame = prepare(&ServerMessage::Signal {
+                let frame = prepare(ServerMessage::Signal {
                     channel: name.to_owned(),
                     from: body.from,
                     data: body.data,
@@ -1345,10 +1344,10 @@ impl Shared {
         generation: u64,
         epoch: &str,
         offset: u64,
-        frame: PreparedMessage,
+        frame: SharedMessage,
         published: Instant,
     ) {
-        let bytes = frame.frame().len();
+        let bytes = frame.weight();
         let delivery = Delivery { frame, published };
         let mut pusher = Pusher::new(&slot.name);
         lock(&slot.state)
@@ -1359,7 +1358,7 @@ impl Shared {
         self.metrics.published(pusher.reached, bytes);
     }
 
-    fn deliver_event(&self, slot: &Slot, generation: u64, frame: PreparedMessage, about: &str) {
+    fn deliver_event(&self, slot: &Slot, generation: u64, frame: SharedMessage, about: &str) {
         let mut pusher = Pusher::new(&slot.name);
         let delivery = Delivery {
             frame,
@@ -1400,9 +1399,9 @@ impl Drop for JoinGuard {
 }
 
 /// The frame of a history entry's message.
-fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<PreparedMessage> {
+fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<SharedMessage> {
     let body = decode_body(body)?;
-    Some(prepare(&ServerMessage::Message(Publication {
+    Some(prepare(ServerMessage::Message(Publication {
         channel: channel.to_owned(),
         offset,
         time,
