@@ -52,7 +52,9 @@
 //!    never parsed into a tree or re-serialised.
 //!
 //! **Client.** Encode commands with [`encode_command`] and decode what the hub
-//! sends with [`decode_server`]. To keep subscriptions across reconnections
+//! sends with [`decode_server`] (or the same methods of the [`Encoding`] the
+//! connection offered; [`Subscriptions`] deals in values, whatever the
+//! envelope). To keep subscriptions across reconnections
 //! without losing or repeating messages, drive a [`Subscriptions`]:
 //!
 //! 1. [`Subscriptions::subscribe`] / [`Subscriptions::unsubscribe`] at any time;
