@@ -21,7 +21,7 @@
  */
 
 import { backoffDelay } from "./backoff.js";
-import { type Command, decodeServer, encodeCommand, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
+import { type Command, type Envelope, jsonEnvelope, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
 import { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
 import { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
 
@@ -57,6 +57,8 @@ export interface ClientOptions {
   getToken?: GetToken;
   /** The name sent in `connect` (shown in the hub's logs). Default `"duplex-client"`. */
   name?: string;
+  /** The envelope spoken: `jsonEnvelope` (duplex.v1, the default) or `binaryEnvelope` (duplex.v1.bin: smaller frames; a hub that does not speak it refuses the handshake). */
+  envelope?: Envelope;
   /** The WebSocket implementation. Default: `globalThis.WebSocket` (browsers; Node 22, or Node 20 with `--experimental-websocket`); pass `ws` elsewhere. */
   WebSocket?: WebSocketConstructor;
   /** First reconnect delay's ceiling (full jitter: the delay is random below it). Default 1000. */
@@ -282,7 +284,8 @@ function abortReason(signal: AbortSignal): unknown {
 export class Client extends EventTarget {
   /** The hub's WebSocket URL (`ws://host:port/ws`). */
   readonly url: string;
-  private readonly opts: Required<Omit<ClientOptions, "getToken" | "WebSocket" | "document" | "window">>;
+  private readonly opts: Required<Omit<ClientOptions, "getToken" | "WebSocket" | "document" | "window" | "envelope">>;
+  private readonly envelope: Envelope;
   private readonly stats = { connects: 0, reconnects: 0, drops: 0, published: 0, duplicatePublishes: 0, retried: 0, pings: 0, pongs: 0 };
   private failedOpens = 0;
   private readonly getToken: GetToken | undefined;
@@ -330,6 +333,7 @@ export class Client extends EventTarget {
       );
     }
     this.WS = WS;
+    this.envelope = options.envelope ?? jsonEnvelope;
     this.opts = {
       name: options.name ?? "duplex-client",
       backoffBase: options.backoffBase ?? 1000,
@@ -462,7 +466,7 @@ export class Client extends EventTarget {
     }
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(this.url, "duplex.v1");
+      ws = new this.WS(this.url, this.envelope.subprotocol);
     } catch (cause) {
       this.fail(new DuplexError("closed", `cannot open ${this.url}`, { cause }));
       this.dropped(1006, String(cause), null);
@@ -802,7 +806,7 @@ export class Client extends EventTarget {
 
   private send(command: Command, ws: WebSocketLike | null = this.ws): boolean {
     if (!ws || ws !== this.ws || ws.readyState !== OPEN) return false;
-    ws.send(encodeCommand(command));
+    ws.send(this.envelope.encodeCommand(command));
     return true;
   }
 
@@ -972,7 +976,7 @@ export class Client extends EventTarget {
   private receive(raw: unknown): void {
     let msg: ServerMessage;
     try {
-      msg = decodeServer(raw as string | ArrayBuffer);
+      msg = this.envelope.decodeServer(raw as string | ArrayBuffer);
     } catch (error) {
       this.fail(error as DuplexError);
       return;

@@ -136,6 +136,23 @@ export function encodeCommand(command: Command): string | ArrayBuffer {
   return out.buffer;
 }
 
+/**
+ * An envelope of the hub protocol: the WebSocket subprotocol it is offered
+ * as and its codec. {@link jsonEnvelope} (duplex.v1) is the default; the
+ * binary one is `binaryEnvelope` (duplex.v1.bin, in `binary.ts`).
+ */
+export interface Envelope {
+  /** The WebSocket subprotocol offered for it. */
+  readonly subprotocol: string;
+  /** A command as a frame. */
+  encodeCommand(command: Command): string | ArrayBuffer;
+  /** A frame from the hub as a message; throws {@link ProtocolError}. */
+  decodeServer(raw: string | ArrayBuffer): ServerMessage;
+}
+
+/** The JSON envelope, duplex.v1. */
+export const jsonEnvelope: Envelope = { subprotocol: "duplex.v1", encodeCommand, decodeServer };
+
 /** Whether `name` is a channel name: 1 to 255 of `A-Z a-z 0-9 _ - . : @ / =`, after one optional `$`. */
 export function validChannel(name: unknown): name is string {
   return typeof name === "string" && name.length <= 255 && /^\$?[A-Za-z0-9_.:@/=-]+$/.test(name);

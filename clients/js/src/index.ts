@@ -29,6 +29,18 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./client.js";
-export { type Bytes, type Command, decodeServer, encodeCommand, isBytes, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
+export { binaryEnvelope, decodeBinaryServer, encodeBinaryCommand } from "./binary.js";
+export {
+  type Bytes,
+  type Command,
+  decodeServer,
+  encodeCommand,
+  type Envelope,
+  isBytes,
+  jsonEnvelope,
+  ProtocolError,
+  type ServerMessage,
+  validChannel,
+} from "./codec.js";
 export { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
 export { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";

@@ -19,7 +19,7 @@ import test from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
-import { Client, HubError, TokenError } from "../dist/index.js";
+import { binaryEnvelope, Client, HubError, jsonEnvelope, TokenError } from "../dist/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.DUPLEX_BIN || join(here, "../../../target/debug/duplex");
@@ -111,84 +111,108 @@ async function until(check, what, ms = 15000) {
 
 const fast = { backoffBase: 50, backoffCap: 300, stableAfter: 1000, name: "e2e" };
 
-test("e2e: connect, subscribe, publish and receive through a real hub", { timeout: 30000 }, async () => {
-  const hub = await serve();
-  const a = new Client(`ws://${hub.address}/ws`, fast);
-  const b = new Client(`ws://${hub.address}/ws`, fast);
-  try {
-    const info = await a.connect();
-    await b.connect();
-    assert.equal(info.user, "");
-    const sub = a.subscribe("chat:e2e", { recent: 10 });
-    await sub.ready;
-    const first = await b.publish("chat:e2e", { text: "hello" });
-    assert.equal(first.offset, 1);
-    const bytes = await b.publish("chat:e2e", new Uint8Array([0, 1, 255]));
-    assert.equal(bytes.offset, 2);
-    const got = [];
-    for await (const message of sub) {
-      got.push(message);
-      if (got.length === 2) break;
+/** A WebSocket class recording the subprotocol each socket got and the kinds of frame it received. */
+function spyingWebSocket() {
+  const seen = { protocols: [], text: 0, binary: 0 };
+  class Spy extends globalThis.WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.addEventListener("open", () => seen.protocols.push(this.protocol));
+      this.addEventListener("message", (e) => (typeof e.data === "string" ? seen.text++ : seen.binary++));
     }
-    assert.deepEqual(got[0].data, { text: "hello" });
-    assert.deepEqual(Array.from(got[1].data), [0, 1, 255]);
-    assert.equal(got[0].from.client, b.connection.client);
-    assert.deepEqual(
-      (await a.presence("chat:e2e")).map((p) => p.client),
-      [a.connection.client],
-    );
-  } finally {
-    a.close();
-    b.close();
-    await hub.stop();
   }
-});
+  return { Spy, seen };
+}
 
-test("e2e: a network cut mid-stream is recovered with no message lost or repeated", { timeout: 60000 }, async () => {
-  const hub = await serve();
-  const cutter = await relay(hub.address);
-  const reader = new Client(`ws://${cutter.address}/ws`, fast);
-  const writer = new Client(`ws://${cutter.address}/ws`, fast);
-  let drops = 0;
-  reader.on("disconnected", () => drops++);
-  const gaps = [];
-  reader.on("gap", (g) => gaps.push(g));
-  try {
-    await reader.connect();
-    await writer.connect();
-    const sub = reader.subscribe("chat:cut");
-    await sub.ready;
-    const offsets = [];
-    sub.on("message", (m) => offsets.push(m.data.n));
-    const N = 60;
-    const acks = [];
-    for (let n = 1; n <= N; n++) {
-      acks.push(writer.publish("chat:cut", { n })); // queued while the writer is cut off too
-      if (n % 20 === 0) {
-        await sleep(30);
-        assert.ok(cutter.cut() >= 1, "the cut found connections");
+for (const [label, envelope] of [
+  ["duplex.v1", jsonEnvelope],
+  ["duplex.v1.bin", binaryEnvelope],
+]) {
+  test(`e2e (${label}): connect, subscribe, publish and receive through a real hub`, { timeout: 30000 }, async () => {
+    const hub = await serve();
+    const { Spy, seen } = spyingWebSocket();
+    const options = { ...fast, envelope, WebSocket: Spy };
+    const a = new Client(`ws://${hub.address}/ws`, options);
+    const b = new Client(`ws://${hub.address}/ws`, options);
+    try {
+      const info = await a.connect();
+      await b.connect();
+      assert.equal(info.user, "");
+      const sub = a.subscribe("chat:e2e", { recent: 10 });
+      await sub.ready;
+      const first = await b.publish("chat:e2e", { text: "hello" });
+      assert.equal(first.offset, 1);
+      const bytes = await b.publish("chat:e2e", new Uint8Array([0, 1, 255]));
+      assert.equal(bytes.offset, 2);
+      const got = [];
+      for await (const message of sub) {
+        got.push(message);
+        if (got.length === 2) break;
       }
-      await sleep(5);
+      assert.deepEqual(got[0].data, { text: "hello" });
+      assert.deepEqual(Array.from(got[1].data), [0, 1, 255]);
+      assert.equal(got[0].from.client, b.connection.client);
+      assert.deepEqual(
+        (await a.presence("chat:e2e")).map((p) => p.client),
+        [a.connection.client],
+      );
+      // Each socket spoke the envelope asked for: binary frames only on duplex.v1.bin.
+      assert.deepEqual(seen.protocols, [label, label]);
+      if (envelope === binaryEnvelope) assert.equal(seen.text, 0);
+      assert.ok(seen.binary + seen.text >= 6, JSON.stringify(seen));
+    } finally {
+      a.close();
+      b.close();
+      await hub.stop();
     }
-    const results = await Promise.all(acks);
-    // Each publish has one offset, even those sent again after the cut.
-    assert.deepEqual(
-      results.map((r) => r.offset).sort((x, y) => x - y),
-      Array.from({ length: N }, (_, i) => i + 1),
-    );
-    await until(() => offsets.length >= N, `${N} messages (have ${offsets.length})`);
-    await sleep(200);
-    assert.deepEqual(offsets, Array.from({ length: N }, (_, i) => i + 1), "every message once, in order");
-    assert.ok(drops >= 3, `the reader dropped ${drops} times`);
-    assert.deepEqual(gaps, [], "the history covered the cuts: no gap");
-    assert.ok(reader.counters.recovered >= 1);
-  } finally {
-    reader.close();
-    writer.close();
-    await cutter.close();
-    await hub.stop();
-  }
-});
+  });
+
+  test(`e2e (${label}): a network cut mid-stream is recovered with no message lost or repeated`, { timeout: 60000 }, async () => {
+    const hub = await serve();
+    const cutter = await relay(hub.address);
+    const reader = new Client(`ws://${cutter.address}/ws`, { ...fast, envelope });
+    const writer = new Client(`ws://${cutter.address}/ws`, { ...fast, envelope });
+    let drops = 0;
+    reader.on("disconnected", () => drops++);
+    const gaps = [];
+    reader.on("gap", (g) => gaps.push(g));
+    try {
+      await reader.connect();
+      await writer.connect();
+      const sub = reader.subscribe("chat:cut");
+      await sub.ready;
+      const offsets = [];
+      sub.on("message", (m) => offsets.push(m.data.n));
+      const N = 60;
+      const acks = [];
+      for (let n = 1; n <= N; n++) {
+        acks.push(writer.publish("chat:cut", { n })); // queued while the writer is cut off too
+        if (n % 20 === 0) {
+          await sleep(30);
+          assert.ok(cutter.cut() >= 1, "the cut found connections");
+        }
+        await sleep(5);
+      }
+      const results = await Promise.all(acks);
+      // Each publish has one offset, even those sent again after the cut.
+      assert.deepEqual(
+        results.map((r) => r.offset).sort((x, y) => x - y),
+        Array.from({ length: N }, (_, i) => i + 1),
+      );
+      await until(() => offsets.length >= N, `${N} messages (have ${offsets.length})`);
+      await sleep(200);
+      assert.deepEqual(offsets, Array.from({ length: N }, (_, i) => i + 1), "every message once, in order");
+      assert.ok(drops >= 3, `the reader dropped ${drops} times`);
+      assert.deepEqual(gaps, [], "the history covered the cuts: no gap");
+      assert.ok(reader.counters.recovered >= 1);
+    } finally {
+      reader.close();
+      writer.close();
+      await cutter.close();
+      await hub.stop();
+    }
+  });
+}
 
 test("e2e: a hub restart on the same port: the client reconnects and announces the gap", { timeout: 60000 }, async () => {
   let hub = await serve();

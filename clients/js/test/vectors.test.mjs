@@ -6,8 +6,10 @@
 // strict: an unknown file, kind, role,
 // key or step fails; every case is one test of its own, and the last test
 // checks that the cases run are every case of the files. Codec cases of role
-// `hub` (the hub's decoder and encoder) are counted and not run: their test
-// checks only that they are the hub's.
+// `hub` (the hub's decoder and encoder), and binary cases of commands the
+// hub refuses, are counted and not run: their test checks only that they are
+// the hub's. Binary cases with a message are run one way: commands encoded,
+// hub frames decoded (`binaryEnvelope`).
 
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -314,6 +316,52 @@ function runCodec(kase) {
   return true;
 }
 
+// ---- binary envelope ----------------------------------------------------------
+
+/**
+ * Runs a binary-envelope case in the directions a client has: encoding a
+ * command (role `command` with a message) and decoding a hub frame (role
+ * `server`); returns false for what only the hub does (decoding commands).
+ */
+function runBinary(kase) {
+  onlyKeys(kase, ["name", "description", "role", "message", "hex", "expect"]);
+  if (kase.role !== "command" && kase.role !== "server") throw new Error(`role ${JSON.stringify(kase.role)}`);
+  if (("message" in kase) === ("expect" in kase)) throw new Error("a binary case has a message or an expected error");
+  const bytes = unhex(kase.hex);
+  if (kase.role === "command") {
+    if (!("message" in kase)) return false;
+    const command = { ...kase.message };
+    if ("data_hex" in command) {
+      command.data = unhex(command.data_hex);
+      delete command.data_hex;
+    }
+    const frame = sdk.binaryEnvelope.encodeCommand(command);
+    if (typeof frame === "string" || hex(new Uint8Array(frame)) !== kase.hex) {
+      throw new Error(`encoded as ${typeof frame === "string" ? frame : hex(new Uint8Array(frame))}, expected ${kase.hex}`);
+    }
+    return true;
+  }
+  let decoded;
+  let error;
+  try {
+    decoded = messageJson(sdk.binaryEnvelope.decodeServer(bytes.buffer));
+  } catch (e) {
+    error = e;
+  }
+  if ("message" in kase) {
+    if (error) throw new Error(`refused (${error.code}: ${error.message}), expected ${JSON.stringify(kase.message)}`);
+    new Ids().matches(kase.message, decoded, false);
+  } else {
+    onlyKeys(kase.expect, ["error"]);
+    onlyKeys(kase.expect.error, ["code", "id"]);
+    if (!error) throw new Error(`decoded to ${JSON.stringify(decoded)}, expected ${JSON.stringify(kase.expect)}`);
+    if (!(error instanceof sdk.ProtocolError) || error.code !== kase.expect.error.code) {
+      throw new Error(`error ${error.code} (${error.message}), expected ${kase.expect.error.code}`);
+    }
+  }
+  return true;
+}
+
 // ---- the folder -------------------------------------------------------------
 
 const summary = { files: 0, cases: 0, ran: 0, hub_only: 0 };
@@ -334,7 +382,8 @@ for (const name of readdirSync(VECTORS).sort()) {
     counted += 1;
     const duplicate = names.has(kase.name);
     names.add(kase.name);
-    const hubOnly = file.kind === "codec" && kase.role === "hub";
+    const hubOnly =
+      (file.kind === "codec" && kase.role === "hub") || (file.kind === "binary" && kase.role === "command" && !("message" in kase));
     const title = `vector ${name}: ${kase.name}${hubOnly ? " [role hub: counted, run by the Rust runner only]" : ""}`;
     test(title, () => {
       summary.cases += 1;
@@ -344,6 +393,9 @@ for (const name of readdirSync(VECTORS).sort()) {
         summary.ran += 1;
       } else if (file.kind === "codec") {
         if (runCodec(kase)) summary.ran += 1;
+        else summary.hub_only += 1;
+      } else if (file.kind === "binary") {
+        if (runBinary(kase)) summary.ran += 1;
         else summary.hub_only += 1;
       } else {
         throw new Error(`unknown kind ${JSON.stringify(file.kind)}`);
@@ -357,6 +409,6 @@ test("vectors: the folder holds only vector files and every case ran", () => {
   assert.ok(summary.files >= 6, `only ${summary.files} vector files`);
   assert.equal(summary.cases, counted, "a case did not run");
   assert.equal(summary.ran + summary.hub_only, summary.cases);
-  assert.ok(summary.ran >= 80, `the vectors shrank: ${JSON.stringify(summary)}`);
+  assert.ok(summary.ran >= 120, `the vectors shrank: ${JSON.stringify(summary)}`);
   console.log(`VECTORS ${JSON.stringify(summary)}`);
 });

@@ -3,7 +3,9 @@
 //!
 //! Two protocols:
 //!
-//! - `hub` (default): the Duplex hub protocol (`duplex.v1`, docs/protocol.md).
+//! - `hub` (default): the Duplex hub protocol (`duplex.v1`, docs/protocol.md;
+//!   with `--encoding binary`, its binary envelope `duplex.v1.bin` for every
+//!   connection, publisher and subscribers).
 //!   Every subscriber sends `connect` and `subscribe` to `--channel` and waits
 //!   for `subscribed`; one more connection, the publisher, sends `connect`,
 //!   then `publish`es. The hub answers every publish with `published` and
@@ -81,8 +83,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use duplex::{Config, Message};
 use duplex_hub_proto::{
-    Command, Data, ErrorCode, Frame, JsonText, Request, ServerMessage, decode_server,
-    encode_command,
+    Command, Data, Encoding, ErrorCode, Frame, JsonText, Request, ServerMessage,
 };
 use futures_util::{StreamExt as _, stream};
 use hdrhistogram::Histogram;
@@ -162,6 +163,10 @@ pub(crate) struct FanoutArgs {
     /// The server's protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Hub)]
     protocol: Protocol,
+    /// The hub protocol's envelope: `json` (`duplex.v1`) or `binary`
+    /// (`duplex.v1.bin`, offered by every connection). Hub only.
+    #[arg(long, value_enum, default_value_t = Envelope::Json)]
+    encoding: Envelope,
     /// The hub channel to subscribe and publish to. Turn `join_leave` off in
     /// its namespace on the hub: with it on, N subscribers joining cost N²/2
     /// `join` pushes before the first publish (and `leave`s at the end) where
@@ -195,6 +200,24 @@ enum Protocol {
     Hub,
     /// Every text message from a client goes to every client.
     Broadcast,
+}
+
+/// The hub protocol's envelope (`--encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Envelope {
+    /// JSON text frames, `duplex.v1`.
+    Json,
+    /// The binary envelope, `duplex.v1.bin`.
+    Binary,
+}
+
+impl Envelope {
+    fn encoding(self) -> Encoding {
+        match self {
+            Self::Json => Encoding::Json,
+            Self::Binary => Encoding::Binary,
+        }
+    }
 }
 
 /// When a published message stops counting as in flight.
@@ -328,6 +351,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 struct PublishPlan {
     protocol: Protocol,
+    /// The hub envelope every command is encoded in.
+    encoding: Encoding,
     /// Publish through the server API instead of the WebSocket.
     api: Option<crate::api::ApiPublisher>,
     channel: String,
@@ -398,6 +423,13 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     if target.scheme != Scheme::WebSocket {
         bail!("duplex bench fanout needs a ws:// URL");
     }
+    let encoding = args.encoding.encoding();
+    if encoding == Encoding::Binary {
+        if args.protocol != Protocol::Hub || args.api_url.is_some() {
+            bail!("--encoding binary needs --protocol hub, without --api-url");
+        }
+        target.offer(encoding.subprotocol());
+    }
     // The hub admits 1,000 connections per address by default: spread the
     // subscribers and the publisher so that the default run passes it.
     if let Some(count) = target.spread_over_loopback(args.subscribers + 1, PER_SOURCE) {
@@ -448,7 +480,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         tasks.push(tokio::spawn(subscriber(
             conn,
             index,
-            protocol,
+            (protocol, encoding),
             channel,
             shared.clone(),
         )));
@@ -469,12 +501,13 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     // The publisher, then probes until every subscriber hears one.
     let mut publisher = target.open(&config).await?;
     if args.protocol == Protocol::Hub {
-        hub_connect(&mut publisher)
+        hub_connect(&mut publisher, encoding)
             .await
             .context("publisher: connect")?;
     }
     let plan = Arc::new(PublishPlan {
         protocol: args.protocol,
+        encoding,
         api: api.clone(),
         channel: args.channel.clone(),
         size: args.size,
@@ -493,7 +526,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             );
         }
         send_probe(&mut publisher, &plan).await?;
-        drain_until(&mut publisher, Instant::now() + PROBE_INTERVAL).await?;
+        drain_until(&mut publisher, encoding, Instant::now() + PROBE_INTERVAL).await?;
         if let Some(outcomes) = &mut api_outcomes {
             while let Ok(outcome) = outcomes.try_recv() {
                 outcome.context("publisher: a warm-up publish through the API")?;
@@ -566,7 +599,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     if let Some(mut publisher) = publisher {
         while shared.finished.load(Ordering::Acquire) < n && Instant::now() < stop_end {
             if send_probe(&mut publisher, &plan).await.is_err()
-                || drain_until(&mut publisher, Instant::now() + PROBE_INTERVAL)
+                || drain_until(&mut publisher, encoding, Instant::now() + PROBE_INTERVAL)
                     .await
                     .is_err()
             {
@@ -616,9 +649,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let per_subscriber = rss_before
         .zip(rss_subscribed)
         .map(|(before, after)| (after as f64 - before as f64) / n as f64);
-    let protocol = match args.protocol {
-        Protocol::Hub => "hub",
-        Protocol::Broadcast => "broadcast",
+    let protocol = match (args.protocol, args.encoding) {
+        (Protocol::Hub, Envelope::Json) => "hub",
+        (Protocol::Hub, Envelope::Binary) => "hub, duplex.v1.bin",
+        (Protocol::Broadcast, _) => "broadcast",
     };
     let window_name = match (args.rate, args.window) {
         (Some(_), _) => "paced",
@@ -630,7 +664,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "bench": "fanout",
             "label": args.output.label,
             "url": target.url,
-            "protocol": protocol,
+            "protocol": match args.protocol {
+                Protocol::Hub => "hub",
+                Protocol::Broadcast => "broadcast",
+            },
+            "encoding": match args.encoding {
+                Envelope::Json => "json",
+                Envelope::Binary => "binary",
+            },
             "channel": args.channel,
             "subscribers": n,
             "in_flight": args.in_flight,
@@ -802,9 +843,10 @@ fn check_failures(shared: &Shared) -> anyhow::Result<()> {
 }
 
 /// Sends `connect` on a hub connection and waits for `connected`.
-async fn hub_connect(conn: &mut Conn) -> anyhow::Result<()> {
+async fn hub_connect(conn: &mut Conn, encoding: Encoding) -> anyhow::Result<()> {
     send_command(
         conn,
+        encoding,
         CONNECT_ID,
         Command::Connect {
             token: None,
@@ -813,29 +855,41 @@ async fn hub_connect(conn: &mut Conn) -> anyhow::Result<()> {
     )
     .await?;
     conn.flush().await?;
-    await_reply(conn, CONNECT_ID).await
+    await_reply(conn, encoding, CONNECT_ID).await
 }
 
-/// Queues one hub command.
-async fn send_command(conn: &mut Conn, id: u64, command: Command) -> anyhow::Result<()> {
-    let encoded = encode_command(&Request::new(id, command));
-    let text = match encoded {
-        duplex_hub_proto::Encoded::Text(text) => text,
-        duplex_hub_proto::Encoded::Binary(_) => bail!("a JSON command encoded as binary"),
+/// Queues one hub command in `encoding`.
+async fn send_command(
+    conn: &mut Conn,
+    encoding: Encoding,
+    id: u64,
+    command: Command,
+) -> anyhow::Result<()> {
+    let message = match encoding.encode_command(&Request::new(id, command)) {
+        duplex_hub_proto::Encoded::Text(text) => Message::text(text),
+        duplex_hub_proto::Encoded::Binary(bytes) => Message::binary(bytes),
     };
-    conn.feed(Message::text(text)).await
+    conn.feed(message).await
+}
+
+/// The hub-protocol view of a received message.
+fn frame_of(message: &Message) -> Frame<'_> {
+    match message {
+        Message::Text(text) => Frame::Text(text.as_str()),
+        Message::Binary(bytes) => Frame::Binary(bytes),
+    }
 }
 
 /// Reads hub messages until the reply with `id`; an error reply fails.
-async fn await_reply(conn: &mut Conn, id: u64) -> anyhow::Result<()> {
+async fn await_reply(conn: &mut Conn, encoding: Encoding, id: u64) -> anyhow::Result<()> {
     loop {
         let Some(message) = conn.next().await? else {
             bail!("the hub closed the connection{}", close_reason(conn));
         };
-        let Message::Text(text) = &message else {
+        if encoding == Encoding::Json && !matches!(message, Message::Text(_)) {
             continue;
-        };
-        match decode_server(Frame::Text(text.as_str()))? {
+        }
+        match encoding.decode_server(frame_of(&message))? {
             ServerMessage::Error { code, message, .. } => {
                 bail!("the hub refused: {code}: {message}")
             }
@@ -919,7 +973,7 @@ async fn send_message(
                 key: None,
             };
             // Ids above the setup ids; probes and messages share the space.
-            send_command(conn, SUBSCRIBE_ID + 1 + seq, command).await
+            send_command(conn, plan.encoding, SUBSCRIBE_ID + 1 + seq, command).await
         }
     }
 }
@@ -932,11 +986,11 @@ async fn send_probe(conn: &mut Conn, plan: &PublishPlan) -> anyhow::Result<()> {
 
 /// Reads and drops what the publisher receives (acks, its own broadcast
 /// messages) until `until`; fails on a hub error reply or end of stream.
-async fn drain_until(conn: &mut Conn, until: Instant) -> anyhow::Result<()> {
+async fn drain_until(conn: &mut Conn, encoding: Encoding, until: Instant) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             message = conn.next() => {
-                check_publisher_message(conn, message?)?;
+                check_publisher_message(conn, encoding, message?)?;
             }
             () = tokio::time::sleep_until(until) => return Ok(()),
         }
@@ -945,18 +999,22 @@ async fn drain_until(conn: &mut Conn, until: Instant) -> anyhow::Result<()> {
 
 /// Checks one message the publisher received: `Ok(true)` for a `published`
 /// reply, `Ok(false)` for anything else harmless.
-fn check_publisher_message(conn: &Conn, message: Option<Message>) -> anyhow::Result<bool> {
+fn check_publisher_message(
+    conn: &Conn,
+    encoding: Encoding,
+    message: Option<Message>,
+) -> anyhow::Result<bool> {
     let Some(message) = message else {
         bail!("the server closed the connection{}", close_reason(conn));
     };
-    let Message::Text(text) = &message else {
-        return Ok(false);
-    };
-    // A broadcast server's echo of our own message: not a hub reply.
-    if text.as_bytes().starts_with(b"{\"fanout\"") {
-        return Ok(false);
+    match &message {
+        // Binary data a JSON hub sends, or a broadcast server's echo of our
+        // own message: not a hub reply.
+        Message::Binary(_) if encoding == Encoding::Json => return Ok(false),
+        Message::Text(text) if text.as_bytes().starts_with(b"{\"fanout\"") => return Ok(false),
+        _ => {}
     }
-    match decode_server(Frame::Text(text.as_str())) {
+    match encoding.decode_server(frame_of(&message)) {
         Ok(ServerMessage::Published { .. }) => Ok(true),
         Ok(ServerMessage::Error {
             code: ErrorCode::RateLimited,
@@ -1078,7 +1136,7 @@ async fn publish_loop(
             biased;
             () = shared.completion.notified() => {}
             message = conn.next() => {
-                if check_publisher_message(conn, message?)? {
+                if check_publisher_message(conn, plan.encoding, message?)? {
                     stats.acked += 1;
                 }
             }
@@ -1096,7 +1154,7 @@ async fn publish_loop(
 async fn subscriber(
     mut conn: Conn,
     index: usize,
-    protocol: Protocol,
+    protocol: (Protocol, Encoding),
     channel: String,
     shared: Arc<Shared>,
 ) {
@@ -1127,7 +1185,7 @@ async fn subscriber(
 async fn subscribe_and_read(
     conn: &mut Conn,
     index: usize,
-    protocol: Protocol,
+    (protocol, encoding): (Protocol, Encoding),
     channel: String,
     shared: &Shared,
     totals: &mut Totals,
@@ -1135,6 +1193,7 @@ async fn subscribe_and_read(
     if protocol == Protocol::Hub {
         send_command(
             conn,
+            encoding,
             CONNECT_ID,
             Command::Connect {
                 token: None,
@@ -1144,6 +1203,7 @@ async fn subscribe_and_read(
         .await?;
         send_command(
             conn,
+            encoding,
             SUBSCRIBE_ID,
             Command::Subscribe {
                 channel,
@@ -1153,8 +1213,8 @@ async fn subscribe_and_read(
         )
         .await?;
         conn.flush().await?;
-        await_reply(conn, CONNECT_ID).await?;
-        await_reply(conn, SUBSCRIBE_ID).await?;
+        await_reply(conn, encoding, CONNECT_ID).await?;
+        await_reply(conn, encoding, SUBSCRIBE_ID).await?;
     }
     shared.subscribed.fetch_add(1, Ordering::AcqRel);
     let shard = &shared.all[index % SHARDS];
@@ -1164,10 +1224,9 @@ async fn subscribe_and_read(
         let Some(message) = conn.next().await? else {
             bail!("the server closed the connection{}", close_reason(conn));
         };
-        let Message::Text(text) = &message else {
-            continue;
-        };
-        let bytes = text.as_bytes();
+        // The stamp is found in the frame's bytes whatever the envelope: the
+        // binary one carries JSON data verbatim too.
+        let bytes = message.payload();
         // Other hub pushes (none are expected) carry no stamp.
         let Some((seq, ts)) = parse_stamp(bytes) else {
             continue;

@@ -119,6 +119,11 @@ impl Target {
         Some(count)
     }
 
+    /// Offers the WebSocket subprotocol `protocol` in every handshake.
+    pub(super) fn offer(&mut self, protocol: &str) {
+        self.request = self.request.clone().protocol(protocol);
+    }
+
     /// Opens a TCP connection from the next source address.
     pub(super) async fn tcp(&self) -> std::io::Result<TcpStream> {
         let socket = match self.addr {

@@ -59,9 +59,8 @@ use std::time::Duration;
 use duplex::reconnect::{self, Closed, Opened, ReconnectingWebSocket};
 use duplex::{ClientRequest, Config, Message};
 use duplex_hub_proto::{
-    Command, Data, DecodeError, Encoded, ErrorCode, Frame, JsonText, NameError, Publication,
-    Request, SUBPROTOCOL, ServerMessage, SubscribeOptions, Subscriptions, close, decode_server,
-    encode_command, validate_channel,
+    Command, Data, DecodeError, Encoded, Encoding, ErrorCode, Frame, JsonText, NameError,
+    Publication, Request, ServerMessage, SubscribeOptions, Subscriptions, close, validate_channel,
 };
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -88,6 +87,10 @@ pub struct Options {
     pub token: Option<String>,
     /// A name for this client, sent in `connect` (for the hub's logs).
     pub name: Option<String>,
+    /// The envelope to speak (default [`Encoding::Json`], `duplex.v1`);
+    /// [`Encoding::Binary`] offers `duplex.v1.bin`, whose frames are smaller
+    /// (a hub that does not speak it refuses the handshake with 400).
+    pub encoding: Encoding,
     /// WebSocket settings (compression, keepalive, limits).
     pub config: Config,
     /// Reconnection settings. The protocol's final close codes (1000, 1008,
@@ -108,6 +111,7 @@ impl Default for Options {
         Self {
             token: None,
             name: None,
+            encoding: Encoding::Json,
             config: Config::client(),
             reconnect: reconnect::Options::default(),
             max_pending: 1000,
@@ -118,6 +122,12 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Speaks `encoding` (see [`Options::encoding`]).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
     /// Sends `token` in `connect`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -469,16 +479,18 @@ impl std::ops::Deref for Client {
 
 impl Client {
     /// Starts connecting to the hub at `url` (its `/ws` endpoint, `ws://` or
-    /// `wss://`), offering `duplex.v1`. Returns at once; must be called
+    /// `wss://`), offering `duplex.v1` (or `duplex.v1.bin`, see
+    /// [`Options::encoding`]). Returns at once; must be called
     /// within a tokio runtime.
     pub fn connect(url: &str, options: Options) -> Self {
         Self::connect_with(ClientRequest::new(url), options)
     }
 
     /// Like [`Client::connect`] with a request of the caller's (headers,
-    /// origin, proxy, TLS roots); `duplex.v1` is offered in addition.
+    /// origin, proxy, TLS roots); the envelope's subprotocol is offered in
+    /// addition.
     pub fn connect_with(request: ClientRequest, mut options: Options) -> Self {
-        let request = request.protocol(SUBPROTOCOL);
+        let request = request.protocol(options.encoding.subprotocol());
         for code in FINAL_CLOSE_CODES {
             if !options.reconnect.no_reconnect.contains(&code) {
                 options.reconnect.no_reconnect.push(code);
@@ -501,6 +513,7 @@ impl Client {
             shared,
             token: options.token,
             name: options.name,
+            encoding: options.encoding,
             connection: None,
             connect_id: None,
             queue: VecDeque::new(),
@@ -543,6 +556,8 @@ struct Task {
     shared: Arc<Shared>,
     token: Option<String>,
     name: Option<String>,
+    /// The envelope spoken on every connection.
+    encoding: Encoding,
     /// The open WebSocket connection, if any.
     connection: Option<u64>,
     /// The id of the `connect` in flight on it.
@@ -677,8 +692,8 @@ impl Task {
             }
             reconnect::Event::Message(message) => {
                 let decoded = match &message {
-                    Message::Text(text) => decode_server(Frame::Text(text.as_str())),
-                    Message::Binary(bytes) => decode_server(Frame::Binary(bytes)),
+                    Message::Text(text) => self.encoding.decode_server(Frame::Text(text.as_str())),
+                    Message::Binary(bytes) => self.encoding.decode_server(Frame::Binary(bytes)),
                 };
                 match decoded {
                     Ok(message) => self.on_hub_message(message).await,
@@ -840,7 +855,10 @@ impl Task {
                     key: Some(pending.key.clone()),
                 },
             );
-            match self.ws.send_on(connection, to_message(&request)) {
+            match self
+                .ws
+                .send_on(connection, to_message(self.encoding, &request))
+            {
                 Ok(()) => {}
                 Err(reconnect::SendError::Full { .. }) => {
                     // Try again shortly (or with the next ack).
@@ -889,13 +907,15 @@ impl Task {
     /// connection is ending, and the state machine resends on the next.
     fn send(&mut self, request: Request) {
         if let Some(connection) = self.connection {
-            let _ = self.ws.send_on(connection, to_message(&request));
+            let _ = self
+                .ws
+                .send_on(connection, to_message(self.encoding, &request));
         }
     }
 }
 
-fn to_message(request: &Request) -> Message {
-    match encode_command(request) {
+fn to_message(encoding: Encoding, request: &Request) -> Message {
+    match encoding.encode_command(request) {
         Encoded::Text(text) => Message::text(text),
         Encoded::Binary(bytes) => Message::binary(bytes),
     }

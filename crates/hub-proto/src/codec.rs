@@ -111,7 +111,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             id,
             code,

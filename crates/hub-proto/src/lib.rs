@@ -16,6 +16,7 @@
 //! | rule | module |
 //! |---|---|
 //! | messages, their fields and limits | [`message`], [`codec`], [`data`], [`channel`] |
+//! | the binary envelope (`duplex.v1.bin`) and choosing an envelope | [`binary`], [`encoding`] |
 //! | offsets, epochs, history bounds, idempotency keys | [`log`] |
 //! | what a `subscribe` recovers or reports as a gap | [`recovery`] |
 //! | skip / deliver / gap per subscriber, joiners, catch-up | [`fanout`] |
@@ -30,6 +31,10 @@
 //!
 //! **Hub.** For every text or binary WebSocket message received:
 //!
+//! 0. The connection's envelope is the [`Encoding`] its subprotocol names
+//!    ([`Encoding::negotiate`]); the functions below are the JSON envelope's,
+//!    and [`Encoding`]'s methods of the same names pick the envelope. A
+//!    publish's `message` push is encoded at most once per envelope.
 //! 1. [`decode_command`] (or [`decode_binary_command`], which shares the
 //!    frame's bytes instead of copying binary data). On `Err(e)`, send
 //!    [`encode_server`]`(&e.to_reply())` and keep the connection: every
@@ -49,7 +54,9 @@
 //!    never parsed into a tree or re-serialised.
 //!
 //! **Client.** Encode commands with [`encode_command`] and decode what the hub
-//! sends with [`decode_server`]. To keep subscriptions across reconnections
+//! sends with [`decode_server`] (or the same methods of the [`Encoding`] the
+//! connection offered; [`Subscriptions`] deals in values, whatever the
+//! envelope). To keep subscriptions across reconnections
 //! without losing or repeating messages, drive a [`Subscriptions`]:
 //!
 //! 1. [`Subscriptions::subscribe`] / [`Subscriptions::unsubscribe`] at any time;
@@ -113,12 +120,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod channel;
 pub mod client;
 pub mod close;
 pub mod codec;
 pub mod data;
 mod depth;
+pub mod encoding;
 pub mod events;
 pub mod fanout;
 mod fields;
@@ -137,10 +146,13 @@ pub use codec::{
     encode_command, encode_publication, encode_server,
 };
 pub use data::{Data, JsonText};
+pub use encoding::{Encoding, SUBPROTOCOL_BINARY};
 pub use message::{ClientInfo, Command, ErrorCode, Publication, Request, ServerMessage, Since};
 pub use recovery::{HistoryBounds, RecoveryPlan, plan_recovery};
 
-/// The WebSocket subprotocol a client offers and the hub answers with.
+/// The WebSocket subprotocol a client offers and the hub answers with (the
+/// JSON envelope; [`SUBPROTOCOL_BINARY`] names the binary one, see
+/// [`Encoding`]).
 pub const SUBPROTOCOL: &str = "duplex.v1";
 
 /// The protocol version this crate implements (sent in `connected`).

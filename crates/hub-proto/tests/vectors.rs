@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use duplex_hub_proto::{
-    Encoded, Event, Frame, Request, ServerMessage, Since, SubscribeOptions, Subscriptions,
+    Encoded, Event, Frame, Request, ServerMessage, Since, SubscribeOptions, Subscriptions, binary,
     decode_command, decode_server, encode_command, encode_server,
 };
 use serde_json::{Map, Value, json};
@@ -96,6 +96,7 @@ fn every_vector_of_every_file_holds() {
         "{kinds:?}"
     );
     assert!(kinds.get("codec").is_some_and(|&n| n >= 20), "{kinds:?}");
+    assert!(kinds.get("binary").is_some_and(|&n| n >= 40), "{kinds:?}");
 }
 
 /// Counts the cases of `files` independently of the runner.
@@ -159,6 +160,20 @@ fn the_runner_rejects_what_does_not_hold_or_it_does_not_know() {
         &mut outcome,
     );
     assert_eq!((outcome.total, outcome.failures.len()), (1, 1));
+    // A binary case whose bytes are not the message's (pong id 1 is 48 02).
+    let mut outcome = Outcome::default();
+    let pong = |hex: &str| {
+        json!({"kind": "binary", "description": "", "cases": [{"name": "x", "description": "",
+            "role": "server", "message": {"op": "pong", "id": 1}, "hex": hex}]})
+    };
+    run_file("binary.json", &pong("4802"), &mut outcome);
+    run_file("binary.json", &pong("4801"), &mut outcome);
+    assert_eq!(
+        (outcome.total, outcome.passed),
+        (2, 1),
+        "{:?}",
+        outcome.failures
+    );
 }
 
 fn run_file(name: &str, file: &Value, outcome: &mut Outcome) {
@@ -181,6 +196,7 @@ fn run_file(name: &str, file: &Value, outcome: &mut Outcome) {
             match kind {
                 "subscriptions" => run_subscriptions(case),
                 "codec" => run_codec(case),
+                "binary" => run_binary(case),
                 other => Err(format!("unknown kind {other:?}")),
             }
         };
@@ -622,5 +638,73 @@ fn run_codec(case: &Value) -> Result<(), String> {
         }
     } else {
         Err("a codec case has decode or encode".into())
+    }
+}
+
+// ---- binary envelope --------------------------------------------------------
+
+/// A `binary` case: a message and its frame's bytes, both ways, or bytes the
+/// decoder of the role's direction refuses.
+fn run_binary(case: &Value) -> Result<(), String> {
+    only_keys(
+        case,
+        &["name", "description", "role", "message", "hex", "expect"],
+    )?;
+    let command = match case["role"].as_str() {
+        Some("command") => true,
+        Some("server") => false,
+        other => {
+            return Err(format!(
+                "role {other:?}: a binary case is a command or server's"
+            ));
+        }
+    };
+    let wanted = case["hex"].as_str().ok_or("a binary case has hex")?;
+    let bytes = unhex(wanted)?;
+    let decoded = if command {
+        binary::decode_command(&bytes).map(|r| frame_json(&encode_command(&r)))
+    } else {
+        binary::decode_server(&bytes).map(|m| server_json(&m))
+    };
+    match (case.get("message"), case.get("expect")) {
+        (Some(message), None) => {
+            // The message's value, read through the JSON envelope.
+            let (text, frame) = message_frame(message)?;
+            let frame = if text {
+                Frame::Text(std::str::from_utf8(&frame).unwrap())
+            } else {
+                Frame::Binary(&frame)
+            };
+            let encoded = if command {
+                decode_command(frame).map(|r| binary::encode_command(&r))
+            } else {
+                decode_server(frame).map(|m| binary::encode_server(&m))
+            }
+            .map_err(|e| format!("the vector's message does not decode: {e}"))?;
+            if hex(&encoded) != wanted {
+                return Err(format!("encoded as {}, expected {wanted}", hex(&encoded)));
+            }
+            let actual = decoded.map_err(|e| format!("the bytes are refused: {e}"))?;
+            Ids::default().matches(message, &actual, false)
+        }
+        (None, Some(expect)) => {
+            only_keys(expect, &["error"])?;
+            let expected = &expect["error"];
+            only_keys(expected, &["code", "id"])?;
+            let error = match decoded {
+                Ok(actual) => return Err(format!("decoded to {actual}, expected {expect}")),
+                Err(error) => error,
+            };
+            if expected["code"] != error.code.as_str() {
+                return Err(format!("error {error:?}, expected {expected}"));
+            }
+            match expected.get("id") {
+                Some(id) if *id != json!(error.id) => {
+                    Err(format!("error {error:?}, expected {expected}"))
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Err("a binary case has a message or an expected error".into()),
     }
 }

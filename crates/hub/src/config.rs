@@ -354,8 +354,9 @@ pub struct LimitsConfig {
     /// pass, and at most 30 minutes' worth of `publish_bytes_per_second`).
     pub publish_bytes_burst: f64,
     /// Bytes of history the in-memory broker keeps across all channels of
-    /// the node (default 256 MiB): each message counts its frame plus
-    /// [`HISTORY_ENTRY_OVERHEAD`]. A publish that takes the node over it
+    /// the node (default 256 MiB): each message counts its JSON frame's size
+    /// plus [`HISTORY_ENTRY_OVERHEAD`] (a message also sent to binary-envelope
+    /// subscribers keeps that smaller frame too, not counted). A publish that takes the node over it
     /// drops the oldest messages of the node, whatever their channel; a
     /// client recovering from before them is told of a gap. With Redis, the
     /// history is in Redis: see `docs/operations.md` for its bound.

@@ -69,6 +69,8 @@ pub struct Hub {
     pub(crate) ws_config: duplex::Config,
     /// [`duplex_hub_proto::SUBPROTOCOL`], shared by every connection's `WebSocket`.
     pub(crate) subprotocol: Arc<str>,
+    /// [`duplex_hub_proto::SUBPROTOCOL_BINARY`], likewise.
+    pub(crate) subprotocol_binary: Arc<str>,
     /// This node's live sessions, which the server API's controls reach.
     pub(crate) registry: Arc<Registry>,
     /// Lifecycle events (webhooks) and the cluster's connections per user.
@@ -230,6 +232,7 @@ impl Hub {
             verifier,
             ws_config,
             subprotocol: duplex_hub_proto::SUBPROTOCOL.into(),
+            subprotocol_binary: duplex_hub_proto::SUBPROTOCOL_BINARY.into(),
             node_prefix,
             registry,
             hooks,

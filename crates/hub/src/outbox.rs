@@ -1,8 +1,10 @@
 //! The bounded queue of frames waiting for one connection.
 //!
-//! Publishers on any task push shared, already-encoded frames
-//! ([`PreparedMessage`]) into a subscriber's outbox; the connection's own
-//! task drains it into its WebSocket.
+//! Publishers on any task push shared messages ([`SharedMessage`]) into a
+//! subscriber's outbox, which queues the message's frame in the
+//! connection's envelope (encoded by the first outbox of that envelope to
+//! take it, then shared); the connection's own task drains it into its
+//! WebSocket.
 //!
 //! Invariants:
 //! - A push never blocks and never waits for the reader: a publisher is never
@@ -22,7 +24,10 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use duplex::PreparedMessage;
+use duplex_hub_proto::Encoding;
 use tokio::time::Instant;
+
+use crate::frame::SharedMessage;
 
 /// A frame queued for a connection, with the time it was published (for the
 /// publish-to-delivery latency).
@@ -49,6 +54,8 @@ struct Inner {
     /// Bytes queued, at most `limit`.
     bytes: u32,
     limit: u32,
+    /// The connection's envelope (kept here, in what was padding).
+    encoding: Encoding,
     state: State,
     /// Set by [`Outbox::nudge`], cleared by [`Outbox::take_nudge`].
     nudged: bool,
@@ -77,30 +84,45 @@ pub(crate) enum Drained {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of frames (capped at
-    /// `u32::MAX`).
+    /// An empty outbox of a JSON connection holding at most `limit` bytes
+    /// of frames (capped at `u32::MAX`).
+    #[cfg(test)]
     pub(crate) fn new(limit: usize) -> Self {
+        Self::with_encoding(limit, Encoding::Json)
+    }
+
+    /// An empty outbox of a connection of `encoding` holding at most
+    /// `limit` bytes of frames (capped at `u32::MAX`).
+    pub(crate) fn with_encoding(limit: usize, encoding: Encoding) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 waker: None,
                 bytes: 0,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                encoding,
                 state: State::Open,
                 nudged: false,
             }),
         }
     }
 
-    /// Queues `frame`; returns `false` when it was not queued (overflowed or
-    /// closed). Wakes the connection's task.
-    pub(crate) fn push(&self, frame: PreparedMessage, published: Instant) -> bool {
-        let len = frame.frame().len();
+    /// The connection's envelope.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.lock().encoding
+    }
+
+    /// Queues `message`'s frame in the connection's envelope (encoding it if
+    /// no connection of that envelope took it yet); returns `false` when it
+    /// was not queued (overflowed or closed). Wakes the connection's task.
+    pub(crate) fn push(&self, message: &SharedMessage, published: Instant) -> bool {
         let (queued, waker) = {
             let mut inner = self.lock();
             if inner.state != State::Open {
                 return false;
             }
+            let frame = message.frame(inner.encoding).clone();
+            let len = frame.frame().len();
             let total = inner.bytes as usize + len;
             let queued = total <= inner.limit as usize;
             if queued {
@@ -255,8 +277,8 @@ mod tests {
         }
     }
 
-    fn frame(len: usize) -> PreparedMessage {
-        PreparedMessage::new(&Message::binary(vec![7u8; len]))
+    fn frame(len: usize) -> SharedMessage {
+        SharedMessage::of_frame(PreparedMessage::new(&Message::binary(vec![7u8; len])))
     }
 
     #[test]
@@ -267,8 +289,8 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(outbox.poll_drain(&mut cx, usize::MAX, |_| {}).is_pending());
         let now = Instant::now();
-        assert!(outbox.push(frame(1), now));
-        assert!(outbox.push(frame(2), now));
+        assert!(outbox.push(&frame(1), now));
+        assert!(outbox.push(&frame(2), now));
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
         let mut lens = Vec::new();
         let drained = outbox.poll_drain(&mut cx, usize::MAX, |q| lens.push(q.frame.frame().len()));
@@ -282,7 +304,7 @@ mod tests {
         let outbox = Outbox::new(1 << 20);
         let now = Instant::now();
         for _ in 0..3 {
-            outbox.push(frame(100), now);
+            outbox.push(&frame(100), now);
         }
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -296,11 +318,11 @@ mod tests {
     fn overflow_drops_everything_and_refuses_more() {
         let outbox = Outbox::new(250);
         let now = Instant::now();
-        assert!(outbox.push(frame(100), now));
-        assert!(outbox.push(frame(100), now));
-        assert!(!outbox.push(frame(100), now), "third frame overflows");
+        assert!(outbox.push(&frame(100), now));
+        assert!(outbox.push(&frame(100), now));
+        assert!(!outbox.push(&frame(100), now), "third frame overflows");
         assert_eq!(outbox.queued_bytes(), 0);
-        assert!(!outbox.push(frame(1), now));
+        assert!(!outbox.push(&frame(1), now));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert_eq!(
@@ -328,9 +350,45 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_encoded_once_per_envelope_and_shared_by_its_outboxes() {
+        let message = crate::frame::prepare(duplex_hub_proto::ServerMessage::Gap {
+            channel: "a".into(),
+            epoch: "e".into(),
+            offset: 3,
+        });
+        let now = Instant::now();
+        let binary = Outbox::with_encoding(1 << 20, Encoding::Binary);
+        assert!(binary.push(&message, now));
+        assert!(message.is_encoded(Encoding::Binary));
+        assert!(
+            !message.is_encoded(Encoding::Json),
+            "no JSON subscriber yet"
+        );
+        let others = [Encoding::Binary, Encoding::Json, Encoding::Json]
+            .map(|encoding| Outbox::with_encoding(1 << 20, encoding));
+        for outbox in &others {
+            assert!(outbox.push(&message, now));
+        }
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut frames = Vec::new();
+        for outbox in std::iter::once(&binary).chain(&others) {
+            let drained = outbox.poll_drain(&mut cx, usize::MAX, |q| frames.push(q.frame));
+            assert!(drained.is_ready());
+        }
+        // Two encodings, each shared (the same bytes, not copies).
+        let at = |i: usize| frames[i].frame().as_ptr();
+        assert_eq!(at(0), at(1));
+        assert_eq!(at(2), at(3));
+        assert_ne!(at(0), at(2));
+        assert_eq!(frames[0].frame()[0] & 0x0f, 2, "binary frame");
+        assert_eq!(frames[2].frame()[0] & 0x0f, 1, "text frame");
+    }
+
+    #[test]
     fn closed_outbox_refuses_pushes() {
         let outbox = Outbox::new(1000);
         outbox.close();
-        assert!(!outbox.push(frame(1), Instant::now()));
+        assert!(!outbox.push(&frame(1), Instant::now()));
     }
 }

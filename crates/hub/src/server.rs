@@ -53,7 +53,7 @@ use duplex::proto::handshake::server::write_response;
 use duplex::server::Incoming;
 use duplex::tls::TlsAcceptor;
 use duplex::{Accept, Reject, WebSocket, accept_incoming, read_request};
-use duplex_hub_proto::SUBPROTOCOL;
+use duplex_hub_proto::{Encoding, SUBPROTOCOL, SUBPROTOCOL_BINARY};
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Response, StatusCode, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -717,14 +717,20 @@ fn decide(
     }
     let protocol = if endpoint == Endpoint::Echo || request.protocols().is_empty() {
         None
-    } else if request.protocols().iter().any(|p| p == SUBPROTOCOL) {
-        Some(hub.subprotocol.clone())
+    } else if let Some(encoding) =
+        Encoding::negotiate(request.protocols().iter().map(String::as_str))
+    {
+        // The first envelope of the client's offer (its preference).
+        Some(match encoding {
+            Encoding::Json => hub.subprotocol.clone(),
+            Encoding::Binary => hub.subprotocol_binary.clone(),
+        })
     } else {
         return Err((
             RejectReason::Subprotocol,
             Reject::new(
                 StatusCode::BAD_REQUEST,
-                format!("unsupported hub protocol; offer {SUBPROTOCOL}"),
+                format!("unsupported hub protocol; offer {SUBPROTOCOL} or {SUBPROTOCOL_BINARY}"),
             ),
         ));
     };

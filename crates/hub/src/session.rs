@@ -61,10 +61,7 @@ use duplex_hub_proto::session::{
     Action, Close, MAX_PUBLISHES_IN_FLIGHT, Phase, Refusal, SessionState, check_refresh, may,
     overlaps_publishes, scoped_key,
 };
-use duplex_hub_proto::{
-    Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
-    encode_server,
-};
+use duplex_hub_proto::{Command, Encoding, ErrorCode, Request, ServerMessage, Since};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -148,8 +145,13 @@ pub(crate) fn run<S>(hub: Arc<Hub>, ws: WebSocket<S>, handshake: Handshake) -> S
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The envelope the handshake settled on (JSON without a subprotocol).
+    let encoding = ws
+        .protocol()
+        .and_then(Encoding::from_subprotocol)
+        .unwrap_or_default();
     SessionTask {
-        state: TaskState::Waiting(ws, Session::new(hub, handshake)),
+        state: TaskState::Waiting(ws, Session::new(hub, handshake, encoding)),
     }
 }
 
@@ -229,12 +231,12 @@ where
 }
 
 impl Session {
-    /// A session that has not sent `connect` yet.
-    fn new(hub: Arc<Hub>, handshake: Handshake) -> Self {
+    /// A session of `encoding` that has not sent `connect` yet.
+    fn new(hub: Arc<Hub>, handshake: Handshake, encoding: Encoding) -> Self {
         let id = hub.next_client();
         let limits = &hub.config.limits;
         let rate = RateLimiter::new(crate::limits::now());
-        let outbox = Outbox::new(limits.max_outbound_bytes);
+        let outbox = Outbox::with_encoding(limits.max_outbound_bytes, encoding);
         let timer = Some(Box::pin(tokio::time::sleep(limits.connect_timeout)));
         hub.metrics.connection_opened();
         if let Some(hooks) = &hub.hooks {
@@ -399,12 +401,12 @@ impl Session {
                         .unsubscribed(&self.me, &name, Some(reason))
                         .await;
                     // After the channel's messages already queued.
-                    let push = prepare(&ServerMessage::Unsubscribed {
+                    let push = prepare(ServerMessage::Unsubscribed {
                         id: None,
                         channel,
                         reason: Some("unsubscribed by the server".to_owned()),
                     });
-                    self.me.outbox.push(push, tokio::time::Instant::now());
+                    self.me.outbox.push(&push, tokio::time::Instant::now());
                 }
                 Control::Refresh { expires, .. } => {
                     self.timer = Some(Box::pin(sleep_until_unix(expires)));
@@ -536,9 +538,10 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let encoding = self.me.outbox.encoding();
         let request = match message {
-            Message::Binary(bytes) => decode_binary_command(bytes),
-            Message::Text(_) => decode_command(frame_of(message)),
+            Message::Binary(bytes) => encoding.decode_binary_command(bytes),
+            Message::Text(_) => encoding.decode_command(frame_of(message)),
         };
         let id = match &request {
             Ok(request) => request.id,
@@ -607,7 +610,7 @@ impl Session {
         if let ServerMessage::Error { code, .. } = &reply {
             self.hub.metrics.error(code.as_str());
         }
-        let message = to_message(encode_server(&reply));
+        let message = to_message(self.me.outbox.encoding().encode_server(&reply));
         self.hub.metrics.messages_out(1, message.payload().len());
         // A failed write ends the stream too; the next read reports it.
         let _ = ws.feed(message).await;
@@ -796,12 +799,12 @@ impl Session {
                 .events
                 .unsubscribed(&self.me, &name, Some(&reason))
                 .await;
-            let push = prepare(&ServerMessage::Unsubscribed {
+            let push = prepare(ServerMessage::Unsubscribed {
                 id: None,
                 channel: name.to_string(),
                 reason: Some(refusal.to_string()),
             });
-            self.me.outbox.push(push, tokio::time::Instant::now());
+            self.me.outbox.push(&push, tokio::time::Instant::now());
         }
         Ok(ServerMessage::Refreshed {
             id,
@@ -981,7 +984,7 @@ mod tests {
             ticket,
             forwarded: http::HeaderMap::new(),
         };
-        let session = Session::new(hub.clone(), handshake);
+        let session = Session::new(hub.clone(), handshake, Encoding::Json);
         let session_size = std::mem::size_of_val(&session);
         let websocket = std::mem::size_of_val(&ws);
         let task = SessionTask {

@@ -11,8 +11,11 @@
 //!   `history_bytes` bytes, none older than its `history_ttl` once the
 //!   channel is next touched or swept.
 //! - **Node budget.** All channels together keep at most `[limits]
-//!   history_bytes` of history (each message counting its frame plus
-//!   [`HISTORY_ENTRY_OVERHEAD`]) once a publish returns: a publish that takes
+//!   history_bytes` of history (each message counting its JSON frame's size,
+//!   [`crate::frame::SharedMessage::weight`], plus
+//!   [`HISTORY_ENTRY_OVERHEAD`]; a message also sent to `duplex.v1.bin`
+//!   subscribers keeps its binary frame too, smaller than the JSON one and
+//!   not counted) once a publish returns: a publish that takes
 //!   the node over it drops the node's oldest kept messages, whatever their
 //!   channel, until it is within it again; a subscriber recovering from
 //!   before them is told of a gap. The index of each channel's oldest kept
@@ -35,7 +38,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use duplex::PreparedMessage;
 use duplex_hub_proto::log::{Appended, ChannelLog, HistoryLimits};
 use duplex_hub_proto::{ClientInfo, Data, Publication, ServerMessage, is_hub_channel};
 use tokio::time::Instant;
@@ -45,7 +47,7 @@ use super::{
     Subscribe, Subscribed, Subscriber, matches_pattern, new_epoch,
 };
 use crate::config::{HISTORY_ENTRY_OVERHEAD, HubConfig, NamespaceConfig};
-use crate::frame::prepare;
+use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
 
 /// A single node's broker. See the module docs.
@@ -82,7 +84,7 @@ type Heads = BTreeMap<u64, (Arc<str>, Weak<Mutex<Channel>>)>;
 /// A frame kept in history, with its place in the node's publish order.
 #[derive(Debug, Clone)]
 struct Kept {
-    frame: PreparedMessage,
+    frame: SharedMessage,
     seq: u64,
 }
 
@@ -137,10 +139,10 @@ impl Channel {
 
     /// Pushes `frame` to every subscriber except `except`; returns how many
     /// it reached.
-    fn deliver(&self, frame: &PreparedMessage, published: Instant, except: Option<u64>) -> usize {
+    fn deliver(&self, frame: &SharedMessage, published: Instant, except: Option<u64>) -> usize {
         let mut reached = 0;
         for sub in &self.subscribers {
-            if Some(sub.id) != except && sub.outbox.push(frame.clone(), published) {
+            if Some(sub.id) != except && sub.outbox.push(frame, published) {
                 reached += 1;
             }
         }
@@ -330,14 +332,14 @@ impl MemoryBroker {
                 channel
                     .log
                     .append(key.as_deref(), self.now_ms(now), &limits, |offset| {
-                        let frame = prepare(&ServerMessage::Message(Publication {
+                        let frame = prepare(ServerMessage::Message(Publication {
                             channel: name.to_string(),
                             offset,
                             time,
                             from,
                             data,
                         }));
-                        let size = frame.frame().len() + HISTORY_ENTRY_OVERHEAD;
+                        let size = frame.weight() + HISTORY_ENTRY_OVERHEAD;
                         (Kept { frame, seq }, size)
                     });
             self.settle(&name, &shared, &channel, before);
@@ -352,7 +354,7 @@ impl MemoryBroker {
                     // The hub's own channels (`$sys:stats`, which the
                     // dashboard shows) are not the clients' publishes.
                     if !is_hub_channel(&name) {
-                        self.metrics.published(reached, frame.frame.frame().len());
+                        self.metrics.published(reached, frame.frame.weight());
                     }
                     Published {
                         epoch: channel.log.epoch().to_owned(),
@@ -386,11 +388,11 @@ impl MemoryBroker {
                 &self.history_limits(ns),
             );
             for kept in replay {
-                sub.outbox.push(kept.frame.clone(), now);
+                sub.outbox.push(&kept.frame, now);
             }
             self.settle(&name, &shared, &channel, before);
             if ns.presence && ns.join_leave {
-                let join = prepare(&ServerMessage::Join {
+                let join = prepare(ServerMessage::Join {
                     channel: subscribe.channel.to_string(),
                     user: sub.user().to_owned(),
                     client: sub.client(),
@@ -418,7 +420,7 @@ impl MemoryBroker {
         let before = channel.subscribers.len();
         channel.subscribers.retain(|s| s.id != sub.id);
         if channel.subscribers.len() != before && ns.presence && ns.join_leave {
-            let leave = prepare(&ServerMessage::Leave {
+            let leave = prepare(ServerMessage::Leave {
                 channel: name.to_string(),
                 user: sub.user().to_owned(),
                 client: sub.client(),
@@ -518,7 +520,7 @@ impl MemoryBroker {
             return;
         };
         let channel = lock(&channel);
-        let frame = prepare(&ServerMessage::Signal {
+        let frame = prepare(ServerMessage::Signal {
             channel: name.to_string(),
             from: from.info(),
             data,

@@ -166,7 +166,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duplex::PreparedMessage;
 use duplex::tls::rustls::crypto::CryptoProvider;
 use duplex::tls::rustls::pki_types::CertificateDer;
 use duplex::tls::rustls::pki_types::pem::PemObject;
@@ -196,7 +195,7 @@ use super::{
 };
 use crate::config::HubConfig;
 use crate::control::{Control, Listed, Lookup, Registry};
-use crate::frame::prepare;
+use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
 
 /// Tuning of the Redis broker. The defaults suit production; tests shorten
@@ -410,7 +409,7 @@ struct SlotState {
 /// published (for the delivery latency).
 #[derive(Clone)]
 struct Delivery {
-    frame: PreparedMessage,
+    frame: SharedMessage,
     published: Instant,
 }
 
@@ -419,7 +418,7 @@ struct Delivery {
 struct Pusher<'a> {
     channel: &'a str,
     now: Instant,
-    gap: Option<(Arc<str>, u64, PreparedMessage)>,
+    gap: Option<(Arc<str>, u64, SharedMessage)>,
     /// How many message frames an outbox took.
     reached: usize,
 }
@@ -437,7 +436,7 @@ impl<'a> Pusher<'a> {
     fn push(&mut self, sub: &Subscriber, push: Push<'_, Delivery>) {
         match push {
             Push::Frame(delivery) => {
-                if sub.outbox.push(delivery.frame.clone(), delivery.published) {
+                if sub.outbox.push(&delivery.frame, delivery.published) {
                     self.reached += 1;
                 }
             }
@@ -450,7 +449,7 @@ impl<'a> Pusher<'a> {
                         frame
                     }
                 };
-                sub.outbox.push(frame, self.now);
+                sub.outbox.push(&frame, self.now);
             }
         }
     }
@@ -677,8 +676,8 @@ fn unavailable(what: &'static str) -> BrokerError {
     BrokerError::Unavailable(what)
 }
 
-fn gap_frame(channel: &str, epoch: &str, offset: u64) -> PreparedMessage {
-    prepare(&ServerMessage::Gap {
+fn gap_frame(channel: &str, epoch: &str, offset: u64) -> SharedMessage {
+    prepare(ServerMessage::Gap {
         channel: channel.to_owned(),
         epoch: epoch.to_owned(),
         offset,
@@ -1033,7 +1032,7 @@ impl Shared {
                     && let Some(frame) =
                         message_frame(&channel, entry.offset, entry.time, entry.body)
                 {
-                    subscriber.outbox.push(frame, now);
+                    subscriber.outbox.push(&frame, now);
                 }
             }
         }
@@ -1296,7 +1295,7 @@ impl Shared {
                     return;
                 };
                 let published = published_at(body.sent_us);
-                let frame = prepare(&ServerMessage::Message(Publication {
+                let frame = prepare(ServerMessage::Message(Publication {
                     channel: name.to_owned(),
                     offset: entry.offset,
                     time: entry.time,
@@ -1324,7 +1323,7 @@ impl Shared {
                         client: client_id.to_owned(),
                     }
                 };
-                let frame = prepare(&message);
+                let frame = prepare(message);
                 self.deliver_event(&slot, generation, frame, client_id);
             }
             Envelope::Signal(body) => {
@@ -1332,7 +1331,7 @@ impl Shared {
                     return;
                 };
                 let sender = member_id_of(&body.from.client);
-                let frame = prepare(&ServerMessage::Signal {
+                let frame = prepare(ServerMessage::Signal {
                     channel: name.to_owned(),
                     from: body.from,
                     data: body.data,
@@ -1358,10 +1357,10 @@ impl Shared {
         generation: u64,
         epoch: &str,
         offset: u64,
-        frame: PreparedMessage,
+        frame: SharedMessage,
         published: Instant,
     ) {
-        let bytes = frame.frame().len();
+        let bytes = frame.weight();
         let delivery = Delivery { frame, published };
         let mut pusher = Pusher::new(&slot.name);
         lock(&slot.state)
@@ -1372,7 +1371,7 @@ impl Shared {
         self.metrics.published(pusher.reached, bytes);
     }
 
-    fn deliver_event(&self, slot: &Slot, generation: u64, frame: PreparedMessage, about: &str) {
+    fn deliver_event(&self, slot: &Slot, generation: u64, frame: SharedMessage, about: &str) {
         let mut pusher = Pusher::new(&slot.name);
         let delivery = Delivery {
             frame,
@@ -1413,9 +1412,9 @@ impl Drop for JoinGuard {
 }
 
 /// The frame of a history entry's message.
-fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<PreparedMessage> {
+fn message_frame(channel: &str, offset: u64, time: u64, body: &[u8]) -> Option<SharedMessage> {
     let body = decode_body(body)?;
-    Some(prepare(&ServerMessage::Message(Publication {
+    Some(prepare(ServerMessage::Message(Publication {
         channel: channel.to_owned(),
         offset,
         time,

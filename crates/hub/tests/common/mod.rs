@@ -12,8 +12,7 @@ use duplex::transport::Transport;
 use duplex::{CloseInfo, Config, Message, WebSocket};
 use duplex_hub::{Hub, HubConfig, Server};
 use duplex_hub_proto::{
-    Command, Data, Encoded, Frame, JsonText, Request, SUBPROTOCOL, ServerMessage, Since,
-    decode_server, encode_command,
+    Command, Data, Encoded, Encoding, Frame, JsonText, Request, ServerMessage, Since,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
@@ -85,7 +84,14 @@ impl TestHub {
 
     /// Connects a client and completes `connect`.
     pub async fn client(&self) -> TestClient {
-        let mut client = TestClient::open(&self.url(), |r| r).await.expect("open");
+        self.client_in(Encoding::Json).await
+    }
+
+    /// A connected anonymous client speaking `encoding`.
+    pub async fn client_in(&self, encoding: Encoding) -> TestClient {
+        let mut client = TestClient::open_in(encoding, &self.url(), |r| r, &Config::client())
+            .await
+            .expect("open");
         client.connect(None).await;
         client
     }
@@ -135,6 +141,8 @@ pub struct TestClient {
     /// Pushes and replies read while waiting for something else.
     pending: VecDeque<ServerMessage>,
     pub client_id: String,
+    /// The envelope the hub answered with (JSON when it named none).
+    pub encoding: Encoding,
 }
 
 impl TestClient {
@@ -153,13 +161,29 @@ impl TestClient {
         customize: impl FnOnce(ClientRequest) -> ClientRequest,
         config: &Config,
     ) -> Result<Self, duplex::Error> {
-        let request = customize(ClientRequest::new(url).protocol(SUBPROTOCOL));
+        Self::open_in(Encoding::Json, url, customize, config).await
+    }
+
+    /// Opens a WebSocket to `url` offering `encoding`'s subprotocol; the
+    /// client then speaks the envelope the hub answered with.
+    pub async fn open_in(
+        encoding: Encoding,
+        url: &str,
+        customize: impl FnOnce(ClientRequest) -> ClientRequest,
+        config: &Config,
+    ) -> Result<Self, duplex::Error> {
+        let request = customize(ClientRequest::new(url).protocol(encoding.subprotocol()));
         let ws = duplex::connect_with(&request, config).await?;
+        let encoding = ws
+            .protocol()
+            .and_then(Encoding::from_subprotocol)
+            .unwrap_or_default();
         Ok(Self {
             ws,
             next_id: 1,
             pending: VecDeque::new(),
             client_id: String::new(),
+            encoding,
         })
     }
 
@@ -192,7 +216,7 @@ impl TestClient {
 
     /// Sends a request as it is.
     pub async fn send_request(&mut self, request: Request) {
-        let message = match encode_command(&request) {
+        let message = match self.encoding.encode_command(&request) {
             Encoded::Text(text) => Message::text(text),
             Encoded::Binary(bytes) => Message::binary(bytes),
         };
@@ -225,7 +249,11 @@ impl TestClient {
             Message::Text(text) => Frame::Text(text.as_str()),
             Message::Binary(bytes) => Frame::Binary(bytes),
         };
-        Some(decode_server(frame).expect("hub sends valid messages"))
+        Some(
+            self.encoding
+                .decode_server(frame)
+                .expect("hub sends valid messages"),
+        )
     }
 
     /// Sends a command and waits for the reply with its id; pushes read

@@ -93,7 +93,7 @@ impl Shared {
                 && let Some(body) = decode_body(entry.body)
             {
                 let published = published_at(body.sent_us);
-                let frame = prepare(&ServerMessage::Message(Publication {
+                let frame = prepare(ServerMessage::Message(Publication {
                     channel: slot.name.to_string(),
                     offset: entry.offset,
                     time: entry.time,
