@@ -34,6 +34,9 @@
 //! replies received inside the window count. Progress goes to standard error
 //! once a second, the summary to standard output (`--json`: one JSON object).
 
+// The fan-out report is one `json!` object with many fields.
+#![recursion_limit = "256"]
+
 mod api;
 mod connect;
 mod echo;
