@@ -9,8 +9,9 @@
  * - Reconnects wait a full-jitter backoff (`backoff.ts`); the attempt count is
  *   reset only once a connection stayed up `stableAfter` ms, so a hub that
  *   accepts and drops at once is not hammered. After the close codes the
- *   protocol calls final (1000, 1008, 1009, 4001; 4002 too without
- *   `getToken`) the client does not reconnect: it is `closed`.
+ *   protocol calls final (1000, 1008, 1009, 4001; 4002 and 4003 — token
+ *   expired, token revoked — too without `getToken`, which is asked for a
+ *   fresh token otherwise) the client does not reconnect: it is `closed`.
  * - A publish carries an idempotency key drawn from `crypto.getRandomValues`
  *   and is sent again with the same key after a drop, so the hub delivers it
  *   once; publishes wait in a bounded queue while disconnected.
@@ -241,6 +242,7 @@ export function drainDelay(code: number, reason: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 const TOKEN_EXPIRED = 4002;
+const TOKEN_REVOKED = 4003;
 const OPEN = 1;
 
 interface Pending {
@@ -600,8 +602,9 @@ export class Client extends EventTarget {
     for (const item of retry) item.sentOn = null;
     this.queue = retry.concat(this.queue);
     this.machine.onDisconnected();
-    if (code === TOKEN_EXPIRED) this.tokenStale = true;
-    const final = FINAL_CODES.has(code) || (code === TOKEN_EXPIRED && !this.getToken);
+    const stale = code === TOKEN_EXPIRED || code === TOKEN_REVOKED;
+    if (stale) this.tokenStale = true;
+    const final = FINAL_CODES.has(code) || (stale && !this.getToken);
     // A refused handshake (403 for the page's origin, 401, 429 …) looks like
     // any failed open: a WebSocket tells no status. Failing every time before
     // ever getting in is likely one: stop, and say what to check.

@@ -19,6 +19,9 @@ pub const INTERNAL: u16 = 1011;
 pub const UNAUTHORIZED: u16 = 4001;
 /// The token expired and was not refreshed.
 pub const TOKEN_EXPIRED: u16 = 4002;
+/// The application's backend revoked the connection's token (its `jti`)
+/// or every token of its user (see [`crate::revocation`]).
+pub const REVOKED: u16 = 4003;
 /// Slow consumer: the client did not read fast enough and its queue filled.
 pub const SLOW_CONSUMER: u16 = 4008;
 
@@ -41,7 +44,7 @@ mod tests {
             assert!(should_reconnect(Some(code)), "{code}");
         }
         assert!(should_reconnect(None));
-        for code in [NORMAL, POLICY, TOO_BIG, UNAUTHORIZED, TOKEN_EXPIRED] {
+        for code in [NORMAL, POLICY, TOO_BIG, UNAUTHORIZED, TOKEN_EXPIRED, REVOKED] {
             assert!(!should_reconnect(Some(code)), "{code}");
         }
     }

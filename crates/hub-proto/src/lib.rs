@@ -124,6 +124,7 @@ pub mod log;
 pub mod message;
 pub mod rate;
 pub mod recovery;
+pub mod revocation;
 pub mod session;
 
 pub use channel::{NameError, is_hub_channel, namespace, validate_channel};

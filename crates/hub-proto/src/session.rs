@@ -16,6 +16,7 @@
 //! - [`SessionState::server_subscribe`]: what a server-side subscribe
 //!   (the hub's server API) does to a connection;
 //! - [`check_refresh`]: a refresh must keep the user;
+//! - [`refreshed_expiry`]: a refresh never shortens the connection's life;
 //! - [`scoped_key`]: whose idempotency keys a key can collide with;
 //! - [`overlaps_publishes`] and [`MAX_PUBLISHES_IN_FLIGHT`]: the publish
 //!   pipeline's order;
@@ -38,6 +39,16 @@
 //!   grants, but not the phase (only a connected client) nor the
 //!   subscription limit, and it is idempotent (a channel already subscribed
 //!   is left as it is).
+//! - **Refresh.** A refresh to a token of another user is refused with an
+//!   `unauthorized` error reply, and the connection keeps its user, its
+//!   token and its expiry ([`check_refresh`]). An accepted refresh takes
+//!   the new token's grants, and the connection's expiry becomes the later
+//!   of its expiry and the new token's ([`refreshed_expiry`]): two
+//!   refreshes that cross (a client's and the server API's, or two of a
+//!   client's, answered in any order) leave the later expiry, never the
+//!   earlier one. A refresh the driver has begun to verify when the expiry
+//!   passes is finished first: the connection survives if it succeeds
+//!   (the driver looks at the expiry timer only between commands).
 //! - A grant in the token allows what it names; without one, the
 //!   namespace's permission must be [`Permission::Any`], and an anonymous
 //!   client also needs the namespace to admit anonymous clients.
@@ -233,6 +244,17 @@ impl Close {
     pub const SLOW_CONSUMER: Self = Self {
         code: close::SLOW_CONSUMER,
         reason: "slow consumer",
+    };
+    /// The application's backend revoked the connection's token (4003).
+    pub const REVOKED_TOKEN: Self = Self {
+        code: close::REVOKED,
+        reason: "token revoked",
+    };
+    /// The application's backend revoked every token of the connection's
+    /// user issued until now (4003).
+    pub const REVOKED_USER: Self = Self {
+        code: close::REVOKED,
+        reason: "the user's tokens were revoked",
     };
     /// The command rate limit was broken again and again (1008).
     pub const RATE_LIMIT: Self = Self {
@@ -498,6 +520,14 @@ pub fn check_refresh(user: &str, new_user: &str) -> Result<(), Refusal> {
     }
 }
 
+/// The connection's expiry after a refresh to a token expiring at `new`,
+/// when it expires at `current` (none: it had no expiry): the later of the
+/// two, so a refresh answered late never shortens a connection's life (see
+/// the module docs).
+pub fn refreshed_expiry(current: Option<u64>, new: u64) -> u64 {
+    current.map_or(new, |current| current.max(new))
+}
+
 /// The idempotency key a broker keeps for `key` published by `user` (empty
 /// for anonymous clients): keys are scoped per user, so one user's key never
 /// matches another's, and a signed-in user's retry from a new connection
@@ -533,6 +563,29 @@ pub fn api_scoped_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refresh_never_shortens_and_keeps_the_user() {
+        assert_eq!(refreshed_expiry(None, 100), 100);
+        assert_eq!(refreshed_expiry(Some(50), 100), 100, "later token: later");
+        assert_eq!(
+            refreshed_expiry(Some(200), 100),
+            200,
+            "an earlier token answered late does not shorten"
+        );
+        // Crossing refreshes end at the later expiry in either order.
+        let (a, b) = (1_000, 2_000);
+        assert_eq!(
+            refreshed_expiry(Some(refreshed_expiry(Some(10), a)), b),
+            refreshed_expiry(Some(refreshed_expiry(Some(10), b)), a)
+        );
+        assert_eq!(check_refresh("ada", "ada"), Ok(()));
+        assert_eq!(check_refresh("ada", "bob"), Err(Refusal::OtherUser));
+        assert_eq!(check_refresh("", "bob"), Err(Refusal::OtherUser));
+        assert_eq!(Refusal::OtherUser.code(), ErrorCode::Unauthorized);
+        assert_eq!(Close::REVOKED_TOKEN.code, 4003);
+        assert_eq!(Close::REVOKED_USER.code, 4003);
+    }
 
     #[test]
     fn a_bad_tokens_close_names_its_fault_within_a_close_frame() {
