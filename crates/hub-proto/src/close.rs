@@ -44,7 +44,14 @@ mod tests {
             assert!(should_reconnect(Some(code)), "{code}");
         }
         assert!(should_reconnect(None));
-        for code in [NORMAL, POLICY, TOO_BIG, UNAUTHORIZED, TOKEN_EXPIRED, REVOKED] {
+        for code in [
+            NORMAL,
+            POLICY,
+            TOO_BIG,
+            UNAUTHORIZED,
+            TOKEN_EXPIRED,
+            REVOKED,
+        ] {
             assert!(!should_reconnect(Some(code)), "{code}");
         }
     }

@@ -228,15 +228,15 @@ impl Revocations {
                 jti: jti.clone(),
                 expire_at: *at,
             });
-        let users = self
-            .users
-            .iter()
-            .filter(|(_, (_, at))| now < *at)
-            .map(|(user, (before, at))| Revocation::User {
-                user: user.clone(),
-                issued_before: *before,
-                expire_at: *at,
-            });
+        let users =
+            self.users
+                .iter()
+                .filter(|(_, (_, at))| now < *at)
+                .map(|(user, (before, at))| Revocation::User {
+                    user: user.clone(),
+                    issued_before: *before,
+                    expire_at: *at,
+                });
         tokens.chain(users).collect()
     }
 }
@@ -294,7 +294,10 @@ mod tests {
             Err(Revoked::User),
             "same second: at or before"
         );
-        assert_eq!(set.check(token("ada", None, Some(NOW + 1)), NOW + 1), Ok(()));
+        assert_eq!(
+            set.check(token("ada", None, Some(NOW + 1)), NOW + 1),
+            Ok(())
+        );
         assert_eq!(
             set.check(token("ada", Some("x"), None), NOW),
             Err(Revoked::User),
@@ -338,7 +341,10 @@ mod tests {
             set.insert(jti("b", NOW + 10), NOW),
             Err(Full { capacity: 2 })
         );
-        assert_eq!(set.check(token("x", Some("a"), None), NOW), Err(Revoked::Token));
+        assert_eq!(
+            set.check(token("x", Some("a"), None), NOW),
+            Err(Revoked::Token)
+        );
         // Merging into one held needs no room.
         assert_eq!(set.insert(jti("a", NOW + 20), NOW), Ok(true));
         // Once one expired, there is room again.
