@@ -102,6 +102,15 @@ impl Revoked {
             Self::User => "the user's tokens were revoked",
         }
     }
+
+    /// The reason of the 4001 close for a revoked token presented in
+    /// `connect` or `refresh` (what the handshake's 401 says).
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Self::Token => "token refused: token revoked",
+            Self::User => "token refused: the user's tokens were revoked",
+        }
+    }
 }
 
 /// The set is full of revocations in force.
@@ -364,5 +373,6 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Revocation>(&json).unwrap(), r);
         assert_eq!(Revoked::Token.reason(), "token revoked");
+        assert!(Revoked::User.refusal().starts_with("token refused: "));
     }
 }

@@ -44,9 +44,10 @@
 //!   token and its expiry ([`check_refresh`]). An accepted refresh takes
 //!   the new token's grants, and the connection's expiry becomes the later
 //!   of its expiry and the new token's ([`refreshed_expiry`]): two
-//!   refreshes that cross (a client's and the server API's, or two of a
-//!   client's, answered in any order) leave the later expiry, never the
-//!   earlier one. A refresh the driver has begun to verify when the expiry
+//!   refreshes that cross (two of a client's, or a client's after the
+//!   server API moved the expiry later) leave the later expiry, never the
+//!   earlier one. (The server API's own `refresh` sets the expiry the
+//!   backend names, earlier too: the backend is trusted.) A refresh the driver has begun to verify when the expiry
 //!   passes is finished first: the connection survives if it succeeds
 //!   (the driver looks at the expiry timer only between commands).
 //! - A grant in the token allows what it names; without one, the

@@ -248,6 +248,23 @@ pub(crate) struct Identity {
     pub expires: u64,
     /// The channels the token grants.
     pub grants: Grants,
+    /// The token's `jti`, if any: what a token's revocation names.
+    pub jti: Option<Box<str>>,
+    /// The token's `iat` (whole seconds, rounded down), if any: what a
+    /// user's revocation compares.
+    pub issued: Option<u64>,
+}
+
+impl Identity {
+    /// What the revocation rule looks at (see
+    /// [`duplex_hub_proto::revocation`]).
+    pub(crate) fn facts(&self) -> duplex_hub_proto::revocation::TokenFacts<'_> {
+        duplex_hub_proto::revocation::TokenFacts {
+            user: &self.user,
+            jti: self.jti.as_deref(),
+            issued: self.issued,
+        }
+    }
 }
 
 /// The claims the hub reads. Other claims are ignored.
@@ -259,9 +276,11 @@ struct Claims {
     exp: Option<f64>,
     #[serde(default)]
     nbf: Option<f64>,
-    /// Not used, but checked like the other times.
+    /// Checked like the other times; revocation compares it.
     #[serde(default)]
     iat: Option<f64>,
+    #[serde(default)]
+    jti: Option<String>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -448,9 +467,10 @@ impl Verifier {
                 return Err(AuthError::NotYetValid);
             }
         }
-        if let Some(iat) = claims.iat {
-            seconds("iat", iat, f64::floor)?;
-        }
+        let issued = match claims.iat {
+            Some(iat) => Some(seconds("iat", iat, f64::floor)?),
+            None => None,
+        };
         let user = match claims.sub {
             Some(sub) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSubject),
@@ -472,6 +492,8 @@ impl Verifier {
             user,
             expires,
             grants,
+            jti: claims.jti.filter(|jti| !jti.is_empty()).map(Into::into),
+            issued,
         })
     }
 

@@ -689,8 +689,17 @@ fn decide(
                     Reject::new(StatusCode::UNAUTHORIZED, "this hub does not take tokens"),
                 ));
             };
-            match verifier.verify(&token, now_secs()) {
-                Ok(identity) => Some(identity),
+            let now = now_secs();
+            match verifier.verify(&token, now) {
+                Ok(identity) => {
+                    if let Err(why) = hub.registry.check(&identity, now) {
+                        return Err((
+                            RejectReason::Auth,
+                            Reject::new(StatusCode::UNAUTHORIZED, why.refusal()),
+                        ));
+                    }
+                    Some(identity)
+                }
                 Err(error) => {
                     return Err((
                         RejectReason::Auth,
@@ -731,6 +740,8 @@ fn admin_identity() -> Identity {
         user: ADMIN_USER.to_owned(),
         expires: now_secs() + ADMIN_IDENTITY_SECS,
         grants,
+        jti: None,
+        issued: None,
     }
 }
 

@@ -57,7 +57,7 @@ use std::time::Duration;
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
     Action, Close, MAX_PUBLISHES_IN_FLIGHT, Refusal, SessionState, check_refresh, may,
-    overlaps_publishes, scoped_key,
+    overlaps_publishes, refreshed_expiry, scoped_key,
 };
 use duplex_hub_proto::{
     Command, ErrorCode, Request, ServerMessage, Since, decode_binary_command, decode_command,
@@ -389,6 +389,8 @@ impl Session {
                     });
                     self.me.outbox.push(push, tokio::time::Instant::now());
                 }
+                // The registry keeps these; they reach no session.
+                Control::Revoke { .. } | Control::Unrevoke { .. } => {}
                 Control::Refresh { expires, .. } => {
                     self.timer = Some(Box::pin(sleep_until_unix(expires)));
                     if let Some(identity) = &mut self.identity {
@@ -709,7 +711,10 @@ impl Session {
         // are refused.
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
-        self.hub.registry.register(&self.me);
+        self.hub
+            .registry
+            .register(&self.me, self.identity.as_deref(), now_secs())
+            .map_err(|why| End::Close(Close::bad_token(why.refusal())))?;
         let expires = self.identity.as_ref().map(|identity| identity.expires);
         self.state.connected();
         self.timer = expires.map(|at| Box::pin(sleep_until_unix(at)));
@@ -731,9 +736,17 @@ impl Session {
         if let Err(refusal) = check_refresh(self.me.user(), &identity.user) {
             return Ok(refusal.to_reply(id));
         }
-        let expires = identity.expires;
+        self.hub
+            .registry
+            .refreshed(self.me.id, &identity, now_secs())
+            .map_err(|why| End::Close(Close::bad_token(why.refusal())))?;
+        let current = self.identity.as_ref().map(|identity| identity.expires);
+        let expires = refreshed_expiry(current, identity.expires);
         self.timer = Some(Box::pin(sleep_until_unix(expires)));
-        self.identity = Some(Box::new(identity));
+        self.identity = Some(Box::new(Identity {
+            expires,
+            ..identity
+        }));
         let (hub, identity) = (&self.hub, self.identity.as_deref());
         let revoked = self
             .state

@@ -215,6 +215,15 @@ impl TestClient {
         self.read().await.expect("a message, not the end")
     }
 
+    /// The next message from the hub (pending ones first); `None` at the
+    /// end of the connection (then see [`TestClient::closed`]).
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        match self.pending.pop_front() {
+            Some(message) => Some(message),
+            None => self.read().await,
+        }
+    }
+
     /// Reads one message from the socket; `None` at the end.
     async fn read(&mut self) -> Option<ServerMessage> {
         let item = tokio::time::timeout(WAIT, self.ws.next())
