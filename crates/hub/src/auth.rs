@@ -1,18 +1,24 @@
 //! Token (JWT) verification and channel grants.
 //!
-//! A [`Verifier`] is built once from the hub's configuration with exactly one
-//! key: an HS256 shared secret, an RS256 public key or an ES256 public key.
+//! A [`Verifier`] is built once from the hub's configuration with at most
+//! one static key (an HS256 shared secret, an RS256 public key or an ES256
+//! public key) and, beside it or alone, the keys of a JWKS URL
+//! ([`jwks`]: cached, refreshed on an unknown `kid`, rate-limited).
 //! [`Verifier::verify`] turns a token into an [`Identity`]: who the client is
 //! (`sub`), until when (`exp`), and which channels its token grants
-//! ([`Grants`]).
+//! ([`Grants`]). [`Verifier::prepare`] is its asynchronous first step: it
+//! fetches the JWKS when the token names a key not held (or the keys are
+//! old), so that `verify` itself never waits.
 //!
 //! # Invariants
-//! - **One algorithm.** Only the algorithm of the configured key is accepted.
-//!   The token's header is read before anything else: `alg: "none"`, another
-//!   algorithm (such as HS256 signed with an RS256 public key, the classic
-//!   algorithm-confusion attack) or any `crit` header is refused with
-//!   [`AuthError::WrongAlgorithm`] or [`AuthError::Malformed`], before the
-//!   signature is even looked at.
+//! - **One algorithm per key.** A token whose `kid` names a JWKS key is
+//!   verified with that key and must carry its algorithm; any other token
+//!   with the static key and its algorithm; with neither, it is
+//!   [`AuthError::UnknownKey`]. The token's header is read before anything
+//!   else: `alg: "none"`, another algorithm (such as HS256 signed with an
+//!   RS256 public key, the classic algorithm-confusion attack) or any `crit`
+//!   header is refused with [`AuthError::WrongAlgorithm`] or
+//!   [`AuthError::Malformed`], before the signature is even looked at.
 //! - **Signature first.** No claim of a token is trusted, or reported on,
 //!   before its signature is verified.
 //! - **No clock inside.** Time checks use the `now` the caller passes (Unix
@@ -107,6 +113,10 @@ pub(crate) enum AuthError {
     /// `exp` is missing: tokens without an expiry are not accepted.
     #[error("token without an expiry")]
     MissingExpiry,
+    /// The token names (`kid`) a key that neither the JWKS nor the static
+    /// key is (or it names none, and there is no static key).
+    #[error("token signed with a key this hub does not know")]
+    UnknownKey,
     /// A time claim (named here: `"exp"`, `"nbf"` or `"iat"`) is a number
     /// outside 0 ..= [`MAX_NUMERIC_DATE`].
     #[error("token's `{0}` is not a time from 1970 to 9999 (seconds since the Unix epoch)")]
@@ -159,9 +169,21 @@ pub enum KeyError {
         /// The secret's length in bytes.
         len: usize,
     },
-    /// Not exactly one of the key sources is configured.
-    #[error("set exactly one of hs256_secret, rs256_public_key, es256_public_key")]
+    /// No key source, or more than one static key, is configured.
+    #[error(
+        "set one of hs256_secret, rs256_public_key, es256_public_key, or jwks_url, \
+         or jwks_url and one of the others"
+    )]
     KeySources,
+    /// `jwks_url` is not an absolute `http://` or `https://` URL.
+    #[error("jwks_url {url:?} is not an absolute http:// or https:// URL")]
+    JwksUrl {
+        /// The URL as configured.
+        url: String,
+    },
+    /// The HTTP client for `jwks_url` could not be built (no TLS roots).
+    #[error("the client for jwks_url: {0}")]
+    JwksClient(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Compares causes by what a caller can match on: an I/O error by its kind.
@@ -181,6 +203,8 @@ impl PartialEq for KeyError {
             (Self::WeakRsa { bits }, Self::WeakRsa { bits: b }) => bits == b,
             (Self::ShortSecret { len }, Self::ShortSecret { len: l }) => len == l,
             (Self::EmptySecret, Self::EmptySecret) | (Self::KeySources, Self::KeySources) => true,
+            (Self::JwksUrl { url }, Self::JwksUrl { url: u }) => url == u,
+            (Self::JwksClient(a), Self::JwksClient(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -203,6 +227,7 @@ impl AuthError {
             Self::MissingSubject => "missing_subject",
             Self::MissingExpiry => "missing_expiry",
             Self::InvalidTime(_) => "invalid_time",
+            Self::UnknownKey => "unknown_key",
             Self::BadKey(_) => "bad_key",
         }
     }
@@ -224,6 +249,7 @@ impl AuthError {
             Self::MissingSubject => "token refused: token without a subject",
             Self::MissingExpiry => "token refused: token without an expiry",
             Self::InvalidTime(_) => "token refused: a time claim is not a time from 1970 to 9999",
+            Self::UnknownKey => "token refused: token signed with a key this hub does not know",
             Self::BadKey(_) => "token refused: the hub's key is misconfigured",
         }
     }
@@ -232,11 +258,13 @@ impl AuthError {
 pub(crate) use duplex_hub_proto::session::Action;
 
 mod grants;
+pub(crate) mod jwks;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use grants::Grants;
 use grants::bit;
+use jwks::Jwks;
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,32 +319,123 @@ struct Claims {
     presence: Option<Vec<String>>,
 }
 
-/// Verifies tokens with one configured key and algorithm. Cheap to clone;
-/// build it once at startup. See the module docs for what is checked.
+/// Verifies tokens with the configured keys. Cheap to clone; build it once
+/// at startup. See the module docs for what is checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifier {
-    key: DecodingKey,
-    algorithm: Algorithm,
-    /// What `jsonwebtoken` checks: the algorithm, the signature, `aud` and
-    /// `iss`. Its own clock checks are off: `exp` and `nbf` are checked
-    /// against the caller's `now`.
-    validation: Validation,
+    /// The static key and its algorithm, if configured.
+    fixed: Option<(DecodingKey, Algorithm)>,
+    /// The JWKS, if configured.
+    jwks: Option<Arc<Jwks>>,
+    /// What `jsonwebtoken` checks, one per algorithm of [`ALGORITHMS`], in
+    /// that order: the algorithm (the key's, chosen before: see
+    /// [`Verifier::key_for`]), the signature, `aud` and `iss`. Its own
+    /// clock checks are off: `exp` and `nbf` are checked against the
+    /// caller's `now`.
+    validations: Vec<Validation>,
     leeway: u64,
+}
+
+/// Every algorithm a key may have here: a static key's or a JWKS key's.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::HS256,
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+/// What the hub reads of a token's header.
+struct Header {
+    alg: String,
+    kid: Option<String>,
 }
 
 impl Verifier {
     fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
-        let mut validation = Validation::new(algorithm);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        validation.required_spec_claims.clear();
+        let mut verifier = Self::keyless();
+        verifier.fixed = Some((key, algorithm));
+        verifier
+    }
+
+    fn keyless() -> Self {
+        let validations = ALGORITHMS
+            .iter()
+            .map(|algorithm| {
+                let mut validation = Validation::new(*algorithm);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.validate_aud = false;
+                validation.leeway = 0;
+                validation.required_spec_claims.clear();
+                validation
+            })
+            .collect();
         Self {
-            key,
-            algorithm,
-            validation,
+            fixed: None,
+            jwks: None,
+            validations,
             leeway: 0,
+        }
+    }
+
+    /// What `jsonwebtoken` checks for a key of `algorithm`.
+    fn validation(&self, algorithm: Algorithm) -> Result<&Validation, AuthError> {
+        ALGORITHMS
+            .iter()
+            .position(|a| *a == algorithm)
+            .and_then(|at| self.validations.get(at))
+            .ok_or(AuthError::WrongAlgorithm)
+    }
+
+    /// Also (or only, when built with [`Verifier::keyless`]) takes the keys
+    /// of `jwks`.
+    pub(crate) fn with_jwks(mut self, jwks: Arc<Jwks>) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// The JWKS, if any.
+    pub(crate) fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// The asynchronous first step of verifying `token`: with a JWKS, when
+    /// the token names a key not held (or the keys are old), fetches them
+    /// again (rate-limited: see [`jwks`]). Never fails: `verify` judges.
+    pub(crate) async fn prepare(&self, token: &str) {
+        let Some(jwks) = &self.jwks else { return };
+        if token.len() > MAX_TOKEN_LEN {
+            return;
+        }
+        let Ok(header) = read_header(token) else {
+            return;
+        };
+        if let Some(kid) = &header.kid
+            && jwks.wants_fetch(kid)
+        {
+            jwks.refresh().await;
+        }
+    }
+
+    /// The key a token with `header` is verified with, and its algorithm
+    /// (see the module docs).
+    fn key_for(&self, header: &Header) -> Result<(KeyRef<'_>, Algorithm), AuthError> {
+        if let (Some(jwks), Some(kid)) = (&self.jwks, &header.kid)
+            && let Some(key) = jwks.key(kid)
+        {
+            let algorithm = key.algorithm;
+            if header.alg != algorithm_name(algorithm) {
+                return Err(AuthError::WrongAlgorithm);
+            }
+            return Ok((KeyRef::Jwks(key), algorithm));
+        }
+        match &self.fixed {
+            Some((key, algorithm)) if header.alg == algorithm_name(*algorithm) => {
+                Ok((KeyRef::Fixed(key), *algorithm))
+            }
+            Some(_) => Err(AuthError::WrongAlgorithm),
+            None if header.alg == "none" => Err(AuthError::WrongAlgorithm),
+            None => Err(AuthError::UnknownKey),
         }
     }
 
@@ -375,6 +494,7 @@ impl Verifier {
             &config.rs256_public_key,
             &config.es256_public_key,
         ) {
+            (None, None, None) if config.jwks_url.is_some() => Self::keyless(),
             (Some(secret), None, None) => {
                 if secret.is_empty() {
                     return Err(KeyError::EmptySecret);
@@ -396,6 +516,14 @@ impl Verifier {
             (None, None, Some(path)) => Self::es256_pem(&read_key(path)?)?,
             _ => return Err(KeyError::KeySources),
         };
+        let verifier = match &config.jwks_url {
+            Some(url) => verifier.with_jwks(Arc::new(Jwks::new(
+                url,
+                config.jwks_min_refresh,
+                config.jwks_max_age,
+            )?)),
+            None => verifier,
+        };
         let verifier = match &config.audience {
             Some(audience) => verifier.with_audience(audience),
             None => verifier,
@@ -410,12 +538,12 @@ impl Verifier {
     /// the audiences is accepted.
     pub(crate) fn with_audience(mut self, audience: impl Into<String>) -> Self {
         let audience = audience.into();
-        let set = self.validation.aud.get_or_insert_with(Default::default);
-        set.insert(audience);
-        self.validation.validate_aud = true;
-        self.validation
-            .required_spec_claims
-            .insert("aud".to_owned());
+        for validation in &mut self.validations {
+            let set = validation.aud.get_or_insert_with(Default::default);
+            set.insert(audience.clone());
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
         self
     }
 
@@ -423,11 +551,11 @@ impl Verifier {
     /// issuers is accepted.
     pub(crate) fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
-        let set = self.validation.iss.get_or_insert_with(Default::default);
-        set.insert(issuer);
-        self.validation
-            .required_spec_claims
-            .insert("iss".to_owned());
+        for validation in &mut self.validations {
+            let set = validation.iss.get_or_insert_with(Default::default);
+            set.insert(issuer.clone());
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
         self
     }
 
@@ -439,9 +567,12 @@ impl Verifier {
         self
     }
 
-    /// The algorithm accepted: `"HS256"`, `"RS256"` or `"ES256"`.
+    #[cfg(test)]
+    /// The static key's algorithm: `"HS256"`, `"RS256"` or `"ES256"`.
     pub(crate) fn algorithm(&self) -> &'static str {
-        algorithm_name(self.algorithm)
+        self.fixed
+            .as_ref()
+            .map_or("none", |(_, algorithm)| algorithm_name(*algorithm))
     }
 
     /// Verifies `token` at `now` (seconds since the Unix epoch, from the
@@ -451,9 +582,11 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
-        self.check_header(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| map_error(error, self.algorithm()))?;
+        let header = read_header(token)?;
+        let (key, algorithm) = self.key_for(&header)?;
+        let validation = self.validation(algorithm)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key.get(), validation)
+            .map_err(|error| map_error(error, algorithm_name(algorithm)))?;
         let claims = data.claims;
 
         let exp = claims.exp.ok_or(AuthError::MissingExpiry)?;
@@ -496,29 +629,49 @@ impl Verifier {
             issued,
         })
     }
+}
 
-    /// Reads the header ourselves, so that `alg: "none"` and other
-    /// algorithms (which `jsonwebtoken` may not even parse) are named as
-    /// such, and `crit` is refused.
-    fn check_header(&self, token: &str) -> Result<(), AuthError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::Malformed);
-        };
-        let json = base64url_decode(header).ok_or(AuthError::Malformed)?;
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
-        if header.contains_key("crit") {
-            return Err(AuthError::Malformed);
-        }
-        match header.get("alg") {
-            Some(serde_json::Value::String(alg)) if alg == self.algorithm() => Ok(()),
-            Some(serde_json::Value::String(_)) => Err(AuthError::WrongAlgorithm),
-            _ => Err(AuthError::Malformed),
+/// A key chosen for one token: the static one, or one of the JWKS.
+enum KeyRef<'a> {
+    Fixed(&'a DecodingKey),
+    Jwks(Arc<jwks::JwksKey>),
+}
+
+impl KeyRef<'_> {
+    fn get(&self) -> &DecodingKey {
+        match self {
+            Self::Fixed(key) => key,
+            Self::Jwks(key) => &key.key,
         }
     }
+}
+
+/// Reads the header ourselves, so that `alg: "none"` and other algorithms
+/// (which `jsonwebtoken` may not even parse) are named as such, and `crit`
+/// is refused.
+fn read_header(token: &str) -> Result<Header, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    let json = base64url_decode(header).ok_or(AuthError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::Malformed);
+    }
+    let alg = match header.get("alg") {
+        Some(serde_json::Value::String(alg)) => alg.clone(),
+        _ => return Err(AuthError::Malformed),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AuthError::Malformed),
+    };
+    Ok(Header { alg, kid })
 }
 
 fn algorithm_name(algorithm: Algorithm) -> &'static str {
@@ -526,7 +679,8 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
         Algorithm::HS256 => "HS256",
         Algorithm::RS256 => "RS256",
         Algorithm::ES256 => "ES256",
-        // The constructors make only the three above.
+        Algorithm::EdDSA => "EdDSA",
+        // The constructors and the JWKS make only the four above.
         _ => "unsupported",
     }
 }

@@ -75,6 +75,10 @@ pub(crate) struct Answer {
     /// The HTTP status.
     pub(crate) status: StatusCode,
     /// The response headers.
+    #[allow(
+        dead_code,
+        reason = "read by the backend hooks; JWKS fetches need only the body"
+    )]
     pub(crate) headers: HeaderMap,
     /// The body, at most the caller's limit.
     pub(crate) body: Bytes,
@@ -118,6 +122,10 @@ impl Backend {
 
     /// POSTs `body` as JSON to `url` with `headers` added, and reads the
     /// answer whole (at most `max_body` bytes), all within `timeout`.
+    #[allow(
+        dead_code,
+        reason = "for the backend hooks and webhooks; JWKS fetches GET"
+    )]
     pub(crate) async fn post_json(
         &self,
         url: &Uri,

@@ -276,8 +276,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// How tokens (JWTs) are verified. Exactly one key source is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How tokens (JWTs) are verified: one static key, or a JWKS URL, or both.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret: at least
@@ -297,6 +297,34 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Required `iss` claim, if any.
     pub issuer: Option<String>,
+    /// The identity provider's JWKS (`http://` or `https://`), beside or
+    /// instead of a static key: tokens whose `kid` names one of its keys
+    /// (RS256, ES256, EdDSA) are verified with it.
+    pub jwks_url: Option<String>,
+    /// At most one JWKS fetch per this long (default 10 s), however many
+    /// tokens name unknown keys.
+    #[serde(with = "seconds")]
+    pub jwks_min_refresh: Duration,
+    /// JWKS keys older than this are fetched again before use (default
+    /// 300 s): a key removed from the set is refused from then on.
+    #[serde(with = "seconds")]
+    pub jwks_max_age: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            allow_short_secret: false,
+            rs256_public_key: None,
+            es256_public_key: None,
+            audience: None,
+            issuer: None,
+            jwks_url: None,
+            jwks_min_refresh: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Limits, per node.
@@ -577,10 +605,17 @@ impl HubConfig {
                 auth.rs256_public_key.is_some(),
                 auth.es256_public_key.is_some(),
             ];
-            if sources.iter().filter(|set| **set).count() != 1 {
+            let fixed = sources.iter().filter(|set| **set).count();
+            if fixed > 1 || (fixed == 0 && auth.jwks_url.is_none()) {
                 return bad(
-                    "auth: set exactly one of hs256_secret, rs256_public_key, es256_public_key",
+                    "auth: set one of hs256_secret, rs256_public_key, es256_public_key, or \
+                     jwks_url, or jwks_url and one of the others",
                 );
+            }
+            if let Some(url) = &auth.jwks_url
+                && crate::backend::check_url(url).is_err()
+            {
+                return bad("auth: jwks_url must be an absolute http:// or https:// URL");
             }
             if let Some(secret) = &auth.hs256_secret {
                 let min = crate::auth::MIN_HS256_SECRET_LEN;

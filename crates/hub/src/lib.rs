@@ -28,8 +28,6 @@
 
 mod api;
 mod auth;
-// Its users (backend hooks, webhooks, JWKS) arrive next; until then its items are unused.
-#[allow(dead_code)]
 mod backend;
 mod broker;
 pub mod config;

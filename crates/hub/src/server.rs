@@ -60,7 +60,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::auth::{Action, Grants, Identity, token_from_request};
+use crate::auth::{Action, AuthError, Grants, Identity, token_from_request};
 use crate::config::STATS_CHANNEL;
 use crate::hub::{Hub, HubError, now_secs};
 use crate::limits::{RateLimiter, Ticket, Verdict};
@@ -536,6 +536,14 @@ where
             return None;
         }
     };
+    // A token naming a JWKS key not held: the keys are fetched first (the
+    // decision below cannot wait).
+    if let Some(verifier) = &hub.verifier
+        && let Some(token) =
+            token_from_request(incoming.request.headers(), incoming.request.uri().query())
+    {
+        verifier.prepare(&token).await;
+    }
     let mut identity = None;
     let mut refused = false;
     let decided = accept_incoming(
@@ -701,6 +709,14 @@ fn decide(
                     Some(identity)
                 }
                 Err(error) => {
+                    // Over HTTP/2 the decision runs before any fetch: the
+                    // JWKS is fetched now, for the client's next attempt.
+                    if error == AuthError::UnknownKey
+                        && let Some(jwks) = verifier.jwks()
+                    {
+                        let jwks = jwks.clone();
+                        tokio::spawn(async move { jwks.refresh().await });
+                    }
                     return Err((
                         RejectReason::Auth,
                         Reject::new(StatusCode::UNAUTHORIZED, format!("token refused: {error}")),

@@ -604,7 +604,7 @@ impl Session {
             return Ok(Some(refusal.to_reply(id)));
         }
         let reply = match request.command {
-            Command::Connect { token, .. } => return self.connect(id, token),
+            Command::Connect { token, .. } => return self.connect(id, token).await,
             Command::Refresh { token } => self.refresh(id, &token).await?,
             Command::Subscribe {
                 channel,
@@ -694,13 +694,13 @@ impl Session {
         }
     }
 
-    fn connect(
+    async fn connect(
         &mut self,
         id: Option<u64>,
         token: Option<String>,
     ) -> Result<Option<ServerMessage>, End> {
         if let Some(token) = token {
-            self.identity = Some(Box::new(self.verify(&token)?));
+            self.identity = Some(Box::new(verify(&self.hub, &self.me, &token).await?));
         }
         let user = self
             .identity
@@ -732,7 +732,7 @@ impl Session {
     /// allows end, each with an `unsubscribed` push and the reason (after
     /// the messages already queued for it).
     async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
-        let identity = self.verify(token)?;
+        let identity = verify(&self.hub, &self.me, token).await?;
         if let Err(refusal) = check_refresh(self.me.user(), &identity.user) {
             return Ok(refusal.to_reply(id));
         }
@@ -764,19 +764,6 @@ impl Session {
         Ok(ServerMessage::Refreshed {
             id,
             expires: Some(expires),
-        })
-    }
-
-    /// Verifies a token; a bad one ends the connection with 4001.
-    fn verify(&self, token: &str) -> Result<Identity, End> {
-        let Some(verifier) = &self.hub.verifier else {
-            return Err(End::Close(Close::NO_AUTH));
-        };
-        verifier.verify(token, now_secs()).map_err(|e| {
-            self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
-            tracing::debug!(error = %e, client = %self.me.client(), "token refused");
-            // The reason names the token's fault, as the HTTP 401 does.
-            End::Close(Close::bad_token(e.close_reason()))
         })
     }
 
@@ -850,6 +837,22 @@ impl Session {
             .err()
             .map(|refusal| refusal.to_reply(id))
     }
+}
+
+/// Verifies a token for session `me` (fetching the JWKS first if it names
+/// a key not held); a bad one ends the connection with 4001. (Not a method:
+/// its future must not hold a `&Session`, which is not `Sync`.)
+async fn verify(hub: &Hub, me: &Subscriber, token: &str) -> Result<Identity, End> {
+    let Some(verifier) = &hub.verifier else {
+        return Err(End::Close(Close::NO_AUTH));
+    };
+    verifier.prepare(token).await;
+    verifier.verify(token, now_secs()).map_err(|e| {
+        hub.metrics.error(ErrorCode::Unauthorized.as_str());
+        tracing::debug!(error = %e, client = %me.client(), "token refused");
+        // The reason names the token's fault, as the HTTP 401 does.
+        End::Close(Close::bad_token(e.close_reason()))
+    })
 }
 
 /// Whether a client with `identity` (none: anonymous) may do `action` on

@@ -10,7 +10,7 @@ mod common;
 
 use api_support::{api_config, now, post, post_status, sign};
 use cluster_support::{Node, Redis, fast_options};
-use common::{TestClient, TestHub};
+use common::{TestClient, TestHub, try_connect};
 use duplex_hub::ApiServer;
 use duplex_hub_proto::{Command, ServerMessage};
 use serde_json::json;
@@ -25,25 +25,6 @@ async fn api_of(hub: &std::sync::Arc<duplex_hub::Hub>) -> std::net::SocketAddr {
 
 fn ada(jti: &str, iat: u64) -> String {
     sign(&json!({"sub": "ada", "exp": now() + 3600, "jti": jti, "iat": iat}))
-}
-
-/// How a `connect` with `token` ends: `Ok` connected, or the close.
-async fn try_connect(url: &str, token: &str) -> Result<(), (u16, String)> {
-    let mut client = TestClient::open(url, |r| r).await.unwrap();
-    client
-        .send(Command::Connect {
-            token: Some(token.to_owned()),
-            name: None,
-        })
-        .await;
-    match client.next().await {
-        Some(ServerMessage::Connected { .. }) => Ok(()),
-        Some(other) => panic!("{other:?}"),
-        None => {
-            let info = client.closed().await;
-            Err((u16::from(info.code), info.reason))
-        }
-    }
 }
 
 #[tokio::test]

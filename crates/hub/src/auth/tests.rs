@@ -533,6 +533,7 @@ fn error_codes_are_distinct() {
         AuthError::MissingSubject,
         AuthError::MissingExpiry,
         AuthError::InvalidTime("exp"),
+        AuthError::UnknownKey,
         AuthError::BadKey(KeyError::EmptySecret),
     ];
     let codes: std::collections::HashSet<_> = all.iter().map(AuthError::code).collect();
@@ -692,3 +693,59 @@ qnH0Ld3jR4Dy8A5ib8JWpjBK0EBr3SlEGe4+D/pPEgrsf2lQ0eBu04XoQ0kGMy6g
 8oQNMvp2MF8ptkKrki2BibVL0Y0PEDfS
 -----END PUBLIC KEY-----
 ";
+
+#[test]
+fn a_jwks_url_alone_or_beside_a_static_key() {
+    let jwks_only = AuthConfig {
+        jwks_url: Some("http://127.0.0.1:9/jwks.json".into()),
+        ..AuthConfig::default()
+    };
+    let v = Verifier::from_config(&jwks_only).unwrap();
+    assert!(v.jwks().is_some());
+    // No key held (nothing fetched): a token is refused as unknown, and
+    // `alg: none` as the wrong algorithm.
+    assert_eq!(
+        v.verify(&hs(&good_claims()), NOW),
+        Err(AuthError::UnknownKey)
+    );
+    let none = raw_token(&json!({"alg": "none", "kid": "k"}), &good_claims(), "");
+    assert_eq!(v.verify(&none, NOW), Err(AuthError::WrongAlgorithm));
+    let bad_kid = raw_token(&json!({"alg": "RS256", "kid": 7}), &good_claims(), "x");
+    assert_eq!(v.verify(&bad_kid, NOW), Err(AuthError::Malformed));
+    // Beside a static key, a token without a kid goes to the static key.
+    let both = AuthConfig {
+        hs256_secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
+        ..jwks_only.clone()
+    };
+    let v = Verifier::from_config(&both).unwrap();
+    assert_eq!(v.verify(&hs(&good_claims()), NOW).unwrap().user, "alice");
+    let url = AuthConfig {
+        jwks_url: Some("ftp://idp/jwks".into()),
+        ..AuthConfig::default()
+    };
+    assert_eq!(
+        Verifier::from_config(&url).unwrap_err(),
+        KeyError::JwksUrl {
+            url: "ftp://idp/jwks".into()
+        }
+    );
+    assert_eq!(AuthError::UnknownKey.code(), "unknown_key");
+}
+
+#[test]
+fn jti_and_iat_are_kept_for_revocation() {
+    let v = Verifier::hs256(SECRET);
+    let id = v
+        .verify(
+            &hs(&json!({"sub": "a", "exp": NOW + 1, "jti": "t-1", "iat": NOW as f64 - 0.5})),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!((id.jti.as_deref(), id.issued), (Some("t-1"), Some(NOW - 1)));
+    let id = v
+        .verify(&hs(&json!({"sub": "a", "exp": NOW + 1, "jti": ""})), NOW)
+        .unwrap();
+    assert_eq!((id.jti, id.issued), (None, None), "an empty jti is none");
+    let bad = hs(&json!({"sub": "a", "exp": NOW + 1, "jti": 5}));
+    assert_eq!(v.verify(&bad, NOW), Err(AuthError::Malformed));
+}

@@ -338,3 +338,22 @@ pub fn offset_of(message: &ServerMessage) -> u64 {
         other => panic!("expected a message, got {other:?}"),
     }
 }
+
+/// How a `connect` with `token` ends: `Ok` connected, or the close.
+pub async fn try_connect(url: &str, token: &str) -> Result<(), (u16, String)> {
+    let mut client = TestClient::open(url, |r| r).await.unwrap();
+    client
+        .send(Command::Connect {
+            token: Some(token.to_owned()),
+            name: None,
+        })
+        .await;
+    match client.next().await {
+        Some(ServerMessage::Connected { .. }) => Ok(()),
+        Some(other) => panic!("{other:?}"),
+        None => {
+            let info = client.closed().await;
+            Err((u16::from(info.code), info.reason))
+        }
+    }
+}
