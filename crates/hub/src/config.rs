@@ -335,6 +335,14 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Connections per client IP (default 1,000); more are refused with 429.
     pub max_connections_per_ip: usize,
+    /// New connections per second per client IP (the address after
+    /// `trusted_proxies`; IPv6 per /64), sustained (default 100; 0 turns
+    /// the limit off); more are refused with 429 and `Retry-After` before
+    /// the upgrade.
+    pub connection_rate_per_ip: f64,
+    /// New connections one client IP may open at once above that rate
+    /// (default 1,000: a crowd behind one NAT reconnecting after a drain).
+    pub connection_burst_per_ip: f64,
     /// Commands per second per connection, sustained (default 100).
     pub messages_per_second: f64,
     /// Commands allowed in a burst above the sustained rate (default 200).
@@ -405,6 +413,8 @@ impl Default for LimitsConfig {
             socket_recv_buffer: None,
             publish_bytes_per_second: f64::from(2u32 << 20),
             publish_bytes_burst: f64::from(16u32 << 20),
+            connection_rate_per_ip: 100.0,
+            connection_burst_per_ip: 1000.0,
             history_bytes: 256 << 20,
             max_channels: 100_000,
         }
@@ -516,6 +526,11 @@ impl HubConfig {
         let l = &self.limits;
         if l.max_connections == 0 || l.max_connections_per_ip == 0 {
             return bad("limits: connection limits must be at least 1");
+        }
+        if !(l.connection_rate_per_ip >= 0.0 && l.connection_burst_per_ip >= 1.0) {
+            return bad(
+                "limits: connection_rate_per_ip must be >= 0 and connection_burst_per_ip >= 1",
+            );
         }
         if !(l.messages_per_second > 0.0 && l.burst >= 1.0) {
             return bad("limits: messages_per_second must be > 0 and burst >= 1");

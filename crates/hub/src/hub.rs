@@ -211,6 +211,10 @@ impl Hub {
             admission: Admission::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
+            )
+            .with_rate(
+                config.limits.connection_rate_per_ip,
+                config.limits.connection_burst_per_ip,
             ),
             rate_policy: crate::limits::rate_policy(&config.limits),
             refusals: crate::refusals::RefusalLog::default(),

@@ -599,10 +599,10 @@ fn admit(hub: &Hub, client: SocketAddr) -> Result<Ticket, Reject> {
         );
     }
     let mut reject = Reject::new(refused.status(), refused.reason());
-    if refused.status() == StatusCode::TOO_MANY_REQUESTS {
+    if let Some(seconds) = refused.retry_after() {
         reject
             .headers
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
     }
     Err(reject)
 }
