@@ -94,6 +94,10 @@ pub enum Permission {
     /// Nobody but a grant (for publish: only the hub itself, as for
     /// `$sys:stats`).
     None,
+    /// For subscribe only: a subscription token for the channel in the
+    /// `subscribe` command ([`check_subscription_token`]), or a grant.
+    /// Presence needs a grant.
+    Token,
 }
 
 /// A namespace's access rules, as [`may`] needs them.
@@ -140,6 +144,20 @@ pub enum Refusal {
     TooManyChannels,
     /// A refresh with a token for another user.
     OtherUser,
+    /// A subscribe without the subscription token its namespace requires
+    /// ([`Permission::Token`]).
+    TokenRequired {
+        /// The channel.
+        channel: String,
+    },
+    /// A subscription token that does not verify, or is for another user
+    /// or channel.
+    BadSubscriptionToken {
+        /// The channel.
+        channel: String,
+        /// Why (short, for people).
+        why: &'static str,
+    },
     /// Over the command rate or the data rate ([`crate::rate`]).
     RateLimited,
 }
@@ -156,7 +174,8 @@ impl Refusal {
             Self::AlreadySubscribed => ErrorCode::AlreadySubscribed,
             Self::NotSubscribed => ErrorCode::NotSubscribed,
             Self::TooManyChannels => ErrorCode::TooManyChannels,
-            Self::OtherUser => ErrorCode::Unauthorized,
+            Self::OtherUser | Self::BadSubscriptionToken { .. } => ErrorCode::Unauthorized,
+            Self::TokenRequired { .. } => ErrorCode::Forbidden,
             Self::RateLimited => ErrorCode::RateLimited,
         }
     }
@@ -190,6 +209,12 @@ impl std::fmt::Display for Refusal {
             Self::NotSubscribed => f.write_str("not subscribed"),
             Self::TooManyChannels => f.write_str("too many subscriptions on this connection"),
             Self::OtherUser => f.write_str("the new token is for another user"),
+            Self::TokenRequired { channel } => {
+                write!(f, "subscribing to {channel} needs a subscription token")
+            }
+            Self::BadSubscriptionToken { channel, why } => {
+                write!(f, "subscription token for {channel} refused: {why}")
+            }
             Self::RateLimited => {
                 f.write_str("over the rate of commands or of data bytes per second; slow down")
             }
@@ -489,6 +514,11 @@ pub fn may(
     };
     let allowed = granted || (permission == Permission::Any && (access.anonymous || !anonymous));
     if !allowed {
+        if action == Action::Subscribe && permission == Permission::Token {
+            return Err(Refusal::TokenRequired {
+                channel: channel.to_owned(),
+            });
+        }
         return Err(Refusal::Forbidden {
             action,
             channel: channel.to_owned(),
@@ -498,6 +528,46 @@ pub fn may(
         return Err(Refusal::PresenceOff);
     }
     Ok(())
+}
+
+/// Whether a verified subscription token for `token_user` and
+/// `token_channel` (its `sub` and `channel` claims) lets a connection of
+/// `user` subscribe to `channel` in a namespace with [`Permission::Token`]:
+/// both must match. (Its signature, expiry and revocation are the driver's
+/// checks, as for the connection's token.)
+pub fn check_subscription_token(
+    user: &str,
+    channel: &str,
+    token_user: &str,
+    token_channel: Option<&str>,
+) -> Result<(), Refusal> {
+    let why = if token_channel != Some(channel) {
+        "the token is for another channel"
+    } else if token_user != user {
+        "the token is for another user"
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::BadSubscriptionToken {
+        channel: channel.to_owned(),
+        why,
+    })
+}
+
+/// Whether a subscription may stay after a refresh changed the
+/// connection's grants: as [`may`] for subscribe, except in a namespace
+/// with [`Permission::Token`], where its subscription token was checked
+/// when it subscribed and a refresh does not take it back.
+pub fn keeps_subscription(
+    channel: &str,
+    access: &Access,
+    anonymous: bool,
+    granted: bool,
+) -> Result<(), Refusal> {
+    if access.subscribe == Permission::Token {
+        return Ok(());
+    }
+    may(Action::Subscribe, channel, access, anonymous, granted)
 }
 
 /// Whether a connection with `count` subscriptions, `subscribed` to the
@@ -564,6 +634,62 @@ pub fn api_scoped_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_namespace_takes_a_subscription_token_or_a_grant() {
+        let access = Access {
+            subscribe: Permission::Token,
+            publish: Permission::Any,
+            presence: true,
+            anonymous: true,
+        };
+        assert_eq!(
+            may(Action::Subscribe, "vip:a", &access, false, false),
+            Err(Refusal::TokenRequired {
+                channel: "vip:a".into()
+            })
+        );
+        assert_eq!(
+            Refusal::TokenRequired {
+                channel: "vip:a".into()
+            }
+            .code(),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            may(Action::Subscribe, "vip:a", &access, false, true),
+            Ok(())
+        );
+        assert!(matches!(
+            may(Action::Presence, "vip:a", &access, false, false),
+            Err(Refusal::Forbidden { .. })
+        ));
+        assert_eq!(
+            check_subscription_token("ada", "vip:a", "ada", Some("vip:a")),
+            Ok(())
+        );
+        for (user, channel, why) in [
+            ("bob", Some("vip:a"), "the token is for another user"),
+            ("ada", Some("vip:b"), "the token is for another channel"),
+            ("ada", None, "the token is for another channel"),
+        ] {
+            let refusal = check_subscription_token("ada", "vip:a", user, channel).unwrap_err();
+            assert_eq!(refusal.code(), ErrorCode::Unauthorized);
+            assert_eq!(
+                refusal.to_string(),
+                format!("subscription token for vip:a refused: {why}")
+            );
+        }
+        // An anonymous connection (no user) matches no token's user.
+        assert!(check_subscription_token("", "vip:a", "ada", Some("vip:a")).is_err());
+        // A refresh keeps a token channel; elsewhere it asks `may`.
+        assert_eq!(keeps_subscription("vip:a", &access, false, false), Ok(()));
+        let granted_only = Access {
+            subscribe: Permission::Granted,
+            ..access
+        };
+        assert!(keeps_subscription("x", &granted_only, false, false).is_err());
+    }
 
     #[test]
     fn a_refresh_never_shortens_and_keeps_the_user() {

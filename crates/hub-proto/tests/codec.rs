@@ -90,13 +90,18 @@ fn command() -> impl Strategy<Value = Command> {
         (prop::option::of(any_text()), prop::option::of(any_text()))
             .prop_map(|(token, name)| Command::Connect { token, name }),
         any_text().prop_map(|token| Command::Refresh { token }),
-        (channel(), prop::option::of(since()), any::<u32>()).prop_map(
-            |(channel, since, recent)| Command::Subscribe {
+        (
+            channel(),
+            prop::option::of(since()),
+            any::<u32>(),
+            prop::option::of(any_text())
+        )
+            .prop_map(|(channel, since, recent, token)| Command::Subscribe {
                 channel,
                 since,
-                recent
-            }
-        ),
+                recent,
+                token,
+            }),
         channel().prop_map(|channel| Command::Unsubscribe { channel }),
         (channel(), data(), prop::option::of(key()))
             .prop_map(|(channel, data, key)| Command::Publish { channel, data, key }),
@@ -456,6 +461,7 @@ fn commands_encode_as_in_the_spec() {
                         offset: 41,
                     }),
                     recent: 0,
+                    token: None,
                 },
             ),
             r#"{"op":"subscribe","id":2,"channel":"chat:lobby","since":{"epoch":"k3x9","offset":41}}"#,

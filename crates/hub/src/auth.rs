@@ -259,6 +259,7 @@ pub(crate) use duplex_hub_proto::session::Action;
 
 mod grants;
 pub(crate) mod jwks;
+pub(crate) mod subscription;
 #[cfg(test)]
 mod tests;
 
@@ -281,6 +282,9 @@ pub(crate) struct Identity {
     /// The token's `iat` (whole seconds, rounded down), if any: what a
     /// user's revocation compares.
     pub issued: Option<u64>,
+    /// The token's `channel` claim, if any: the channel a subscription
+    /// token is for.
+    pub channel: Option<Box<str>>,
 }
 
 impl Identity {
@@ -309,6 +313,8 @@ struct Claims {
     iat: Option<f64>,
     #[serde(default)]
     jti: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -627,6 +633,7 @@ impl Verifier {
             grants,
             jti: claims.jti.filter(|jti| !jti.is_empty()).map(Into::into),
             issued,
+            channel: claims.channel.map(Into::into),
         })
     }
 }

@@ -466,9 +466,10 @@ pub struct NamespaceConfig {
     /// is sent to every subscriber of the channel, so a channel of n
     /// subscribers costs n pushes per join: keep it off for large channels.
     pub join_leave: bool,
-    /// Who may subscribe (default any).
+    /// Who may subscribe (default any; `"token"`: a subscription token per
+    /// channel in the `subscribe` command, for private channels).
     pub subscribe: Permission,
-    /// Who may publish and send signals (default any).
+    /// Who may publish and send signals (default any; not `"token"`).
     pub publish: Permission,
     /// Whether anonymous clients may use the namespace at all (default: on
     /// when the hub has no auth configured, off when it has).
@@ -613,6 +614,14 @@ impl HubConfig {
                 return bad("client_address needs trusted_proxies: the proxies to believe");
             }
             _ => {}
+        }
+        for ns in self.namespaces.values().chain([&self.default_namespace]) {
+            if ns.publish == Permission::Token {
+                return bad("namespaces: publish = \"token\" is not a permission (subscribe only)");
+            }
+            if ns.subscribe == Permission::Token && self.auth.is_none() {
+                return bad("namespaces: subscribe = \"token\" needs [auth] to verify the tokens");
+            }
         }
         if let Some(auth) = &self.auth {
             let sources = [

@@ -758,6 +758,7 @@ fn admin_identity() -> Identity {
         grants,
         jti: None,
         issued: None,
+        channel: None,
     }
 }
 

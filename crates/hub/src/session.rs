@@ -68,7 +68,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::auth::Identity;
+use crate::auth::{Identity, subscription};
 use crate::broker::{BoxFuture, Publish, Subscribe, Subscriber};
 use crate::control::Control;
 use crate::frame::{frame_of, prepare, to_message};
@@ -610,7 +610,8 @@ impl Session {
                 channel,
                 since,
                 recent,
-            } => self.subscribe(id, channel, since, recent).await,
+                token,
+            } => self.subscribe(id, channel, since, recent, token).await,
             Command::Unsubscribe { channel } => self.unsubscribe(id, &channel).await,
             Command::Publish { channel, data, key } => {
                 if let Some(refused) = self.refuse(id, Action::Publish, &channel) {
@@ -750,7 +751,7 @@ impl Session {
         let (hub, identity) = (&self.hub, self.identity.as_deref());
         let revoked = self
             .state
-            .revoke(|channel| may_for(hub, identity, Action::Subscribe, channel));
+            .revoke(|channel| subscription::keeps(hub, identity, channel));
         for (name, refusal) in revoked {
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
@@ -773,13 +774,16 @@ impl Session {
         channel: String,
         since: Option<Since>,
         recent: u32,
+        token: Option<String>,
     ) -> ServerMessage {
         let limit = self.hub.config.limits.max_subscriptions;
         if let Err(refusal) = self.state.check_subscribe(&channel, limit) {
             return refusal.to_reply(id);
         }
-        if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
-            return refused;
+        let (hub, identity) = (&self.hub, self.identity.as_deref());
+        let may = subscription::may_subscribe(hub, &self.me, identity, &channel, token.as_deref());
+        if let Err(refusal) = may.await {
+            return refusal.to_reply(id);
         }
         let subscribe = Subscribe {
             channel: channel.as_str().into(),

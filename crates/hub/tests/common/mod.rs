@@ -292,6 +292,7 @@ impl TestClient {
             channel: channel.to_owned(),
             since: None,
             recent: 0,
+            token: None,
         })
         .await
     }
@@ -311,6 +312,7 @@ impl TestClient {
                 offset,
             }),
             recent: 0,
+            token: None,
         })
         .await
     }
