@@ -56,6 +56,8 @@ export type GetToken = () => string | null | undefined | Promise<string | null |
 export interface ClientOptions {
   /** Called for a token before connecting, before the current one expires, and after the hub closed for expiry (4002). At most one call is in flight. */
   getToken?: GetToken;
+  /** Called for a subscription token (a JWT for one channel, for namespaces with `subscribe = "token"`) before each subscribe of `channel` that was not given one in {@link SubscribeOptions.token}: a resubscribe after a reconnect in particular. Return null for a channel that needs none. */
+  getSubscriptionToken?: (channel: string) => string | null | Promise<string | null>;
   /** The name sent in `connect` (shown in the hub's logs). Default `"duplex-client"`. */
   name?: string;
   /** The WebSocket implementation. Default: `globalThis.WebSocket` (browsers; Node 22, or Node 20 with `--experimental-websocket`); pass `ws` elsewhere. */
@@ -211,6 +213,8 @@ export interface SubscribeOptions {
   recent?: number;
   /** Where to recover from on the first subscription (a position kept from earlier). */
   since?: Position;
+  /** The subscription token for the first subscribe (a private channel); later subscribes ask {@link ClientOptions.getSubscriptionToken}. */
+  token?: string;
   /** Aborting it unsubscribes. */
   signal?: AbortSignal;
   /** Messages an async iterator buffers before it fails with `overflow`. Default 10000. */
@@ -282,10 +286,13 @@ function abortReason(signal: AbortSignal): unknown {
 export class Client extends EventTarget {
   /** The hub's WebSocket URL (`ws://host:port/ws`). */
   readonly url: string;
-  private readonly opts: Required<Omit<ClientOptions, "getToken" | "WebSocket" | "document" | "window">>;
+  private readonly opts: Required<Omit<ClientOptions, "getToken" | "getSubscriptionToken" | "WebSocket" | "document" | "window">>;
   private readonly stats = { connects: 0, reconnects: 0, drops: 0, published: 0, duplicatePublishes: 0, retried: 0, pings: 0, pongs: 0 };
   private failedOpens = 0;
   private readonly getToken: GetToken | undefined;
+  private readonly getSubscriptionToken: ClientOptions["getSubscriptionToken"];
+  /** Subscription tokens given to {@link subscribe}, each for its channel's next subscribe. */
+  private readonly givenTokens = new Map<string, string>();
   private readonly WS: WebSocketConstructor;
   private readonly doc: (EventTarget & { readonly visibilityState: string }) | null;
   private readonly win: EventTarget | null;
@@ -322,6 +329,7 @@ export class Client extends EventTarget {
     super();
     this.url = url;
     this.getToken = options.getToken;
+    this.getSubscriptionToken = options.getSubscriptionToken;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WS) {
       throw new DuplexError(
@@ -547,7 +555,7 @@ export class Client extends EventTarget {
     this.emit("connected", { ...this.info });
     for (const waiter of this.waiters) waiter.resolve({ ...this.info });
     this.waiters.clear();
-    for (const command of this.machine.onConnected()) this.send(command);
+    for (const command of this.machine.onConnected()) this.sendFromMachine(command);
     const queued = this.queue;
     this.queue = [];
     for (const item of queued) this.sendPublish(item);
@@ -792,6 +800,43 @@ export class Client extends EventTarget {
 
   // ---- sending ------------------------------------------------------------
 
+  /**
+   * Sends a command of the recovery machine; a `subscribe` carries a
+   * subscription token: the one given to {@link subscribe} (once), else
+   * what `getSubscriptionToken` answers (sent on the same socket, or not at
+   * all: a new connection resubscribes anyway). Without one the hub refuses
+   * a private channel, and the subscription reports it.
+   */
+  private sendFromMachine(command: Command): void {
+    const channel = command.channel;
+    if (command.op !== "subscribe" || typeof channel !== "string") {
+      this.send(command);
+      return;
+    }
+    const given = this.givenTokens.get(channel);
+    if (given !== undefined) {
+      this.givenTokens.delete(channel);
+      command.token = given;
+      this.send(command);
+      return;
+    }
+    const get = this.getSubscriptionToken;
+    if (!get) {
+      this.send(command);
+      return;
+    }
+    const ws = this.ws;
+    Promise.resolve()
+      .then(() => get(channel))
+      .then(
+        (token) => {
+          if (token) command.token = token;
+          this.send(command, ws);
+        },
+        () => this.send(command, ws),
+      );
+  }
+
   private send(command: Command, ws: WebSocketLike | null = this.ws): boolean {
     if (!ws || ws !== this.ws || ws.readyState !== OPEN) return false;
     ws.send(encodeCommand(command));
@@ -912,6 +957,7 @@ export class Client extends EventTarget {
     if (this.subs.has(channel)) {
       throw new DuplexError("already_subscribed", `${channel} has a subscription already: unsubscribe it first`);
     }
+    if (options.token !== undefined) this.givenTokens.set(channel, options.token);
     this.machine.subscribe(channel, { recent: options.recent ?? 0, since: options.since ?? null });
     const sub = new Subscription(this, channel, options.bufferLimit ?? 10000);
     this.subs.set(channel, sub);
@@ -937,7 +983,7 @@ export class Client extends EventTarget {
   }
 
   private flush(): void {
-    for (const command of this.machine.takeTransmit()) this.send(command);
+    for (const command of this.machine.takeTransmit()) this.sendFromMachine(command);
   }
 
   // ---- receiving ----------------------------------------------------------
