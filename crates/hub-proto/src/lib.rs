@@ -126,6 +126,7 @@ pub mod rate;
 pub mod recovery;
 pub mod revocation;
 pub mod session;
+pub mod subscription_token;
 
 pub use channel::{NameError, is_hub_channel, namespace, validate_channel};
 pub use client::{Event, SubscribeOptions, Subscriptions};

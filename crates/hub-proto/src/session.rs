@@ -16,6 +16,8 @@
 //! - [`SessionState::server_subscribe`]: what a server-side subscribe
 //!   (the hub's server API) does to a connection;
 //! - [`check_refresh`]: a refresh must keep the user;
+//! - [`crate::subscription_token`]: private channels
+//!   ([`Permission::Token`]);
 //! - [`refreshed_expiry`]: a refresh never shortens the connection's life;
 //! - [`scoped_key`]: whose idempotency keys a key can collide with;
 //! - [`overlaps_publishes`] and [`MAX_PUBLISHES_IN_FLIGHT`]: the publish
@@ -95,7 +97,7 @@ pub enum Permission {
     /// `$sys:stats`).
     None,
     /// For subscribe only: a subscription token for the channel in the
-    /// `subscribe` command ([`check_subscription_token`]), or a grant.
+    /// `subscribe` command ([`crate::subscription_token::check_subscription_token`]), or a grant.
     /// Presence needs a grant.
     Token,
 }
@@ -530,46 +532,6 @@ pub fn may(
     Ok(())
 }
 
-/// Whether a verified subscription token for `token_user` and
-/// `token_channel` (its `sub` and `channel` claims) lets a connection of
-/// `user` subscribe to `channel` in a namespace with [`Permission::Token`]:
-/// both must match. (Its signature, expiry and revocation are the driver's
-/// checks, as for the connection's token.)
-pub fn check_subscription_token(
-    user: &str,
-    channel: &str,
-    token_user: &str,
-    token_channel: Option<&str>,
-) -> Result<(), Refusal> {
-    let why = if token_channel != Some(channel) {
-        "the token is for another channel"
-    } else if token_user != user {
-        "the token is for another user"
-    } else {
-        return Ok(());
-    };
-    Err(Refusal::BadSubscriptionToken {
-        channel: channel.to_owned(),
-        why,
-    })
-}
-
-/// Whether a subscription may stay after a refresh changed the
-/// connection's grants: as [`may`] for subscribe, except in a namespace
-/// with [`Permission::Token`], where its subscription token was checked
-/// when it subscribed and a refresh does not take it back.
-pub fn keeps_subscription(
-    channel: &str,
-    access: &Access,
-    anonymous: bool,
-    granted: bool,
-) -> Result<(), Refusal> {
-    if access.subscribe == Permission::Token {
-        return Ok(());
-    }
-    may(Action::Subscribe, channel, access, anonymous, granted)
-}
-
 /// Whether a connection with `count` subscriptions, `subscribed` to the
 /// channel already or not, may subscribe to it under a limit of `max`.
 pub fn check_subscribe(subscribed: bool, count: usize, max: usize) -> Result<(), Refusal> {
@@ -634,62 +596,6 @@ pub fn api_scoped_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_token_namespace_takes_a_subscription_token_or_a_grant() {
-        let access = Access {
-            subscribe: Permission::Token,
-            publish: Permission::Any,
-            presence: true,
-            anonymous: true,
-        };
-        assert_eq!(
-            may(Action::Subscribe, "vip:a", &access, false, false),
-            Err(Refusal::TokenRequired {
-                channel: "vip:a".into()
-            })
-        );
-        assert_eq!(
-            Refusal::TokenRequired {
-                channel: "vip:a".into()
-            }
-            .code(),
-            ErrorCode::Forbidden
-        );
-        assert_eq!(
-            may(Action::Subscribe, "vip:a", &access, false, true),
-            Ok(())
-        );
-        assert!(matches!(
-            may(Action::Presence, "vip:a", &access, false, false),
-            Err(Refusal::Forbidden { .. })
-        ));
-        assert_eq!(
-            check_subscription_token("ada", "vip:a", "ada", Some("vip:a")),
-            Ok(())
-        );
-        for (user, channel, why) in [
-            ("bob", Some("vip:a"), "the token is for another user"),
-            ("ada", Some("vip:b"), "the token is for another channel"),
-            ("ada", None, "the token is for another channel"),
-        ] {
-            let refusal = check_subscription_token("ada", "vip:a", user, channel).unwrap_err();
-            assert_eq!(refusal.code(), ErrorCode::Unauthorized);
-            assert_eq!(
-                refusal.to_string(),
-                format!("subscription token for vip:a refused: {why}")
-            );
-        }
-        // An anonymous connection (no user) matches no token's user.
-        assert!(check_subscription_token("", "vip:a", "ada", Some("vip:a")).is_err());
-        // A refresh keeps a token channel; elsewhere it asks `may`.
-        assert_eq!(keeps_subscription("vip:a", &access, false, false), Ok(()));
-        let granted_only = Access {
-            subscribe: Permission::Granted,
-            ..access
-        };
-        assert!(keeps_subscription("x", &granted_only, false, false).is_err());
-    }
 
     #[test]
     fn a_refresh_never_shortens_and_keeps_the_user() {

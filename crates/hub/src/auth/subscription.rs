@@ -11,9 +11,8 @@
 //! when subscribing; a refresh of the connection's token does not take the
 //! subscription back (`keeps_subscription`).
 
-use duplex_hub_proto::session::{
-    Access, Action, Permission, Refusal, check_subscription_token, keeps_subscription, may,
-};
+use duplex_hub_proto::session::{Access, Action, Permission, Refusal, may};
+use duplex_hub_proto::subscription_token::{check_subscription_token, keeps_subscription};
 
 use super::Identity;
 use crate::broker::Subscriber;
