@@ -30,7 +30,7 @@ const BINARY_SUBPROTOCOL = "duplex.v1.bin";
 const COMMANDS: [string, string][] = [
   ["connect", "?id *token *name"],
   ["refresh", "?id $token"],
-  ["subscribe", "?id $channel ~since #recent"],
+  ["subscribe", "?id $channel ~since #recent *token"],
   ["unsubscribe", "?id $channel"],
   ["publish", "?id $channel *key %"],
   ["presence", "?id $channel"],

@@ -9,8 +9,9 @@
  * - Reconnects wait a full-jitter backoff (`backoff.ts`); the attempt count is
  *   reset only once a connection stayed up `stableAfter` ms, so a hub that
  *   accepts and drops at once is not hammered. After the close codes the
- *   protocol calls final (1000, 1008, 1009, 4001; 4002 too without
- *   `getToken`) the client does not reconnect: it is `closed`.
+ *   protocol calls final (1000, 1008, 1009, 4001; 4002 and 4003 — token
+ *   expired, token revoked — too without `getToken`, which is asked for a
+ *   fresh token otherwise) the client does not reconnect: it is `closed`.
  * - A publish carries an idempotency key drawn from `crypto.getRandomValues`
  *   and is sent again with the same key after a drop, so the hub delivers it
  *   once; publishes wait in a bounded queue while disconnected.
@@ -55,6 +56,8 @@ export type GetToken = () => string | null | undefined | Promise<string | null |
 export interface ClientOptions {
   /** Called for a token before connecting, before the current one expires, and after the hub closed for expiry (4002). At most one call is in flight. */
   getToken?: GetToken;
+  /** Called for a subscription token (a JWT for one channel, for namespaces with `subscribe = "token"`) before each subscribe of `channel` that was not given one in {@link SubscribeOptions.token}: a resubscribe after a reconnect in particular. Return null for a channel that needs none. */
+  getSubscriptionToken?: (channel: string) => string | null | Promise<string | null>;
   /** The name sent in `connect` (shown in the hub's logs). Default `"duplex-client"`. */
   name?: string;
   /** The envelope spoken: `jsonEnvelope` (duplex.v1, the default) or `binaryEnvelope` (duplex.v1.bin: smaller frames; a hub that does not speak it refuses the handshake). */
@@ -214,6 +217,8 @@ export interface SubscribeOptions {
   recent?: number;
   /** Where to recover from on the first subscription (a position kept from earlier). */
   since?: Position;
+  /** The subscription token for the first subscribe (a private channel); later subscribes ask {@link ClientOptions.getSubscriptionToken}. */
+  token?: string;
   /** Aborting it unsubscribes. */
   signal?: AbortSignal;
   /** Messages an async iterator buffers before it fails with `overflow`. Default 10000. */
@@ -245,6 +250,7 @@ export function drainDelay(code: number, reason: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 const TOKEN_EXPIRED = 4002;
+const TOKEN_REVOKED = 4003;
 const OPEN = 1;
 
 interface Pending {
@@ -284,11 +290,14 @@ function abortReason(signal: AbortSignal): unknown {
 export class Client extends EventTarget {
   /** The hub's WebSocket URL (`ws://host:port/ws`). */
   readonly url: string;
-  private readonly opts: Required<Omit<ClientOptions, "getToken" | "WebSocket" | "document" | "window" | "envelope">>;
+  private readonly opts: Required<Omit<ClientOptions, "getToken" | "getSubscriptionToken" | "WebSocket" | "document" | "window" | "envelope">>;
   private readonly envelope: Envelope;
   private readonly stats = { connects: 0, reconnects: 0, drops: 0, published: 0, duplicatePublishes: 0, retried: 0, pings: 0, pongs: 0 };
   private failedOpens = 0;
   private readonly getToken: GetToken | undefined;
+  private readonly getSubscriptionToken: ClientOptions["getSubscriptionToken"];
+  /** Subscription tokens given to {@link subscribe}, each for its channel's next subscribe. */
+  private readonly givenTokens = new Map<string, string>();
   private readonly WS: WebSocketConstructor;
   private readonly doc: (EventTarget & { readonly visibilityState: string }) | null;
   private readonly win: EventTarget | null;
@@ -325,6 +334,7 @@ export class Client extends EventTarget {
     super();
     this.url = url;
     this.getToken = options.getToken;
+    this.getSubscriptionToken = options.getSubscriptionToken;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WS) {
       throw new DuplexError(
@@ -560,7 +570,7 @@ export class Client extends EventTarget {
     this.emit("connected", { ...this.info });
     for (const waiter of this.waiters) waiter.resolve({ ...this.info });
     this.waiters.clear();
-    for (const command of this.machine.onConnected()) this.send(command);
+    for (const command of this.machine.onConnected()) this.sendFromMachine(command);
     const queued = this.queue;
     this.queue = [];
     for (const item of queued) this.sendPublish(item);
@@ -615,8 +625,9 @@ export class Client extends EventTarget {
     for (const item of retry) item.sentOn = null;
     this.queue = retry.concat(this.queue);
     this.machine.onDisconnected();
-    if (code === TOKEN_EXPIRED) this.tokenStale = true;
-    const final = FINAL_CODES.has(code) || (code === TOKEN_EXPIRED && !this.getToken);
+    const stale = code === TOKEN_EXPIRED || code === TOKEN_REVOKED;
+    if (stale) this.tokenStale = true;
+    const final = FINAL_CODES.has(code) || (stale && !this.getToken);
     // A refused handshake (403 for the page's origin, 401, 429 …) looks like
     // any failed open: a WebSocket tells no status. Failing every time before
     // ever getting in is likely one: stop, and say what to check.
@@ -804,6 +815,43 @@ export class Client extends EventTarget {
 
   // ---- sending ------------------------------------------------------------
 
+  /**
+   * Sends a command of the recovery machine; a `subscribe` carries a
+   * subscription token: the one given to {@link subscribe} (once), else
+   * what `getSubscriptionToken` answers (sent on the same socket, or not at
+   * all: a new connection resubscribes anyway). Without one the hub refuses
+   * a private channel, and the subscription reports it.
+   */
+  private sendFromMachine(command: Command): void {
+    const channel = command.channel;
+    if (command.op !== "subscribe" || typeof channel !== "string") {
+      this.send(command);
+      return;
+    }
+    const given = this.givenTokens.get(channel);
+    if (given !== undefined) {
+      this.givenTokens.delete(channel);
+      command.token = given;
+      this.send(command);
+      return;
+    }
+    const get = this.getSubscriptionToken;
+    if (!get) {
+      this.send(command);
+      return;
+    }
+    const ws = this.ws;
+    Promise.resolve()
+      .then(() => get(channel))
+      .then(
+        (token) => {
+          if (token) command.token = token;
+          this.send(command, ws);
+        },
+        () => this.send(command, ws),
+      );
+  }
+
   private send(command: Command, ws: WebSocketLike | null = this.ws): boolean {
     if (!ws || ws !== this.ws || ws.readyState !== OPEN) return false;
     ws.send(this.envelope.encodeCommand(command));
@@ -943,6 +991,7 @@ export class Client extends EventTarget {
     if (this.subs.has(channel)) {
       throw new DuplexError("already_subscribed", `${channel} has a subscription already: unsubscribe it first`);
     }
+    if (options.token !== undefined) this.givenTokens.set(channel, options.token);
     this.machine.subscribe(channel, { recent: options.recent ?? 0, since: options.since ?? null });
     const sub = new Subscription(this, channel, options.bufferLimit ?? 10000);
     this.subs.set(channel, sub);
@@ -968,7 +1017,7 @@ export class Client extends EventTarget {
   }
 
   private flush(): void {
-    for (const command of this.machine.takeTransmit()) this.send(command);
+    for (const command of this.machine.takeTransmit()) this.sendFromMachine(command);
   }
 
   // ---- receiving ----------------------------------------------------------

@@ -695,3 +695,32 @@ test("a server-side subscribed push in the same read as connected (a connect hoo
   assert.deepEqual(announced, ["news:ada"]);
   c.close();
 });
+
+test("subscription tokens: the one given to subscribe first, then getSubscriptionToken on resubscribe", async () => {
+  const hub = new FakeHub();
+  const asked = [];
+  const c = client(hub, {
+    getSubscriptionToken: async (channel) => {
+      asked.push(channel);
+      return channel.startsWith("vip:") ? `fresh-${channel}` : null;
+    },
+  });
+  c.connect();
+  const ws = await hub.accept({ user: "alice" });
+  c.subscribe("vip:a", { token: "given" });
+  c.subscribe("news");
+  await hub.until(() => sent(ws, "subscribe").length === 2, "two subscribes");
+  const first = sent(ws, "subscribe");
+  assert.equal(first.find((s) => s.channel === "vip:a").token, "given");
+  assert.equal(first.find((s) => s.channel === "news").token, undefined, "a public channel: none");
+  assert.deepEqual(asked, ["news"], "the given token is used without asking");
+  for (const s of first) ws.reply({ op: "subscribed", id: s.id, channel: s.channel, epoch: "e", offset: 0 });
+  ws.drop(1006);
+  const ws2 = await hub.accept({ user: "alice" });
+  await hub.until(() => sent(ws2, "subscribe").length === 2, "resubscribes");
+  const again = sent(ws2, "subscribe");
+  assert.equal(again.find((s) => s.channel === "vip:a").token, "fresh-vip:a", "a fresh token after the reconnect");
+  assert.equal(again.find((s) => s.channel === "news").token, undefined);
+  assert.deepEqual(asked.sort(), ["news", "news", "vip:a"]);
+  c.close();
+});

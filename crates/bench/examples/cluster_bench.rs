@@ -183,6 +183,7 @@ async fn subscriber(url: &str, channel: &str) -> Result<Ws, String> {
             channel: channel.into(),
             since: None,
             recent: 0,
+            token: None,
         },
     )
     .await?;

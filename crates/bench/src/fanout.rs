@@ -1209,6 +1209,7 @@ async fn subscribe_and_read(
                 channel,
                 since: None,
                 recent: 0,
+                token: None,
             },
         )
         .await?;

@@ -451,6 +451,9 @@ fn auth_mode(config: &HubConfig) -> String {
     } else {
         "JWT".to_owned()
     };
+    if let Some(url) = &auth.jwks_url {
+        mode.push_str(&format!(", keys from the JWKS {url}"));
+    }
     if let Some(audience) = &auth.audience {
         mode.push_str(&format!(", audience {audience:?}"));
     }

@@ -7,8 +7,8 @@
 //! `--jwt-secret` — the places `duplex serve` reads it from. The token
 //! carries what the hub reads (`crates/hub/src/auth.rs`): `sub`, `exp`,
 //! `iat`, the grants `channels` (all three actions), `subscribe`,
-//! `publish`, `presence`, and `aud`/`iss` when the configuration requires
-//! them. It is printed on standard output, alone on its line.
+//! `publish`, `presence`, `channel` for a subscription token (`--channel`),
+//! and `aud`/`iss` when the configuration requires them. It is printed on standard output, alone on its line.
 //!
 //! Invariants: a hub that verifies RS256 or ES256 holds only a public key,
 //! so this command refuses it (tokens come from the identity provider's
@@ -61,6 +61,11 @@ pub(crate) struct TokenArgs {
     /// year).
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
+    /// Makes it a subscription token for this channel (the `channel`
+    /// claim), which a namespace with `subscribe = "token"` requires in the
+    /// `subscribe` command.
+    #[arg(long, value_name = "CHANNEL")]
+    channel: Option<String>,
 }
 
 /// Why no token was signed.
@@ -147,6 +152,9 @@ fn sign(args: &TokenArgs, now: u64) -> Result<String, TokenError> {
             object.insert(name.into(), serde_json::json!(patterns));
         }
     }
+    if let Some(channel) = &args.channel {
+        object.insert("channel".into(), channel.as_str().into());
+    }
     if let Some(audience) = auth.audience {
         object.insert("aud".into(), audience.into());
     }
@@ -186,6 +194,38 @@ mod tests {
             .decode(payload)
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_subscription_token_names_its_channel() {
+        let token = sign(
+            &args(&[
+                "--jwt-secret",
+                "a-token-test-secret-of-32-bytes!",
+                "--sub",
+                "alice",
+                "--channel",
+                "vip:lounge",
+            ]),
+            1_795_000_000,
+        )
+        .unwrap();
+        let read = claims(&token);
+        assert_eq!(
+            (read["sub"].as_str(), read["channel"].as_str()),
+            (Some("alice"), Some("vip:lounge"))
+        );
+        let plain = sign(
+            &args(&[
+                "--jwt-secret",
+                "a-token-test-secret-of-32-bytes!",
+                "--sub",
+                "a",
+            ]),
+            1_795_000_000,
+        )
+        .unwrap();
+        assert!(claims(&plain).get("channel").is_none());
     }
 
     #[test]

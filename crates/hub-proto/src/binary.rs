@@ -199,6 +199,7 @@ pub fn encode_command(request: &Request) -> Vec<u8> {
             channel,
             since,
             recent,
+            token,
         } => {
             w.str(channel);
             w.opt_str(since.as_ref().map(|s| s.epoch.as_str()));
@@ -206,6 +207,7 @@ pub fn encode_command(request: &Request) -> Vec<u8> {
                 w.uint(since.offset);
             }
             w.uint(u64::from(*recent));
+            w.opt_str(token.as_deref());
         }
         Command::Unsubscribe { channel } | Command::Presence { channel } => w.str(channel),
         Command::Publish { channel, data, key } => {
@@ -623,6 +625,7 @@ fn command(mut r: Reader<'_>) -> Result<Request, DecodeError> {
                 channel,
                 since,
                 recent: r.u32("recent")?,
+                token: r.opt_str("token")?,
             }
         }
         "unsubscribe" => Command::Unsubscribe {

@@ -398,6 +398,7 @@ impl Subscriptions {
                 channel,
                 since: ch.position.clone(),
                 recent: ch.recent,
+                token: None,
             },
         ));
     }

@@ -23,6 +23,9 @@ pub const TRY_AGAIN_LATER: u16 = 1013;
 pub const UNAUTHORIZED: u16 = 4001;
 /// The token expired and was not refreshed.
 pub const TOKEN_EXPIRED: u16 = 4002;
+/// The application's backend revoked the connection's token (its `jti`)
+/// or every token of its user (see [`crate::revocation`]).
+pub const REVOKED: u16 = 4003;
 /// Slow consumer: the client did not read fast enough and its queue filled.
 pub const SLOW_CONSUMER: u16 = 4008;
 /// The user already has as many connections in the cluster as
@@ -58,6 +61,7 @@ mod tests {
             UNAUTHORIZED,
             TOKEN_EXPIRED,
             TOO_MANY_FOR_USER,
+            REVOKED,
         ] {
             assert!(!should_reconnect(Some(code)), "{code}");
         }

@@ -513,6 +513,7 @@ fn command(r: Reader<'_>, binary: Option<BinaryData<'_>>) -> Result<Request, Dec
                 None => 0,
                 Some(raw) => r.u32_of(Field::Recent, raw)?,
             },
+            token: r.opt_string(Field::Token)?,
         },
         "unsubscribe" => Command::Unsubscribe {
             channel: r.channel()?,
@@ -704,8 +705,15 @@ pub fn encode_command(request: &Request) -> Encoded {
             token.as_deref().map_or(0, str_hint) + name.as_deref().map_or(0, str_hint)
         }
         Command::Refresh { token } => str_hint(token),
-        Command::Subscribe { channel, since, .. } => {
-            str_hint(channel) + since.as_ref().map_or(0, |s| str_hint(&s.epoch) + 48)
+        Command::Subscribe {
+            channel,
+            since,
+            token,
+            ..
+        } => {
+            str_hint(channel)
+                + since.as_ref().map_or(0, |s| str_hint(&s.epoch) + 48)
+                + token.as_deref().map_or(0, str_hint)
         }
         Command::Unsubscribe { channel } | Command::Presence { channel } => str_hint(channel),
         Command::Publish { channel, data, key } => {
@@ -727,6 +735,7 @@ pub fn encode_command(request: &Request) -> Encoded {
             channel,
             since,
             recent,
+            token,
         } => {
             w.str("channel", channel);
             if let Some(since) = since {
@@ -735,6 +744,7 @@ pub fn encode_command(request: &Request) -> Encoded {
             if *recent != 0 {
                 w.u64("recent", u64::from(*recent));
             }
+            w.opt_str("token", token.as_deref());
         }
         Command::Unsubscribe { channel } | Command::Presence { channel } => {
             w.str("channel", channel);

@@ -137,7 +137,9 @@ pub mod log;
 pub mod message;
 pub mod rate;
 pub mod recovery;
+pub mod revocation;
 pub mod session;
+pub mod subscription_token;
 
 pub use channel::{NameError, is_hub_channel, namespace, validate_channel};
 pub use client::{Event, SubscribeOptions, Subscriptions};

@@ -65,6 +65,10 @@ pub enum Command {
         /// How many of the latest messages to send first when not recovering
         /// (0: none).
         recent: u32,
+        /// A subscription token for the channel (a JWT naming the
+        /// connection's user and the channel), which namespaces with
+        /// `subscribe = "token"` require.
+        token: Option<String>,
     },
     /// `unsubscribe`: stop receiving a channel. Answered by `unsubscribed`.
     Unsubscribe {

@@ -181,6 +181,20 @@ impl TokenBucket {
     pub fn is_full(&self, now: Nanos) -> bool {
         self.full_at <= now
     }
+
+    /// Nanoseconds from `now` until a take succeeds (0: now), for a
+    /// refusal's `Retry-After`.
+    pub fn wait(&self, rate: &Rate, now: Nanos) -> u64 {
+        let interval = rate.interval();
+        self.debt(now).saturating_sub(rate.tolerance(interval))
+    }
+
+    /// Nanoseconds after a take until the bucket is full again at most:
+    /// how long a bucket that refused nothing is worth keeping.
+    pub fn refill(rate: &Rate) -> u64 {
+        let interval = rate.interval();
+        rate.tolerance(interval).saturating_add(interval)
+    }
 }
 
 /// What to do with a command, as [`RateLimiter::check`] decides.
@@ -390,6 +404,32 @@ mod tests {
     /// `t0` plus `d`.
     fn at(t0: Nanos, d: Nanos) -> Nanos {
         Nanos::new(t0.get() + d.get())
+    }
+
+    #[test]
+    fn a_bucket_says_how_long_until_its_next_take() {
+        let rate = Rate::new(10.0, 3.0);
+        let t0 = Nanos::new(1_000);
+        let mut bucket = TokenBucket::new(t0);
+        assert_eq!(bucket.wait(&rate, t0), 0);
+        for _ in 0..3 {
+            assert!(bucket.try_take(&rate, t0));
+        }
+        assert!(!bucket.try_take(&rate, t0));
+        // One token every 100 ms: the next in 100 ms, not sooner.
+        let wait = bucket.wait(&rate, t0);
+        assert_eq!(wait, 100_000_000);
+        let just_before = Nanos::new(t0.get() + wait as i64 - 1);
+        assert!(!bucket.clone().try_take(&rate, just_before));
+        assert!(
+            bucket
+                .clone()
+                .try_take(&rate, Nanos::new(t0.get() + wait as i64))
+        );
+        // Full again at most `refill` after the last take.
+        let full = Nanos::new(t0.get() + TokenBucket::refill(&rate) as i64);
+        assert!(bucket.is_full(full));
+        assert!(!bucket.is_full(Nanos::new(full.get() - 1)));
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! - [`SessionState::server_subscribe`]: what a server-side subscribe
 //!   (the hub's server API) does to a connection;
 //! - [`check_refresh`]: a refresh must keep the user;
+//! - [`crate::subscription_token`]: private channels
+//!   ([`Permission::Token`]);
+//! - [`refreshed_expiry`]: a refresh never shortens the connection's life;
 //! - [`scoped_key`]: whose idempotency keys a key can collide with;
 //! - [`overlaps_publishes`] and [`MAX_PUBLISHES_IN_FLIGHT`]: the publish
 //!   pipeline's order;
@@ -38,6 +41,17 @@
 //!   grants, but not the phase (only a connected client) nor the
 //!   subscription limit, and it is idempotent (a channel already subscribed
 //!   is left as it is).
+//! - **Refresh.** A refresh to a token of another user is refused with an
+//!   `unauthorized` error reply, and the connection keeps its user, its
+//!   token and its expiry ([`check_refresh`]). An accepted refresh takes
+//!   the new token's grants, and the connection's expiry becomes the later
+//!   of its expiry and the new token's ([`refreshed_expiry`]): two
+//!   refreshes that cross (two of a client's, or a client's after the
+//!   server API moved the expiry later) leave the later expiry, never the
+//!   earlier one. (The server API's own `refresh` sets the expiry the
+//!   backend names, earlier too: the backend is trusted.) A refresh the driver has begun to verify when the expiry
+//!   passes is finished first: the connection survives if it succeeds
+//!   (the driver looks at the expiry timer only between commands).
 //! - A grant in the token allows what it names; without one, the
 //!   namespace's permission must be [`Permission::Any`], and an anonymous
 //!   client also needs the namespace to admit anonymous clients.
@@ -82,6 +96,10 @@ pub enum Permission {
     /// Nobody but a grant (for publish: only the hub itself, as for
     /// `$sys:stats`).
     None,
+    /// For subscribe only: a subscription token for the channel in the
+    /// `subscribe` command ([`crate::subscription_token::check_subscription_token`]), or a grant.
+    /// Presence needs a grant.
+    Token,
 }
 
 /// A namespace's access rules, as [`may`] needs them.
@@ -128,6 +146,20 @@ pub enum Refusal {
     TooManyChannels,
     /// A refresh with a token for another user.
     OtherUser,
+    /// A subscribe without the subscription token its namespace requires
+    /// ([`Permission::Token`]).
+    TokenRequired {
+        /// The channel.
+        channel: String,
+    },
+    /// A subscription token that does not verify, or is for another user
+    /// or channel.
+    BadSubscriptionToken {
+        /// The channel.
+        channel: String,
+        /// Why (short, for people).
+        why: &'static str,
+    },
     /// Over the command rate or the data rate ([`crate::rate`]).
     RateLimited,
 }
@@ -144,7 +176,8 @@ impl Refusal {
             Self::AlreadySubscribed => ErrorCode::AlreadySubscribed,
             Self::NotSubscribed => ErrorCode::NotSubscribed,
             Self::TooManyChannels => ErrorCode::TooManyChannels,
-            Self::OtherUser => ErrorCode::Unauthorized,
+            Self::OtherUser | Self::BadSubscriptionToken { .. } => ErrorCode::Unauthorized,
+            Self::TokenRequired { .. } => ErrorCode::Forbidden,
             Self::RateLimited => ErrorCode::RateLimited,
         }
     }
@@ -178,6 +211,12 @@ impl std::fmt::Display for Refusal {
             Self::NotSubscribed => f.write_str("not subscribed"),
             Self::TooManyChannels => f.write_str("too many subscriptions on this connection"),
             Self::OtherUser => f.write_str("the new token is for another user"),
+            Self::TokenRequired { channel } => {
+                write!(f, "subscribing to {channel} needs a subscription token")
+            }
+            Self::BadSubscriptionToken { channel, why } => {
+                write!(f, "subscription token for {channel} refused: {why}")
+            }
             Self::RateLimited => {
                 f.write_str("over the rate of commands or of data bytes per second; slow down")
             }
@@ -233,6 +272,17 @@ impl Close {
     pub const SLOW_CONSUMER: Self = Self {
         code: close::SLOW_CONSUMER,
         reason: "slow consumer",
+    };
+    /// The application's backend revoked the connection's token (4003).
+    pub const REVOKED_TOKEN: Self = Self {
+        code: close::REVOKED,
+        reason: "token revoked",
+    };
+    /// The application's backend revoked every token of the connection's
+    /// user issued until now (4003).
+    pub const REVOKED_USER: Self = Self {
+        code: close::REVOKED,
+        reason: "the user's tokens were revoked",
     };
     /// The command rate limit was broken again and again (1008).
     pub const RATE_LIMIT: Self = Self {
@@ -466,6 +516,11 @@ pub fn may(
     };
     let allowed = granted || (permission == Permission::Any && (access.anonymous || !anonymous));
     if !allowed {
+        if action == Action::Subscribe && permission == Permission::Token {
+            return Err(Refusal::TokenRequired {
+                channel: channel.to_owned(),
+            });
+        }
         return Err(Refusal::Forbidden {
             action,
             channel: channel.to_owned(),
@@ -496,6 +551,14 @@ pub fn check_refresh(user: &str, new_user: &str) -> Result<(), Refusal> {
     } else {
         Err(Refusal::OtherUser)
     }
+}
+
+/// The connection's expiry after a refresh to a token expiring at `new`,
+/// when it expires at `current` (none: it had no expiry): the later of the
+/// two, so a refresh answered late never shortens a connection's life (see
+/// the module docs).
+pub fn refreshed_expiry(current: Option<u64>, new: u64) -> u64 {
+    current.map_or(new, |current| current.max(new))
 }
 
 /// The idempotency key a broker keeps for `key` published by `user` (empty
@@ -533,6 +596,29 @@ pub fn api_scoped_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refresh_never_shortens_and_keeps_the_user() {
+        assert_eq!(refreshed_expiry(None, 100), 100);
+        assert_eq!(refreshed_expiry(Some(50), 100), 100, "later token: later");
+        assert_eq!(
+            refreshed_expiry(Some(200), 100),
+            200,
+            "an earlier token answered late does not shorten"
+        );
+        // Crossing refreshes end at the later expiry in either order.
+        let (a, b) = (1_000, 2_000);
+        assert_eq!(
+            refreshed_expiry(Some(refreshed_expiry(Some(10), a)), b),
+            refreshed_expiry(Some(refreshed_expiry(Some(10), b)), a)
+        );
+        assert_eq!(check_refresh("ada", "ada"), Ok(()));
+        assert_eq!(check_refresh("ada", "bob"), Err(Refusal::OtherUser));
+        assert_eq!(check_refresh("", "bob"), Err(Refusal::OtherUser));
+        assert_eq!(Refusal::OtherUser.code(), ErrorCode::Unauthorized);
+        assert_eq!(Close::REVOKED_TOKEN.code, 4003);
+        assert_eq!(Close::REVOKED_USER.code, 4003);
+    }
 
     #[test]
     fn a_bad_tokens_close_names_its_fault_within_a_close_frame() {

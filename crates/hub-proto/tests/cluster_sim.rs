@@ -523,6 +523,7 @@ impl World {
                 channel,
                 since,
                 recent,
+                token: None,
             } => {
                 let channel = channel_index(&channel);
                 assert!(conn.subscribed.insert(channel), "subscribed twice");

@@ -244,6 +244,7 @@ fn commands_encode_as_in_the_spec() {
                         offset: 41,
                     }),
                     recent: 0,
+                    token: None,
                 },
             ),
             r#"{"op":"subscribe","id":2,"channel":"chat:lobby","since":{"epoch":"k3x9","offset":41}}"#,

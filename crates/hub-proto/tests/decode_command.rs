@@ -91,7 +91,8 @@ fn every_command_from_the_spec() {
                 epoch: "k3x9".into(),
                 offset: 41
             }),
-            recent: 0
+            recent: 0,
+            token: None,
         }
     );
     assert_eq!(
@@ -99,7 +100,8 @@ fn every_command_from_the_spec() {
         Command::Subscribe {
             channel: "a".into(),
             since: None,
-            recent: 10
+            recent: 10,
+            token: None,
         }
     );
     assert_eq!(
@@ -188,7 +190,8 @@ fn null_optional_fields_are_absent() {
             command: Command::Subscribe {
                 channel: "a".into(),
                 since: None,
-                recent: 0
+                recent: 0,
+                token: None,
             }
         }
     );
@@ -552,7 +555,8 @@ fn since_extra_fields_are_ignored() {
                 epoch: "e".into(),
                 offset: 5
             }),
-            recent: 0
+            recent: 0,
+            token: None,
         }
     );
 }

@@ -16,6 +16,7 @@ fn subscribe(id: u64, channel: &str, since: Option<Since>, recent: u32) -> Reque
             channel: channel.into(),
             since,
             recent,
+            token: None,
         },
     )
 }

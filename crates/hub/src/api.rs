@@ -209,6 +209,9 @@ pub(crate) enum ApiError {
     /// The broker could not carry it out.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// As many revocations are in force as a node keeps.
+    #[error(transparent)]
+    Revocations(#[from] duplex_hub_proto::revocation::Full),
 }
 
 impl ApiError {
@@ -226,6 +229,7 @@ impl ApiError {
             }
             Self::Broker(BrokerError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Revocations(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -241,6 +245,7 @@ impl ApiError {
             Self::Params(_) | Self::Invalid { .. } | Self::Control(_) => "invalid_params",
             Self::Broker(BrokerError::Unsupported(_)) => "not_supported",
             Self::Broker(_) => "unavailable",
+            Self::Revocations(_) => "too_many_revocations",
         }
     }
 

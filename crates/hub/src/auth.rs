@@ -1,18 +1,24 @@
 //! Token (JWT) verification and channel grants.
 //!
-//! A [`Verifier`] is built once from the hub's configuration with exactly one
-//! key: an HS256 shared secret, an RS256 public key or an ES256 public key.
+//! A [`Verifier`] is built once from the hub's configuration with at most
+//! one static key (an HS256 shared secret, an RS256 public key or an ES256
+//! public key) and, beside it or alone, the keys of a JWKS URL
+//! ([`jwks`]: cached, refreshed on an unknown `kid`, rate-limited).
 //! [`Verifier::verify`] turns a token into an [`Identity`]: who the client is
 //! (`sub`), until when (`exp`), and which channels its token grants
-//! ([`Grants`]).
+//! ([`Grants`]). [`Verifier::prepare`] is its asynchronous first step: it
+//! fetches the JWKS when the token names a key not held (or the keys are
+//! old), so that `verify` itself never waits.
 //!
 //! # Invariants
-//! - **One algorithm.** Only the algorithm of the configured key is accepted.
-//!   The token's header is read before anything else: `alg: "none"`, another
-//!   algorithm (such as HS256 signed with an RS256 public key, the classic
-//!   algorithm-confusion attack) or any `crit` header is refused with
-//!   [`AuthError::WrongAlgorithm`] or [`AuthError::Malformed`], before the
-//!   signature is even looked at.
+//! - **One algorithm per key.** A token whose `kid` names a JWKS key is
+//!   verified with that key and must carry its algorithm; any other token
+//!   with the static key and its algorithm; with neither, it is
+//!   [`AuthError::UnknownKey`]. The token's header is read before anything
+//!   else: `alg: "none"`, another algorithm (such as HS256 signed with an
+//!   RS256 public key, the classic algorithm-confusion attack) or any `crit`
+//!   header is refused with [`AuthError::WrongAlgorithm`] or
+//!   [`AuthError::Malformed`], before the signature is even looked at.
 //! - **Signature first.** No claim of a token is trusted, or reported on,
 //!   before its signature is verified.
 //! - **No clock inside.** Time checks use the `now` the caller passes (Unix
@@ -107,6 +113,10 @@ pub(crate) enum AuthError {
     /// `exp` is missing: tokens without an expiry are not accepted.
     #[error("token without an expiry")]
     MissingExpiry,
+    /// The token names (`kid`) a key that neither the JWKS nor the static
+    /// key is (or it names none, and there is no static key).
+    #[error("token signed with a key this hub does not know")]
+    UnknownKey,
     /// A time claim (named here: `"exp"`, `"nbf"` or `"iat"`) is a number
     /// outside 0 ..= [`MAX_NUMERIC_DATE`].
     #[error("token's `{0}` is not a time from 1970 to 9999 (seconds since the Unix epoch)")]
@@ -159,9 +169,21 @@ pub enum KeyError {
         /// The secret's length in bytes.
         len: usize,
     },
-    /// Not exactly one of the key sources is configured.
-    #[error("set exactly one of hs256_secret, rs256_public_key, es256_public_key")]
+    /// No key source, or more than one static key, is configured.
+    #[error(
+        "set one of hs256_secret, rs256_public_key, es256_public_key, or jwks_url, \
+         or jwks_url and one of the others"
+    )]
     KeySources,
+    /// `jwks_url` is not an absolute `http://` or `https://` URL.
+    #[error("jwks_url {url:?} is not an absolute http:// or https:// URL")]
+    JwksUrl {
+        /// The URL as configured.
+        url: String,
+    },
+    /// The HTTP client for `jwks_url` could not be built (no TLS roots).
+    #[error("the client for jwks_url: {0}")]
+    JwksClient(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Compares causes by what a caller can match on: an I/O error by its kind.
@@ -181,6 +203,8 @@ impl PartialEq for KeyError {
             (Self::WeakRsa { bits }, Self::WeakRsa { bits: b }) => bits == b,
             (Self::ShortSecret { len }, Self::ShortSecret { len: l }) => len == l,
             (Self::EmptySecret, Self::EmptySecret) | (Self::KeySources, Self::KeySources) => true,
+            (Self::JwksUrl { url }, Self::JwksUrl { url: u }) => url == u,
+            (Self::JwksClient(a), Self::JwksClient(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -203,6 +227,7 @@ impl AuthError {
             Self::MissingSubject => "missing_subject",
             Self::MissingExpiry => "missing_expiry",
             Self::InvalidTime(_) => "invalid_time",
+            Self::UnknownKey => "unknown_key",
             Self::BadKey(_) => "bad_key",
         }
     }
@@ -224,6 +249,7 @@ impl AuthError {
             Self::MissingSubject => "token refused: token without a subject",
             Self::MissingExpiry => "token refused: token without an expiry",
             Self::InvalidTime(_) => "token refused: a time claim is not a time from 1970 to 9999",
+            Self::UnknownKey => "token refused: token signed with a key this hub does not know",
             Self::BadKey(_) => "token refused: the hub's key is misconfigured",
         }
     }
@@ -231,82 +257,15 @@ impl AuthError {
 
 pub(crate) use duplex_hub_proto::session::Action;
 
-/// An action's bit in a grant's action set.
-const fn bit(action: Action) -> u8 {
-    match action {
-        Action::Subscribe => 1,
-        Action::Publish => 2,
-        Action::Presence => 4,
-    }
-}
+mod grants;
+pub(crate) mod jwks;
+pub(crate) mod subscription;
+#[cfg(test)]
+mod tests;
 
-/// A channel pattern of a grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    /// Exactly this channel.
-    Exact(Box<str>),
-    /// Every channel starting with this (the pattern without its final `*`).
-    Prefix(Box<str>),
-}
-
-impl Pattern {
-    fn parse(pattern: &str) -> Self {
-        match pattern.strip_suffix('*') {
-            Some(prefix) => Self::Prefix(prefix.into()),
-            None => Self::Exact(pattern.into()),
-        }
-    }
-
-    fn matches(&self, channel: &str) -> bool {
-        match self {
-            Self::Exact(name) => **name == *channel,
-            Self::Prefix(prefix) => channel.starts_with(&**prefix),
-        }
-    }
-}
-
-/// The channels a token grants, per [`Action`]. See the module docs for the
-/// claims and patterns.
-///
-/// Invariant: each distinct pattern appears once, with the union of the
-/// actions granted on it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Grants {
-    rules: Vec<(Pattern, u8)>,
-}
-
-impl Grants {
-    /// Whether `action` is granted on `channel`.
-    pub(crate) fn allows(&self, action: Action, channel: &str) -> bool {
-        let bit = bit(action);
-        self.rules
-            .iter()
-            .any(|(pattern, actions)| actions & bit != 0 && pattern.matches(channel))
-    }
-
-    #[cfg(test)]
-    /// Whether nothing at all is granted.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    /// Grants `action` on the channels matching `pattern` (an exact name or a
-    /// prefix ending in `*`). An empty pattern grants nothing.
-    pub(crate) fn grant(&mut self, action: Action, pattern: &str) {
-        self.grant_bits(bit(action), pattern);
-    }
-
-    fn grant_bits(&mut self, bits: u8, pattern: &str) {
-        if pattern.is_empty() {
-            return;
-        }
-        let pattern = Pattern::parse(pattern);
-        match self.rules.iter_mut().find(|(p, _)| *p == pattern) {
-            Some((_, actions)) => *actions |= bits,
-            None => self.rules.push((pattern, bits)),
-        }
-    }
-}
+pub(crate) use grants::Grants;
+use grants::bit;
+use jwks::Jwks;
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +277,26 @@ pub(crate) struct Identity {
     pub expires: u64,
     /// The channels the token grants.
     pub grants: Grants,
+    /// The token's `jti`, if any: what a token's revocation names.
+    pub jti: Option<Box<str>>,
+    /// The token's `iat` (whole seconds, rounded down), if any: what a
+    /// user's revocation compares.
+    pub issued: Option<u64>,
+    /// The token's `channel` claim, if any: the channel a subscription
+    /// token is for.
+    pub channel: Option<Box<str>>,
+}
+
+impl Identity {
+    /// What the revocation rule looks at (see
+    /// [`duplex_hub_proto::revocation`]).
+    pub(crate) fn facts(&self) -> duplex_hub_proto::revocation::TokenFacts<'_> {
+        duplex_hub_proto::revocation::TokenFacts {
+            user: &self.user,
+            jti: self.jti.as_deref(),
+            issued: self.issued,
+        }
+    }
 }
 
 /// The claims the hub reads. Other claims are ignored.
@@ -329,9 +308,13 @@ struct Claims {
     exp: Option<f64>,
     #[serde(default)]
     nbf: Option<f64>,
-    /// Not used, but checked like the other times.
+    /// Checked like the other times; revocation compares it.
     #[serde(default)]
     iat: Option<f64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -342,32 +325,123 @@ struct Claims {
     presence: Option<Vec<String>>,
 }
 
-/// Verifies tokens with one configured key and algorithm. Cheap to clone;
-/// build it once at startup. See the module docs for what is checked.
+/// Verifies tokens with the configured keys. Cheap to clone; build it once
+/// at startup. See the module docs for what is checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifier {
-    key: DecodingKey,
-    algorithm: Algorithm,
-    /// What `jsonwebtoken` checks: the algorithm, the signature, `aud` and
-    /// `iss`. Its own clock checks are off: `exp` and `nbf` are checked
-    /// against the caller's `now`.
-    validation: Validation,
+    /// The static key and its algorithm, if configured.
+    fixed: Option<(DecodingKey, Algorithm)>,
+    /// The JWKS, if configured.
+    jwks: Option<Arc<Jwks>>,
+    /// What `jsonwebtoken` checks, one per algorithm of [`ALGORITHMS`], in
+    /// that order: the algorithm (the key's, chosen before: see
+    /// [`Verifier::key_for`]), the signature, `aud` and `iss`. Its own
+    /// clock checks are off: `exp` and `nbf` are checked against the
+    /// caller's `now`.
+    validations: Vec<Validation>,
     leeway: u64,
+}
+
+/// Every algorithm a key may have here: a static key's or a JWKS key's.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::HS256,
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+/// What the hub reads of a token's header.
+struct Header {
+    alg: String,
+    kid: Option<String>,
 }
 
 impl Verifier {
     fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
-        let mut validation = Validation::new(algorithm);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        validation.required_spec_claims.clear();
+        let mut verifier = Self::keyless();
+        verifier.fixed = Some((key, algorithm));
+        verifier
+    }
+
+    fn keyless() -> Self {
+        let validations = ALGORITHMS
+            .iter()
+            .map(|algorithm| {
+                let mut validation = Validation::new(*algorithm);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.validate_aud = false;
+                validation.leeway = 0;
+                validation.required_spec_claims.clear();
+                validation
+            })
+            .collect();
         Self {
-            key,
-            algorithm,
-            validation,
+            fixed: None,
+            jwks: None,
+            validations,
             leeway: 0,
+        }
+    }
+
+    /// What `jsonwebtoken` checks for a key of `algorithm`.
+    fn validation(&self, algorithm: Algorithm) -> Result<&Validation, AuthError> {
+        ALGORITHMS
+            .iter()
+            .position(|a| *a == algorithm)
+            .and_then(|at| self.validations.get(at))
+            .ok_or(AuthError::WrongAlgorithm)
+    }
+
+    /// Also (or only, when built with [`Verifier::keyless`]) takes the keys
+    /// of `jwks`.
+    pub(crate) fn with_jwks(mut self, jwks: Arc<Jwks>) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// The JWKS, if any.
+    pub(crate) fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// The asynchronous first step of verifying `token`: with a JWKS, when
+    /// the token names a key not held (or the keys are old), fetches them
+    /// again (rate-limited: see [`jwks`]). Never fails: `verify` judges.
+    pub(crate) async fn prepare(&self, token: &str) {
+        let Some(jwks) = &self.jwks else { return };
+        if token.len() > MAX_TOKEN_LEN {
+            return;
+        }
+        let Ok(header) = read_header(token) else {
+            return;
+        };
+        if let Some(kid) = &header.kid
+            && jwks.wants_fetch(kid)
+        {
+            jwks.refresh().await;
+        }
+    }
+
+    /// The key a token with `header` is verified with, and its algorithm
+    /// (see the module docs).
+    fn key_for(&self, header: &Header) -> Result<(KeyRef<'_>, Algorithm), AuthError> {
+        if let (Some(jwks), Some(kid)) = (&self.jwks, &header.kid)
+            && let Some(key) = jwks.key(kid)
+        {
+            let algorithm = key.algorithm;
+            if header.alg != algorithm_name(algorithm) {
+                return Err(AuthError::WrongAlgorithm);
+            }
+            return Ok((KeyRef::Jwks(key), algorithm));
+        }
+        match &self.fixed {
+            Some((key, algorithm)) if header.alg == algorithm_name(*algorithm) => {
+                Ok((KeyRef::Fixed(key), *algorithm))
+            }
+            Some(_) => Err(AuthError::WrongAlgorithm),
+            None if header.alg == "none" => Err(AuthError::WrongAlgorithm),
+            None => Err(AuthError::UnknownKey),
         }
     }
 
@@ -426,6 +500,7 @@ impl Verifier {
             &config.rs256_public_key,
             &config.es256_public_key,
         ) {
+            (None, None, None) if config.jwks_url.is_some() => Self::keyless(),
             (Some(secret), None, None) => {
                 if secret.is_empty() {
                     return Err(KeyError::EmptySecret);
@@ -447,6 +522,14 @@ impl Verifier {
             (None, None, Some(path)) => Self::es256_pem(&read_key(path)?)?,
             _ => return Err(KeyError::KeySources),
         };
+        let verifier = match &config.jwks_url {
+            Some(url) => verifier.with_jwks(Arc::new(Jwks::new(
+                url,
+                config.jwks_min_refresh,
+                config.jwks_max_age,
+            )?)),
+            None => verifier,
+        };
         let verifier = match &config.audience {
             Some(audience) => verifier.with_audience(audience),
             None => verifier,
@@ -461,12 +544,12 @@ impl Verifier {
     /// the audiences is accepted.
     pub(crate) fn with_audience(mut self, audience: impl Into<String>) -> Self {
         let audience = audience.into();
-        let set = self.validation.aud.get_or_insert_with(Default::default);
-        set.insert(audience);
-        self.validation.validate_aud = true;
-        self.validation
-            .required_spec_claims
-            .insert("aud".to_owned());
+        for validation in &mut self.validations {
+            let set = validation.aud.get_or_insert_with(Default::default);
+            set.insert(audience.clone());
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
         self
     }
 
@@ -474,11 +557,11 @@ impl Verifier {
     /// issuers is accepted.
     pub(crate) fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
-        let set = self.validation.iss.get_or_insert_with(Default::default);
-        set.insert(issuer);
-        self.validation
-            .required_spec_claims
-            .insert("iss".to_owned());
+        for validation in &mut self.validations {
+            let set = validation.iss.get_or_insert_with(Default::default);
+            set.insert(issuer.clone());
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
         self
     }
 
@@ -490,9 +573,12 @@ impl Verifier {
         self
     }
 
-    /// The algorithm accepted: `"HS256"`, `"RS256"` or `"ES256"`.
+    #[cfg(test)]
+    /// The static key's algorithm: `"HS256"`, `"RS256"` or `"ES256"`.
     pub(crate) fn algorithm(&self) -> &'static str {
-        algorithm_name(self.algorithm)
+        self.fixed
+            .as_ref()
+            .map_or("none", |(_, algorithm)| algorithm_name(*algorithm))
     }
 
     /// Verifies `token` at `now` (seconds since the Unix epoch, from the
@@ -502,9 +588,11 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
-        self.check_header(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| map_error(error, self.algorithm()))?;
+        let header = read_header(token)?;
+        let (key, algorithm) = self.key_for(&header)?;
+        let validation = self.validation(algorithm)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key.get(), validation)
+            .map_err(|error| map_error(error, algorithm_name(algorithm)))?;
         let claims = data.claims;
 
         let exp = claims.exp.ok_or(AuthError::MissingExpiry)?;
@@ -518,9 +606,10 @@ impl Verifier {
                 return Err(AuthError::NotYetValid);
             }
         }
-        if let Some(iat) = claims.iat {
-            seconds("iat", iat, f64::floor)?;
-        }
+        let issued = match claims.iat {
+            Some(iat) => Some(seconds("iat", iat, f64::floor)?),
+            None => None,
+        };
         let user = match claims.sub {
             Some(sub) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSubject),
@@ -542,31 +631,54 @@ impl Verifier {
             user,
             expires,
             grants,
+            jti: claims.jti.filter(|jti| !jti.is_empty()).map(Into::into),
+            issued,
+            channel: claims.channel.map(Into::into),
         })
     }
+}
 
-    /// Reads the header ourselves, so that `alg: "none"` and other
-    /// algorithms (which `jsonwebtoken` may not even parse) are named as
-    /// such, and `crit` is refused.
-    fn check_header(&self, token: &str) -> Result<(), AuthError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::Malformed);
-        };
-        let json = base64url_decode(header).ok_or(AuthError::Malformed)?;
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
-        if header.contains_key("crit") {
-            return Err(AuthError::Malformed);
-        }
-        match header.get("alg") {
-            Some(serde_json::Value::String(alg)) if alg == self.algorithm() => Ok(()),
-            Some(serde_json::Value::String(_)) => Err(AuthError::WrongAlgorithm),
-            _ => Err(AuthError::Malformed),
+/// A key chosen for one token: the static one, or one of the JWKS.
+enum KeyRef<'a> {
+    Fixed(&'a DecodingKey),
+    Jwks(Arc<jwks::JwksKey>),
+}
+
+impl KeyRef<'_> {
+    fn get(&self) -> &DecodingKey {
+        match self {
+            Self::Fixed(key) => key,
+            Self::Jwks(key) => &key.key,
         }
     }
+}
+
+/// Reads the header ourselves, so that `alg: "none"` and other algorithms
+/// (which `jsonwebtoken` may not even parse) are named as such, and `crit`
+/// is refused.
+fn read_header(token: &str) -> Result<Header, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    let json = base64url_decode(header).ok_or(AuthError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::Malformed);
+    }
+    let alg = match header.get("alg") {
+        Some(serde_json::Value::String(alg)) => alg.clone(),
+        _ => return Err(AuthError::Malformed),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AuthError::Malformed),
+    };
+    Ok(Header { alg, kid })
 }
 
 fn algorithm_name(algorithm: Algorithm) -> &'static str {
@@ -574,7 +686,8 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
         Algorithm::HS256 => "HS256",
         Algorithm::RS256 => "RS256",
         Algorithm::ES256 => "ES256",
-        // The constructors make only the three above.
+        Algorithm::EdDSA => "EdDSA",
+        // The constructors and the JWKS make only the four above.
         _ => "unsupported",
     }
 }
@@ -680,701 +793,4 @@ fn percent_decode(text: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(std::borrow::Cow::into_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use jsonwebtoken::{EncodingKey, Header};
-    use serde_json::json;
-
-    const NOW: u64 = 1_795_000_000;
-    const SECRET: &[u8] = b"a-test-secret-of-thirty-two-byte";
-
-    fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
-    }
-
-    fn hs(claims: &serde_json::Value) -> String {
-        sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET), claims)
-    }
-
-    fn b64(bytes: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// A token with this header and claims, and a signature of junk.
-    fn raw_token(header: &serde_json::Value, claims: &serde_json::Value, sig: &str) -> String {
-        format!(
-            "{}.{}.{sig}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        )
-    }
-
-    fn good_claims() -> serde_json::Value {
-        json!({"sub": "alice", "exp": NOW + 60})
-    }
-
-    #[test]
-    fn base64url_round_trips_every_length() {
-        for len in 0..40u8 {
-            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
-            assert_eq!(base64url_decode(&b64(&data)).unwrap(), data, "len {len}");
-        }
-        assert_eq!(base64url_decode("A"), None);
-        assert_eq!(
-            base64url_decode("AA=="),
-            None,
-            "padding is not base64url in JWTs"
-        );
-        assert_eq!(base64url_decode("AA+/"), None);
-        // RFC 7515 appendix A.1's header, and RFC 4648 §10's vectors in the
-        // URL alphabet.
-        assert_eq!(
-            base64url_decode("eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9").unwrap(),
-            b"{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}"
-        );
-        for (text, data) in [("", ""), ("Zg", "f"), ("Zm8", "fo"), ("Zm9vYmFy", "foobar")] {
-            assert_eq!(base64url_decode(text).unwrap(), data.as_bytes());
-        }
-        assert_eq!(base64url_decode("_-8").unwrap(), [0xff, 0xef]);
-        // Bits after the last byte must be zero: "Zh" would be "f" with a
-        // stray bit, which `jsonwebtoken` refuses as well.
-        assert_eq!(base64url_decode("Zh"), None);
-    }
-
-    #[test]
-    fn hs256_good_token_gives_identity() {
-        let v = Verifier::hs256(SECRET);
-        let id = v.verify(&hs(&good_claims()), NOW).unwrap();
-        assert_eq!(id.user, "alice");
-        assert_eq!(id.expires, NOW + 60);
-        assert!(id.grants.is_empty());
-        assert_eq!(v.algorithm(), "HS256");
-    }
-
-    #[test]
-    fn hs256_expiry_is_exact_and_leeway_configurable() {
-        let v = Verifier::hs256(SECRET);
-        let token = hs(&good_claims());
-        assert!(v.verify(&token, NOW + 59).is_ok());
-        assert_eq!(v.verify(&token, NOW + 60), Err(AuthError::Expired));
-        assert_eq!(v.verify(&token, NOW + 6000), Err(AuthError::Expired));
-        let lenient = Verifier::hs256(SECRET).with_leeway(5);
-        assert!(lenient.verify(&token, NOW + 64).is_ok());
-        assert_eq!(lenient.verify(&token, NOW + 65), Err(AuthError::Expired));
-    }
-
-    #[test]
-    fn hs256_exp_is_required_and_must_be_a_number() {
-        let v = Verifier::hs256(SECRET);
-        let no_exp = hs(&json!({"sub": "alice"}));
-        assert_eq!(v.verify(&no_exp, NOW), Err(AuthError::MissingExpiry));
-        let text_exp = hs(&json!({"sub": "alice", "exp": "tomorrow"}));
-        assert_eq!(v.verify(&text_exp, NOW), Err(AuthError::Malformed));
-        let negative = hs(&json!({"sub": "alice", "exp": -1}));
-        assert_eq!(v.verify(&negative, NOW), Err(AuthError::InvalidTime("exp")));
-        let fractional = hs(&json!({"sub": "alice", "exp": (NOW as f64) + 0.5}));
-        assert_eq!(v.verify(&fractional, NOW), Err(AuthError::Expired));
-    }
-
-    /// A signed token whose claims are `{"sub":"alice", <claims>}`, written
-    /// as given (serde_json would write `1e300` back as `1e300` but `2^64`
-    /// as a float, so the text is spelled out).
-    fn hs_raw(claims: &str) -> String {
-        let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload = b64(format!(r#"{{"sub":"alice",{claims}}}"#).as_bytes());
-        let signed = format!("{header}.{payload}");
-        let signature = jsonwebtoken::crypto::sign(
-            signed.as_bytes(),
-            &EncodingKey::from_secret(SECRET),
-            Algorithm::HS256,
-        )
-        .unwrap();
-        format!("{signed}.{signature}")
-    }
-
-    #[test]
-    fn time_claims_out_of_range_are_refused() {
-        let v = Verifier::hs256(SECRET);
-        let exp = |value: &str| v.verify(&hs_raw(&format!(r#""exp":{value}"#)), NOW);
-        for huge in [
-            "1e300",
-            "1.7976931348623157e308",
-            "18446744073709551615",
-            "18446744073709551616",
-            "9007199254740991",
-            "253402300800",
-            "253402300799.5",
-        ] {
-            assert_eq!(exp(huge), Err(AuthError::InvalidTime("exp")), "exp {huge}");
-        }
-        for negative in ["-1", "-1e300", "-0.5"] {
-            assert_eq!(
-                exp(negative),
-                Err(AuthError::InvalidTime("exp")),
-                "exp {negative}"
-            );
-        }
-        let last = exp("253402300799").unwrap();
-        assert_eq!(last.expires, MAX_NUMERIC_DATE);
-        assert_eq!(exp("2.534023007989e11").unwrap().expires, 253_402_300_798);
-        assert_eq!(exp("1795000060.9").unwrap().expires, NOW + 60);
-
-        let with = |claim: &str| v.verify(&hs_raw(&format!(r#""exp":{},{claim}"#, NOW + 60)), NOW);
-        assert_eq!(with(r#""nbf":1e300"#), Err(AuthError::InvalidTime("nbf")));
-        assert_eq!(with(r#""nbf":-1"#), Err(AuthError::InvalidTime("nbf")));
-        assert_eq!(with(r#""iat":1e300"#), Err(AuthError::InvalidTime("iat")));
-        assert_eq!(with(r#""iat":-5"#), Err(AuthError::InvalidTime("iat")));
-        assert_eq!(with(r#""iat":"yesterday""#), Err(AuthError::Malformed));
-        assert!(with(&format!(r#""iat":{NOW},"nbf":{NOW}"#)).is_ok());
-        let message = with(r#""iat":1e300"#).unwrap_err().to_string();
-        assert!(
-            message.contains("`iat`") && message.contains("9999"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn hs256_nbf_is_checked_against_callers_clock() {
-        let v = Verifier::hs256(SECRET);
-        let token = hs(&json!({"sub": "alice", "exp": NOW + 60, "nbf": NOW + 10}));
-        assert_eq!(v.verify(&token, NOW), Err(AuthError::NotYetValid));
-        assert_eq!(v.verify(&token, NOW + 9), Err(AuthError::NotYetValid));
-        assert!(v.verify(&token, NOW + 10).is_ok());
-        assert!(
-            Verifier::hs256(SECRET)
-                .with_leeway(10)
-                .verify(&token, NOW)
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn hs256_forged_signature_is_refused() {
-        let v = Verifier::hs256(SECRET);
-        let other = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"another-secret-entirely-32-bytes"),
-            &good_claims(),
-        );
-        assert_eq!(v.verify(&other, NOW), Err(AuthError::BadSignature));
-
-        // A good signature over other claims: swap the payload.
-        let good = hs(&good_claims());
-        let evil = hs(&json!({"sub": "mallory", "exp": NOW + 60}));
-        let (h, rest) = good.split_once('.').unwrap();
-        let (_, sig) = rest.split_once('.').unwrap();
-        let evil_payload = evil.split('.').nth(1).unwrap();
-        let spliced = format!("{h}.{evil_payload}.{sig}");
-        assert_eq!(v.verify(&spliced, NOW), Err(AuthError::BadSignature));
-
-        let unsigned = format!("{h}.{evil_payload}.");
-        assert_eq!(v.verify(&unsigned, NOW), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn forged_token_reports_no_claim_errors() {
-        // Expired and forged: the signature is what is reported, so a forger
-        // learns nothing about the claims' checks.
-        let v = Verifier::hs256(SECRET);
-        let forged = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"a-forger-s-own-secret-of-32-byte"),
-            &json!({"exp": 1}),
-        );
-        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn alg_none_is_refused() {
-        let v = Verifier::hs256(SECRET);
-        for alg in ["none", "None", "NONE"] {
-            let token = raw_token(&json!({"alg": alg, "typ": "JWT"}), &good_claims(), "");
-            assert_eq!(
-                v.verify(&token, NOW),
-                Err(AuthError::WrongAlgorithm),
-                "{alg}"
-            );
-        }
-    }
-
-    #[test]
-    fn other_algorithms_are_refused() {
-        let v = Verifier::hs256(SECRET);
-        let hs512 = sign(
-            Algorithm::HS512,
-            &EncodingKey::from_secret(SECRET),
-            &good_claims(),
-        );
-        assert_eq!(v.verify(&hs512, NOW), Err(AuthError::WrongAlgorithm));
-        let es = sign(
-            Algorithm::ES256,
-            &EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap(),
-            &good_claims(),
-        );
-        assert_eq!(v.verify(&es, NOW), Err(AuthError::WrongAlgorithm));
-    }
-
-    #[test]
-    fn hs256_signed_with_the_rsa_public_key_is_refused() {
-        // Algorithm confusion: an RS256 verifier must not treat its public
-        // key as an HMAC secret.
-        let v = Verifier::rs256_pem(RSA_A_PUBLIC.as_bytes()).unwrap();
-        let token = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(RSA_A_PUBLIC.as_bytes()),
-            &good_claims(),
-        );
-        assert_eq!(v.verify(&token, NOW), Err(AuthError::WrongAlgorithm));
-    }
-
-    #[test]
-    fn malformed_tokens_are_refused() {
-        let v = Verifier::hs256(SECRET);
-        let good = hs(&good_claims());
-        for token in [
-            "",
-            "abc",
-            "a.b",
-            "a.b.c.d",
-            "!!.b.c",
-            &format!("{good}.x"),
-            &raw_token(&json!(["alg"]), &good_claims(), "x"),
-            &raw_token(&json!({"typ": "JWT"}), &good_claims(), "x"),
-            &raw_token(&json!({"alg": 256}), &good_claims(), "x"),
-            &raw_token(
-                &json!({"alg": "HS256", "crit": ["b64"]}),
-                &good_claims(),
-                "x",
-            ),
-            &"a".repeat(MAX_TOKEN_LEN + 1),
-        ] {
-            assert_eq!(
-                v.verify(token, NOW),
-                Err(AuthError::Malformed),
-                "{token:.40}"
-            );
-        }
-    }
-
-    #[test]
-    fn subject_is_required_and_not_empty() {
-        let v = Verifier::hs256(SECRET);
-        let none = hs(&json!({"exp": NOW + 60}));
-        assert_eq!(v.verify(&none, NOW), Err(AuthError::MissingSubject));
-        let empty = hs(&json!({"sub": "", "exp": NOW + 60}));
-        assert_eq!(v.verify(&empty, NOW), Err(AuthError::MissingSubject));
-    }
-
-    #[test]
-    fn audience_and_issuer_only_when_configured() {
-        let claims = json!({"sub": "a", "exp": NOW + 60, "aud": "hub", "iss": "idp"});
-        let token = hs(&claims);
-        // Not configured: not checked.
-        assert!(Verifier::hs256(SECRET).verify(&token, NOW).is_ok());
-
-        let v = Verifier::hs256(SECRET)
-            .with_audience("hub")
-            .with_issuer("idp");
-        assert!(v.verify(&token, NOW).is_ok());
-        let list_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": ["x", "hub"], "iss": "idp"}));
-        assert!(v.verify(&list_aud, NOW).is_ok());
-
-        let wrong_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "other", "iss": "idp"}));
-        assert_eq!(v.verify(&wrong_aud, NOW), Err(AuthError::WrongAudience));
-        let no_aud = hs(&json!({"sub": "a", "exp": NOW + 60, "iss": "idp"}));
-        assert_eq!(v.verify(&no_aud, NOW), Err(AuthError::WrongAudience));
-        let wrong_iss = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "hub", "iss": "evil"}));
-        assert_eq!(v.verify(&wrong_iss, NOW), Err(AuthError::WrongIssuer));
-        let no_iss = hs(&json!({"sub": "a", "exp": NOW + 60, "aud": "hub"}));
-        assert_eq!(v.verify(&no_iss, NOW), Err(AuthError::WrongIssuer));
-    }
-
-    #[test]
-    fn rs256_good_and_forged() {
-        let v = Verifier::rs256_pem(RSA_A_PUBLIC.as_bytes()).unwrap();
-        assert_eq!(v.algorithm(), "RS256");
-        let key_a = EncodingKey::from_rsa_pem(RSA_A_PRIVATE.as_bytes()).unwrap();
-        let key_b = EncodingKey::from_rsa_pem(RSA_B_PRIVATE.as_bytes()).unwrap();
-        let good = sign(Algorithm::RS256, &key_a, &good_claims());
-        assert_eq!(v.verify(&good, NOW).unwrap().user, "alice");
-        let forged = sign(Algorithm::RS256, &key_b, &good_claims());
-        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
-        // Same key, another RSA scheme: refused by name.
-        let ps256 = sign(Algorithm::PS256, &key_a, &good_claims());
-        assert_eq!(v.verify(&ps256, NOW), Err(AuthError::WrongAlgorithm));
-        assert_eq!(v.verify(&good, NOW + 60), Err(AuthError::Expired));
-    }
-
-    #[test]
-    fn es256_good_and_forged() {
-        let v = Verifier::es256_pem(EC_A_PUBLIC.as_bytes()).unwrap();
-        assert_eq!(v.algorithm(), "ES256");
-        let key_a = EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap();
-        let key_b = EncodingKey::from_ec_pem(EC_B_PRIVATE.as_bytes()).unwrap();
-        let good = sign(Algorithm::ES256, &key_a, &good_claims());
-        assert_eq!(v.verify(&good, NOW).unwrap().user, "alice");
-        let forged = sign(Algorithm::ES256, &key_b, &good_claims());
-        assert_eq!(v.verify(&forged, NOW), Err(AuthError::BadSignature));
-        let (signed, _) = good.rsplit_once('.').unwrap();
-        for junk in [b64(&[7; 64]), b64(&[7; 10]), String::new()] {
-            let token = format!("{signed}.{junk}");
-            assert_eq!(v.verify(&token, NOW), Err(AuthError::BadSignature));
-        }
-        let hs = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(EC_A_PUBLIC.as_bytes()),
-            &good_claims(),
-        );
-        assert_eq!(v.verify(&hs, NOW), Err(AuthError::WrongAlgorithm));
-    }
-
-    #[test]
-    fn unusable_keys_are_refused_at_construction() {
-        let unusable = |r: Result<Verifier, KeyError>, algorithm: &str| matches!(r, Err(KeyError::Unusable { algorithm: a, .. }) if a == algorithm);
-        assert!(unusable(Verifier::rs256_pem(b"not a pem"), "RS256"));
-        assert!(unusable(
-            Verifier::rs256_pem(EC_A_PUBLIC.as_bytes()),
-            "RS256"
-        ));
-        assert_eq!(
-            Verifier::rs256_pem(RSA_1024_PUBLIC.as_bytes()).unwrap_err(),
-            KeyError::WeakRsa { bits: 1024 },
-            "too weak"
-        );
-        assert!(unusable(Verifier::es256_pem(b""), "ES256"));
-        assert!(unusable(
-            Verifier::es256_pem(RSA_A_PUBLIC.as_bytes()),
-            "ES256"
-        ));
-        assert!(
-            unusable(Verifier::es256_pem(EC_P384_PUBLIC.as_bytes()), "ES256"),
-            "wrong curve"
-        );
-        // The JWT library's error is kept as the source.
-        let error = Verifier::rs256_pem(b"not a pem").unwrap_err();
-        assert!(
-            std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<jsonwebtoken::errors::Error>())
-        );
-        assert_eq!(AuthError::BadKey(KeyError::KeySources).code(), "bad_key");
-    }
-
-    #[test]
-    fn from_config_reads_keys_and_claims_checks() {
-        let dir = std::env::temp_dir().join(format!("duplex-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("es256.pem");
-        std::fs::write(&path, EC_A_PUBLIC).unwrap();
-        let config = AuthConfig {
-            es256_public_key: Some(path.clone()),
-            audience: Some("hub".into()),
-            ..AuthConfig::default()
-        };
-        let v = Verifier::from_config(&config).unwrap();
-        let key = EncodingKey::from_ec_pem(EC_A_PRIVATE.as_bytes()).unwrap();
-        let no_aud = sign(Algorithm::ES256, &key, &good_claims());
-        assert_eq!(v.verify(&no_aud, NOW), Err(AuthError::WrongAudience));
-        let with_aud = sign(
-            Algorithm::ES256,
-            &key,
-            &json!({"sub": "a", "exp": NOW + 1, "aud": "hub"}),
-        );
-        assert!(v.verify(&with_aud, NOW).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
-
-        let missing = AuthConfig {
-            rs256_public_key: Some(dir.join("nope.pem")),
-            ..AuthConfig::default()
-        };
-        let error = Verifier::from_config(&missing).unwrap_err();
-        assert!(
-            matches!(&error, KeyError::Read { path, source }
-                if path.ends_with("nope.pem") && source.kind() == std::io::ErrorKind::NotFound),
-            "{error:?}"
-        );
-        assert!(error.to_string().contains("nope.pem"), "{error}");
-        let empty = AuthConfig {
-            hs256_secret: Some(String::new()),
-            ..AuthConfig::default()
-        };
-        assert_eq!(
-            Verifier::from_config(&empty).unwrap_err(),
-            KeyError::EmptySecret
-        );
-        assert_eq!(
-            Verifier::from_config(&AuthConfig::default()).unwrap_err(),
-            KeyError::KeySources
-        );
-        let with_issuer = AuthConfig {
-            hs256_secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
-            issuer: Some("idp".into()),
-            ..AuthConfig::default()
-        };
-        let v = Verifier::from_config(&with_issuer).unwrap();
-        assert_eq!(
-            v.verify(&hs(&good_claims()), NOW),
-            Err(AuthError::WrongIssuer)
-        );
-    }
-
-    #[test]
-    fn from_config_refuses_a_short_hs256_secret_unless_allowed() {
-        let config = |secret: &str, allow_short_secret| AuthConfig {
-            hs256_secret: Some(secret.to_owned()),
-            allow_short_secret,
-            ..AuthConfig::default()
-        };
-        for short in ["x", "s3cret", &"k".repeat(MIN_HS256_SECRET_LEN - 1)] {
-            match Verifier::from_config(&config(short, false)) {
-                Err(error @ KeyError::ShortSecret { len }) => {
-                    assert_eq!(len, short.len());
-                    let why = error.to_string();
-                    assert!(why.contains("32") && why.contains("RFC 7518"), "{why}");
-                }
-                other => panic!("{short:?}: {other:?}"),
-            }
-            let v = Verifier::from_config(&config(short, true)).unwrap();
-            let token = sign(
-                Algorithm::HS256,
-                &EncodingKey::from_secret(short.as_bytes()),
-                &good_claims(),
-            );
-            assert_eq!(v.verify(&token, NOW).unwrap().user, "alice");
-        }
-        assert!(Verifier::from_config(&config(&"k".repeat(32), false)).is_ok());
-        assert_eq!(
-            Verifier::from_config(&config("", true)).unwrap_err(),
-            KeyError::EmptySecret
-        );
-    }
-
-    #[test]
-    fn grants_from_claims() {
-        let v = Verifier::hs256(SECRET);
-        let token = hs(&json!({
-            "sub": "alice",
-            "exp": NOW + 60,
-            "channels": ["chat:*", "news:sport"],
-            "subscribe": ["news:*"],
-            "publish": ["inbox:alice"],
-            "presence": ["lobby"],
-        }));
-        let g = v.verify(&token, NOW).unwrap().grants;
-        assert!(!g.is_empty());
-        for action in [Action::Subscribe, Action::Publish, Action::Presence] {
-            assert!(g.allows(action, "chat:lobby"), "{action:?}");
-            assert!(g.allows(action, "news:sport"), "{action:?}");
-            assert!(!g.allows(action, "chat"), "prefix includes the colon");
-        }
-        for action in [Action::Publish, Action::Presence] {
-            assert!(!g.allows(action, "news:sports"), "exact is exact");
-        }
-        assert!(g.allows(Action::Subscribe, "news:weather"));
-        assert!(!g.allows(Action::Publish, "news:weather"));
-        assert!(!g.allows(Action::Presence, "news:weather"));
-        assert!(g.allows(Action::Publish, "inbox:alice"));
-        assert!(!g.allows(Action::Subscribe, "inbox:alice"));
-        assert!(!g.allows(Action::Publish, "inbox:bob"));
-        assert!(g.allows(Action::Presence, "lobby"));
-        assert!(!g.allows(Action::Subscribe, "lobby"));
-
-        let bad = hs(&json!({"sub": "a", "exp": NOW + 60, "channels": "chat:*"}));
-        assert_eq!(v.verify(&bad, NOW), Err(AuthError::Malformed));
-        let bad = hs(&json!({"sub": "a", "exp": NOW + 60, "publish": [1]}));
-        assert_eq!(v.verify(&bad, NOW), Err(AuthError::Malformed));
-    }
-
-    #[test]
-    fn grant_patterns() {
-        let mut g = Grants::default();
-        assert!(g.is_empty());
-        g.grant(Action::Subscribe, "");
-        assert!(g.is_empty(), "an empty pattern grants nothing");
-        g.grant(Action::Subscribe, "*");
-        assert!(g.allows(Action::Subscribe, "anything:at-all"));
-        assert!(!g.allows(Action::Publish, "anything:at-all"));
-        g.grant(Action::Publish, "a*b");
-        assert!(!g.allows(Action::Publish, "axxb"), "* only at the end");
-        assert!(g.allows(Action::Publish, "a*b"));
-        g.grant(Action::Publish, "*");
-        g.grant(Action::Presence, "*");
-        assert_eq!(g.rules.len(), 2, "one rule per distinct pattern");
-        assert!(g.allows(Action::Presence, "x"));
-    }
-
-    #[test]
-    fn error_codes_are_distinct() {
-        let all = [
-            AuthError::Malformed,
-            AuthError::BadSignature,
-            AuthError::Expired,
-            AuthError::NotYetValid,
-            AuthError::WrongAlgorithm,
-            AuthError::WrongAudience,
-            AuthError::WrongIssuer,
-            AuthError::MissingSubject,
-            AuthError::MissingExpiry,
-            AuthError::InvalidTime("exp"),
-            AuthError::BadKey(KeyError::EmptySecret),
-        ];
-        let codes: std::collections::HashSet<_> = all.iter().map(AuthError::code).collect();
-        assert_eq!(codes.len(), all.len());
-    }
-
-    #[test]
-    fn token_from_bearer_header() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(token_from_request(&headers, None), None);
-        headers.insert(
-            http::header::AUTHORIZATION,
-            "bEaReR  abc.def.ghi ".parse().unwrap(),
-        );
-        assert_eq!(
-            token_from_request(&headers, Some("token=other")).as_deref(),
-            Some("abc.def.ghi"),
-            "the header wins over the query"
-        );
-        headers.insert(
-            http::header::AUTHORIZATION,
-            "Basic dXNlcjpwdw==".parse().unwrap(),
-        );
-        assert_eq!(token_from_request(&headers, None), None);
-        assert_eq!(
-            token_from_request(&headers, Some("token=q")).as_deref(),
-            Some("q"),
-            "another scheme falls back to the query"
-        );
-        headers.insert(http::header::AUTHORIZATION, "Bearer".parse().unwrap());
-        assert_eq!(token_from_request(&headers, None), None);
-        headers.append(http::header::AUTHORIZATION, "Bearer t2".parse().unwrap());
-        assert_eq!(token_from_request(&headers, None).as_deref(), Some("t2"));
-    }
-
-    #[test]
-    fn token_from_query() {
-        let headers = http::HeaderMap::new();
-        let get = |q| token_from_request(&headers, Some(q));
-        assert_eq!(get("token=a.b.c").as_deref(), Some("a.b.c"));
-        assert_eq!(get("?x=1&token=a%2Eb%2ec&y").as_deref(), Some("a.b.c"));
-        assert_eq!(get("tokens=a&xtoken=b"), None);
-        assert_eq!(get("token=&token=second").as_deref(), Some("second"));
-        assert_eq!(get("token"), None);
-        assert_eq!(get("t%6Fken=x+y%20z").as_deref(), Some("x y z"));
-        assert_eq!(get("token=100%").as_deref(), Some("100%"));
-        assert_eq!(get("token=%zz%4").as_deref(), Some("%zz%4"));
-        assert_eq!(get("token=%ff"), None, "not UTF-8");
-        assert_eq!(get("token=%C3%A9").as_deref(), Some("é"));
-    }
-
-    // Test-only keys, generated once with `openssl genpkey` (2048-bit RSA,
-    // P-256 and P-384 EC). Never use them for anything else.
-
-    const RSA_A_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQCiUiMSGz97RTvV
-FMCw8/Uw7VVhZBd/QmHmbWkGyFoDV89RxHPJQmE9L7lz4z1w2Hlx9xBgB23wggEy
-m/i/Rz/Z6XeKekNXlf5kIHvk6zDXn/2RnN2Al3Qln3ONlRIZFT+STrjrEyKKCn6Y
-RW4Oll2tVs2K3rC9v9Rv4KOYdO+Ikb1lU7MkBfcUhPCJqvJ/zfgyZrh/wMFNcXM7
-UsauCfKAkl0BHrGys4I/0GYO4TYDHaiZKFWilR7sKiXTUBkIvUicO6imOPGhbz7U
-msUjT1yUcqHOsvkP+TL7FyEFo4wfSD5ro8PnQ1HbhIwSZPkF+DtYQ64AlSFU6+Jv
-qZsSw547AgMBAAECggEAKAKK9nmU6jOkjd8xp+xaMZcuhnT/fbTFIOEzFCLqXQyV
-45fC2obsJQLQeYo3qMsTFE5L0P/Dz5ab6PedFrjfOj1b49xDISGttMx0/XYjceLT
-w8KgroOmc2ecOffWoCwmoU+aMQdkahYwIiRq/ll9+a39uA8wDXVtTa5XZMreCBFP
-1pYgQrtwcj0P0ESP0B00QyJxZ8dqu7C3gRspA5QAzEN4JUVl6CRu/vi6yaDD8aLZ
-IMuZPXGQY4ACN+Axm6XgPvaO+J/fjW8ksxJhK1mvrZSBRuA09rM8XSotsoV9s3Cq
-SwRcaaKPdSxgCkf3X9TPA8OpwDt/W/6QQXEY4Qd24QKBgQDO+U2q9J37/pELuftD
-pAudY5Jh3GujDbs871f85OXA1JmQU9qFd7j6JETB1QffvzYzDgAtRrJKX143ir6E
-J+UPCqCYGCjY5XsFVmW7nwD2+JL9QMtfHqvrYcSuTiNwJKRw2OHWx6N0xHXjHJXb
-AG7xpQYuBHUapIxQQ2hmrmQcWQKBgQDIxR5cOf8995jFIICdYkGit+cf/g/jZ9CI
-Gq7410r7kHTY1gBj7PjVc+I0RhceABibG5REvbcwYpKZX+O+NgRgqsI9mzwOACaF
-t0XMyymdTvqR5VPXkyotMNC1AvJ+J7xnC5F5R1KjMAkYGptVTQFl9oSRUtq3PODR
-qGHghnisswKBgEaQqPJIRDTOLhWZaxk8rNkUQawrwmbtH5E+6PjH8a00zsZuUGqA
-zwg5pVeQkgau4oO1mknVeKPyr+Sv4RSdpXLjZK12TzbjxnWjZzv4khOh3DuMA8qC
-Yor14mCrM1ngpE/1IcpgdlIxSSANduob07d/VAQMcQCMaWpUERwxCODBAoGBAJUa
-B00Y6Vz852DmnX3Efdg5WZVh2izZaX3ayz0UrqQbCRwL+ig70iS7ti96KirmiV+P
-4NIYTtbJLfRnyTv249NinXShN71yESnXDShlbRddkysMs/JyYa1EBouXj71vBzVD
-2xrFhDKbNvXGtLtpv/MYXCWM8c+Jj7FEqsPTOgWPAoGBALpG4g2OTLrkusrh+Sqc
-ld7QuGIVrNj/xu+NIHby5j7dKsyOYfPR1FhhAcDze++6VjzEp0PuXdGlBRQcDt5o
-ExZgK2FSSJz4lOUCK87S2MEpX6LOhq1/jWYTd8stvtpxMV5hZXgNy1aqM20zYnW+
-yneUBEUBwWUw4PEYOoQJ+QfT
------END PRIVATE KEY-----
-";
-
-    const RSA_A_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAolIjEhs/e0U71RTAsPP1
-MO1VYWQXf0Jh5m1pBshaA1fPUcRzyUJhPS+5c+M9cNh5cfcQYAdt8IIBMpv4v0c/
-2el3inpDV5X+ZCB75Osw15/9kZzdgJd0JZ9zjZUSGRU/kk646xMiigp+mEVuDpZd
-rVbNit6wvb/Ub+CjmHTviJG9ZVOzJAX3FITwiaryf834Mma4f8DBTXFzO1LGrgny
-gJJdAR6xsrOCP9BmDuE2Ax2omShVopUe7Col01AZCL1InDuopjjxoW8+1JrFI09c
-lHKhzrL5D/ky+xchBaOMH0g+a6PD50NR24SMEmT5Bfg7WEOuAJUhVOvib6mbEsOe
-OwIDAQAB
------END PUBLIC KEY-----
-";
-
-    const RSA_B_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCUDjA5eSstqlvj
-rEKzv2/tSPuEUoFyRda5Z7EDm582VnLJTEQvVKhtx4cjF21B2lAeJ633CxhaRvwr
-wyKbQldHKVBd0HFYvwO7xJs0//z0yp+23qvS8hiWjyNgauwTWdBGMl0VcGRfhS8O
-aKrtferVhLtzwjadeQ1jGwkL1Q+Uh0RQo4ve8bdaLvm9lHbR+gQyZ7/lTnsbSc9l
-tr4dkoBT6I+3/NxrnRV3ljAlPGQsBVUZ3PD6gwJap2z98URIqFeAqiM17AIJnR9S
-iGkZNGZ0RqNJXNT868Ia2jiXCBnownD5tGGxcYQkwuXAoLG+vwCTAXkYjXVU4poF
-KpDHgBBHAgMBAAECggEAOCRvNgQUEwN0R8/VFVslIsoXkjRFIOOJypGe5rrW82Bx
-s5KHkpkcK1DLlkt2Y0/ZLK4oQjNDX0xmqGOdFlngRbxNXN3DdX8td8DUiBMARYUm
-bk5ewqWKHGGX7SJudeILX+sOMCiH707OKr0W/+rNJ31nJbzCQBGcuXWRhxqah1v2
-IQfzIrKFNj4W6PXPYmCwPMszXPhPpRMM+RH6aZlcFMI9/dv/3bwhYQFn7ubSZVZ9
-7sRUXaWrn2WYWVelw+VN57WkT8pTI31PpuvgsDylALKDVUQQKYgMx5L/FP1MfTVn
-OxsIhemLHhVEUISVehoLBP8p8ALGq6jF0WTKpGDriQKBgQDHzphdKlC5cy+VpYY+
-sJtgKkk6eNbC/5kV8TEAnYy7sEpJBqu8huFKfTJC/1f/fyDZy3CA5I0D52HnQVNU
-sOMpyVYYB7AIlPff9U0Fq1g41HPmnY2uZ3ZNcIT6vnkT04fSe5jHOxaygB/lme6x
-tuf7GSVu8V8kIvehsv3s2IkqCQKBgQC9saj9YxqJViZFcThqHr38xC77GkxldoDr
-2OsWsoF/vloHNzY7I0G1CP/oWDCzj2q0EC+uGBKBPmilnU0l0V+u2ghTFrhsgFE4
-IV8YqXREhTRq7vgGzb4I4ft4Y0KhX47uCHxy3CaCWTEnJLP9AVw63y9vAUp74O40
-bo7kim87zwKBgHm6ZNsFp66D/W6HLHVO9SouOPTVn8mnHKXgjoEYex/xtCAvXzt5
-VRIjmhZ1KDBxTBtENSNhmoPRWLUh+Fm1doADuF7leBqSXz1jXexhSls9G+tY+3NQ
-dyOQtINqvasViT7zq81dM2PGaShhkqlUjJpO5J5lkRgb8Y/i046TEWW5AoGAWExc
-ZyY8cfUh920OX4dT1FbVr5i8OvaAaEgelgAde4L1kSpIGhr9OPGpfVOfx9VYS9zE
-9PrLklGkkIK6KIJfUZq4CUUoL4lDRSdzhp1KO6LtlWELHs+iR6w5S/6YQ1mhxHc6
-xpRncIFn+dqB1aFOdzDweXFWZHd9KfbUmNk/kc0CgYALWQONql3lYbBwKAuAErLC
-t7k1U/uAVHRllNv6Gy7BRwDuamsqFLHid3ethU+njVCZZV8vcJMM6RZOQLZIAdGM
-8EYUmCKeadQEXXzjGqjU1qSiyatrG7O1yKvjqVp9eCsyh7r/VhBuzEkCstl98F7z
-8SF09sSKbrJa28E6fqnm2g==
------END PRIVATE KEY-----
-";
-
-    const RSA_1024_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDNK9CzNctpaRxfbgEFTSCIyx04
-J2Y/EBsU0GdVlf4rLwyAKaRT1U/DJ2mF8Oj9RSMpDfM3FPTfAzs5IyeJ2u3xr4nn
-TkRKeGP/EgOitGaGgDw4d3RgF7HMkiRt59giF+hgC5Ta+rbAUZIUJUmjWYzx3HrH
-twEb+oRRXZIiDo7T7wIDAQAB
------END PUBLIC KEY-----
-";
-
-    const EC_A_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSZ0MPdCw1Ry8nrka
-C+Z49HV+wVLs98oNzeQEorFSmNahRANCAAS9e/NkiUBwQ9kWujSrU2RS0yZt1IxW
-wDh4BjqKhoWWyIur1ZW7oex+Myt21YOhlW+WMZvheO6Pr6AX0t0+xP8I
------END PRIVATE KEY-----
-";
-
-    const EC_A_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvXvzZIlAcEPZFro0q1NkUtMmbdSM
-VsA4eAY6ioaFlsiLq9WVu6HsfjMrdtWDoZVvljGb4Xjuj6+gF9LdPsT/CA==
------END PUBLIC KEY-----
-";
-
-    const EC_B_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3nct+WDY785Dn5J4
-KGjcCX3TyememUC6Ihec6xhermShRANCAAT0wqx8EW8o1T4SapHCm6PbcdYN2hMX
-jK4vRaiBskeYD22zTcbeYVaa+hcssPxnuY/duV8qmsGCzbgRqRP1RHRt
------END PRIVATE KEY-----
-";
-
-    const EC_P384_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEvZXw0oUCmw5/Erv7Vf9o6ZixjKDiWyDv
-qnH0Ld3jR4Dy8A5ib8JWpjBK0EBr3SlEGe4+D/pPEgrsf2lQ0eBu04XoQ0kGMy6g
-8oQNMvp2MF8ptkKrki2BibVL0Y0PEDfS
------END PUBLIC KEY-----
-";
 }

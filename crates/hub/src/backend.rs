@@ -69,14 +69,11 @@ pub(crate) enum BackendError {
     },
 }
 
-/// A backend's answer: status, headers and the whole (bounded) body.
+/// A backend's answer: status and the whole (bounded) body.
 #[derive(Debug)]
 pub(crate) struct Answer {
     /// The HTTP status.
     pub(crate) status: StatusCode,
-    /// The response headers.
-    #[allow(dead_code, reason = "for proxy hooks and JWKS, which read answers")]
-    pub(crate) headers: HeaderMap,
     /// The body, at most the caller's limit.
     pub(crate) body: Bytes,
 }
@@ -119,6 +116,10 @@ impl Backend {
 
     /// POSTs `body` as JSON to `url` with `headers` added, and reads the
     /// answer whole (at most `max_body` bytes), all within `timeout`.
+    #[allow(
+        dead_code,
+        reason = "for the backend hooks and webhooks; JWKS fetches GET"
+    )]
     pub(crate) async fn post_json(
         &self,
         url: &Uri,
@@ -140,7 +141,6 @@ impl Backend {
 
     /// GETs `url` and reads the answer whole (at most `max_body` bytes),
     /// all within `timeout`.
-    #[allow(dead_code, reason = "for JWKS fetches")]
     pub(crate) async fn get(
         &self,
         url: &Uri,
@@ -178,7 +178,6 @@ impl Backend {
                 .to_bytes();
             Ok(Answer {
                 status: parts.status,
-                headers: parts.headers,
                 body,
             })
         };

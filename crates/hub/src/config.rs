@@ -287,8 +287,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// How tokens (JWTs) are verified. Exactly one key source is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How tokens (JWTs) are verified: one static key, or a JWKS URL, or both.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret: at least
@@ -308,6 +308,34 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Required `iss` claim, if any.
     pub issuer: Option<String>,
+    /// The identity provider's JWKS (`http://` or `https://`), beside or
+    /// instead of a static key: tokens whose `kid` names one of its keys
+    /// (RS256, ES256, EdDSA) are verified with it.
+    pub jwks_url: Option<String>,
+    /// At most one JWKS fetch per this long (default 10 s), however many
+    /// tokens name unknown keys.
+    #[serde(with = "seconds")]
+    pub jwks_min_refresh: Duration,
+    /// JWKS keys older than this are fetched again before use (default
+    /// 300 s): a key removed from the set is refused from then on.
+    #[serde(with = "seconds")]
+    pub jwks_max_age: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            allow_short_secret: false,
+            rs256_public_key: None,
+            es256_public_key: None,
+            audience: None,
+            issuer: None,
+            jwks_url: None,
+            jwks_min_refresh: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Limits, per node.
@@ -318,6 +346,14 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Connections per client IP (default 1,000); more are refused with 429.
     pub max_connections_per_ip: usize,
+    /// New connections per second per client IP (the address after
+    /// `trusted_proxies`; IPv6 per /64), sustained (default 100; 0 turns
+    /// the limit off); more are refused with 429 and `Retry-After` before
+    /// the upgrade.
+    pub connection_rate_per_ip: f64,
+    /// New connections one client IP may open at once above that rate
+    /// (default 1,000: a crowd behind one NAT reconnecting after a drain).
+    pub connection_burst_per_ip: f64,
     /// Commands per second per connection, sustained (default 100).
     pub messages_per_second: f64,
     /// Commands allowed in a burst above the sustained rate (default 200).
@@ -394,6 +430,8 @@ impl Default for LimitsConfig {
             socket_recv_buffer: None,
             publish_bytes_per_second: f64::from(2u32 << 20),
             publish_bytes_burst: f64::from(16u32 << 20),
+            connection_rate_per_ip: 100.0,
+            connection_burst_per_ip: 1000.0,
             history_bytes: 256 << 20,
             max_channels: 100_000,
             max_connections_per_user: 0,
@@ -446,9 +484,10 @@ pub struct NamespaceConfig {
     /// is sent to every subscriber of the channel, so a channel of n
     /// subscribers costs n pushes per join: keep it off for large channels.
     pub join_leave: bool,
-    /// Who may subscribe (default any).
+    /// Who may subscribe (default any; `"token"`: a subscription token per
+    /// channel in the `subscribe` command, for private channels).
     pub subscribe: Permission,
-    /// Who may publish and send signals (default any).
+    /// Who may publish and send signals (default any; not `"token"`).
     pub publish: Permission,
     /// Whether anonymous clients may use the namespace at all (default: on
     /// when the hub has no auth configured, off when it has).
@@ -506,6 +545,11 @@ impl HubConfig {
         let l = &self.limits;
         if l.max_connections == 0 || l.max_connections_per_ip == 0 {
             return bad("limits: connection limits must be at least 1");
+        }
+        if !(l.connection_rate_per_ip >= 0.0 && l.connection_burst_per_ip >= 1.0) {
+            return bad(
+                "limits: connection_rate_per_ip must be >= 0 and connection_burst_per_ip >= 1",
+            );
         }
         if !(l.messages_per_second > 0.0 && l.burst >= 1.0) {
             return bad("limits: messages_per_second must be > 0 and burst >= 1");
@@ -591,16 +635,31 @@ impl HubConfig {
             _ => {}
         }
         self.hooks.validate()?;
+        for ns in self.namespaces.values().chain([&self.default_namespace]) {
+            if ns.publish == Permission::Token {
+                return bad("namespaces: publish = \"token\" is not a permission (subscribe only)");
+            }
+            if ns.subscribe == Permission::Token && self.auth.is_none() {
+                return bad("namespaces: subscribe = \"token\" needs [auth] to verify the tokens");
+            }
+        }
         if let Some(auth) = &self.auth {
             let sources = [
                 auth.hs256_secret.is_some(),
                 auth.rs256_public_key.is_some(),
                 auth.es256_public_key.is_some(),
             ];
-            if sources.iter().filter(|set| **set).count() != 1 {
+            let fixed = sources.iter().filter(|set| **set).count();
+            if fixed > 1 || (fixed == 0 && auth.jwks_url.is_none()) {
                 return bad(
-                    "auth: set exactly one of hs256_secret, rs256_public_key, es256_public_key",
+                    "auth: set one of hs256_secret, rs256_public_key, es256_public_key, or \
+                     jwks_url, or jwks_url and one of the others",
                 );
+            }
+            if let Some(url) = &auth.jwks_url
+                && crate::backend::check_url(url).is_err()
+            {
+                return bad("auth: jwks_url must be an absolute http:// or https:// URL");
             }
             if let Some(secret) = &auth.hs256_secret {
                 let min = crate::auth::MIN_HS256_SECRET_LEN;

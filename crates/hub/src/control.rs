@@ -30,12 +30,30 @@
 //! - A [`Lookup`] (the server API's `connections`) reads the registry and
 //!   changes nothing; a node lists at most [`MAX_LISTED`] connections of a
 //!   user in one answer and says when it left some out.
+//!
+//! # Revocations
+//!
+//! The registry also holds the node's copy of the revocations in force
+//! (`duplex_hub_proto::revocation`, bounded), and each session's token
+//! (`jti`, `iat`). A [`Control::Revoke`] adds one and closes, with 4003,
+//! every session of the node whose token it revokes; a
+//! [`Control::Unrevoke`] withdraws one. A session is checked against the
+//! set under the same lock that records its token, at `connect`
+//! ([`Registry::register`]) and at each refresh ([`Registry::refreshed`]),
+//! so a revocation that arrives while a session connects or refreshes is
+//! never missed: either the check sees it, or the revocation sees the new
+//! token. With Redis, a node that (re)connects replaces its copy with the
+//! cluster's ([`Registry::reload`]), closing what it revokes, so the
+//! revocations sent while it was away are not missed either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use duplex_hub_proto::revocation::{Full, Revocation, Revocations, Revoked, TokenFacts};
+use duplex_hub_proto::session::Close;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Identity;
 use crate::broker::{Subscriber, member_id_of};
 
 /// The connections a [`Control`] is for.
@@ -91,7 +109,39 @@ pub(crate) enum Control {
         /// The new expiry.
         expires: u64,
     },
+    /// Revoke a token or a user's tokens (see the module docs): every node
+    /// keeps it until its expiry and closes the sessions it revokes.
+    Revoke {
+        /// What is revoked.
+        #[serde(flatten)]
+        revocation: Revocation,
+    },
+    /// Withdraw the revocation of a token or of a user's tokens.
+    Unrevoke {
+        /// Which.
+        #[serde(flatten)]
+        which: Unrevoke,
+    },
 }
+
+/// A revocation to withdraw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Unrevoke {
+    /// The revocation of the token `jti`.
+    Token {
+        /// The token's id.
+        jti: String,
+    },
+    /// The revocation of `user`'s tokens.
+    User {
+        /// The user.
+        user: String,
+    },
+}
+
+/// The longest `jti` or user a revocation names, in bytes.
+pub(crate) const MAX_REVOKED_NAME: usize = 256;
 
 /// The most controls a session holds before it takes them.
 pub(crate) const MAX_PENDING: usize = 256;
@@ -116,24 +166,65 @@ pub(crate) enum ControlError {
     /// The channel name is invalid.
     #[error("`channel`: {0}")]
     Channel(#[source] duplex_hub_proto::NameError),
+    /// A revocation's `jti` or `user` is empty or longer than
+    /// [`MAX_REVOKED_NAME`] bytes.
+    #[error("`{0}` must be 1 to 256 bytes")]
+    Name(&'static str),
+    /// A revocation's `expire_at` is not after now, or not a time before
+    /// the year 10000.
+    #[error(
+        "`expire_at` must be a time in the future (seconds since the Unix epoch) before the year 10000"
+    )]
+    ExpireAt,
 }
 
 impl Control {
-    /// Whose connections it is for.
-    pub(crate) fn target(&self) -> &Target {
+    /// Whose connections it is for (a revocation names its own).
+    pub(crate) fn target(&self) -> Option<&Target> {
         match self {
             Self::Disconnect { target, .. }
             | Self::Subscribe { target, .. }
             | Self::Unsubscribe { target, .. }
-            | Self::Refresh { target, .. } => target,
+            | Self::Refresh { target, .. } => Some(target),
+            Self::Revoke { .. } | Self::Unrevoke { .. } => None,
         }
     }
 
     /// Checks what a node would otherwise refuse later, where nobody can be
     /// told: a target, a close code in 4000–4999 and a reason a close
-    /// frame carries, a valid channel name.
-    pub(crate) fn validate(&self) -> Result<(), ControlError> {
-        let target = self.target();
+    /// frame carries, a valid channel name; a revocation's names and its
+    /// expiry (after `now`).
+    pub(crate) fn validate(&self, now: u64) -> Result<(), ControlError> {
+        let name = |field, value: &str| {
+            if value.is_empty() || value.len() > MAX_REVOKED_NAME {
+                Err(ControlError::Name(field))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::Revoke { revocation } => {
+                match revocation {
+                    Revocation::Token { jti, .. } => name("jti", jti)?,
+                    Revocation::User { user, .. } => name("user", user)?,
+                }
+                let at = revocation.expire_at();
+                if at <= now || at > crate::auth::MAX_NUMERIC_DATE {
+                    return Err(ControlError::ExpireAt);
+                }
+                return Ok(());
+            }
+            Self::Unrevoke { which } => {
+                return match which {
+                    Unrevoke::Token { jti } => name("jti", jti),
+                    Unrevoke::User { user } => name("user", user),
+                };
+            }
+            _ => {}
+        }
+        let Some(target) = self.target() else {
+            return Err(ControlError::NoTarget);
+        };
         if target.user.is_empty() && target.client.is_none() {
             return Err(ControlError::NoTarget);
         }
@@ -149,7 +240,7 @@ impl Control {
             Self::Subscribe { channel, .. } | Self::Unsubscribe { channel, .. } => {
                 duplex_hub_proto::validate_channel(channel).map_err(ControlError::Channel)?;
             }
-            Self::Refresh { .. } => {}
+            Self::Refresh { .. } | Self::Revoke { .. } | Self::Unrevoke { .. } => {}
         }
         Ok(())
     }
@@ -165,6 +256,8 @@ pub(crate) struct Registry {
 struct Inner {
     sessions: HashMap<u64, Entry>,
     users: HashMap<Box<str>, Vec<u64>>,
+    /// The revocations in force, as this node knows them.
+    revocations: Revocations,
 }
 
 #[derive(Debug)]
@@ -174,6 +267,53 @@ struct Entry {
     since: u64,
     /// Controls not taken yet, oldest first.
     pending: Vec<Control>,
+    /// The session's token, if it has one.
+    token: Option<Token>,
+}
+
+/// What the revocation rule looks at in a session's token, besides its
+/// user.
+#[derive(Debug)]
+struct Token {
+    jti: Option<Box<str>>,
+    issued: Option<u64>,
+}
+
+impl Token {
+    fn of(identity: &Identity) -> Self {
+        Self {
+            jti: identity.jti.clone(),
+            issued: identity.issued,
+        }
+    }
+}
+
+impl Entry {
+    fn facts(&self) -> Option<TokenFacts<'_>> {
+        self.token.as_ref().map(|token| TokenFacts {
+            user: self.me.user(),
+            jti: token.jti.as_deref(),
+            issued: token.issued,
+        })
+    }
+
+    /// Queues the close of a session whose token was revoked (not bounded
+    /// by [`MAX_PENDING`]: it ends the session).
+    fn revoked(&mut self, why: Revoked) {
+        let close = match why {
+            Revoked::Token => Close::REVOKED_TOKEN,
+            _ => Close::REVOKED_USER,
+        };
+        self.pending.push(Control::Disconnect {
+            target: Target {
+                user: self.me.user().to_owned(),
+                client: None,
+            },
+            code: close.code,
+            reason: close.reason.to_owned(),
+        });
+        self.me.outbox.nudge();
+    }
 }
 
 /// The most connections of one user a node lists in one answer.
@@ -231,20 +371,108 @@ pub(crate) enum Lookup {
 }
 
 impl Registry {
-    /// Adds a session that completed `connect`.
-    pub(crate) fn register(&self, me: &Subscriber) {
+    /// Adds a session that completed `connect`, with the identity of its
+    /// token (none: anonymous), unless that token is revoked at `now`.
+    pub(crate) fn register(
+        &self,
+        me: &Subscriber,
+        identity: Option<&Identity>,
+        now: u64,
+    ) -> Result<(), Revoked> {
         let mut inner = self.lock();
+        if let Some(identity) = identity {
+            inner.revocations.check(identity.facts(), now)?;
+        }
         inner.sessions.insert(
             me.id,
             Entry {
                 me: me.clone(),
                 since: crate::hub::now_ms(),
                 pending: Vec::new(),
+                token: identity.map(Token::of),
             },
         );
         if !me.user().is_empty() {
             inner.users.entry(me.user().into()).or_default().push(me.id);
         }
+        Ok(())
+    }
+
+    /// Session `id` refreshed to the token of `identity` (same user), unless
+    /// that token is revoked at `now`.
+    pub(crate) fn refreshed(&self, id: u64, identity: &Identity, now: u64) -> Result<(), Revoked> {
+        let mut inner = self.lock();
+        inner.revocations.check(identity.facts(), now)?;
+        if let Some(entry) = inner.sessions.get_mut(&id) {
+            entry.token = Some(Token::of(identity));
+        }
+        Ok(())
+    }
+
+    /// Whether the token of `identity` is revoked at `now` (a handshake's
+    /// early answer; [`Registry::register`] decides).
+    pub(crate) fn check(&self, identity: &Identity, now: u64) -> Result<(), Revoked> {
+        self.lock().revocations.check(identity.facts(), now)
+    }
+
+    /// Adds `revocation` at `now` and closes the sessions of this node it
+    /// revokes; how many. `Err` when the set is full.
+    pub(crate) fn revoke(&self, revocation: Revocation, now: u64) -> Result<usize, Full> {
+        let mut inner = self.lock();
+        let user = match &revocation {
+            Revocation::User { user, .. } => Some(user.clone()),
+            Revocation::Token { .. } => None,
+        };
+        inner.revocations.insert(revocation, now)?;
+        let Inner {
+            sessions,
+            users,
+            revocations,
+        } = &mut *inner;
+        let ids: Vec<u64> = match user {
+            Some(user) => users.get(user.as_str()).cloned().unwrap_or_default(),
+            None => sessions.keys().copied().collect(),
+        };
+        Ok(close_revoked(sessions, revocations, &ids, now))
+    }
+
+    /// Withdraws a revocation; whether this node held it.
+    pub(crate) fn unrevoke(&self, which: &Unrevoke) -> bool {
+        let mut inner = self.lock();
+        match which {
+            Unrevoke::Token { jti } => inner.revocations.remove_token(jti),
+            Unrevoke::User { user } => inner.revocations.remove_user(user),
+        }
+    }
+
+    /// Replaces this node's revocations with `entries` (the cluster's, at
+    /// `now`) and closes the sessions they revoke; how many. Entries beyond
+    /// the set's bound are left out, logged.
+    pub(crate) fn reload(&self, entries: Vec<Revocation>, now: u64) -> usize {
+        let mut inner = self.lock();
+        let mut set = Revocations::default();
+        let mut left_out = 0usize;
+        for revocation in entries {
+            if set.insert(revocation, now).is_err() {
+                left_out += 1;
+            }
+        }
+        if left_out > 0 {
+            tracing::warn!(left_out, "more revocations in redis than a node keeps");
+        }
+        inner.revocations = set;
+        let Inner {
+            sessions,
+            revocations,
+            ..
+        } = &mut *inner;
+        let ids: Vec<u64> = sessions.keys().copied().collect();
+        close_revoked(sessions, revocations, &ids, now)
+    }
+
+    /// How many revocations this node holds.
+    pub(crate) fn revocations(&self) -> usize {
+        self.lock().revocations.len()
     }
 
     /// Removes a session that ends (with what it had not taken).
@@ -264,8 +492,26 @@ impl Registry {
     /// Queues `control` for every session of this node it targets and
     /// nudges them; returns how many (a session already holding
     /// [`MAX_PENDING`] controls is not one of them).
+    /// A revocation is kept and closes the sessions it revokes, counted
+    /// as reached; one withdrawn counts 1 if this node held it.
     pub(crate) fn apply(&self, control: &Control) -> usize {
-        let target = control.target();
+        let target = match control {
+            Control::Revoke { revocation } => {
+                let now = crate::hub::now_secs();
+                return match self.revoke(revocation.clone(), now) {
+                    Ok(closed) => closed,
+                    Err(full) => {
+                        tracing::warn!(error = %full, "a revocation was not kept");
+                        0
+                    }
+                };
+            }
+            Control::Unrevoke { which } => return usize::from(self.unrevoke(which)),
+            _ => match control.target() {
+                Some(target) => target,
+                None => return 0,
+            },
+        };
         let mut inner = self.lock();
         let ids: Vec<u64> = match &target.client {
             Some(client) => member_id_of(client)
@@ -364,6 +610,27 @@ impl Registry {
     }
 }
 
+/// Closes those of sessions `ids` whose token `revocations` revoke at
+/// `now`; how many.
+fn close_revoked(
+    sessions: &mut HashMap<u64, Entry>,
+    revocations: &Revocations,
+    ids: &[u64],
+    now: u64,
+) -> usize {
+    let mut closed = 0;
+    for id in ids {
+        let Some(entry) = sessions.get_mut(id) else {
+            continue;
+        };
+        if let Some(Err(why)) = entry.facts().map(|facts| revocations.check(facts, now)) {
+            entry.revoked(why);
+            closed += 1;
+        }
+    }
+    closed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +658,7 @@ mod tests {
     fn a_session_that_takes_no_controls_holds_a_bounded_number() {
         let registry = Registry::default();
         let a = session(1, "ada");
-        registry.register(&a);
+        registry.register(&a, None, 0).unwrap();
         for _ in 0..MAX_PENDING {
             assert_eq!(registry.apply(&kick("ada", None)), 1);
         }
@@ -410,7 +677,7 @@ mod tests {
             session(4, ""),
         );
         for s in [&a1, &a2, &b, &anon] {
-            registry.register(s);
+            registry.register(s, None, 0).unwrap();
         }
         assert_eq!(registry.apply(&kick("ada", None)), 2);
         assert!(a1.outbox.take_nudge() && a2.outbox.take_nudge());
@@ -438,7 +705,7 @@ mod tests {
         let registry = Registry::default();
         let (a1, a2, b) = (session(1, "ada"), session(2, "ada"), session(3, "bob"));
         for s in [&a1, &a2, &b] {
-            registry.register(s);
+            registry.register(s, None, 0).unwrap();
         }
         let listed = registry.connections("ada");
         let mut clients: Vec<String> = listed
@@ -464,7 +731,7 @@ mod tests {
             .map(|n| session(n, "zed"))
             .collect();
         for s in &many {
-            registry.register(s);
+            registry.register(s, None, 0).unwrap();
         }
         let listed = registry.connections("zed");
         assert_eq!(
@@ -486,7 +753,7 @@ mod tests {
 
     #[test]
     fn controls_are_checked_before_they_travel() {
-        assert_eq!(kick("", None).validate(), Err(ControlError::NoTarget));
+        assert_eq!(kick("", None).validate(0), Err(ControlError::NoTarget));
         for code in [1000, 3999, 5000] {
             let control = Control::Disconnect {
                 target: Target {
@@ -496,7 +763,7 @@ mod tests {
                 code,
                 reason: String::new(),
             };
-            assert_eq!(control.validate(), Err(ControlError::Code(code)));
+            assert_eq!(control.validate(0), Err(ControlError::Code(code)));
         }
         let long = Control::Disconnect {
             target: Target {
@@ -506,7 +773,7 @@ mod tests {
             code: 4000,
             reason: "x".repeat(124),
         };
-        assert_eq!(long.validate(), Err(ControlError::Reason(124)));
+        assert_eq!(long.validate(0), Err(ControlError::Reason(124)));
         let bad = Control::Subscribe {
             target: Target {
                 user: "ada".into(),
@@ -514,7 +781,7 @@ mod tests {
             },
             channel: "no spaces".into(),
         };
-        assert!(matches!(bad.validate(), Err(ControlError::Channel(_))));
+        assert!(matches!(bad.validate(0), Err(ControlError::Channel(_))));
         // And they travel as JSON between nodes.
         let json = serde_json::to_string(&kick("ada", None)).unwrap();
         assert_eq!(

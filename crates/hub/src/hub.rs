@@ -18,9 +18,10 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError, Publish};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
-use crate::control::{Control, Registry};
+use crate::control::{Control, Registry, Unrevoke};
 use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
+use duplex_hub_proto::revocation::{Full, Revocation};
 
 /// Why a hub could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +222,10 @@ impl Hub {
             admission: Admission::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
+            )
+            .with_rate(
+                config.limits.connection_rate_per_ip,
+                config.limits.connection_burst_per_ip,
             ),
             rate_policy: crate::limits::rate_policy(&config.limits),
             refusals: crate::refusals::RefusalLog::default(),
@@ -300,6 +305,7 @@ impl Hub {
             "protocol": duplex_hub_proto::VERSION,
             "connections": self.admission.current(),
             "sessions": self.registry.len(),
+            "revocations": self.registry.revocations(),
             "uptime": self.started.elapsed().as_secs(),
         })])
     }
@@ -327,6 +333,40 @@ impl Hub {
             Some(redis) => redis.control(control).await,
             None => {
                 self.registry.apply(control);
+                Ok(1)
+            }
+        }
+    }
+
+    /// Revokes a token or a user's tokens on every node until its expiry
+    /// (with Redis, kept there first, so a node that reconnects later
+    /// loads it); returns how many nodes it reached, or `Ok(Err)` when the
+    /// revocations in force are as many as a node keeps.
+    pub(crate) async fn revoke(
+        &self,
+        revocation: Revocation,
+    ) -> Result<Result<usize, Full>, BrokerError> {
+        let now = now_secs();
+        match &self.redis {
+            Some(redis) => {
+                if let Err(full) = redis.store_revocation(&revocation, now).await? {
+                    return Ok(Err(full));
+                }
+                redis.control(&Control::Revoke { revocation }).await.map(Ok)
+            }
+            None => Ok(self.registry.revoke(revocation, now).map(|_| 1)),
+        }
+    }
+
+    /// Withdraws a revocation on every node; returns how many it reached.
+    pub(crate) async fn unrevoke(&self, which: Unrevoke) -> Result<usize, BrokerError> {
+        match &self.redis {
+            Some(redis) => {
+                redis.remove_revocation(&which).await?;
+                redis.control(&Control::Unrevoke { which }).await
+            }
+            None => {
+                self.registry.unrevoke(&which);
                 Ok(1)
             }
         }

@@ -57,11 +57,14 @@ mod tests {
             assert_eq!(r.check(&policy, t0), Verdict::Reject);
         }
         assert_eq!(r.check(&policy, t0), Verdict::Close);
-        // The data rate too: one burst of data passes, one byte more is refused.
+        // The data rate too: one burst of data passes, a little more is
+        // refused. (The byte bucket keeps 1 µs of byte time as slack, its
+        // documented tolerance: at 2 MiB/s a byte or two more may pass,
+        // depending on where `t0` falls on its microsecond grid.)
         let mut r = RateLimiter::new(t0);
         let bytes = limits.publish_bytes_burst as usize;
         assert_eq!(r.check_data(&policy, t0, bytes), Verdict::Allow);
-        assert_eq!(r.check_data(&policy, t0, 1), Verdict::Reject);
+        assert_eq!(r.check_data(&policy, t0, 64), Verdict::Reject);
     }
 
     #[test]

@@ -57,8 +57,8 @@ const LARGEST_BOUND_SECS: f64 = LATENCY_BOUNDS_NS[BUCKETS - 2] as f64 / 1e9;
 
 /// Close codes counted under their own label; any other code counts as
 /// `"other"`.
-pub(crate) const KNOWN_CLOSE_CODES: [u16; 13] = [
-    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4002, 4008,
+pub(crate) const KNOWN_CLOSE_CODES: [u16; 15] = [
+    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4002, 4003, 4008, 4029,
 ];
 
 const CLOSE_SLOTS: usize = KNOWN_CLOSE_CODES.len() + 1;
@@ -79,17 +79,21 @@ pub enum RejectReason {
     Handshake,
     /// The client offered subprotocols but not one the hub speaks (400).
     Subprotocol,
+    /// The client's address opens connections faster than
+    /// `connection_rate_per_ip` (429).
+    IpRate,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Origin,
         Self::Auth,
         Self::TotalLimit,
         Self::IpLimit,
         Self::Handshake,
         Self::Subprotocol,
+        Self::IpRate,
     ];
 
     /// The `reason` label value, such as `"ip_limit"`.
@@ -101,6 +105,7 @@ impl RejectReason {
             Self::IpLimit => "ip_limit",
             Self::Handshake => "handshake",
             Self::Subprotocol => "subprotocol",
+            Self::IpRate => "ip_rate",
         }
     }
 
@@ -114,6 +119,7 @@ impl From<Refused> for RejectReason {
         match refused {
             Refused::Total => Self::TotalLimit,
             Refused::PerIp => Self::IpLimit,
+            Refused::Rate { .. } => Self::IpRate,
         }
     }
 }
@@ -1018,12 +1024,12 @@ mod tests {
             .iter()
             .filter(|s| s.name == "duplex_connections_rejected_total")
             .count();
-        assert_eq!(rejected, 6);
+        assert_eq!(rejected, RejectReason::ALL.len());
         let closes = samples
             .iter()
             .filter(|s| s.name == "duplex_close_codes_total")
             .count();
-        assert_eq!(closes, 14);
+        assert_eq!(closes, KNOWN_CLOSE_CODES.len() + 1);
         let errors = samples
             .iter()
             .filter(|s| s.name == "duplex_errors_total")

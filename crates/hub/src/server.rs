@@ -60,7 +60,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::auth::{Action, Grants, Identity, token_from_request};
+use crate::auth::{Action, AuthError, Grants, Identity, token_from_request};
 use crate::config::STATS_CHANNEL;
 use crate::console;
 use crate::hub::{Hub, HubError, now_secs};
@@ -580,6 +580,14 @@ where
             return None;
         }
     };
+    // A token naming a JWKS key not held: the keys are fetched first (the
+    // decision below cannot wait).
+    if let Some(verifier) = &hub.verifier
+        && let Some(token) =
+            token_from_request(incoming.request.headers(), incoming.request.uri().query())
+    {
+        verifier.prepare(&token).await;
+    }
     let mut identity = None;
     let mut headers = http::HeaderMap::new();
     let mut refused = false;
@@ -646,10 +654,10 @@ fn admit(hub: &Hub, client: SocketAddr) -> Result<Ticket, Reject> {
         );
     }
     let mut reject = Reject::new(refused.status(), refused.reason());
-    if refused.status() == StatusCode::TOO_MANY_REQUESTS {
+    if let Some(seconds) = refused.retry_after() {
         reject
             .headers
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
     }
     Err(reject)
 }
@@ -760,9 +768,26 @@ fn decide(
                     Reject::new(StatusCode::UNAUTHORIZED, "this hub does not take tokens"),
                 ));
             };
-            match verifier.verify(&token, now_secs()) {
-                Ok(identity) => Some(identity),
+            let now = now_secs();
+            match verifier.verify(&token, now) {
+                Ok(identity) => {
+                    if let Err(why) = hub.registry.check(&identity, now) {
+                        return Err((
+                            RejectReason::Auth,
+                            Reject::new(StatusCode::UNAUTHORIZED, why.refusal()),
+                        ));
+                    }
+                    Some(identity)
+                }
                 Err(error) => {
+                    // Over HTTP/2 the decision runs before any fetch: the
+                    // JWKS is fetched now, for the client's next attempt.
+                    if error == AuthError::UnknownKey
+                        && let Some(jwks) = verifier.jwks()
+                    {
+                        let jwks = jwks.clone();
+                        tokio::spawn(async move { jwks.refresh().await });
+                    }
                     return Err((
                         RejectReason::Auth,
                         Reject::new(StatusCode::UNAUTHORIZED, format!("token refused: {error}")),
@@ -802,6 +827,9 @@ fn admin_identity() -> Identity {
         user: ADMIN_USER.to_owned(),
         expires: now_secs() + ADMIN_IDENTITY_SECS,
         grants,
+        jti: None,
+        issued: None,
+        channel: None,
     }
 }
 

@@ -59,7 +59,7 @@ use std::time::Duration;
 use duplex::{CloseCode, Message, WebSocket};
 use duplex_hub_proto::session::{
     Action, Close, MAX_PUBLISHES_IN_FLIGHT, Phase, Refusal, SessionState, check_refresh, may,
-    overlaps_publishes, scoped_key,
+    overlaps_publishes, refreshed_expiry, scoped_key,
 };
 use duplex_hub_proto::{Command, Encoding, ErrorCode, Request, ServerMessage, Since};
 use futures_util::stream::FuturesOrdered;
@@ -67,7 +67,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::auth::Identity;
+use crate::auth::{Identity, subscription};
 use crate::broker::{BoxFuture, Publish, Subscribe, Subscriber};
 use crate::control::Control;
 use crate::frame::{frame_of, prepare, to_message};
@@ -408,6 +408,8 @@ impl Session {
                     });
                     self.me.outbox.push(&push, tokio::time::Instant::now());
                 }
+                // The registry keeps these; they reach no session.
+                Control::Revoke { .. } | Control::Unrevoke { .. } => {}
                 Control::Refresh { expires, .. } => {
                     self.timer = Some(Box::pin(sleep_until_unix(expires)));
                     if let Some(identity) = &mut self.identity {
@@ -638,7 +640,8 @@ impl Session {
                 channel,
                 since,
                 recent,
-            } => self.subscribe(id, channel, since, recent).await?,
+                token,
+            } => self.subscribe(id, channel, since, recent, token).await?,
             Command::Unsubscribe { channel } => self.unsubscribe(id, &channel).await,
             Command::Publish { channel, data, key } => {
                 if let Some(refused) = self.refuse(id, Action::Publish, &channel) {
@@ -742,7 +745,7 @@ impl Session {
     ) -> Result<Option<ServerMessage>, End> {
         let mut hooked = None;
         if let Some(token) = token {
-            self.identity = Some(Box::new(self.verify(&token)?));
+            self.identity = Some(Box::new(verify(&self.hub, &self.me, &token).await?));
         } else if self.identity.is_none() {
             hooked = self.connect_hook(name.as_deref()).await?;
         }
@@ -755,7 +758,10 @@ impl Session {
         // are refused.
         let set = self.me.set_user(user);
         debug_assert!(set, "the subscriber is shared before connect");
-        self.hub.registry.register(&self.me);
+        self.hub
+            .registry
+            .register(&self.me, self.identity.as_deref(), now_secs())
+            .map_err(|why| End::Close(Close::bad_token(why.refusal())))?;
         let mut expires = self.identity.as_ref().map(|identity| identity.expires);
         self.state.connected();
         self.timer = expires.map(|at| Box::pin(sleep_until_unix(at)));
@@ -780,17 +786,25 @@ impl Session {
     /// allows end, each with an `unsubscribed` push and the reason (after
     /// the messages already queued for it).
     async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<ServerMessage, End> {
-        let identity = self.verify(token)?;
+        let identity = verify(&self.hub, &self.me, token).await?;
         if let Err(refusal) = check_refresh(self.me.user(), &identity.user) {
             return Ok(refusal.to_reply(id));
         }
-        let expires = identity.expires;
+        self.hub
+            .registry
+            .refreshed(self.me.id, &identity, now_secs())
+            .map_err(|why| End::Close(Close::bad_token(why.refusal())))?;
+        let current = self.identity.as_ref().map(|identity| identity.expires);
+        let expires = refreshed_expiry(current, identity.expires);
         self.timer = Some(Box::pin(sleep_until_unix(expires)));
-        self.identity = Some(Box::new(identity));
+        self.identity = Some(Box::new(Identity {
+            expires,
+            ..identity
+        }));
         let (hub, identity) = (&self.hub, self.identity.as_deref());
         let revoked = self
             .state
-            .revoke(|channel| may_for(hub, identity, Action::Subscribe, channel));
+            .revoke(|channel| subscription::keeps(hub, identity, channel));
         for (name, refusal) in revoked {
             self.hub.broker.unsubscribe(&name, &self.me).await;
             self.hub.metrics.unsubscribed(1);
@@ -812,32 +826,22 @@ impl Session {
         })
     }
 
-    /// Verifies a token; a bad one ends the connection with 4001.
-    fn verify(&self, token: &str) -> Result<Identity, End> {
-        let Some(verifier) = &self.hub.verifier else {
-            return Err(End::Close(Close::NO_AUTH));
-        };
-        verifier.verify(token, now_secs()).map_err(|e| {
-            self.hub.metrics.error(ErrorCode::Unauthorized.as_str());
-            tracing::debug!(error = %e, client = %self.me.client(), "token refused");
-            // The reason names the token's fault, as the HTTP 401 does.
-            End::Close(Close::bad_token(e.close_reason()))
-        })
-    }
-
     async fn subscribe(
         &mut self,
         id: Option<u64>,
         channel: String,
         since: Option<Since>,
         recent: u32,
+        token: Option<String>,
     ) -> Result<ServerMessage, End> {
         let limit = self.hub.config.limits.max_subscriptions;
         if let Err(refusal) = self.state.check_subscribe(&channel, limit) {
             return Ok(refusal.to_reply(id));
         }
-        if let Some(refused) = self.refuse(id, Action::Subscribe, &channel) {
-            return Ok(refused);
+        let (hub, identity) = (&self.hub, self.identity.as_deref());
+        let may = subscription::may_subscribe(hub, &self.me, identity, &channel, token.as_deref());
+        if let Err(refusal) = may.await {
+            return Ok(refusal.to_reply(id));
         }
         if let Some(refused) = self.ask_subscribe(id, &channel).await? {
             return Ok(refused);
@@ -903,6 +907,22 @@ impl Session {
             .err()
             .map(|refusal| refusal.to_reply(id))
     }
+}
+
+/// Verifies a token for session `me` (fetching the JWKS first if it names
+/// a key not held); a bad one ends the connection with 4001. (Not a method:
+/// its future must not hold a `&Session`, which is not `Sync`.)
+async fn verify(hub: &Hub, me: &Subscriber, token: &str) -> Result<Identity, End> {
+    let Some(verifier) = &hub.verifier else {
+        return Err(End::Close(Close::NO_AUTH));
+    };
+    verifier.prepare(token).await;
+    verifier.verify(token, now_secs()).map_err(|e| {
+        hub.metrics.error(ErrorCode::Unauthorized.as_str());
+        tracing::debug!(error = %e, client = %me.client(), "token refused");
+        // The reason names the token's fault, as the HTTP 401 does.
+        End::Close(Close::bad_token(e.close_reason()))
+    })
 }
 
 /// Whether a client with `identity` (none: anonymous) may do `action` on

@@ -274,6 +274,7 @@ async fn clients_on_two_nodes_chat_as_on_one() {
                 channel: "$sys:stats".into(),
                 since: None,
                 recent: 1,
+                token: None,
             })
             .await,
     );
@@ -282,6 +283,7 @@ async fn clients_on_two_nodes_chat_as_on_one() {
             channel: "$sys:stats".into(),
             since: None,
             recent: 1,
+            token: None,
         })
         .await,
     );
@@ -685,6 +687,7 @@ async fn haproxy_in_front_of_two_nodes_with_and_without_stickiness() {
                 channel: channel.to_owned(),
                 since: Some(Since { epoch, offset: 5 }),
                 recent: 0,
+                token: None,
             })
             .await;
         assert!(
@@ -774,6 +777,7 @@ async fn history_in_redis_is_bounded_by_size_and_age_and_keys_leave_with_it() {
             offset,
         }),
         recent: 0,
+        token: None,
     };
     let epoch = subscribed_epoch(&on_a.subscribe(channel).await);
     let mut probe = b.client().await;

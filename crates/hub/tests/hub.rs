@@ -199,6 +199,7 @@ async fn recovery_beyond_history_or_with_another_epoch_is_a_gap() {
                 offset: 2,
             }),
             recent: 2,
+            token: None,
         })
         .await;
     assert!(

@@ -90,13 +90,18 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
         (prop::option::of(any_text()), prop::option::of(any_text()))
             .prop_map(|(token, name)| Command::Connect { token, name }),
         any_text().prop_map(|token| Command::Refresh { token }),
-        (channel(), prop::option::of(since()), any::<u32>()).prop_map(
-            |(channel, since, recent)| Command::Subscribe {
+        (
+            channel(),
+            prop::option::of(since()),
+            any::<u32>(),
+            prop::option::of(any_text())
+        )
+            .prop_map(|(channel, since, recent, token)| Command::Subscribe {
                 channel,
                 since,
-                recent
-            }
-        ),
+                recent,
+                token
+            }),
         channel().prop_map(|channel| Command::Unsubscribe { channel }),
         (channel(), data(), prop::option::of(key()))
             .prop_map(|(channel, data, key)| Command::Publish { channel, data, key }),

@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use crate::broker::{HistoryQuery, Publish};
-use crate::control::{Control, Target};
+use crate::control::{Control, Target, Unrevoke};
 use crate::hub::{Hub, now_ms};
+use duplex_hub_proto::revocation::{DEFAULT_USER_REVOCATION_SECS, Revocation};
 
 /// Every call, as `POST /api/<call>` and a batch's `method` name it.
 pub(crate) const CALLS: &[&str] = &[
@@ -35,6 +36,10 @@ pub(crate) const CALLS: &[&str] = &[
     "channels",
     "info",
     "connections",
+    "revoke_token",
+    "revoke_user",
+    "unrevoke_token",
+    "unrevoke_user",
 ];
 
 /// The most channels one `broadcast` names.
@@ -177,6 +182,40 @@ pub(crate) async fn call(hub: &Hub, call: &str, body: &[u8]) -> Result<Value, Ap
             let _: Empty = parse(body)?;
             Ok(json!({"nodes": hub.nodes().await?, "scope": "cluster"}))
         }
+        "revoke_token" => {
+            let p: RevokeTokenParams = parse(body)?;
+            revoke(
+                hub,
+                Revocation::Token {
+                    jti: p.jti,
+                    expire_at: p.expire_at,
+                },
+            )
+            .await
+        }
+        "revoke_user" => {
+            let p: RevokeUserParams = parse(body)?;
+            let now = crate::hub::now_secs();
+            revoke(
+                hub,
+                Revocation::User {
+                    user: p.user,
+                    issued_before: now,
+                    expire_at: p
+                        .expire_at
+                        .unwrap_or(now.saturating_add(DEFAULT_USER_REVOCATION_SECS)),
+                },
+            )
+            .await
+        }
+        "unrevoke_token" => {
+            let p: UnrevokeTokenParams = parse(body)?;
+            unrevoke(hub, Unrevoke::Token { jti: p.jti }).await
+        }
+        "unrevoke_user" => {
+            let p: UnrevokeUserParams = parse(body)?;
+            unrevoke(hub, Unrevoke::User { user: p.user }).await
+        }
         other => Err(ApiError::UnknownCall(other.to_owned())),
     }
 }
@@ -310,6 +349,33 @@ struct RefreshParams {
     #[serde(default)]
     client: Option<String>,
     expire_at: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokenParams {
+    jti: String,
+    expire_at: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeUserParams {
+    user: String,
+    #[serde(default)]
+    expire_at: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnrevokeTokenParams {
+    jti: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnrevokeUserParams {
+    user: String,
 }
 
 #[derive(Deserialize)]
@@ -456,8 +522,30 @@ async fn broadcast(hub: &Hub, p: BroadcastParams) -> Result<Value, ApiError> {
 }
 
 async fn control(hub: &Hub, control: Control) -> Result<Value, ApiError> {
-    control.validate()?;
+    control.validate(crate::hub::now_secs())?;
     let nodes = hub.control(&control).await?;
+    Ok(json!({"scope": "cluster", "nodes": nodes}))
+}
+
+/// Checks and sends a revocation (see `crate::control`'s *Revocations*).
+async fn revoke(hub: &Hub, revocation: Revocation) -> Result<Value, ApiError> {
+    let control = Control::Revoke { revocation };
+    control.validate(crate::hub::now_secs())?;
+    let Control::Revoke { revocation } = control else {
+        unreachable!("built above")
+    };
+    let nodes = hub.revoke(revocation).await??;
+    Ok(json!({"scope": "cluster", "nodes": nodes}))
+}
+
+/// Checks and sends the withdrawal of a revocation.
+async fn unrevoke(hub: &Hub, which: Unrevoke) -> Result<Value, ApiError> {
+    let control = Control::Unrevoke { which };
+    control.validate(crate::hub::now_secs())?;
+    let Control::Unrevoke { which } = control else {
+        unreachable!("built above")
+    };
+    let nodes = hub.unrevoke(which).await?;
     Ok(json!({"scope": "cluster", "nodes": nodes}))
 }
 

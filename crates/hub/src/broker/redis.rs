@@ -29,6 +29,7 @@
 //! | `P:nodes`          | zset   | node id → its last heartbeat (Redis time, ms)                   |
 //! | `P:node:N:info`    | string | node `N`'s report for the server API's `info` and `channels` (JSON: id, version, connections, uptime, channel → local subscribers), written with each heartbeat, expiring after `node_expiry`; one key per command on Redis Cluster |
 //! | `P:m:C` (pub/sub)  | topic  | the channel's envelopes: messages, joins, leaves, signals; `P:m:{C}` with sharded pub/sub on Redis Cluster (same slot as the channel's keys) |
+//! | `P:revoked`        | hash   | the revocations in force (`t:<jti>` / `u:<user>` → `"<issued_before> <expire_at>"`), at most `MAX_REVOCATIONS`, expiring with the latest; `{P}:revoked` on Redis Cluster; see `revocation` |
 //! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens; `{P}:control` with sharded pub/sub on Redis Cluster (one fixed slot) |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
@@ -150,6 +151,7 @@ mod cluster;
 mod envelope;
 mod link;
 mod open;
+mod revocation;
 mod scripts;
 mod sentinel;
 mod server_api;

@@ -1,16 +1,32 @@
 //! Admission: the node-wide limits on connections in total and per client
-//! address, with an RAII [`Ticket`] per admitted connection.
+//! address, and on new connections per second per client address, with an
+//! RAII [`Ticket`] per admitted connection.
 //!
 //! Invariants: [`Admission`] never has more than `max_total` tickets alive,
 //! nor more than `max_per_ip` for one address (IPv6 addresses count per
 //! /64), under any interleaving of threads. Its per-address map holds
 //! exactly the addresses with at least one live ticket: an entry is removed
 //! when its last ticket drops, so the map cannot grow without bound.
+//!
+//! The connection rate per address follows the core's token bucket
+//! (`duplex_hub_proto::rate`): an address admits `burst` new connections at
+//! once and `rate` per second after that; a connection refused for any
+//! reason takes no token. The map of buckets is bounded: a bucket that is
+//! full again carries nothing and is dropped by a sweep, which runs when
+//! the map reaches [`MAX_RATE_ENTRIES`] (at most once per refill time, so
+//! sweeping cannot be made to run per connection); an address that finds
+//! the map full even so is admitted untracked (the total and per-address
+//! limits still hold), which takes more distinct addresses in one refill
+//! time than the bound to reach.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use duplex_hub_proto::rate::{Rate, TokenBucket};
+
+use super::Nanos;
 
 /// Why [`Admission::try_admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -21,6 +37,12 @@ pub enum Refused {
     /// The client's address is at its connection limit.
     #[error("too many connections from this address")]
     PerIp,
+    /// The client's address opens connections faster than its rate.
+    #[error("too many new connections from this address; slow down")]
+    Rate {
+        /// Whole seconds until it may connect again (at least 1).
+        retry_after: u32,
+    },
 }
 
 impl Refused {
@@ -29,7 +51,7 @@ impl Refused {
     pub fn status(self) -> http::StatusCode {
         match self {
             Self::Total => http::StatusCode::SERVICE_UNAVAILABLE,
-            Self::PerIp => http::StatusCode::TOO_MANY_REQUESTS,
+            Self::PerIp | Self::Rate { .. } => http::StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -38,9 +60,22 @@ impl Refused {
         match self {
             Self::Total => "the server is at its connection limit",
             Self::PerIp => "too many connections from this address",
+            Self::Rate { .. } => "too many new connections from this address; slow down",
+        }
+    }
+
+    /// The `Retry-After` of a 429, in seconds.
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            Self::Total => None,
+            Self::PerIp => Some(5),
+            Self::Rate { retry_after } => Some(retry_after),
         }
     }
 }
+
+/// Most addresses whose connection-rate bucket is kept at once.
+pub(crate) const MAX_RATE_ENTRIES: usize = 100_000;
 
 /// Node-wide connection limits: in total and per client address. Cheap to
 /// clone (clones share the counts) and safe to use from any thread.
@@ -58,6 +93,10 @@ pub(crate) struct Admission {
 struct Shared {
     max_total: usize,
     max_per_ip: usize,
+    /// New connections per address: none when off.
+    rate: Option<Rate>,
+    /// The most buckets kept ([`MAX_RATE_ENTRIES`]; tests lower it).
+    max_rate_entries: usize,
     state: Mutex<State>,
     /// A copy of `state.total`, for [`Admission::current`] without the lock.
     current: AtomicUsize,
@@ -69,6 +108,10 @@ struct Shared {
 struct State {
     total: usize,
     per_ip: HashMap<IpKey, usize>,
+    /// Connection-rate buckets of the addresses seen lately.
+    buckets: HashMap<IpKey, TokenBucket>,
+    /// No sweep of `buckets` before this.
+    next_sweep: Option<Nanos>,
 }
 
 impl Shared {
@@ -109,6 +152,8 @@ impl Admission {
             shared: Arc::new(Shared {
                 max_total,
                 max_per_ip,
+                rate: None,
+                max_rate_entries: MAX_RATE_ENTRIES,
                 state: Mutex::new(State::default()),
                 current: AtomicUsize::new(0),
                 released: tokio::sync::Notify::new(),
@@ -116,23 +161,46 @@ impl Admission {
         }
     }
 
-    /// Admits a connection from `ip`, or says which limit refuses it. The
-    /// slot is held until the [`Ticket`] drops. The total limit is checked
-    /// first.
+    /// These limits, and at most `rate` new connections per second per
+    /// address after a burst of `burst` (a rate of 0 turns it off).
+    /// Call before sharing it.
+    pub(crate) fn with_rate(mut self, rate: f64, burst: f64) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.rate = (rate > 0.0).then(|| Rate::new(rate, burst));
+        }
+        self
+    }
+
+    #[cfg(test)]
+    fn with_max_rate_entries(mut self, max: usize) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.max_rate_entries = max;
+        }
+        self
+    }
+
+    /// Admits a connection from `ip` now (see [`Admission::try_admit_at`]).
     pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refused> {
+        self.try_admit_at(ip, super::now())
+    }
+
+    /// Admits a connection from `ip` at `now`, or says which limit refuses
+    /// it. The slot is held until the [`Ticket`] drops. The total limit is
+    /// checked first, the connection rate last.
+    pub(crate) fn try_admit_at(&self, ip: IpAddr, now: Nanos) -> Result<Ticket, Refused> {
         let key = ip_key(ip);
         let mut state = self.shared.state();
         if state.total >= self.shared.max_total {
             return Err(Refused::Total);
         }
-        let count = state.per_ip.entry(key).or_insert(0);
-        if *count >= self.shared.max_per_ip {
-            if *count == 0 {
-                // max_per_ip == 0: don't leave an empty entry behind.
-                state.per_ip.remove(&key);
-            }
+        let count = state.per_ip.get(&key).copied().unwrap_or(0);
+        if count >= self.shared.max_per_ip {
             return Err(Refused::PerIp);
         }
+        if let Some(rate) = &self.shared.rate {
+            self.take_rate(&mut state, key, rate, now)?;
+        }
+        let count = state.per_ip.entry(key).or_insert(0);
         *count += 1;
         state.total += 1;
         self.shared.current.store(state.total, Ordering::Relaxed);
@@ -140,6 +208,46 @@ impl Admission {
             shared: self.shared.clone(),
             key,
         })
+    }
+
+    /// Takes a token of `key`'s connection-rate bucket at `now` (see the
+    /// module docs for the map's bound).
+    fn take_rate(
+        &self,
+        state: &mut State,
+        key: IpKey,
+        rate: &Rate,
+        now: Nanos,
+    ) -> Result<(), Refused> {
+        if !state.buckets.contains_key(&key) && state.buckets.len() >= self.shared.max_rate_entries
+        {
+            if state.next_sweep.is_none_or(|at| now >= at) {
+                state.buckets.retain(|_, bucket| !bucket.is_full(now));
+                let refill = i64::try_from(TokenBucket::refill(rate)).unwrap_or(i64::MAX);
+                state.next_sweep = Some(Nanos::new(now.get().saturating_add(refill)));
+            }
+            if state.buckets.len() >= self.shared.max_rate_entries {
+                return Ok(());
+            }
+        }
+        let bucket = state
+            .buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(now));
+        if bucket.try_take(rate, now) {
+            return Ok(());
+        }
+        let wait = bucket.wait(rate, now);
+        let retry_after = wait.div_ceil(1_000_000_000).clamp(1, u64::from(u32::MAX));
+        Err(Refused::Rate {
+            retry_after: u32::try_from(retry_after).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Addresses whose connection-rate bucket is kept.
+    #[cfg(test)]
+    pub(crate) fn rate_entries(&self) -> usize {
+        self.shared.state().buckets.len()
     }
 
     /// Connections admitted and not yet released.
@@ -330,6 +438,65 @@ mod tests {
         assert!(peak_total.load(Ordering::Relaxed) <= 20);
         assert_eq!(a.current(), 0);
         assert_eq!(a.addresses(), 0);
+    }
+
+    #[test]
+    fn new_connections_per_address_follow_the_bucket() {
+        let a = Admission::new(1000, 1000).with_rate(2.0, 3.0);
+        let (x, y): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t0 = Nanos::new(5_000_000_000);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(a.try_admit_at(x, t0).unwrap());
+        }
+        assert_eq!(
+            a.try_admit_at(x, t0).unwrap_err(),
+            Refused::Rate { retry_after: 1 },
+            "a burst of 3, then 2 per second"
+        );
+        assert_eq!(Refused::Rate { retry_after: 1 }.status(), 429);
+        // Another address is not affected.
+        held.push(a.try_admit_at(y, t0).unwrap());
+        // Half a second later, one more.
+        let later = Nanos::new(t0.get() + 500_000_000);
+        held.push(a.try_admit_at(x, later).unwrap());
+        assert!(a.try_admit_at(x, later).is_err());
+        // A refusal for the count takes no token.
+        let b = Admission::new(1000, 1).with_rate(1.0, 1.0);
+        let _one = b.try_admit_at(x, t0).unwrap();
+        let next = Nanos::new(t0.get() + 1_000_000_000);
+        assert_eq!(b.try_admit_at(x, next).unwrap_err(), Refused::PerIp);
+        drop(_one);
+        assert!(b.try_admit_at(x, next).is_ok(), "the token was still there");
+        // Off: no bucket kept.
+        let off = Admission::new(10, 10).with_rate(0.0, 5.0);
+        let _t = off.try_admit_at(x, t0).unwrap();
+        assert_eq!(off.rate_entries(), 0);
+    }
+
+    #[test]
+    fn the_rate_buckets_are_bounded() {
+        let a = Admission::new(100_000, 10)
+            .with_rate(10.0, 1.0)
+            .with_max_rate_entries(4);
+        let t0 = Nanos::new(1_000_000_000);
+        let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
+        for i in 0..4 {
+            drop(a.try_admit_at(ip(i), t0).unwrap());
+        }
+        assert_eq!(a.rate_entries(), 4);
+        // Full map, nothing refilled yet: admitted untracked.
+        drop(a.try_admit_at(ip(9), t0).unwrap());
+        assert_eq!(a.rate_entries(), 4);
+        // Once the buckets are full again, a sweep drops them.
+        let later = Nanos::new(t0.get() + 100_000_000);
+        drop(a.try_admit_at(ip(10), later).unwrap());
+        assert_eq!(a.rate_entries(), 1, "swept, then the new one");
+        // The address limited before is still limited while tracked.
+        assert!(matches!(
+            a.try_admit_at(ip(10), later),
+            Err(Refused::Rate { .. })
+        ));
     }
 
     #[test]

@@ -91,6 +91,12 @@ impl Session {
                 user: connected.user.clone(),
                 expires: connected.expires.unwrap_or(MAX_NUMERIC_DATE),
                 grants: Grants::default(),
+                // No token: nothing a revocation of a token names. A
+                // `revoke_user` still closes the connection (the registry
+                // checks users of sessions without a token as revoked).
+                jti: None,
+                issued: None,
+                channel: None,
             }));
         }
         hooks.mark_connected_by_hook(self.me.id);

@@ -2,7 +2,7 @@
 //! JWT auth, anonymous clients and an API on a free port with one key;
 //! tokens for it; one call over HTTP/1.1 that must answer 200 in time.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test file uses some of these")]
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +35,24 @@ pub(crate) fn token(sub: &str) -> String {
     .unwrap()
 }
 
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with these claims, signed with [`SECRET`].
+pub(crate) fn sign(claims: &Value) -> String {
+    encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// A hub with JWT auth (anonymous clients admitted) and the server API on
 /// `127.0.0.1:0` with [`KEY`].
 pub(crate) fn api_config() -> HubConfig {
@@ -54,6 +72,13 @@ pub(crate) fn api_config() -> HubConfig {
 
 /// One server API call; panics unless it answers 200 in time.
 pub(crate) async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
+    let (status, reply) = post_status(api, call, &params).await;
+    assert_eq!(status, 200, "{call}: {reply}");
+    reply
+}
+
+/// One server API call answered in time: its status and JSON body.
+pub(crate) async fn post_status(api: SocketAddr, call: &str, params: &Value) -> (u16, Value) {
     let body = serde_json::to_vec(&params).unwrap();
     let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
     let head = format!(
@@ -69,6 +94,10 @@ pub(crate) async fn post(api: SocketAddr, call: &str, params: Value) -> Value {
         .unwrap();
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{call}: {head}\n{body}");
-    serde_json::from_str(body).unwrap()
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{call}: {head}"));
+    (status, serde_json::from_str(body).unwrap())
 }

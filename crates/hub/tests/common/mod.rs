@@ -239,6 +239,15 @@ impl TestClient {
         self.read().await.expect("a message, not the end")
     }
 
+    /// The next message from the hub (pending ones first); `None` at the
+    /// end of the connection (then see [`TestClient::closed`]).
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        match self.pending.pop_front() {
+            Some(message) => Some(message),
+            None => self.read().await,
+        }
+    }
+
     /// Reads one message from the socket; `None` at the end.
     async fn read(&mut self) -> Option<ServerMessage> {
         let item = tokio::time::timeout(WAIT, self.ws.next())
@@ -311,6 +320,7 @@ impl TestClient {
             channel: channel.to_owned(),
             since: None,
             recent: 0,
+            token: None,
         })
         .await
     }
@@ -330,6 +340,7 @@ impl TestClient {
                 offset,
             }),
             recent: 0,
+            token: None,
         })
         .await
     }
@@ -355,5 +366,24 @@ pub fn offset_of(message: &ServerMessage) -> u64 {
     match message {
         ServerMessage::Message(publication) => publication.offset,
         other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// How a `connect` with `token` ends: `Ok` connected, or the close.
+pub async fn try_connect(url: &str, token: &str) -> Result<(), (u16, String)> {
+    let mut client = TestClient::open(url, |r| r).await.unwrap();
+    client
+        .send(Command::Connect {
+            token: Some(token.to_owned()),
+            name: None,
+        })
+        .await;
+    match client.next().await {
+        Some(ServerMessage::Connected { .. }) => Ok(()),
+        Some(other) => panic!("{other:?}"),
+        None => {
+            let info = client.closed().await;
+            Err((u16::from(info.code), info.reason))
+        }
     }
 }

@@ -310,6 +310,10 @@ impl Shared {
         if let Err(why) = self.enter_all(&conn).await {
             return LinkEnd::Lost(format!("re-entering presence: {why}"));
         }
+        // After the control topic: a revocation sent meanwhile comes on it.
+        if let Err(why) = self.load_revocations(&mut conn.clone()).await {
+            return LinkEnd::Lost(why);
+        }
         self.ready.store(true, Ordering::SeqCst);
         self.flush_leaves().await;
         tracing::info!(node = %self.node, "connected to the redis cluster; node ready");

@@ -424,6 +424,10 @@ impl Shared {
         if let Err(why) = self.enter_all(&conn).await {
             return LinkEnd::Lost(format!("re-entering presence: {why}"));
         }
+        // After the control topic: a revocation sent meanwhile comes on it.
+        if let Err(why) = self.load_revocations(&mut conn.clone()).await {
+            return LinkEnd::Lost(why);
+        }
         self.ready.store(true, Ordering::SeqCst);
         self.flush_leaves().await;
         match &primary {

@@ -61,6 +61,7 @@ impl Shared {
                 "protocol": duplex_hub_proto::VERSION,
                 "connections": self.metrics.snapshot().connections,
                 "sessions": self.registry.len(),
+                "revocations": self.registry.revocations(),
                 "uptime": self.started.elapsed().as_secs(),
                 "channels": channels,
             });
