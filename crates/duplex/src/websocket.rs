@@ -430,6 +430,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         .conn
                         .close(CloseCode::GOING_AWAY, "server shutting down"),
                 };
+                // From here the close timeout runs, not the keepalive.
+                self.set_deadline(Deadline::Close, cx.waker());
             }
         }
     }
@@ -519,6 +521,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Pending;
             }
             match self.deadline {
+                Deadline::Keepalive if self.conn.sent_close() => {
+                    // A close frame went out without moving the deadline:
+                    // the close timeout governs now. (Staying on the
+                    // keepalive would re-arm a deadline already past, and
+                    // this loop would never return.)
+                    self.wrote = false;
+                    self.deadline = Deadline::Close;
+                }
                 Deadline::Keepalive => {
                     if let Some(idle) = self.timing.idle_timeout.get()
                         && now >= self.last_message.saturating_add(idle)
