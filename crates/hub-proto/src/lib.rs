@@ -125,6 +125,7 @@ pub mod message;
 pub mod rate;
 pub mod recovery;
 pub mod session;
+pub mod sse;
 
 pub use channel::{NameError, is_hub_channel, namespace, validate_channel};
 pub use client::{Event, SubscribeOptions, Subscriptions};

@@ -41,6 +41,7 @@ mod proxy;
 mod refusals;
 mod server;
 mod session;
+mod sse;
 mod web;
 
 pub use api::ApiServer;

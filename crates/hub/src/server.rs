@@ -83,7 +83,7 @@ pub struct Server {
 /// about the client's address; and the HTTP/2 server its HTTP/2
 /// connections are served with.
 #[derive(Debug)]
-struct Gate {
+pub(crate) struct Gate {
     origins: OriginPolicy,
     proxies: Proxies,
     http2: http2::Server,
@@ -465,7 +465,7 @@ async fn route<S>(
     peer: SocketAddr,
 ) -> Option<(WebSocket<S>, Handshake)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let incoming = match read_request(&mut io, &hub.ws_config).await {
         Ok(incoming) => incoming,
@@ -495,6 +495,10 @@ where
         (_, true) => {
             let response = plain(StatusCode::NOT_FOUND, "no WebSocket here; try /ws");
             respond(&mut io, response).await;
+        }
+        // Boxed, as `/echo`: a stream lives long (in a task of its own).
+        (crate::sse::SESSION_PATH | crate::sse::SSE_PATH, false) if hub.config.http.enabled => {
+            Box::pin(crate::sse::serve(hub.clone(), gate, io, incoming, client)).await;
         }
         (_, false) => {
             let response = http_route(hub, &incoming.request);
@@ -636,30 +640,7 @@ fn decide(
     request: &UpgradeRequest,
     client: SocketAddr,
 ) -> Result<(Accept, Option<Identity>), (RejectReason, Reject)> {
-    if let Some(origin) = request.origin()
-        && !gate.origins.allows(origin)
-    {
-        // At info (once per address per interval): a page refused here
-        // retries and fails the same way, and whoever runs the hub needs to
-        // know which origin and what to set.
-        if let Some(dropped) = hub.refusals.admit(client.ip()) {
-            tracing::info!(
-                peer = %client,
-                origin,
-                dropped,
-                "connection refused (403): origin not allowed: set --public-url to the URL \
-                 the hub is reached at, or --allow-origin to allow another site"
-            );
-        }
-        return Err((
-            RejectReason::Origin,
-            Reject::new(
-                StatusCode::FORBIDDEN,
-                "origin not allowed: the hub's operator can set --public-url to the URL \
-                 the hub is reached at, or --allow-origin for another site",
-            ),
-        ));
-    }
+    check_origin(hub, gate, request.origin(), client)?;
     let protocol = if endpoint == Endpoint::Echo || request.protocols().is_empty() {
         None
     } else if request.protocols().iter().any(|p| p == SUBPROTOCOL) {
@@ -673,15 +654,72 @@ fn decide(
             ),
         ));
     };
-    let identity = match token_from_request(request.headers(), request.query()) {
-        None if endpoint == Endpoint::Echo && hub.verifier.is_some() => {
-            return Err((
-                RejectReason::Auth,
-                Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
-            ));
-        }
-        None => None,
-        Some(token) if is_admin_token(hub, &token) => Some(admin_identity()),
+    let needs_token = endpoint == Endpoint::Echo && hub.verifier.is_some();
+    let identity = identity_of(hub, request.headers(), request.query(), needs_token)?;
+    Ok((
+        Accept {
+            protocol,
+            ..Accept::default()
+        },
+        identity,
+    ))
+}
+
+/// The origin rule of every browser-facing endpoint: a request whose
+/// `Origin` the hub does not allow is refused with 403 (and logged at info,
+/// once per address per interval, with what to set).
+#[allow(clippy::result_large_err)]
+fn check_origin(
+    hub: &Hub,
+    gate: &Gate,
+    origin: Option<&str>,
+    client: SocketAddr,
+) -> Result<(), (RejectReason, Reject)> {
+    let Some(origin) = origin else {
+        return Ok(());
+    };
+    if gate.origins.allows(origin) {
+        return Ok(());
+    }
+    // At info (once per address per interval): a page refused here
+    // retries and fails the same way, and whoever runs the hub needs to
+    // know which origin and what to set.
+    if let Some(dropped) = hub.refusals.admit(client.ip()) {
+        tracing::info!(
+            peer = %client,
+            origin,
+            dropped,
+            "connection refused (403): origin not allowed: set --public-url to the URL \
+             the hub is reached at, or --allow-origin to allow another site"
+        );
+    }
+    Err((
+        RejectReason::Origin,
+        Reject::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: the hub's operator can set --public-url to the URL \
+             the hub is reached at, or --allow-origin for another site",
+        ),
+    ))
+}
+
+/// The identity of a request's token (`Authorization: Bearer`, or
+/// `?token=`): the admin token's, a verified JWT's, or none without a token
+/// (refused with 401 when `needs_token`). A bad token is refused with 401.
+#[allow(clippy::result_large_err)]
+fn identity_of(
+    hub: &Hub,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    needs_token: bool,
+) -> Result<Option<Identity>, (RejectReason, Reject)> {
+    match token_from_request(headers, query) {
+        None if needs_token => Err((
+            RejectReason::Auth,
+            Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
+        )),
+        None => Ok(None),
+        Some(token) if is_admin_token(hub, &token) => Ok(Some(admin_identity())),
         Some(token) => {
             let Some(verifier) = &hub.verifier else {
                 return Err((
@@ -690,23 +728,67 @@ fn decide(
                 ));
             };
             match verifier.verify(&token, now_secs()) {
-                Ok(identity) => Some(identity),
-                Err(error) => {
-                    return Err((
-                        RejectReason::Auth,
-                        Reject::new(StatusCode::UNAUTHORIZED, format!("token refused: {error}")),
-                    ));
-                }
+                Ok(identity) => Ok(Some(identity)),
+                Err(error) => Err((
+                    RejectReason::Auth,
+                    Reject::new(StatusCode::UNAUTHORIZED, format!("token refused: {error}")),
+                )),
             }
         }
-    };
-    Ok((
-        Accept {
-            protocol,
-            ..Accept::default()
-        },
-        identity,
-    ))
+    }
+}
+
+/// Admits a hub connection over plain HTTP (`crate::sse`): the connection
+/// limits, the origin and the token, in that order, as a WebSocket's
+/// handshake is; a refusal is counted and logged as one. Answers the
+/// refusal itself (with its status and headers) and returns `None`.
+pub(crate) async fn admit_http<S>(
+    hub: &Hub,
+    gate: &Gate,
+    io: &mut S,
+    request: &http::Request<()>,
+    client: SocketAddr,
+) -> Option<(Ticket, Option<Identity>)>
+where
+    S: AsyncWrite + Unpin,
+{
+    let decided = admit(hub, client).and_then(|ticket| {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        check_origin(hub, gate, origin, client)
+            .and_then(|()| identity_of(hub, request.headers(), request.uri().query(), false))
+            .map(|identity| (ticket, identity))
+            .map_err(|(reason, reject)| {
+                hub.metrics.rejected(reason);
+                if reason != RejectReason::Origin
+                    && let Some(dropped) = hub.refusals.admit(client.ip())
+                {
+                    tracing::info!(
+                        peer = %client,
+                        reason = reason.as_str(),
+                        status = %reject.status,
+                        error = %reject.reason,
+                        dropped,
+                        "connection refused"
+                    );
+                }
+                reject
+            })
+    });
+    match decided {
+        Ok(admitted) => {
+            hub.metrics.accepted();
+            Some(admitted)
+        }
+        Err(reject) => {
+            let mut response = plain(reject.status, &reject.reason);
+            response.headers_mut().extend(*reject.headers);
+            respond(io, response).await;
+            None
+        }
+    }
 }
 
 /// Whether `token` is the configured admin token (compared in constant
@@ -844,6 +926,11 @@ fn http_route(hub: &Hub, request: &http::Request<()>) -> Response<Vec<u8>> {
             hub.metrics.render().into_bytes(),
         ),
         "/echo" if !hub.config.echo => plain(StatusCode::NOT_FOUND, "not found"),
+        // Served by `crate::sse` over HTTP/1.1; here over HTTP/2.
+        crate::sse::SESSION_PATH | crate::sse::SSE_PATH if hub.config.http.enabled => plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "the HTTP transports are served over HTTP/1.1",
+        ),
         "/ws" | "/echo" => {
             let mut response = plain(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
             let headers = response.headers_mut();
@@ -874,7 +961,7 @@ fn finish(mut response: Response<Vec<u8>>, method: &Method) -> Response<Vec<u8>>
     response
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
     let mut body = text.as_bytes().to_vec();
     body.push(b'\n');
     with_type(status, "text/plain; charset=utf-8", body)
@@ -901,7 +988,7 @@ fn with_type(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> R
 
 /// Writes `response` (with `Content-Length` and `Connection: close`) and
 /// shuts the connection down.
-async fn respond<S>(io: &mut S, mut response: Response<Vec<u8>>)
+pub(crate) async fn respond<S>(io: &mut S, mut response: Response<Vec<u8>>)
 where
     S: AsyncWrite + Unpin,
 {

@@ -195,7 +195,7 @@ use super::{
     Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
 use crate::config::HubConfig;
-use crate::control::{Control, Registry};
+use crate::control::{NodeMessage, Registry};
 use crate::frame::prepare;
 use crate::metrics::Metrics;
 
@@ -597,10 +597,10 @@ impl RedisBroker {
     /// Sends a control to every node's sessions (`PUBLISH` to
     /// `P:control`; on Redis Cluster `SPUBLISH` to `{P}:control`, whose
     /// shard every node subscribes to); returns how many nodes listen.
-    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+    pub(crate) async fn control(&self, message: &NodeMessage) -> Result<usize, BrokerError> {
         let shared = &self.shared;
         let mut conn = shared.conn()?;
-        let payload = serde_json::to_vec(control)
+        let payload = serde_json::to_vec(message)
             .map_err(|_| unavailable("a control that does not encode as JSON"))?;
         let mut command = redis::cmd(if shared.sharded() {
             "SPUBLISH"
@@ -1255,10 +1255,8 @@ impl Shared {
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
         if topic == self.control_topic {
-            match serde_json::from_slice::<Control>(payload) {
-                Ok(control) => {
-                    self.registry.apply(&control);
-                }
+            match serde_json::from_slice::<NodeMessage>(payload) {
+                Ok(message) => self.registry.deliver(message),
                 Err(error) => tracing::warn!(%error, "malformed control from redis dropped"),
             }
             return;
