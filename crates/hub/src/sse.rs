@@ -42,6 +42,8 @@
 //!   `X-Accel-Buffering: no`, and a comment every `[http] ping_interval`.
 //! - One stream per session: a resumed stream replaces the previous one.
 //!   A session without a stream ends after `[http] resume_timeout`.
+//! - `DELETE /session?session=ID` ends a session at once (on the node
+//!   that holds it; elsewhere 404): a client that closes says so.
 //! - These endpoints are served over HTTP/1.1 (one TCP connection each);
 //!   over HTTP/2 they answer 505.
 
@@ -117,10 +119,25 @@ pub(crate) async fn serve<S>(
             }
         }
         (SESSION_PATH, Method::POST) => post(&hub, io, incoming).await,
+        (SESSION_PATH, Method::DELETE) => {
+            // The client is done: the session ends now rather than after
+            // the resume timeout. Its id is the authority, as for a post.
+            let id = wire::query_value(incoming.request.uri().query(), "session");
+            let response = match id.and_then(|id| hub.registry.links.get(&id)) {
+                Some(shared) => {
+                    shared.end();
+                    let mut response = plain_text(StatusCode::NO_CONTENT, "");
+                    response.body_mut().clear();
+                    response
+                }
+                None => plain_text(StatusCode::NOT_FOUND, "no such session on this node"),
+            };
+            respond(&mut io, response).await;
+        }
         (SSE_PATH, Method::GET) => plain::serve(hub, gate, io, &incoming, client).await,
         _ => {
             let allow = if path == SESSION_PATH {
-                "GET, POST"
+                "GET, POST, DELETE"
             } else {
                 "GET"
             };

@@ -489,3 +489,22 @@ async fn posts_reach_their_session_through_a_round_robin_balancer() {
     assert!(matches!(message, ServerMessage::Message(p) if p.offset == 21));
     drop(haproxy);
 }
+
+#[tokio::test]
+async fn a_client_ends_its_session_with_delete() {
+    let hub = TestHub::start(config()).await;
+    let http = connected(hub.addr).await;
+    let request = format!(
+        "DELETE /session?session={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        http.id
+    );
+    let response = sse_support::raw_request(hub.addr, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(http.post(&[command(json!({"op": "ping"}))]).await, 404);
+    assert!(
+        metric(&hub, "duplex_close_codes_total{code=\"1000\"}")
+            .await
+            .ends_with(" 1")
+    );
+}

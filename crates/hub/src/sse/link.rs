@@ -89,6 +89,8 @@ struct Inbox {
     commands: VecDeque<Message>,
     bytes: usize,
     overflowed: bool,
+    /// The client ended the session (`DELETE`).
+    ended: bool,
     /// A resumed stream, and the last event its client saw.
     attach: Option<(Out, u64)>,
 }
@@ -114,6 +116,12 @@ impl LinkShared {
             inbox.bytes = 0;
         }
         drop(inbox);
+        self.waker.wake();
+    }
+
+    /// The client is done with the session.
+    pub(super) fn end(&self) {
+        self.lock().ended = true;
         self.waker.wake();
     }
 
@@ -144,6 +152,8 @@ enum Wake {
     Cut,
     /// No stream came back in time.
     Expired,
+    /// The client ended the session.
+    Deleted,
 }
 
 /// Runs the link of session `id` until the session ends and its close is
@@ -255,6 +265,17 @@ impl Link {
                         .reset(tokio::time::Instant::now() + http.resume_timeout);
                 }
                 Wake::Expired => return,
+                Wake::Deleted => {
+                    // A clean close, as a WebSocket client's.
+                    let close = self
+                        .ws
+                        .close(duplex::CloseCode::NORMAL, "the client ended the session");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    if let Some(out) = self.out.take() {
+                        out.finish().await;
+                    }
+                    return;
+                }
             }
         }
     }
@@ -328,6 +349,9 @@ impl Link {
                 let mut inbox = shared.lock();
                 if let Some((out, seen)) = inbox.attach.take() {
                     return Poll::Ready(Wake::Attach(out, seen));
+                }
+                if inbox.ended {
+                    return Poll::Ready(Wake::Deleted);
                 }
                 if inbox.overflowed && !self.closed {
                     inbox.overflowed = false;

@@ -356,3 +356,15 @@ pub async fn post(addr: SocketAddr, id: &str, body: &[u8], content_type: &str) -
 pub fn command(value: serde_json::Value) -> String {
     value.to_string()
 }
+
+/// Sends `request` as is to `addr`; the whole response as text.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
