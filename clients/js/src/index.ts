@@ -26,9 +26,11 @@ export {
   type SubscribedInfo,
   type SubscribeOptions,
   Subscription,
+  type TransportName,
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./client.js";
 export { type Bytes, type Command, decodeServer, encodeCommand, isBytes, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
+export { type FetchLike } from "./http.js";
 export { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
 export { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
