@@ -138,8 +138,8 @@ impl LinkShared {
 
 /// What woke the link.
 enum Wake {
-    /// A message from the session.
-    Message(Message),
+    /// Messages from the session, now in the window.
+    Messages,
     /// The session's end closed (or the pipe broke).
     Ended,
     /// Commands were posted faster than the session takes them.
@@ -207,7 +207,7 @@ impl Link {
             }
             let wake = self.wait(shared, ping.as_mut(), expiry.as_mut()).await;
             match wake {
-                Wake::Message(message) => self.push_message(&message),
+                Wake::Messages => {}
                 Wake::Ended => {
                     // Our answer to the session's close goes out.
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.flush()).await;
@@ -305,8 +305,8 @@ impl Link {
         }
     }
 
-    fn push_message(&mut self, message: &Message) {
-        let id = self.replay.next_id().to_string();
+    fn push_message(replay: &mut Replay, message: &Message) {
+        let id = replay.next_id().to_string();
         let mut event = Vec::with_capacity(message.payload().len() + 32);
         let _ = match message {
             Message::Text(text) => write_event(&mut event, Some(&id), None, text.as_str()),
@@ -315,7 +315,7 @@ impl Link {
                 write_event(&mut event, Some(&id), Some(EVENT_BINARY), &data)
             }
         };
-        self.replay.push(Bytes::from(event));
+        replay.push(Bytes::from(event));
     }
 
     fn push_close(&mut self, code: u16, reason: &str) {
@@ -376,12 +376,25 @@ impl Link {
                 }
             }
             let _ = ws.as_mut().poll_flush(cx);
-            if !self.closed && self.replay.has_room() {
+            // Every message ready now goes into the window: written in one
+            // batch after.
+            let mut taken = false;
+            while !self.closed && self.replay.has_room() {
                 match ws.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Ok(message))) => return Poll::Ready(Wake::Message(message)),
+                    Poll::Ready(Some(Ok(message))) => {
+                        Self::push_message(&mut self.replay, &message);
+                        taken = true;
+                    }
+                    Poll::Ready(Some(Err(_)) | None) if taken => {
+                        // Reported at the next wait, after these are written.
+                        return Poll::Ready(Wake::Messages);
+                    }
                     Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Wake::Ended),
-                    Poll::Pending => {}
+                    Poll::Pending => break,
                 }
+            }
+            if taken {
+                return Poll::Ready(Wake::Messages);
             }
             if let Some(out) = &mut self.out {
                 // A client sends nothing on its stream: a read that ends is

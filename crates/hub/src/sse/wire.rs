@@ -74,10 +74,12 @@ impl Out {
             return Ok(());
         }
         if self.chunked {
-            let size = format!("{:x}\r\n", bytes.len());
-            self.io.write_all(size.as_bytes()).await?;
-            self.io.write_all(bytes).await?;
-            self.io.write_all(b"\r\n").await?;
+            // One write (one system call) per chunk.
+            let mut chunk = Vec::with_capacity(bytes.len() + 12);
+            chunk.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+            chunk.extend_from_slice(bytes);
+            chunk.extend_from_slice(b"\r\n");
+            self.io.write_all(&chunk).await?;
         } else {
             self.io.write_all(bytes).await?;
         }
