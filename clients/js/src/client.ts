@@ -1,8 +1,12 @@
 /**
  * The client: one WebSocket to the hub's `/ws` (duplex.v1), kept up across
- * drops, with channels that survive them.
+ * drops, with channels that survive them; or, where WebSockets are blocked,
+ * the same protocol over plain HTTP (`http.ts`).
  *
  * Invariants:
+ * - Transports are tried in the order of `transports`: an attempt that fails
+ *   before its socket opens moves to the next at once; the one that opened
+ *   is kept for reconnects, until an attempt with it fails before opening.
  * - Every subscription's recovery goes through the one pure machine of
  *   `subscriptions.ts`: resubscribing with `since`, replay, dedupe by offset,
  *   gaps announced (a `gap` event, never a silent loss).
@@ -24,6 +28,7 @@
 import { backoffDelay } from "./backoff.js";
 import { type Command, type Envelope, jsonEnvelope, ProtocolError, type ServerMessage, validChannel } from "./codec.js";
 import { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
+import { type FetchLike, HttpSocket, sessionUrl } from "./http.js";
 import { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";
 
 /** What the SDK needs of a WebSocket: the browser's, Node's global one, or `ws`. */
@@ -49,6 +54,9 @@ export interface WebSocketLike {
 /** A WebSocket constructor, as `new WebSocket(url, protocol)`. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** How the client reaches the hub: a WebSocket to `/ws`, or plain HTTP (`/session`: Server-Sent Events down, POSTs up). */
+export type TransportName = "websocket" | "http";
+
 /** Returns the token to connect or refresh with (a JWT), or null for anonymous. */
 export type GetToken = () => string | null | undefined | Promise<string | null | undefined>;
 
@@ -64,6 +72,15 @@ export interface ClientOptions {
   envelope?: Envelope;
   /** The WebSocket implementation. Default: `globalThis.WebSocket` (browsers; Node 22, or Node 20 with `--experimental-websocket`); pass `ws` elsewhere. */
   WebSocket?: WebSocketConstructor;
+  /**
+   * The transports to try, in order. An attempt that fails before the
+   * connection opens (a proxy refusing the WebSocket upgrade, say) moves to
+   * the next one at once; the one that opened is kept for later
+   * reconnects. Default `["websocket", "http"]`.
+   */
+  transports?: TransportName[];
+  /** The `fetch` of the `http` transport. Default `globalThis.fetch`. */
+  fetch?: FetchLike;
   /** First reconnect delay's ceiling (full jitter: the delay is random below it). Default 1000. */
   backoffBase?: number;
   /** Largest reconnect delay ceiling. Default 30000. */
@@ -290,7 +307,7 @@ function abortReason(signal: AbortSignal): unknown {
 export class Client extends EventTarget {
   /** The hub's WebSocket URL (`ws://host:port/ws`). */
   readonly url: string;
-  private readonly opts: Required<Omit<ClientOptions, "getToken" | "getSubscriptionToken" | "WebSocket" | "document" | "window" | "envelope">>;
+  private readonly opts: Required<Omit<ClientOptions, "getToken" | "getSubscriptionToken" | "WebSocket" | "document" | "window" | "envelope" | "transports" | "fetch">>;
   private readonly envelope: Envelope;
   private readonly stats = { connects: 0, reconnects: 0, drops: 0, published: 0, duplicatePublishes: 0, retried: 0, pings: 0, pongs: 0 };
   private failedOpens = 0;
@@ -298,7 +315,12 @@ export class Client extends EventTarget {
   private readonly getSubscriptionToken: ClientOptions["getSubscriptionToken"];
   /** Subscription tokens given to {@link subscribe}, each for its channel's next subscribe. */
   private readonly givenTokens = new Map<string, string>();
-  private readonly WS: WebSocketConstructor;
+  private readonly WS: WebSocketConstructor | undefined;
+  private readonly fetchImpl: FetchLike | undefined;
+  private readonly transports: TransportName[];
+  private transportIndex = 0;
+  /** The current socket's transport, and whether it opened. */
+  private current: { name: TransportName; opened: boolean } | null = null;
   private readonly doc: (EventTarget & { readonly visibilityState: string }) | null;
   private readonly win: EventTarget | null;
   private readonly machine = new Subscriptions();
@@ -336,7 +358,9 @@ export class Client extends EventTarget {
     this.getToken = options.getToken;
     this.getSubscriptionToken = options.getSubscriptionToken;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!WS) {
+    const fetchImpl = options.fetch ?? (globalThis as { fetch?: FetchLike }).fetch?.bind(globalThis);
+    this.transports = (options.transports ?? ["websocket", "http"]).filter((t) => (t === "websocket" ? WS : fetchImpl));
+    if (this.transports.length === 0) {
       throw new DuplexError(
         "no_websocket",
         "no WebSocket implementation: pass one as options.WebSocket (e.g. `ws`), or run Node 22+ (Node 20: --experimental-websocket)",
@@ -344,6 +368,7 @@ export class Client extends EventTarget {
     }
     this.WS = WS;
     this.envelope = options.envelope ?? jsonEnvelope;
+    this.fetchImpl = fetchImpl;
     this.opts = {
       name: options.name ?? "duplex-client",
       backoffBase: options.backoffBase ?? 1000,
@@ -369,6 +394,16 @@ export class Client extends EventTarget {
   /** `idle` (before connect), `connecting`, `connected`, `disconnected` (waiting to reconnect) or `closed`. */
   get state(): ClientState {
     return this.stateValue;
+  }
+
+  /** The envelope of the current connection: the chosen one over WebSocket; JSON over the HTTP transport, which carries text events only. */
+  private get wire(): Envelope {
+    return this.current?.name === "http" ? jsonEnvelope : this.envelope;
+  }
+
+  /** The transport of the current connection (or of the attempt under way); null while there is none. */
+  get transport(): TransportName | null {
+    return this.ws && this.current ? this.current.name : null;
   }
 
   /** The current connection's `connected` reply, while connected. */
@@ -475,8 +510,14 @@ export class Client extends EventTarget {
       if (this.stateValue !== "connecting") return; // closed meanwhile
     }
     let ws: WebSocketLike;
+    const name = this.transports[this.transportIndex % this.transports.length];
+    const current = { name, opened: false };
     try {
-      ws = new this.WS(this.url, this.envelope.subprotocol);
+      ws =
+        name === "http"
+          ? new HttpSocket(sessionUrl(this.url), this.fetchImpl as FetchLike)
+          : new (this.WS as WebSocketConstructor)(this.url, this.envelope.subprotocol);
+      this.current = current;
     } catch (cause) {
       this.fail(new DuplexError("closed", `cannot open ${this.url}`, { cause }));
       this.dropped(1006, String(cause), null);
@@ -486,6 +527,7 @@ export class Client extends EventTarget {
     this.ws = ws;
     this.openTimer = setTimeout(() => this.abandon(ws, "connect timeout"), this.opts.connectTimeout);
     ws.onopen = () => {
+      current.opened = true;
       const command: Command = { op: "connect", name: this.opts.name };
       if (token) command.token = token;
       // The reply is taken synchronously, not through a promise: what the
@@ -509,7 +551,11 @@ export class Client extends EventTarget {
     ws.onclose = (event) => {
       if (this.ws === ws) this.dropped(event.code, event.reason ?? "", ws);
     };
-    ws.onerror = () => {}; // onclose follows with the code
+    // Once open, onclose follows an error with the code. Before, some
+    // WebSockets (Node 20's) report a refused handshake with an error alone.
+    ws.onerror = () => {
+      if (!current.opened) this.abandon(ws, "the connection failed");
+    };
   }
 
   private needsToken(): boolean {
@@ -598,6 +644,13 @@ export class Client extends EventTarget {
   private dropped(code: number, reason: string, ws: WebSocketLike | null): void {
     if (ws) this.detach(ws, 4000, reason.slice(0, 100));
     if (ws && this.ws !== ws) return;
+    // An attempt that never opened tries the next transport, at once while
+    // there is one it has not tried since the last that worked.
+    let fallback = false;
+    if (ws && this.current && !this.current.opened && this.transports.length > 1) {
+      this.transportIndex = (this.transportIndex + 1) % this.transports.length;
+      fallback = this.transportIndex !== 0;
+    }
     const wasConnected = this.info !== null;
     if (wasConnected) this.stats.drops += 1;
     this.ws = null;
@@ -644,8 +697,9 @@ export class Client extends EventTarget {
     // A hub that shuts down says when to come back (its drain spreads its
     // clients over a window): wait that long, capped by the backoff's ceiling.
     const advised = drainDelay(code, reason);
-    const delay =
-      advised !== undefined
+    const delay = fallback
+      ? 0
+      : advised !== undefined
         ? Math.min(advised, this.opts.backoffCap)
         : Math.round(backoffDelay(attempt, this.opts.backoffBase, this.opts.backoffCap, this.opts.random));
     this.attempt += 1;
@@ -854,7 +908,7 @@ export class Client extends EventTarget {
 
   private send(command: Command, ws: WebSocketLike | null = this.ws): boolean {
     if (!ws || ws !== this.ws || ws.readyState !== OPEN) return false;
-    ws.send(this.envelope.encodeCommand(command));
+    ws.send(this.wire.encodeCommand(command));
     return true;
   }
 
@@ -1025,7 +1079,7 @@ export class Client extends EventTarget {
   private receive(raw: unknown): void {
     let msg: ServerMessage;
     try {
-      msg = this.envelope.decodeServer(raw as string | ArrayBuffer);
+      msg = this.wire.decodeServer(raw as string | ArrayBuffer);
     } catch (error) {
       this.fail(error as DuplexError);
       return;

@@ -26,6 +26,7 @@ export {
   type SubscribedInfo,
   type SubscribeOptions,
   Subscription,
+  type TransportName,
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./client.js";
@@ -42,5 +43,6 @@ export {
   type ServerMessage,
   validChannel,
 } from "./codec.js";
+export { type FetchLike } from "./http.js";
 export { ClosedError, DuplexError, HubError, TokenError } from "./errors.js";
 export { type MachineCounters, type MachineEvent, type Position, Subscriptions } from "./subscriptions.js";

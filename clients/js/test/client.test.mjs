@@ -93,6 +93,7 @@ class FakeHub {
 function client(hub, options = {}) {
   return new Client("ws://hub.test/ws", {
     WebSocket: hub.WebSocket,
+    transports: ["websocket"],
     backoffBase: 20,
     backoffCap: 100,
     stableAfter: 200,
@@ -615,7 +616,11 @@ test("without a WebSocket implementation the constructor says what to pass", () 
   const saved = globalThis.WebSocket;
   try {
     delete globalThis.WebSocket;
-    assert.throws(() => new Client("ws://x/ws"), (e) => e.code === "no_websocket" && /options.WebSocket/.test(e.message));
+    assert.throws(() => new Client("ws://x/ws", { transports: ["websocket"] }), (e) => e.code === "no_websocket" && /options.WebSocket/.test(e.message));
+    // With the http transport allowed (the default), it is the one used.
+    const c = new Client("ws://x/ws", { document: null, window: null });
+    assert.equal(c.transport, null);
+    c.close();
   } finally {
     if (saved) globalThis.WebSocket = saved;
   }

@@ -331,3 +331,137 @@ test("e2e: a refresh with a token for another user is refused by the hub and sur
     await hub.stop();
   }
 });
+
+/** A TCP relay to `target` that refuses every WebSocket upgrade (403), as some proxies do, and passes plain HTTP on; `cut()` cuts what passes. */
+async function refusingRelay(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const pairs = new Set();
+  let refused = 0;
+  const server = createServer((downstream) => {
+    downstream.once("data", (first) => {
+      if (/^upgrade:\s*websocket/im.test(first.toString("latin1"))) {
+        refused += 1;
+        downstream.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+      }
+      const upstream = tcpConnect(port, host);
+      upstream.write(first);
+      const pair = [downstream, upstream];
+      pairs.add(pair);
+      downstream.pipe(upstream);
+      upstream.pipe(downstream);
+      const end = () => {
+        pairs.delete(pair);
+        downstream.destroy();
+        upstream.destroy();
+      };
+      downstream.on("error", end).on("close", end);
+      upstream.on("error", end).on("close", end);
+    });
+    downstream.on("error", () => {});
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${server.address().port}`,
+    refused: () => refused,
+    cut() {
+      const n = pairs.size;
+      for (const [a, b] of pairs) {
+        a.resetAndDestroy();
+        b.destroy();
+      }
+      pairs.clear();
+      return n;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+test("e2e: the http transport (SSE down, POSTs up) chats with a WebSocket client, JSON and bytes", { timeout: 30000 }, async () => {
+  const hub = await serve();
+  const http = new Client(`ws://${hub.address}/ws`, { ...fast, transports: ["http"] });
+  const ws = new Client(`ws://${hub.address}/ws`, fast);
+  try {
+    await http.connect();
+    await ws.connect();
+    assert.equal(http.transport, "http");
+    assert.equal(ws.transport, "websocket");
+    const sub = http.subscribe("chat:http");
+    const wsSub = ws.subscribe("chat:http");
+    await sub.ready;
+    await wsSub.ready;
+    const got = [];
+    sub.on("message", (m) => got.push(m.data));
+    const wsGot = [];
+    wsSub.on("message", (m) => wsGot.push(m.data));
+    await ws.publish("chat:http", { text: "from ws" });
+    await ws.publish("chat:http", new Uint8Array([1, 2, 250]));
+    const ack = await http.publish("chat:http", { text: "from http" });
+    assert.equal(ack.offset, 3);
+    await http.publish("chat:http", new Uint8Array([9, 0, 9]));
+    await until(() => got.length === 4 && wsGot.length === 4, "4 messages on each side");
+    assert.deepEqual(got[0], { text: "from ws" });
+    assert.deepEqual(Array.from(got[1]), [1, 2, 250]);
+    assert.deepEqual(wsGot[2], { text: "from http" });
+    assert.deepEqual(Array.from(wsGot[3]), [9, 0, 9]);
+    assert.deepEqual(
+      (await ws.presence("chat:http")).map((p) => p.client).sort(),
+      [http.connection.client, ws.connection.client].sort(),
+    );
+    // Closing ends the hub's session at once (DELETE): it leaves presence.
+    http.close();
+    await until(() => true, "");
+    let present = 2;
+    const deadline = Date.now() + 5000;
+    while (present !== 1 && Date.now() < deadline) {
+      present = (await ws.presence("chat:http")).length;
+      await sleep(20);
+    }
+    assert.equal(present, 1, "the closed http client left at once");
+  } finally {
+    http.close();
+    ws.close();
+    await hub.stop();
+  }
+});
+
+test("e2e: a relay refusing the WebSocket upgrade: the client falls back to http by itself, and a cut stream loses nothing", { timeout: 60000 }, async () => {
+  const hub = await serve();
+  const relay = await refusingRelay(hub.address);
+  const reader = new Client(`ws://${relay.address}/ws`, fast);
+  const writer = new Client(`ws://${hub.address}/ws`, fast);
+  const gaps = [];
+  reader.on("gap", (g) => gaps.push(g));
+  try {
+    await reader.connect();
+    await writer.connect();
+    assert.equal(reader.transport, "http");
+    assert.ok(relay.refused() >= 1, "the WebSocket was tried first and refused");
+    const sub = reader.subscribe("chat:fallback");
+    await sub.ready;
+    const got = [];
+    sub.on("message", (m) => got.push(m.data.n));
+    const N = 60;
+    for (let n = 1; n <= N; n++) {
+      await writer.publish("chat:fallback", { n });
+      if (n % 20 === 0) {
+        await sleep(30);
+        relay.cut(); // the stream (and any POST) through the relay
+      }
+      await sleep(5);
+    }
+    await until(() => got.length >= N, `${N} messages (have ${got.length})`);
+    await sleep(200);
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i + 1), "every message once, in order");
+    assert.deepEqual(gaps, []);
+    assert.equal(reader.transport, "http", "the transport that worked is kept");
+    // And the reader still publishes.
+    const ack = await reader.publish("chat:fallback", { n: 0 });
+    assert.equal(ack.offset, N + 1);
+  } finally {
+    reader.close();
+    writer.close();
+    await relay.close();
+    await hub.stop();
+  }
+});

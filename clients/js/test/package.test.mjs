@@ -28,7 +28,7 @@ test("size: dist/index.min.js is at most 10 KiB gzipped, and the README states i
 test("pack: npm pack holds the built files, their types, README and LICENSE, and nothing else", () => {
   const out = execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: root, encoding: "utf8" });
   const files = JSON.parse(out)[0].files.map((f) => f.path).sort();
-  const declarations = ["backoff", "binary", "client", "codec", "errors", "index", "subscriptions"].map((m) => `dist/${m}.d.ts`);
+  const declarations = ["backoff", "binary", "client", "codec", "errors", "http", "index", "subscriptions"].map((m) => `dist/${m}.d.ts`);
   assert.deepEqual(files, ["LICENSE", "README.md", ...declarations, "dist/index.js", "dist/index.min.js", "package.json"].sort());
 });
 

@@ -48,6 +48,7 @@ mod raw;
 mod report;
 mod scale;
 mod sequence;
+mod sse_fanout;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -72,6 +73,10 @@ enum BenchCommand {
     /// One shard of a many-client hub run (benches/run-scale.sh): connect
     /// time, fan-out latency, reconnections, silent losses.
     Scale(scale::ScaleArgs),
+    /// Fan-out to N subscribers over the hub's HTTP transport (SSE) beside
+    /// N on WebSockets: deliveries/s, server CPU per delivery, memory per
+    /// client of each.
+    SseFanout(sse_fanout::SseFanoutArgs),
 }
 
 /// Where to connect and from which local addresses.
@@ -111,5 +116,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Idle(args) => idle::run(args).await,
         BenchCommand::Fanout(args) => fanout::run(args).await,
         BenchCommand::Scale(args) => scale::run(args).await,
+        BenchCommand::SseFanout(args) => sse_fanout::run(args).await,
     }
 }

@@ -16,6 +16,8 @@ use duplex_hub::{ApiServer, Hub, HubConfig, Server};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Endpoints on the one port: /ws (hub protocol duplex.v1, see docs/protocol.md), \
+/session (the same over plain HTTP: SSE down, POSTs up, where WebSockets are blocked), \
+/sse (read-only SSE of channels: /sse?channel=a&channel=b), \
 /echo (echo, with --echo), / (web chat), /dashboard, /metrics (Prometheus), /healthz, /readyz. \
 With --jwt-* or --admin-token, /metrics, /dashboard and $sys:* want the admin token or a JWT \
 granting $sys:stats (docs/security.md)."

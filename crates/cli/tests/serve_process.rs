@@ -340,6 +340,8 @@ fn help_names_every_flag_and_endpoint() {
         "/metrics",
         "/healthz",
         "/readyz",
+        "/session",
+        "/sse?channel=",
     ] {
         assert!(
             help.contains(expected),

@@ -139,6 +139,7 @@ pub mod rate;
 pub mod recovery;
 pub mod revocation;
 pub mod session;
+pub mod sse;
 pub mod subscription_token;
 
 pub use channel::{NameError, is_hub_channel, namespace, validate_channel};

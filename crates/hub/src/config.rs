@@ -105,6 +105,47 @@ pub struct HubConfig {
     /// Proxy hooks: the hub asks the application's backend (`docs/hooks.md`);
     /// off unless a hook's URL is set.
     pub hooks: HooksConfig,
+    /// The hub over plain HTTP (`[http]`): a session streamed as Server-Sent
+    /// Events with its commands as `POST`s, for clients whose network
+    /// blocks WebSockets, and the read-only `/sse` endpoint
+    /// (`docs/protocol.md`, "HTTP transports").
+    pub http: HttpConfig,
+}
+
+/// The HTTP transports' settings (`[http]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whether `/session` and `/sse` are served (default on).
+    pub enabled: bool,
+    /// A comment line is sent on an idle stream this often (default 15 s),
+    /// so proxies that time out silent responses keep it open.
+    #[serde(with = "seconds")]
+    pub ping_interval: Duration,
+    /// How long a session whose stream was cut waits for the client to
+    /// resume it with `Last-Event-ID` before it ends (default 30 s).
+    #[serde(with = "seconds")]
+    pub resume_timeout: Duration,
+    /// Bytes of recent events a session keeps to resume from (default
+    /// 64 KiB); events not yet written to a stream are kept too, up to this
+    /// much, before the session stops taking more (its outbox limit then
+    /// applies).
+    pub replay_bytes: usize,
+    /// The largest `POST` body in bytes (default 1 MiB): one or more
+    /// commands, one per line; larger requests get 413.
+    pub max_post_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval: Duration::from_secs(15),
+            resume_timeout: Duration::from_secs(30),
+            replay_bytes: 64 << 10,
+            max_post_bytes: 1 << 20,
+        }
+    }
 }
 
 pub use crate::hooks::config::{HooksConfig, NamespaceHooks};
@@ -186,6 +227,7 @@ impl Default for HubConfig {
             api: ApiConfig::default(),
             webhooks: WebhooksConfig::default(),
             hooks: HooksConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -571,6 +613,13 @@ impl HubConfig {
         }
         if l.max_outbound_bytes < l.max_message_size {
             return bad("limits: max_outbound_bytes must be at least max_message_size");
+        }
+        let h = &self.http;
+        if h.ping_interval.is_zero() || h.resume_timeout.is_zero() {
+            return bad("http: ping_interval and resume_timeout must be above 0");
+        }
+        if h.replay_bytes < 1024 || h.max_post_bytes < 1024 {
+            return bad("http: replay_bytes and max_post_bytes must be at least 1024");
         }
         if self.heartbeat.ping_interval.is_zero() || self.heartbeat.pong_timeout.is_zero() {
             return bad("heartbeat: ping_interval and pong_timeout must be above 0");

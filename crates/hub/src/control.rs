@@ -45,6 +45,10 @@
 //! token. With Redis, a node that (re)connects replaces its copy with the
 //! cluster's ([`Registry::reload`]), closing what it revokes, so the
 //! revocations sent while it was away are not missed either.
+//! - The same topic carries the commands a client `POST`ed for its HTTP
+//!   session ([`Post`], see `crate::sse`) to whichever node holds it: a
+//!   [`NodeMessage`] is a control or a post, and the registry hands a post
+//!   to the node's [`crate::sse::Links`], which bound what waits.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -142,6 +146,41 @@ pub(crate) enum Unrevoke {
 
 /// The longest `jti` or user a revocation names, in bytes.
 pub(crate) const MAX_REVOKED_NAME: usize = 256;
+/// What travels between nodes on the control topic: a server API control,
+/// or commands posted for an HTTP session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NodeMessage {
+    /// A server API control.
+    Control(Control),
+    /// Commands for an HTTP session.
+    Post(Post),
+}
+
+/// Commands a client posted for its HTTP session (`POST /session`), on
+/// their way to the node that holds it: `{"op":"post","session":ID,
+/// "frames":[…]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Post {
+    /// Always [`PostOp::Post`]: tells a post from a control on the topic.
+    pub op: PostOp,
+    /// The session's id (its secret: only its client knows it).
+    pub session: String,
+    /// The commands, in order: JSON texts, or, with `binary`, one binary
+    /// command in standard base64.
+    pub frames: Vec<String>,
+    /// Whether `frames` holds one binary command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
+}
+
+/// The `op` of a [`Post`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PostOp {
+    /// The only value.
+    Post,
+}
 
 /// The most controls a session holds before it takes them.
 pub(crate) const MAX_PENDING: usize = 256;
@@ -250,6 +289,8 @@ impl Control {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     inner: Mutex<Inner>,
+    /// The node's HTTP sessions, which posts reach.
+    pub(crate) links: crate::sse::Links,
 }
 
 #[derive(Debug, Default)]
@@ -564,6 +605,20 @@ impl Registry {
         reached
     }
 
+    /// Hands what came over the control topic to its sessions.
+    pub(crate) fn deliver(&self, message: NodeMessage) {
+        match message {
+            NodeMessage::Control(control) => {
+                self.apply(&control);
+            }
+            NodeMessage::Post(post) => {
+                if let Err(error) = self.links.deliver(post) {
+                    tracing::debug!(%error, "a post from another node was not delivered");
+                }
+            }
+        }
+    }
+
     /// The controls waiting for session `id`, oldest first.
     pub(crate) fn take(&self, id: u64) -> Vec<Control> {
         self.lock()
@@ -791,6 +846,26 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Control>(&json).unwrap(),
             kick("ada", None)
+        );
+        // Posts share the topic: each decodes as what it is.
+        assert_eq!(
+            serde_json::from_str::<NodeMessage>(&json).unwrap(),
+            NodeMessage::Control(kick("ada", None))
+        );
+        let post = Post {
+            op: PostOp::Post,
+            session: "abc".into(),
+            frames: vec![r#"{"op":"ping"}"#.into()],
+            binary: false,
+        };
+        let json = serde_json::to_string(&NodeMessage::Post(post.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"post","session":"abc","frames":["{\"op\":\"ping\"}"]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<NodeMessage>(&json).unwrap(),
+            NodeMessage::Post(post)
         );
     }
 }

@@ -18,7 +18,7 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError, Publish};
 use crate::config::{HubConfig, NamespaceConfig, Permission, STATS_CHANNEL, SYS_NAMESPACE};
-use crate::control::{Control, Registry, Unrevoke};
+use crate::control::{Control, NodeMessage, Post, Registry, Unrevoke};
 use crate::limits::{Admission, RatePolicy};
 use crate::metrics::Metrics;
 use duplex_hub_proto::revocation::{Full, Revocation};
@@ -330,7 +330,7 @@ impl Hub {
     /// one with the in-memory broker; those listening on Redis with it).
     pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
         match &self.redis {
-            Some(redis) => redis.control(control).await,
+            Some(redis) => redis.control(&NodeMessage::Control(control.clone())).await,
             None => {
                 self.registry.apply(control);
                 Ok(1)
@@ -352,7 +352,10 @@ impl Hub {
                 if let Err(full) = redis.store_revocation(&revocation, now).await? {
                     return Ok(Err(full));
                 }
-                redis.control(&Control::Revoke { revocation }).await.map(Ok)
+                redis
+                    .control(&NodeMessage::Control(Control::Revoke { revocation }))
+                    .await
+                    .map(Ok)
             }
             None => Ok(self.registry.revoke(revocation, now).map(|_| 1)),
         }
@@ -363,13 +366,37 @@ impl Hub {
         match &self.redis {
             Some(redis) => {
                 redis.remove_revocation(&which).await?;
-                redis.control(&Control::Unrevoke { which }).await
+                redis
+                    .control(&NodeMessage::Control(Control::Unrevoke { which }))
+                    .await
             }
             None => {
                 self.registry.unrevoke(&which);
                 Ok(1)
             }
         }
+    }
+
+    /// Hands commands posted for an HTTP session to the node that holds it
+    /// (see [`crate::sse`]): with Redis, every node over the control topic,
+    /// where the one holding it takes them (even when that is this node:
+    /// posts that landed on different nodes then reach the session in the
+    /// order Redis took them, which is the order the client sent them, one
+    /// at a time); without, this node's links.
+    pub(crate) async fn post(&self, post: Post) -> Result<(), crate::sse::PostError> {
+        match &self.redis {
+            Some(redis) => redis
+                .control(&NodeMessage::Post(post))
+                .await
+                .map(drop)
+                .map_err(crate::sse::PostError::Broker),
+            None => self.registry.links.deliver(post),
+        }
+    }
+
+    /// This node's 24-bit id.
+    pub(crate) fn node_prefix(&self) -> u32 {
+        self.node_prefix
     }
 
     /// A new connection's [`crate::broker::Member::id`], which its client

@@ -1,7 +1,8 @@
 //! # duplex-hub: a real-time messaging server on Duplex
 //!
-//! Clients connect over WebSocket to `/ws` and speak the hub protocol
-//! (`duplex.v1`, see `docs/protocol.md` and [`duplex_hub_proto`]): they
+//! Clients connect over WebSocket to `/ws` (or, where WebSockets are
+//! blocked, over plain HTTP: `/session`, see `sse`) and speak the hub
+//! protocol (`duplex.v1`, see `docs/protocol.md` and [`duplex_hub_proto`]): they
 //! subscribe to channels, publish to them, and receive what others publish,
 //! each message with a per-channel offset, so that a client that reconnects
 //! recovers exactly what it missed from the channel's bounded history, or is
@@ -45,6 +46,7 @@ mod proxy;
 mod refusals;
 mod server;
 mod session;
+mod sse;
 mod web;
 
 pub use api::ApiServer;

@@ -185,7 +185,7 @@ pub struct Metrics {
     slow_consumers: AtomicU64,
     rate_limited: AtomicU64,
     /// Open WebSockets by [`Transport`] (`duplex_connections_by_transport`).
-    by_transport: [AtomicI64; 2],
+    by_transport: [AtomicI64; 3],
     /// Client connections served by HTTP version, by [`Transport`]
     /// (`duplex_http_connections_total`).
     http_connections: [AtomicU64; 2],
@@ -204,24 +204,32 @@ pub enum Transport {
     /// An extended CONNECT stream (RFC 8441) of an HTTP/2 connection, which
     /// may carry many WebSockets and page requests.
     Http2,
+    /// A hub session over plain HTTP: its stream of Server-Sent Events
+    /// (`GET /session`) and its commands as `POST`s, or a read-only `/sse`
+    /// stream.
+    Sse,
 }
 
 impl Transport {
-    /// Both, in rendering order.
-    pub const ALL: [Transport; 2] = [Transport::Http1, Transport::Http2];
+    /// Every transport, in rendering order.
+    pub const ALL: [Transport; 3] = [Transport::Http1, Transport::Http2, Transport::Sse];
+
+    /// The HTTP versions of `duplex_http_connections_total`.
+    const VERSIONS: [Transport; 2] = [Transport::Http1, Transport::Http2];
 
     /// The `transport` label value.
     pub fn label(self) -> &'static str {
         match self {
             Transport::Http1 => "websocket_http1",
             Transport::Http2 => "websocket_http2",
+            Transport::Sse => "sse",
         }
     }
 
     /// The `version` label value of `duplex_http_connections_total`.
     pub fn version(self) -> &'static str {
         match self {
-            Transport::Http1 => "1.1",
+            Transport::Http1 | Transport::Sse => "1.1",
             Transport::Http2 => "2",
         }
     }
@@ -402,26 +410,32 @@ impl Metrics {
     /// A client connection (TCP or TLS) began to be served in HTTP
     /// `version` (`duplex_http_connections_total`).
     pub fn http_connection(&self, version: Transport) {
-        self.http_connections[version.index()].fetch_add(1, Relaxed);
+        if let Some(counter) = self.http_connections.get(version.index()) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
-    /// Open WebSockets on `transport` (`duplex_connections_by_transport`).
-    /// Only HTTP/2's are counted as such (their tasks hold a
+    /// Open hub connections on `transport` (`duplex_connections_by_transport`).
+    /// Only HTTP/2's and SSE's are counted as such (their tasks hold a
     /// [`TransportGuard`]); the HTTP/1.1 ones are the other open connections,
     /// so that an HTTP/1.1 session's task, which lives as long as the
     /// connection, holds no guard (16 bytes that would move its future into
     /// a larger allocation class).
     pub fn connections_by_transport(&self, transport: Transport) -> i64 {
         let http2 = self.by_transport[Transport::Http2.index()].load(Relaxed);
+        let sse = self.by_transport[Transport::Sse.index()].load(Relaxed);
         match transport {
             Transport::Http2 => http2,
-            Transport::Http1 => (self.connections.load(Relaxed) - http2).max(0),
+            Transport::Sse => sse,
+            Transport::Http1 => (self.connections.load(Relaxed) - http2 - sse).max(0),
         }
     }
 
     /// Client connections served in HTTP `version` since start.
     pub fn http_connections(&self, version: Transport) -> u64 {
-        self.http_connections[version.index()].load(Relaxed)
+        self.http_connections
+            .get(version.index())
+            .map_or(0, |counter| counter.load(Relaxed))
     }
 
     /// Everything, in the Prometheus text exposition format 0.0.4 (serve it
@@ -442,8 +456,9 @@ impl Metrics {
             w,
             "duplex_connections_by_transport",
             "gauge",
-            "Open WebSockets (hub and echo) by transport: websocket_http1 (an HTTP/1.1 \
-             upgrade) or websocket_http2 (an RFC 8441 stream of an HTTP/2 connection).",
+            "Open connections (hub and echo) by transport: websocket_http1 (an HTTP/1.1 \
+             upgrade), websocket_http2 (an RFC 8441 stream of an HTTP/2 connection) or sse \
+             (a hub session or read-only stream over plain HTTP).",
         );
         for transport in Transport::ALL {
             let _ = writeln!(
@@ -459,7 +474,7 @@ impl Metrics {
             "counter",
             "Client TCP/TLS connections served, by HTTP version (1.1 or 2).",
         );
-        for version in Transport::ALL {
+        for version in Transport::VERSIONS {
             let _ = writeln!(
                 w,
                 "duplex_http_connections_total{{version=\"{}\"}} {}",

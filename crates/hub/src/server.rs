@@ -84,7 +84,7 @@ pub struct Server {
 /// about the client's address; and the HTTP/2 server its HTTP/2
 /// connections are served with.
 #[derive(Debug)]
-struct Gate {
+pub(crate) struct Gate {
     origins: Arc<OriginPolicy>,
     proxies: Proxies,
     http2: http2::Server,
@@ -498,7 +498,7 @@ async fn route<S>(
     peer: SocketAddr,
 ) -> Option<(WebSocket<S>, Handshake)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let incoming = match read_request(&mut io, &hub.ws_config).await {
         Ok(incoming) => incoming,
@@ -539,6 +539,10 @@ where
             let response =
                 Box::pin(console::serve_http1(hub, &gate.origins, &mut io, incoming)).await;
             respond(&mut io, response).await;
+        }
+        // Boxed, as `/echo`: a stream lives long (in a task of its own).
+        (crate::sse::SESSION_PATH | crate::sse::SSE_PATH, false) if hub.config.http.enabled => {
+            Box::pin(crate::sse::serve(hub.clone(), gate, io, incoming, client)).await;
         }
         (_, false) => {
             let response = http_route(hub, &incoming.request);
@@ -628,9 +632,15 @@ where
 /// The headers of an upgrade request the proxy hooks forward (none
 /// without hooks).
 fn forwarded(hub: &Hub, request: &UpgradeRequest) -> http::HeaderMap {
+    forwarded_headers(hub, request.headers())
+}
+
+/// The headers of a request the proxy hooks forward to the backend (none
+/// without hooks): cookies and `[hooks] forward_headers`.
+pub(crate) fn forwarded_headers(hub: &Hub, headers: &http::HeaderMap) -> http::HeaderMap {
     hub.hooks
         .as_ref()
-        .map(|hooks| hooks.forwarded(request.headers()))
+        .map(|hooks| hooks.forwarded(headers))
         .unwrap_or_default()
 }
 
@@ -699,30 +709,7 @@ fn decide(
     request: &UpgradeRequest,
     client: SocketAddr,
 ) -> Result<(Accept, Option<Identity>), (RejectReason, Reject)> {
-    if let Some(origin) = request.origin()
-        && !gate.origins.allows(origin)
-    {
-        // At info (once per address per interval): a page refused here
-        // retries and fails the same way, and whoever runs the hub needs to
-        // know which origin and what to set.
-        if let Some(dropped) = hub.refusals.admit(client.ip()) {
-            tracing::info!(
-                peer = %client,
-                origin,
-                dropped,
-                "connection refused (403): origin not allowed: set --public-url to the URL \
-                 the hub is reached at, or --allow-origin to allow another site"
-            );
-        }
-        return Err((
-            RejectReason::Origin,
-            Reject::new(
-                StatusCode::FORBIDDEN,
-                "origin not allowed: the hub's operator can set --public-url to the URL \
-                 the hub is reached at, or --allow-origin for another site",
-            ),
-        ));
-    }
+    check_origin(hub, gate, request.origin(), client)?;
     let protocol = if endpoint == Endpoint::Echo || request.protocols().is_empty() {
         None
     } else if let Some(encoding) =
@@ -742,25 +729,89 @@ fn decide(
             ),
         ));
     };
-    let identity = match token_from_request(request.headers(), request.query()) {
-        None if endpoint == Endpoint::Echo && hub.verifier.is_some() => {
-            return Err((
-                RejectReason::Auth,
-                Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
-            ));
-        }
-        // A logged-in console's page (`/ws?console=1`) reads the `$sys`
-        // channels as the admin token would (its cookie is
-        // `SameSite=Strict`, and the origin was checked above); other pages
-        // of the same browser are not made the admin by the cookie.
-        None if endpoint == Endpoint::Hub
-            && console::asks_as_console(request.query())
-            && hub.console.logged_in(request.headers()) =>
-        {
-            Some(admin_identity())
-        }
-        None => None,
-        Some(token) if is_admin_token(hub, &token) => Some(admin_identity()),
+    let needs_token = endpoint == Endpoint::Echo && hub.verifier.is_some();
+    // A logged-in console's page (`/ws?console=1`) reads the `$sys`
+    // channels as the admin token would (its cookie is `SameSite=Strict`,
+    // and the origin was checked above); other pages of the same browser
+    // are not made the admin by the cookie.
+    let console_page = endpoint == Endpoint::Hub
+        && console::asks_as_console(request.query())
+        && hub.console.logged_in(request.headers());
+    let identity = identity_of(
+        hub,
+        request.headers(),
+        request.query(),
+        needs_token,
+        console_page,
+    )?;
+    Ok((
+        Accept {
+            protocol,
+            ..Accept::default()
+        },
+        identity,
+    ))
+}
+
+/// The origin rule of every browser-facing endpoint: a request whose
+/// `Origin` the hub does not allow is refused with 403 (and logged at info,
+/// once per address per interval, with what to set).
+#[allow(clippy::result_large_err)]
+fn check_origin(
+    hub: &Hub,
+    gate: &Gate,
+    origin: Option<&str>,
+    client: SocketAddr,
+) -> Result<(), (RejectReason, Reject)> {
+    let Some(origin) = origin else {
+        return Ok(());
+    };
+    if gate.origins.allows(origin) {
+        return Ok(());
+    }
+    // At info (once per address per interval): a page refused here
+    // retries and fails the same way, and whoever runs the hub needs to
+    // know which origin and what to set.
+    if let Some(dropped) = hub.refusals.admit(client.ip()) {
+        tracing::info!(
+            peer = %client,
+            origin,
+            dropped,
+            "connection refused (403): origin not allowed: set --public-url to the URL \
+             the hub is reached at, or --allow-origin to allow another site"
+        );
+    }
+    Err((
+        RejectReason::Origin,
+        Reject::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: the hub's operator can set --public-url to the URL \
+             the hub is reached at, or --allow-origin for another site",
+        ),
+    ))
+}
+
+/// The identity of a request's token (`Authorization: Bearer`, or
+/// `?token=`): the admin token's, a verified JWT's (not revoked), the
+/// admin's for a logged-in console page without a token, or none without a
+/// token (refused with 401 when `needs_token`). A bad or revoked token is
+/// refused with 401.
+#[allow(clippy::result_large_err)]
+fn identity_of(
+    hub: &Hub,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    needs_token: bool,
+    console_page: bool,
+) -> Result<Option<Identity>, (RejectReason, Reject)> {
+    match token_from_request(headers, query) {
+        None if needs_token => Err((
+            RejectReason::Auth,
+            Reject::new(StatusCode::UNAUTHORIZED, "this endpoint needs a token"),
+        )),
+        None if console_page => Ok(Some(admin_identity())),
+        None => Ok(None),
+        Some(token) if is_admin_token(hub, &token) => Ok(Some(admin_identity())),
         Some(token) => {
             let Some(verifier) = &hub.verifier else {
                 return Err((
@@ -770,15 +821,13 @@ fn decide(
             };
             let now = now_secs();
             match verifier.verify(&token, now) {
-                Ok(identity) => {
-                    if let Err(why) = hub.registry.check(&identity, now) {
-                        return Err((
-                            RejectReason::Auth,
-                            Reject::new(StatusCode::UNAUTHORIZED, why.refusal()),
-                        ));
-                    }
-                    Some(identity)
-                }
+                Ok(identity) => match hub.registry.check(&identity, now) {
+                    Ok(()) => Ok(Some(identity)),
+                    Err(why) => Err((
+                        RejectReason::Auth,
+                        Reject::new(StatusCode::UNAUTHORIZED, why.refusal()),
+                    )),
+                },
                 Err(error) => {
                     // Over HTTP/2 the decision runs before any fetch: the
                     // JWKS is fetched now, for the client's next attempt.
@@ -788,21 +837,67 @@ fn decide(
                         let jwks = jwks.clone();
                         tokio::spawn(async move { jwks.refresh().await });
                     }
-                    return Err((
+                    Err((
                         RejectReason::Auth,
                         Reject::new(StatusCode::UNAUTHORIZED, format!("token refused: {error}")),
-                    ));
+                    ))
                 }
             }
         }
-    };
-    Ok((
-        Accept {
-            protocol,
-            ..Accept::default()
-        },
-        identity,
-    ))
+    }
+}
+
+/// Admits a hub connection over plain HTTP (`crate::sse`): the connection
+/// limits, the origin and the token, in that order, as a WebSocket's
+/// handshake is; a refusal is counted and logged as one. Answers the
+/// refusal itself (with its status and headers) and returns `None`.
+pub(crate) async fn admit_http<S>(
+    hub: &Hub,
+    gate: &Gate,
+    io: &mut S,
+    request: &http::Request<()>,
+    client: SocketAddr,
+) -> Option<(Ticket, Option<Identity>)>
+where
+    S: AsyncWrite + Unpin,
+{
+    let decided = admit(hub, client).and_then(|ticket| {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        check_origin(hub, gate, origin, client)
+            .and_then(|()| identity_of(hub, request.headers(), request.uri().query(), false, false))
+            .map(|identity| (ticket, identity))
+            .map_err(|(reason, reject)| {
+                hub.metrics.rejected(reason);
+                if reason != RejectReason::Origin
+                    && let Some(dropped) = hub.refusals.admit(client.ip())
+                {
+                    tracing::info!(
+                        peer = %client,
+                        reason = reason.as_str(),
+                        status = %reject.status,
+                        error = %reject.reason,
+                        dropped,
+                        "connection refused"
+                    );
+                }
+                reject
+            })
+    });
+    match decided {
+        Ok(admitted) => {
+            hub.metrics.accepted();
+            Some(admitted)
+        }
+        Err(reject) => {
+            let mut response = plain(reject.status, &reject.reason);
+            response.headers_mut().extend(*reject.headers);
+            respond(io, response).await;
+            None
+        }
+    }
 }
 
 /// Whether `token` is the configured admin token (compared in constant
@@ -947,6 +1042,11 @@ fn http_route(hub: &Hub, request: &http::Request<()>) -> Response<Vec<u8>> {
             },
         ),
         "/echo" if !hub.config.echo => plain(StatusCode::NOT_FOUND, "not found"),
+        // Served by `crate::sse` over HTTP/1.1; here over HTTP/2.
+        crate::sse::SESSION_PATH | crate::sse::SSE_PATH if hub.config.http.enabled => plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "the HTTP transports are served over HTTP/1.1",
+        ),
         "/ws" | "/echo" => {
             let mut response = plain(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
             let headers = response.headers_mut();
@@ -977,7 +1077,7 @@ fn finish(mut response: Response<Vec<u8>>, method: &Method) -> Response<Vec<u8>>
     response
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Vec<u8>> {
     let mut body = text.as_bytes().to_vec();
     body.push(b'\n');
     with_type(status, "text/plain; charset=utf-8", body)
@@ -1004,7 +1104,7 @@ fn with_type(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> R
 
 /// Writes `response` (with `Content-Length` and `Connection: close`) and
 /// shuts the connection down.
-async fn respond<S>(io: &mut S, mut response: Response<Vec<u8>>)
+pub(crate) async fn respond<S>(io: &mut S, mut response: Response<Vec<u8>>)
 where
     S: AsyncWrite + Unpin,
 {

@@ -11,6 +11,7 @@
 
 mod cluster_support;
 mod common;
+mod sse_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,50 @@ async fn nginx_with_x_forwarded_for_counts_clients_not_the_proxy() {
     let hub = hub_behind_proxy(ClientAddress::XForwardedFor, 2).await;
     let nginx = Nginx::start(&deploy_doc_nginx(hub.addr));
     each_client_has_its_own_share(nginx.addr, "nginx").await;
+}
+
+/// docs/deploy.md's nginx configuration passes the HTTP transports
+/// unbuffered: a session's stream (its events as they happen, its comment
+/// pings) and its POSTs go through nginx, and so does `/sse`.
+#[tokio::test]
+async fn nginx_streams_a_session_over_sse_unbuffered() {
+    let mut config = HubConfig::default();
+    config.http.ping_interval = Duration::from_millis(200);
+    let hub = TestHub::start(config).await;
+    let nginx = Nginx::start(&deploy_doc_nginx(hub.addr));
+    let mut http = sse_support::HttpSession::open(nginx.addr, &[]).await;
+    let connect = sse_support::command(serde_json::json!({"op": "connect", "id": 1}));
+    let subscribe =
+        sse_support::command(serde_json::json!({"op": "subscribe", "id": 2, "channel": "room:n"}));
+    assert_eq!(http.post(&[connect, subscribe]).await, 204);
+    http.wait_for(|m| matches!(m, duplex_hub_proto::ServerMessage::Subscribed { .. }))
+        .await;
+    let mut ws = hub.client().await;
+    for n in 1..=3 {
+        ws.publish("room:n", serde_json::json!(n)).await;
+        // Each one arrives on its own: nothing waits in a buffer.
+        let message = tokio::time::timeout(
+            Duration::from_secs(2),
+            http.wait_for(|m| matches!(m, duplex_hub_proto::ServerMessage::Message(_))),
+        )
+        .await
+        .expect("the event passes nginx at once");
+        assert!(matches!(message, duplex_hub_proto::ServerMessage::Message(p) if p.offset == n));
+    }
+    let stream = http.stream.as_mut().unwrap();
+    assert!(
+        stream
+            .next_within(Duration::from_millis(700))
+            .await
+            .is_none()
+    );
+    assert!(stream.comments >= 2, "pings pass: {}", stream.comments);
+    let mut plain = sse_support::get_stream(nginx.addr, "/sse?channel=room:n", &[])
+        .await
+        .expect("/sse through nginx");
+    ws.publish("room:n", serde_json::json!("plain")).await;
+    let event = plain.next().await.expect("an event");
+    assert!(event.data.contains("\"plain\""), "{event:?}");
 }
 
 /// Straight to the hub, no proxy: what peers outside `trusted_proxies` say

@@ -196,7 +196,7 @@ use super::{
     Subscribe, Subscribed, Subscriber, matches_pattern, member_id_of, new_epoch,
 };
 use crate::config::HubConfig;
-use crate::control::{Control, Listed, Lookup, Registry};
+use crate::control::{Listed, Lookup, NodeMessage, Registry};
 use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
 
@@ -602,10 +602,10 @@ impl RedisBroker {
     /// Sends a control to every node's sessions (`PUBLISH` to
     /// `P:control`; on Redis Cluster `SPUBLISH` to `{P}:control`, whose
     /// shard every node subscribes to); returns how many nodes listen.
-    pub(crate) async fn control(&self, control: &Control) -> Result<usize, BrokerError> {
+    pub(crate) async fn control(&self, message: &NodeMessage) -> Result<usize, BrokerError> {
         let shared = &self.shared;
         let mut conn = shared.conn()?;
-        let payload = serde_json::to_vec(control)
+        let payload = serde_json::to_vec(message)
             .map_err(|_| unavailable("a control that does not encode as JSON"))?;
         let command = shared.publish_control(payload);
         match tokio::time::timeout(
@@ -1266,10 +1266,8 @@ impl Shared {
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
         if topic == self.control_topic {
-            match serde_json::from_slice::<Control>(payload) {
-                Ok(control) => {
-                    self.registry.apply(&control);
-                }
+            match serde_json::from_slice::<NodeMessage>(payload) {
+                Ok(message) => self.registry.deliver(message),
                 Err(error) => match serde_json::from_slice::<Lookup>(payload) {
                     Ok(lookup) => self.lookup(lookup),
                     Err(_) => tracing::warn!(%error, "malformed control from redis dropped"),
