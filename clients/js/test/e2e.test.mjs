@@ -124,11 +124,9 @@ function spyingWebSocket() {
   return { Spy, seen };
 }
 
-for (const [label, envelope] of [
-  ["duplex.v1", jsonEnvelope],
-  ["duplex.v1.bin", binaryEnvelope],
-]) {
-  test(`e2e (${label}): connect, subscribe, publish and receive through a real hub`, { timeout: 30000 }, async () => {
+// Each envelope runs the same two cases (top-level tests, which the Rust
+// runner of this suite counts).
+const roundTrip = (label, envelope) => async () => {
     const hub = await serve();
     const { Spy, seen } = spyingWebSocket();
     const options = { ...fast, envelope, WebSocket: Spy };
@@ -165,9 +163,9 @@ for (const [label, envelope] of [
       b.close();
       await hub.stop();
     }
-  });
+};
 
-  test(`e2e (${label}): a network cut mid-stream is recovered with no message lost or repeated`, { timeout: 60000 }, async () => {
+const cutRecovery = (label, envelope) => async () => {
     const hub = await serve();
     const cutter = await relay(hub.address);
     const reader = new Client(`ws://${cutter.address}/ws`, { ...fast, envelope });
@@ -211,8 +209,12 @@ for (const [label, envelope] of [
       await cutter.close();
       await hub.stop();
     }
-  });
-}
+};
+
+test("e2e (duplex.v1): connect, subscribe, publish and receive through a real hub", { timeout: 30000 }, roundTrip("duplex.v1", jsonEnvelope));
+test("e2e (duplex.v1.bin): connect, subscribe, publish and receive through a real hub", { timeout: 30000 }, roundTrip("duplex.v1.bin", binaryEnvelope));
+test("e2e (duplex.v1): a network cut mid-stream is recovered with no message lost or repeated", { timeout: 60000 }, cutRecovery("duplex.v1", jsonEnvelope));
+test("e2e (duplex.v1.bin): a network cut mid-stream is recovered with no message lost or repeated", { timeout: 60000 }, cutRecovery("duplex.v1.bin", binaryEnvelope));
 
 test("e2e: a hub restart on the same port: the client reconnects and announces the gap", { timeout: 60000 }, async () => {
   let hub = await serve();

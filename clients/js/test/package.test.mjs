@@ -1,4 +1,4 @@
-// The package as published: its size budget (≤ 10 KiB of minified ESM,
+// The package as published: its size budget (≤ 12 KiB of minified ESM,
 // gzipped, and the README saying the measured size), the files `npm pack`
 // puts in it (the built files, README and LICENSE, no sources nor tests), no
 // runtime dependency, and the README's API table naming exactly what the
@@ -14,9 +14,9 @@ import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (path) => readFileSync(join(root, path), "utf8");
-const BUDGET = 10 * 1024;
+const BUDGET = 12 * 1024;
 
-test("size: dist/index.min.js is at most 10 KiB gzipped, and the README states its size", () => {
+test("size: dist/index.min.js is at most 12 KiB gzipped, and the README states its size", () => {
   const gz = gzipSync(readFileSync(join(root, "dist/index.min.js")), { level: 9 }).length;
   assert.ok(gz <= BUDGET, `${gz} bytes gzipped, over the ${BUDGET}-byte budget`);
   const stated = /<!-- size -->([0-9.]+) KiB<!-- \/size -->/.exec(read("README.md"));
