@@ -890,7 +890,7 @@ mod tests {
         assert_eq!(
             empty,
             serde_json::json!({
-                "transports": {"websocket_http1": 0, "websocket_http2": 0},
+                "transports": {"websocket_http1": 0, "websocket_http2": 0, "sse": 0},
                 "closes": {}, "errors": {}, "rejected": {},
             })
         );
@@ -906,7 +906,7 @@ mod tests {
         assert_eq!(
             m.breakdown(),
             serde_json::json!({
-                "transports": {"websocket_http1": 0, "websocket_http2": 1},
+                "transports": {"websocket_http1": 0, "websocket_http2": 1, "sse": 0},
                 "closes": {"1000": 1, "other": 1},
                 "errors": {"forbidden": 1},
                 "rejected": {"origin": 2},
