@@ -13,7 +13,7 @@
  * - Reconnects wait a full-jitter backoff (`backoff.ts`); the attempt count is
  *   reset only once a connection stayed up `stableAfter` ms, so a hub that
  *   accepts and drops at once is not hammered. After the close codes the
- *   protocol calls final (1000, 1008, 1009, 4001; 4002 and 4003 — token
+ *   protocol calls final (1000, 1008, 1009, 4001, 4029; 4002 and 4003 — token
  *   expired, token revoked — too without `getToken`, which is asked for a
  *   fresh token otherwise) the client does not reconnect: it is `closed`.
  * - A publish carries an idempotency key drawn from `crypto.getRandomValues`
@@ -254,7 +254,8 @@ export class DuplexEvent<T> extends Event {
   }
 }
 
-const FINAL_CODES = new Set([1000, 1008, 1009, 4001]);
+/** Close codes after which the client does not reconnect (docs/protocol.md): 4029 is a user over its connection limit. */
+const FINAL_CODES = new Set([1000, 1008, 1009, 4001, 4029]);
 
 /**
  * The delay a hub's drain advises in its close 1001

@@ -126,8 +126,8 @@ test("connects with the subprotocol duplex.v1, names itself, and reports connect
   assert.equal(ws.closedWith.code, 1000);
 });
 
-test("no reconnect after the final close codes 1000, 1008, 1009, 4001, nor 4002 without getToken", async () => {
-  for (const code of [1000, 1008, 1009, 4001, 4002]) {
+test("no reconnect after the final close codes 1000, 1008, 1009, 4001, 4029, nor 4002 without getToken", async () => {
+  for (const code of [1000, 1008, 1009, 4001, 4029, 4002]) {
     const hub = new FakeHub();
     const c = client(hub);
     const errors = [];

@@ -399,9 +399,17 @@ fn banner(config: &HubConfig, addr: SocketAddr) -> Vec<(&'static str, String)> {
         ("metrics", format!("{base}/metrics ({admin})")),
         (
             "hub protocol",
-            format!("{ws_base}/ws (duplex.v1, docs/protocol.md)"),
+            format!("{ws_base}/ws (duplex.v1 or duplex.v1.bin, docs/protocol.md)"),
         ),
     ];
+    lines.push((
+        "over HTTP",
+        if config.http.enabled {
+            format!("{base}/session (SSE down, POSTs up: the SDK's fallback), {base}/sse?channel=C")
+        } else {
+            "off ([http] enabled = false)".to_owned()
+        },
+    ));
     if config.echo {
         lines.push(("echo", format!("{ws_base}/echo")));
     }
@@ -423,6 +431,14 @@ fn banner(config: &HubConfig, addr: SocketAddr) -> Vec<(&'static str, String)> {
         },
     ));
     lines.push(("auth", auth_mode(config)));
+    lines.push(("hooks", hooks_mode(config)));
+    lines.push((
+        "webhooks",
+        match &config.webhooks.url {
+            Some(url) => format!("{} (signed; docs/webhooks.md)", without_password(url)),
+            None => "off (--webhook-url URL, docs/webhooks.md)".to_owned(),
+        },
+    ));
     let mut origins: Vec<String> = config.public_urls.clone();
     origins.extend(config.allowed_origins.iter().cloned());
     lines.push((
@@ -483,6 +499,40 @@ fn without_password(url: &str) -> String {
 
 /// Logs the banner at `info`, and a warning when anyone who can reach a
 /// non-loopback address may use the hub without a token.
+/// Which proxy hooks are on (`docs/hooks.md`), for the banner.
+fn hooks_mode(config: &HubConfig) -> String {
+    let hooks = &config.hooks;
+    let mut on: Vec<&str> = Vec::new();
+    if hooks.connect.is_some() {
+        on.push("connect");
+    }
+    if hooks.refresh.is_some() {
+        on.push("refresh");
+    }
+    let namespaces: Vec<_> = hooks
+        .namespaces
+        .values()
+        .chain([&hooks.default_namespace])
+        .collect();
+    for (name, set) in [
+        (
+            "subscribe",
+            namespaces.iter().any(|n| n.subscribe.is_some()),
+        ),
+        ("publish", namespaces.iter().any(|n| n.publish.is_some())),
+        ("rpc", namespaces.iter().any(|n| n.rpc.is_some())),
+    ] {
+        if set {
+            on.push(name);
+        }
+    }
+    if on.is_empty() {
+        "off (docs/hooks.md)".to_owned()
+    } else {
+        format!("{} (docs/hooks.md)", on.join(", "))
+    }
+}
+
 fn log_banner(config: &HubConfig, addr: SocketAddr) {
     for (what, value) in banner(config, addr) {
         tracing::info!("{what:<12} {value}");
@@ -635,6 +685,9 @@ mod tests {
             "hub protocol: ws://127.0.0.1:8080/ws",
             "broker: in memory",
             "server API: off",
+            "over HTTP: http://127.0.0.1:8080/session",
+            "hooks: off",
+            "webhooks: off",
             "auth: anonymous",
             "origins: loopback pages on port 8080 only",
         ] {

@@ -20,32 +20,12 @@ use duplex_hub_proto::ServerMessage;
 use serde_json::json;
 use tokio::time::timeout;
 
-/// The value of the sample `name{label}` in the hub's metrics.
-fn metric(hub: &TestHub, name: &str, label: &str) -> f64 {
-    let text = hub.hub.metrics().render();
-    let prefix = format!("{name}{{{label}}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-/// `(websocket_http1, websocket_http2)` WebSockets open.
-fn by_transport(hub: &TestHub) -> (f64, f64) {
-    let name = "duplex_connections_by_transport";
-    (
-        metric(hub, name, "transport=\"websocket_http1\""),
-        metric(hub, name, "transport=\"websocket_http2\""),
-    )
-}
-
 /// `(1.1, 2)` client connections served.
 fn http_connections(hub: &TestHub) -> (f64, f64) {
     let name = "duplex_http_connections_total";
     (
-        metric(hub, name, "version=\"1.1\""),
-        metric(hub, name, "version=\"2\""),
+        hub.metric(name, "version=\"1.1\""),
+        hub.metric(name, "version=\"2\""),
     )
 }
 
@@ -90,21 +70,21 @@ async fn hub_protocol_over_h2c() {
         let mut b = client_over(&hub.url(), &pool).await;
         assert!(pool.has_http2(&hub.url()));
         chat(&mut a, &mut b).await;
-        assert_eq!(by_transport(&hub), (0.0, 2.0));
+        assert_eq!(hub.websockets_by_transport(), (0.0, 2.0));
         assert_eq!(http_connections(&hub), (0.0, 1.0));
         // Over HTTP/1.1 the split is the other way.
         let mut c = hub.client().await;
         c.subscribe("chat:h1").await;
-        assert_eq!(by_transport(&hub), (1.0, 2.0));
+        assert_eq!(hub.websockets_by_transport(), (1.0, 2.0));
         drop((a, b));
         for _ in 0..100 {
-            if by_transport(&hub) == (1.0, 0.0) {
+            if hub.websockets_by_transport() == (1.0, 0.0) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(
-            by_transport(&hub),
+            hub.websockets_by_transport(),
             (1.0, 0.0),
             "closed streams still counted"
         );
@@ -163,7 +143,7 @@ async fn hub_protocol_over_tls_alpn_h2() {
         b.connect(None).await;
         assert!(pool.has_http2(&url));
         chat(&mut a, &mut b).await;
-        assert_eq!(by_transport(&hub), (0.0, 2.0));
+        assert_eq!(hub.websockets_by_transport(), (0.0, 2.0));
         assert_eq!(http_connections(&hub), (0.0, 1.0));
     })
     .await
@@ -182,7 +162,7 @@ async fn fifty_websockets_on_one_connection() {
             client.subscribe("chat:fifty").await;
             clients.push(client);
         }
-        assert_eq!(by_transport(&hub), (0.0, 50.0));
+        assert_eq!(hub.websockets_by_transport(), (0.0, 50.0));
         assert_eq!(http_connections(&hub), (0.0, 1.0));
         clients[0].publish("chat:fifty", json!(50)).await;
         for client in &mut clients {
@@ -276,11 +256,7 @@ async fn per_ip_limit_counts_streams() {
             Ok(_) => panic!("a second stream over a limit of 1 was accepted"),
         }
         assert_eq!(
-            metric(
-                &hub,
-                "duplex_connections_rejected_total",
-                "reason=\"ip_limit\""
-            ),
+            hub.metric("duplex_connections_rejected_total", "reason=\"ip_limit\""),
             1.0
         );
         // The first still works, on the same connection.
@@ -312,11 +288,7 @@ async fn a_bad_origin_on_a_stream_is_403() {
         assert_eq!(refused.status(), 403);
         assert!(body(refused).await.contains("origin not allowed"));
         assert_eq!(
-            metric(
-                &hub,
-                "duplex_connections_rejected_total",
-                "reason=\"origin\""
-            ),
+            hub.metric("duplex_connections_rejected_total", "reason=\"origin\""),
             1.0
         );
         let own = format!("http://{}", hub.addr);
@@ -422,13 +394,7 @@ async fn shutdown_closes_h2_websockets_with_1001() {
 async fn an_invalid_extended_connect_is_counted() {
     timeout(WAIT, async {
         let hub = TestHub::start(HubConfig::default()).await;
-        let refused = || {
-            metric(
-                &hub,
-                "duplex_connections_rejected_total",
-                "reason=\"handshake\"",
-            )
-        };
+        let refused = || hub.metric("duplex_connections_rejected_total", "reason=\"handshake\"");
         assert_eq!(refused(), 0.0);
         let h2 = raw_h2(hub.addr).await;
         let mut request = extended_connect(hub.addr, "/ws", &[]);

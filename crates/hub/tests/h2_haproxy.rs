@@ -20,26 +20,6 @@ use duplex_hub_proto::ServerMessage;
 use serde_json::json;
 use tokio::time::timeout;
 
-/// The value of the sample `name{label}` in the hub's metrics.
-fn metric(hub: &TestHub, name: &str, label: &str) -> f64 {
-    let text = hub.hub.metrics().render();
-    let prefix = format!("{name}{{{label}}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-/// `(websocket_http1, websocket_http2)` WebSockets open on the hub.
-fn by_transport(hub: &TestHub) -> (f64, f64) {
-    let name = "duplex_connections_by_transport";
-    (
-        metric(hub, name, "transport=\"websocket_http1\""),
-        metric(hub, name, "transport=\"websocket_http2\""),
-    )
-}
-
 /// HAProxy in `mode http` in front of one hub at `server`, its frontend
 /// bound with `bind_options` and its server line ending in `server_options`.
 fn haproxy(bind_options: &str, server: std::net::SocketAddr, server_options: &str) -> Haproxy {
@@ -101,7 +81,7 @@ async fn haproxy_takes_rfc8441_from_clients_and_upgrades_to_the_hub() {
         );
         chat(&mut a, &mut b).await;
         assert_eq!(
-            by_transport(&hub),
+            hub.websockets_by_transport(),
             (2.0, 0.0),
             "HAProxy should reach the hub over HTTP/1.1 upgrades"
         );
@@ -122,7 +102,7 @@ async fn haproxy_carries_websockets_to_the_hub_over_rfc8441() {
         let mut b = client_at(&proxy.url(), None).await;
         chat(&mut a, &mut b).await;
         assert_eq!(
-            by_transport(&hub),
+            hub.websockets_by_transport(),
             (0.0, 2.0),
             "HAProxy should reach the hub over RFC 8441 streams"
         );

@@ -72,6 +72,28 @@ impl TestHub {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// The value of the sample `name{label}` in the hub's metrics; panics
+    /// when there is none.
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        let text = self.hub.metrics().render();
+        let prefix = format!("{name}{{{label}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// `(websocket_http1, websocket_http2)`: the WebSockets open, by the
+    /// HTTP version they came over.
+    pub fn websockets_by_transport(&self) -> (f64, f64) {
+        let name = "duplex_connections_by_transport";
+        (
+            self.metric(name, "transport=\"websocket_http1\""),
+            self.metric(name, "transport=\"websocket_http2\""),
+        )
+    }
+
     /// Shuts the hub down gracefully and returns the connections dropped at
     /// the end of the grace period.
     pub async fn stop(mut self) -> usize {
