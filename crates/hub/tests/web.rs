@@ -2040,13 +2040,15 @@ async fn the_dashboard_latency_is_windowed_and_its_axes_are_readable() {
             done.expect("a load client ran without panicking");
         }
         // Within the 10 s window (and a little), the load's deliveries are
-        // out of it (only the dashboard's own snapshots are left, 1 a
-        // second), and p99 is below its peak under load; the number shown
-        // follows. All-time, neither would happen.
+        // out of it: only the dashboard's own snapshots are left (1 a
+        // second), and the number shown follows the window's p99. All-time,
+        // the count would stay over 1,000. (The p99 itself is not compared
+        // with the peak: on a busy machine the bursts may raise it less
+        // than the scheduling noise of the snapshots after them.)
         let after = wait(
             &dash,
             &format!(
-                "{LAST}.latencyCount <= 30 && ({LAST}.p99 === null || {LAST}.p99 < {peak}) \
+                "{LAST}.latencyCount <= 30 \
                  && document.querySelector('#lat-p99').dataset.value === String({LAST}.p99 ?? '') \
                  && JSON.stringify({LAST})"
             ),
