@@ -7,6 +7,7 @@
 #
 #   benches/run-scale.sh                              # 100,000 clients, 6 nodes
 #   CLIENTS=6000 NODES=3 SHARDS=2 benches/run-scale.sh
+#   (CONNECT_WAIT, default 300: seconds the shards may take to subscribe)
 #
 # Phases, each with the clients connected throughout:
 #   1. connect: time until every client is subscribed (shards report it);
@@ -41,6 +42,7 @@ FANOUT=${FANOUT:-10}
 RATE=${RATE:-5}
 DRAIN=${DRAIN:-5}
 SETTLE=${SETTLE:-20}
+CONNECT_WAIT=${CONNECT_WAIT:-300}
 OUT=${OUT:-target/bench-scale/$(date -u +%Y%m%dT%H%M%SZ)}
 
 per_shard=$(( (CLIENTS + SHARDS - 1) / SHARDS ))
@@ -126,8 +128,17 @@ for s in $(seq 0 $((SHARDS - 1))); do
 done
 SHARD_PIDS=("${PIDS[@]:1}")
 
-# 1. connect: wait until every shard said it is subscribed.
-while [ "$(grep -l "subscriptions in" "$OUT"/shard*.log 2>/dev/null | wc -l)" -lt "$SHARDS" ]; do sleep 0.5; done
+# 1. connect: wait until every shard said it is subscribed (at most
+# CONNECT_WAIT seconds: a shard that never gets there ends the run).
+waited=0
+while [ "$(grep -l "subscriptions in" "$OUT"/shard*.log 2>/dev/null | wc -l)" -lt "$SHARDS" ]; do
+    if [ "$waited" -ge $(( CONNECT_WAIT * 2 )) ]; then
+        echo "run-scale: not every shard subscribed within ${CONNECT_WAIT} s; see $OUT/shard*.log" >&2
+        exit 1
+    fi
+    sleep 0.5
+    waited=$(( waited + 1 ))
+done
 connected=$(date +%s.%N)
 cat "$OUT"/shard*.log
 cat /proc/net/sockstat > "$OUT/sockstat-after.txt"
