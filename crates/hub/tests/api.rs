@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestClient, TestHub, WAIT};
+use common::{TestClient, TestHub, WAIT, http_request};
 use duplex_hub::config::AuthConfig;
 use duplex_hub::{ApiServer, Hub, HubConfig, Server};
 use duplex_hub_proto::ServerMessage;
@@ -66,38 +66,6 @@ async fn start_until(until: impl std::future::Future<Output = ()> + Send + 'stat
     ApiHub { ws, api: api_addr }
 }
 
-/// One HTTP/1.1 request: (status, head, JSON body or `Null`).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Value) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    // The server may answer (413) before reading all of a large body.
-    let _ = tcp.write_all(body).await;
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("answer in time")
-        .ok();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, head.to_owned(), body)
-}
-
 impl ApiHub {
     /// `POST /api/<call>` with the first key.
     async fn call(&self, call: &str, params: Value) -> (u16, Value) {
@@ -108,7 +76,7 @@ impl ApiHub {
             ("Content-Type", "application/json"),
         ];
         let (status, _, body) =
-            http(self.api, "POST", &format!("/api/{call}"), &headers, &body).await;
+            http_request(self.api, "POST", &format!("/api/{call}"), &headers, &body).await;
         (status, body)
     }
 
@@ -141,7 +109,8 @@ async fn no_key_or_a_wrong_one_is_401_and_both_rotated_keys_work() {
         Some("apikey "),
     ] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
-        let (status, head, reply) = http(hub.api, "POST", "/api/publish", &headers, body).await;
+        let (status, head, reply) =
+            http_request(hub.api, "POST", "/api/publish", &headers, body).await;
         assert_eq!(status, 401, "{auth:?}");
         assert_eq!(code_of(&reply), "unauthorized");
         assert!(
@@ -151,13 +120,13 @@ async fn no_key_or_a_wrong_one_is_401_and_both_rotated_keys_work() {
         );
     }
     // Even the document and unknown paths want a key.
-    let (status, _, _) = http(hub.api, "GET", "/api/openapi.json", &[], b"").await;
+    let (status, _, _) = http_request(hub.api, "GET", "/api/openapi.json", &[], b"").await;
     assert_eq!(status, 401);
-    let (status, _, _) = http(hub.api, "GET", "/nope", &[], b"").await;
+    let (status, _, _) = http_request(hub.api, "GET", "/nope", &[], b"").await;
     assert_eq!(status, 401);
     for key in [KEY, KEY2] {
         let auth = format!("apikey {key}");
-        let (status, _, reply) = http(
+        let (status, _, reply) = http_request(
             hub.api,
             "POST",
             "/api/publish",
@@ -168,7 +137,7 @@ async fn no_key_or_a_wrong_one_is_401_and_both_rotated_keys_work() {
         assert_eq!(status, 200, "{reply}");
     }
     let auth = format!("APIKEY {KEY}");
-    let (status, _, doc) = http(
+    let (status, _, doc) = http_request(
         hub.api,
         "GET",
         "/api/openapi.json",
@@ -555,7 +524,7 @@ async fn channels_and_info_describe_the_node() {
     let info = hub.ok("info", json!({})).await;
     assert_eq!(info["nodes"][0]["connections"], 2);
     assert_eq!(info["nodes"][0]["version"], env!("CARGO_PKG_VERSION"));
-    let (status, _, info) = http(
+    let (status, _, info) = http_request(
         hub.api,
         "POST",
         "/api/info",
@@ -736,7 +705,7 @@ async fn each_error_class_has_its_status_and_code() {
         ),
     ];
     for (method, path, headers, body, status, code) in cases {
-        let (got, head, reply) = http(hub.api, method, path, &headers, &body).await;
+        let (got, head, reply) = http_request(hub.api, method, path, &headers, &body).await;
         assert_eq!(
             (got, code_of(&reply)),
             (status, code),
@@ -753,7 +722,8 @@ async fn each_error_class_has_its_status_and_code() {
         "[".repeat(65),
         "]".repeat(65)
     );
-    let (got, _, reply) = http(hub.api, "POST", "/api/publish", &[auth], deep.as_bytes()).await;
+    let (got, _, reply) =
+        http_request(hub.api, "POST", "/api/publish", &[auth], deep.as_bytes()).await;
     assert_eq!((got, code_of(&reply)), (422, "invalid_params"), "{reply}");
 }
 

@@ -7,17 +7,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
-use common::{TestClient, TestHub, WAIT};
+use common::{TestClient, TestHub, WAIT, http_request};
 use duplex::http2::h2;
 use duplex_hub::HubConfig;
 use duplex_hub::config::AuthConfig;
 use duplex_hub_proto::ServerMessage;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "the console tests' hub secret, 32+ bytes";
 const ADMIN: &str = "console-admin-token-0123";
@@ -52,40 +49,6 @@ async fn protected() -> TestHub {
     TestHub::start(config).await
 }
 
-/// One HTTP/1.1 request: (status, head, JSON body or `Null`).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Value) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let _ = tcp.write_all(body).await;
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("answer in time")
-        .ok();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        head.to_owned(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
 /// `POST /console/<path>` of `params` as JSON, with `cookie` if any.
 async fn post(hub: &TestHub, path: &str, params: Value, cookie: Option<&str>) -> (u16, Value) {
     let (status, _, body) = post_head(hub, path, params, cookie).await;
@@ -103,7 +66,7 @@ async fn post_head(
         headers.push(("Cookie", cookie));
     }
     let body = serde_json::to_vec(&params).unwrap();
-    http(
+    http_request(
         hub.addr,
         "POST",
         &format!("/console/{path}"),
@@ -170,10 +133,10 @@ async fn without_a_login_the_console_is_read_only_and_says_why() {
     .await;
     assert_eq!(status, 401);
     // Not a POST of JSON, another site's page, an unknown call.
-    let (status, _, _) = http(hub.addr, "GET", "/console/api/info", &[], b"").await;
+    let (status, _, _) = http_request(hub.addr, "GET", "/console/api/info", &[], b"").await;
     assert_eq!(status, 405);
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let (status, _, body) = http(
+    let (status, _, body) = http_request(
         hub.addr,
         "POST",
         "/console/login",
@@ -191,7 +154,8 @@ async fn without_a_login_the_console_is_read_only_and_says_why() {
         ("Origin", "https://evil.example"),
     ];
     let body = serde_json::to_vec(&json!({"token": ADMIN})).unwrap();
-    let (status, _, reply) = http(hub.addr, "POST", "/console/login", &foreign, &body).await;
+    let (status, _, reply) =
+        http_request(hub.addr, "POST", "/console/login", &foreign, &body).await;
     assert_eq!(
         (status, code_of(&reply)),
         (403, "forbidden_origin"),
@@ -327,7 +291,8 @@ async fn the_admin_logs_in_and_acts_through_the_server_api() {
     assert_eq!(user, "");
     assert!(matches!(reply, ServerMessage::Error { .. }), "{reply:?}");
     // The cookie opens the protected dashboard too; logout ends it.
-    let (status, _, _) = http(hub.addr, "GET", "/dashboard", &[("Cookie", &cookie)], b"").await;
+    let (status, _, _) =
+        http_request(hub.addr, "GET", "/dashboard", &[("Cookie", &cookie)], b"").await;
     assert_eq!(status, 200);
     let (status, head, _) = post_head(&hub, "logout", json!({}), Some(&cookie)).await;
     assert!(status == 200 && head.contains("Max-Age=0"), "{head}");
@@ -345,7 +310,7 @@ async fn the_admin_logs_in_and_acts_through_the_server_api() {
         ("Content-Type", "application/json"),
         ("Authorization", bearer.as_str()),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = http_request(
         hub.addr,
         "POST",
         "/console/api/connections",
