@@ -75,8 +75,20 @@ fn program(name: &str) -> PathBuf {
 
 impl Group {
     /// Starts a cluster-enabled `redis-server`; waits (at most 15 s) until
-    /// it answers `PING`.
+    /// it answers `PING`. A server that exits at once (its port, or its
+    /// cluster bus port 10000 above, taken meanwhile by another test) is
+    /// started again on another port, up to three times.
     fn start(name: &str) -> Self {
+        for _ in 0..3 {
+            if let Some(group) = Self::try_start(name) {
+                return group;
+            }
+        }
+        panic!("redis-server {name} exited at start three times (ports taken?)");
+    }
+
+    /// One attempt of [`Group::start`]: `None` when the server exited.
+    fn try_start(name: &str) -> Option<Self> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "duplex-rcluster-{name}-{}-{port}",
@@ -99,21 +111,27 @@ impl Group {
             .process_group(0)
             .spawn()
             .expect("start redis-server");
-        let group = Self {
+        let mut group = Self {
             child: Some(child),
             dir,
             port,
         };
+        let mut exited = false;
         wait_until(
             &format!("redis-server {name} answers PING"),
             Duration::from_secs(15),
             || {
-                group
-                    .try_query::<String>(&redis::cmd("PING"))
-                    .is_ok_and(|p| p == "PONG")
+                exited = group
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+                exited
+                    || group
+                        .try_query::<String>(&redis::cmd("PING"))
+                        .is_ok_and(|p| p == "PONG")
             },
         );
-        group
+        (!exited).then_some(group)
     }
 
     fn address(&self) -> String {
