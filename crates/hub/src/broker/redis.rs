@@ -150,6 +150,7 @@
 mod cluster;
 mod envelope;
 mod link;
+mod liveness;
 mod open;
 mod revocation;
 mod scripts;
@@ -285,6 +286,10 @@ struct Shared {
     last_run: Mutex<Option<Arc<str>>>,
     /// Changes of pub/sub interest, one at a time.
     interest: tokio::sync::Mutex<Interest>,
+    /// Channels waiting for `interest` to be subscribed: on one Redis, the
+    /// holder subscribes every one of them in one `SUBSCRIBE` (a burst of
+    /// new channels costs a round trip per batch, not per channel).
+    wanted: Mutex<Vec<Arc<Slot>>>,
     /// A copy of `interest.generation`, for the fast path.
     generation: AtomicU64,
     /// Channels with local subscribers (live or joining).
@@ -293,6 +298,9 @@ struct Shared {
     pending_leaves: Mutex<Vec<PendingLeave>>,
     /// A command failed in a way that suggests the connection is gone.
     suspect: Notify,
+    /// Answers from Redis (script replies, pub/sub messages): a wait on a
+    /// busy link goes on while they come ([`liveness`]).
+    progress: liveness::Progress,
     /// Behind Sentinel: a command met a replica (`READONLY`), so the link
     /// ends and the primary is asked for again.
     demoted: Notify,
@@ -573,6 +581,8 @@ impl RedisBroker {
             channels: Mutex::new(HashMap::new()),
             pending_leaves: Mutex::new(Vec::new()),
             suspect: Notify::new(),
+            progress: liveness::Progress::default(),
+            wanted: Mutex::new(Vec::new()),
             demoted: Notify::new(),
             confirming: Mutex::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
@@ -796,25 +806,55 @@ impl Shared {
         BrokerError::Redis(Arc::new(error.clone()))
     }
 
-    /// Runs `invocation` within the command timeout.
-    async fn invoke(
+    /// Waits for `future` as long as Redis keeps answering: at most the
+    /// command timeout with no answer to anything, at most the node expiry
+    /// in all ([`liveness`]).
+    async fn patiently<F: std::future::Future>(
         &self,
-        invocation: &redis::ScriptInvocation<'_>,
-        conn: &mut Conn,
-    ) -> Result<Value, BrokerError> {
-        match tokio::time::timeout(
+        future: F,
+    ) -> Result<F::Output, liveness::Stalled> {
+        liveness::while_answering(
+            &self.progress,
             self.options.command_timeout,
-            invocation.invoke_async::<Value>(conn),
+            self.options.node_expiry,
+            future,
         )
         .await
-        {
-            Ok(Ok(value)) => Ok(value),
+    }
+
+    /// The longest a command may wait for its reply: the node expiry (or
+    /// the command timeout if longer); [`Shared::patiently`] ends a wait
+    /// sooner when Redis falls silent.
+    fn response_limit(&self) -> std::time::Duration {
+        self.options.node_expiry.max(self.options.command_timeout)
+    }
+
+    /// The reply to a command, waited for while Redis keeps answering
+    /// ([`Shared::patiently`]).
+    async fn answer_of(
+        &self,
+        reply: impl std::future::Future<Output = redis::RedisResult<Value>>,
+    ) -> Result<Value, BrokerError> {
+        match self.patiently(reply).await {
+            Ok(Ok(value)) => {
+                self.progress.answered();
+                Ok(value)
+            }
             Ok(Err(error)) => Err(self.failed(&error)),
             Err(_) => {
                 self.suspect.notify_one();
                 Err(unavailable("redis did not answer in time"))
             }
         }
+    }
+
+    /// Runs `invocation` while Redis keeps answering ([`Shared::patiently`]).
+    async fn invoke(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        conn: &mut Conn,
+    ) -> Result<Value, BrokerError> {
+        self.answer_of(invocation.invoke_async::<Value>(conn)).await
     }
 
     // ---- publish ---------------------------------------------------------
@@ -877,32 +917,18 @@ impl Shared {
             "PUBLISH"
         });
         command.arg(self.topic(channel)).arg(payload);
-        match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async::<Value>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(self.failed(&error)),
-            Err(_) => Err(unavailable("redis did not answer in time")),
-        }
+        self.answer_of(command.query_async::<Value>(&mut conn))
+            .await
+            .map(drop)
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
         let mut conn = self.conn()?;
         let mut command = redis::cmd("HGETALL");
         command.arg(self.key(channel, "pres"));
-        let reply = match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async::<Value>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return Err(self.failed(&error)),
-            Err(_) => return Err(unavailable("redis did not answer in time")),
-        };
+        let reply = self
+            .answer_of(command.query_async::<Value>(&mut conn))
+            .await?;
         let pairs: Vec<(&[u8], &[u8])> = match &reply {
             Value::Map(map) => map
                 .iter()
@@ -1076,13 +1102,19 @@ impl Shared {
 
     /// Makes sure this node's pub/sub connection is subscribed to the
     /// slot's topic (confirmed by Redis); returns the connection generation.
-    async fn ensure_subscribed(&self, slot: &Slot) -> Result<u64, BrokerError> {
+    async fn ensure_subscribed(&self, slot: &Arc<Slot>) -> Result<u64, BrokerError> {
         let current = self.generation.load(Ordering::SeqCst);
         if current != 0 && lock(&slot.state).subscribed == current {
             return Ok(current);
         }
-        let timeout = self.options.command_timeout;
-        let interest = tokio::time::timeout(timeout, self.interest.lock())
+        if !self.sharded() {
+            lock(&self.wanted).push(slot.clone());
+        }
+        // Other channels' SUBSCRIBEs go first, one at a time (each holder
+        // takes every channel waiting by then, on one Redis): wait while
+        // they are confirmed.
+        let interest = self
+            .patiently(self.interest.lock())
             .await
             .map_err(|_| unavailable("redis pub/sub is busy"))?;
         let generation = interest.generation;
@@ -1093,20 +1125,49 @@ impl Shared {
             .sink
             .clone()
             .ok_or_else(|| unavailable("redis is not connected"))?;
+        // This channel and, on one Redis, every other one waiting and not
+        // yet subscribed on this connection (a sharded SUBSCRIBE takes the
+        // channels of one slot only: one at a time there).
+        // A channel released meanwhile (no subscriber left) is not.
+        let waiting = std::mem::take(&mut *lock(&self.wanted));
+        let mut batch: Vec<Arc<Slot>> = {
+            let channels = self.channels();
+            waiting
+                .into_iter()
+                .filter(|other| {
+                    !Arc::ptr_eq(other, slot)
+                        && channels
+                            .get(&other.name)
+                            .is_some_and(|current| Arc::ptr_eq(current, other))
+                        && lock(&other.state).subscribed != generation
+                })
+                .collect()
+        };
+        batch.push(slot.clone());
         if self.sharded() {
             *lock(&self.confirming)
                 .entry(slot.topic.clone())
                 .or_default() += 1;
         }
-        match tokio::time::timeout(timeout, sink.subscribe(&slot.topic)).await {
-            Ok(Ok(())) => {}
+        let topics: Vec<&str> = batch.iter().map(|slot| slot.topic.as_str()).collect();
+        let confirmed = if let Sink::Single(pubsub) = &mut sink {
+            self.patiently(pubsub.subscribe(&topics)).await
+        } else {
+            self.patiently(sink.subscribe(&slot.topic)).await
+        };
+        match confirmed {
+            Ok(Ok(())) => self.progress.answered(),
             Ok(Err(error)) => return Err(self.failed(&error)),
             Err(_) => {
                 self.suspect.notify_one();
                 return Err(unavailable("redis did not confirm SUBSCRIBE in time"));
             }
         }
-        lock(&slot.state).subscribed = generation;
+        // The others' tasks find their channel subscribed once they hold
+        // `interest`; had this failed, each would subscribe its own.
+        for subscribed in &batch {
+            lock(&subscribed.state).subscribed = generation;
+        }
         drop(interest);
         Ok(generation)
     }
@@ -1197,16 +1258,9 @@ impl Shared {
                 command.arg(user);
             }
         }
-        match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async::<Value>(conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(self.failed(&error)),
-            Err(_) => Err(unavailable("redis did not answer in time")),
-        }
+        self.answer_of(command.query_async::<Value>(conn))
+            .await
+            .map(drop)
     }
 
     fn pending_leave(&self, channel: &Arc<str>, info: &ClientInfo) {
@@ -1252,11 +1306,9 @@ impl Shared {
             && let Some(mut sink) = interest.sink.clone()
         {
             let unsubscribe = sink.unsubscribe(&slot.topic);
-            if tokio::time::timeout(self.options.command_timeout, unsubscribe)
-                .await
-                .is_err()
-            {
-                self.suspect.notify_one();
+            match self.patiently(unsubscribe).await {
+                Ok(Ok(())) => self.progress.answered(),
+                Ok(Err(_)) | Err(_) => self.suspect.notify_one(),
             }
         }
     }
@@ -1265,6 +1317,7 @@ impl Shared {
 
     /// Hands one pub/sub envelope to the channel's local subscribers.
     fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
+        self.progress.answered();
         if topic == self.control_topic {
             match serde_json::from_slice::<NodeMessage>(payload) {
                 Ok(message) => self.registry.deliver(message),

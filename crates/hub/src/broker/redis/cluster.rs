@@ -226,7 +226,9 @@ impl Nodes {
             .use_protocol(ProtocolVersion::RESP3)
             .push_sender(sender)
             .connection_timeout(options.command_timeout)
-            .response_timeout(options.command_timeout);
+            // Replies are waited for while Redis keeps answering
+            // (`Shared::patiently`), up to the node expiry.
+            .response_timeout(options.node_expiry.max(options.command_timeout));
         if self.url.tls {
             builder = builder.certs(TlsCertificates {
                 client_tls: None,
@@ -398,6 +400,7 @@ impl Shared {
     }
 
     fn dispatch_message(&self, generation: u64, push: &PushInfo) {
+        self.progress.answered();
         let topic = push
             .data
             .first()

@@ -236,9 +236,11 @@ impl Shared {
                 )
             }
         };
+        // Replies are waited for while Redis keeps answering
+        // (`Shared::patiently`), up to the response limit.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some(self.response_limit()))
             .set_pipeline_buffer_size(PIPELINE_BUFFER);
         let conn = tokio::time::timeout(
             timeout,
@@ -393,22 +395,18 @@ impl Shared {
             let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
             let mut sink = sink.clone();
             // The server API's controls, for this node's sessions.
-            match tokio::time::timeout(
-                self.options.command_timeout,
-                sink.subscribe(self.control_topic.as_str()),
-            )
-            .await
+            match self
+                .patiently(sink.subscribe(self.control_topic.as_str()))
+                .await
             {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => self.progress.answered(),
                 Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
                 Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
             }
             for batch in slots.chunks(SUBSCRIBE_BATCH) {
                 let topics: Vec<&str> = batch.iter().map(|s| s.topic.as_str()).collect();
-                match tokio::time::timeout(self.options.command_timeout, sink.subscribe(&topics))
-                    .await
-                {
-                    Ok(Ok(())) => {}
+                match self.patiently(sink.subscribe(&topics)).await {
+                    Ok(Ok(())) => self.progress.answered(),
                     Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
                     Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
                 }
@@ -472,8 +470,8 @@ impl Shared {
                     }
                     let ping = redis::cmd("PING");
                     let ping = ping.query_async::<Value>(&mut conn);
-                    match tokio::time::timeout(self.options.command_timeout, ping).await {
-                        Ok(Ok(_)) => {}
+                    match self.patiently(ping).await {
+                        Ok(Ok(_)) => self.progress.answered(),
                         Ok(Err(error)) => return LinkEnd::Lost(format!("PING: {error}")),
                         Err(_) => return LinkEnd::Lost("PING timed out".into()),
                     }
@@ -511,8 +509,11 @@ impl Shared {
     }
 
     async fn ping(&self, sink: &mut PubSubSink) -> Result<(), String> {
-        match tokio::time::timeout(self.options.command_timeout, sink.ping::<Value>()).await {
-            Ok(Ok(_)) => Ok(()),
+        match self.patiently(sink.ping::<Value>()).await {
+            Ok(Ok(_)) => {
+                self.progress.answered();
+                Ok(())
+            }
             Ok(Err(error)) => Err(format!("pub/sub PING: {error}")),
             Err(_) => Err("pub/sub PING timed out".into()),
         }

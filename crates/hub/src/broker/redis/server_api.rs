@@ -73,13 +73,11 @@ impl Shared {
                 .arg(millis(self.options.node_expiry));
             command
         };
-        match tokio::time::timeout(
-            self.options.command_timeout,
-            command.query_async::<Value>(conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
+        match self.patiently(command.query_async::<Value>(conn)).await {
+            Ok(Ok(_)) => {
+                self.progress.answered();
+                Ok(())
+            }
             Ok(Err(error)) => Err(format!("node report: {error}")),
             Err(_) => Err("node report timed out".into()),
         }
