@@ -1,33 +1,46 @@
 #!/usr/bin/env bash
 # Many clients on several hub nodes on one machine (docs/benchmarks.md,
-# "Scale"): NODES `duplex serve --reuse-port` processes on one port, sharing
-# one Redis; SHARDS `duplex bench scale` processes hold CLIENTS subscribed
-# clients between them (each under the 20,000-file limit), from source
-# addresses 127.0.0.2 … (28,000 ephemeral ports each).
+# "Scale: 100,000 clients on one machine"): NODES `duplex serve
+# --reuse-port` processes on one port, sharing one Redis; SHARDS `duplex
+# bench scale` processes hold CLIENTS subscribed clients between them (each
+# under the 20,000-file limit), from source addresses 127.0.0.2 … (28,000
+# ephemeral ports each). Then the Redis throughput comparison
+# (benches/run-redis-throughput.sh: one Redis beside a Redis Cluster) unless
+# THROUGHPUT=0.
 #
 #   benches/run-scale.sh                              # 100,000 clients, 6 nodes
-#   CLIENTS=6000 NODES=3 SHARDS=2 benches/run-scale.sh
-#   (CONNECT_WAIT, default 300: seconds the shards may take to subscribe)
+#   CLIENTS=6000 NODES=3 SHARDS=2 THROUGHPUT=0 benches/run-scale.sh
+#   DOCS=1 benches/run-scale.sh     # also puts the table in docs/benchmarks.md
 #
-# Phases, each with the clients connected throughout:
-#   1. connect: time until every client is subscribed (shards report it);
-#      RSS per node, /proc/net/sockstat before and after, node CPU at idle
-#      (IDLE seconds, from /proc/PID/stat).
-#   2. fan-out: one publish a second to scale:all (every client) and to
-#      scale:room (ROOM clients) for FANOUT seconds; latency per channel.
-#   3. kill: SIGKILL the first node; its clients reconnect (backoff with
-#      full jitter) to the others; time until all are back, the accept-rate
-#      peak (per 100 ms), silent losses (must be 0).
-#   4. rolling restart: every node in turn gets SIGTERM (the drain spreads
-#      its clients' reconnections over DRAIN seconds) and is started again,
-#      under publishes to scale:all at RATE per second.
+# Every client subscribes to its own channel scale:u:<id> and to scale:all;
+# the first ROOM also to scale:room. Phases, with the clients connected
+# throughout:
+#   1. connect: time until every client is subscribed (the shards report
+#      it); RSS per node (over its RSS before any client), kernel memory
+#      (/proc/slabinfo socket caches and /proc/net/sockstat buffer pages),
+#      node CPU at idle over IDLE seconds (/proc/PID/stat).
+#   2. fan-out: one publish to scale:all (every client) each FANOUT_EVERY
+#      seconds for FANOUT seconds: latency from publish to every delivery.
+#   3. room: ROOM_RATE publishes a second to scale:room (ROOM clients)
+#      for ROOM_SECS seconds while the rest idle.
+#   4. kill: under the churn publishes (scale:room at CHURN_RATE a second,
+#      scale:all each CHURN_ALL_EVERY seconds), SIGKILL the first node; its
+#      clients reconnect (backoff with full jitter from 1 s) to the others and
+#      recover; after KILL_WAIT seconds it is started again.
+#   5. rolling restart: under the same publishes, every node in turn gets
+#      SIGTERM (the drain tells its clients to come back over DRAIN seconds)
+#      and is started again once it has exited.
+#   Losses: a client that skipped an offset with no gap announced (silent),
+#   or that ended behind the channel's last offset with no gap announced
+#   after its last message (missing at the end). Both must be 0.
 # Output: OUT (default target/bench-scale/TIMESTAMP)/: each shard's JSON,
-# node logs, and summary.txt (the table docs/benchmarks.md shows).
+# node logs, events.txt, nodes.txt, summary.md (the table docs/benchmarks.md
+# shows; benches/scale_summary.py makes it).
 #
 # sysctl: the script checks and, when run as root, raises
 # net.ipv4.ip_local_port_range (1024 65000), net.core.somaxconn (65535),
 # net.ipv4.tcp_max_syn_backlog (65535), and prints fs.file-max and
-# nf_conntrack_max (conntrack is not loaded on loopback-only runs here).
+# nf_conntrack_max, and raises the latter to 1048576 when conntrack is loaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,11 +51,18 @@ ROOM=${ROOM:-10000}
 PORT=${PORT:-9800}
 REDIS_PORT=${REDIS_PORT:-6392}
 IDLE=${IDLE:-10}
-FANOUT=${FANOUT:-10}
-RATE=${RATE:-5}
+FANOUT=${FANOUT:-20}
+FANOUT_EVERY=${FANOUT_EVERY:-5}
+ROOM_SECS=${ROOM_SECS:-10}
+ROOM_RATE=${ROOM_RATE:-1}
+CHURN_RATE=${CHURN_RATE:-2}
+CHURN_ALL_EVERY=${CHURN_ALL_EVERY:-10}
+KILL_WAIT=${KILL_WAIT:-30}
 DRAIN=${DRAIN:-5}
 SETTLE=${SETTLE:-20}
 CONNECT_WAIT=${CONNECT_WAIT:-300}
+THROUGHPUT=${THROUGHPUT:-1}
+DOCS=${DOCS:-0}
 OUT=${OUT:-target/bench-scale/$(date -u +%Y%m%dT%H%M%SZ)}
 
 per_shard=$(( (CLIENTS + SHARDS - 1) / SHARDS ))
@@ -57,12 +77,16 @@ done
 sysctl -n net.netfilter.nf_conntrack_max 2>/dev/null | sed 's/^/  net.netfilter.nf_conntrack_max = /' || echo "  conntrack not loaded"
 if [ "$(id -u)" = 0 ]; then
     sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 || true
+    # Reconnection storms leave connections in TIME_WAIT, which conntrack
+    # (when loaded) keeps tracking: room for several times CLIENTS.
+    sysctl -qw net.netfilter.nf_conntrack_max=1048576 2>/dev/null || true
 fi
 echo "  open files: $(ulimit -n) (hard $(ulimit -Hn))"
 
-cargo build --release -p duplex-cli
+cargo build --release -p duplex-cli -p duplex-bench --example cluster_bench
 BIN=${CARGO_TARGET_DIR:-target}/release/duplex
 mkdir -p "$OUT"
+: > "$OUT/events.txt"; : > "$OUT/spread.txt"
 CONFIG=$OUT/hub.toml
 cat > "$CONFIG" <<EOF
 reuse_port = true
@@ -72,6 +96,7 @@ shutdown_grace = 10
 [limits]
 max_connections = 19000
 max_connections_per_ip = 100000
+connection_rate_per_ip = 0
 messages_per_second = 100000
 burst = 100000
 
@@ -107,14 +132,38 @@ ready() {
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss() { awk '/VmRSS/ {print $2*1024}' "/proc/$1/status"; }
 
+# A node is up once its own PID listens on the port (the port answers as
+# soon as any node does), and the port is ready.
+listening() { # PID
+    for _ in $(seq 1 400); do
+        ss -Hltnp "( sport = :$PORT )" 2>/dev/null | grep -q "pid=$1," && ready && return 0
+        sleep 0.05
+    done
+    echo "run-scale: node $1 did not listen" >&2
+    return 1
+}
+fds() { { ls "/proc/$1/fd" 2>/dev/null || true; } | wc -l; }
+spread() { # LABEL: open files per node (connections + ~20)
+    local line="$(date +%s.%N) $1:"
+    for i in "${!NODE_PIDS[@]}"; do line+=" node$i=$(fds "${NODE_PIDS[$i]}")"; done
+    echo "$line" >> "$OUT/spread.txt"
+}
+slab() { # bytes in the socket caches (TCP, inode, file, dentry, epoll entry)
+    awk '$1 ~ /^(TCP|TCPv6|sock_inode_cache|filp|dentry|eventpoll_epi)$/ {s += $2 * $4} END {print s}' /proc/slabinfo
+}
+
 for i in $(seq 0 $((NODES - 1))); do start_node "$i"; done
-ready
+for i in $(seq 0 $((NODES - 1))); do listening "${NODE_PIDS[$i]}"; done
 sleep 1
 cat /proc/net/sockstat > "$OUT/sockstat-before.txt"
+slab > "$OUT/slab-before.txt"
 uptime > "$OUT/load.txt"
+: > "$OUT/nodes.txt"
+for i in "${!NODE_PIDS[@]}"; do echo "node$i rss_before $(rss "${NODE_PIDS[$i]}")" >> "$OUT/nodes.txt"; done
 
-# The shards: each runs through every phase, then reports.
-TOTAL=$(( IDLE + FANOUT + 30 + NODES * (DRAIN + 10) + SETTLE ))
+# The shards: each holds its clients through every phase, then reports.
+CHURN=$(( KILL_WAIT + NODES * (DRAIN + 20) ))
+TOTAL=$(( IDLE + FANOUT + 5 + ROOM_SECS + 5 + CHURN + SETTLE ))
 url="ws://127.0.0.1:$PORT/ws"
 start=$(date +%s.%N)
 for s in $(seq 0 $((SHARDS - 1))); do
@@ -142,67 +191,56 @@ done
 connected=$(date +%s.%N)
 cat "$OUT"/shard*.log
 cat /proc/net/sockstat > "$OUT/sockstat-after.txt"
-: > "$OUT/nodes.txt"
+slab > "$OUT/slab-after.txt"
+spread connected
 before=(); for i in "${!NODE_PIDS[@]}"; do before[$i]=$(cpu "${NODE_PIDS[$i]}"); done
 sleep "$IDLE"
 for i in "${!NODE_PIDS[@]}"; do
     pid=${NODE_PIDS[$i]}
-    conns=$(curl -fs "http://127.0.0.1:$PORT/metrics" >/dev/null; grep -c ESTAB <(ss -Htn state established "( sport = :$PORT )" 2>/dev/null) || true)
-    echo "node$i pid $pid rss $(rss "$pid") idle_cpu_ticks_per_${IDLE}s $(( $(cpu "$pid") - ${before[$i]} ))" >> "$OUT/nodes.txt"
+    echo "node$i pid $pid rss $(rss "$pid") fds $(fds "$pid") idle_cpu_ticks_per_${IDLE}s $(( $(cpu "$pid") - ${before[$i]} ))" >> "$OUT/nodes.txt"
 done
 echo "established on :$PORT: $(ss -Htn state established "( sport = :$PORT )" | wc -l)" >> "$OUT/nodes.txt"
 
-# 2. fan-out, then (3) kill a node and (4) roll, all under publishes.
-"$BIN" bench scale --url "$url" --publish scale:room --rate 1 --duration "$FANOUT" >"$OUT/pub-room.json" 2>>"$OUT/pub.log" &
-"$BIN" bench scale --url "$url" --publish scale:all --rate "$RATE" \
-    --duration $(( TOTAL - IDLE - SETTLE )) >"$OUT/pub-all.json" 2>>"$OUT/pub.log" &
-PUB=$!
-sleep "$FANOUT"
-kill -9 "${NODE_PIDS[0]}"; echo "killed node0 at $(date +%s.%N)" >> "$OUT/events.txt"
-sleep 30
-start_node 0; ready
+publisher() { # CHANNEL PHASE RATE DURATION
+    "$BIN" bench scale --url "$url" --publish "$1" --phase "$2" --rate "$3" --duration "$4" \
+        >"$OUT/pub-$2-${1#scale:}.json" 2>>"$OUT/pub.log" &
+}
+event() { echo "$1 $(date +%s.%N)" >> "$OUT/events.txt"; }
+
+# 2. fan-out to everyone, then (3) to the room alone.
+event fanout
+publisher scale:all fanout "$(python3 -c "print(1 / $FANOUT_EVERY)")" "$FANOUT"
+sleep $(( FANOUT + 5 ))
+event room
+publisher scale:room room "$ROOM_RATE" "$ROOM_SECS"
+sleep $(( ROOM_SECS + 5 ))
+
+# 4. kill a node, then (5) roll every node, under the churn publishes.
+event churn
+publisher scale:room churn "$CHURN_RATE" "$CHURN"
+publisher scale:all churn "$(python3 -c "print(1 / $CHURN_ALL_EVERY)")" "$CHURN"
+sleep 2
+kill -9 "${NODE_PIDS[0]}"; event kill
+sleep "$KILL_WAIT"
+spread after-kill
+start_node 0; listening "${NODE_PIDS[0]}"
 for i in $(seq 0 $((NODES - 1))); do
-    kill -TERM "${NODE_PIDS[$i]}"; echo "drained node$i at $(date +%s.%N)" >> "$OUT/events.txt"
+    kill -TERM "${NODE_PIDS[$i]}"; event "drain$i"
     wait "${NODE_PIDS[$i]}" 2>/dev/null || true
-    start_node "$i"; ready
+    start_node "$i"; listening "${NODE_PIDS[$i]}"
+    spread "after-drain$i"
     sleep 5
 done
-wait "$PUB" || true
+event rolled
 for pid in "${SHARD_PIDS[@]}"; do wait "$pid" || true; done
+spread end
 
-python3 - "$OUT" "$start" "$connected" <<'PY'
-import json, sys, glob
-out, start, connected = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-shards = [json.load(open(f)) for f in sorted(glob.glob(out + "/shard*.json"))]
-def merged(channel):
-    b = {}
-    for s in shards:
-        for v, c in s["channels"].get(channel, {}).get("buckets_us", []):
-            b[v] = b.get(v, 0) + c
-    total = sum(b.values()); acc = 0; p = {}
-    for v in sorted(b):
-        acc += b[v]
-        for q in (0.5, 0.99):
-            if q not in p and acc >= q * total: p[q] = v / 1000
-    return total, p.get(0.5), p.get(0.99), (max(b) / 1000 if b else None)
-curve = {}
-for s in shards:
-    for i, n in enumerate(s["resubscribed_per_100ms"]):
-        curve[i] = curve.get(i, 0) + n
-lines = [
-    f"clients: {sum(s['clients'] for s in shards)}; subscriptions {sum(s['subscriptions'] for s in shards)}/{sum(s['subscriptions_wanted'] for s in shards)}",
-    f"connect all: {connected - start:.1f} s (slowest shard {max(s['connect_secs'] for s in shards):.1f} s)",
-    f"generator RSS per client: {sum(s['rss_bytes'] for s in shards) / max(1, sum(s['clients'] for s in shards)):.0f} B",
-]
-for ch in ("scale:room", "scale:all"):
-    total, p50, p99, mx = merged(ch)
-    lines.append(f"{ch}: {total} deliveries, p50 {p50} ms, p99 {p99} ms, max {mx} ms")
-lines.append(f"disconnects {sum(s['disconnects'] for s in shards)}, gaps {sum(s['gaps'] for s in shards)}, silent losses {sum(s['silent_lost'] for s in shards)}")
-if curve:
-    peak = max(curve.values())
-    lines.append(f"resubscriptions: peak {peak} per 100 ms ({peak * 10}/s)")
-    lines.append("curve (per 100 ms, from the shards' start): " + " ".join(f"{i/10:.1f}s:{curve[i]}" for i in sorted(curve) if curve[i]))
-open(out + "/summary.txt", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
-cat "$OUT/nodes.txt" "$OUT/sockstat-before.txt" "$OUT/sockstat-after.txt" "$OUT/load.txt"
+python3 benches/scale_summary.py "$OUT" "$start" "$connected" "$IDLE"
+cat "$OUT/nodes.txt" "$OUT/spread.txt"
+if [ "$DOCS" = 1 ]; then
+    python3 benches/scale_summary.py --docs "$OUT" docs/benchmarks.md
+fi
+if [ "$THROUGHPUT" = 1 ]; then
+    cleanup; trap - EXIT
+    OUT=$OUT/throughput benches/run-redis-throughput.sh
+fi

@@ -19,6 +19,11 @@
 //! Redis). With `--redis`, Redis's `INFO commandstats` before and after the
 //! window give the commands, and `EVALSHA` calls (round trips), per publish.
 //!
+//! With `--channels N` (N > 1) message SEQ goes to channel `CHANNEL:(SEQ mod
+//! N)` and every subscriber subscribes to all N, so that a Redis Cluster
+//! spreads the publishes over its shards; `--redis` may then be given once
+//! per primary, and the command counts are summed over them.
+//!
 //! Every wait is bounded; loopback servers only. The nodes need raised
 //! limits (connections per IP, message rate): see benches/run-cluster.sh.
 
@@ -50,9 +55,21 @@ struct Args {
     size: usize,
     duration: f64,
     channel: String,
-    redis: Option<String>,
+    redis: Vec<String>,
     label: String,
     publishers: usize,
+    channels: u64,
+}
+
+impl Args {
+    /// The channel of message `seq`.
+    fn channel_of(&self, seq: u64) -> String {
+        if self.channels > 1 {
+            format!("{}:{}", self.channel, seq % self.channels)
+        } else {
+            self.channel.clone()
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,9 +80,10 @@ fn parse_args() -> Result<Args, String> {
         size: 100,
         duration: 10.0,
         channel: "bench:fanout".into(),
-        redis: None,
+        redis: Vec::new(),
         label: String::new(),
         publishers: 1,
+        channels: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,7 +95,8 @@ fn parse_args() -> Result<Args, String> {
             "--size" => args.size = value()?.parse().map_err(|e| format!("{e}"))?,
             "--duration" => args.duration = value()?.parse().map_err(|e| format!("{e}"))?,
             "--channel" => args.channel = value()?,
-            "--redis" => args.redis = Some(value()?),
+            "--redis" => args.redis.push(value()?),
+            "--channels" => args.channels = value()?.parse().map_err(|e| format!("{e}"))?,
             "--label" => args.label = value()?,
             "--publishers" => args.publishers = value()?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unknown option {other}")),
@@ -90,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
         || args.in_flight >= RING / 2
         || args.subscribers == 0
         || args.publishers == 0
+        || args.channels == 0
     {
         return Err("bad --in-flight or --subscribers".into());
     }
@@ -173,24 +193,28 @@ async fn connected(url: &str, id: u64) -> Result<Ws, String> {
     Ok(ws)
 }
 
-/// A connected, subscribed client.
-async fn subscriber(url: &str, channel: &str) -> Result<Ws, String> {
+/// A connected client, subscribed to every channel of the run.
+async fn subscriber(url: &str, args: &Args) -> Result<Ws, String> {
     let mut ws = connected(url, 1).await?;
-    send(
-        &mut ws,
-        2,
-        Command::Subscribe {
-            channel: channel.into(),
-            since: None,
-            recent: 0,
-            token: None,
-        },
-    )
-    .await?;
-    match reply(&mut ws, 2).await? {
-        ServerMessage::Subscribed { .. } => Ok(ws),
-        other => Err(format!("subscribe: {other:?}")),
+    for seq in 0..args.channels {
+        let id = 2 + seq;
+        send(
+            &mut ws,
+            id,
+            Command::Subscribe {
+                channel: args.channel_of(seq),
+                since: None,
+                recent: 0,
+                token: None,
+            },
+        )
+        .await?;
+        match reply(&mut ws, id).await? {
+            ServerMessage::Subscribed { .. } => {}
+            other => return Err(format!("subscribe: {other:?}")),
+        }
     }
+    Ok(ws)
 }
 
 /// `"b":[SEQ,NANOS,NODE]` in a message push.
@@ -248,8 +272,18 @@ async fn read_pushes(mut ws: Ws, node: usize, shared: Arc<Shared>) -> (Vec<u32>,
     (local, remote)
 }
 
-/// `INFO commandstats` as command → calls.
-async fn commandstats(url: &str) -> Result<HashMap<String, u64>, String> {
+/// `INFO commandstats` as command → calls, summed over `urls`.
+async fn commandstats(urls: &[String]) -> Result<HashMap<String, u64>, String> {
+    let mut stats = HashMap::new();
+    for url in urls {
+        for (name, calls) in commandstats_of(url).await? {
+            *stats.entry(name).or_default() += calls;
+        }
+    }
+    Ok(stats)
+}
+
+async fn commandstats_of(url: &str) -> Result<HashMap<String, u64>, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -330,7 +364,7 @@ async fn publish(ws: Ws, node: usize, args: Args, shared: Arc<Shared>) -> Result
         let request = Request {
             id: Some(seq),
             command: Command::Publish {
-                channel: args.channel.clone(),
+                channel: args.channel_of(seq),
                 data: Data::Json(data),
                 key: None,
             },
@@ -369,8 +403,8 @@ async fn main() -> Result<(), String> {
     let mut sockets: Vec<(usize, Ws)> = Vec::with_capacity(args.subscribers);
     let mut opening = futures_util::stream::iter((0..args.subscribers).map(|i| {
         let node = i % args.urls.len();
-        let (url, channel) = (args.urls[node].clone(), args.channel.clone());
-        async move { subscriber(&url, &channel).await.map(|ws| (node, ws)) }
+        let (url, args) = (args.urls[node].clone(), args.clone());
+        async move { subscriber(&url, &args).await.map(|ws| (node, ws)) }
     }))
     .buffer_unordered(64);
     while let Some(opened) = tokio::time::timeout(SETUP, opening.next())
@@ -399,9 +433,10 @@ async fn main() -> Result<(), String> {
     }
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = match &args.redis {
-        Some(url) => Some(commandstats(url).await?),
-        None => None,
+    let before = if args.redis.is_empty() {
+        None
+    } else {
+        Some(commandstats(&args.redis).await?)
     };
     let first = shared.next.load(Ordering::SeqCst);
     let opened = Instant::now();
@@ -410,9 +445,10 @@ async fn main() -> Result<(), String> {
     shared.window.store(false, Ordering::SeqCst);
     let measured = opened.elapsed();
     let published_in_window = shared.next.load(Ordering::SeqCst) - first;
-    let after = match &args.redis {
-        Some(url) => Some(commandstats(url).await?),
-        None => None,
+    let after = if args.redis.is_empty() {
+        None
+    } else {
+        Some(commandstats(&args.redis).await?)
     };
     shared.done.store(true, Ordering::SeqCst);
     for publisher in publishers {
@@ -446,7 +482,7 @@ async fn main() -> Result<(), String> {
     let deliveries = shared.deliveries.load(Ordering::Relaxed);
     let acked = shared.acks.load(Ordering::Relaxed);
     println!(
-        "{}nodes {} subscribers {} publishers {} in-flight {} size {} window {:.1}s",
+        "{}nodes {} subscribers {} publishers {} channels {} in-flight {} size {} window {:.1}s",
         if args.label.is_empty() {
             String::new()
         } else {
@@ -455,6 +491,7 @@ async fn main() -> Result<(), String> {
         args.urls.len(),
         args.subscribers,
         args.publishers,
+        args.channels,
         args.in_flight,
         args.size,
         secs

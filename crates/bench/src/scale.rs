@@ -5,15 +5,24 @@
 //! reconnects, resubscribes, recovers, and honours a draining hub's advised
 //! delay) from `--source-ips` round-robin. Client `i` (global id `--first` +
 //! i) subscribes to `scale:u:<id>`, to `scale:all`, and, when its id is below
-//! `--room-size`, to `scale:room`. It reports how long until every client was
-//! subscribed, then, for `--duration` seconds, what arrived on `scale:room`
-//! and `scale:all` (a publisher stamps each message with its send time in
-//! nanoseconds since the Unix epoch: `{"t": …}`): the latency per channel,
-//! disconnections, when the clients were subscribed again (per 100 ms), and
-//! *silent losses*: a message whose offset skips past the previous one
-//! without a `gap` announced in between. With `--publish CHANNEL` the shard
-//! is the publisher instead: one client publishing stamped messages at
-//! `--rate` per second.
+//! `--room-size`, to `scale:room` (`--no-own-channel` leaves out the first).
+//! It reports how long until every client was subscribed, then, for
+//! `--duration` seconds, what arrived on `scale:room` and `scale:all` (a
+//! publisher stamps each message with its send time in nanoseconds since the
+//! Unix epoch and the phase of the run it belongs to: `{"t": …, "p": "…"}`):
+//! the latency per channel and phase, when clients were disconnected and
+//! connected again (per 100 ms of the Unix clock, so that shards and the
+//! script's events line up), and two kinds of loss:
+//! - *silent losses*: a message whose offset skips past the previous one
+//!   delivered to that client (across reconnections too) without a `gap`
+//!   announced in between;
+//! - *missing at the end*: each client's last offset per channel, with
+//!   whether a `gap` was announced after it, so that the script can compare
+//!   it with the channel's last offset over all shards: a client behind it
+//!   with no `gap` announced lost the tail silently.
+//!
+//! With `--publish CHANNEL` the shard is the publisher instead: one client
+//! publishing stamped messages at `--rate` per second.
 //!
 //! Invariants: the run is bounded (`--connect-timeout` to be subscribed,
 //! then `--duration`); the report is one JSON object on standard output
@@ -24,7 +33,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,22 +76,59 @@ pub(crate) struct ScaleArgs {
     /// Publishes per second (with `--publish`).
     #[arg(long, default_value_t = 1.0)]
     rate: f64,
+    /// The phase of the run the publishes belong to (with `--publish`):
+    /// the subscribers report latency per channel and phase.
+    #[arg(long, default_value = "run")]
+    phase: String,
+    /// Leave out each client's own channel `scale:u:<id>` (to tell its
+    /// memory apart).
+    #[arg(long)]
+    no_own_channel: bool,
+}
+
+/// The channels whose messages are counted, in [`Mark`] order.
+const COUNTED: [&str; 2] = ["scale:all", "scale:room"];
+
+/// One client's position on the counted channels.
+#[derive(Default)]
+struct Mark {
+    /// The last offset delivered, per channel of [`COUNTED`].
+    last: [AtomicU64; 2],
+    /// A `gap` was announced after it.
+    gap_after: [AtomicBool; 2],
 }
 
 /// What the clients of a shard saw, shared by their tasks.
 struct Tally {
     started: Instant,
+    marks: Box<[Mark]>,
     subscribed: AtomicU64,
     disconnects: AtomicU64,
     gaps: AtomicU64,
     silent_lost: AtomicU64,
+    /// Messages received per `channel/phase`.
     received: Mutex<HashMap<String, u64>>,
+    /// Latency per `channel/phase`.
     latency: Mutex<HashMap<String, Histogram<u64>>>,
-    /// Subscriptions confirmed again after a disconnection, per 100 ms
-    /// since the start.
-    resubscribed: Mutex<Vec<u64>>,
-    /// The highest offset seen per channel, and each client's last.
+    /// Disconnections per 100 ms of the Unix clock.
+    disconnected_at: Mutex<HashMap<u64, u64>>,
+    /// Clients connected and subscribed again after a disconnection (their
+    /// first subscription confirmed), per 100 ms of the Unix clock.
+    reconnected_at: Mutex<HashMap<u64, u64>>,
+    /// Subscriptions confirmed again after a disconnection.
+    resubscribed: AtomicU64,
+    /// The highest offset seen per channel.
     highest: Mutex<HashMap<String, u64>>,
+}
+
+impl Tally {
+    fn count_at(curve: &Mutex<HashMap<u64, u64>>) {
+        *curve
+            .lock()
+            .unwrap()
+            .entry(now_nanos() / 100_000_000)
+            .or_default() += 1;
+    }
 }
 
 fn now_nanos() -> u64 {
@@ -98,13 +144,16 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     }
     let tally = Arc::new(Tally {
         started: Instant::now(),
+        marks: (0..args.clients).map(|_| Mark::default()).collect(),
         subscribed: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
         gaps: AtomicU64::new(0),
         silent_lost: AtomicU64::new(0),
         received: Mutex::new(HashMap::new()),
         latency: Mutex::new(HashMap::new()),
-        resubscribed: Mutex::new(Vec::new()),
+        disconnected_at: Mutex::new(HashMap::new()),
+        reconnected_at: Mutex::new(HashMap::new()),
+        resubscribed: AtomicU64::new(0),
         highest: Mutex::new(HashMap::new()),
     });
     let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
@@ -112,7 +161,6 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let mut handles = Vec::with_capacity(args.clients);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
-        let id = args.first + i;
         let Ok(permit) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
         else {
             eprintln!(
@@ -126,16 +174,11 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
             request.transport.local_address = Some(args.source_ips[i % args.source_ips.len()]);
         }
         let client = Client::connect_with(request, client_options());
-        spawn_client(&mut tasks, &mut handles, client, id, &args, &tally, permit?);
+        spawn_client(&mut tasks, &mut handles, client, i, &args, &tally, permit?);
     }
+    let own = u64::from(!args.no_own_channel);
     let wanted = (0..args.clients)
-        .map(|i| {
-            if args.first + i < args.room_size {
-                3
-            } else {
-                2
-            }
-        })
+        .map(|i| own + 1 + u64::from(args.first + i < args.room_size))
         .sum::<u64>();
     while tally.subscribed.load(Ordering::Acquire) < wanted
         && tokio::time::Instant::now() < deadline
@@ -155,11 +198,13 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     }
     let report = report(
         &tally,
+        args.first,
+        args.room_size,
         connect_secs,
         subscribed,
         wanted,
         rss_connected,
-        args.clients,
+        handles.len(),
     );
     println!("{report}");
     tasks.abort_all();
@@ -180,12 +225,15 @@ fn spawn_client(
     tasks: &mut tokio::task::JoinSet<()>,
     handles: &mut Vec<duplex_hub_client::Handle>,
     mut client: Client,
-    id: usize,
+    index: usize,
     args: &ScaleArgs,
     tally: &Arc<Tally>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let _ = client.subscribe(&format!("scale:u:{id}"));
+    let id = args.first + index;
+    if !args.no_own_channel {
+        let _ = client.subscribe(&format!("scale:u:{id}"));
+    }
     let _ = client.subscribe("scale:all");
     if id < args.room_size {
         let _ = client.subscribe("scale:room");
@@ -193,24 +241,19 @@ fn spawn_client(
     handles.push(client.handle());
     let tally = tally.clone();
     tasks.spawn(async move {
+        let mark = &tally.marks[index];
         let mut permit = Some(permit);
-        let mut last: HashMap<String, u64> = HashMap::new();
-        let mut excused: Vec<String> = Vec::new();
         let mut reconnecting = false;
+        let mut back = true;
         while let Some(event) = client.next_event().await {
             match event {
-                Event::Subscribed { channel, .. } => {
-                    if !channel.starts_with("scale:u:") {
-                        // Offsets before this subscription are not ours.
-                        last.remove(&channel);
-                    }
+                Event::Subscribed { .. } => {
                     if reconnecting {
-                        let slot = (tally.started.elapsed().as_millis() / 100) as usize;
-                        let mut curve = tally.resubscribed.lock().unwrap();
-                        if curve.len() <= slot {
-                            curve.resize(slot + 1, 0);
+                        tally.resubscribed.fetch_add(1, Ordering::Relaxed);
+                        if !back {
+                            back = true;
+                            Tally::count_at(&tally.reconnected_at);
                         }
-                        curve[slot] += 1;
                     } else {
                         tally.subscribed.fetch_add(1, Ordering::AcqRel);
                     }
@@ -219,40 +262,44 @@ fn spawn_client(
                 }
                 Event::Disconnected(_) => {
                     reconnecting = true;
+                    if back {
+                        back = false;
+                        Tally::count_at(&tally.disconnected_at);
+                    }
                     tally.disconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 Event::Gap { channel } => {
                     tally.gaps.fetch_add(1, Ordering::Relaxed);
-                    excused.push(channel);
+                    if let Some(c) = COUNTED.iter().position(|name| *name == channel) {
+                        mark.gap_after[c].store(true, Ordering::Relaxed);
+                    }
                 }
                 Event::Message(publication) => {
                     let arrived = now_nanos();
-                    let channel = publication.channel.clone();
-                    if let Some(previous) = last.get(&channel) {
+                    let channel = publication.channel.as_str();
+                    if let Some(c) = COUNTED.iter().position(|name| *name == channel) {
+                        // The client reports each offset once and in order
+                        // (across reconnections: it resubscribes from the
+                        // last one); a skip is a loss unless a gap came first.
+                        let previous = mark.last[c].swap(publication.offset, Ordering::Relaxed);
+                        let gap = mark.gap_after[c].swap(false, Ordering::Relaxed);
                         let skipped = publication.offset.saturating_sub(previous + 1);
-                        if skipped > 0 && !excused.contains(&channel) {
+                        if skipped > 0 && !gap {
                             tally.silent_lost.fetch_add(skipped, Ordering::Relaxed);
                         }
                     }
-                    excused.retain(|c| c != &channel);
-                    last.insert(channel.clone(), publication.offset);
-                    let sent = stamp_of(&publication.data);
-                    let mut latency = tally.latency.lock().unwrap();
-                    let histogram = latency
-                        .entry(channel.clone())
-                        .or_insert_with(|| Histogram::new(3).expect("histogram"));
+                    let (sent, phase) = stamp_of(&publication.data);
+                    let key = format!("{channel}/{phase}");
                     if let Some(sent) = sent {
+                        let mut latency = tally.latency.lock().unwrap();
+                        let histogram = latency
+                            .entry(key.clone())
+                            .or_insert_with(|| Histogram::new(3).expect("histogram"));
                         let _ = histogram.record(arrived.saturating_sub(sent) / 1000);
                     }
-                    drop(latency);
-                    *tally
-                        .received
-                        .lock()
-                        .unwrap()
-                        .entry(channel.clone())
-                        .or_default() += 1;
+                    *tally.received.lock().unwrap().entry(key).or_default() += 1;
                     let mut highest = tally.highest.lock().unwrap();
-                    let top = highest.entry(channel).or_default();
+                    let top = highest.entry(publication.channel).or_default();
                     *top = (*top).max(publication.offset);
                 }
                 _ => {}
@@ -261,13 +308,23 @@ fn spawn_client(
     });
 }
 
-/// The publisher's stamp, `{"t": NANOS}`.
-fn stamp_of(data: &Data) -> Option<u64> {
-    data.as_json()?.to_value().ok()?.get("t")?.as_u64()
+/// The publisher's stamp and phase, `{"t": NANOS, "p": PHASE}`.
+fn stamp_of(data: &Data) -> (Option<u64>, String) {
+    let value = data.as_json().and_then(|json| json.to_value().ok());
+    let field = |name| value.as_ref().and_then(|v| v.get(name));
+    (
+        field("t").and_then(serde_json::Value::as_u64),
+        field("p")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("run")
+            .to_owned(),
+    )
 }
 
 fn report(
     tally: &Tally,
+    first: usize,
+    room_size: usize,
     connect_secs: f64,
     subscribed: u64,
     wanted: u64,
@@ -275,17 +332,17 @@ fn report(
     clients: usize,
 ) -> serde_json::Value {
     let latency = tally.latency.lock().unwrap();
-    let channels: serde_json::Map<String, serde_json::Value> = latency
+    let phases: serde_json::Map<String, serde_json::Value> = latency
         .iter()
-        .map(|(channel, h)| {
+        .map(|(key, h)| {
             let buckets: Vec<[u64; 2]> = h
                 .iter_recorded()
                 .map(|v| [v.value_iterated_to(), v.count_at_value()])
                 .collect();
             (
-                channel.clone(),
+                key.clone(),
                 serde_json::json!({
-                    "received": tally.received.lock().unwrap().get(channel).copied().unwrap_or(0),
+                    "received": tally.received.lock().unwrap().get(key).copied().unwrap_or(0),
                     "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
                     "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
                     "max_ms": h.max() as f64 / 1000.0,
@@ -294,8 +351,50 @@ fn report(
             )
         })
         .collect();
+    // Per counted channel: how many clients ended at each offset with no
+    // gap announced after it, and how many were told of a gap last.
+    let highest = tally.highest.lock().unwrap();
+    let ends: serde_json::Map<String, serde_json::Value> = COUNTED
+        .iter()
+        .enumerate()
+        .map(|(c, channel)| {
+            let mut at: HashMap<u64, u64> = HashMap::new();
+            let mut gap_last = 0u64;
+            for (index, mark) in tally.marks.iter().take(clients).enumerate() {
+                if c == 1 && first + index >= room_size {
+                    continue;
+                }
+                if mark.gap_after[c].load(Ordering::Relaxed) {
+                    gap_last += 1;
+                } else {
+                    *at.entry(mark.last[c].load(Ordering::Relaxed)).or_default() += 1;
+                }
+            }
+            let mut at: Vec<[u64; 2]> = at.into_iter().map(|(o, n)| [o, n]).collect();
+            at.sort_unstable();
+            (
+                (*channel).to_owned(),
+                serde_json::json!({
+                    "highest": highest.get(*channel).copied().unwrap_or(0),
+                    "clients_at_offset": at,
+                    "gap_last": gap_last,
+                }),
+            )
+        })
+        .collect();
+    let curve = |curve: &Mutex<HashMap<u64, u64>>| {
+        let mut points: Vec<[u64; 2]> = curve
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, n)| [*t, *n])
+            .collect();
+        points.sort_unstable();
+        points
+    };
     serde_json::json!({
         "clients": clients,
+        "room_clients": (first..first + clients).filter(|id| *id < room_size).count(),
         "subscriptions": subscribed,
         "subscriptions_wanted": wanted,
         "connect_secs": connect_secs,
@@ -303,8 +402,11 @@ fn report(
         "disconnects": tally.disconnects.load(Ordering::Relaxed),
         "gaps": tally.gaps.load(Ordering::Relaxed),
         "silent_lost": tally.silent_lost.load(Ordering::Relaxed),
-        "resubscribed_per_100ms": *tally.resubscribed.lock().unwrap(),
-        "channels": channels,
+        "resubscribed": tally.resubscribed.load(Ordering::Relaxed),
+        "disconnected_per_100ms": curve(&tally.disconnected_at),
+        "reconnected_per_100ms": curve(&tally.reconnected_at),
+        "phases": phases,
+        "ends": ends,
     })
 }
 
@@ -332,6 +434,7 @@ async fn publish(args: &ScaleArgs, channel: &str) -> anyhow::Result<ExitCode> {
     tokio::spawn(async move { while client.next_event().await.is_some() {} });
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let last_offset = Arc::new(AtomicU64::new(0));
     let every = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
     let end = Instant::now() + Duration::from_secs_f64(args.duration);
     let mut tick = tokio::time::interval(every);
@@ -339,12 +442,15 @@ async fn publish(args: &ScaleArgs, channel: &str) -> anyhow::Result<ExitCode> {
     let mut acks = tokio::task::JoinSet::new();
     while Instant::now() < end {
         tick.tick().await;
-        let data = Data::json(&serde_json::json!({ "t": now_nanos() }));
+        let data = Data::json(&serde_json::json!({ "t": now_nanos(), "p": args.phase }));
         let publish = handle.publish(channel, data);
-        let (acked, failed) = (acked.clone(), failed.clone());
+        let (acked, failed, last_offset) = (acked.clone(), failed.clone(), last_offset.clone());
         acks.spawn(async move {
             match tokio::time::timeout(Duration::from_secs(30), publish).await {
-                Ok(Ok(_)) => acked.fetch_add(1, Ordering::Relaxed),
+                Ok(Ok(ack)) => {
+                    last_offset.fetch_max(ack.offset, Ordering::Relaxed);
+                    acked.fetch_add(1, Ordering::Relaxed)
+                }
                 _ => failed.fetch_add(1, Ordering::Relaxed),
             };
         });
@@ -358,6 +464,7 @@ async fn publish(args: &ScaleArgs, channel: &str) -> anyhow::Result<ExitCode> {
             "published": sent,
             "acked": acked.load(Ordering::Relaxed),
             "failed": failed.load(Ordering::Relaxed),
+            "last_offset": last_offset.load(Ordering::Relaxed),
         })
     );
     handle.close();

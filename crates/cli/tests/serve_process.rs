@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::TestCert;
+use common::{ServeProcess, TestCert, start_serve, start_serve_with_env};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,98 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A running `duplex serve`, killed on drop if still running.
-struct ServeProcess {
-    child: Child,
-    addr: String,
-    /// Its log lines up to the one announcing the address.
-    log_head: Vec<String>,
-    /// Its log lines after that one, as they come.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl ServeProcess {
-    /// Waits (up to 5 s) until its log has a line for which `pred` holds;
-    /// returns every such line logged by then.
-    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        for _ in 0..50 {
-            let lines: Vec<String> = self
-                .log_head
-                .iter()
-                .chain(self.log.lock().unwrap().iter())
-                .filter(|line| pred(line))
-                .cloned()
-                .collect();
-            if !lines.is_empty() {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("no such log line in {:#?}", self.log.lock().unwrap());
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_serve(extra: &[&str]) -> ServeProcess {
-    start_serve_with_env(extra, &[])
-}
-
-/// `duplex serve` with these flags and environment variables.
-fn start_serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start duplex serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut log_head = Vec::new();
-    let addr = loop {
-        let line = lines.next().expect("duplex serve exited early").unwrap();
-        log_head.push(line.clone());
-        if let Some(addr) = listening_address(&line) {
-            break addr;
-        }
-    };
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    ServeProcess {
-        child,
-        addr,
-        log_head,
-        log,
-    }
-}
-
-/// The address in the "hub listening" log line, human or JSON.
-fn listening_address(line: &str) -> Option<String> {
-    if line.starts_with('{') {
-        let event: serde_json::Value = serde_json::from_str(line).ok()?;
-        let fields = event.get("fields")?;
-        (fields.get("message")?.as_str()? == "hub listening")
-            .then(|| fields.get("address")?.as_str().map(str::to_owned))?
-    } else if line.contains("hub listening") {
-        let rest = line.split("address=").nth(1)?;
-        Some(rest.split_whitespace().next()?.to_owned())
-    } else {
-        None
-    }
-}
 
 /// Connects to the hub at `url` and subscribes to `chat:lobby`.
 async fn subscribed_client(
