@@ -50,7 +50,10 @@
 //! subscriber received inside the window; "all" records every delivery.
 //!
 //! **Server cost.** With `--server-pid`, the server's CPU time over the window
-//! per delivery, and its resident memory before the subscribers connect,
+//! per delivery, the bytes it wrote over the window per delivery (`wchar`:
+//! what went to its sockets, compressed when `--deflate` got
+//! permessage-deflate negotiated, plus the little else it wrote), and its
+//! resident memory before the subscribers connect,
 //! once they are all subscribed (the difference per subscriber is its memory
 //! per subscribed connection), and at the end of the window. On a shared
 //! machine, the time the server's and the generator's threads spent runnable
@@ -152,6 +155,16 @@ pub(crate) struct FanoutArgs {
     /// in its envelope).
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// What fills the payload after its stamp: `pad` (one string of `x`,
+    /// which deflate shrinks to almost nothing) or `chat` (a chat thread of
+    /// English words by a few users, the text deflate meets in practice).
+    #[arg(long, value_enum, default_value_t = Fill::Pad)]
+    payload: Fill,
+    /// Offer permessage-deflate on every connection as browsers do
+    /// (`permessage-deflate; client_max_window_bits`), and decompress what
+    /// arrives compressed. Off by default: no offer.
+    #[arg(long)]
+    deflate: bool,
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -218,6 +231,15 @@ impl Envelope {
             Self::Binary => Encoding::Binary,
         }
     }
+}
+
+/// What fills a payload (`--payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Fill {
+    /// `"pad":"xxx…"`.
+    Pad,
+    /// A chat thread: `"room":"general","msgs":[{"user":…,"text":…},…]`.
+    Chat,
 }
 
 /// When a published message stops counting as in flight.
@@ -357,6 +379,7 @@ struct PublishPlan {
     api: Option<crate::api::ApiPublisher>,
     channel: String,
     size: usize,
+    fill: Fill,
     in_flight: usize,
     window: Window,
     /// Nanoseconds between publishes when paced.
@@ -439,7 +462,11 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let target = Arc::new(target);
-    let config = Config::client().without_compression();
+    let config = if args.deflate {
+        Config::client()
+    } else {
+        Config::client().without_compression()
+    };
     let n = args.subscribers;
     let server = args.target.server_pid.map(Proc::Pid);
     let rss_before = server.map(Proc::rss_bytes).transpose()?;
@@ -511,6 +538,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         api: api.clone(),
         channel: args.channel.clone(),
         size: args.size,
+        fill: args.payload,
         in_flight: args.in_flight,
         window: args.window,
         interval_ns: args.rate.map(|r| 1e9 / r),
@@ -552,6 +580,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
 
     // The window.
     let server_cpu = server.map(CpuWindow::start).transpose()?;
+    let server_written_start = server.and_then(|p| p.written_bytes().ok());
     let client_cpu = CpuWindow::start(Proc::Current)?;
     let server_wait_start = args
         .target
@@ -580,6 +609,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         .map(|api| Latency::of(&api.latency.lock().unwrap_or_else(|e| e.into_inner())));
     let measured = start.elapsed().min(window);
     let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
+    let server_written = server_written_start
+        .zip(server.and_then(|p| p.written_bytes().ok()))
+        .map(|(start, end)| end.saturating_sub(start));
     let client_seconds = client_cpu.elapsed()?;
     let waited = |start: Option<f64>, pid: Option<u32>| {
         start
@@ -646,6 +678,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let deliveries = totals.deliveries;
     let per_delivery = |cpu: f64| (deliveries > 0).then(|| cpu * 1e6 / deliveries as f64);
     let wire = (deliveries > 0).then(|| totals.bytes as f64 / deliveries as f64);
+    let written_per_delivery =
+        server_written.and_then(|b| (deliveries > 0).then(|| b as f64 / deliveries as f64));
     let per_subscriber = rss_before
         .zip(rss_subscribed)
         .map(|(before, after)| (after as f64 - before as f64) / n as f64);
@@ -691,6 +725,13 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "deliveries": deliveries,
             "deliveries_per_s": per_second(deliveries),
             "delivered_bytes_avg": wire,
+            "payload": match args.payload {
+                Fill::Pad => "pad",
+                Fill::Chat => "chat",
+            },
+            "deflate_offered": args.deflate,
+            "server_written_bytes": server_written,
+            "server_written_bytes_per_delivery": written_per_delivery,
             "lost": totals.lost,
             "reordered": totals.reordered,
             "duplicates": totals.duplicates,
@@ -743,6 +784,12 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             shown_rate(deliveries),
             wire.map_or_else(|| "-".to_owned(), report::bytes)
         );
+        if let Some(written) = written_per_delivery {
+            println!(
+                "  server wrote {} per delivery (wchar: frames as sent, compressed or not, and all else it wrote)",
+                report::bytes(written)
+            );
+        }
         if let Some(api_latency) = &api_latency {
             println!(
                 "  API calls    {} (publish, request to reply)",
@@ -927,6 +974,72 @@ fn payload(seq: u64, ts: u64, size: usize) -> String {
     text
 }
 
+/// Users of [`chat_payload`]'s threads.
+const CHAT_USERS: [&str; 6] = ["ada", "grace", "linus", "margaret", "ken", "barbara"];
+/// Words of [`chat_payload`]'s texts.
+const CHAT_WORDS: [&str; 48] = [
+    "the", "build", "is", "green", "again", "on", "main", "so", "we", "can", "ship", "today",
+    "after", "lunch", "who", "has", "the", "release", "notes", "I", "will", "review", "your",
+    "change", "to", "drain", "test", "looks", "good", "but", "please", "add", "a", "comment",
+    "about", "timing", "meeting", "moved", "three", "room", "four", "thanks", "sounds", "great",
+    "let", "me", "know", "when",
+];
+
+/// The payload of message `seq` sent at `ts` as chat text:
+/// `{"fanout":[SEQ,TS],"room":"general","msgs":[{"user":"ada","text":"…"},…]}`,
+/// `size` bytes when that fits (else [`payload`]'s). Each message's thread
+/// is drawn afresh from `seq`: entries of 20 to 160 characters of words.
+fn chat_payload(seq: u64, ts: u64, size: usize) -> String {
+    let mut state = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let prefix = format!("{{\"fanout\":[{seq},{ts}],\"room\":\"general\",\"msgs\":[");
+    let mut entries: Vec<(&str, String)> = Vec::new();
+    // `{"user":"","text":""}` and the `]}` that ends the payload.
+    let entry = |user: &str| 21 + user.len();
+    let mut total = prefix.len() + 2;
+    loop {
+        let user = CHAT_USERS[next(CHAT_USERS.len())];
+        let overhead = entry(user) + usize::from(!entries.is_empty());
+        if total + overhead + 8 > size {
+            break;
+        }
+        let want = (20 + next(141)).min(size - total - overhead);
+        let mut text = String::with_capacity(want);
+        while text.len() < want {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(CHAT_WORDS[next(CHAT_WORDS.len())]);
+        }
+        text.truncate(want);
+        total += overhead + text.len();
+        entries.push((user, text));
+    }
+    let Some(last) = entries.last_mut() else {
+        return payload(seq, ts, size);
+    };
+    while total < size {
+        let word = CHAT_WORDS[next(CHAT_WORDS.len())];
+        let add = (word.len() + 1).min(size - total);
+        last.1.push_str(&format!(" {word}")[..add]);
+        total += add;
+    }
+    let mut text = prefix;
+    for (i, (user, words)) in entries.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!("{{\"user\":\"{user}\",\"text\":\"{words}\"}}"));
+    }
+    text.push_str("]}");
+    text
+}
+
 /// Finds the marker in a received message and parses `(seq, ts)`.
 fn parse_stamp(bytes: &[u8]) -> Option<(u64, u64)> {
     let at = memchr::memmem::find(bytes, MARKER)? + MARKER.len();
@@ -958,7 +1071,10 @@ async fn send_message(
     seq: u64,
     ts: u64,
 ) -> anyhow::Result<()> {
-    let text = payload(seq, ts, plan.size);
+    let text = match plan.fill {
+        Fill::Pad => payload(seq, ts, plan.size),
+        Fill::Chat => chat_payload(seq, ts, plan.size),
+    };
     if let Some(api) = &plan.api {
         api.publish(&plan.channel, &text);
         return Ok(());
@@ -1290,6 +1406,23 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&text).unwrap();
             assert_eq!(parse_stamp(text.as_bytes()), Some((123, 456_789)));
         }
+    }
+
+    #[test]
+    fn chat_payloads_have_the_requested_size_and_parse_back() {
+        for size in [100, 1000, 1024, 4096] {
+            for seq in [1, 2, 123_456] {
+                let text = chat_payload(seq, 456_789_012, size);
+                assert_eq!(text.len(), size, "{text}");
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert!(value["msgs"][0]["text"].is_string(), "{text}");
+                assert_eq!(parse_stamp(text.as_bytes()), Some((seq, 456_789_012)));
+            }
+        }
+        assert_ne!(
+            chat_payload(1, 0, 1000)[20..],
+            chat_payload(2, 0, 1000)[20..]
+        );
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub(crate) struct ServeArgs {
     /// would create one more is refused.
     #[arg(long, env = "DUPLEX_MAX_CHANNELS")]
     max_channels: Option<usize>,
+    /// permessage-deflate on hub connections: off (decline it) or shared
+    /// (accept it without context takeover; each delivery compressed once
+    /// and shared by every subscriber that negotiated it).
+    #[arg(long, env = "DUPLEX_COMPRESSION", value_name = "off|shared")]
+    compression: Option<String>,
     /// Seconds between WebSocket pings to a quiet client.
     #[arg(long, env = "DUPLEX_PING_INTERVAL")]
     ping_interval: Option<f64>,
@@ -270,6 +275,9 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_channels {
             limits.max_channels = n;
+        }
+        if let Some(mode) = &self.compression {
+            limits.compression = mode.parse()?;
         }
         if let Some(secs) = self.ping_interval {
             config.heartbeat.ping_interval = std::time::Duration::try_from_secs_f64(secs)?;

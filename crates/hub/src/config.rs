@@ -449,6 +449,42 @@ pub struct LimitsConfig {
     /// `connect`. Anonymous clients are not counted. See
     /// `docs/webhooks.md` (the same registry).
     pub max_connections_per_user: u32,
+    /// permessage-deflate on the hub's WebSocket connections (default
+    /// [`Compression::Off`]): see [`Compression`].
+    pub compression: Compression,
+}
+
+/// permessage-deflate (RFC 7692) on the hub's WebSocket connections
+/// (`[limits] compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Decline the extension (the default): every frame goes uncompressed
+    /// and no connection holds any compression state.
+    #[default]
+    Off,
+    /// Accept it only without context takeover either way
+    /// (`server_no_context_takeover; client_no_context_takeover`, which
+    /// every browser accepts), so a delivery is compressed once per
+    /// publish, when it pays (128 bytes or more, and smaller compressed),
+    /// and the compressed frame is shared by every subscriber that
+    /// negotiated the extension; the others get the plain frame. A
+    /// connection holds no compression state between messages.
+    Shared,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        match text {
+            "off" => Ok(Self::Off),
+            "shared" => Ok(Self::Shared),
+            other => Err(ConfigError::Invalid(format!(
+                "compression: `{other}` is not one of off, shared"
+            ))),
+        }
+    }
 }
 
 /// What a kept message costs beyond its frame, in bytes, as
@@ -477,6 +513,7 @@ impl Default for LimitsConfig {
             history_bytes: 256 << 20,
             max_channels: 100_000,
             max_connections_per_user: 0,
+            compression: Compression::Off,
         }
     }
 }

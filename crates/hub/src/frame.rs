@@ -5,7 +5,12 @@
 //! whose frame for each envelope ([`Encoding`]) is made the first time a
 //! connection of that envelope takes it, then shared by all of them: a
 //! publish to subscribers of both envelopes is encoded twice, to
-//! subscribers of one envelope once, and never per subscriber.
+//! subscribers of one envelope once, and never per subscriber. Likewise
+//! with `[limits] compression = "shared"`: each envelope's frame is
+//! compressed at most once per window size, by the first connection that
+//! negotiated permessage-deflate to send it, and shared by the others
+//! ([`PreparedMessage`]); outbox limits and the sent-bytes metric count the
+//! plain frame, which a compressed one never exceeds.
 
 use std::sync::{Arc, OnceLock};
 

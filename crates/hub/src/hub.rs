@@ -193,6 +193,16 @@ impl Hub {
         ws_config.close_timeout = Duration::from_secs(5);
         ws_config.send_buffer_size = config.limits.socket_send_buffer;
         ws_config.recv_buffer_size = config.limits.socket_recv_buffer;
+        // `[limits] compression`: off declines permessage-deflate (no
+        // compression state on any connection); shared accepts it without
+        // context takeover, so each delivery's compressed frame is made once
+        // and shared (`duplex::PreparedMessage`). Replies to a client's own
+        // commands go through its connection's compressor, which then keeps
+        // nothing between messages either.
+        ws_config.deflate = match config.limits.compression {
+            crate::config::Compression::Off => None,
+            crate::config::Compression::Shared => Some(duplex::config::DeflateConfig::shared()),
+        };
         let node_prefix = {
             use rand::Rng;
             rand::rng().random_range(0..0x100_0000u32)

@@ -5,9 +5,14 @@
 //! uncompressed only when our direction has no context takeover (with
 //! takeover, the peer's window must see every byte we compressed, so the
 //! compressed form is always sent once made); the decompressed size of a
-//! received message never exceeds the connection's `max_message_size`.
+//! received message never exceeds the connection's `max_message_size`; a
+//! prepared message goes compressed only on a connection whose compressor
+//! resets after every message, and only in a frame compressed with that
+//! connection's window ([`Compression::prepared_frame`]).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+
+use super::send::PreparedMessage;
 
 use crate::Role;
 use crate::deflate::{DecompressError, DeflateConfig, DeflateParams, PerMessageDeflate};
@@ -79,6 +84,27 @@ impl Compression {
             return None;
         }
         Some(out)
+    }
+
+    /// The shared compressed frame of `message` for this connection, made
+    /// now if no connection of the same window made it yet; `None` to send
+    /// the plain frame. Only a compressor that resets after every message
+    /// (no context takeover) may share: its output depends on nothing but
+    /// the message, its window and its level, so it is valid on every
+    /// connection of the same window. A compressor with context takeover
+    /// must see every message it compresses, so it sends the plain frame,
+    /// which leaves its context as it was.
+    pub(crate) fn prepared_frame(&mut self, message: &PreparedMessage) -> Option<Bytes> {
+        let compressor = self.codec.compressor();
+        if !compressor.no_context_takeover() {
+            return None;
+        }
+        let window_bits = compressor.window_bits();
+        message
+            .compressed_with(window_bits, |payload| {
+                self.compress(payload, Compress::Auto)
+            })
+            .cloned()
     }
 
     /// Inflates a chunk of a compressed message into `out`; `limit` bounds the

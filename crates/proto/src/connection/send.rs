@@ -4,13 +4,16 @@
 //! with a fresh key from its mask source; a server writes payloads unmasked and
 //! queues large `Bytes` payloads without copying them.
 
-use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
 
 use super::compression::Compress;
 use super::outbuf::SHARE_THRESHOLD;
 use super::{Connection, OutBuf, SendError, State};
 use crate::Role;
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 use crate::frame::{
     FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_header, encode_unmasked,
 };
@@ -42,24 +45,102 @@ impl Payload<'_> {
 
 /// A single-frame, unmasked data message encoded once, for a server to send to
 /// many connections: each send copies a small frame or shares a large one,
-/// and never encodes again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedMessage {
+/// and never encodes again. A clone is a reference count.
+///
+/// **Compressed, shared.** A message compressed alone (a fresh compressor,
+/// as `server_no_context_takeover` makes every message of a server) with a
+/// window of W bits is valid on every connection that negotiated
+/// permessage-deflate with `server_no_context_takeover` and a server window
+/// of W bits. So [`Connection::send_prepared`] on such a connection sends
+/// the message's compressed frame (RSV1 set), made by the first connection
+/// of each window size that asks (with its [`crate::deflate::DeflateConfig`]'s
+/// level, `memLevel` and threshold) and shared by every later one: at most
+/// one compression per window size, however many connections. It is made
+/// only when it pays as [`Compress::Auto`] decides (the payload is at least
+/// the threshold and its compressed form is smaller); otherwise, and on
+/// connections without permessage-deflate or with context takeover (whose
+/// compressor must see every message it compresses), the plain frame goes.
+#[derive(Clone)]
+pub struct PreparedMessage(Arc<Prepared>);
+
+struct Prepared {
+    /// The plain frame.
     frame: Bytes,
+    /// Where the payload starts in `frame`.
+    payload_start: usize,
+    opcode: OpCode,
+    /// The compressed frame for each window size (index `bits - 8`), made
+    /// on first use; `None` inside when compressing does not pay. The
+    /// table itself is made by the first connection that compresses.
+    deflated: OnceLock<Box<[OnceLock<Option<Bytes>>; WINDOW_SIZES]>>,
 }
+
+/// Window sizes RFC 7692 allows, 8..=15 bits.
+const WINDOW_SIZES: usize = (MAX_WINDOW_BITS - MIN_WINDOW_BITS + 1) as usize;
+
+impl std::fmt::Debug for PreparedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedMessage")
+            .field("frame", &self.0.frame)
+            .field("deflated", &self.0.deflated.get())
+            .finish()
+    }
+}
+
+/// Equal when the plain frames are (the compressed ones follow from them).
+impl PartialEq for PreparedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.frame == other.0.frame
+    }
+}
+
+impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// Encodes `message` as one uncompressed frame.
     pub fn new(message: &Message) -> Self {
         let opcode = data_opcode(message.kind());
-        Self {
-            frame: encode_unmasked(opcode, 0, message.payload()),
-        }
+        let frame = encode_unmasked(opcode, 0, message.payload());
+        Self(Arc::new(Prepared {
+            payload_start: frame.len() - message.payload().len(),
+            frame,
+            opcode,
+            deflated: OnceLock::new(),
+        }))
     }
 
-    /// The encoded frame.
+    /// The encoded frame, uncompressed.
     pub fn frame(&self) -> &Bytes {
-        &self.frame
+        &self.0.frame
+    }
+
+    /// The compressed frame for connections whose server window is
+    /// `window_bits`, if a connection made it and compressing paid.
+    pub fn compressed_frame(&self, window_bits: u8) -> Option<&Bytes> {
+        let slot = usize::from(window_bits.checked_sub(MIN_WINDOW_BITS)?);
+        self.0.deflated.get()?.get(slot)?.get()?.as_ref()
+    }
+
+    /// The compressed frame for a window of `window_bits` (8..=15), made by
+    /// `compress` (the payload in, the deflated payload out, or `None` when
+    /// it does not pay) if no caller made it yet.
+    pub(super) fn compressed_with(
+        &self,
+        window_bits: u8,
+        compress: impl FnOnce(&[u8]) -> Option<BytesMut>,
+    ) -> Option<&Bytes> {
+        let slot = usize::from(window_bits.checked_sub(MIN_WINDOW_BITS)?);
+        let table = self
+            .0
+            .deflated
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        table
+            .get(slot)?
+            .get_or_init(|| {
+                let payload = &self.0.frame[self.0.payload_start..];
+                compress(payload).map(|deflated| encode_unmasked(self.0.opcode, RSV1, &deflated))
+            })
+            .as_ref()
     }
 }
 
@@ -107,15 +188,22 @@ impl Connection {
         self.send_data(MessageKind::Binary, Payload::Borrowed(data), Compress::Auto)
     }
 
-    /// Sends a prepared message (server role only), without encoding it again.
+    /// Sends a prepared message (server role only), without encoding it
+    /// again: compressed when this connection compresses every message
+    /// alone and compressing it pays (see [`PreparedMessage`]), else plain.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
         if self.role != Role::Server {
             return Err(SendError::PreparedFromClient);
         }
         self.check_can_send_message()?;
+        let frame = self
+            .compression
+            .as_deref_mut()
+            .and_then(|compression| compression.prepared_frame(message))
+            .unwrap_or_else(|| message.frame().clone());
         push_payload(
             self.out.get_or_insert_with(Box::default),
-            &Payload::Shared(message.frame.clone()),
+            &Payload::Shared(frame),
         );
         Ok(())
     }

@@ -1136,6 +1136,131 @@ mod deflate {
         assert_eq!(&out[4..], &noise[..]);
     }
 
+    /// A chat-like JSON message of about 300 bytes, which deflate shrinks.
+    fn chat_json() -> Message {
+        Message::text(
+            r#"{"op":"message","channel":"chat:lobby","offset":1042,"time":1732190000123,"from":{"user":"alice","client":"c1a2b3"},"data":{"type":"message","user":"alice","text":"hello there, how is everyone today? the meeting moved to three, see the channel topic for the new room","reactions":{"thumbs_up":3,"heart":1}}}"#,
+        )
+    }
+
+    /// A client connection with `p` (and the default receiving policy).
+    fn client_with(p: DeflateParams) -> Connection {
+        let mut n = 11u32;
+        Connection::client(
+            Config::default(),
+            Box::new(move || {
+                n = n.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                n.to_le_bytes()
+            }),
+        )
+        .with_deflate(p, &policy(0))
+    }
+
+    #[test]
+    fn a_prepared_message_goes_compressed_and_shared_without_context_takeover() {
+        let message = chat_json();
+        let prepared = PreparedMessage::new(&message);
+        let p = params(12, true, false);
+        let mut first = Connection::server(Config::default()).with_deflate(p, &policy(128));
+        let mut second = Connection::server(Config::default()).with_deflate(p, &policy(128));
+        assert_eq!(prepared.compressed_frame(12), None, "made on first use");
+        first.send_prepared(&prepared).unwrap();
+        let shared = prepared.compressed_frame(12).expect("made").clone();
+        second.send_prepared(&prepared).unwrap();
+        // Both connections sent the one compressed frame, made once.
+        assert_eq!(
+            prepared.compressed_frame(12).unwrap().as_ptr(),
+            shared.as_ptr()
+        );
+        let (a, b) = (take_output(&mut first), take_output(&mut second));
+        assert_eq!(a, b);
+        assert_eq!(a, shared);
+        assert_eq!(a[0], 0x80 | RSV1 << 4 | 0x1, "FIN, RSV1, text");
+        assert!(a.len() < prepared.frame().len(), "{} bytes", a.len());
+        // It decodes to the message on a client of the same agreement, also
+        // several in a row (each compressed alone) and among messages the
+        // connection compressed itself.
+        let mut client = client_with(p);
+        let mut wire = a.clone();
+        first.send(message.clone()).unwrap();
+        wire.extend(take_output(&mut first));
+        wire.extend(&b);
+        let (events, error) = feed(&mut client, &wire);
+        assert_eq!(error, None);
+        assert_eq!(events, vec![Event::Message(message); 3]);
+    }
+
+    #[test]
+    fn each_window_size_gets_its_own_compressed_frame() {
+        let message = chat_json();
+        let prepared = PreparedMessage::new(&message);
+        for bits in [8, 9, 15] {
+            let p = params(bits, true, true);
+            let mut server = Connection::server(Config::default()).with_deflate(p, &policy(0));
+            server.send_prepared(&prepared).unwrap();
+            let wire = take_output(&mut server);
+            assert_ne!(wire[0] & 0x40, 0, "w{bits}: compressed");
+            assert_eq!(prepared.compressed_frame(bits).unwrap()[..], wire[..]);
+            let (events, error) = feed(&mut client_with(p), &wire);
+            assert_eq!(error, None, "w{bits}");
+            assert_eq!(events, vec![Event::Message(message.clone())], "w{bits}");
+        }
+        assert_eq!(prepared.compressed_frame(12), None, "never asked for");
+    }
+
+    #[test]
+    fn a_prepared_message_goes_plain_with_context_takeover_or_without_deflate() {
+        let message = chat_json();
+        let prepared = PreparedMessage::new(&message);
+        let p = params(12, false, false);
+        let mut takeover = Connection::server(Config::default()).with_deflate(p, &policy(0));
+        takeover.send_prepared(&prepared).unwrap();
+        let wire = take_output(&mut takeover);
+        assert_eq!(wire, prepared.frame()[..], "plain");
+        assert_eq!(prepared.compressed_frame(12), None, "nothing compressed");
+        // The plain frame leaves the context in step: a message the
+        // connection compresses next still decodes.
+        takeover.send(message.clone()).unwrap();
+        let mut both = wire.clone();
+        both.extend(take_output(&mut takeover));
+        let (events, error) = feed(&mut client_with(p), &both);
+        assert_eq!(error, None);
+        assert_eq!(events, vec![Event::Message(message.clone()); 2]);
+
+        let mut plain = server();
+        plain.send_prepared(&prepared).unwrap();
+        assert_eq!(take_output(&mut plain), prepared.frame()[..]);
+    }
+
+    #[test]
+    fn a_prepared_message_goes_plain_when_compressing_does_not_pay() {
+        let p = params(12, true, false);
+        // Under the threshold.
+        let short = PreparedMessage::new(&Message::text("x".repeat(100)));
+        let mut conn = Connection::server(Config::default()).with_deflate(p, &policy(128));
+        conn.send_prepared(&short).unwrap();
+        assert_eq!(take_output(&mut conn), short.frame()[..]);
+        assert_eq!(short.compressed_frame(12), None);
+        // Not smaller compressed: the decision is kept, and every later
+        // connection sends the plain frame without compressing again.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let noisy = PreparedMessage::new(&Message::binary(noise));
+        for _ in 0..2 {
+            let mut conn = Connection::server(Config::default()).with_deflate(p, &policy(0));
+            conn.send_prepared(&noisy).unwrap();
+            assert_eq!(take_output(&mut conn), noisy.frame()[..]);
+        }
+        assert_eq!(noisy.compressed_frame(12), None);
+    }
+
     #[test]
     fn compressed_frames_are_smaller_for_repetitive_json() {
         let (mut server, mut client) = pair(params(15, false, false), Config::default());

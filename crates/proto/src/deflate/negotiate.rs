@@ -102,6 +102,22 @@ impl DeflateConfig {
         }
     }
 
+    /// A server policy under which every message the server sends is
+    /// compressed alone: it answers every offer with
+    /// `server_no_context_takeover` (and `client_no_context_takeover`, which
+    /// RFC 7692 §7.1.1.2 lets a server answer unasked), so the server keeps
+    /// no compression state between messages in either direction, and a
+    /// [`crate::connection::PreparedMessage`] sent to many such connections
+    /// is compressed once per window size and its frame shared. Windows,
+    /// level and threshold are the defaults'.
+    pub fn shared() -> Self {
+        Self {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..Self::default()
+        }
+    }
+
     /// Whether a message of `len` bytes should be compressed under this policy.
     pub fn should_compress(&self, len: usize) -> bool {
         len >= self.threshold

@@ -167,6 +167,51 @@ fn server_forces_no_context_takeover_from_config() {
 }
 
 #[test]
+fn the_shared_policy_answers_browsers_with_no_context_takeover_both_ways() {
+    let config = DeflateConfig::shared();
+    // Chromium's offer, Firefox's bare one, and a client asking for less.
+    for (offer, expected) in [
+        (
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12",
+        ),
+        (
+            "permessage-deflate",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12",
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10",
+        ),
+    ] {
+        let params = negotiate(&offers(offer), &config).unwrap();
+        assert_eq!(params.response_header(), expected, "{offer}");
+        assert!(params.compress_no_context_takeover(Role::Server), "{offer}");
+        assert!(
+            params.decompress_no_context_takeover(Role::Server),
+            "{offer}"
+        );
+        // The answer is valid for the offer: the client accepts it and
+        // ends up with the same agreement.
+        let answer = &offers(expected)[0];
+        let accepted = accept_response(answer, &offers(offer)[0]).unwrap();
+        assert!(accepted.server_no_context_takeover, "{offer}");
+        assert_eq!(
+            accepted.compress_window_bits(Role::Server),
+            params.compress_window_bits(Role::Server),
+            "{offer}"
+        );
+    }
+    // Our own client, which offers what Chromium does.
+    let answer = &offers(
+        &negotiate(&[client_offer(&DeflateConfig::client())], &config)
+            .unwrap()
+            .response_header(),
+    )[0];
+    assert!(client_accept(answer, &DeflateConfig::client()).is_ok());
+}
+
+#[test]
 fn server_declines_bad_offers() {
     let bad = [
         (
