@@ -4,7 +4,7 @@
 //! `peer-broadcast --impl IMPL --listen ADDR` runs a server that sends every
 //! text or binary message any client sends to every connected client, the
 //! sender included (as Node's `wss.clients.forEach(c => c.send(data))`), in
-//! one of two shapes:
+//! one of three shapes:
 //!
 //! - `tungstenite`: tokio-tungstenite as its `server.rs` chat example and a
 //!   typical application write it: a map of connected peers, each with an
@@ -13,6 +13,22 @@
 //!   half forwards its channel into the socket, feeding what is queued and
 //!   flushing once the channel is empty (what `StreamExt::forward` of the
 //!   example does). Each connection frames every message itself.
+//! - `tungstenite-broadcast`: tokio-tungstenite fed from one
+//!   `tokio::sync::broadcast` channel for all clients: the read half of each
+//!   connection sends every message it reads into the channel once (no map,
+//!   no per-client clone loop in the reader); the write half of each
+//!   connection receives from its own receiver of that channel, feeds every
+//!   message already there into the sink without flushing (`recv`, then
+//!   `try_recv` until empty) and flushes once per batch. The channel holds
+//!   each [`Message`](tokio_tungstenite::tungstenite::Message) once; a
+//!   receiver's copy is a reference-counted clone of its payload. Each
+//!   connection still frames every message itself. The channel's capacity
+//!   (`--channel-capacity`, default [`BROADCAST_CAPACITY`]) bounds how far a
+//!   client may fall behind the newest message: a client that falls further
+//!   behind (its receiver *lagged*: the channel overwrote messages it had not
+//!   read) is sent a close frame (1008, "lagged") and disconnected, rather
+//!   than given a stream with a gap. The benchmark keeps at most its
+//!   in-flight count (64 by default) undelivered, far below the default.
 //! - `duplex`: the same shape on the duplex library, with duplex's broadcast
 //!   idiom: the message is framed once ([`duplex::PreparedMessage`]) and the
 //!   same bytes are queued to every connection, written by the connection's
@@ -22,9 +38,11 @@
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
 //! default worker count (one under `taskset -c 0`); one task per connection;
 //! `TCP_NODELAY`; no compression; library default limits; errors end the
-//! connection silently. A connection is in the map from the end of its
-//! handshake until its task ends; channels are unbounded (a slow client grows
-//! its queue: the benchmark bounds what is in flight).
+//! connection silently. A connection is in the map (or holds a receiver of the
+//! broadcast channel) from the end of its handshake until its task ends; the
+//! per-client channels are unbounded (a slow client grows its queue: the
+//! benchmark bounds what is in flight), the broadcast channel is bounded as
+//! said above.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,13 +61,27 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// `tungstenite-broadcast` only: the broadcast channel's capacity, in
+    /// messages; a client that falls further behind is disconnected.
+    #[arg(long, default_value_t = BROADCAST_CAPACITY)]
+    channel_capacity: usize,
 }
+
+/// The default capacity of `tungstenite-broadcast`'s channel: 256 times the
+/// benchmark's default in-flight count (64), so that no subscriber lags in a
+/// delivery-gated run, and room for a publisher that reads its own copies
+/// late (the generator's publisher reads them between publishes). The slots
+/// are allocated once, ~70 B each (~1.1 MiB), before any client connects.
+const BROADCAST_CAPACITY: usize = 16_384;
 
 /// The broadcast server implementations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Impl {
     /// tokio-tungstenite, one unbounded channel per client.
     Tungstenite,
+    /// tokio-tungstenite, one `tokio::sync::broadcast` channel for all
+    /// clients.
+    TungsteniteBroadcast,
     /// duplex, one prepared frame shared by every client.
     Duplex,
 }
@@ -78,6 +110,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let tungstenite_peers: Peers<tokio_tungstenite::tungstenite::Message> = Peers::default();
     let duplex_peers: Peers<duplex::PreparedMessage> = Peers::default();
+    anyhow::ensure!(
+        args.channel_capacity > 0,
+        "--channel-capacity must be at least 1"
+    );
+    let (channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
     let duplex_config = Arc::new(duplex::Config::default().without_compression());
     let mut next_id = 0u64;
     loop {
@@ -97,6 +134,9 @@ async fn main() -> anyhow::Result<()> {
                 next_id,
                 tungstenite_peers.clone(),
             )),
+            Impl::TungsteniteBroadcast => {
+                tokio::spawn(tungstenite_channel::serve(tcp, channel.clone()))
+            }
             Impl::Duplex => tokio::spawn(duplex_broadcast::serve(
                 tcp,
                 next_id,
@@ -153,6 +193,88 @@ mod tungstenite_broadcast {
             () = receive_from_others => {}
         }
         lock(&peers).remove(&id);
+    }
+}
+
+/// tokio-tungstenite fed from one `tokio::sync::broadcast` channel.
+mod tungstenite_channel {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::broadcast::Sender;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    /// How long a lagged client's close frame may take to go out.
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Why the write half stopped.
+    enum Stop {
+        /// The socket failed or the channel closed: nothing more to say.
+        Gone,
+        /// The client fell more than the channel's capacity behind.
+        Lagged,
+    }
+
+    /// Accepts the handshake, subscribes to the channel, and runs the read
+    /// half (send into the channel) and the write half (drain its receiver in
+    /// batches, one flush each) until either ends.
+    pub(super) async fn serve(tcp: TcpStream, channel: Sender<Message>) {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let mut rx = channel.subscribe();
+        let (mut write, mut read) = ws.split();
+        let broadcast_incoming = async {
+            while let Some(Ok(message)) = read.next().await {
+                if message.is_text() || message.is_binary() {
+                    // Err only when no receiver is left: nobody to send to.
+                    let _ = channel.send(message);
+                }
+            }
+        };
+        let receive_from_all = async {
+            loop {
+                let first = match rx.recv().await {
+                    Ok(message) => message,
+                    Err(RecvError::Lagged(_)) => return Stop::Lagged,
+                    Err(RecvError::Closed) => return Stop::Gone,
+                };
+                if write.feed(first).await.is_err() {
+                    return Stop::Gone;
+                }
+                loop {
+                    match rx.try_recv() {
+                        Ok(message) => {
+                            if write.feed(message).await.is_err() {
+                                return Stop::Gone;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(_)) => return Stop::Lagged,
+                        Err(TryRecvError::Closed) => return Stop::Gone,
+                    }
+                }
+                if write.flush().await.is_err() {
+                    return Stop::Gone;
+                }
+            }
+        };
+        let stop = tokio::select! {
+            () = broadcast_incoming => Stop::Gone,
+            stop = receive_from_all => stop,
+        };
+        drop(rx);
+        if let Stop::Lagged = stop {
+            let close = Message::Close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: "lagged".into(),
+            }));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, write.send(close)).await;
+        }
     }
 }
 
