@@ -17,18 +17,22 @@
 //!   `tokio::sync::broadcast` channel for all clients: the read half of each
 //!   connection sends every message it reads into the channel once (no map,
 //!   no per-client clone loop in the reader); the write half of each
-//!   connection receives from its own receiver of that channel, feeds every
-//!   message already there into the sink without flushing (`recv`, then
-//!   `try_recv` until empty) and flushes once per batch. The channel holds
-//!   each [`Message`](tokio_tungstenite::tungstenite::Message) once; a
-//!   receiver's copy is a reference-counted clone of its payload. Each
-//!   connection still frames every message itself. The channel's capacity
-//!   (`--channel-capacity`, default [`BROADCAST_CAPACITY`]) bounds how far a
-//!   client may fall behind the newest message: a client that falls further
-//!   behind (its receiver *lagged*: the channel overwrote messages it had not
-//!   read) is sent a close frame (1008, "lagged") and disconnected, rather
-//!   than given a stream with a gap. The benchmark keeps at most its
-//!   in-flight count (64 by default) undelivered, far below the default.
+//!   connection, a task of its own, receives from its own receiver of that
+//!   channel, feeds every message already there into the sink without
+//!   flushing (`recv`, then `try_recv` until empty) and flushes once per
+//!   batch. The channel holds each
+//!   [`Message`](tokio_tungstenite::tungstenite::Message) once; a receiver's
+//!   copy is a reference-counted clone of its payload. Each connection still
+//!   frames every message itself. The writer is its own task because a task
+//!   that polls both halves polls the read half at every batch, and each
+//!   poll of tungstenite's read half first zero-fills its free read buffer
+//!   (up to 128 KiB). The channel's capacity (`--channel-capacity`, default
+//!   [`BROADCAST_CAPACITY`]) bounds how far a client may fall behind the
+//!   newest message: a client that falls further behind (its receiver
+//!   *lagged*: the channel overwrote messages it had not read) is sent a
+//!   close frame (1008, "lagged") and disconnected, rather than given a
+//!   stream with a gap. The benchmark keeps at most its in-flight count (64
+//!   by default) undelivered, far below the default.
 //! - `duplex`: the same shape on the duplex library, with duplex's broadcast
 //!   idiom: the message is framed once ([`duplex::PreparedMessage`]) and the
 //!   same bytes are queued to every connection, written by the connection's
@@ -36,7 +40,8 @@
 //!   library.
 //!
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
-//! default worker count (one under `taskset -c 0`); one task per connection;
+//! default worker count (one under `taskset -c 0`); one task per connection
+//! (two for `tungstenite-broadcast`: the reader and the writer);
 //! `TCP_NODELAY`; no compression; library default limits; errors end the
 //! connection silently. A connection is in the map (or holds a receiver of the
 //! broadcast channel) from the end of its handshake until its task ends; the
@@ -200,10 +205,12 @@ mod tungstenite_broadcast {
 mod tungstenite_channel {
     use std::time::Duration;
 
+    use futures_util::stream::SplitSink;
     use futures_util::{SinkExt, StreamExt};
     use tokio::net::TcpStream;
-    use tokio::sync::broadcast::Sender;
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    use tokio::sync::broadcast::{Receiver, Sender};
+    use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -211,23 +218,20 @@ mod tungstenite_channel {
     /// How long a lagged client's close frame may take to go out.
     const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-    /// Why the write half stopped.
-    enum Stop {
-        /// The socket failed or the channel closed: nothing more to say.
-        Gone,
-        /// The client fell more than the channel's capacity behind.
-        Lagged,
-    }
+    /// The write half of a connection.
+    type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
 
-    /// Accepts the handshake, subscribes to the channel, and runs the read
-    /// half (send into the channel) and the write half (drain its receiver in
-    /// batches, one flush each) until either ends.
+    /// Accepts the handshake, subscribes to the channel, spawns the write
+    /// half as its own task (so that a batch to write does not poll the
+    /// read half, whose every poll prepares tungstenite's read buffer) and
+    /// runs the read half (send into the channel) here, until either ends.
     pub(super) async fn serve(tcp: TcpStream, channel: Sender<Message>) {
         let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
             return;
         };
-        let mut rx = channel.subscribe();
-        let (mut write, mut read) = ws.split();
+        let rx = channel.subscribe();
+        let (write, mut read) = ws.split();
+        let mut writer = tokio::spawn(write_all(rx, write));
         let broadcast_incoming = async {
             while let Some(Ok(message)) = read.next().await {
                 if message.is_text() || message.is_binary() {
@@ -236,39 +240,46 @@ mod tungstenite_channel {
                 }
             }
         };
-        let receive_from_all = async {
-            loop {
-                let first = match rx.recv().await {
-                    Ok(message) => message,
-                    Err(RecvError::Lagged(_)) => return Stop::Lagged,
-                    Err(RecvError::Closed) => return Stop::Gone,
-                };
-                if write.feed(first).await.is_err() {
-                    return Stop::Gone;
-                }
-                loop {
-                    match rx.try_recv() {
-                        Ok(message) => {
-                            if write.feed(message).await.is_err() {
-                                return Stop::Gone;
-                            }
+        tokio::select! {
+            () = broadcast_incoming => writer.abort(),
+            _ = &mut writer => {}
+        }
+    }
+
+    /// The write half: every message already in the channel is fed without
+    /// flushing (`recv`, then `try_recv` until empty), then one flush per
+    /// batch. A receiver that lagged gets a close frame (1008, "lagged").
+    async fn write_all(mut rx: Receiver<Message>, mut write: Sink) {
+        let lagged = loop {
+            let first = match rx.recv().await {
+                Ok(message) => message,
+                Err(RecvError::Lagged(_)) => break true,
+                Err(RecvError::Closed) => break false,
+            };
+            if write.feed(first).await.is_err() {
+                break false;
+            }
+            let lagged = loop {
+                match rx.try_recv() {
+                    Ok(message) => {
+                        if write.feed(message).await.is_err() {
+                            return;
                         }
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Lagged(_)) => return Stop::Lagged,
-                        Err(TryRecvError::Closed) => return Stop::Gone,
                     }
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Lagged(_)) => break true,
+                    Err(TryRecvError::Closed) => return,
                 }
-                if write.flush().await.is_err() {
-                    return Stop::Gone;
-                }
+            };
+            if lagged {
+                break true;
+            }
+            if write.flush().await.is_err() {
+                break false;
             }
         };
-        let stop = tokio::select! {
-            () = broadcast_incoming => Stop::Gone,
-            stop = receive_from_all => stop,
-        };
         drop(rx);
-        if let Stop::Lagged = stop {
+        if lagged {
             let close = Message::Close(Some(CloseFrame {
                 code: CloseCode::Policy,
                 reason: "lagged".into(),
