@@ -46,7 +46,9 @@
 # this benchmark): with join/leave on, N subscribers joining one channel cost
 # N²/2 `join` pushes (50 million at 10,000) before the first publish, which
 # would measure presence, not fan-out; the broadcast peers have no such
-# feature. Open files: 10,000 subscribers need ~10,000 descriptors on each
+# feature. The per-address connection rate limit is off in hub.toml (the
+# generator opens 10,000 connections from 4 addresses in a few seconds).
+# Open files: 10,000 subscribers need ~10,000 descriptors on each
 # side; the limit here is 20,000 per process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +78,12 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 cat >"$OUT/hub.toml" <<'EOF'
 # duplex serve for benches/run-fanout.sh: the benchmark's channel is
-# bench:fanout; no join/leave pushes there (see the script's header).
+# bench:fanout; no join/leave pushes there (see the script's header). No
+# limit on new connections per second per address: the generator opens
+# thousands a second from 4 addresses (the default, 100/s with a burst of
+# 1,000, refuses most of 10,000 subscribers with 429).
+[limits]
+connection_rate_per_ip = 0
 [namespaces.bench]
 join_leave = false
 EOF
