@@ -9,7 +9,7 @@
 # and for each test the implementations are measured one after the other, so
 # a burst of noise hits one row rather than one implementation.
 #
-#   benches/run-fanout.sh                       # everything, about 10 minutes
+#   benches/run-fanout.sh                       # everything, ~18 minutes (6 servers)
 #   DUR=5 ROUNDS=1 IMPLS="hub node-ws" benches/run-fanout.sh
 #
 # Servers (IMPLS, default all six):
