@@ -9,14 +9,22 @@
 # and for each test the implementations are measured one after the other, so
 # a burst of noise hits one row rather than one implementation.
 #
-#   benches/run-fanout.sh                       # everything, about 10 minutes
+#   benches/run-fanout.sh                       # everything, ~18 minutes (6 servers)
 #   DUR=5 ROUNDS=1 IMPLS="hub node-ws" benches/run-fanout.sh
 #
-# Servers (IMPLS, default all four):
+# Servers (IMPLS, default all six):
 #   hub          target/release/duplex serve, limits raised, join/leave off in
 #                the benchmark's namespace (see below); protocol duplex.v1
 #   tungstenite  peer-broadcast --impl tungstenite (tokio-tungstenite, a
 #                channel per client, each client frames every message)
+#   tungstenite-bcast
+#                peer-broadcast --impl tungstenite-broadcast (tokio-tungstenite
+#                fed from one tokio::sync::broadcast channel: each writer
+#                drains its receiver in batches, one flush each; a client more
+#                than 16,384 messages behind is closed, 1008 "lagged")
+#   uws          node benches/uws/broadcast.js (uWebSockets' own C++ pub/sub:
+#                subscribe on open, app.publish of every message; installed
+#                with `npm ci` in benches/uws when missing)
 #   node-ws      node benches/node/broadcast.js (ws, wss.clients.forEach send)
 #   duplex-lib   peer-broadcast --impl duplex (the duplex library's broadcast
 #                idiom, one prepared frame for all; a reference, not a peer)
@@ -29,14 +37,18 @@
 # OUT (default target/bench-fanout/TIMESTAMP): results.jsonl (one JSON object
 # per run, from `duplex bench fanout --json`), results.md (tables, ratios),
 # *.log. SERVER_CPU / CLIENT_CPU: cores (default 0 and 1). PORT_BASE: the
-# servers listen on PORT_BASE .. PORT_BASE+3 (default 9610).
+# servers listen on PORT_BASE .. PORT_BASE+5 (default 9610). Every run
+# reports the server's RSS per subscriber (once all are connected, minus
+# before the first) and at the end; results.md also gives hub ÷ each peer.
 #
 # The hub runs with the namespace `bench` configured `join_leave = false`
 # (the default today, pinned so that a change of default does not change
 # this benchmark): with join/leave on, N subscribers joining one channel cost
 # N²/2 `join` pushes (50 million at 10,000) before the first publish, which
 # would measure presence, not fan-out; the broadcast peers have no such
-# feature. Open files: 10,000 subscribers need ~10,000 descriptors on each
+# feature. The per-address connection rate limit is off in hub.toml (the
+# generator opens 10,000 connections from 4 addresses in a few seconds).
+# Open files: 10,000 subscribers need ~10,000 descriptors on each
 # side; the limit here is 20,000 per process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +60,7 @@ SUBS=${SUBS:-"1000 10000"}
 IN_FLIGHT=${IN_FLIGHT:-64}
 SIZE=${SIZE:-100}
 PACED_DELIVERIES=${PACED_DELIVERIES:-50000}
-IMPLS=${IMPLS:-"hub tungstenite node-ws duplex-lib"}
+IMPLS=${IMPLS:-"hub tungstenite tungstenite-bcast uws node-ws duplex-lib"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-target/bench-fanout/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -58,17 +70,26 @@ SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 cargo build --release -p duplex-cli -p duplex-bench-peers
 BIN=${CARGO_TARGET_DIR:-target}/release
 command -v node >/dev/null || { echo "run-fanout: node not found" >&2; exit 1; }
+if [[ " $IMPLS " == *" uws "* ]]; then
+    [[ -d benches/uws/node_modules/uwebsockets ]] || (cd benches/uws && npm ci --no-audit --no-fund)
+fi
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 cat >"$OUT/hub.toml" <<'EOF'
 # duplex serve for benches/run-fanout.sh: the benchmark's channel is
-# bench:fanout; no join/leave pushes there (see the script's header).
+# bench:fanout; no join/leave pushes there (see the script's header). No
+# limit on new connections per second per address: the generator opens
+# thousands a second from 4 addresses (the default, 100/s with a burst of
+# 1,000, refuses most of 10,000 subscribers with 429).
+[limits]
+connection_rate_per_ip = 0
 [namespaces.bench]
 join_leave = false
 EOF
 
-declare -A PORT=([hub]=$PORT_BASE [tungstenite]=$((PORT_BASE + 1)) [node-ws]=$((PORT_BASE + 2)) [duplex-lib]=$((PORT_BASE + 3)))
+declare -A PORT=([hub]=$PORT_BASE [tungstenite]=$((PORT_BASE + 1)) [node-ws]=$((PORT_BASE + 2))
+    [duplex-lib]=$((PORT_BASE + 3)) [tungstenite-bcast]=$((PORT_BASE + 4)) [uws]=$((PORT_BASE + 5)))
 SERVER=
 
 stop() {
@@ -97,8 +118,16 @@ start() {
         taskset -c "$SERVER_CPU" "$BIN/peer-broadcast" --impl "${impl%-lib}" \
             --listen "127.0.0.1:$port" >>"$OUT/server-$impl.log" 2>&1 &
         ;;
+    tungstenite-bcast)
+        taskset -c "$SERVER_CPU" "$BIN/peer-broadcast" --impl tungstenite-broadcast \
+            --listen "127.0.0.1:$port" >>"$OUT/server-$impl.log" 2>&1 &
+        ;;
     node-ws)
         taskset -c "$SERVER_CPU" node benches/node/broadcast.js --listen "127.0.0.1:$port" \
+            >>"$OUT/server-$impl.log" 2>&1 &
+        ;;
+    uws)
+        taskset -c "$SERVER_CPU" node benches/uws/broadcast.js --listen "127.0.0.1:$port" \
             >>"$OUT/server-$impl.log" 2>&1 &
         ;;
     *)
@@ -162,7 +191,7 @@ impls = []
 for r in runs:
     if r["label"] not in impls:
         impls.append(r["label"])
-peers = [i for i in impls if i in ("tungstenite", "node-ws")]
+peers = [i for i in impls if i in ("tungstenite", "tungstenite-bcast", "uws", "node-ws")]
 subs = sorted({r["subscribers"] for r in runs})
 
 
@@ -234,6 +263,32 @@ for paced in (False, True):
              lambda r: r["server_bytes_per_subscriber"] and r["server_bytes_per_subscriber"] / 1024, "min", 2)
         line("server RSS at the end, MiB", lambda r: r["server_rss_end"] and r["server_rss_end"] / 2**20, None, 1)
         line("bytes per delivered message", lambda r: r["delivered_bytes_avg"], None)
+
+# hub ÷ each peer (and ÷ duplex-lib), per test: below 1 is better for the hub
+# on every column but deliveries/s.
+others = [i for i in impls if i != "hub"]
+if "hub" in impls and others:
+    out.append("\n### hub ÷ each server\n")
+    out.append("| test | ÷ | deliveries/s | server CPU per delivery | RSS per subscriber "
+               "| last subscriber p50 | … p99 |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
+    for paced in (False, True):
+        for n in subs:
+            hub = find("hub", n, paced)
+            if not hub:
+                continue
+            test = f"{n:,}, {'paced' if paced else str(hub['in_flight']) + ' in flight'}"
+            for other in others:
+                o = find(other, n, paced)
+                if not o:
+                    continue
+                out.append(f"| {test} | {other} | "
+                           + " | ".join(ratio(get(hub), get(o)) for get in (
+                               lambda r: r["deliveries_per_s"],
+                               lambda r: r["server_cpu_us_per_delivery"],
+                               lambda r: r["server_bytes_per_subscriber"],
+                               lambda r: r["latency_last"]["p50_us"],
+                               lambda r: r["latency_last"]["p99_us"])) + " |")
 
 bad = [r for r in runs if r.get("first_error") or r.get("lost") or r.get("failed_subscribers")]
 if bad:

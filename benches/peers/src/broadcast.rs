@@ -4,7 +4,7 @@
 //! `peer-broadcast --impl IMPL --listen ADDR` runs a server that sends every
 //! text or binary message any client sends to every connected client, the
 //! sender included (as Node's `wss.clients.forEach(c => c.send(data))`), in
-//! one of two shapes:
+//! one of three shapes:
 //!
 //! - `tungstenite`: tokio-tungstenite as its `server.rs` chat example and a
 //!   typical application write it: a map of connected peers, each with an
@@ -13,6 +13,26 @@
 //!   half forwards its channel into the socket, feeding what is queued and
 //!   flushing once the channel is empty (what `StreamExt::forward` of the
 //!   example does). Each connection frames every message itself.
+//! - `tungstenite-broadcast`: tokio-tungstenite fed from one
+//!   `tokio::sync::broadcast` channel for all clients: the read half of each
+//!   connection sends every message it reads into the channel once (no map,
+//!   no per-client clone loop in the reader); the write half of each
+//!   connection, a task of its own, receives from its own receiver of that
+//!   channel, feeds every message already there into the sink without
+//!   flushing (`recv`, then `try_recv` until empty) and flushes once per
+//!   batch. The channel holds each
+//!   [`Message`](tokio_tungstenite::tungstenite::Message) once; a receiver's
+//!   copy is a reference-counted clone of its payload. Each connection still
+//!   frames every message itself. The writer is its own task because a task
+//!   that polls both halves polls the read half at every batch, and each
+//!   poll of tungstenite's read half first zero-fills its free read buffer
+//!   (up to 128 KiB). The channel's capacity (`--channel-capacity`, default
+//!   [`BROADCAST_CAPACITY`]) bounds how far a client may fall behind the
+//!   newest message: a client that falls further behind (its receiver
+//!   *lagged*: the channel overwrote messages it had not read) is sent a
+//!   close frame (1008, "lagged") and disconnected, rather than given a
+//!   stream with a gap. The benchmark keeps at most its in-flight count (64
+//!   by default) undelivered, far below the default.
 //! - `duplex`: the same shape on the duplex library, with duplex's broadcast
 //!   idiom: the message is framed once ([`duplex::PreparedMessage`]) and the
 //!   same bytes are queued to every connection, written by the connection's
@@ -20,11 +40,14 @@
 //!   library.
 //!
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
-//! default worker count (one under `taskset -c 0`); one task per connection;
+//! default worker count (one under `taskset -c 0`); one task per connection
+//! (two for `tungstenite-broadcast`: the reader and the writer);
 //! `TCP_NODELAY`; no compression; library default limits; errors end the
-//! connection silently. A connection is in the map from the end of its
-//! handshake until its task ends; channels are unbounded (a slow client grows
-//! its queue: the benchmark bounds what is in flight).
+//! connection silently. A connection is in the map (or holds a receiver of the
+//! broadcast channel) from the end of its handshake until its task ends; the
+//! per-client channels are unbounded (a slow client grows its queue: the
+//! benchmark bounds what is in flight), the broadcast channel is bounded as
+//! said above.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,13 +66,27 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// `tungstenite-broadcast` only: the broadcast channel's capacity, in
+    /// messages; a client that falls further behind is disconnected.
+    #[arg(long, default_value_t = BROADCAST_CAPACITY)]
+    channel_capacity: usize,
 }
+
+/// The default capacity of `tungstenite-broadcast`'s channel: 256 times the
+/// benchmark's default in-flight count (64), so that no subscriber lags in a
+/// delivery-gated run, and room for a publisher that reads its own copies
+/// late (the generator's publisher reads them between publishes). The slots
+/// are allocated once, ~70 B each (~1.1 MiB), before any client connects.
+const BROADCAST_CAPACITY: usize = 16_384;
 
 /// The broadcast server implementations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Impl {
     /// tokio-tungstenite, one unbounded channel per client.
     Tungstenite,
+    /// tokio-tungstenite, one `tokio::sync::broadcast` channel for all
+    /// clients.
+    TungsteniteBroadcast,
     /// duplex, one prepared frame shared by every client.
     Duplex,
 }
@@ -78,6 +115,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let tungstenite_peers: Peers<tokio_tungstenite::tungstenite::Message> = Peers::default();
     let duplex_peers: Peers<duplex::PreparedMessage> = Peers::default();
+    anyhow::ensure!(
+        args.channel_capacity > 0,
+        "--channel-capacity must be at least 1"
+    );
+    let (channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
     let duplex_config = Arc::new(duplex::Config::default().without_compression());
     let mut next_id = 0u64;
     loop {
@@ -97,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
                 next_id,
                 tungstenite_peers.clone(),
             )),
+            Impl::TungsteniteBroadcast => {
+                tokio::spawn(tungstenite_channel::serve(tcp, channel.clone()))
+            }
             Impl::Duplex => tokio::spawn(duplex_broadcast::serve(
                 tcp,
                 next_id,
@@ -153,6 +198,94 @@ mod tungstenite_broadcast {
             () = receive_from_others => {}
         }
         lock(&peers).remove(&id);
+    }
+}
+
+/// tokio-tungstenite fed from one `tokio::sync::broadcast` channel.
+mod tungstenite_channel {
+    use std::time::Duration;
+
+    use futures_util::stream::SplitSink;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    use tokio::sync::broadcast::{Receiver, Sender};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    /// How long a lagged client's close frame may take to go out.
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// The write half of a connection.
+    type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+
+    /// Accepts the handshake, subscribes to the channel, spawns the write
+    /// half as its own task (so that a batch to write does not poll the
+    /// read half, whose every poll prepares tungstenite's read buffer) and
+    /// runs the read half (send into the channel) here, until either ends.
+    pub(super) async fn serve(tcp: TcpStream, channel: Sender<Message>) {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let rx = channel.subscribe();
+        let (write, mut read) = ws.split();
+        let mut writer = tokio::spawn(write_all(rx, write));
+        let broadcast_incoming = async {
+            while let Some(Ok(message)) = read.next().await {
+                if message.is_text() || message.is_binary() {
+                    // Err only when no receiver is left: nobody to send to.
+                    let _ = channel.send(message);
+                }
+            }
+        };
+        tokio::select! {
+            () = broadcast_incoming => writer.abort(),
+            _ = &mut writer => {}
+        }
+    }
+
+    /// The write half: every message already in the channel is fed without
+    /// flushing (`recv`, then `try_recv` until empty), then one flush per
+    /// batch. A receiver that lagged gets a close frame (1008, "lagged").
+    async fn write_all(mut rx: Receiver<Message>, mut write: Sink) {
+        let lagged = loop {
+            let first = match rx.recv().await {
+                Ok(message) => message,
+                Err(RecvError::Lagged(_)) => break true,
+                Err(RecvError::Closed) => break false,
+            };
+            if write.feed(first).await.is_err() {
+                break false;
+            }
+            let lagged = loop {
+                match rx.try_recv() {
+                    Ok(message) => {
+                        if write.feed(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Lagged(_)) => break true,
+                    Err(TryRecvError::Closed) => return,
+                }
+            };
+            if lagged {
+                break true;
+            }
+            if write.flush().await.is_err() {
+                break false;
+            }
+        };
+        drop(rx);
+        if lagged {
+            let close = Message::Close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: "lagged".into(),
+            }));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, write.send(close)).await;
+        }
     }
 }
 
