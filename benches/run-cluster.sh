@@ -49,6 +49,7 @@ CONFIG=$OUT/hub.toml
 cat > "$CONFIG" <<'EOF'
 [limits]
 max_connections_per_ip = 100000
+connection_rate_per_ip = 0
 messages_per_second = 1000000
 burst = 1000000
 

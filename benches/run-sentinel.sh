@@ -22,6 +22,7 @@ SUBS=${SUBS:-200}; PUBS=${PUBS:-4}; DUR=${DUR:-10}; ROUNDS=${ROUNDS:-2}
 cat > "$D"/hub.toml <<'T'
 [limits]
 max_connections_per_ip = 100000
+connection_rate_per_ip = 0
 messages_per_second = 1000000
 burst = 1000000
 
