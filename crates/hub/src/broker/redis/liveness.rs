@@ -59,6 +59,14 @@ pub(crate) async fn while_answering<F: Future>(
         match tokio::time::timeout_at(until, &mut future).await {
             Ok(output) => return Ok(output),
             Err(_) => {
+                // A starved process (a busy machine) wakes with its timer
+                // due and the answers still unread: let the tasks that read
+                // them run first (a yield comes after the I/O driver's poll).
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                if let std::task::Poll::Ready(output) = futures_util::poll!(&mut future) {
+                    return Ok(output);
+                }
                 let now = progress.seen();
                 if now == seen || tokio::time::Instant::now() >= deadline {
                     return Err(Stalled);
