@@ -91,7 +91,8 @@ def missing_at_end(shards, pubs, channel):
                 missing += (highest - offset) * clients
                 behind += clients
     gap_last = sum(s["ends"][channel]["gap_last"] for s in shards)
-    return highest, missing, behind, gap_last
+    away = sum(s["ends"][channel].get("away", 0) for s in shards)
+    return highest, missing, behind, gap_last, away
 
 
 def fmt(value, unit="", digits=0):
@@ -179,8 +180,9 @@ def summary(out, start, connected, idle):
     row("gaps announced", f"{gaps:,}")
     row("**silent losses** (offset skipped, no gap)", f"**{lost:,}**")
     for channel in ("scale:all", "scale:room"):
-        highest, missing, behind, gap_last = missing_at_end(shards, pubs, channel)
-        row(f"**missing at the end**, {channel} (last offset {highest:,}; clients whose last news is a gap: {gap_last:,})",
+        highest, missing, behind, gap_last, away = missing_at_end(shards, pubs, channel)
+        row(f"**missing at the end**, {channel}, clients connected at the end (last offset {highest:,}; "
+            f"clients whose last news is a gap: {gap_last:,}; away at the end, not counted: {away:,})",
             f"**{missing:,}** messages ({behind:,} clients behind)")
     failed = sum(p.get("failed", 0) for p in pubs.values())
     row("publishes failed (not acked within 30 s)", f"{failed:,}")

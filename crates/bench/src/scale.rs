@@ -18,8 +18,10 @@
 //!   announced in between;
 //! - *missing at the end*: each client's last offset per channel, with
 //!   whether a `gap` was announced after it, so that the script can compare
-//!   it with the channel's last offset over all shards: a client behind it
-//!   with no `gap` announced lost the tail silently.
+//!   it with the channel's last offset over all shards: a client connected
+//!   at the end, behind it, with no `gap` announced lost the tail silently
+//!   (a client away at the end is counted apart: it recovers on its next
+//!   connection).
 //!
 //! With `--publish CHANNEL` the shard is the publisher instead: one client
 //! publishing stamped messages at `--rate` per second.
@@ -96,6 +98,8 @@ struct Mark {
     last: [AtomicU64; 2],
     /// A `gap` was announced after it.
     gap_after: [AtomicBool; 2],
+    /// Disconnected and not subscribed again (yet).
+    away: AtomicBool,
 }
 
 /// What the clients of a shard saw, shared by their tasks.
@@ -248,6 +252,7 @@ fn spawn_client(
         while let Some(event) = client.next_event().await {
             match event {
                 Event::Subscribed { .. } => {
+                    mark.away.store(false, Ordering::Relaxed);
                     if reconnecting {
                         tally.resubscribed.fetch_add(1, Ordering::Relaxed);
                         if !back {
@@ -261,6 +266,7 @@ fn spawn_client(
                     permit.take();
                 }
                 Event::Disconnected(_) => {
+                    mark.away.store(true, Ordering::Relaxed);
                     reconnecting = true;
                     if back {
                         back = false;
@@ -351,8 +357,10 @@ fn report(
             )
         })
         .collect();
-    // Per counted channel: how many clients ended at each offset with no
-    // gap announced after it, and how many were told of a gap last.
+    // Per counted channel: how many clients ended connected at each offset
+    // with no gap announced after it, how many were told of a gap last, and
+    // how many were away (disconnected, not back yet: they would recover on
+    // their next connection).
     let highest = tally.highest.lock().unwrap();
     let ends: serde_json::Map<String, serde_json::Value> = COUNTED
         .iter()
@@ -360,11 +368,14 @@ fn report(
         .map(|(c, channel)| {
             let mut at: HashMap<u64, u64> = HashMap::new();
             let mut gap_last = 0u64;
+            let mut away = 0u64;
             for (index, mark) in tally.marks.iter().take(clients).enumerate() {
                 if c == 1 && first + index >= room_size {
                     continue;
                 }
-                if mark.gap_after[c].load(Ordering::Relaxed) {
+                if mark.away.load(Ordering::Relaxed) {
+                    away += 1;
+                } else if mark.gap_after[c].load(Ordering::Relaxed) {
                     gap_last += 1;
                 } else {
                     *at.entry(mark.last[c].load(Ordering::Relaxed)).or_default() += 1;
@@ -378,6 +389,7 @@ fn report(
                     "highest": highest.get(*channel).copied().unwrap_or(0),
                     "clients_at_offset": at,
                     "gap_last": gap_last,
+                    "away": away,
                 }),
             )
         })
