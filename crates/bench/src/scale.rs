@@ -202,8 +202,7 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     }
     let report = report(
         &tally,
-        args.first,
-        args.room_size,
+        &args,
         connect_secs,
         subscribed,
         wanted,
@@ -329,8 +328,7 @@ fn stamp_of(data: &Data) -> (Option<u64>, String) {
 
 fn report(
     tally: &Tally,
-    first: usize,
-    room_size: usize,
+    args: &ScaleArgs,
     connect_secs: f64,
     subscribed: u64,
     wanted: u64,
@@ -361,6 +359,7 @@ fn report(
     // with no gap announced after it, how many were told of a gap last, and
     // how many were away (disconnected, not back yet: they would recover on
     // their next connection).
+    let (first, room_size) = (args.first, args.room_size);
     let highest = tally.highest.lock().unwrap();
     let ends: serde_json::Map<String, serde_json::Value> = COUNTED
         .iter()
