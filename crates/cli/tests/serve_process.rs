@@ -7,8 +7,8 @@
 mod common;
 
 use common::{ServeProcess, TestCert, start_serve, start_serve_with_env};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
 use duplex::Message;
