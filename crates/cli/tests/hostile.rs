@@ -1372,7 +1372,8 @@ async fn handshakes_that_never_finish_and_huge_headers_are_bounded() {
 /// 1002. Defaults, each ten times at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_frames_are_closed_with_their_codes() {
-    let mut serve = Serve::start(&[], None);
+    // Compression on, for the deflate bomb (the hub declines it by default).
+    let mut serve = Serve::start(&["--compression", "shared"], None);
     let healthy = Healthy::start(serve.url("/ws")).await;
     let rss = RssWatch::start(&serve);
     let cases: [(&str, u16); 7] = [
