@@ -197,9 +197,7 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     );
     let rss_connected = crate::procfs::Proc::Current.rss_bytes().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    for handle in &handles {
-        handle.close();
-    }
+    // The report first: closing marks every client away.
     let report = report(
         &tally,
         &args,
@@ -209,6 +207,9 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         rss_connected,
         handles.len(),
     );
+    for handle in &handles {
+        handle.close();
+    }
     println!("{report}");
     tasks.abort_all();
     Ok(ExitCode::SUCCESS)
