@@ -71,23 +71,27 @@ pub(super) fn decide_counted(
     request: &UpgradeRequest,
     client: SocketAddr,
 ) -> Result<(Accept, Option<Identity>), Reject> {
-    decide(hub, gate, endpoint, request, client).map_err(|(reason, reject)| {
-        hub.metrics.rejected(reason);
-        // An origin refusal is logged by `decide`, with what to set.
-        if reason != RejectReason::Origin
-            && let Some(dropped) = hub.refusals.admit(client.ip())
-        {
-            tracing::info!(
-                peer = %client,
-                reason = reason.as_str(),
-                status = %reject.status,
-                error = %reject.reason,
-                dropped,
-                "connection refused"
-            );
-        }
-        reject
-    })
+    decide(hub, gate, endpoint, request, client)
+        .map_err(|(reason, reject)| refused(hub, client, reason, reject))
+}
+
+/// Counts a refusal and logs it (rate-limited per address); an origin
+/// refusal is logged where it is decided, with what to set.
+fn refused(hub: &Hub, client: SocketAddr, reason: RejectReason, reject: Reject) -> Reject {
+    hub.metrics.rejected(reason);
+    if reason != RejectReason::Origin
+        && let Some(dropped) = hub.refusals.admit(client.ip())
+    {
+        tracing::info!(
+            peer = %client,
+            reason = reason.as_str(),
+            status = %reject.status,
+            error = %reject.reason,
+            dropped,
+            "connection refused"
+        );
+    }
+    reject
 }
 
 /// Decides on an upgrade: origin, subprotocol (`/ws`), handshake token.
@@ -259,22 +263,7 @@ where
         check_origin(hub, gate, origin, client)
             .and_then(|()| identity_of(hub, request.headers(), request.uri().query(), false, false))
             .map(|identity| (ticket, identity))
-            .map_err(|(reason, reject)| {
-                hub.metrics.rejected(reason);
-                if reason != RejectReason::Origin
-                    && let Some(dropped) = hub.refusals.admit(client.ip())
-                {
-                    tracing::info!(
-                        peer = %client,
-                        reason = reason.as_str(),
-                        status = %reject.status,
-                        error = %reject.reason,
-                        dropped,
-                        "connection refused"
-                    );
-                }
-                reject
-            })
+            .map_err(|(reason, reject)| refused(hub, client, reason, reject))
     });
     match decided {
         Ok(admitted) => {
