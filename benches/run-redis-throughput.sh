@@ -38,7 +38,9 @@ PORT_BASE=${PORT_BASE:-9891}
 OUT=${OUT:-target/bench-redis-throughput/$(date -u +%Y%m%dT%H%M%SZ)}
 
 command -v redis-server >/dev/null || { echo "run-redis-throughput: redis-server missing (cargo xtask setup redis)" >&2; exit 1; }
-cargo build --release -p duplex-cli -p duplex-bench --example cluster_bench
+# The binary the nodes run and the example, in one build (with only
+# `--example`, cargo builds the example alone and leaves the binary stale).
+cargo build --release -p duplex-cli -p duplex-bench --bin duplex --example cluster_bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 cat > "$OUT/hub.toml" <<'T'

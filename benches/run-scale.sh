@@ -86,7 +86,9 @@ if [ "$(id -u)" = 0 ]; then
 fi
 echo "  open files: $(ulimit -n) (hard $(ulimit -Hn))"
 
-cargo build --release -p duplex-cli -p duplex-bench --example cluster_bench
+# The binary the nodes run and the example, in one build (with only
+# `--example`, cargo builds the example alone and leaves the binary stale).
+cargo build --release -p duplex-cli -p duplex-bench --bin duplex --example cluster_bench
 BIN=${CARGO_TARGET_DIR:-target}/release/duplex
 mkdir -p "$OUT"
 : > "$OUT/events.txt"; : > "$OUT/spread.txt"

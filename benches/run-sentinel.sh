@@ -14,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "run-sentinel: redis-server missing (cargo xtask setup redis)" >&2; exit 1; }
-cargo build --release -p duplex-cli --bin duplex
-cargo build --release -p duplex-bench --example cluster_bench
+# One build, so both share one set of features (two builds with different
+# package selections rebuild each other's dependencies).
+cargo build --release -p duplex-cli -p duplex-bench --bin duplex --example cluster_bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 D=${OUT:-target/bench-sentinel}; rm -rf "$D"; mkdir -p "$D"; D=$(cd "$D" && pwd)
 SUBS=${SUBS:-200}; PUBS=${PUBS:-4}; DUR=${DUR:-10}; ROUNDS=${ROUNDS:-2}

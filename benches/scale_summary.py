@@ -177,6 +177,14 @@ def summary(out, start, connected, idle):
     lost = sum(s["silent_lost"] for s in shards)
     gaps = sum(s["gaps"] for s in shards)
     row("disconnections seen by clients (all causes)", f"{sum(s['disconnects'] for s in shards):,}")
+    causes = {}
+    for s in shards:
+        for cause, n in s.get("disconnect_causes", {}).items():
+            causes[cause] = causes.get(cause, 0) + n
+    if causes:
+        top = sorted(causes.items(), key=lambda kv: -kv[1])
+        row("what ended a connection that was up (close code and reason, once per time away)",
+            "; ".join(f"{n:,}× {cause or '(none)'}" for cause, n in top[:8]))
     row("gaps announced", f"{gaps:,}")
     row("**silent losses** (offset skipped, no gap)", f"**{lost:,}**")
     for channel in ("scale:all", "scale:room"):

@@ -121,6 +121,9 @@ struct Tally {
     reconnected_at: Mutex<HashMap<u64, u64>>,
     /// Subscriptions confirmed again after a disconnection.
     resubscribed: AtomicU64,
+    /// What ended a connection that was up (the close code and the reason
+    /// with digits masked, see [`cause`]), counted once per time away.
+    causes: Mutex<HashMap<String, u64>>,
     /// The highest offset seen per channel.
     highest: Mutex<HashMap<String, u64>>,
 }
@@ -141,6 +144,21 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// What ended a connection, as a key for [`Tally::causes`]: the close code
+/// and the reason, digits masked (`1001 reconnect after N ms`), so a few
+/// keys cover a whole run.
+fn cause(closed: &duplex::reconnect::Closed) -> String {
+    let mut key = format!("{} ", closed.code.0);
+    for c in closed.reason.chars().take(60) {
+        if !c.is_ascii_digit() {
+            key.push(c);
+        } else if !key.ends_with('N') {
+            key.push('N');
+        }
+    }
+    key.trim_end().to_owned()
+}
+
 /// Runs one shard.
 pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     if let Some(channel) = args.publish.clone() {
@@ -158,6 +176,7 @@ pub(crate) async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         disconnected_at: Mutex::new(HashMap::new()),
         reconnected_at: Mutex::new(HashMap::new()),
         resubscribed: AtomicU64::new(0),
+        causes: Mutex::new(HashMap::new()),
         highest: Mutex::new(HashMap::new()),
     });
     let gate = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
@@ -265,12 +284,18 @@ fn spawn_client(
                     // Connected and subscribed: let the next one connect.
                     permit.take();
                 }
-                Event::Disconnected(_) => {
+                Event::Disconnected(closed) => {
                     mark.away.store(true, Ordering::Relaxed);
                     reconnecting = true;
                     if back {
                         back = false;
                         Tally::count_at(&tally.disconnected_at);
+                        *tally
+                            .causes
+                            .lock()
+                            .unwrap()
+                            .entry(cause(&closed))
+                            .or_default() += 1;
                     }
                     tally.disconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -417,6 +442,7 @@ fn report(
         "resubscribed": tally.resubscribed.load(Ordering::Relaxed),
         "disconnected_per_100ms": curve(&tally.disconnected_at),
         "reconnected_per_100ms": curve(&tally.reconnected_at),
+        "disconnect_causes": *tally.causes.lock().unwrap(),
         "phases": phases,
         "ends": ends,
     })
