@@ -15,6 +15,11 @@
 # Servers (IMPLS, default all six):
 #   hub          target/release/duplex serve, limits raised, join/leave off in
 #                the benchmark's namespace (see below); protocol duplex.v1
+#   hub-bin      the same server, the clients speaking the binary envelope
+#                (duplex.v1.bin: a 100-byte message is a 127-byte frame
+#                instead of ~221)
+#   hub-old      OLD_DUPLEX (a `duplex` binary of an earlier build) serve, as
+#                hub: the old build beside the new in the same run
 #   tungstenite  peer-broadcast --impl tungstenite (tokio-tungstenite, a
 #                channel per client, each client frames every message)
 #   tungstenite-bcast
@@ -89,7 +94,12 @@ join_leave = false
 EOF
 
 declare -A PORT=([hub]=$PORT_BASE [tungstenite]=$((PORT_BASE + 1)) [node-ws]=$((PORT_BASE + 2))
-    [duplex-lib]=$((PORT_BASE + 3)) [tungstenite-bcast]=$((PORT_BASE + 4)) [uws]=$((PORT_BASE + 5)))
+    [duplex-lib]=$((PORT_BASE + 3)) [tungstenite-bcast]=$((PORT_BASE + 4)) [uws]=$((PORT_BASE + 5))
+    [hub-bin]=$((PORT_BASE + 6)) [hub-old]=$((PORT_BASE + 7)))
+if [[ " $IMPLS " == *" hub-old "* && ! -x ${OLD_DUPLEX:-} ]]; then
+    echo "run-fanout: hub-old needs OLD_DUPLEX, the path of an earlier duplex binary" >&2
+    exit 1
+fi
 SERVER=
 
 stop() {
@@ -109,8 +119,10 @@ start() {
         exit 1
     fi
     case $impl in
-    hub)
-        taskset -c "$SERVER_CPU" "$BIN/duplex" serve --listen "127.0.0.1:$port" \
+    hub | hub-bin | hub-old)
+        local exe=$BIN/duplex
+        if [[ $impl == hub-old ]]; then exe=$OLD_DUPLEX; fi
+        taskset -c "$SERVER_CPU" "$exe" serve --listen "127.0.0.1:$port" \
             --config "$OUT/hub.toml" --max-connections-per-ip 100000 --rate 1000000 \
             >>"$OUT/server-$impl.log" 2>&1 &
         ;;
@@ -154,13 +166,15 @@ bench() {
     local impl=$1
     shift
     local url=ws://127.0.0.1:${PORT[$impl]}/ protocol=broadcast
-    if [[ $impl == hub ]]; then url=${url}ws protocol=hub; fi
+    local extra=()
+    if [[ $impl == hub* ]]; then url=${url}ws protocol=hub; fi
+    if [[ $impl == hub-bin ]]; then extra=(--encoding binary); fi
     start "$impl"
     echo "== fanout $impl $*" >&2
     echo "== fanout $impl $*" >>"$OUT/generator.log"
     taskset -c "$CLIENT_CPU" "$BIN/duplex" bench fanout --url "$url" --protocol "$protocol" \
         --channel bench:fanout --server-pid "$SERVER" --label "$impl" --json \
-        --source-ips "$SOURCES" "$@" 2>>"$OUT/generator.log" | tee -a "$RESULTS" >&2 ||
+        --source-ips "$SOURCES" "${extra[@]}" "$@" 2>>"$OUT/generator.log" | tee -a "$RESULTS" >&2 ||
         echo "run-fanout: $impl $* failed (see $OUT/generator.log)" >&2
     stop
     sleep 1

@@ -50,9 +50,10 @@
 //! subscriber received inside the window; "all" records every delivery.
 //!
 //! **Server cost.** With `--server-pid`, the server's CPU time over the window
-//! per delivery, the bytes it wrote over the window per delivery (`wchar`:
-//! what went to its sockets, compressed when `--deflate` got
-//! permessage-deflate negotiated, plus the little else it wrote), and its
+//! per delivery, the bytes it sent over the window per delivery (the
+//! kernel's `bytes_sent` of every TCP connection on the server's port, see
+//! `tcp_sent`: the frames as they went out, compressed when `--deflate` got
+//! permessage-deflate negotiated, whatever call wrote them), and its
 //! resident memory before the subscribers connect,
 //! once they are all subscribed (the difference per subscriber is its memory
 //! per subscribed connection), and at the end of the window. On a shared
@@ -580,7 +581,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
 
     // The window.
     let server_cpu = server.map(CpuWindow::start).transpose()?;
-    let server_written_start = server.and_then(|p| p.written_bytes().ok());
+    let sent = |_: Proc| match crate::tcp_sent::bytes_sent_from_port(target.addr.port()) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            eprintln!("the server's bytes sent are not measured: {error:#}");
+            None
+        }
+    };
+    let server_written_start = server.and_then(sent);
     let client_cpu = CpuWindow::start(Proc::Current)?;
     let server_wait_start = args
         .target
@@ -610,7 +618,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let measured = start.elapsed().min(window);
     let server_seconds = server_cpu.map(|w| w.elapsed()).transpose()?;
     let server_written = server_written_start
-        .zip(server.and_then(|p| p.written_bytes().ok()))
+        .zip(server.and_then(sent))
         .map(|(start, end)| end.saturating_sub(start));
     let client_seconds = client_cpu.elapsed()?;
     let waited = |start: Option<f64>, pid: Option<u32>| {
@@ -786,7 +794,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(written) = written_per_delivery {
             println!(
-                "  server wrote {} per delivery (wchar: frames as sent, compressed or not, and all else it wrote)",
+                "  server sent {} per delivery (TCP bytes_sent on its port: frames as sent, compressed or not)",
                 report::bytes(written)
             );
         }

@@ -49,6 +49,7 @@ mod report;
 mod scale;
 mod sequence;
 mod sse_fanout;
+mod tcp_sent;
 
 use std::net::IpAddr;
 use std::process::ExitCode;

@@ -2,8 +2,7 @@
 //!
 //! Invariant: CPU time is utime + stime of the whole process (all its
 //! threads) from `/proc/PID/stat`, converted from clock ticks to seconds with
-//! `sysconf(_SC_CLK_TCK)`; memory is `VmRSS` of `/proc/PID/status`, in bytes;
-//! bytes written are `wchar` of `/proc/PID/io`.
+//! `sysconf(_SC_CLK_TCK)`; memory is `VmRSS` of `/proc/PID/status`, in bytes.
 
 use anyhow::{Context as _, bail};
 
@@ -41,19 +40,6 @@ impl Proc {
         };
         let ticks: u64 = utime.parse::<u64>()? + stime.parse::<u64>()?;
         Ok(ticks as f64 / clock_ticks_per_second())
-    }
-
-    /// Bytes it has handed to `write` and friends so far, sockets included
-    /// (`wchar` of `/proc/PID/io`): for a server that logs little, the
-    /// bytes it sent.
-    pub(super) fn written_bytes(self) -> anyhow::Result<u64> {
-        let path = self.path("io");
-        let io = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        let line = io
-            .lines()
-            .find_map(|line| line.strip_prefix("wchar:"))
-            .with_context(|| format!("{path} has no wchar"))?;
-        Ok(line.trim().parse()?)
     }
 
     /// Resident memory (`VmRSS`), in bytes.
