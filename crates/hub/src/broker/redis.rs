@@ -33,11 +33,15 @@
 //! | `P:control` (pub/sub) | topic | the server API's controls of connections (`crate::control`), JSON; every node listens; `{P}:control` with sharded pub/sub on Redis Cluster (one fixed slot) |
 //!
 //! Entries and envelopes are laid out as the private `envelope` module
-//! documents; the Lua scripts that write them are in `scripts`; the link
-//! (connect, serve pub/sub, heartbeat, catch up after a reconnect) is in
-//! `link`, opening the client (URLs, TLS, errors) in `open`, Sentinel and
-//! Redis Cluster in `sentinel` and `cluster`, and the server API's reads
-//! (node reports, history) in `server_api` (`src/broker/redis/`).
+//! documents; the Lua scripts that write them are in `scripts`; the node's
+//! pub/sub interest (which channels it is subscribed to, batched
+//! `SUBSCRIBE`s, re-subscribing after a reconnect, and the dispatch of what
+//! arrives to local subscribers) is in `interest`; the link (connect, serve
+//! pub/sub, heartbeat, catch up after a reconnect) is in `link`, how long
+//! its waits last in `liveness`, opening the client (URLs, TLS, errors) in
+//! `open`, Sentinel and Redis Cluster in `sentinel` and `cluster`, and the
+//! server API's reads (node reports, history) in `server_api`
+//! (`src/broker/redis/`).
 //!
 //! # Round-trip budget
 //!
@@ -73,7 +77,7 @@
 //!   with local subscribers: `SUBSCRIBE` before the first local subscriber
 //!   reads history, `UNSUBSCRIBE` once the last one left. Changes of interest
 //!   are serialised on the node, so they reach Redis in the order they were
-//!   decided.
+//!   decided (the `interest` module states the rules).
 //! - **Subscribe is atomic with live delivery.** A subscriber is registered
 //!   as *joining* (live envelopes are buffered for it) before the
 //!   `SUBSCRIBE` is confirmed, the history is read after it, the replay is
@@ -149,6 +153,7 @@
 
 mod cluster;
 mod envelope;
+mod interest;
 mod link;
 mod liveness;
 mod open;
@@ -189,6 +194,7 @@ use tokio::time::Instant;
 
 use self::cluster::{ClusterUrl, Nodes};
 use self::envelope::{Entry, Envelope, decode_body, encode_body, parse_entry, parse_envelope};
+use self::interest::{Interest, Sink};
 use self::scripts::Scripts;
 use self::sentinel::{SentinelUrl, Sentinels};
 use super::memory::MemoryBroker;
@@ -284,7 +290,7 @@ struct Shared {
     /// The `run_id` of the Redis process last connected to (to tell an
     /// operator it changed).
     last_run: Mutex<Option<Arc<str>>>,
-    /// Changes of pub/sub interest, one at a time.
+    /// Changes of pub/sub interest, one at a time (see `interest`).
     interest: tokio::sync::Mutex<Interest>,
     /// Channels waiting for `interest` to be subscribed: on one Redis, the
     /// holder subscribes every one of them in one `SUBSCRIBE` (a burst of
@@ -352,33 +358,6 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
-/// The pub/sub side of a link: a connection of its own (one Redis), or the
-/// cluster connection's sharded subscriptions (Redis Cluster).
-#[derive(Clone)]
-enum Sink {
-    Single(PubSubSink),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl Sink {
-    /// `SUBSCRIBE` (one Redis) or `SSUBSCRIBE` (Redis Cluster) `topic`,
-    /// confirmed.
-    async fn subscribe(&mut self, topic: &str) -> Result<(), RedisError> {
-        match self {
-            Self::Single(sink) => sink.subscribe(topic).await,
-            Self::Cluster(conn) => conn.ssubscribe(topic).await,
-        }
-    }
-
-    /// `UNSUBSCRIBE` or `SUNSUBSCRIBE` `topic`.
-    async fn unsubscribe(&mut self, topic: &str) -> Result<(), RedisError> {
-        match self {
-            Self::Single(sink) => sink.unsubscribe(topic).await,
-            Self::Cluster(conn) => conn.sunsubscribe(topic).await,
-        }
-    }
-}
-
 /// Where the node finds Redis.
 enum Target {
     /// One address (`redis://`, `rediss://`).
@@ -389,14 +368,6 @@ enum Target {
     /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`): the seed
     /// nodes of the URL, and the cluster's slot map learnt from them.
     Cluster(Nodes),
-}
-
-/// The pub/sub connection's sink, and which connection it is.
-struct Interest {
-    /// Counts pub/sub connections: a channel subscribed on an older one is
-    /// not subscribed now.
-    generation: u64,
-    sink: Option<Sink>,
 }
 
 /// One channel with local subscribers.
@@ -464,9 +435,6 @@ impl<'a> Pusher<'a> {
         }
     }
 }
-
-/// Channels per `SUBSCRIBE` command when resubscribing.
-const SUBSCRIBE_BATCH: usize = 512;
 
 /// Commands queued to the Redis connection's writer before senders wait.
 /// A sender that waits for room can be overtaken by one that comes later
@@ -573,10 +541,7 @@ impl RedisBroker {
             ready: AtomicBool::new(false),
             conn: RwLock::new(None),
             last_run: Mutex::new(None),
-            interest: tokio::sync::Mutex::new(Interest {
-                generation: 0,
-                sink: None,
-            }),
+            interest: tokio::sync::Mutex::new(Interest::default()),
             generation: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
             pending_leaves: Mutex::new(Vec::new()),
@@ -1100,78 +1065,6 @@ impl Shared {
         slot
     }
 
-    /// Makes sure this node's pub/sub connection is subscribed to the
-    /// slot's topic (confirmed by Redis); returns the connection generation.
-    async fn ensure_subscribed(&self, slot: &Arc<Slot>) -> Result<u64, BrokerError> {
-        let current = self.generation.load(Ordering::SeqCst);
-        if current != 0 && lock(&slot.state).subscribed == current {
-            return Ok(current);
-        }
-        if !self.sharded() {
-            lock(&self.wanted).push(slot.clone());
-        }
-        // Other channels' SUBSCRIBEs go first, one at a time (each holder
-        // takes every channel waiting by then, on one Redis): wait while
-        // they are confirmed.
-        let interest = self
-            .patiently(self.interest.lock())
-            .await
-            .map_err(|_| unavailable("redis pub/sub is busy"))?;
-        let generation = interest.generation;
-        if lock(&slot.state).subscribed == generation && generation != 0 {
-            return Ok(generation);
-        }
-        let mut sink = interest
-            .sink
-            .clone()
-            .ok_or_else(|| unavailable("redis is not connected"))?;
-        // This channel and, on one Redis, every other one waiting and not
-        // yet subscribed on this connection (a sharded SUBSCRIBE takes the
-        // channels of one slot only: one at a time there).
-        // A channel released meanwhile (no subscriber left) is not.
-        let waiting = std::mem::take(&mut *lock(&self.wanted));
-        let mut batch: Vec<Arc<Slot>> = {
-            let channels = self.channels();
-            waiting
-                .into_iter()
-                .filter(|other| {
-                    !Arc::ptr_eq(other, slot)
-                        && channels
-                            .get(&other.name)
-                            .is_some_and(|current| Arc::ptr_eq(current, other))
-                        && lock(&other.state).subscribed != generation
-                })
-                .collect()
-        };
-        batch.push(slot.clone());
-        if self.sharded() {
-            *lock(&self.confirming)
-                .entry(slot.topic.clone())
-                .or_default() += 1;
-        }
-        let topics: Vec<&str> = batch.iter().map(|slot| slot.topic.as_str()).collect();
-        let confirmed = if let Sink::Single(pubsub) = &mut sink {
-            self.patiently(pubsub.subscribe(&topics)).await
-        } else {
-            self.patiently(sink.subscribe(&slot.topic)).await
-        };
-        match confirmed {
-            Ok(Ok(())) => self.progress.answered(),
-            Ok(Err(error)) => return Err(self.failed(&error)),
-            Err(_) => {
-                self.suspect.notify_one();
-                return Err(unavailable("redis did not confirm SUBSCRIBE in time"));
-            }
-        }
-        // The others' tasks find their channel subscribed once they hold
-        // `interest`; had this failed, each would subscribe its own.
-        for subscribed in &batch {
-            lock(&subscribed.state).subscribed = generation;
-        }
-        drop(interest);
-        Ok(generation)
-    }
-
     /// The joining subscriber's history read is done (`epoch`, `last`):
     /// queue what was buffered after it and make it live.
     fn release(&self, slot: &Slot, sub: Subscriber, generation: u64, epoch: &str, last: u64) {
@@ -1283,158 +1176,6 @@ impl Shared {
                 return;
             }
         }
-    }
-
-    /// The slot's last subscriber left: forget the channel and unsubscribe
-    /// (unless someone joined meanwhile).
-    async fn release_interest(&self, slot: &Arc<Slot>) {
-        let interest = self.interest.lock().await;
-        let subscribed = {
-            let mut channels = self.channels();
-            let mut state = lock(&slot.state);
-            let current = channels
-                .get(&slot.name)
-                .is_some_and(|s| Arc::ptr_eq(s, slot));
-            if !state.fanout.is_empty() || !current {
-                return;
-            }
-            channels.remove(&slot.name);
-            std::mem::take(&mut state.subscribed)
-        };
-        self.update_channel_gauge();
-        if subscribed == interest.generation
-            && let Some(mut sink) = interest.sink.clone()
-        {
-            let unsubscribe = sink.unsubscribe(&slot.topic);
-            match self.patiently(unsubscribe).await {
-                Ok(Ok(())) => self.progress.answered(),
-                Ok(Err(_)) | Err(_) => self.suspect.notify_one(),
-            }
-        }
-    }
-
-    // ---- the pub/sub side ------------------------------------------------
-
-    /// Hands one pub/sub envelope to the channel's local subscribers.
-    fn dispatch(&self, generation: u64, topic: &str, payload: &[u8]) {
-        self.progress.answered();
-        if topic == self.control_topic {
-            match serde_json::from_slice::<NodeMessage>(payload) {
-                Ok(message) => self.registry.deliver(message),
-                Err(error) => match serde_json::from_slice::<Lookup>(payload) {
-                    Ok(lookup) => self.lookup(lookup),
-                    Err(_) => tracing::warn!(%error, "malformed control from redis dropped"),
-                },
-            }
-            return;
-        }
-        let Some(name) = self.channel_of(topic) else {
-            return;
-        };
-        let Some(slot) = self.channels().get(name).cloned() else {
-            return;
-        };
-        let Some(envelope) = parse_envelope(payload) else {
-            tracing::warn!(channel = name, "malformed envelope from redis dropped");
-            return;
-        };
-        match envelope {
-            Envelope::Message { epoch, entry } => {
-                let Ok(epoch) = std::str::from_utf8(epoch) else {
-                    return;
-                };
-                let Some(body) = decode_body(entry.body) else {
-                    tracing::warn!(channel = name, "malformed message from redis dropped");
-                    return;
-                };
-                let published = published_at(body.sent_us);
-                let frame = prepare(ServerMessage::Message(Publication {
-                    channel: name.to_owned(),
-                    offset: entry.offset,
-                    time: entry.time,
-                    from: body.from,
-                    data: body.data,
-                }));
-                self.deliver(&slot, generation, epoch, entry.offset, frame, published);
-            }
-            Envelope::Join { client, user } | Envelope::Leave { client, user } => {
-                let ns = self.config.namespace(name);
-                if !(ns.presence && ns.join_leave) {
-                    return;
-                }
-                let (channel, user, client_id) = (name.to_owned(), user.to_owned(), client);
-                let message = if matches!(envelope, Envelope::Join { .. }) {
-                    ServerMessage::Join {
-                        channel,
-                        user,
-                        client: client_id.to_owned(),
-                    }
-                } else {
-                    ServerMessage::Leave {
-                        channel,
-                        user,
-                        client: client_id.to_owned(),
-                    }
-                };
-                let frame = prepare(message);
-                self.deliver_event(&slot, generation, frame, client_id);
-            }
-            Envelope::Signal(body) => {
-                let Some(body) = decode_body(body) else {
-                    return;
-                };
-                let sender = member_id_of(&body.from.client);
-                let frame = prepare(ServerMessage::Signal {
-                    channel: name.to_owned(),
-                    from: body.from,
-                    data: body.data,
-                });
-                let mut pusher = Pusher::new(name);
-                let delivery = Delivery {
-                    frame,
-                    published: pusher.now,
-                };
-                lock(&slot.state)
-                    .fanout
-                    .signal(&delivery, sender, |sub, push| pusher.push(sub, push));
-            }
-        }
-    }
-
-    /// Delivers a message to the live subscribers (each at most once, in
-    /// order, a gap push before any discontinuity) and buffers it for the
-    /// joining ones.
-    fn deliver(
-        &self,
-        slot: &Slot,
-        generation: u64,
-        epoch: &str,
-        offset: u64,
-        frame: SharedMessage,
-        published: Instant,
-    ) {
-        let bytes = frame.weight();
-        let delivery = Delivery { frame, published };
-        let mut pusher = Pusher::new(&slot.name);
-        lock(&slot.state)
-            .fanout
-            .message(generation, epoch, offset, &delivery, |sub, push| {
-                pusher.push(sub, push)
-            });
-        self.metrics.published(pusher.reached, bytes);
-    }
-
-    fn deliver_event(&self, slot: &Slot, generation: u64, frame: SharedMessage, about: &str) {
-        let mut pusher = Pusher::new(&slot.name);
-        let delivery = Delivery {
-            frame,
-            published: pusher.now,
-        };
-        lock(&slot.state)
-            .fanout
-            .event(generation, &delivery, member_id_of(about), |sub, push| {
-                pusher.push(sub, push)
-            });
     }
 }
 

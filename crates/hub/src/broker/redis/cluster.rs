@@ -268,43 +268,9 @@ impl Shared {
         if let Err(why) = self.heartbeat(&mut conn, false).await {
             return LinkEnd::Lost(why);
         }
-        let generation = {
-            let mut interest = self.interest.lock().await;
-            interest.generation += 1;
-            let generation = interest.generation;
-            interest.sink = Some(Sink::Cluster(cluster.clone()));
-            self.generation.store(generation, Ordering::SeqCst);
-            // The server API's controls, for this node's sessions: a
-            // sharded topic in one fixed slot, followed like the channels.
-            let mut sink = cluster.clone();
-            match tokio::time::timeout(
-                self.options.command_timeout,
-                sink.ssubscribe(&self.control_topic),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return LinkEnd::Lost(format!("SSUBSCRIBE: {error}")),
-                Err(_) => return LinkEnd::Lost("SSUBSCRIBE timed out".into()),
-            }
-            let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
-            for slot in slots {
-                let mut sink = cluster.clone();
-                *lock(&self.confirming)
-                    .entry(slot.topic.clone())
-                    .or_default() += 1;
-                match tokio::time::timeout(
-                    self.options.command_timeout,
-                    sink.ssubscribe(&slot.topic),
-                )
-                .await
-                {
-                    Ok(Ok(())) => lock(&slot.state).subscribed = generation,
-                    Ok(Err(error)) => return LinkEnd::Lost(format!("SSUBSCRIBE: {error}")),
-                    Err(_) => return LinkEnd::Lost("SSUBSCRIBE timed out".into()),
-                }
-            }
-            generation
+        let generation = match self.subscribe_link(Sink::Cluster(cluster.clone())).await {
+            Ok(generation) => generation,
+            Err(why) => return LinkEnd::Lost(why),
         };
         if let Err(why) = self.catch_up(&conn, &run, generation).await {
             return LinkEnd::Lost(format!("catching up: {why}"));

@@ -217,7 +217,7 @@ impl Shared {
     pub(super) async fn mark_down(&self) {
         self.ready.store(false, Ordering::SeqCst);
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
-        self.interest.lock().await.sink = None;
+        self.forget_sink().await;
     }
 
     /// Connects both connections (to the primary the sentinels name, and
@@ -386,35 +386,9 @@ impl Shared {
             return LinkEnd::Lost(why);
         }
         // Re-subscribe every channel with local subscribers.
-        let generation = {
-            let mut interest = self.interest.lock().await;
-            interest.generation += 1;
-            let generation = interest.generation;
-            interest.sink = Some(Sink::Single(sink.clone()));
-            self.generation.store(generation, Ordering::SeqCst);
-            let slots: Vec<Arc<Slot>> = self.channels().values().cloned().collect();
-            let mut sink = sink.clone();
-            // The server API's controls, for this node's sessions.
-            match self
-                .patiently(sink.subscribe(self.control_topic.as_str()))
-                .await
-            {
-                Ok(Ok(())) => self.progress.answered(),
-                Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
-                Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
-            }
-            for batch in slots.chunks(SUBSCRIBE_BATCH) {
-                let topics: Vec<&str> = batch.iter().map(|s| s.topic.as_str()).collect();
-                match self.patiently(sink.subscribe(&topics)).await {
-                    Ok(Ok(())) => self.progress.answered(),
-                    Ok(Err(error)) => return LinkEnd::Lost(format!("SUBSCRIBE: {error}")),
-                    Err(_) => return LinkEnd::Lost("SUBSCRIBE timed out".into()),
-                }
-                for slot in batch {
-                    lock(&slot.state).subscribed = generation;
-                }
-            }
-            generation
+        let generation = match self.subscribe_link(Sink::Single(sink.clone())).await {
+            Ok(generation) => generation,
+            Err(why) => return LinkEnd::Lost(why),
         };
         if let Err(why) = self.catch_up(&conn, &run, generation).await {
             return LinkEnd::Lost(format!("catching up: {why}"));
