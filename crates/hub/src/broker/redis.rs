@@ -49,8 +49,10 @@
 //!   idempotency check, offset (`HINCRBY`), history append and trim, and
 //!   `PUBLISH` of the envelope, atomically, so pub/sub order is offset order.
 //!   The node loads its scripts each time it (re)connects, before it is
-//!   ready; should Redis lose them anyway (`SCRIPT FLUSH`), redis-rs loads
-//!   the script again on `NOSCRIPT`, at the cost of a round trip.
+//!   ready (all in one round trip, waited for up to the node expiry however
+//!   busy Redis is: `liveness`, *A fresh link*); should Redis lose them
+//!   anyway (`SCRIPT FLUSH`), redis-rs loads the script again on
+//!   `NOSCRIPT`, at the cost of a round trip.
 //!   A session's publishes reach Redis in the order sent (see
 //!   `crate::session`): one connection, a deep enough command queue
 //!   ([`PIPELINE_BUFFER`]), scripts loaded up front.
@@ -466,7 +468,8 @@ struct Read {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 enum RunIdError {
-    /// `INFO server` was not answered within the command timeout.
+    /// `INFO server` was not answered within a fresh link's setup limit
+    /// (the node expiry).
     #[error("INFO server timed out")]
     Timeout,
     /// Redis refused `INFO server` (or the connection failed).

@@ -259,7 +259,7 @@ impl Shared {
             mut pushes,
         } = connected;
         let mut conn = Conn::Cluster(cluster.clone());
-        if let Err(why) = self.load_scripts(&mut conn).await {
+        if let Err(why) = super::link::load_scripts(&self.scripts, &conn, &self.options).await {
             return LinkEnd::Lost(format!("loading scripts: {why}"));
         }
         // Each script reads its own shard's run_id.

@@ -289,44 +289,6 @@ impl Shared {
         Watch { primary, stream }
     }
 
-    /// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
-    /// changes when Redis restarts or another process takes over.
-    async fn run_id(&self, conn: &mut Conn) -> Result<Arc<str>, RunIdError> {
-        let mut info = redis::cmd("INFO");
-        info.arg("server");
-        let text = tokio::time::timeout(
-            self.options.command_timeout,
-            info.query_async::<String>(conn),
-        )
-        .await
-        .map_err(|_| RunIdError::Timeout)?
-        .map_err(RunIdError::Info)?;
-        parse_run_id(&text)
-            .map(Into::into)
-            .ok_or(RunIdError::Missing)
-    }
-
-    /// Loads every script into Redis (its script cache is empty after a
-    /// restart or `SCRIPT FLUSH`).
-    pub(super) async fn load_scripts(&self, conn: &mut Conn) -> Result<(), String> {
-        let scripts = &self.scripts;
-        for script in [
-            &scripts.publish,
-            &scripts.read,
-            &scripts.leave,
-            &scripts.enter,
-            &scripts.heartbeat,
-            &scripts.remove_history,
-            &scripts.purge,
-        ] {
-            tokio::time::timeout(self.options.command_timeout, script.load_async(conn))
-                .await
-                .map_err(|_| "SCRIPT LOAD timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
     /// Serves one connection to Redis until it is lost or the broker stops.
     async fn serve_link(&self, connected: Connected, stop: &mut watch::Receiver<bool>) -> LinkEnd {
         let Connected {
@@ -358,10 +320,19 @@ impl Shared {
             }
             None => (None, None),
         };
-        // Which Redis process this is: every script compares it with the
-        // one that last wrote a channel (a restart or failover may have
-        // lost writes: see the module docs).
-        let run = match self.run_id(&mut conn).await {
+        // The link's setup, in one round trip waited for up to the node
+        // expiry (`liveness`: a fresh link). Which Redis process this is:
+        // every script compares it with the one that last wrote a channel (a
+        // restart or failover may have lost writes: see the module docs).
+        // And the scripts, before the connection is shared, so that
+        // publishes in flight together never meet a `NOSCRIPT` (each would
+        // load the script and retry on its own, and a later one could
+        // overtake an earlier one).
+        let (run, loaded) = tokio::join!(
+            read_run_id(&conn, &self.options),
+            load_scripts(&self.scripts, &conn, &self.options)
+        );
+        let run = match run {
             Ok(run) => run,
             Err(error) => return LinkEnd::Lost(error.to_string()),
         };
@@ -375,10 +346,7 @@ impl Shared {
                  are told of a gap"
             );
         }
-        // Scripts first, so that publishes in flight together never meet a
-        // `NOSCRIPT` (each would load the script and retry on its own,
-        // and a later one could overtake an earlier one).
-        if let Err(why) = self.load_scripts(&mut conn).await {
+        if let Err(why) = loaded {
             return LinkEnd::Lost(format!("loading scripts: {why}"));
         }
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some((conn.clone(), run.clone()));
@@ -584,6 +552,78 @@ async fn next_switch(switches: &mut Option<PubSubStream>) -> Option<Vec<u8>> {
     }
 }
 
+/// The `run_id` of the Redis process `conn` reaches (`INFO server`): it
+/// changes when Redis restarts or another process takes over. Part of a
+/// fresh link's setup: waited for up to the node expiry
+/// ([`liveness::on_fresh_link`]).
+pub(super) async fn read_run_id(
+    conn: &Conn,
+    options: &RedisOptions,
+) -> Result<Arc<str>, RunIdError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let text = liveness::on_fresh_link(
+        setup_limit(options),
+        info.query_async::<String>(&mut conn.clone()),
+    )
+    .await
+    .map_err(|_| RunIdError::Timeout)?
+    .map_err(|error| {
+        // The connection's own response timeout is the same limit.
+        if error.is_timeout() {
+            RunIdError::Timeout
+        } else {
+            RunIdError::Info(error)
+        }
+    })?;
+    parse_run_id(&text)
+        .map(Into::into)
+        .ok_or(RunIdError::Missing)
+}
+
+/// Loads every script into Redis (its script cache is empty after a
+/// restart or `SCRIPT FLUSH`): one `SCRIPT LOAD` each, all sent at once
+/// (one round trip), waited for as a fresh link's setup, up to the node
+/// expiry ([`liveness::on_fresh_link`]).
+pub(super) async fn load_scripts(
+    scripts: &Scripts,
+    conn: &Conn,
+    options: &RedisOptions,
+) -> Result<(), String> {
+    let loads = [
+        &scripts.publish,
+        &scripts.read,
+        &scripts.leave,
+        &scripts.enter,
+        &scripts.heartbeat,
+        &scripts.remove_history,
+        &scripts.purge,
+    ]
+    .map(|script| {
+        let mut conn = conn.clone();
+        async move { script.load_async(&mut conn).await }
+    });
+    let limit = setup_limit(options);
+    liveness::on_fresh_link(limit, futures_util::future::try_join_all(loads))
+        .await
+        .map_err(|_| format!("SCRIPT LOAD not answered within {limit:?}"))?
+        .map_err(|error| {
+            // The connection's own response timeout is the same limit.
+            if error.is_timeout() {
+                format!("SCRIPT LOAD not answered within {limit:?}")
+            } else {
+                error.to_string()
+            }
+        })?;
+    Ok(())
+}
+
+/// How long a fresh link's setup may take: the node expiry (or the command
+/// timeout if longer).
+fn setup_limit(options: &RedisOptions) -> Duration {
+    options.node_expiry.max(options.command_timeout)
+}
+
 /// The `run_id` field of an `INFO server` reply.
 pub(super) fn parse_run_id(info: &str) -> Option<String> {
     info.lines()
@@ -591,4 +631,133 @@ pub(super) fn parse_run_id(info: &str) -> Option<String> {
         .map(str::trim)
         .filter(|run| !run.is_empty())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// One command of a RESP request (`*N` bulk strings) at the start of
+    /// `buf`, and how many bytes it took; `None` until it is complete.
+    fn command(buf: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
+        fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+            let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            Some((&buf[at..end], end + 2))
+        }
+        let (head, mut at) = line(buf, 0)?;
+        let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (len, next) = line(buf, at)?;
+            let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?)
+                .ok()?
+                .parse()
+                .ok()?;
+            if buf.len() < next + len + 2 {
+                return None;
+            }
+            args.push(buf[next..next + len].to_vec());
+            at = next + len + 2;
+        }
+        Some((args, at))
+    }
+
+    /// A Redis busy with other nodes: it answers each command `latency`
+    /// after it arrived, in order (`None`: never). It knows `INFO server`
+    /// and `SCRIPT LOAD`.
+    async fn busy_redis(mut io: DuplexStream, latency: Option<Duration>) {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let read = io.read(&mut chunk).await.unwrap_or(0);
+            if read == 0 {
+                return;
+            }
+            let arrived = Instant::now();
+            buf.extend_from_slice(&chunk[..read]);
+            while let Some((args, used)) = command(&buf) {
+                buf.drain(..used);
+                match latency {
+                    Some(latency) => tokio::time::sleep_until(arrived + latency).await,
+                    None => std::future::pending().await,
+                }
+                let reply = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
+                    Some(b"INFO") => {
+                        let info =
+                            "# Server\r\nrun_id:71c0a8b37746703891c07e2c6a585fbd1abbfd77\r\n";
+                        format!("${}\r\n{info}\r\n", info.len())
+                    }
+                    Some(b"SCRIPT") => {
+                        let body = String::from_utf8_lossy(&args[2]).into_owned();
+                        let hash = redis::Script::new(&body).get_hash().to_owned();
+                        format!("${}\r\n{hash}\r\n", hash.len())
+                    }
+                    _ => "+OK\r\n".to_owned(),
+                };
+                if io.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A fresh link to a [`busy_redis`], set up as `Shared::connect` does
+    /// (replies waited for up to the response limit).
+    async fn fresh_link(latency: Option<Duration>, options: &RedisOptions) -> Conn {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        tokio::spawn(busy_redis(theirs, latency));
+        let info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(setup_limit(options)))
+            .set_connection_timeout(Some(options.command_timeout));
+        let (conn, driver) = MultiplexedConnection::new_with_config(&info, ours, config)
+            .await
+            .expect("connects");
+        tokio::spawn(driver);
+        Conn::Single(conn)
+    }
+
+    // Redis answering a new connection only after 9 s (its other clients'
+    // storms first): more than the command timeout (2 s), less than the
+    // node expiry (15 s). The link's setup must not fail (a failed attempt
+    // reconnects and queues its setup behind the same storm again).
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_link_is_set_up_on_a_redis_busy_beyond_the_command_timeout() {
+        let options = RedisOptions::default();
+        let latency = Duration::from_secs(9);
+        assert!(options.command_timeout < latency && latency < options.node_expiry);
+        let conn = fresh_link(Some(latency), &options).await;
+        let scripts = Scripts::new(false);
+        let started = Instant::now();
+        let (run, loaded) = tokio::join!(
+            read_run_id(&conn, &options),
+            load_scripts(&scripts, &conn, &options)
+        );
+        assert_eq!(
+            run.expect("the run_id is read").as_ref(),
+            "71c0a8b37746703891c07e2c6a585fbd1abbfd77"
+        );
+        loaded.expect("the scripts load");
+        // One round trip for the whole setup, not one per script.
+        assert_eq!(started.elapsed(), latency);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_redis_fails_a_fresh_link_after_the_node_expiry() {
+        let options = RedisOptions::default();
+        let conn = fresh_link(None, &options).await;
+        let scripts = Scripts::new(false);
+        let started = Instant::now();
+        let loaded = load_scripts(&scripts, &conn, &options).await;
+        assert!(loaded.is_err(), "{loaded:?}");
+        assert_eq!(started.elapsed(), options.node_expiry);
+        let started = Instant::now();
+        let run = read_run_id(&conn, &options).await;
+        assert!(matches!(run, Err(RunIdError::Timeout)), "{run:?}");
+        assert_eq!(started.elapsed(), options.node_expiry);
+    }
 }

@@ -19,6 +19,23 @@
 //! Invariants: a future that completes is always returned; a wait never
 //! lasts longer than `limit` (plus one timer tick); with no answer at all it
 //! fails after `quiet`, as a plain timeout would.
+//!
+//! # A fresh link
+//!
+//! A link just connected has no answers yet to judge Redis by, and only its
+//! own setup in flight, while the Redis it reaches may be busy with other
+//! nodes' reconnection storms. Its setup (`INFO server` for the `run_id`, a
+//! `SCRIPT LOAD` for every script) is therefore sent at once, pipelined (one
+//! round trip, not one per command), and waited for up to `limit` (the node
+//! expiry) in all, with no quiet period: [`on_fresh_link`]. That is sound
+//! because nothing waits on it (the node is not ready before its link is
+//! set up, so no client's request is held), and giving up sooner only
+//! starts the setup again — a new connection whose commands queue behind
+//! the same busy Redis — which lengthens the storm. What it costs: a Redis
+//! that accepted the connection and answered its handshake (both within the
+//! command timeout), and then says nothing, is given up on after the node
+//! expiry instead of the command timeout; a connection that fails or closes
+//! still ends the wait at once, with the command's error.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +94,16 @@ pub(crate) async fn while_answering<F: Future>(
     }
 }
 
+/// Waits for a fresh link's setup (see *A fresh link* in the module doc):
+/// up to `limit` in all, however long Redis takes to answer it.
+pub(crate) async fn on_fresh_link<F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, Stalled> {
+    // No answers to count: the quiet period is the whole limit.
+    while_answering(&Progress::default(), limit, limit, future).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +154,17 @@ mod tests {
         // Answers at 1, 2, 3 s: the checks at 2 and 4 s see some, the one
         // at 6 s none.
         assert_eq!(started.elapsed(), Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_link_waits_for_its_setup_up_to_the_limit() {
+        // Answered after 9 s: far past the quiet period, within the limit.
+        let answer = tokio::time::sleep(Duration::from_secs(9));
+        assert_eq!(on_fresh_link(LIMIT, answer).await, Ok(()));
+        let started = tokio::time::Instant::now();
+        let waited = on_fresh_link(LIMIT, std::future::pending::<()>()).await;
+        assert_eq!(waited, Err(Stalled));
+        assert_eq!(started.elapsed(), LIMIT);
     }
 
     #[tokio::test(start_paused = true)]
