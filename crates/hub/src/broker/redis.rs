@@ -640,6 +640,13 @@ fn published_at(sent_us: u64) -> Instant {
     now.checked_sub(age).unwrap_or(now)
 }
 
+/// The longest a command may wait for its reply (see
+/// `Shared::response_limit`), and a fresh link for its setup: the node
+/// expiry, or the command timeout if longer.
+fn response_limit(options: &RedisOptions) -> Duration {
+    options.node_expiry.max(options.command_timeout)
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -794,7 +801,7 @@ impl Shared {
     /// the command timeout if longer); [`Shared::patiently`] ends a wait
     /// sooner when Redis falls silent.
     fn response_limit(&self) -> std::time::Duration {
-        self.options.node_expiry.max(self.options.command_timeout)
+        response_limit(&self.options)
     }
 
     /// The reply to a command, waited for while Redis keeps answering

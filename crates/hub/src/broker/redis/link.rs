@@ -563,7 +563,7 @@ pub(super) async fn read_run_id(
     let mut info = redis::cmd("INFO");
     info.arg("server");
     let text = liveness::on_fresh_link(
-        setup_limit(options),
+        response_limit(options),
         info.query_async::<String>(&mut conn.clone()),
     )
     .await
@@ -603,7 +603,7 @@ pub(super) async fn load_scripts(
         let mut conn = conn.clone();
         async move { script.load_async(&mut conn).await }
     });
-    let limit = setup_limit(options);
+    let limit = response_limit(options);
     liveness::on_fresh_link(limit, futures_util::future::try_join_all(loads))
         .await
         .map_err(|_| format!("SCRIPT LOAD not answered within {limit:?}"))?
@@ -616,12 +616,6 @@ pub(super) async fn load_scripts(
             }
         })?;
     Ok(())
-}
-
-/// How long a fresh link's setup may take: the node expiry (or the command
-/// timeout if longer).
-fn setup_limit(options: &RedisOptions) -> Duration {
-    options.node_expiry.max(options.command_timeout)
 }
 
 /// The `run_id` field of an `INFO server` reply.
@@ -712,7 +706,7 @@ mod tests {
         tokio::spawn(busy_redis(theirs, latency));
         let info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
         let config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(setup_limit(options)))
+            .set_response_timeout(Some(response_limit(options)))
             .set_connection_timeout(Some(options.command_timeout));
         let (conn, driver) = MultiplexedConnection::new_with_config(&info, ours, config)
             .await
