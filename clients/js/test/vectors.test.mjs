@@ -12,6 +12,7 @@
 // hub frames decoded (`binaryEnvelope`).
 
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import test from "node:test";
@@ -362,6 +363,15 @@ function runBinary(kase) {
   return true;
 }
 
+// ---- kind signature: what a backend checks -------------------------------
+
+/** `Duplex-Signature`: HMAC-SHA256 of `"{t}." + body`, as a backend on Node computes it. */
+function runSignature(kase) {
+  onlyKeys(kase, ["name", "description", "secret", "t", "body", "header"]);
+  const v1 = createHmac("sha256", kase.secret).update(`${kase.t}.`).update(kase.body, "utf8").digest("hex");
+  assert.equal(`t=${kase.t},v1=${v1}`, kase.header);
+}
+
 // ---- the folder -------------------------------------------------------------
 
 const summary = { files: 0, cases: 0, ran: 0, hub_only: 0 };
@@ -397,6 +407,9 @@ for (const name of readdirSync(VECTORS).sort()) {
       } else if (file.kind === "binary") {
         if (runBinary(kase)) summary.ran += 1;
         else summary.hub_only += 1;
+      } else if (file.kind === "signature") {
+        runSignature(kase);
+        summary.ran += 1;
       } else {
         throw new Error(`unknown kind ${JSON.stringify(file.kind)}`);
       }

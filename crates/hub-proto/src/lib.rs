@@ -139,6 +139,7 @@ pub mod rate;
 pub mod recovery;
 pub mod revocation;
 pub mod session;
+pub mod signature;
 pub mod sse;
 pub mod subscription_token;
 

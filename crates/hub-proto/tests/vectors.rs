@@ -1,5 +1,6 @@
 //! Runs the shared test vectors of `tests/vectors/` (their format is in
-//! `tests/vectors/README.md`) through [`Subscriptions`] and the codec.
+//! `tests/vectors/README.md`) through [`Subscriptions`], the codec and the
+//! request signature (`duplex_hub_proto::signature`).
 //!
 //! The same files are run against the TypeScript SDK (`clients/js`, the
 //! client of the hub's web pages too) by its `test/vectors.test.mjs`, so both
@@ -97,6 +98,7 @@ fn every_vector_of_every_file_holds() {
     );
     assert!(kinds.get("codec").is_some_and(|&n| n >= 20), "{kinds:?}");
     assert!(kinds.get("binary").is_some_and(|&n| n >= 40), "{kinds:?}");
+    assert!(kinds.get("signature").is_some_and(|&n| n >= 5), "{kinds:?}");
 }
 
 /// Counts the cases of `files` independently of the runner.
@@ -197,6 +199,7 @@ fn run_file(name: &str, file: &Value, outcome: &mut Outcome) {
                 "subscriptions" => run_subscriptions(case),
                 "codec" => run_codec(case),
                 "binary" => run_binary(case),
+                "signature" => run_signature(case),
                 other => Err(format!("unknown kind {other:?}")),
             }
         };
@@ -707,4 +710,30 @@ fn run_binary(case: &Value) -> Result<(), String> {
         }
         _ => Err("a binary case has a message or an expected error".into()),
     }
+}
+
+/// Kind `signature`: `signature_header(secret, t, body)` is exactly
+/// `header`, and `verify` accepts it at `t` and refuses it for another body.
+fn run_signature(case: &Value) -> Result<(), String> {
+    use duplex_hub_proto::signature::{DEFAULT_TOLERANCE_SECS, signature_header, verify};
+    only_keys(
+        case,
+        &["name", "description", "secret", "t", "body", "header"],
+    )?;
+    let secret = case["secret"].as_str().ok_or("no secret")?.as_bytes();
+    let t = case["t"].as_u64().ok_or("no t")?;
+    let body = case["body"].as_str().ok_or("no body")?.as_bytes();
+    let header = case["header"].as_str().ok_or("no header")?;
+    let signed = signature_header(secret, t, body);
+    if signed != header {
+        return Err(format!("signed {signed:?}, the vector says {header:?}"));
+    }
+    verify(secret, header, body, t, DEFAULT_TOLERANCE_SECS)
+        .map_err(|e| format!("its own header is refused: {e}"))?;
+    let mut other = body.to_vec();
+    other.push(b' ');
+    if verify(secret, header, &other, t, DEFAULT_TOLERANCE_SECS).is_ok() {
+        return Err("a changed body is accepted".into());
+    }
+    Ok(())
 }

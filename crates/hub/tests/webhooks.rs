@@ -182,11 +182,11 @@ async fn a_forged_tampered_or_replayed_request_is_refused_by_the_backend_check()
     ));
     // A replay: the same request signed long ago.
     let old = now - 3600;
-    let replayed = duplex_hub_proto::events::signature_header(SECRET.as_bytes(), old, &body);
+    let replayed = duplex_hub_proto::signature::signature_header(SECRET.as_bytes(), old, &body);
     assert!(!check(SECRET, &replayed, &body), "outside the tolerance");
     // The hub's core check agrees.
     assert!(
-        duplex_hub_proto::events::verify(SECRET.as_bytes(), &signature, &body, now, 300).is_ok()
+        duplex_hub_proto::signature::verify(SECRET.as_bytes(), &signature, &body, now, 300).is_ok()
     );
 
     // A forgery over HTTP is refused (401) and records nothing.
@@ -194,7 +194,7 @@ async fn a_forged_tampered_or_replayed_request_is_refused_by_the_backend_check()
     let forged_body =
         br#"{"events":[{"id":"x","type":"user_offline","time":1,"node":"n","user":"bob"}]}"#;
     let forged_sig =
-        duplex_hub_proto::events::signature_header(b"a guessed secret", now, forged_body);
+        duplex_hub_proto::signature::signature_header(b"a guessed secret", now, forged_body);
     let status = post_raw(&backend, &forged_sig, forged_body).await;
     assert_eq!(status, 401);
     assert_eq!(backend.forged(), 1);

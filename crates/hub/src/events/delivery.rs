@@ -2,7 +2,7 @@
 //! signed, through the hub's backend client (`crate::backend`).
 //!
 //! The body is `{"events":[…]}`; the headers are `Duplex-Signature:
-//! t=<unix>,v1=<hex>` (the core's `events::signature_header`, signed anew
+//! t=<unix>,v1=<hex>` (the core's `signature::signature_header`, signed anew
 //! for each attempt, so its time is the attempt's) and `Duplex-Event-Id`
 //! (the events' ids, comma-separated). A 2xx answer delivers every event
 //! of the batch; anything else (another status, a timeout, a refused
@@ -10,9 +10,8 @@
 //! [`Webhook::retry_delay`].
 
 use bytes::Bytes;
-use duplex_hub_proto::events::{
-    Backoff, EVENT_ID_HEADER, Event, SIGNATURE_HEADER, signature_header,
-};
+use duplex_hub_proto::events::{Backoff, EVENT_ID_HEADER, Event};
+use duplex_hub_proto::signature::{SIGNATURE_HEADER, signature_header};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 
 use super::config::WebhooksConfig;
