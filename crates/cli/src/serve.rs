@@ -196,13 +196,25 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+    /// The proxy hooks' signing secret (32 bytes or more; `[hooks] secret`
+    /// in the file, docs/hooks.md), required when a hook is set. Prefer the
+    /// environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "DUPLEX_HOOK_SECRET",
+        hide_env_values = true
+    )]
+    hook_secret: Option<String>,
 }
 
 impl ServeArgs {
     /// The configuration: file, then flags on top.
     fn config(&self) -> anyhow::Result<HubConfig> {
         let mut config = match &self.config {
-            Some(path) => HubConfig::from_toml_file(path)?,
+            // Validated below, once the flags are applied (a secret may
+            // come from a flag).
+            Some(path) => HubConfig::from_toml_file_unchecked(path)?,
             None => HubConfig::default(),
         };
         if let Some(listen) = self.listen {
@@ -303,6 +315,9 @@ impl ServeArgs {
         }
         if self.webhook_secret.is_some() {
             config.webhooks.secret = self.webhook_secret.clone();
+        }
+        if self.hook_secret.is_some() {
+            config.hooks.secret = self.hook_secret.clone();
         }
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" {
@@ -537,7 +552,7 @@ fn hooks_mode(config: &HubConfig) -> String {
     if on.is_empty() {
         "off (docs/hooks.md)".to_owned()
     } else {
-        format!("{} (docs/hooks.md)", on.join(", "))
+        format!("{} (signed; docs/hooks.md)", on.join(", "))
     }
 }
 
@@ -802,5 +817,41 @@ mod tests {
             overridden.redis.as_deref(),
             Some("rediss://redis.internal:6380")
         );
+    }
+
+    #[test]
+    fn a_secret_flag_completes_a_file_with_hooks_or_webhooks() {
+        let dir = std::env::temp_dir().join(format!("duplex-serve-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hub.toml");
+        std::fs::write(
+            &file,
+            "[hooks]\nconnect = \"http://127.0.0.1:9000/connect\"\n\
+             [webhooks]\nurl = \"http://127.0.0.1:9000/events\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let secret = "a-serve-test-secret-of-32-bytes!";
+        let without = parse(&["--config", path, "--webhook-secret", secret]);
+        let with = parse(&[
+            "--config",
+            path,
+            "--hook-secret",
+            secret,
+            "--webhook-secret",
+            secret,
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
+        // (DUPLEX_HOOK_SECRET would complete it too; the test's environment
+        // has none.)
+        if std::env::var_os("DUPLEX_HOOK_SECRET").is_none() {
+            let error = without.unwrap_err().to_string();
+            assert!(error.contains("never sent unsigned"), "{error}");
+        }
+        let config = with.unwrap();
+        assert_eq!(config.hooks.secret.as_deref(), Some(secret));
+        assert_eq!(config.webhooks.secret.as_deref(), Some(secret));
+        let short = parse(&["--hook-secret", "short"]);
+        assert!(short.is_ok(), "no hook is set: the secret is not needed");
     }
 }

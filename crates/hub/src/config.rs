@@ -148,7 +148,7 @@ impl Default for HttpConfig {
     }
 }
 
-pub use crate::hooks::config::{HooksConfig, NamespaceHooks};
+pub use crate::hooks::config::{HOOK_SECRET_ENV, HooksConfig, MIN_HOOK_SECRET_LEN, NamespaceHooks};
 
 /// The server API's settings (`[api]`). Off unless `listen` is set; then
 /// at least one key is required.
@@ -604,11 +604,20 @@ pub const STATS_CHANNEL: &str = "$sys:stats";
 impl HubConfig {
     /// Reads a TOML file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let config = Self::from_toml_file_unchecked(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file without [`HubConfig::validate`]: for a
+    /// caller that completes it first (command-line flags, such as a secret
+    /// kept out of the file) and validates the result.
+    pub fn from_toml_file_unchecked(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
             error,
         })?;
-        Self::from_toml(&text)
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     /// Parses TOML text.

@@ -22,6 +22,11 @@
 //!   headers to forward and whether the `connect` hook let it in) exists
 //!   only for connections of a hub with hooks, from their handshake to
 //!   their end, one entry each.
+//! - **Signed.** Every request carries `Duplex-Signature` (the core's
+//!   [`duplex_hub_proto::signature`], as webhooks do), signed with the
+//!   configured secret when it is sent — after its wait for a slot, so `t`
+//!   is when it left; a request sent again (a `refresh` retried) is signed
+//!   anew. A forwarded header of that name from the client is replaced.
 //! - Every request and its result is counted ([`HookMetrics`]).
 
 use std::collections::HashMap;
@@ -31,7 +36,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex_hub_proto::hooks::{AnswerError, Failure, Hook, Verdict};
-use http::{HeaderMap, HeaderName, Uri, header};
+use duplex_hub_proto::signature::{SIGNATURE_HEADER, signature_header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use tokio::sync::Semaphore;
 
 use crate::backend::{Backend, BackendError, check_url};
@@ -68,6 +74,8 @@ struct Peer {
 /// A node's proxy hooks (see the module docs).
 pub(crate) struct Hooks {
     backend: Backend,
+    /// The signing secret (validated: at least 32 bytes).
+    secret: Vec<u8>,
     connect: Option<Uri>,
     refresh: Option<Uri>,
     namespaces: HashMap<String, NamespaceUrls>,
@@ -148,8 +156,14 @@ impl Hooks {
         if config.forward_cookies && !forward.contains(&header::COOKIE) {
             forward.push(header::COOKIE);
         }
+        let Some(secret) = &config.secret else {
+            return Err(HubError::Config(crate::config::ConfigError::Invalid(
+                "hooks: a hook is set but secret is not".into(),
+            )));
+        };
         Ok(Some(Arc::new(Self {
             backend,
+            secret: secret.as_bytes().to_vec(),
             connect: url(config.connect.as_ref())?,
             refresh: url(config.refresh.as_ref())?,
             namespaces,
@@ -318,7 +332,12 @@ impl Hooks {
         };
         metrics.in_flight(hook, 1);
         let started = tokio::time::Instant::now();
-        let headers = HeaderMap::clone(&self.headers(id));
+        let mut headers = HeaderMap::clone(&self.headers(id));
+        let signature = signature_header(&self.secret, crate::hub::now_secs(), &body);
+        // Hex digits, `t=`, `,v1=`: always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&signature) {
+            headers.insert(SIGNATURE_HEADER, value);
+        }
         let sent = self
             .backend
             .post_json(

@@ -2,7 +2,10 @@
 //! loopback): connect (accept, refuse, user, data, channels, no JWT),
 //! forwarded cookies and headers, refresh, subscribe, publish (refuse,
 //! replace), rpc (round trip, error), a backend that is down or slow, the
-//! concurrency bound, and the metrics.
+//! concurrency bound, the metrics, and signatures: the backend checks the
+//! `Duplex-Signature` of every request with the hooks' secret, as
+//! `docs/hooks.md` tells a backend to (independently of the hub's code), and
+//! answers one that does not verify with 401, as a real backend would.
 
 mod common;
 
@@ -24,6 +27,46 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 const SECRET: &str = "the hooks tests' hub secret, 32+ bytes";
+
+/// The secret hook requests are signed with (`[hooks] secret`).
+const HOOK_SECRET: &str = "the hooks tests' signing secret, 32+ bytes";
+
+/// How far a signature's `t` may be from now (`docs/hooks.md`).
+const TOLERANCE: u64 = 300;
+
+/// Checks a `Duplex-Signature` value for `body` with `secret`, as a
+/// backend does: `t=<unix>,v1=<hex HMAC-SHA256 of "t." + body>`, `t`
+/// within [`TOLERANCE`] of now.
+fn signed_by(secret: &[u8], header: Option<&http::HeaderValue>, body: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some(header) = header.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<u64>().ok(),
+            Some(("v1", value)) => v1.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    if now().abs_diff(t) > TOLERANCE {
+        return false;
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // (A real backend compares in constant time; this one is a test.)
+    v1.contains(&expected)
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -53,12 +96,16 @@ struct Seen {
     path: String,
     headers: http::HeaderMap,
     body: Value,
+    /// The body's bytes, as signed.
+    raw: Bytes,
 }
 
 type Handler = dyn Fn(&str, &Value) -> Reply + Send + Sync;
 
 /// A backend on `127.0.0.1:0`: answers each request with `handler(path,
-/// body)`, records what it got, and counts the requests it serves at once.
+/// body)` — or with 401 when its signature does not verify with
+/// [`HOOK_SECRET`] — records what it got, and counts the requests it serves
+/// at once.
 struct Backend {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -98,12 +145,26 @@ impl Backend {
                                 let body: Value =
                                     serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                                 let path = parts.uri.path().to_owned();
+                                let signed = signed_by(
+                                    HOOK_SECRET.as_bytes(),
+                                    parts.headers.get("duplex-signature"),
+                                    &bytes,
+                                );
                                 seen.lock().unwrap().push(Seen {
                                     path: path.clone(),
                                     headers: parts.headers,
                                     body: body.clone(),
+                                    raw: bytes,
                                 });
-                                let reply = handler(&path, &body);
+                                let reply = if signed {
+                                    handler(&path, &body)
+                                } else {
+                                    Reply {
+                                        status: 401,
+                                        body: json!({"error": {"message": "bad signature"}}),
+                                        delay: Duration::ZERO,
+                                    }
+                                };
                                 tokio::time::sleep(reply.delay).await;
                                 current.fetch_sub(1, Ordering::SeqCst);
                                 let response = http::Response::builder()
@@ -162,6 +223,7 @@ async fn hub(hooks: impl FnOnce(&mut HubConfig)) -> TestHub {
         ns.anonymous = Some(true);
     }
     config.hooks.timeout = Duration::from_secs(2);
+    config.hooks.secret = Some(HOOK_SECRET.into());
     hooks(&mut config);
     TestHub::start(config).await
 }
@@ -285,6 +347,77 @@ async fn connect_hook_sets_user_data_and_channels_without_a_jwt_and_gets_cookies
         2,
         "carol did not ask the hook"
     );
+}
+
+#[tokio::test]
+async fn every_hook_request_is_signed_with_the_hook_secret_and_a_wrong_secret_does_not_verify() {
+    let backend = Backend::start(|path, _| match path {
+        "/connect" => answer(json!({"result": {"user": "ada"}})),
+        "/rpc" => answer(json!({"result": {"data": {"ok": true}}})),
+        _ => answer(json!({"result": {}})),
+    })
+    .await;
+    let hub = hub(|c| {
+        c.hooks.connect = Some(backend.url("/connect"));
+        let ns = &mut c.hooks.default_namespace;
+        ns.subscribe = Some(backend.url("/subscribe"));
+        ns.publish = Some(backend.url("/publish"));
+        ns.rpc = Some(backend.url("/rpc"));
+        // A client's header of that name is not what the backend checks.
+        c.hooks.forward_headers = vec!["duplex-signature".into()];
+    })
+    .await;
+    let mut client = TestClient::open(&hub.url(), |r| {
+        r.header("duplex-signature", "t=1,v1=00").unwrap()
+    })
+    .await
+    .unwrap();
+    // Each one answered as the handler says: the backend verified it.
+    assert!(matches!(
+        connect_reply(&mut client).await,
+        ServerMessage::Connected { user, .. } if user == "ada"
+    ));
+    let reply = client.subscribe("room").await;
+    assert!(
+        matches!(reply, ServerMessage::Subscribed { .. }),
+        "{reply:?}"
+    );
+    let reply = client.publish("room", json!({"n": 1})).await;
+    assert!(
+        matches!(reply, ServerMessage::Published { .. }),
+        "{reply:?}"
+    );
+    let reply = client.call(rpc("get", json!({}))).await;
+    assert!(matches!(reply, ServerMessage::Rpc { .. }), "{reply:?}");
+    let seen = backend.seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/connect", "/subscribe", "/publish", "/rpc"]);
+    for request in &seen {
+        let header = request.headers.get("duplex-signature");
+        assert_eq!(
+            request.headers.get_all("duplex-signature").iter().count(),
+            1,
+            "one signature, the hub's: {:?}",
+            request.headers
+        );
+        assert!(
+            signed_by(HOOK_SECRET.as_bytes(), header, &request.raw),
+            "{} verifies with the secret: {header:?}",
+            request.path
+        );
+        assert!(
+            !signed_by(b"another secret of at least 32 bytes", header, &request.raw),
+            "{} does not verify with another secret",
+            request.path
+        );
+        let mut changed = request.raw.to_vec();
+        changed.push(b' ');
+        assert!(
+            !signed_by(HOOK_SECRET.as_bytes(), header, &changed),
+            "{} does not verify for another body",
+            request.path
+        );
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 
 /// The shortest webhook secret accepted (bytes).
-pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
+pub const MIN_WEBHOOK_SECRET_LEN: usize = duplex_hub_proto::signature::MIN_SECRET_LEN;
 
 /// The environment variable a `[webhooks]` table without `secret` takes it
 /// from.

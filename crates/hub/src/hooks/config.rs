@@ -3,7 +3,8 @@
 //!
 //! Invariants: every hook is off unless its URL is set; a set URL is an
 //! absolute `http://` or `https://` URL (checked at load, not at the first
-//! call); every bound is finite and above zero (a timeout, a concurrency,
+//! call); with any hook set, a secret of at least [`MIN_HOOK_SECRET_LEN`]
+//! bytes is required (hook requests are never sent unsigned); every bound is finite and above zero (a timeout, a concurrency,
 //! a wait for a free slot, an answer's size); `forward_headers` are valid
 //! header names; `fail_open` is only accepted where a `subscribe` or
 //! `publish` hook exists to fail.
@@ -15,10 +16,30 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
+/// The shortest hook secret accepted (bytes).
+pub const MIN_HOOK_SECRET_LEN: usize = duplex_hub_proto::signature::MIN_SECRET_LEN;
+
+/// The environment variable a `[hooks]` table without `secret` takes it
+/// from.
+pub const HOOK_SECRET_ENV: &str = "DUPLEX_HOOK_SECRET";
+
+fn secret_from_env() -> Option<String> {
+    std::env::var(HOOK_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// The proxy hooks (`[hooks]`). Off unless a URL is set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
+    /// The shared secret every hook request is signed with
+    /// (`Duplex-Signature`, HMAC-SHA256, as webhooks are), at least 32
+    /// bytes; required when any hook is set. A `[hooks]` table without it
+    /// takes the environment variable [`HOOK_SECRET_ENV`]
+    /// (`DUPLEX_HOOK_SECRET`), so the file need not hold the secret.
+    #[serde(default = "secret_from_env")]
+    pub secret: Option<String>,
     /// URL of the `connect` hook: asked when a client connects without a
     /// token; the backend accepts (and may name the user, the session's
     /// expiry, data for the client and channels to join) or refuses.
@@ -78,6 +99,7 @@ pub struct NamespaceHooks {
 impl Default for HooksConfig {
     fn default() -> Self {
         Self {
+            secret: None,
             connect: None,
             refresh: None,
             timeout: Duration::from_secs(3),
@@ -89,6 +111,25 @@ impl Default for HooksConfig {
             namespaces: BTreeMap::new(),
             default_namespace: NamespaceHooks::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for HooksConfig {
+    /// The secret is not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HooksConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .field("connect", &self.connect)
+            .field("refresh", &self.refresh)
+            .field("timeout", &self.timeout)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("forward_headers", &self.forward_headers)
+            .field("forward_cookies", &self.forward_cookies)
+            .field("namespaces", &self.namespaces)
+            .field("default_namespace", &self.default_namespace)
+            .finish()
     }
 }
 
@@ -161,6 +202,25 @@ impl HooksConfig {
         {
             return bad(format!("forward_headers: {name:?} is not a header name"));
         }
+        if self.any() {
+            match &self.secret {
+                None => {
+                    return bad(format!(
+                        "a hook is set but secret is not (hooks.secret, --hook-secret or \
+                         {HOOK_SECRET_ENV}): hook requests are never sent unsigned \
+                         (e.g. `openssl rand -hex 32`)"
+                    ));
+                }
+                Some(secret) if secret.len() < MIN_HOOK_SECRET_LEN => {
+                    return bad(format!(
+                        "the secret is {} bytes; it must be at least {MIN_HOOK_SECRET_LEN} \
+                         (e.g. `openssl rand -hex 32`)",
+                        secret.len()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 }
@@ -182,6 +242,7 @@ mod tests {
         let config = HubConfig::from_toml(
             r#"
             [hooks]
+            secret = "a-hook-secret-of-at-least-32-bytes"
             connect = "http://127.0.0.1:9000/connect"
             timeout = 0.5
             forward_headers = ["x-request-id"]
@@ -200,6 +261,32 @@ mod tests {
         assert!(hooks.namespace("orders:get").rpc.is_some());
         assert!(hooks.namespace("orders:get").fail_open);
         assert!(hooks.namespace("chat:x").rpc.is_none());
+        assert!(
+            !format!("{hooks:?}").contains("a-hook-secret"),
+            "the secret is not shown"
+        );
+    }
+
+    #[test]
+    fn hooks_need_a_long_secret_and_only_hooks_do() {
+        let parse = |text: &str| HubConfig::from_toml(&format!("[hooks]\n{text}"));
+        let connect = "connect = \"http://127.0.0.1:9000/connect\"";
+        for (bad, says) in [
+            (connect.to_owned(), "secret is not"),
+            (format!("{connect}\nsecret = \"short\""), "at least 32"),
+            (
+                "[hooks.namespaces.x]\nrpc = \"http://a/\"".to_owned(),
+                "never sent unsigned",
+            ),
+        ] {
+            let error = parse(&bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let secret = format!("secret = \"{}\"", "s".repeat(32));
+        assert!(parse(&format!("{connect}\n{secret}")).is_ok());
+        // No hook, no secret needed: the default starts as ever.
+        assert!(parse("timeout = 2").is_ok());
+        assert!(HubConfig::default().validate().is_ok());
     }
 
     #[test]
@@ -224,7 +311,8 @@ mod tests {
             ("[hooks.namespaces.x]\nrpc = \"ftp://a/\"", "rpc"),
             ("conect = \"http://a/\"", "unknown field"),
         ] {
-            let error = HubConfig::from_toml(&format!("[hooks]\n{bad}"))
+            let secret = "secret = \"a-hook-secret-of-at-least-32-bytes\"";
+            let error = HubConfig::from_toml(&format!("[hooks]\n{secret}\n{bad}"))
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(says), "{bad}: {error}");
