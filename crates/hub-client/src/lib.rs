@@ -13,6 +13,20 @@
 //! wanted channel from the position of the last message delivered, then
 //! sends the publishes still waiting for their acknowledgement.
 //!
+//! ## Private channels
+//!
+//! A channel of a namespace with `subscribe = "token"` takes a subscription
+//! token (a JWT for the connection's user and that channel) in each
+//! `subscribe`. Give one with [`Handle::subscribe_with_token`]: it goes with
+//! the next subscribe of the channel and is kept for it. Every other
+//! subscribe of a wanted channel — after a reconnection in particular, or
+//! to recover after a gap — asks [`Options::subscription_token`] for a fresh
+//! one when it is set (a subscription token is short-lived), and sends the
+//! kept one otherwise. A
+//! token the hub refuses ends in [`Event::SubscribeFailed`]; calling
+//! [`Handle::subscribe_with_token`] again with a new one retries at once,
+//! as [`Handle::refresh`] replaces the connection's token.
+//!
 //! ## Guarantees
 //!
 //! - **Messages.** Per channel, [`Event::Message`] comes at most once per
@@ -47,7 +61,7 @@
 //!   [`Event::Disconnected`] has `reconnect_in: None`, and the event stream
 //!   ends.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +77,7 @@ use duplex_hub_proto::{
     Publication, Request, ServerMessage, SubscribeOptions, Subscriptions, close, validate_channel,
 };
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 mod rpc;
@@ -104,6 +119,41 @@ pub struct Options {
     pub max_in_flight: usize,
     /// Most events waiting for the application (default 1024).
     pub event_capacity: usize,
+    /// Asked for a channel's subscription token before each subscribe not
+    /// given one (see [Private channels](self#private-channels));
+    /// `None` (the default): the token given to
+    /// [`Handle::subscribe_with_token`] is sent again.
+    pub subscription_token: Option<SubscriptionTokens>,
+}
+
+/// The source of fresh subscription tokens ([`Options::subscription_token`]):
+/// called with the channel, answers its token, or `None` for a channel that
+/// needs none (the subscribe goes without).
+#[derive(Clone)]
+pub struct SubscriptionTokens(
+    Arc<dyn Fn(&str) -> BoxFuture<'static, Option<String>> + Send + Sync>,
+);
+
+impl SubscriptionTokens {
+    /// Tokens from `get`, an async function of the channel (it may fetch
+    /// the token from the application's backend).
+    pub fn new<F, Fut>(get: F) -> Self
+    where
+        F: Fn(&str) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        Self(Arc::new(move |channel| Box::pin(get(channel))))
+    }
+
+    fn get(&self, channel: &str) -> BoxFuture<'static, Option<String>> {
+        (self.0)(channel)
+    }
+}
+
+impl fmt::Debug for SubscriptionTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionTokens").finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
@@ -117,6 +167,7 @@ impl Default for Options {
             max_pending: 1000,
             max_in_flight: 100,
             event_capacity: 1024,
+            subscription_token: None,
         }
     }
 }
@@ -137,6 +188,18 @@ impl Options {
     /// Sets the reconnection settings.
     pub fn reconnect(mut self, reconnect: reconnect::Options) -> Self {
         self.reconnect = reconnect;
+        self
+    }
+
+    /// Asks `get` (an async function of the channel) for a fresh
+    /// subscription token before each subscribe not given one
+    /// ([`Options::subscription_token`]).
+    pub fn subscription_token<F, Fut>(mut self, get: F) -> Self
+    where
+        F: Fn(&str) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        self.subscription_token = Some(SubscriptionTokens::new(get));
         self
     }
 }
@@ -207,6 +270,9 @@ pub enum Event {
         user: String,
         /// When the token runs out, in seconds since the Unix epoch.
         expires: Option<u64>,
+        /// Data for this client from the application's backend (its
+        /// `connect` hook, `docs/hooks.md`), if it gave any.
+        data: Option<JsonText>,
     },
     /// A connection ended, or an attempt failed. `reconnect_in: None` means
     /// for good: the event stream ends after this.
@@ -264,7 +330,7 @@ struct Pending {
 }
 
 enum Cmd {
-    Subscribe(String, SubscribeOptions),
+    Subscribe(String, SubscribeOptions, Option<String>),
     Unsubscribe(String),
     Publish(Pending),
     Rpc(rpc::Call),
@@ -357,7 +423,27 @@ impl Handle {
         validate_channel(channel)?;
         let _ = self
             .commands
-            .send(Cmd::Subscribe(channel.to_owned(), options));
+            .send(Cmd::Subscribe(channel.to_owned(), options, None));
+        Ok(())
+    }
+
+    /// Wants the private `channel` with its subscription `token` (see
+    /// [Private channels](self#private-channels)): sent with the first
+    /// subscribe and kept for the channel. Called again for a channel
+    /// already wanted, it replaces the token, and subscribes again at once
+    /// if the hub had refused or ended the subscription.
+    pub fn subscribe_with_token(
+        &self,
+        channel: &str,
+        options: SubscribeOptions,
+        token: impl Into<String>,
+    ) -> Result<(), NameError> {
+        validate_channel(channel)?;
+        let _ = self.commands.send(Cmd::Subscribe(
+            channel.to_owned(),
+            options,
+            Some(token.into()),
+        ));
         Ok(())
     }
 
@@ -505,9 +591,15 @@ impl Client {
             shared: shared.clone(),
             max_pending: options.max_pending,
         };
+        let (token_tx, token_rx) = mpsc::unbounded_channel();
         let task = Task {
             ws,
             subs: Subscriptions::new(),
+            sub_tokens: HashMap::new(),
+            fresh_tokens: HashSet::new(),
+            token_source: options.subscription_token,
+            token_tx,
+            token_rx,
             commands: command_rx,
             events: event_tx,
             shared,
@@ -551,6 +643,16 @@ impl Stream for Client {
 struct Task {
     ws: ReconnectingWebSocket,
     subs: Subscriptions,
+    /// The subscription token kept per wanted channel.
+    sub_tokens: HashMap<String, String>,
+    /// Channels whose kept token was given by the application and not sent
+    /// yet: their next subscribe takes it without asking `token_source`.
+    fresh_tokens: HashSet<String>,
+    /// Where fresh subscription tokens come from, if anywhere.
+    token_source: Option<SubscriptionTokens>,
+    /// Subscribes whose token was fetched: (connection, request, token).
+    token_tx: mpsc::UnboundedSender<(u64, Request, Option<String>)>,
+    token_rx: mpsc::UnboundedReceiver<(u64, Request, Option<String>)>,
     commands: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -608,6 +710,9 @@ impl Task {
                     let _ = self.ws.close(1000, "");
                     break;
                 }
+                Some((connection, request, token)) = self.token_rx.recv() => {
+                    self.on_token(connection, request, token);
+                }
                 () = &mut self.stall_timer, if self.stalled => {
                     self.stalled = false;
                     self.send_publishes();
@@ -645,12 +750,18 @@ impl Task {
 
     fn on_command(&mut self, command: Cmd) {
         match command {
-            Cmd::Subscribe(channel, options) => {
+            Cmd::Subscribe(channel, options, token) => {
+                if let Some(token) = token {
+                    self.sub_tokens.insert(channel.clone(), token);
+                    self.fresh_tokens.insert(channel.clone());
+                }
                 // Validated by the handle.
                 let _ = self.subs.subscribe_with(&channel, options);
                 self.transmit();
             }
             Cmd::Unsubscribe(channel) => {
+                self.sub_tokens.remove(&channel);
+                self.fresh_tokens.remove(&channel);
                 self.subs.unsubscribe(&channel);
                 self.transmit();
             }
@@ -766,13 +877,14 @@ impl Task {
                 client,
                 user,
                 expires,
+                data,
                 ..
             } if self.connect_id == Some(id) => {
                 self.connect_id = None;
                 let connection = self.connection?;
                 self.shared.connected.store(true, Ordering::Release);
                 for request in self.subs.on_connected() {
-                    self.send(request);
+                    self.send_from_machine(request);
                 }
                 self.transmit();
                 self.send_publishes();
@@ -782,6 +894,7 @@ impl Task {
                     client,
                     user,
                     expires,
+                    data,
                 })
             }
             ServerMessage::Published {
@@ -899,6 +1012,59 @@ impl Task {
     /// Sends what the subscription state machine has queued.
     fn transmit(&mut self) {
         while let Some(request) = self.subs.poll_transmit() {
+            self.send_from_machine(request);
+        }
+    }
+
+    /// Sends a request of the subscription state machine; a `subscribe`
+    /// carries the channel's subscription token: the one the application
+    /// just gave, else a fresh one from `token_source` (sent once it comes,
+    /// on the same connection, or not at all: a new connection resubscribes
+    /// anyway), else the one kept.
+    fn send_from_machine(&mut self, mut request: Request) {
+        let Command::Subscribe { channel, token, .. } = &mut request.command else {
+            return self.send(request);
+        };
+        let given = self.fresh_tokens.remove(channel.as_str());
+        match (&self.token_source, self.connection) {
+            (Some(source), Some(connection)) if !given => {
+                let fetch = source.get(channel);
+                let done = self.token_tx.clone();
+                tokio::spawn(async move {
+                    let token = fetch.await;
+                    let _ = done.send((connection, request, token));
+                });
+            }
+            _ => {
+                *token = self.sub_tokens.get(channel.as_str()).cloned();
+                self.send(request);
+            }
+        }
+    }
+
+    /// A fresh subscription token came for a subscribe held for it.
+    fn on_token(&mut self, connection: u64, mut request: Request, fetched: Option<String>) {
+        let Command::Subscribe { channel, token, .. } = &mut request.command else {
+            return;
+        };
+        if !self
+            .subs
+            .channels()
+            .any(|wanted| wanted == channel.as_str())
+        {
+            // Unsubscribed meanwhile: neither keep nor send it.
+            return;
+        }
+        match &fetched {
+            Some(fresh) => {
+                self.sub_tokens.insert(channel.clone(), fresh.clone());
+            }
+            None => {
+                self.sub_tokens.remove(channel.as_str());
+            }
+        }
+        *token = fetched;
+        if self.connection == Some(connection) {
             self.send(request);
         }
     }

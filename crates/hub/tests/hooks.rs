@@ -890,3 +890,37 @@ async fn the_rust_client_calls_rpc_and_gets_the_backends_data_or_its_error() {
     ));
     client.close();
 }
+
+#[tokio::test]
+async fn the_rust_client_gets_the_connect_hooks_data_in_connected_in_both_envelopes() {
+    use duplex_hub_client::{Client, Event, Options};
+    use duplex_hub_proto::Encoding;
+    let backend = Backend::start(|_, _| {
+        answer(json!({"result": {"user": "ada", "data": {"plan": "pro", "seats": [1, 2]}}}))
+    })
+    .await;
+    let hub = hub(|c| c.hooks.connect = Some(backend.url("/connect"))).await;
+    for encoding in [Encoding::Json, Encoding::Binary] {
+        let mut client = Client::connect(&hub.url(), Options::default().encoding(encoding));
+        let event = tokio::time::timeout(common::WAIT, async {
+            loop {
+                let event = client.next_event().await.expect("connected");
+                if matches!(event, Event::Connected { .. }) {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("connected in time");
+        let Event::Connected { user, data, .. } = event else {
+            unreachable!()
+        };
+        assert_eq!(user, "ada");
+        assert_eq!(
+            data.map(|d| d.as_str().to_owned()).as_deref(),
+            Some(r#"{"plan":"pro","seats":[1,2]}"#),
+            "{encoding:?}"
+        );
+        client.close();
+    }
+}

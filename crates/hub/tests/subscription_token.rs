@@ -148,3 +148,137 @@ fn a_token_permission_is_for_subscribe_and_needs_auth() {
     config.default_namespace.subscribe = Permission::Token;
     assert!(config.validate().is_err(), "no [auth]");
 }
+
+/// Fast reconnection for the Rust client tests below.
+fn client_options(encoding: duplex_hub_proto::Encoding, user: &str) -> duplex_hub_client::Options {
+    use duplex::reconnect::{self, Backoff};
+    let reconnect = reconnect::Options::default()
+        .backoff(Backoff {
+            initial: std::time::Duration::from_millis(50),
+            max: std::time::Duration::from_millis(300),
+            factor: 2.0,
+        })
+        .stable_after(std::time::Duration::ZERO);
+    duplex_hub_client::Options::default()
+        .encoding(encoding)
+        .reconnect(reconnect)
+        .token(sign(&json!({"sub": user, "exp": now() + 3600})))
+}
+
+/// The next event of `client` that `pred` picks, within the tests' wait.
+async fn next_matching(
+    client: &mut duplex_hub_client::Client,
+    pred: impl Fn(&duplex_hub_client::Event) -> bool,
+) -> duplex_hub_client::Event {
+    tokio::time::timeout(common::WAIT, async {
+        loop {
+            let event = client.next_event().await.expect("the client goes on");
+            if pred(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the event in time")
+}
+
+fn subscribed_to(event: &duplex_hub_client::Event) -> Option<&str> {
+    match event {
+        duplex_hub_client::Event::Subscribed { channel, .. } => Some(channel),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_sends_a_given_token_and_fetches_fresh_ones_to_resubscribe() {
+    use duplex_hub_client::{Client, Event};
+    use duplex_hub_proto::Encoding;
+    use std::sync::{Arc, Mutex};
+    for encoding in [Encoding::Json, Encoding::Binary] {
+        let mut config = api_config();
+        config.namespaces.insert(
+            "vip".into(),
+            NamespaceConfig {
+                subscribe: Permission::Token,
+                ..NamespaceConfig::default()
+            },
+        );
+        let hub = TestHub::start(config.clone()).await;
+        let addr = hub.addr;
+        let for_channel =
+            |channel: &str| sign(&json!({"sub": "ada", "channel": channel, "exp": now() + 3600}));
+        // The source of fresh tokens records what it was asked for.
+        let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
+        let options = client_options(encoding, "ada").subscription_token(move |channel| {
+            log.lock().unwrap().push(channel.to_owned());
+            let token = for_channel(channel);
+            async move { Some(token) }
+        });
+        let mut ada = Client::connect(&hub.url(), options);
+        ada.subscribe_with_token("vip:lounge", Default::default(), for_channel("vip:lounge"))
+            .unwrap();
+        let event = next_matching(&mut ada, |e| subscribed_to(e).is_some()).await;
+        assert_eq!(subscribed_to(&event), Some("vip:lounge"), "{encoding:?}");
+        assert!(asked.lock().unwrap().is_empty(), "the given token was sent");
+        // Not given one: the source is asked.
+        ada.subscribe("vip:bar").unwrap();
+        let event = next_matching(&mut ada, |e| subscribed_to(e).is_some()).await;
+        assert_eq!(subscribed_to(&event), Some("vip:bar"));
+        assert_eq!(*asked.lock().unwrap(), ["vip:bar"]);
+
+        // The hub restarts: the client resubscribes both, each with a fresh
+        // token.
+        hub.stop().await;
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while std::net::TcpListener::bind(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "port free again");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let hub = TestHub::start_on(addr, config).await;
+        let mut again = Vec::new();
+        while again.len() < 2 {
+            let event = next_matching(&mut ada, |e| {
+                subscribed_to(e).is_some() || matches!(e, Event::SubscribeFailed { .. })
+            })
+            .await;
+            let channel = subscribed_to(&event)
+                .unwrap_or_else(|| panic!("resubscribed: {event:?}"))
+                .to_owned();
+            again.push(channel);
+        }
+        again.sort();
+        assert_eq!(again, ["vip:bar", "vip:lounge"]);
+        let mut asked_now = asked.lock().unwrap().clone();
+        asked_now.sort();
+        assert_eq!(
+            asked_now,
+            ["vip:bar", "vip:bar", "vip:lounge"],
+            "{encoding:?}"
+        );
+        ada.close();
+
+        // Without a source: the given token is sent; no token, refused.
+        let mut bob = Client::connect(&hub.url(), client_options(encoding, "bob"));
+        let bobs = sign(&json!({"sub": "bob", "channel": "vip:lounge", "exp": now() + 3600}));
+        bob.subscribe_with_token("vip:lounge", Default::default(), bobs)
+            .unwrap();
+        bob.subscribe("vip:bar").unwrap();
+        let mut outcomes = Vec::new();
+        while outcomes.len() < 2 {
+            let event = next_matching(&mut bob, |e| {
+                subscribed_to(e).is_some() || matches!(e, Event::SubscribeFailed { .. })
+            })
+            .await;
+            outcomes.push(match event {
+                Event::Subscribed { channel, .. } => format!("{channel}: subscribed"),
+                Event::SubscribeFailed { channel, code, .. } => format!("{channel}: {code:?}"),
+                _ => unreachable!(),
+            });
+        }
+        outcomes.sort();
+        assert_eq!(outcomes, ["vip:bar: Forbidden", "vip:lounge: subscribed"]);
+        bob.close();
+        hub.stop().await;
+    }
+}
