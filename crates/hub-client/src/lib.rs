@@ -130,9 +130,14 @@ pub struct Options {
 /// called with the channel, answers its token, or `None` for a channel that
 /// needs none (the subscribe goes without).
 #[derive(Clone)]
-pub struct SubscriptionTokens(
-    Arc<dyn Fn(&str) -> BoxFuture<'static, Option<String>> + Send + Sync>,
-);
+pub struct SubscriptionTokens(Arc<TokenFn>);
+
+/// What [`SubscriptionTokens`] holds.
+type TokenFn = dyn Fn(&str) -> BoxFuture<'static, Option<String>> + Send + Sync;
+
+/// A subscribe whose token was fetched: its connection, the request, the
+/// token.
+type Fetched = (u64, Request, Option<String>);
 
 impl SubscriptionTokens {
     /// Tokens from `get`, an async function of the channel (it may fetch
@@ -651,8 +656,8 @@ struct Task {
     /// Where fresh subscription tokens come from, if anywhere.
     token_source: Option<SubscriptionTokens>,
     /// Subscribes whose token was fetched: (connection, request, token).
-    token_tx: mpsc::UnboundedSender<(u64, Request, Option<String>)>,
-    token_rx: mpsc::UnboundedReceiver<(u64, Request, Option<String>)>,
+    token_tx: mpsc::UnboundedSender<Fetched>,
+    token_rx: mpsc::UnboundedReceiver<Fetched>,
     commands: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
