@@ -243,9 +243,15 @@ impl Server {
         }
         drop(listener);
         let sessions = &hub.admission;
+        // What ended connections and what was refused since start (before
+        // the drain's own 1001s): after a storm, the record of why clients
+        // left this node, from the node itself.
+        let breakdown = hub.metrics.breakdown();
         tracing::info!(
             sessions = sessions.current(),
             other = tasks.len(),
+            closes = %breakdown["closes"],
+            refused = %breakdown["rejected"],
             "shutting down"
         );
         let delays = hub.begin_shutdown();
