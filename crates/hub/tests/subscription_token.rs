@@ -23,6 +23,20 @@ async fn subscribe(client: &mut TestClient, channel: &str, token: Option<String>
         .await
 }
 
+/// The API test config with a private namespace, `vip`: subscribing there
+/// takes a subscription token.
+fn vip_config() -> duplex_hub::HubConfig {
+    let mut config = api_config();
+    config.namespaces.insert(
+        "vip".into(),
+        NamespaceConfig {
+            subscribe: Permission::Token,
+            ..NamespaceConfig::default()
+        },
+    );
+    config
+}
+
 fn refused(reply: &ServerMessage) -> (ErrorCode, String) {
     match reply {
         ServerMessage::Error { code, message, .. } => (*code, message.clone()),
@@ -32,14 +46,7 @@ fn refused(reply: &ServerMessage) -> (ErrorCode, String) {
 
 #[tokio::test]
 async fn a_private_channel_takes_a_subscription_token_for_its_user_and_channel() {
-    let mut config = api_config();
-    config.namespaces.insert(
-        "vip".into(),
-        NamespaceConfig {
-            subscribe: Permission::Token,
-            ..NamespaceConfig::default()
-        },
-    );
+    let config = vip_config();
     let hub = TestHub::start(config).await;
     let exp = now() + 3600;
     let mut ada = TestClient::open(&hub.url(), |r| r).await.unwrap();
@@ -195,14 +202,7 @@ async fn the_rust_client_sends_a_given_token_and_fetches_fresh_ones_to_resubscri
     use duplex_hub_proto::Encoding;
     use std::sync::{Arc, Mutex};
     for encoding in [Encoding::Json, Encoding::Binary] {
-        let mut config = api_config();
-        config.namespaces.insert(
-            "vip".into(),
-            NamespaceConfig {
-                subscribe: Permission::Token,
-                ..NamespaceConfig::default()
-            },
-        );
+        let config = vip_config();
         let hub = TestHub::start(config.clone()).await;
         let addr = hub.addr;
         let for_channel =
