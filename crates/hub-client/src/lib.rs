@@ -61,7 +61,7 @@
 //!   [`Event::Disconnected`] has `reconnect_in: None`, and the event stream
 //!   ends.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -77,12 +77,13 @@ use duplex_hub_proto::{
     Publication, Request, ServerMessage, SubscribeOptions, Subscriptions, close, validate_channel,
 };
 use futures_util::Stream;
-use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 mod rpc;
+mod tokens;
 
 pub use self::rpc::{Rpc, RpcError};
+pub use self::tokens::SubscriptionTokens;
 
 /// The close codes after which the protocol says not to reconnect without
 /// fixing the cause (`docs/protocol.md`, "Close codes").
@@ -124,41 +125,6 @@ pub struct Options {
     /// `None` (the default): the token given to
     /// [`Handle::subscribe_with_token`] is sent again.
     pub subscription_token: Option<SubscriptionTokens>,
-}
-
-/// The source of fresh subscription tokens ([`Options::subscription_token`]):
-/// called with the channel, answers its token, or `None` for a channel that
-/// needs none (the subscribe goes without).
-#[derive(Clone)]
-pub struct SubscriptionTokens(Arc<TokenFn>);
-
-/// What [`SubscriptionTokens`] holds.
-type TokenFn = dyn Fn(&str) -> BoxFuture<'static, Option<String>> + Send + Sync;
-
-/// A subscribe whose token was fetched: its connection, the request, the
-/// token.
-type Fetched = (u64, Request, Option<String>);
-
-impl SubscriptionTokens {
-    /// Tokens from `get`, an async function of the channel (it may fetch
-    /// the token from the application's backend).
-    pub fn new<F, Fut>(get: F) -> Self
-    where
-        F: Fn(&str) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<String>> + Send + 'static,
-    {
-        Self(Arc::new(move |channel| Box::pin(get(channel))))
-    }
-
-    fn get(&self, channel: &str) -> BoxFuture<'static, Option<String>> {
-        (self.0)(channel)
-    }
-}
-
-impl fmt::Debug for SubscriptionTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubscriptionTokens").finish_non_exhaustive()
-    }
 }
 
 impl Default for Options {
@@ -596,15 +562,10 @@ impl Client {
             shared: shared.clone(),
             max_pending: options.max_pending,
         };
-        let (token_tx, token_rx) = mpsc::unbounded_channel();
         let task = Task {
             ws,
             subs: Subscriptions::new(),
-            sub_tokens: HashMap::new(),
-            fresh_tokens: HashSet::new(),
-            token_source: options.subscription_token,
-            token_tx,
-            token_rx,
+            tokens: tokens::Tokens::new(options.subscription_token),
             commands: command_rx,
             events: event_tx,
             shared,
@@ -648,16 +609,8 @@ impl Stream for Client {
 struct Task {
     ws: ReconnectingWebSocket,
     subs: Subscriptions,
-    /// The subscription token kept per wanted channel.
-    sub_tokens: HashMap<String, String>,
-    /// Channels whose kept token was given by the application and not sent
-    /// yet: their next subscribe takes it without asking `token_source`.
-    fresh_tokens: HashSet<String>,
-    /// Where fresh subscription tokens come from, if anywhere.
-    token_source: Option<SubscriptionTokens>,
-    /// Subscribes whose token was fetched: (connection, request, token).
-    token_tx: mpsc::UnboundedSender<Fetched>,
-    token_rx: mpsc::UnboundedReceiver<Fetched>,
+    /// The subscription tokens of private channels.
+    tokens: tokens::Tokens,
     commands: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::Sender<Event>,
     shared: Arc<Shared>,
@@ -715,7 +668,7 @@ impl Task {
                     let _ = self.ws.close(1000, "");
                     break;
                 }
-                Some((connection, request, token)) = self.token_rx.recv() => {
+                Some((connection, request, token)) = self.tokens.fetched() => {
                     self.on_token(connection, request, token);
                 }
                 () = &mut self.stall_timer, if self.stalled => {
@@ -757,16 +710,14 @@ impl Task {
         match command {
             Cmd::Subscribe(channel, options, token) => {
                 if let Some(token) = token {
-                    self.sub_tokens.insert(channel.clone(), token);
-                    self.fresh_tokens.insert(channel.clone());
+                    self.tokens.give(&channel, token);
                 }
                 // Validated by the handle.
                 let _ = self.subs.subscribe_with(&channel, options);
                 self.transmit();
             }
             Cmd::Unsubscribe(channel) => {
-                self.sub_tokens.remove(&channel);
-                self.fresh_tokens.remove(&channel);
+                self.tokens.forget(&channel);
                 self.subs.unsubscribe(&channel);
                 self.transmit();
             }
@@ -1022,54 +973,24 @@ impl Task {
     }
 
     /// Sends a request of the subscription state machine; a `subscribe`
-    /// carries the channel's subscription token: the one the application
-    /// just gave, else a fresh one from `token_source` (sent once it comes,
-    /// on the same connection, or not at all: a new connection resubscribes
-    /// anyway), else the one kept.
-    fn send_from_machine(&mut self, mut request: Request) {
-        let Command::Subscribe { channel, token, .. } = &mut request.command else {
-            return self.send(request);
-        };
-        let given = self.fresh_tokens.remove(channel.as_str());
-        match (&self.token_source, self.connection) {
-            (Some(source), Some(connection)) if !given => {
-                let fetch = source.get(channel);
-                let done = self.token_tx.clone();
-                tokio::spawn(async move {
-                    let token = fetch.await;
-                    let _ = done.send((connection, request, token));
-                });
-            }
-            _ => {
-                *token = self.sub_tokens.get(channel.as_str()).cloned();
-                self.send(request);
-            }
+    /// goes with its channel's token ([`tokens`]), perhaps once a fresh one
+    /// has come ([`Task::on_token`]).
+    fn send_from_machine(&mut self, request: Request) {
+        if let Some(request) = self.tokens.prepare(request, self.connection) {
+            self.send(request);
         }
     }
 
-    /// A fresh subscription token came for a subscribe held for it.
-    fn on_token(&mut self, connection: u64, mut request: Request, fetched: Option<String>) {
-        let Command::Subscribe { channel, token, .. } = &mut request.command else {
-            return;
-        };
-        if !self
-            .subs
-            .channels()
-            .any(|wanted| wanted == channel.as_str())
+    /// A fresh subscription token came for a subscribe held for it: sent on
+    /// the connection it was fetched for, if that one is still open.
+    fn on_token(&mut self, connection: u64, request: Request, fetched: Option<String>) {
+        let subs = &self.subs;
+        let request = self.tokens.complete(request, fetched, |channel| {
+            subs.channels().any(|wanted| wanted == channel)
+        });
+        if let Some(request) = request
+            && self.connection == Some(connection)
         {
-            // Unsubscribed meanwhile: neither keep nor send it.
-            return;
-        }
-        match &fetched {
-            Some(fresh) => {
-                self.sub_tokens.insert(channel.clone(), fresh.clone());
-            }
-            None => {
-                self.sub_tokens.remove(channel.as_str());
-            }
-        }
-        *token = fetched;
-        if self.connection == Some(connection) {
             self.send(request);
         }
     }
