@@ -49,6 +49,11 @@ pub(crate) struct EchoArgs {
     #[arg(long, default_value_t = 16 << 20)]
     max_message_size: usize,
     /// PEM certificate chain: serve wss:// (needs --tls-key).
+    /// Park a plain connection quiet this long (no message either way): its
+    /// task and socket registration are given back until it has something
+    /// to do. 0 never parks.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    park_after: Duration,
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
@@ -66,6 +71,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
     if args.no_compress {
         config.deflate = None;
     }
+    config.park_after = Some(args.park_after).filter(|after| !after.is_zero());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from(duplex::tls::server_config_from_pem(
             cert, key,
@@ -196,33 +202,45 @@ fn plain_task(
     config: Arc<Config>,
     watch: duplex::ShutdownWatch,
     guard: LiveGuard,
-) -> PlainTask<impl Future<Output = Option<WebSocket<TcpStream>>> + Send + 'static> {
+) -> PlainTask {
     PlainTask {
         state: Plain::Handshake(Box::pin(accept_plain(tcp, peer, config, watch))),
-        _live: guard,
+        live: Some(guard),
     }
 }
 
-/// The future of a plain connection's task, written out by hand so that it
-/// holds nothing beside the `WebSocket` (264 bytes in all, a 384-byte tokio
-/// task): as an `async` block it also kept the boxed handshake, the echo
-/// loop's own future and more discriminants (352 bytes, a 512-byte task).
-struct PlainTask<H> {
-    state: Plain<H>,
-    _live: LiveGuard,
+/// A plain connection's task: the handshake, then the echo until the end,
+/// or until it parks (see [`duplex::park`]); a parked connection keeps only
+/// its live-count guard besides its WebSocket.
+struct PlainTask {
+    state: Plain,
+    /// Taken when the connection parks.
+    live: Option<LiveGuard>,
 }
 
-enum Plain<H> {
-    Handshake(Pin<Box<H>>),
+/// The handshake's future, boxed: large and short-lived.
+type Handshake = Pin<Box<dyn Future<Output = Option<WebSocket<TcpStream>>> + Send>>;
+
+enum Plain {
+    Handshake(Handshake),
     Echo(WebSocket<TcpStream>),
     Flush(WebSocket<TcpStream>),
     Done,
 }
 
-impl<H> Future for PlainTask<H>
-where
-    H: Future<Output = Option<WebSocket<TcpStream>>>,
-{
+/// A parked echo connection's own state.
+struct ParkedEcho(LiveGuard);
+
+impl duplex::park::Resume for ParkedEcho {
+    fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static {
+        PlainTask {
+            state: Plain::Echo(ws),
+            live: Some(self.0),
+        }
+    }
+}
+
+impl Future for PlainTask {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -234,14 +252,21 @@ where
                     None => this.state = Plain::Done,
                 },
                 Plain::Echo(ws) => {
-                    ready!(poll_echo(ws, cx));
+                    if poll_echo(ws, cx).is_pending() {
+                        if !ws.park_due() {
+                            return Poll::Pending;
+                        }
+                        let state = std::mem::replace(&mut this.state, Plain::Done);
+                        if let (Plain::Echo(ws), Some(live)) = (state, this.live.take()) {
+                            duplex::park::park(ws, ParkedEcho(live));
+                        }
+                        return Poll::Ready(());
+                    }
                     if let Plain::Echo(ws) = std::mem::replace(&mut this.state, Plain::Done) {
                         this.state = Plain::Flush(ws);
                     }
                 }
                 Plain::Flush(ws) => {
-                    // Write out whatever is left (the close reply); the peer
-                    // may be gone.
                     let _ = ready!(ws.poll_flush_unpin(cx));
                     this.state = Plain::Done;
                 }
@@ -251,7 +276,6 @@ where
     }
 }
 
-/// The opening handshake of a plain connection.
 async fn accept_plain(
     tcp: TcpStream,
     peer: SocketAddr,

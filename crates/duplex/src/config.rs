@@ -55,6 +55,12 @@ pub struct Config {
     pub send_buffer_size: Option<usize>,
     /// `SO_RCVBUF` for TCP sockets, `None` for the system default.
     pub recv_buffer_size: Option<usize>,
+    /// After this long with no data message either way, a connection at rest
+    /// may be parked: its task and socket registration given back until the
+    /// peer sends, a timer fires or the application wakes it (see
+    /// [`crate::park`]). Default `None`: a connection's task is never told to
+    /// park ([`crate::WebSocket::park_due`] stays false).
+    pub park_after: Option<Duration>,
 }
 
 impl Default for Config {
@@ -72,6 +78,7 @@ impl Default for Config {
             nodelay: true,
             send_buffer_size: None,
             recv_buffer_size: None,
+            park_after: None,
         }
     }
 }

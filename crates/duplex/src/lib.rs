@@ -29,6 +29,7 @@ pub mod error;
 #[cfg(feature = "http2")]
 pub mod http2;
 pub mod listener;
+pub mod park;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;

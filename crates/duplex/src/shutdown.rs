@@ -71,6 +71,12 @@ impl Watch {
         }
     }
 
+    /// Whether shutdown was triggered or a timer fired and was not yet seen
+    /// (leaves the marks as they are).
+    pub(crate) fn pending(&self) -> bool {
+        self.flags.load(Ordering::Acquire) != 0
+    }
+
     /// Whether a timer fired since the last call; clears the mark.
     pub(crate) fn take_timer(&self) -> bool {
         // A plain load first: the common answer is "no", without a write.

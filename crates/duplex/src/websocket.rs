@@ -152,6 +152,8 @@ struct Timing {
     pong_timeout: Millis,
     idle_timeout: Millis,
     close_timeout: Millis,
+    /// [`Config::park_after`].
+    park_after: Millis,
     /// Saturated to `u32::MAX` (4 GiB); at least 1.
     high_water: u32,
 }
@@ -206,6 +208,13 @@ pub struct WebSocket<S> {
     unread_pings: u8,
     /// The stream has returned `None` (or its final error).
     finished: bool,
+    /// A data message went either way since the park check was armed.
+    active: bool,
+    /// A park check found the connection quiet for `park_after`; cleared by
+    /// the next data message.
+    park_due: bool,
+    /// When the armed park check is due; [`Stamp::NEVER`] when none is.
+    park_at: Stamp,
 }
 
 /// The current time of tokio's clock (paused in tests), as a stamp.
@@ -250,6 +259,47 @@ impl<S> WebSocket<S> {
     }
 }
 
+/// The transport swap under parking.
+impl<S> WebSocket<S> {
+    /// The same connection over another transport (the parked socket and
+    /// back, see [`crate::park`]): `map` gets the old one.
+    pub(crate) fn map_io<T, E>(
+        self,
+        map: impl FnOnce(S) -> Result<T, E>,
+    ) -> Result<WebSocket<T>, E> {
+        Ok(WebSocket {
+            io: map(self.io)?,
+            conn: self.conn,
+            timing: self.timing,
+            signal: self.signal,
+            deadline: self.deadline,
+            due: self.due,
+            last_heard: self.last_heard,
+            last_message: self.last_message,
+            ping_ahead: self.ping_ahead,
+            wrote: self.wrote,
+            protocol: self.protocol,
+            close_info: self.close_info,
+            unread_pings: self.unread_pings,
+            finished: self.finished,
+            active: self.active,
+            park_due: self.park_due,
+            park_at: self.park_at,
+        })
+    }
+
+    /// Forgets a due park and its check: the next poll arms a new one.
+    pub(crate) fn restart_park_check(&mut self) {
+        self.park_due = false;
+        self.park_at = Stamp::NEVER;
+    }
+
+    /// The wake-up node, if any (timers and shutdown).
+    pub(crate) fn signal(&self) -> Option<&Arc<Watch>> {
+        self.signal.as_ref()
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done, with the protocol
     /// state `conn` (which may already hold bytes read past the handshake).
@@ -268,6 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 pong_timeout: Millis::new(config.pong_timeout),
                 idle_timeout: Millis::from_option(config.idle_timeout),
                 close_timeout: Millis::new(config.close_timeout),
+                park_after: Millis::from_option(config.park_after),
                 high_water: u32::try_from(config.write_buffer_high_water)
                     .unwrap_or(u32::MAX)
                     .max(1),
@@ -283,6 +334,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             close_info: None,
             unread_pings: 0,
             finished: false,
+            active: false,
+            park_due: false,
+            park_at: Stamp::NEVER,
         }
     }
 
@@ -291,9 +345,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// watched connection allocates nothing more for its timers.
     pub fn set_shutdown(&mut self, watch: ShutdownWatch) {
         self.signal = Some(watch.0);
-        // The armed timer (if any) was put in the wheel with the old node:
-        // arm it again with this one at the next poll.
+        // The armed timers (if any) were put in the wheel with the old node:
+        // arm them again with this one at the next poll.
         self.due = Stamp::NEVER;
+        self.park_at = Stamp::NEVER;
+    }
+
+    /// Whether the connection may be parked now ([`crate::park`]): it was
+    /// quiet, no data message either way, for [`Config::park_after`], and is
+    /// at rest: open, nothing queued to write, no close under way. Ask after
+    /// the stream returned `Pending`, so that everything received was
+    /// handled. Always false when `park_after` is `None`.
+    pub fn park_due(&self) -> bool {
+        self.park_due
+            && !self.finished
+            && self.conn.state() == State::Open
+            && !self.conn.sent_close()
+            && self.conn.buffered_amount() == 0
     }
 
     /// Queues a ping; it is written with the next flush or read.
@@ -330,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.timing.idle_timeout.is_some() {
             self.last_message = now();
         }
+        self.on_message();
         Ok(self.conn.send_prepared(message)?)
     }
 
@@ -506,9 +575,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Runs due timers. `Ready(Some(error))` ends the connection. Call after
     /// [`WebSocket::poll_signal`].
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Error>> {
+        if self.park_at == Stamp::NEVER && !self.park_due && self.timing.park_after.is_some() {
+            // A quiet spell starts: one clock read per spell, none per message.
+            self.arm_park(now(), cx.waker());
+        }
+        // The common case, on every poll: one atomic load.
+        let fired = self.signal.as_ref().is_some_and(|s| s.take_timer());
+        if fired && self.park_at != Stamp::NEVER {
+            self.check_park(cx.waker());
+        }
         let mut due = if self.due != Stamp::NEVER {
-            // The common case, on every poll: one atomic load.
-            if !self.signal.as_ref().is_some_and(|s| s.take_timer()) {
+            if !fired {
                 return Poll::Pending;
             }
             self.due
@@ -592,6 +669,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Some(next) => due = next,
                 None => return Poll::Pending,
             }
+        }
+    }
+
+    /// A data message went either way: the connection is not quiet.
+    fn on_message(&mut self) {
+        self.active = true;
+        self.park_due = false;
+    }
+
+    /// Arms the park check `park_after` from `now` (nothing when parking is
+    /// off). Makes the wake-up node (registered with `waker`) if there is none.
+    fn arm_park(&mut self, now: Stamp, waker: &Waker) {
+        let Some(after) = self.timing.park_after.get() else {
+            return;
+        };
+        self.park_at = now.saturating_add(after);
+        let signal = self.signal.get_or_insert_with(|| {
+            let signal = Arc::new(Watch::default());
+            signal.register(waker);
+            signal
+        });
+        timer::schedule(signal, self.park_at.into(), after);
+    }
+
+    /// A timer fired: if the park check is due, the connection is due to
+    /// park when no data message went either way since it was armed, and
+    /// the check is armed again otherwise.
+    fn check_park(&mut self, waker: &Waker) {
+        let now = now();
+        if now < self.park_at {
+            return;
+        }
+        if std::mem::take(&mut self.active) {
+            self.arm_park(now, waker);
+        } else {
+            self.park_due = true;
+            self.park_at = Stamp::NEVER;
         }
     }
 
@@ -708,6 +822,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                             if self.timing.idle_timeout.is_some() {
                                 self.last_message = now();
                             }
+                            self.on_message();
                             return Poll::Ready(Some(Ok(message)));
                         }
                         Event::Close(frame) => {
@@ -819,6 +934,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         if this.timing.idle_timeout.is_some() {
             this.last_message = now();
         }
+        this.on_message();
         Ok(this.conn.send(message)?)
     }
 

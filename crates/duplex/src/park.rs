@@ -1,0 +1,363 @@
+//! Parked connections: an idle WebSocket without a task.
+//!
+//! A server holding many idle connections pays, per connection, for its
+//! tokio task (the cell: tokio's header and the connection's future) and for
+//! tokio's socket registration (`ScheduledIo`, 256 bytes). A connection at
+//! rest ([`WebSocket::park_due`]: quiet for [`crate::Config::park_after`],
+//! nothing queued) can give both back: [`park`] moves its socket out of
+//! tokio's poller into this module's own epoll set (no allocation per socket:
+//! the kernel's entry and a slot in a table), keeps the connection's state
+//! and the application's, and the caller's task ends. The first of these
+//! makes the task anew ([`Resume::resume`]) on the runtime it was parked on:
+//! - the peer sends (or closes): the socket turns readable;
+//! - a timer of the connection fires (the keepalive ping, the idle timeout)
+//!   or its [`crate::Shutdown`] is triggered: its wake-up node;
+//! - the application wakes it: whatever holds the waker [`Resume::register`]
+//!   was given (a subscriber's queue, say).
+//!
+//! A resumed connection parks again after another quiet `park_after`.
+//!
+//! Parking and resuming cost a few system calls each (the socket leaves one
+//! poller for the other and comes back) and a task spawn: meant for
+//! connections quiet for seconds, not between two messages.
+//!
+//! Invariants:
+//! - Nothing is lost between deciding to park and being parked: the wake-up
+//!   node's flags are sticky and read after the park's waker is registered
+//!   with it; epoll reports a socket that is already readable when it is
+//!   added; the application's queues are asked after the waker is left with
+//!   them; and a wake that comes while the state is being put away resumes
+//!   it as soon as it is.
+//! - A parked connection is resumed at most once per park: the first wake
+//!   takes its state, later ones (a second source, a stale waker) find none.
+//!   A stale readiness event can resume a connection for nothing; it parks
+//!   again on its next quiet poll.
+//! - One lot (the epoll set, the table and the task that waits on them) per
+//!   thread that parks, on the runtime of its first park. When that runtime
+//!   shuts down, the connections parked in it are dropped (sockets closed,
+//!   the application's state dropped) as its tasks are.
+//! - Only plain TCP parks: the socket is what leaves tokio's poller.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll as Epoll, Registry, Token};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+
+use crate::WebSocket;
+
+/// Readiness events taken from the lot's epoll set at once.
+const EVENTS: usize = 1024;
+
+thread_local! {
+    static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
+}
+
+/// The application's side of a parked connection: what it keeps while the
+/// connection has no task, and how it makes the task again.
+pub trait Resume: Send + Sized + 'static {
+    /// Leaves `waker` wherever the application's side of the connection is
+    /// woken from (its queues), as the task left its own, and tells whether
+    /// one of them has something for the connection already (it is then
+    /// resumed at once). The socket, the timers and the shutdown are the
+    /// module's. The default has no queue.
+    fn register(&mut self, waker: &Waker) -> bool {
+        let _ = waker;
+        false
+    }
+
+    /// The connection's task again, with its WebSocket back on tokio's
+    /// poller, as it was when it parked. It is spawned on the runtime the
+    /// connection parked on. (When the socket cannot go back, which only a
+    /// system out of resources does, the state is dropped instead, as a task
+    /// dropped at a runtime's shutdown is: the socket closes.)
+    fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Parks `ws` with the application's state `app` until the peer sends, a
+/// timer or the shutdown fires, or `app`'s queues wake it (see the module
+/// docs); the caller's task then has nothing left to do and should end.
+/// Call when [`WebSocket::park_due`] says so (parking at another time is
+/// correct, only wasteful). Must be called within a tokio runtime with I/O
+/// enabled; where the lot cannot start (no epoll set to be had), the
+/// connection goes on in a new task at once.
+pub fn park<A: Resume>(ws: WebSocket<TcpStream>, mut app: A) {
+    let lot = match Lot::current() {
+        Ok(lot) => lot,
+        Err(error) => {
+            tracing::debug!(%error, "cannot park: going on in a task");
+            drop(tokio::spawn(app.resume(ws)));
+            return;
+        }
+    };
+    let ws = match ws.map_io(TcpStream::into_std) {
+        Ok(ws) => ws,
+        Err(error) => {
+            tracing::debug!(%error, "cannot park: the socket left tokio's poller badly; dropped");
+            return;
+        }
+    };
+    let slot = Arc::new(Slot {
+        state: Mutex::new(State::Parking { woken: false }),
+        lot: lot.clone(),
+    });
+    let key = lot.insert(slot.clone(), ws.get_ref().as_raw_fd());
+    let waker = Waker::from(slot.clone());
+    // Anything already waiting resumes the connection once it is put away.
+    let mut ready = key.is_none();
+    if let Some(signal) = ws.signal() {
+        signal.register(&waker);
+        ready |= signal.pending();
+    }
+    ready |= app.register(&waker);
+    {
+        let mut state = lock(&slot.state);
+        if let State::Parking { woken: true } = *state {
+            ready = true;
+        }
+        *state = State::Parked(Parked { ws, app, key });
+    }
+    if ready {
+        slot.revive();
+    }
+}
+
+/// What a parked connection keeps: its WebSocket on the bare socket, the
+/// application's state, and its key in the lot's table.
+struct Parked<A> {
+    ws: WebSocket<std::net::TcpStream>,
+    app: A,
+    /// `None` when the socket could not join the lot's epoll set (it is
+    /// resumed at once).
+    key: Option<usize>,
+}
+
+/// Where a parked connection stays: the waker every wake source holds.
+struct Slot<A> {
+    state: Mutex<State<A>>,
+    lot: Arc<Lot>,
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the slot exists to hold the parked state: boxing it would add an allocation"
+)]
+enum State<A> {
+    /// Being put away; `woken` when a wake came meanwhile.
+    Parking {
+        woken: bool,
+    },
+    Parked(Parked<A>),
+    /// Resumed (or dropped): later wakes do nothing.
+    Gone,
+}
+
+/// A slot without its application type, as the lot's table holds it.
+trait Revive: Send + Sync {
+    /// Resumes the connection if it is parked (see [`Slot::revive`]).
+    fn revive(&self);
+    /// Drops the connection if it is parked: its lot is going away.
+    fn abandon(&self);
+}
+
+impl<A: Resume> Slot<A> {
+    /// Takes the parked state (if it is still there) and spawns its task.
+    fn revive(&self) {
+        let parked = {
+            let mut state = lock(&self.state);
+            match std::mem::replace(&mut *state, State::Gone) {
+                State::Parking { .. } => {
+                    *state = State::Parking { woken: true };
+                    return;
+                }
+                State::Parked(parked) => parked,
+                State::Gone => return,
+            }
+        };
+        let lot = self.lot.clone();
+        drop(self.lot.handle.spawn(resume(lot, parked)));
+    }
+}
+
+impl<A: Resume> Revive for Slot<A> {
+    fn revive(&self) {
+        Slot::revive(self);
+    }
+
+    fn abandon(&self) {
+        let state = std::mem::replace(&mut *lock(&self.state), State::Gone);
+        drop(state);
+    }
+}
+
+impl<A: Resume> Wake for Slot<A> {
+    fn wake(self: Arc<Self>) {
+        self.revive();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.revive();
+    }
+}
+
+/// The task of a resumed connection: the socket back on tokio's poller,
+/// then the application's task.
+async fn resume<A: Resume>(lot: Arc<Lot>, parked: Parked<A>) {
+    let Parked { ws, app, key } = parked;
+    if let Some(key) = key {
+        lot.remove(key, ws.get_ref().as_raw_fd());
+    }
+    drop(lot);
+    match ws.map_io(TcpStream::from_std) {
+        Ok(mut ws) => {
+            // tokio learns the socket's readiness on its poller's next turn:
+            // a quiet spell starts again before it may park.
+            ws.restart_park_check();
+            app.resume(ws).await
+        }
+        Err(error) => tracing::debug!(%error, "cannot resume a parked connection; dropped"),
+    }
+}
+
+/// One thread's parked connections: an epoll set, the table of its slots,
+/// and the runtime their tasks are spawned on.
+struct Lot {
+    registry: Registry,
+    slots: Mutex<Slab<Arc<dyn Revive>>>,
+    handle: Handle,
+    /// The driver task still exists.
+    alive: AtomicBool,
+}
+
+impl Lot {
+    /// This thread's lot, started on the current runtime if it has none (or
+    /// its runtime is gone).
+    fn current() -> io::Result<Arc<Self>> {
+        LOT.with_borrow_mut(|slot| match slot {
+            Some(lot) if lot.alive.load(Ordering::Acquire) => Ok(lot.clone()),
+            _ => {
+                let lot = Self::start()?;
+                *slot = Some(lot.clone());
+                Ok(lot)
+            }
+        })
+    }
+
+    /// A new lot, its epoll set on tokio's poller and its driver spawned.
+    fn start() -> io::Result<Arc<Self>> {
+        let epoll = Epoll::new()?;
+        let registry = epoll.registry().try_clone()?;
+        // SAFETY: the epoll set's descriptor is owned by `epoll` (closed
+        // only when it drops), which the `AsyncFd` owns for its whole life;
+        // `as_raw_fd` returns that one descriptor every time.
+        let readiness =
+            unsafe { AsyncFd::register_with_interest(epoll, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        let lot = Arc::new(Self {
+            registry,
+            slots: Mutex::new(Slab::new()),
+            handle: Handle::current(),
+            alive: AtomicBool::new(true),
+        });
+        drop(tokio::spawn(drive(lot.clone(), readiness)));
+        Ok(lot)
+    }
+
+    /// Puts `slot` in the table and its socket `fd` in the epoll set; `None`
+    /// when the kernel refuses the socket.
+    fn insert(&self, slot: Arc<dyn Revive>, fd: RawFd) -> Option<usize> {
+        let mut slots = lock(&self.slots);
+        let entry = slots.vacant_entry();
+        let key = entry.key();
+        match self
+            .registry
+            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+        {
+            Ok(()) => {
+                entry.insert(slot);
+                Some(key)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch a parked socket: resumed at once");
+                None
+            }
+        }
+    }
+
+    /// Takes slot `key` and its socket `fd` out.
+    fn remove(&self, key: usize, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        let mut slots = lock(&self.slots);
+        if slots.contains(key) {
+            drop(slots.remove(key));
+        }
+    }
+}
+
+/// The lot's driver: waits for its epoll set to turn readable on tokio's
+/// poller, then resumes every connection whose socket has something.
+async fn drive(lot: Arc<Lot>, mut readiness: AsyncFd<Epoll>) {
+    let _abandon = Abandon(lot.clone());
+    let mut events = Events::with_capacity(EVENTS);
+    loop {
+        let Ok(mut guard) = readiness.readable_mut().await else {
+            return;
+        };
+        loop {
+            match guard
+                .get_inner_mut()
+                .poll(&mut events, Some(Duration::ZERO))
+            {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "parked connections: polling failed; dropping them");
+                    return;
+                }
+            }
+            if events.is_empty() {
+                // Nothing left: wait for the next edge (tokio keeps one that
+                // came after this guard was taken).
+                guard.clear_ready();
+                break;
+            }
+            for event in &events {
+                let slot = lock(&lot.slots).get(event.token().0).cloned();
+                if let Some(slot) = slot {
+                    slot.revive();
+                }
+            }
+        }
+    }
+}
+
+/// Drops a lot's parked connections when its driver ends (its runtime shut
+/// down), and tells the thread to start a new lot.
+struct Abandon(Arc<Lot>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+        let slots = std::mem::take(&mut *lock(&self.0.slots));
+        for (_, slot) in slots {
+            slot.abandon();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
