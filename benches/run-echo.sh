@@ -17,7 +17,10 @@
 # all six; `uws` is uWebSockets through Node.js, benches/uws/echo.js, installed
 # here with `npm ci`),
 # IDLE (connection counts for duplex, default "10000 18000"), PEER_IDLE
-# (connection count for the peers, empty to skip, default 10000), OUT (result
+# (connection count for the peers, empty to skip, default 10000), HOLD
+# (seconds the idle connections are held before the last memory reading,
+# default 8: `duplex echo` parks connections quiet for 5 s, and its
+# allocator gives freed pages back after 1 s), OUT (result
 # directory, default target/bench-echo/TIMESTAMP), SERVER_CPU / CLIENT_CPU
 # (cores, default 0 and 1), OLD_DUPLEX (a `duplex` binary of an earlier
 # commit: with `duplex-old` in IMPLS it runs beside the new one, measured the
@@ -33,6 +36,7 @@ ROUNDS=${ROUNDS:-2}
 IMPLS=${IMPLS:-"raw uws tungstenite fastwebsockets tokio-websockets duplex"}
 IDLE=${IDLE:-"10000 18000"}
 PEER_IDLE=${PEER_IDLE-10000}
+HOLD=${HOLD:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-target/bench-echo/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -141,7 +145,7 @@ for impl in $IMPLS duplex-lib; do
     for n in $counts; do
         start "$impl"
         sleep 0.5
-        bench "$impl" idle --connections "$n" --hold 3 --source-ips "$SOURCES"
+        bench "$impl" idle --connections "$n" --hold "$HOLD" --source-ips "$SOURCES"
         stop_all
         sleep 1
     done

@@ -46,6 +46,13 @@
 # reports the server's RSS per subscriber (once all are connected, minus
 # before the first) and at the end; results.md also gives hub ÷ each peer.
 #
+# QUIET (seconds, default 0: none): first, one run per server and size that
+# holds every subscriber quiet that long after the warm-up before it reads
+# the server's memory again (`--quiet`): what a quiet subscribed client
+# costs (the hub parks connections quiet for `[heartbeat] park_after`, 10 s
+# by default: QUIET=13 leaves the allocator a second or two to give the
+# pages back). These runs go in their own table, not in the others.
+#
 # The hub runs with the namespace `bench` configured `join_leave = false`
 # (the default today, pinned so that a change of default does not change
 # this benchmark): with join/leave on, N subscribers joining one channel cost
@@ -65,6 +72,7 @@ SUBS=${SUBS:-"1000 10000"}
 IN_FLIGHT=${IN_FLIGHT:-64}
 SIZE=${SIZE:-100}
 PACED_DELIVERIES=${PACED_DELIVERIES:-50000}
+QUIET=${QUIET:-0}
 IMPLS=${IMPLS:-"hub tungstenite tungstenite-bcast uws node-ws duplex-lib"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -181,6 +189,14 @@ bench() {
 }
 
 echo "run-fanout: results in $OUT" >&2
+if [[ $QUIET != 0 ]]; then
+    for n in $SUBS; do
+        for impl in $IMPLS; do
+            bench "$impl" --subscribers "$n" --in-flight "$IN_FLIGHT" --size "$SIZE" --duration 2 \
+                --quiet "$QUIET"
+        done
+    done
+fi
 for round in $(seq "$ROUNDS"); do
     for n in $SUBS; do
         for impl in $IMPLS; do
@@ -201,6 +217,8 @@ import json
 import sys
 
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+quiet_runs = [r for r in runs if r.get("quiet_s")]
+runs = [r for r in runs if not r.get("quiet_s")]
 impls = []
 for r in runs:
     if r["label"] not in impls:
@@ -304,7 +322,23 @@ if "hub" in impls and others:
                                lambda r: r["latency_last"]["p50_us"],
                                lambda r: r["latency_last"]["p99_us"])) + " |")
 
-bad = [r for r in runs if r.get("first_error") or r.get("lost") or r.get("failed_subscribers")]
+if quiet_runs:
+    labels = [i for i in dict.fromkeys(r["label"] for r in quiet_runs)]
+    out.append(f"\n### Memory per subscriber, subscribed and after {quiet_runs[0]['quiet_s']:g} s quiet\n")
+    out.append("| subscribers | " + " | ".join(labels) + " |")
+    out.append("|---|" + "---:|" * len(labels))
+    for n in sorted({r["subscribers"] for r in quiet_runs}):
+        def cell(label):
+            r = next((r for r in quiet_runs if r["label"] == label and r["subscribers"] == n), None)
+            if not r or r["server_bytes_per_subscriber"] is None:
+                return "–"
+            quiet = r.get("server_bytes_per_quiet_subscriber")
+            return (f'{r["server_bytes_per_subscriber"]:,.0f} B → '
+                    + ("–" if quiet is None else f"**{quiet:,.0f} B**"))
+        out.append(f"| {n:,} | " + " | ".join(cell(l) for l in labels) + " |")
+
+bad = [r for r in runs + quiet_runs
+       if r.get("first_error") or r.get("lost") or r.get("failed_subscribers")]
 if bad:
     out.append("\nRuns with errors or losses: " + "; ".join(
         f'{r["label"]} {r["subscribers"]} ({r["window"]}): {r.get("first_error")}, lost {r.get("lost")}'

@@ -169,6 +169,12 @@ pub(crate) struct FanoutArgs {
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// After the warm-up, hold every subscriber this long with nothing
+    /// published, then read the server's memory again (`server_rss_quiet`):
+    /// what a subscribed client costs once it is quiet (a hub parks quiet
+    /// connections after `[heartbeat] park_after`). 0: no quiet spell.
+    #[arg(long, default_value_t = 0.0)]
+    quiet: f64,
     /// Publish at most this many messages, and end the window early once
     /// every subscriber has received all of them (rates are over the time
     /// actually measured).
@@ -570,6 +576,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             .reset();
     }
     let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
+    let rss_quiet = if args.quiet > 0.0 {
+        eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
+        tokio::time::sleep(Duration::from_secs_f64(args.quiet)).await;
+        check_failures(&shared)?;
+        server.map(Proc::rss_bytes).transpose()?
+    } else {
+        None
+    };
     eprintln!(
         "every subscriber receives (warm-up {:.2} s); publishing for {} s{}",
         warm.elapsed().as_secs_f64(),
@@ -691,6 +705,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let per_subscriber = rss_before
         .zip(rss_subscribed)
         .map(|(before, after)| (after as f64 - before as f64) / n as f64);
+    let per_quiet_subscriber = rss_before
+        .zip(rss_quiet)
+        .map(|(before, quiet)| (quiet as f64 - before as f64) / n as f64);
     let protocol = match (args.protocol, args.encoding) {
         (Protocol::Hub, Envelope::Json) => "hub",
         (Protocol::Hub, Envelope::Binary) => "hub, duplex.v1.bin",
@@ -755,6 +772,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "server_rss_subscribed": rss_subscribed,
             "server_rss_end": rss_end,
             "server_bytes_per_subscriber": per_subscriber,
+            "quiet_s": args.quiet,
+            "server_rss_quiet": rss_quiet,
+            "server_bytes_per_quiet_subscriber": per_quiet_subscriber,
             "failed_subscribers": failed,
             "unfinished_subscribers": unfinished,
             "first_error": first_error,
@@ -823,6 +843,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
                 report::bytes(subscribed as f64),
                 report::bytes(each),
                 report::bytes(end as f64)
+            );
+        }
+        if let (Some(quiet), Some(each)) = (rss_quiet, per_quiet_subscriber) {
+            println!(
+                "  server RSS   {} after {} s quiet ({} per subscriber)",
+                report::bytes(quiet as f64),
+                args.quiet,
+                report::bytes(each)
             );
         }
         if totals.lost > 0 || totals.reordered > 0 || totals.duplicates > 0 || stats.stalls > 0 {

@@ -13,11 +13,16 @@
 //! subscribed hub client costs ~1.2 KiB resident instead of 1.45–1.75 KiB,
 //! at the same CPU per delivery.
 //!
-//! The one setting changed from jemalloc's defaults (`CONFIG`): pages that
-//! no block uses go back to the system after one second instead of ten (and
-//! at once from the "muzzy" stage), so the handshakes of a burst of new
-//! connections do not stay resident. The environment variable
-//! `_RJEM_MALLOC_CONF` overrides it (jemalloc's option syntax).
+//! The settings changed from jemalloc's defaults (`CONFIG`): pages that no
+//! block uses go back to the system after one second instead of ten (and at
+//! once from the "muzzy" stage), so the handshakes of a burst of new
+//! connections do not stay resident; and jemalloc's background thread does
+//! that on time. Without it, pages are given back only when the program
+//! allocates, and a server whose connections have all gone quiet (parked,
+//! see `duplex::park`) allocates nothing: measured in `docs/benchmarks.md`
+//! ("Parked connections"), 10,000 idle echo connections held 660 B each
+//! without it and 483 B with it. The environment variable
+//! `_RJEM_MALLOC_CONF` overrides them (jemalloc's option syntax).
 //!
 //! Invariant: only the binary sets the global allocator; the library crates
 //! never choose one for their users.
@@ -34,7 +39,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // else in the program defines `_rjem_malloc_conf`.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
-static CONFIG: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static CONFIG: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[cfg(test)]
 mod tests {
@@ -60,6 +65,24 @@ mod tests {
         value
     }
 
+    /// Reads one of jemalloc's `bool` options.
+    fn flag(name: &CStr) -> bool {
+        let mut value = false;
+        let mut len = std::mem::size_of::<bool>();
+        // SAFETY: as in `option`, for an option jemalloc documents as `bool`.
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&raw mut value).cast::<c_void>(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(status, 0, "mallctl {name:?}");
+        value
+    }
+
     #[test]
     fn jemalloc_serves_the_binary_with_its_compiled_in_options() {
         // Allocations come from jemalloc: its counters move.
@@ -68,6 +91,7 @@ mod tests {
         if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
             assert_eq!(option(c"opt.dirty_decay_ms"), 1000);
             assert_eq!(option(c"opt.muzzy_decay_ms"), 0);
+            assert!(flag(c"opt.background_thread"));
         }
     }
 }

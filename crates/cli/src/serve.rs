@@ -144,6 +144,11 @@ pub(crate) struct ServeArgs {
     /// Seconds a pinged client has to answer before it is dropped.
     #[arg(long, env = "DUPLEX_PONG_TIMEOUT")]
     pong_timeout: Option<f64>,
+    /// Seconds without a message after which a quiet plain-TCP connection
+    /// parks (gives back its task and socket registration until it has
+    /// something to do); 0 never parks.
+    #[arg(long, env = "DUPLEX_PARK_AFTER")]
+    park_after: Option<f64>,
     /// Join a cluster of hubs through Redis (redis://HOST:PORT, or
     /// rediss://HOST:PORT for TLS; redis+sentinel://H1:P1,H2:P2/NAME for
     /// the primary Sentinel monitors as NAME; redis+cluster://N1:P1,N2:P2
@@ -293,6 +298,9 @@ impl ServeArgs {
         }
         if let Some(secs) = self.ping_interval {
             config.heartbeat.ping_interval = std::time::Duration::try_from_secs_f64(secs)?;
+        }
+        if let Some(secs) = self.park_after {
+            config.heartbeat.park_after = std::time::Duration::try_from_secs_f64(secs)?;
         }
         if let Some(secs) = self.pong_timeout {
             config.heartbeat.pong_timeout = std::time::Duration::try_from_secs_f64(secs)?;

@@ -41,7 +41,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
@@ -58,6 +58,9 @@ use crate::WebSocket;
 
 /// Readiness events taken from the lot's epoll set at once.
 const EVENTS: usize = 1024;
+
+/// [`Parked::key`] of a connection not in the lot's table.
+const NO_KEY: u32 = u32::MAX;
 
 thread_local! {
     static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
@@ -100,21 +103,22 @@ pub fn park<A: Resume>(ws: WebSocket<TcpStream>, mut app: A) {
             return;
         }
     };
-    let ws = match ws.map_io(TcpStream::into_std) {
-        Ok(ws) => ws,
+    let (tcp, ws) = ws.replace_io(());
+    let fd = match tcp.into_std() {
+        Ok(tcp) => OwnedFd::from(tcp),
         Err(error) => {
             tracing::debug!(%error, "cannot park: the socket left tokio's poller badly; dropped");
             return;
         }
     };
     let slot = Arc::new(Slot {
-        state: Mutex::new(State::Parking { woken: false }),
+        state: Mutex::new(State::Parking),
         lot: lot.clone(),
     });
-    let key = lot.insert(slot.clone(), ws.get_ref().as_raw_fd());
+    let key = lot.insert(slot.clone(), fd.as_raw_fd());
     let waker = Waker::from(slot.clone());
     // Anything already waiting resumes the connection once it is put away.
-    let mut ready = key.is_none();
+    let mut ready = key == NO_KEY;
     if let Some(signal) = ws.signal() {
         signal.register(&waker);
         ready |= signal.pending();
@@ -122,24 +126,32 @@ pub fn park<A: Resume>(ws: WebSocket<TcpStream>, mut app: A) {
     ready |= app.register(&waker);
     {
         let mut state = lock(&slot.state);
-        if let State::Parking { woken: true } = *state {
+        if let State::Woken = *state {
             ready = true;
         }
-        *state = State::Parked(Parked { ws, app, key });
+        *state = State::Parked(Parked { ws, fd, key, app });
     }
     if ready {
         slot.revive();
     }
 }
 
-/// What a parked connection keeps: its WebSocket on the bare socket, the
-/// application's state, and its key in the lot's table.
+/// The bytes a connection parked with application state `A` holds in its
+/// slot (one allocation, an `Arc`'s counts included); besides it, an entry
+/// of 16 bytes in the lot's table and the connection's wake-up node.
+pub const fn slot_size<A: Resume>() -> usize {
+    2 * size_of::<usize>() + size_of::<Slot<A>>()
+}
+
+/// What a parked connection keeps: its WebSocket without its transport,
+/// the bare socket, its key in the lot's table, and the application's state.
 struct Parked<A> {
-    ws: WebSocket<std::net::TcpStream>,
-    app: A,
-    /// `None` when the socket could not join the lot's epoll set (it is
+    ws: WebSocket<()>,
+    fd: OwnedFd,
+    /// [`NO_KEY`] when the socket could not join the lot's epoll set (it is
     /// resumed at once).
-    key: Option<usize>,
+    key: u32,
+    app: A,
 }
 
 /// Where a parked connection stays: the waker every wake source holds.
@@ -148,15 +160,11 @@ struct Slot<A> {
     lot: Arc<Lot>,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the slot exists to hold the parked state: boxing it would add an allocation"
-)]
 enum State<A> {
-    /// Being put away; `woken` when a wake came meanwhile.
-    Parking {
-        woken: bool,
-    },
+    /// Being put away.
+    Parking,
+    /// Being put away, and a wake came meanwhile.
+    Woken,
     Parked(Parked<A>),
     /// Resumed (or dropped): later wakes do nothing.
     Gone,
@@ -176,8 +184,8 @@ impl<A: Resume> Slot<A> {
         let parked = {
             let mut state = lock(&self.state);
             match std::mem::replace(&mut *state, State::Gone) {
-                State::Parking { .. } => {
-                    *state = State::Parking { woken: true };
+                State::Parking | State::Woken => {
+                    *state = State::Woken;
                     return;
                 }
                 State::Parked(parked) => parked,
@@ -213,13 +221,14 @@ impl<A: Resume> Wake for Slot<A> {
 /// The task of a resumed connection: the socket back on tokio's poller,
 /// then the application's task.
 async fn resume<A: Resume>(lot: Arc<Lot>, parked: Parked<A>) {
-    let Parked { ws, app, key } = parked;
-    if let Some(key) = key {
-        lot.remove(key, ws.get_ref().as_raw_fd());
+    let Parked { ws, fd, key, app } = parked;
+    if key != NO_KEY {
+        lot.remove(key, fd.as_raw_fd());
     }
     drop(lot);
-    match ws.map_io(TcpStream::from_std) {
-        Ok(mut ws) => {
+    match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        Ok(tcp) => {
+            let ((), mut ws) = ws.replace_io(tcp);
             // tokio learns the socket's readiness on its poller's next turn:
             // a quiet spell starts again before it may park.
             ws.restart_park_check();
@@ -273,33 +282,39 @@ impl Lot {
         Ok(lot)
     }
 
-    /// Puts `slot` in the table and its socket `fd` in the epoll set; `None`
-    /// when the kernel refuses the socket.
-    fn insert(&self, slot: Arc<dyn Revive>, fd: RawFd) -> Option<usize> {
+    /// Puts `slot` in the table and its socket `fd` in the epoll set;
+    /// [`NO_KEY`] when the kernel refuses the socket (or the table is full:
+    /// 4 billion parked).
+    fn insert(&self, slot: Arc<dyn Revive>, fd: RawFd) -> u32 {
         let mut slots = lock(&self.slots);
         let entry = slots.vacant_entry();
-        let key = entry.key();
+        let Ok(key) = u32::try_from(entry.key()) else {
+            return NO_KEY;
+        };
+        if key == NO_KEY {
+            return NO_KEY;
+        }
         match self
             .registry
-            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+            .register(&mut SourceFd(&fd), Token(key as usize), Interest::READABLE)
         {
             Ok(()) => {
                 entry.insert(slot);
-                Some(key)
+                key
             }
             Err(error) => {
                 tracing::debug!(%error, "cannot watch a parked socket: resumed at once");
-                None
+                NO_KEY
             }
         }
     }
 
     /// Takes slot `key` and its socket `fd` out.
-    fn remove(&self, key: usize, fd: RawFd) {
+    fn remove(&self, key: u32, fd: RawFd) {
         let _ = self.registry.deregister(&mut SourceFd(&fd));
         let mut slots = lock(&self.slots);
-        if slots.contains(key) {
-            drop(slots.remove(key));
+        if slots.contains(key as usize) {
+            drop(slots.remove(key as usize));
         }
     }
 }

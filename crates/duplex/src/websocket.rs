@@ -192,11 +192,9 @@ pub struct WebSocket<S> {
     last_heard: Stamp,
     /// When a data message last went either way (for `idle_timeout`).
     last_message: Stamp,
-    /// Bytes still to write before the keepalive ping has left our buffer.
-    ping_ahead: u64,
-    /// Bytes were written since the timer last looked (the pong and close
-    /// deadlines give a peer that keeps reading more time).
-    wrote: bool,
+    /// Bytes still to write before the keepalive ping has left our buffer
+    /// (saturating: 4 GiB means "at least").
+    ping_ahead: u32,
     /// Shared (see [`crate::Accept::protocol`]); a `String` would take 24
     /// bytes and an allocation per connection.
     protocol: Option<Arc<str>>,
@@ -206,16 +204,25 @@ pub struct WebSocket<S> {
     /// would block, and this is 1 + the pings received since the transport
     /// last took any of our bytes (see [`MAX_PINGS_UNREAD`]; saturating).
     unread_pings: u8,
-    /// The stream has returned `None` (or its final error).
-    finished: bool,
-    /// A data message went either way since the park check was armed.
-    active: bool,
-    /// A park check found the connection quiet for `park_after`; cleared by
-    /// the next data message.
-    park_due: bool,
-    /// When the armed park check is due; [`Stamp::NEVER`] when none is.
-    park_at: Stamp,
+    /// [`WROTE`], [`FINISHED`], [`ACTIVE`], [`PARK_ARMED`], [`PARK_DUE`]:
+    /// one byte where five `bool`s would take five.
+    flags: u8,
 }
+
+/// [`WebSocket::flags`]: bytes were written since the timer last looked (the
+/// pong and close deadlines give a peer that keeps reading more time).
+const WROTE: u8 = 1;
+/// [`WebSocket::flags`]: the stream has returned `None` (or its final error).
+const FINISHED: u8 = 2;
+/// [`WebSocket::flags`]: a data message went either way since the park
+/// check last looked.
+const ACTIVE: u8 = 4;
+/// [`WebSocket::flags`]: a park check is in the timer wheel, due at
+/// `last_message + park_after`.
+const PARK_ARMED: u8 = 8;
+/// [`WebSocket::flags`]: a park check found the connection quiet for
+/// `park_after`; cleared by the next data message.
+const PARK_DUE: u8 = 16;
 
 /// The current time of tokio's clock (paused in tests), as a stamp.
 fn now() -> Stamp {
@@ -261,14 +268,11 @@ impl<S> WebSocket<S> {
 
 /// The transport swap under parking.
 impl<S> WebSocket<S> {
-    /// The same connection over another transport (the parked socket and
-    /// back, see [`crate::park`]): `map` gets the old one.
-    pub(crate) fn map_io<T, E>(
-        self,
-        map: impl FnOnce(S) -> Result<T, E>,
-    ) -> Result<WebSocket<T>, E> {
-        Ok(WebSocket {
-            io: map(self.io)?,
+    /// The same connection over another transport (none while parked, see
+    /// [`crate::park`]), and the old one.
+    pub(crate) fn replace_io<T>(self, io: T) -> (S, WebSocket<T>) {
+        let ws = WebSocket {
+            io,
             conn: self.conn,
             timing: self.timing,
             signal: self.signal,
@@ -277,21 +281,38 @@ impl<S> WebSocket<S> {
             last_heard: self.last_heard,
             last_message: self.last_message,
             ping_ahead: self.ping_ahead,
-            wrote: self.wrote,
             protocol: self.protocol,
             close_info: self.close_info,
             unread_pings: self.unread_pings,
-            finished: self.finished,
-            active: self.active,
-            park_due: self.park_due,
-            park_at: self.park_at,
-        })
+            flags: self.flags,
+        };
+        (self.io, ws)
     }
 
     /// Forgets a due park and its check: the next poll arms a new one.
     pub(crate) fn restart_park_check(&mut self) {
-        self.park_due = false;
-        self.park_at = Stamp::NEVER;
+        self.set(PARK_DUE | PARK_ARMED, false);
+    }
+
+    /// Whether any of `flags` is set.
+    fn has(&self, flags: u8) -> bool {
+        self.flags & flags != 0
+    }
+
+    /// Sets or clears `flags`.
+    fn set(&mut self, flags: u8, on: bool) {
+        if on {
+            self.flags |= flags;
+        } else {
+            self.flags &= !flags;
+        }
+    }
+
+    /// Whether `flag` was set; clears it.
+    fn take(&mut self, flag: u8) -> bool {
+        let was = self.has(flag);
+        self.set(flag, false);
+        was
     }
 
     /// The wake-up node, if any (timers and shutdown).
@@ -329,14 +350,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             last_heard: now,
             last_message: now,
             ping_ahead: 0,
-            wrote: false,
             protocol,
             close_info: None,
             unread_pings: 0,
-            finished: false,
-            active: false,
-            park_due: false,
-            park_at: Stamp::NEVER,
+            flags: 0,
         }
     }
 
@@ -348,7 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         // The armed timers (if any) were put in the wheel with the old node:
         // arm them again with this one at the next poll.
         self.due = Stamp::NEVER;
-        self.park_at = Stamp::NEVER;
+        self.set(PARK_ARMED, false);
     }
 
     /// Whether the connection may be parked now ([`crate::park`]): it was
@@ -357,8 +374,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the stream returned `Pending`, so that everything received was
     /// handled. Always false when `park_after` is `None`.
     pub fn park_due(&self) -> bool {
-        self.park_due
-            && !self.finished
+        self.has(PARK_DUE)
+            && !self.has(FINISHED)
             && self.conn.state() == State::Open
             && !self.conn.sent_close()
             && self.conn.buffered_amount() == 0
@@ -448,8 +465,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.conn.transmit().advance(written);
-            self.ping_ahead = self.ping_ahead.saturating_sub(written as u64);
-            self.wrote = true;
+            self.ping_ahead = self
+                .ping_ahead
+                .saturating_sub(u32::try_from(written).unwrap_or(u32::MAX));
+            self.set(WROTE, true);
             self.unread_pings = self.unread_pings.min(1);
         }
         self.unread_pings = 0;
@@ -556,7 +575,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Moves the timer to a new kind of deadline.
     fn set_deadline(&mut self, deadline: Deadline, waker: &Waker) {
         if deadline == Deadline::Close {
-            self.wrote = false;
+            self.set(WROTE, false);
         }
         self.deadline = deadline;
         self.arm(waker);
@@ -569,19 +588,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if let Poll::Ready(Err(error)) = self.poll_flush_out(cx) {
             return Err(error);
         }
-        Ok(std::mem::take(&mut self.wrote))
+        Ok(self.take(WROTE))
     }
 
     /// Runs due timers. `Ready(Some(error))` ends the connection. Call after
     /// [`WebSocket::poll_signal`].
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Option<Error>> {
-        if self.park_at == Stamp::NEVER && !self.park_due && self.timing.park_after.is_some() {
+        if !self.has(PARK_ARMED | PARK_DUE) && self.timing.park_after.is_some() {
             // A quiet spell starts: one clock read per spell, none per message.
-            self.arm_park(now(), cx.waker());
+            self.arm_park(cx.waker());
         }
         // The common case, on every poll: one atomic load.
         let fired = self.signal.as_ref().is_some_and(|s| s.take_timer());
-        if fired && self.park_at != Stamp::NEVER {
+        if fired && self.has(PARK_ARMED) {
             self.check_park(cx.waker());
         }
         let mut due = if self.due != Stamp::NEVER {
@@ -608,7 +627,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // the close timeout governs now. (Staying on the
                     // keepalive would re-arm a deadline already past, and
                     // this loop would never return.)
-                    self.wrote = false;
+                    self.set(WROTE, false);
                     self.deadline = Deadline::Close;
                 }
                 Deadline::Keepalive => {
@@ -617,7 +636,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         && !self.conn.sent_close()
                     {
                         let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
-                        self.wrote = false;
+                        self.set(WROTE, false);
                         self.deadline = Deadline::Close;
                     } else if let Some(interval) = self.timing.ping_interval.get()
                         && now >= self.last_heard.saturating_add(interval)
@@ -629,8 +648,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         self.conn.release_compression();
                         self.conn.shrink_buffers();
                         let _ = self.conn.send_ping(b"");
-                        self.ping_ahead = self.conn.buffered_amount() as u64;
-                        self.wrote = false;
+                        self.ping_ahead =
+                            u32::try_from(self.conn.buffered_amount()).unwrap_or(u32::MAX);
+                        self.set(WROTE, false);
                         self.deadline = Deadline::Pong;
                     }
                 }
@@ -674,38 +694,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// A data message went either way: the connection is not quiet.
     fn on_message(&mut self) {
-        self.active = true;
-        self.park_due = false;
+        self.set(ACTIVE, true);
+        self.set(PARK_DUE, false);
     }
 
-    /// Arms the park check `park_after` from `now` (nothing when parking is
-    /// off). Makes the wake-up node (registered with `waker`) if there is none.
-    fn arm_park(&mut self, now: Stamp, waker: &Waker) {
+    /// Arms the park check: a quiet spell starts now (or, with an idle
+    /// timeout, which keeps `last_message` exact, at the last message).
+    /// Makes the wake-up node (registered with `waker`) if there is none.
+    fn arm_park(&mut self, waker: &Waker) {
+        if !self.timing.idle_timeout.is_some() {
+            self.last_message = now();
+        }
+        self.set(ACTIVE, false);
+        self.set(PARK_ARMED, true);
+        self.schedule_park(waker);
+    }
+
+    /// Puts the park check in the timer wheel, `park_after` from
+    /// `last_message`.
+    fn schedule_park(&mut self, waker: &Waker) {
         let Some(after) = self.timing.park_after.get() else {
             return;
         };
-        self.park_at = now.saturating_add(after);
+        let at = self.last_message.saturating_add(after);
         let signal = self.signal.get_or_insert_with(|| {
             let signal = Arc::new(Watch::default());
             signal.register(waker);
             signal
         });
-        timer::schedule(signal, self.park_at.into(), after);
+        timer::schedule(signal, at.into(), after);
     }
 
-    /// A timer fired: if the park check is due, the connection is due to
-    /// park when no data message went either way since it was armed, and
-    /// the check is armed again otherwise.
+    /// A timer fired while a park check is armed: the connection is due to
+    /// park when no data message went either way for `park_after`; else
+    /// the check goes back in the wheel. Without an idle timeout
+    /// `last_message` is only moved here, when a message came since the
+    /// last look: the spell then starts again at most `park_after` late.
     fn check_park(&mut self, waker: &Waker) {
-        let now = now();
-        if now < self.park_at {
+        let Some(after) = self.timing.park_after.get() else {
             return;
+        };
+        let now = now();
+        if self.take(ACTIVE) && !self.timing.idle_timeout.is_some() {
+            self.last_message = now;
         }
-        if std::mem::take(&mut self.active) {
-            self.arm_park(now, waker);
+        if now >= self.last_message.saturating_add(after) {
+            self.set(PARK_ARMED, false);
+            self.set(PARK_DUE, true);
         } else {
-            self.park_due = true;
-            self.park_at = Stamp::NEVER;
+            self.schedule_park(waker);
         }
     }
 
@@ -723,7 +760,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.conn.sent_close() {
             let _ = self.conn.close(CloseCode::POLICY_VIOLATION, reason);
         }
-        self.finished = true;
+        self.set(FINISHED, true);
         self.close_info = Some(Box::new(CloseInfo {
             code: CloseCode::POLICY_VIOLATION,
             reason: reason.to_owned(),
@@ -736,7 +773,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Ends the stream abnormally: records 1006 and drops the transport's write side.
     fn end_abnormally(&mut self) {
-        self.finished = true;
+        self.set(FINISHED, true);
         if self.close_info.is_none() {
             self.close_info = Some(Box::new(CloseInfo {
                 code: CloseCode::ABNORMAL,
@@ -806,12 +843,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
         }
         let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-        self.finished = true;
+        self.set(FINISHED, true);
         Poll::Ready(None)
     }
 
     fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if self.finished {
+        if self.has(FINISHED) {
             return Poll::Ready(None);
         }
         loop {

@@ -189,6 +189,7 @@ impl Hub {
         ws_config.protocol.max_frame_size = config.limits.max_message_size;
         ws_config.ping_interval = Some(config.heartbeat.ping_interval);
         ws_config.pong_timeout = config.heartbeat.pong_timeout;
+        ws_config.park_after = Some(config.heartbeat.park_after).filter(|after| !after.is_zero());
         ws_config.write_buffer_high_water = 256 << 10;
         ws_config.close_timeout = Duration::from_secs(5);
         ws_config.send_buffer_size = config.limits.socket_send_buffer;

@@ -10,7 +10,7 @@
 //!   `"other"`, the protocol's error codes plus `"other"`), so no input can
 //!   make the output grow. Every series is rendered, zeros included.
 //! - Counters only go up. Gauges (`duplex_connections`,
-//!   `duplex_subscriptions`, `duplex_channels`, `duplex_history_bytes`) are signed: a negative value
+//!   `duplex_connections_parked`, `duplex_subscriptions`, `duplex_channels`, `duplex_history_bytes`) are signed: a negative value
 //!   means a caller's bookkeeping bug, and is shown rather than hidden.
 //! - Histogram buckets are rendered cumulative, ending with `+Inf`, and
 //!   `_count` is the `+Inf` bucket, even while other threads update them
@@ -166,6 +166,8 @@ impl Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     connections: AtomicI64,
+    /// Hub connections parked (no task, see `duplex::park`).
+    parked: AtomicI64,
     accepted: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
     messages_in: AtomicU64,
@@ -277,6 +279,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             connections: AtomicI64::new(0),
+            parked: AtomicI64::new(0),
             accepted: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             messages_in: AtomicU64::new(0),
@@ -312,6 +315,16 @@ impl Metrics {
     /// [`Metrics::connection_closed`].
     pub fn connection_opened(&self) {
         self.connections.fetch_add(1, Relaxed);
+    }
+
+    /// A hub connection parked (the `duplex_connections_parked` gauge).
+    pub fn connection_parked(&self) {
+        self.parked.fetch_add(1, Relaxed);
+    }
+
+    /// A parked hub connection resumed.
+    pub fn connection_resumed(&self) {
+        self.parked.fetch_sub(1, Relaxed);
     }
 
     /// An open connection ended with close `code` (1006 when it ended without
@@ -451,6 +464,14 @@ impl Metrics {
             "gauge",
             "Open hub connections.",
             self.connections.load(Relaxed),
+        );
+        scalar(
+            w,
+            "duplex_connections_parked",
+            "gauge",
+            "Open hub connections parked: quiet, without a task or a socket registration \
+             until they have something to do ([heartbeat] park_after).",
+            self.parked.load(Relaxed),
         );
         header(
             w,
@@ -1009,6 +1030,7 @@ mod tests {
         let (types, samples) = parse(&m.render());
         for (name, kind) in [
             ("duplex_connections", "gauge"),
+            ("duplex_connections_parked", "gauge"),
             ("duplex_connections_by_transport", "gauge"),
             ("duplex_http_connections_total", "counter"),
             ("duplex_connections_accepted_total", "counter"),

@@ -218,6 +218,21 @@ impl Outbox {
         false
     }
 
+    /// Leaves `waker` to be woken by the next push, nudge or overflow (a
+    /// parked session's, see `duplex::park`), and tells whether the reader
+    /// has something already: frames queued, a nudge, an overflow or a close.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        let mut inner = self.lock();
+        if !inner
+            .waker
+            .as_ref()
+            .is_some_and(|held| held.will_wake(waker))
+        {
+            inner.waker = Some(waker.clone());
+        }
+        !inner.queue.is_empty() || inner.nudged || inner.state != State::Open
+    }
+
     /// Wakes the reader to look at its pending controls (see the module
     /// docs); nothing after a close.
     pub(crate) fn nudge(&self) {
