@@ -15,7 +15,10 @@
 //! - the application wakes it: whatever holds the waker [`Resume::register`]
 //!   was given (a subscriber's queue, say).
 //!
-//! A resumed connection parks again after another quiet `park_after`.
+//! A resumed connection reads what woke it before it goes back to tokio's
+//! poller, and may park again as soon as it is at rest, without another
+//! quiet spell (until a data message goes either way): the keepalive ping
+//! and its pong cost two short resumes.
 //!
 //! Parking and resuming cost a few system calls each (the socket leaves one
 //! poller for the other and comes back) and a task spawn: meant for
@@ -226,12 +229,19 @@ async fn resume<A: Resume>(lot: Arc<Lot>, parked: Parked<A>) {
         lot.remove(key, fd.as_raw_fd());
     }
     drop(lot);
-    match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+    let (mut ws, mut tcp) = (ws, std::net::TcpStream::from(fd));
+    // tokio learns the socket's readiness only on its poller's next turn:
+    // what woke the connection is read now, so that one that may park again
+    // at once (after a pong, say) does not park with it unread. At the end
+    // of the stream (or on an error) it waits for tokio to see it instead.
+    match ws.receive_from(&mut tcp) {
+        Ok(n) if n > 0 => {}
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+        _ => ws.restart_park_check(),
+    }
+    match TcpStream::from_std(tcp) {
         Ok(tcp) => {
-            let ((), mut ws) = ws.replace_io(tcp);
-            // tokio learns the socket's readiness on its poller's next turn:
-            // a quiet spell starts again before it may park.
-            ws.restart_park_check();
+            let ((), ws) = ws.replace_io(tcp);
             app.resume(ws).await
         }
         Err(error) => tracing::debug!(%error, "cannot resume a parked connection; dropped"),

@@ -289,6 +289,21 @@ impl<S> WebSocket<S> {
         (self.io, ws)
     }
 
+    /// Reads what `socket` has (a parked connection's bare socket, not yet
+    /// back on tokio's poller) into the protocol layer, as a poll's read
+    /// would: `Ok(0)` is end of stream.
+    pub(crate) fn receive_from(&mut self, socket: &mut impl io::Read) -> io::Result<usize> {
+        let n = SCRATCH.with_borrow_mut(|scratch| {
+            let n = socket.read(scratch)?;
+            self.conn.receive(&scratch[..n]);
+            Ok::<_, io::Error>(n)
+        })?;
+        if n > 0 {
+            self.last_heard = now();
+        }
+        Ok(n)
+    }
+
     /// Forgets a due park and its check: the next poll arms a new one.
     pub(crate) fn restart_park_check(&mut self) {
         self.set(PARK_DUE | PARK_ARMED, false);
@@ -655,10 +670,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                 }
                 Deadline::Pong => {
-                    let silent = now
-                        >= self
-                            .last_heard
-                            .saturating_add(Timing::timeout(self.timing.pong_timeout));
+                    // Nothing heard since the ping went into the queue (the
+                    // deadline is a pong timeout after that). Not "nothing
+                    // in the last pong timeout": the timer fires up to 1/16
+                    // of its span late, and a pong that came at once would
+                    // then look stale.
+                    let silent = self
+                        .last_heard
+                        .saturating_add(Timing::timeout(self.timing.pong_timeout))
+                        < due;
                     // The ping may still sit behind our own backlog: while the
                     // peer keeps draining it, the peer is alive and reading.
                     let draining = match self.poll_progress(cx) {
@@ -912,6 +932,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.conn.sent_close() && self.deadline != Deadline::Close {
                 self.set_deadline(Deadline::Close, cx.waker());
                 continue;
+            }
+            // What the timers queued (the keepalive ping) goes out before
+            // the read waits, like everything else.
+            if self.conn.buffered_amount() > 0
+                && let Poll::Ready(Err(error)) = self.poll_flush_out(cx)
+            {
+                self.end_abnormally();
+                return Poll::Ready(Some(Err(error)));
             }
             match self.poll_read_some(cx) {
                 Poll::Pending => {

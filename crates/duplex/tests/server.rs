@@ -569,6 +569,29 @@ fn fast_keepalive() -> Config {
     }
 }
 
+/// A peer that sends nothing but answers every keepalive ping at once stays
+/// connected for many intervals. (The pong deadline once asked whether the
+/// peer was heard in the last pong timeout, not since the ping: the timer
+/// fires up to 1/16 of its span late, so a prompt pong looked stale and the
+/// peer was dropped with 1006 after one interval.)
+#[tokio::test]
+async fn an_idle_peer_that_answers_pings_stays_connected() {
+    let url = echo_server(fast_keepalive()).await;
+    let mut client = duplex::connect(&url).await.unwrap();
+    // The client reads (and so answers pings) in its own task.
+    let reader = tokio::spawn(async move {
+        let next = client.next().await.map(|m| m.is_ok());
+        (next, client.close_info().cloned())
+    });
+    // Ten ping intervals.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !reader.is_finished(),
+        "dropped: {:?}",
+        reader.await.unwrap()
+    );
+}
+
 #[tokio::test]
 async fn a_large_frame_trickling_in_keeps_the_peer_alive() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
