@@ -578,7 +578,14 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
     let rss_quiet = if args.quiet > 0.0 {
         eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
-        tokio::time::sleep(Duration::from_secs_f64(args.quiet)).await;
+        // The publisher keeps reading (and so answers the server's
+        // keepalive pings) while it publishes nothing.
+        drain_until(
+            &mut publisher,
+            encoding,
+            Instant::now() + Duration::from_secs_f64(args.quiet),
+        )
+        .await?;
         check_failures(&shared)?;
         server.map(Proc::rss_bytes).transpose()?
     } else {
