@@ -45,31 +45,14 @@ static CONFIG: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 mod tests {
     use std::ffi::{CStr, c_void};
 
-    /// Reads one of jemalloc's `ssize_t` options.
-    fn option(name: &CStr) -> isize {
-        let mut value: isize = 0;
-        let mut len = std::mem::size_of::<isize>();
+    /// Reads one of jemalloc's options of type `T` (`ssize_t` for the decay
+    /// times, `bool` for the background thread).
+    fn option<T: Default>(name: &CStr) -> T {
+        let mut value = T::default();
+        let mut len = std::mem::size_of::<T>();
         // SAFETY: `name` is NUL-terminated; `value` and `len` are valid for
-        // writes and `len` holds the size of `value`, which is the type
-        // jemalloc documents for these options; no new value is written.
-        let status = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                name.as_ptr(),
-                (&raw mut value).cast::<c_void>(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        assert_eq!(status, 0, "mallctl {name:?}");
-        value
-    }
-
-    /// Reads one of jemalloc's `bool` options.
-    fn flag(name: &CStr) -> bool {
-        let mut value = false;
-        let mut len = std::mem::size_of::<bool>();
-        // SAFETY: as in `option`, for an option jemalloc documents as `bool`.
+        // writes and `len` holds the size of `value`, whose type is the one
+        // jemalloc documents for the option asked; no new value is written.
         let status = unsafe {
             tikv_jemalloc_sys::mallctl(
                 name.as_ptr(),
@@ -89,9 +72,9 @@ mod tests {
         let blocks: Vec<Vec<u8>> = (1..=256).map(|n| vec![n as u8; n * 16]).collect();
         assert_eq!(blocks[255].len(), 4096);
         if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
-            assert_eq!(option(c"opt.dirty_decay_ms"), 1000);
-            assert_eq!(option(c"opt.muzzy_decay_ms"), 0);
-            assert!(flag(c"opt.background_thread"));
+            assert_eq!(option::<isize>(c"opt.dirty_decay_ms"), 1000);
+            assert_eq!(option::<isize>(c"opt.muzzy_decay_ms"), 0);
+            assert!(option::<bool>(c"opt.background_thread"));
         }
     }
 }

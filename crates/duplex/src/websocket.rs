@@ -49,6 +49,7 @@
 //! - Durations are kept in whole milliseconds (rounded up, at most ~49 days),
 //!   instants as [`Stamp`]s (8 bytes), exact to the nanosecond.
 
+mod parking;
 mod timer;
 
 use std::cell::RefCell;
@@ -266,49 +267,8 @@ impl<S> WebSocket<S> {
     }
 }
 
-/// The transport swap under parking.
+/// The flags byte.
 impl<S> WebSocket<S> {
-    /// The same connection over another transport (none while parked, see
-    /// [`crate::park`]), and the old one.
-    pub(crate) fn replace_io<T>(self, io: T) -> (S, WebSocket<T>) {
-        let ws = WebSocket {
-            io,
-            conn: self.conn,
-            timing: self.timing,
-            signal: self.signal,
-            deadline: self.deadline,
-            due: self.due,
-            last_heard: self.last_heard,
-            last_message: self.last_message,
-            ping_ahead: self.ping_ahead,
-            protocol: self.protocol,
-            close_info: self.close_info,
-            unread_pings: self.unread_pings,
-            flags: self.flags,
-        };
-        (self.io, ws)
-    }
-
-    /// Reads what `socket` has (a parked connection's bare socket, not yet
-    /// back on tokio's poller) into the protocol layer, as a poll's read
-    /// would: `Ok(0)` is end of stream.
-    pub(crate) fn receive_from(&mut self, socket: &mut impl io::Read) -> io::Result<usize> {
-        let n = SCRATCH.with_borrow_mut(|scratch| {
-            let n = socket.read(scratch)?;
-            self.conn.receive(&scratch[..n]);
-            Ok::<_, io::Error>(n)
-        })?;
-        if n > 0 {
-            self.last_heard = now();
-        }
-        Ok(n)
-    }
-
-    /// Forgets a due park and its check: the next poll arms a new one.
-    pub(crate) fn restart_park_check(&mut self) {
-        self.set(PARK_DUE | PARK_ARMED, false);
-    }
-
     /// Whether any of `flags` is set.
     fn has(&self, flags: u8) -> bool {
         self.flags & flags != 0
@@ -328,11 +288,6 @@ impl<S> WebSocket<S> {
         let was = self.has(flag);
         self.set(flag, false);
         was
-    }
-
-    /// The wake-up node, if any (timers and shutdown).
-    pub(crate) fn signal(&self) -> Option<&Arc<Watch>> {
-        self.signal.as_ref()
     }
 }
 
@@ -381,19 +336,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         // arm them again with this one at the next poll.
         self.due = Stamp::NEVER;
         self.set(PARK_ARMED, false);
-    }
-
-    /// Whether the connection may be parked now ([`crate::park`]): it was
-    /// quiet, no data message either way, for [`Config::park_after`], and is
-    /// at rest: open, nothing queued to write, no close under way. Ask after
-    /// the stream returned `Pending`, so that everything received was
-    /// handled. Always false when `park_after` is `None`.
-    pub fn park_due(&self) -> bool {
-        self.has(PARK_DUE)
-            && !self.has(FINISHED)
-            && self.conn.state() == State::Open
-            && !self.conn.sent_close()
-            && self.conn.buffered_amount() == 0
     }
 
     /// Queues a ping; it is written with the next flush or read.
@@ -709,60 +651,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Some(next) => due = next,
                 None => return Poll::Pending,
             }
-        }
-    }
-
-    /// A data message went either way: the connection is not quiet.
-    fn on_message(&mut self) {
-        self.set(ACTIVE, true);
-        self.set(PARK_DUE, false);
-    }
-
-    /// Arms the park check: a quiet spell starts now (or, with an idle
-    /// timeout, which keeps `last_message` exact, at the last message).
-    /// Makes the wake-up node (registered with `waker`) if there is none.
-    fn arm_park(&mut self, waker: &Waker) {
-        if !self.timing.idle_timeout.is_some() {
-            self.last_message = now();
-        }
-        self.set(ACTIVE, false);
-        self.set(PARK_ARMED, true);
-        self.schedule_park(waker);
-    }
-
-    /// Puts the park check in the timer wheel, `park_after` from
-    /// `last_message`.
-    fn schedule_park(&mut self, waker: &Waker) {
-        let Some(after) = self.timing.park_after.get() else {
-            return;
-        };
-        let at = self.last_message.saturating_add(after);
-        let signal = self.signal.get_or_insert_with(|| {
-            let signal = Arc::new(Watch::default());
-            signal.register(waker);
-            signal
-        });
-        timer::schedule(signal, at.into(), after);
-    }
-
-    /// A timer fired while a park check is armed: the connection is due to
-    /// park when no data message went either way for `park_after`; else
-    /// the check goes back in the wheel. Without an idle timeout
-    /// `last_message` is only moved here, when a message came since the
-    /// last look: the spell then starts again at most `park_after` late.
-    fn check_park(&mut self, waker: &Waker) {
-        let Some(after) = self.timing.park_after.get() else {
-            return;
-        };
-        let now = now();
-        if self.take(ACTIVE) && !self.timing.idle_timeout.is_some() {
-            self.last_message = now;
-        }
-        if now >= self.last_message.saturating_add(after) {
-            self.set(PARK_ARMED, false);
-            self.set(PARK_DUE, true);
-        } else {
-            self.schedule_park(waker);
         }
     }
 

@@ -58,11 +58,10 @@
 //!   it, and any other command first waits for every publish in flight. With
 //!   that many in flight the session stops reading until one is answered.
 
-use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use duplex::{CloseCode, Message, WebSocket};
@@ -74,7 +73,6 @@ use duplex_hub_proto::{Command, Encoding, ErrorCode, Request, ServerMessage, Sin
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::auth::{Identity, subscription};
@@ -86,6 +84,9 @@ use crate::limits::{RateLimiter, Ticket, Verdict};
 use crate::outbox::{Drained, Outbox};
 
 mod hooks;
+mod parked;
+
+use parked::park;
 
 /// What a connection brings from its handshake.
 #[derive(Debug)]
@@ -243,97 +244,6 @@ where
                 TaskState::Done => return Poll::Ready(()),
             }
         }
-    }
-}
-
-/// Parks the session `state` waits in when its transport is plain TCP
-/// (see `duplex::park`), leaving `Done`; true if it did. TLS, HTTP/2 and
-/// SSE sessions keep their task.
-fn park<S: 'static>(state: &mut TaskState<S>) -> bool {
-    let Some(tcp) = (state as &mut dyn Any).downcast_mut::<TaskState<TcpStream>>() else {
-        return false;
-    };
-    let TaskState::Waiting(ws, session) = std::mem::replace(tcp, TaskState::Done) else {
-        unreachable!("parked only while waiting")
-    };
-    session.hub.metrics.connection_parked();
-    duplex::park::park(ws, Parked::from(session));
-    true
-}
-
-/// A parked session: a [`Session`] without its publishes in flight (it
-/// parks only when there are none), 8 bytes less in every parked slot.
-struct Parked {
-    hub: Arc<Hub>,
-    ticket: Ticket,
-    me: Subscriber,
-    identity: Option<Box<Identity>>,
-    state: SessionState<Arc<str>>,
-    rate: RateLimiter,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl From<Session> for Parked {
-    fn from(session: Session) -> Self {
-        let Session {
-            hub,
-            ticket,
-            me,
-            identity,
-            state,
-            rate,
-            timer,
-            in_flight,
-        } = session;
-        debug_assert!(in_flight.is_none(), "parked with publishes in flight");
-        Self {
-            hub,
-            ticket,
-            me,
-            identity,
-            state,
-            rate,
-            timer,
-        }
-    }
-}
-
-impl duplex::park::Resume for Parked {
-    fn register(&mut self, waker: &Waker) -> bool {
-        let mut ready = self.me.outbox.register(waker) || self.hub.sessions_aborted();
-        if let Some(timer) = &mut self.timer {
-            ready |= timer
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_ready();
-        }
-        ready
-    }
-
-    fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static {
-        self.hub.metrics.connection_resumed();
-        let Self {
-            hub,
-            ticket,
-            me,
-            identity,
-            state,
-            rate,
-            timer,
-        } = self;
-        let session = Session {
-            hub,
-            ticket,
-            me,
-            identity,
-            state,
-            rate,
-            timer,
-            in_flight: None,
-        };
-        Box::pin(SessionTask {
-            state: TaskState::Waiting(ws, session),
-        })
     }
 }
 
@@ -1131,7 +1041,7 @@ mod tests {
     /// and 256 bytes of registration): within jemalloc's 320-byte class.
     #[test]
     fn a_parked_session_stays_small() {
-        let size = duplex::park::slot_size::<Parked>();
+        let size = duplex::park::slot_size::<parked::Parked>();
         eprintln!("parked session: {size} bytes");
         assert!(size <= 320, "a parked session grew to {size} bytes");
     }
