@@ -43,8 +43,10 @@
 # per run, from `duplex bench fanout --json`), results.md (tables, ratios),
 # *.log. SERVER_CPU / CLIENT_CPU: cores (default 0 and 1). PORT_BASE: the
 # servers listen on PORT_BASE .. PORT_BASE+5 (default 9610). Every run
-# reports the server's RSS per subscriber (once all are connected, minus
-# before the first) and at the end; results.md also gives hub ÷ each peer.
+# reports the server's memory per subscriber (the growth of its anonymous
+# memory, RssAnon, once all are connected, over before the first; of its
+# whole RSS beside it) and its RSS at the end; results.md also gives hub ÷
+# each peer.
 #
 # QUIET (seconds, default 0: none): first, one run per server and size that
 # holds every subscriber quiet that long after the warm-up before it reads
@@ -291,8 +293,10 @@ for paced in (False, True):
              None, fmt=lambda v: "–" if v is None else f"{ms(v['p50_us'])} / {ms(v['p99_us'])}")
         if paced:
             line("publisher behind schedule, max ms", lambda r: r.get("publisher_max_lag_us"), None, fmt=ms)
-        line("server RSS per subscriber, KiB",
+        line("server memory (anonymous) per subscriber, KiB",
              lambda r: r["server_bytes_per_subscriber"] and r["server_bytes_per_subscriber"] / 1024, "min", 2)
+        line("… its RSS per subscriber, KiB",
+             lambda r: r.get("server_rss_bytes_per_subscriber") and r["server_rss_bytes_per_subscriber"] / 1024, None, 2)
         line("server RSS at the end, MiB", lambda r: r["server_rss_end"] and r["server_rss_end"] / 2**20, None, 1)
         line("bytes per delivered message", lambda r: r["delivered_bytes_avg"], None)
 
@@ -301,7 +305,7 @@ for paced in (False, True):
 others = [i for i in impls if i != "hub"]
 if "hub" in impls and others:
     out.append("\n### hub ÷ each server\n")
-    out.append("| test | ÷ | deliveries/s | server CPU per delivery | RSS per subscriber "
+    out.append("| test | ÷ | deliveries/s | server CPU per delivery | memory per subscriber "
                "| last subscriber p50 | … p99 |")
     out.append("|---|---|---:|---:|---:|---:|---:|")
     for paced in (False, True):
@@ -325,6 +329,9 @@ if "hub" in impls and others:
 if quiet_runs:
     labels = [i for i in dict.fromkeys(r["label"] for r in quiet_runs)]
     out.append(f"\n### Memory per subscriber, subscribed and after {quiet_runs[0]['quiet_s']:g} s quiet\n")
+    out.append("The growth of the server's anonymous memory (`RssAnon`) per subscriber; in parentheses, "
+               "of its whole RSS after the quiet spell (which also counts the program's code paged in "
+               "meanwhile, a fixed cost).\n")
     out.append("| subscribers | " + " | ".join(labels) + " |")
     out.append("|---|" + "---:|" * len(labels))
     for n in sorted({r["subscribers"] for r in quiet_runs}):
@@ -333,8 +340,10 @@ if quiet_runs:
             if not r or r["server_bytes_per_subscriber"] is None:
                 return "–"
             quiet = r.get("server_bytes_per_quiet_subscriber")
+            quiet_rss = r.get("server_rss_bytes_per_quiet_subscriber")
             return (f'{r["server_bytes_per_subscriber"]:,.0f} B → '
-                    + ("–" if quiet is None else f"**{quiet:,.0f} B**"))
+                    + ("–" if quiet is None else f"**{quiet:,.0f} B**")
+                    + ("" if quiet_rss is None else f" ({quiet_rss:,.0f} B)"))
         out.append(f"| {n:,} | " + " | ".join(cell(l) for l in labels) + " |")
 
 bad = [r for r in runs + quiet_runs

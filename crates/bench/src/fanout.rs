@@ -170,7 +170,7 @@ pub(crate) struct FanoutArgs {
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// After the warm-up, hold every subscriber this long with nothing
-    /// published, then read the server's memory again (`server_rss_quiet`):
+    /// published, then read the server's memory again (`server_anon_quiet`):
     /// what a subscribed client costs once it is quiet (a hub parks quiet
     /// connections after `[heartbeat] park_after`). 0: no quiet spell.
     #[arg(long, default_value_t = 0.0)]
@@ -476,7 +476,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     };
     let n = args.subscribers;
     let server = args.target.server_pid.map(Proc::Pid);
-    let rss_before = server.map(Proc::rss_bytes).transpose()?;
+    let rss_before = server.map(Proc::memory).transpose()?;
 
     let shared = Arc::new(Shared {
         origin: std::time::Instant::now(),
@@ -575,7 +575,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|e| e.into_inner())
             .reset();
     }
-    let rss_subscribed = server.map(Proc::rss_bytes).transpose()?;
+    let rss_subscribed = server.map(Proc::memory).transpose()?;
     let rss_quiet = if args.quiet > 0.0 {
         eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
         // The publisher keeps reading (and so answers the server's
@@ -587,7 +587,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         check_failures(&shared)?;
-        server.map(Proc::rss_bytes).transpose()?
+        server.map(Proc::memory).transpose()?
     } else {
         None
     };
@@ -652,7 +652,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         .server_pid
         .and_then(|pid| waited(server_wait_start, Some(pid)));
     let client_waited = waited(client_wait_start, None);
-    let rss_end = server.map(Proc::rss_bytes).transpose()?;
+    let rss_end = server.map(Proc::memory).transpose()?;
     progress.abort();
 
     // Stop: probes after the deadline tell the subscribers to close.
@@ -709,12 +709,21 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     let wire = (deliveries > 0).then(|| totals.bytes as f64 / deliveries as f64);
     let written_per_delivery =
         server_written.and_then(|b| (deliveries > 0).then(|| b as f64 / deliveries as f64));
+    // Per subscriber: the anonymous memory's growth (see `procfs`), and the
+    // whole resident's beside it.
+    let each = |before: u64, after: u64| (after as f64 - before as f64) / n as f64;
     let per_subscriber = rss_before
         .zip(rss_subscribed)
-        .map(|(before, after)| (after as f64 - before as f64) / n as f64);
+        .map(|(before, after)| each(before.anonymous, after.anonymous));
+    let rss_per_subscriber = rss_before
+        .zip(rss_subscribed)
+        .map(|(before, after)| each(before.resident, after.resident));
     let per_quiet_subscriber = rss_before
         .zip(rss_quiet)
-        .map(|(before, quiet)| (quiet as f64 - before as f64) / n as f64);
+        .map(|(before, quiet)| each(before.anonymous, quiet.anonymous));
+    let rss_per_quiet_subscriber = rss_before
+        .zip(rss_quiet)
+        .map(|(before, quiet)| each(before.resident, quiet.resident));
     let protocol = match (args.protocol, args.encoding) {
         (Protocol::Hub, Envelope::Json) => "hub",
         (Protocol::Hub, Envelope::Binary) => "hub, duplex.v1.bin",
@@ -775,13 +784,18 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "client_cpu_us_per_delivery": per_delivery(client_seconds),
             "server_runqueue_wait_s": server_waited,
             "client_runqueue_wait_s": client_waited,
-            "server_rss_before": rss_before,
-            "server_rss_subscribed": rss_subscribed,
-            "server_rss_end": rss_end,
+            "server_rss_before": rss_before.map(|m| m.resident),
+            "server_rss_subscribed": rss_subscribed.map(|m| m.resident),
+            "server_rss_end": rss_end.map(|m| m.resident),
+            "server_anon_before": rss_before.map(|m| m.anonymous),
+            "server_anon_subscribed": rss_subscribed.map(|m| m.anonymous),
             "server_bytes_per_subscriber": per_subscriber,
+            "server_rss_bytes_per_subscriber": rss_per_subscriber,
             "quiet_s": args.quiet,
-            "server_rss_quiet": rss_quiet,
+            "server_rss_quiet": rss_quiet.map(|m| m.resident),
+            "server_anon_quiet": rss_quiet.map(|m| m.anonymous),
             "server_bytes_per_quiet_subscriber": per_quiet_subscriber,
+            "server_rss_bytes_per_quiet_subscriber": rss_per_quiet_subscriber,
             "failed_subscribers": failed,
             "unfinished_subscribers": unfinished,
             "first_error": first_error,
@@ -841,23 +855,36 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             seconds_or_dash(server_waited),
             seconds_or_dash(client_waited)
         );
-        if let (Some(before), Some(subscribed), Some(end), Some(each)) =
-            (rss_before, rss_subscribed, rss_end, per_subscriber)
-        {
+        if let (Some(before), Some(subscribed), Some(end), Some(each), Some(each_rss)) = (
+            rss_before,
+            rss_subscribed,
+            rss_end,
+            per_subscriber,
+            rss_per_subscriber,
+        ) {
             println!(
-                "  server RSS   {} → {} subscribed ({} per subscriber), {} at the end",
-                report::bytes(before as f64),
-                report::bytes(subscribed as f64),
+                "  server       {} → {} anonymous subscribed ({} per subscriber; RSS {} → {}, \
+                 {} per subscriber), RSS {} at the end",
+                report::bytes(before.anonymous as f64),
+                report::bytes(subscribed.anonymous as f64),
                 report::bytes(each),
-                report::bytes(end as f64)
+                report::bytes(before.resident as f64),
+                report::bytes(subscribed.resident as f64),
+                report::bytes(each_rss),
+                report::bytes(end.resident as f64)
             );
         }
-        if let (Some(quiet), Some(each)) = (rss_quiet, per_quiet_subscriber) {
+        if let (Some(quiet), Some(each), Some(each_rss)) =
+            (rss_quiet, per_quiet_subscriber, rss_per_quiet_subscriber)
+        {
             println!(
-                "  server RSS   {} after {} s quiet ({} per subscriber)",
-                report::bytes(quiet as f64),
+                "  server       {} anonymous after {} s quiet ({} per subscriber; RSS {}, {} \
+                 per subscriber)",
+                report::bytes(quiet.anonymous as f64),
                 args.quiet,
-                report::bytes(each)
+                report::bytes(each),
+                report::bytes(quiet.resident as f64),
+                report::bytes(each_rss)
             );
         }
         if totals.lost > 0 || totals.reordered > 0 || totals.duplicates > 0 || stats.stalls > 0 {

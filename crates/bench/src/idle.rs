@@ -1,10 +1,12 @@
 //! `duplex bench idle`: memory of idle connections.
 //!
-//! Reads the server's resident memory (`VmRSS`), opens N connections (spread
-//! over the source addresses), holds them without sending anything, reads the
+//! Reads the server's resident memory, opens N connections (spread over the
+//! source addresses), holds them without sending anything, reads the
 //! resident memory again at the end of the hold, and reports the difference
-//! per connection. The generator's own memory per connection is reported too
-//! (the duplex client's idle cost).
+//! per connection: of the anonymous memory (`RssAnon`, what connections
+//! grow), and of all of it (`VmRSS`, which also counts the program's code
+//! paged in meanwhile: see `procfs`). The generator's own memory per
+//! connection is reported too (the duplex client's idle cost).
 //!
 //! The kernel's share is read the same way, before and after, machine-wide
 //! ([`KernelMem`]: the socket slab caches and TCP buffer pages) and divided
@@ -61,8 +63,8 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     let target = Arc::new(Target::new(&args.target)?);
     let config = Config::client().without_compression();
     let server = args.target.server_pid.map(Proc::Pid);
-    let server_before = server.map(Proc::rss_bytes).transpose()?;
-    let client_before = Proc::Current.rss_bytes()?;
+    let server_before = server.map(Proc::memory).transpose()?;
+    let client_before = Proc::Current.memory()?;
     let kernel_before = KernelMem::read()?;
 
     let start = Instant::now();
@@ -85,12 +87,16 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         tokio::time::sleep_until(hold_end.min(Instant::now() + Duration::from_secs(1))).await;
-        if let Some(rss) = server.map(Proc::rss_bytes).transpose()? {
-            eprintln!("  server RSS {}", report::bytes(rss as f64));
+        if let Some(memory) = server.map(Proc::memory).transpose()? {
+            eprintln!(
+                "  server RSS {} ({} anonymous)",
+                report::bytes(memory.resident as f64),
+                report::bytes(memory.anonymous as f64)
+            );
         }
     }
-    let server_after = server.map(Proc::rss_bytes).transpose()?;
-    let client_after = Proc::Current.rss_bytes()?;
+    let server_after = server.map(Proc::memory).transpose()?;
+    let client_after = Proc::Current.memory()?;
     let kernel_after = KernelMem::read()?;
     let n = conns.len();
     let closed = closes.count();
@@ -98,8 +104,13 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     drop(conns);
 
     let per_conn = |before: u64, after: u64| (after as f64 - before as f64) / n.max(1) as f64;
-    let server_per_conn = server_before.zip(server_after).map(|(b, a)| per_conn(b, a));
-    let client_per_conn = per_conn(client_before, client_after);
+    let server_per_conn = server_before
+        .zip(server_after)
+        .map(|(b, a)| per_conn(b.anonymous, a.anonymous));
+    let server_rss_per_conn = server_before
+        .zip(server_after)
+        .map(|(b, a)| per_conn(b.resident, a.resident));
+    let client_per_conn = per_conn(client_before.anonymous, client_after.anonymous);
     // Both ends of each connection are sockets here.
     let per_socket = |before: u64, after: u64| per_conn(before, after) / 2.0;
     let kernel_slab_per_socket = kernel_before
@@ -121,11 +132,14 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
             "held": held,
             "closed_by_server": closed,
             "closes": closes.json(),
-            "server_rss_before": server_before,
-            "server_rss_after": server_after,
+            "server_rss_before": server_before.map(|m| m.resident),
+            "server_rss_after": server_after.map(|m| m.resident),
+            "server_anon_before": server_before.map(|m| m.anonymous),
+            "server_anon_after": server_after.map(|m| m.anonymous),
             "server_bytes_per_conn": server_per_conn,
-            "client_rss_before": client_before,
-            "client_rss_after": client_after,
+            "server_rss_bytes_per_conn": server_rss_per_conn,
+            "client_rss_before": client_before.resident,
+            "client_rss_after": client_after.resident,
             "client_bytes_per_conn": client_per_conn,
             "kernel_slab_bytes_per_socket": kernel_slab_per_socket,
             "kernel_tcp_buffer_bytes_per_socket": kernel_buffers_per_socket,
@@ -141,20 +155,26 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
         for line in closes.lines() {
             println!("  closed       {line}");
         }
-        if let (Some(before), Some(after), Some(each)) =
-            (server_before, server_after, server_per_conn)
-        {
+        if let (Some(before), Some(after), Some(each), Some(each_rss)) = (
+            server_before,
+            server_after,
+            server_per_conn,
+            server_rss_per_conn,
+        ) {
             println!(
-                "  server RSS   {} → {}: {} per connection",
-                report::bytes(before as f64),
-                report::bytes(after as f64),
-                report::bytes(each)
+                "  server       {} → {} anonymous: {} per connection (RSS {} → {}: {})",
+                report::bytes(before.anonymous as f64),
+                report::bytes(after.anonymous as f64),
+                report::bytes(each),
+                report::bytes(before.resident as f64),
+                report::bytes(after.resident as f64),
+                report::bytes(each_rss)
             );
         }
         println!(
-            "  client RSS   {} → {}: {} per connection",
-            report::bytes(client_before as f64),
-            report::bytes(client_after as f64),
+            "  client       {} → {} anonymous: {} per connection",
+            report::bytes(client_before.anonymous as f64),
+            report::bytes(client_after.anonymous as f64),
             report::bytes(client_per_conn)
         );
         if let Some(slab) = kernel_slab_per_socket {

@@ -2,7 +2,13 @@
 //!
 //! Invariant: CPU time is utime + stime of the whole process (all its
 //! threads) from `/proc/PID/stat`, converted from clock ticks to seconds with
-//! `sysconf(_SC_CLK_TCK)`; memory is `VmRSS` of `/proc/PID/status`, in bytes.
+//! `sysconf(_SC_CLK_TCK)`; memory is read from `/proc/PID/status`, in bytes:
+//! `VmRSS` (all resident pages) and `RssAnon` (the resident pages that
+//! belong to this process alone: heap, stacks, JIT code). What grows with
+//! connections is anonymous; the rest of `VmRSS` is file-backed (the
+//! program's code and read-only data, paged in as code paths first run,
+//! shared with every process running the same program), a fixed cost that
+//! a per-connection figure must not divide.
 
 use anyhow::{Context as _, bail};
 
@@ -42,18 +48,40 @@ impl Proc {
         Ok(ticks as f64 / clock_ticks_per_second())
     }
 
-    /// Resident memory (`VmRSS`), in bytes.
-    pub(super) fn rss_bytes(self) -> anyhow::Result<u64> {
+    /// Resident memory, in bytes: all of it (`VmRSS`) and the anonymous
+    /// part (`RssAnon`).
+    pub(super) fn memory(self) -> anyhow::Result<Memory> {
         let path = self.path("status");
         let status =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .with_context(|| format!("{path} has no VmRSS"))?;
-        let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
-        Ok(kib * 1024)
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .with_context(|| format!("{path} has no {name}"))?;
+            let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
+            Ok(kib * 1024)
+        };
+        Ok(Memory {
+            resident: field("VmRSS:")?,
+            anonymous: field("RssAnon:")?,
+        })
     }
+
+    /// Resident memory (`VmRSS`), in bytes.
+    pub(super) fn rss_bytes(self) -> anyhow::Result<u64> {
+        Ok(self.memory()?.resident)
+    }
+}
+
+/// A process's resident memory at one moment (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Memory {
+    /// All resident pages (`VmRSS`), in bytes.
+    pub(super) resident: u64,
+    /// The anonymous resident pages (`RssAnon`), in bytes: what connections
+    /// grow.
+    pub(super) anonymous: u64,
 }
 
 /// The unit of the CPU times in `/proc/PID/stat`.
@@ -176,6 +204,24 @@ mod tests {
             kmalloc-512       103087 141984    512   16    2 : tunables 0 0 0 : slabdata 1 1 0\n\
             filp                 945    945    192   21    1 : tunables 0 0 0 : slabdata 45 45 0\n";
         assert_eq!(slab_bytes(slabinfo), 104 * 2368 + 159 * 832 + 945 * 192);
+    }
+
+    #[test]
+    fn anonymous_memory_is_part_of_the_resident() {
+        let before = Proc::Current
+            .memory()
+            .expect("/proc/self/status is readable");
+        // 32 MiB written: anonymous pages, resident until dropped.
+        let block = vec![1u8; 32 << 20];
+        let after = Proc::Current
+            .memory()
+            .expect("/proc/self/status is readable");
+        assert!(std::hint::black_box(&block).iter().all(|&b| b == 1));
+        assert!(after.anonymous <= after.resident);
+        assert!(
+            after.anonymous >= before.anonymous + (30 << 20),
+            "{before:?} → {after:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! transport (`GET /session`, Server-Sent Events) beside N subscribers on
 //! WebSockets, all connected to one hub in the same run.
 //!
-//! Sequence: the hub's resident memory; N WebSocket subscribers `connect`
+//! Sequence: the hub's anonymous resident memory (see `procfs`); N WebSocket subscribers `connect`
 //! and `subscribe` to `CHANNEL:ws` (memory again); N HTTP sessions open
 //! their stream and `POST` `connect` and `subscribe` to `CHANNEL:sse`
 //! (memory again): each difference over N is the memory per subscribed
@@ -82,7 +82,8 @@ pub(crate) async fn run(args: SseFanoutArgs) -> anyhow::Result<ExitCode> {
         .trim_end_matches('/')
         .to_owned();
     let server = args.server_pid.map(Proc::Pid);
-    let rss = |p: Option<Proc>| p.and_then(|p| p.rss_bytes().ok());
+    // The anonymous memory: what subscribers grow (see `procfs`).
+    let rss = |p: Option<Proc>| p.and_then(|p| p.memory().ok()).map(|m| m.anonymous);
     let ws_count = Arc::new(AtomicU64::new(0));
     let sse_count = Arc::new(AtomicU64::new(0));
     let before = rss(server);
