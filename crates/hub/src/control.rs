@@ -51,7 +51,10 @@
 //!   to the node's [`crate::sse::Links`], which bound what waits.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::Mutex;
+
+use hashbrown::hash_table;
 
 use duplex_hub_proto::revocation::{Full, Revocation, Revocations, Revoked, TokenFacts};
 use duplex_hub_proto::session::Close;
@@ -295,27 +298,85 @@ pub(crate) struct Registry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<u64, Entry>,
+    sessions: Sessions,
+    /// Controls not taken yet, oldest first, by member id: only for the
+    /// sessions that have any (most never do).
+    pending: HashMap<u64, Vec<Control>>,
     users: HashMap<Box<str>, Vec<u64>>,
     /// The revocations in force, as this node knows them.
     revocations: Revocations,
 }
 
+/// A session in the registry: 24 bytes in a table with spare room, its key
+/// (the member id) read from `me`.
 #[derive(Debug)]
 struct Entry {
     me: Subscriber,
     /// When it connected (milliseconds since the Unix epoch).
     since: u64,
-    /// Controls not taken yet, oldest first; boxed, and only while there
-    /// are any: an entry per connection lives in a table with spare room.
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes in every entry where a Vec takes 24; most never hold a control"
-    )]
-    pending: Option<Box<Vec<Control>>>,
     /// The session's token, if it has one (boxed: most entries have none,
     /// or keep it for hours without a look).
     token: Option<Box<Token>>,
+}
+
+/// The registry's sessions by member id: a hash table of [`Entry`]s keyed
+/// by the id each holds (a map would store it again beside it).
+#[derive(Debug, Default)]
+struct Sessions {
+    table: hash_table::HashTable<Entry>,
+    hasher: std::hash::RandomState,
+}
+
+impl Sessions {
+    fn hash(&self, id: u64) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// Adds `entry`, replacing the one with its id if any.
+    fn insert(&mut self, entry: Entry) {
+        let hasher = &self.hasher;
+        let id = entry.me.id;
+        let held = |held: &Entry| hasher.hash_one(held.me.id);
+        match self
+            .table
+            .entry(hasher.hash_one(id), |e| e.me.id == id, held)
+        {
+            hash_table::Entry::Occupied(mut held) => *held.get_mut() = entry,
+            hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(entry);
+            }
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&Entry> {
+        self.table.find(self.hash(id), |entry| entry.me.id == id)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        let hash = self.hash(id);
+        self.table.find_mut(hash, |entry| entry.me.id == id)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let hash = self.hash(id);
+        let entry = self
+            .table
+            .find_entry(hash, |entry| entry.me.id == id)
+            .ok()?;
+        Some(entry.remove().0)
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.table.iter().map(|entry| entry.me.id).collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.table.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
 }
 
 /// What the revocation rule looks at in a session's token, besides its
@@ -336,11 +397,6 @@ impl Token {
 }
 
 impl Entry {
-    /// Its pending controls, made when the first is queued.
-    fn pending(&mut self) -> &mut Vec<Control> {
-        self.pending.get_or_insert_default()
-    }
-
     fn facts(&self) -> Option<TokenFacts<'_>> {
         self.token.as_ref().map(|token| TokenFacts {
             user: self.me.user(),
@@ -349,23 +405,20 @@ impl Entry {
         })
     }
 
-    /// Queues the close of a session whose token was revoked (not bounded
-    /// by [`MAX_PENDING`]: it ends the session).
-    fn revoked(&mut self, why: Revoked) {
+    /// The close of a session whose token was revoked.
+    fn revoked(&self, why: Revoked) -> Control {
         let close = match why {
             Revoked::Token => Close::REVOKED_TOKEN,
             _ => Close::REVOKED_USER,
         };
-        let disconnect = Control::Disconnect {
+        Control::Disconnect {
             target: Target {
                 user: self.me.user().to_owned(),
                 client: None,
             },
             code: close.code,
             reason: close.reason.to_owned(),
-        };
-        self.pending().push(disconnect);
-        self.me.outbox.nudge();
+        }
     }
 }
 
@@ -436,15 +489,11 @@ impl Registry {
         if let Some(identity) = identity {
             inner.revocations.check(identity.facts(), now)?;
         }
-        inner.sessions.insert(
-            me.id,
-            Entry {
-                me: me.clone(),
-                since: crate::hub::now_ms(),
-                pending: None,
-                token: identity.map(|identity| Box::new(Token::of(identity))),
-            },
-        );
+        inner.sessions.insert(Entry {
+            me: me.clone(),
+            since: crate::hub::now_ms(),
+            token: identity.map(|identity| Box::new(Token::of(identity))),
+        });
         if !me.user().is_empty() {
             inner.users.entry(me.user().into()).or_default().push(me.id);
         }
@@ -456,7 +505,7 @@ impl Registry {
     pub(crate) fn refreshed(&self, id: u64, identity: &Identity, now: u64) -> Result<(), Revoked> {
         let mut inner = self.lock();
         inner.revocations.check(identity.facts(), now)?;
-        if let Some(entry) = inner.sessions.get_mut(&id) {
+        if let Some(entry) = inner.sessions.get_mut(id) {
             entry.token = Some(Box::new(Token::of(identity)));
         }
         Ok(())
@@ -477,16 +526,11 @@ impl Registry {
             Revocation::Token { .. } => None,
         };
         inner.revocations.insert(revocation, now)?;
-        let Inner {
-            sessions,
-            users,
-            revocations,
-        } = &mut *inner;
         let ids: Vec<u64> = match user {
-            Some(user) => users.get(user.as_str()).cloned().unwrap_or_default(),
-            None => sessions.keys().copied().collect(),
+            Some(user) => inner.users.get(user.as_str()).cloned().unwrap_or_default(),
+            None => inner.sessions.ids(),
         };
-        Ok(close_revoked(sessions, revocations, &ids, now))
+        Ok(inner.close_revoked(&ids, now))
     }
 
     /// Withdraws a revocation; whether this node held it.
@@ -514,13 +558,8 @@ impl Registry {
             tracing::warn!(left_out, "more revocations in redis than a node keeps");
         }
         inner.revocations = set;
-        let Inner {
-            sessions,
-            revocations,
-            ..
-        } = &mut *inner;
-        let ids: Vec<u64> = sessions.keys().copied().collect();
-        close_revoked(sessions, revocations, &ids, now)
+        let ids = inner.sessions.ids();
+        inner.close_revoked(&ids, now)
     }
 
     /// How many revocations this node holds.
@@ -531,9 +570,10 @@ impl Registry {
     /// Removes a session that ends (with what it had not taken).
     pub(crate) fn remove(&self, me: &Subscriber) {
         let mut inner = self.lock();
-        if inner.sessions.remove(&me.id).is_none() {
+        if inner.sessions.remove(me.id).is_none() {
             return;
         }
+        inner.pending.remove(&me.id);
         if let Some(ids) = inner.users.get_mut(me.user()) {
             ids.retain(|id| *id != me.id);
             if ids.is_empty() {
@@ -569,7 +609,7 @@ impl Registry {
         let ids: Vec<u64> = match &target.client {
             Some(client) => member_id_of(client)
                 .filter(|id| {
-                    inner.sessions.get(id).is_some_and(|entry| {
+                    inner.sessions.get(*id).is_some_and(|entry| {
                         target.user.is_empty() || entry.me.user() == target.user
                     })
                 })
@@ -582,19 +622,20 @@ impl Registry {
                 .unwrap_or_default(),
         };
         let mut reached = 0;
-        for id in &ids {
-            if let Some(entry) = inner.sessions.get_mut(id) {
-                if entry
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.len() >= MAX_PENDING)
-                {
-                    continue;
-                }
-                entry.pending().push(control.clone());
-                entry.me.outbox.nudge();
-                reached += 1;
+        for id in ids {
+            let Inner {
+                sessions, pending, ..
+            } = &mut *inner;
+            let Some(entry) = sessions.get(id) else {
+                continue;
+            };
+            let queue = pending.entry(id).or_default();
+            if queue.len() >= MAX_PENDING {
+                continue;
             }
+            queue.push(control.clone());
+            entry.me.outbox.nudge();
+            reached += 1;
         }
         reached
     }
@@ -604,17 +645,23 @@ impl Registry {
     /// `crate::events`); returns how many.
     pub(crate) fn disconnect_all(&self, code: u16, reason: &str) -> usize {
         let mut inner = self.lock();
+        let Inner {
+            sessions, pending, ..
+        } = &mut *inner;
         let mut reached = 0;
-        for entry in inner.sessions.values_mut() {
+        for entry in sessions.iter() {
             let target = Target {
                 user: String::new(),
                 client: Some(entry.me.client()),
             };
-            entry.pending().push(Control::Disconnect {
-                target,
-                code,
-                reason: reason.to_owned(),
-            });
+            pending
+                .entry(entry.me.id)
+                .or_default()
+                .push(Control::Disconnect {
+                    target,
+                    code,
+                    reason: reason.to_owned(),
+                });
             entry.me.outbox.nudge();
             reached += 1;
         }
@@ -637,11 +684,7 @@ impl Registry {
 
     /// The controls waiting for session `id`, oldest first.
     pub(crate) fn take(&self, id: u64) -> Vec<Control> {
-        self.lock()
-            .sessions
-            .get_mut(&id)
-            .and_then(|entry| entry.pending.take())
-            .map_or_else(Vec::new, |pending| *pending)
+        self.lock().pending.remove(&id).unwrap_or_default()
     }
 
     /// `user`'s sessions on this node, oldest first, at most
@@ -653,7 +696,7 @@ impl Registry {
         };
         let mut connections: Vec<Connection> = ids
             .iter()
-            .filter_map(|id| inner.sessions.get(id))
+            .filter_map(|id| inner.sessions.get(*id))
             .map(|entry| Connection {
                 client: entry.me.client(),
                 user: user.to_owned(),
@@ -681,25 +724,27 @@ impl Registry {
     }
 }
 
-/// Closes those of sessions `ids` whose token `revocations` revoke at
-/// `now`; how many.
-fn close_revoked(
-    sessions: &mut HashMap<u64, Entry>,
-    revocations: &Revocations,
-    ids: &[u64],
-    now: u64,
-) -> usize {
-    let mut closed = 0;
-    for id in ids {
-        let Some(entry) = sessions.get_mut(id) else {
-            continue;
-        };
-        if let Some(Err(why)) = entry.facts().map(|facts| revocations.check(facts, now)) {
-            entry.revoked(why);
-            closed += 1;
+impl Inner {
+    /// Closes those of sessions `ids` whose token the revocations revoke at
+    /// `now` (a disconnect queued and the session nudged, not bounded by
+    /// [`MAX_PENDING`]: it ends the session); how many.
+    fn close_revoked(&mut self, ids: &[u64], now: u64) -> usize {
+        let mut closed = 0;
+        for &id in ids {
+            let Some(entry) = self.sessions.get(id) else {
+                continue;
+            };
+            if let Some(Err(why)) = entry
+                .facts()
+                .map(|facts| self.revocations.check(facts, now))
+            {
+                self.pending.entry(id).or_default().push(entry.revoked(why));
+                entry.me.outbox.nudge();
+                closed += 1;
+            }
         }
+        closed
     }
-    closed
 }
 
 #[cfg(test)]
@@ -707,12 +752,12 @@ mod tests {
     use super::*;
 
     /// Every connection has an entry, in a table with up to twice the room
-    /// it needs: 40 bytes a slot (key included), where the pending
-    /// controls and the token inline made 80.
+    /// it needs: 24 bytes a slot, where a map by member id with the pending
+    /// controls and the token boxed made 40 (and inline, 80).
     #[test]
     fn a_registry_entry_stays_small() {
-        let size = std::mem::size_of::<(u64, Entry)>();
-        assert!(size <= 40, "{size} bytes");
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 24, "{size} bytes");
     }
     use crate::broker::member_id;
     use crate::outbox::Outbox;
