@@ -19,12 +19,12 @@
 //!   takes the nudge with [`Outbox::take_nudge`]; nudges carry nothing
 //!   themselves, so they cost no memory however many arrive.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use duplex::PreparedMessage;
 use duplex_hub_proto::Encoding;
+use thin_vec::ThinVec;
 use tokio::time::Instant;
 
 use crate::frame::SharedMessage;
@@ -45,11 +45,14 @@ pub(crate) struct Outbox {
     inner: Mutex<Inner>,
 }
 
-/// Byte counts are `u32` (a limit is capped at 4 GiB): an outbox lives in
-/// every subscriber, so its size counts.
+/// Byte counts are `u32` (a limit is capped at 4 GiB) and the queue a
+/// thin vector (one pointer; its length and capacity live in its
+/// allocation): an outbox lives in every subscriber, so its size counts.
 #[derive(Debug)]
 struct Inner {
-    queue: VecDeque<Queued>,
+    /// Oldest first. A drain takes from the front and moves what stays
+    /// (only a reader that is behind leaves any).
+    queue: ThinVec<Queued>,
     waker: Option<Waker>,
     /// Bytes queued, at most `limit`.
     bytes: u32,
@@ -96,7 +99,7 @@ impl Outbox {
     pub(crate) fn with_encoding(limit: usize, encoding: Encoding) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                queue: VecDeque::new(),
+                queue: ThinVec::new(),
                 waker: None,
                 bytes: 0,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
@@ -138,10 +141,10 @@ impl Outbox {
                     1 => queue.reserve_exact(16 - queue.len()),
                     _ => {}
                 }
-                queue.push_back(Queued { frame, published });
+                queue.push(Queued { frame, published });
             } else {
                 inner.state = State::Overflowed;
-                inner.queue = VecDeque::new();
+                inner.queue = ThinVec::new();
                 inner.bytes = 0;
             }
             (queued, inner.waker.take())
@@ -178,23 +181,20 @@ impl Outbox {
             // of the time, so the queue's memory goes back now (a busy one
             // pays one allocation per batch).
             if inner.queue.capacity() > 0 {
-                inner.queue = VecDeque::new();
+                inner.queue = ThinVec::new();
             }
             return Poll::Pending;
         }
         let (mut count, mut bytes) = (0, 0);
-        while let Some(front) = inner.queue.front() {
-            let len = front.frame.frame().len();
+        for queued in &inner.queue {
+            let len = queued.frame.frame().len();
             if count > 0 && bytes + len > max_bytes {
                 break;
             }
-            let Some(item) = inner.queue.pop_front() else {
-                break;
-            };
             bytes += len;
             count += 1;
-            sink(item);
         }
+        inner.queue.drain(..count).for_each(&mut sink);
         // What was handed over was counted in `bytes` when queued.
         inner.bytes -= bytes as u32;
         Poll::Ready(Drained::Frames { count, bytes })
@@ -258,7 +258,7 @@ impl Outbox {
     pub(crate) fn close(&self) {
         let mut inner = self.lock();
         inner.state = State::Closed;
-        inner.queue = VecDeque::new();
+        inner.queue = ThinVec::new();
         inner.bytes = 0;
         inner.waker = None;
     }

@@ -386,9 +386,17 @@ mod tests {
         }
     }
 
+    /// Every subscriber holds one `Arc<Member>`: with its two counts, 96
+    /// bytes (jemalloc's class of that size) where a `VecDeque` outbox
+    /// queue made it 112.
+    #[test]
+    fn a_member_stays_in_the_96_byte_class() {
+        let size = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Member>();
+        assert!(size <= 96, "an Arc<Member> takes {size} bytes");
+    }
+
     #[test]
     fn a_member_knows_its_client_id_without_storing_it() {
-        assert_eq!(std::mem::size_of::<Member>(), 96);
         let mut sub = Subscriber::new(member_id(0x0a1b2c, 0x3f), Outbox::new(1024));
         assert_eq!(sub.client(), "0a1b2c3f");
         assert_eq!(member_id_of("0a1b2c3f"), Some(sub.id));
