@@ -32,7 +32,11 @@
 #                with `npm ci` in benches/uws when missing)
 #   node-ws      node benches/node/broadcast.js (ws, wss.clients.forEach send)
 #   duplex-lib   peer-broadcast --impl duplex (the duplex library's broadcast
-#                idiom, one prepared frame for all; a reference, not a peer)
+#                idiom, one prepared frame for all, a channel per client as
+#                `tungstenite`; a reference, not a peer)
+#   duplex-bcast peer-broadcast --impl duplex-broadcast (the duplex library
+#                fed from one tokio::sync::broadcast channel of prepared
+#                frames, as `tungstenite-bcast`; a reference, not a peer)
 #
 # Tests: SUBS subscribers (default "1000 10000") × IN_FLIGHT (64) messages of
 # SIZE (100) bytes in flight for DUR (10) seconds, ROUNDS (2) rounds, each
@@ -42,7 +46,7 @@
 # OUT (default target/bench-fanout/TIMESTAMP): results.jsonl (one JSON object
 # per run, from `duplex bench fanout --json`), results.md (tables, ratios),
 # *.log. SERVER_CPU / CLIENT_CPU: cores (default 0 and 1). PORT_BASE: the
-# servers listen on PORT_BASE .. PORT_BASE+5 (default 9610). Every run
+# servers listen on PORT_BASE .. PORT_BASE+8 (default 9610). Every run
 # reports the server's memory per subscriber (the growth of its anonymous
 # memory, RssAnon, once all are connected, over before the first; of its
 # whole RSS beside it) and its RSS at the end; results.md also gives hub ÷
@@ -105,7 +109,7 @@ EOF
 
 declare -A PORT=([hub]=$PORT_BASE [tungstenite]=$((PORT_BASE + 1)) [node-ws]=$((PORT_BASE + 2))
     [duplex-lib]=$((PORT_BASE + 3)) [tungstenite-bcast]=$((PORT_BASE + 4)) [uws]=$((PORT_BASE + 5))
-    [hub-bin]=$((PORT_BASE + 6)) [hub-old]=$((PORT_BASE + 7)))
+    [hub-bin]=$((PORT_BASE + 6)) [hub-old]=$((PORT_BASE + 7)) [duplex-bcast]=$((PORT_BASE + 8)))
 if [[ " $IMPLS " == *" hub-old "* && ! -x ${OLD_DUPLEX:-} ]]; then
     echo "run-fanout: hub-old needs OLD_DUPLEX, the path of an earlier duplex binary" >&2
     exit 1
@@ -140,8 +144,8 @@ start() {
         taskset -c "$SERVER_CPU" "$BIN/peer-broadcast" --impl "${impl%-lib}" \
             --listen "127.0.0.1:$port" >>"$OUT/server-$impl.log" 2>&1 &
         ;;
-    tungstenite-bcast)
-        taskset -c "$SERVER_CPU" "$BIN/peer-broadcast" --impl tungstenite-broadcast \
+    tungstenite-bcast | duplex-bcast)
+        taskset -c "$SERVER_CPU" "$BIN/peer-broadcast" --impl "${impl%-bcast}-broadcast" \
             --listen "127.0.0.1:$port" >>"$OUT/server-$impl.log" 2>&1 &
         ;;
     node-ws)

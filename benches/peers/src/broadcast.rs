@@ -33,11 +33,20 @@
 //!   close frame (1008, "lagged") and disconnected, rather than given a
 //!   stream with a gap. The benchmark keeps at most its in-flight count (64
 //!   by default) undelivered, far below the default.
-//! - `duplex`: the same shape on the duplex library, with duplex's broadcast
-//!   idiom: the message is framed once ([`duplex::PreparedMessage`]) and the
-//!   same bytes are queued to every connection, written by the connection's
-//!   next read. Not a peer: a reference for what the hub adds on top of the
-//!   library.
+//! - `duplex`: the `tungstenite` shape on the duplex library, with duplex's
+//!   broadcast idiom: the message is framed once ([`duplex::PreparedMessage`])
+//!   and the same bytes are queued to every connection, written by the
+//!   connection's next read. Not a peer: a reference for what the hub adds on
+//!   top of the library.
+//! - `duplex-broadcast`: the `tungstenite-broadcast` shape on the duplex
+//!   library: one `tokio::sync::broadcast` channel of prepared messages
+//!   (each framed once, by the connection that read it); one task per
+//!   connection, which reads, and takes every message already in the channel
+//!   (`recv`, then `try_recv` until empty) into the WebSocket's write queue,
+//!   written by its next read (or at once, waiting, when the queue passes the
+//!   write buffer's high-water mark). duplex's read half prepares no buffer
+//!   when polled, so one task serves both halves. A client that lags is
+//!   closed as in `tungstenite-broadcast` (1008, "lagged").
 //!
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
 //! default worker count (one under `taskset -c 0`); one task per connection
@@ -66,13 +75,15 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// `tungstenite-broadcast` only: the broadcast channel's capacity, in
-    /// messages; a client that falls further behind is disconnected.
+    /// `tungstenite-broadcast` and `duplex-broadcast` only: the broadcast
+    /// channel's capacity, in messages; a client that falls further behind
+    /// is disconnected.
     #[arg(long, default_value_t = BROADCAST_CAPACITY)]
     channel_capacity: usize,
 }
 
-/// The default capacity of `tungstenite-broadcast`'s channel: 256 times the
+/// The default capacity of the broadcast channel (`tungstenite-broadcast`,
+/// `duplex-broadcast`): 256 times the
 /// benchmark's default in-flight count (64), so that no subscriber lags in a
 /// delivery-gated run, and room for a publisher that reads its own copies
 /// late (the generator's publisher reads them between publishes). The slots
@@ -87,8 +98,12 @@ enum Impl {
     /// tokio-tungstenite, one `tokio::sync::broadcast` channel for all
     /// clients.
     TungsteniteBroadcast,
-    /// duplex, one prepared frame shared by every client.
+    /// duplex, one prepared frame shared by every client, one unbounded
+    /// channel per client.
     Duplex,
+    /// duplex, one prepared frame shared by every client, one
+    /// `tokio::sync::broadcast` channel for all clients.
+    DuplexBroadcast,
 }
 
 /// The connected clients: each one's id and the sending side of its queue.
@@ -120,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         "--channel-capacity must be at least 1"
     );
     let (channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
+    let (prepared_channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
     let duplex_config = Arc::new(duplex::Config::default().without_compression());
     let mut next_id = 0u64;
     loop {
@@ -146,6 +162,11 @@ async fn main() -> anyhow::Result<()> {
                 tcp,
                 next_id,
                 duplex_peers.clone(),
+                duplex_config.clone(),
+            )),
+            Impl::DuplexBroadcast => tokio::spawn(duplex_channel::serve(
+                tcp,
+                prepared_channel.clone(),
                 duplex_config.clone(),
             )),
         };
@@ -335,5 +356,102 @@ mod duplex_broadcast {
             }
         }
         lock(&peers).remove(&id);
+    }
+}
+
+/// duplex fed from one `tokio::sync::broadcast` channel of prepared messages.
+mod duplex_channel {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use duplex::{Accept, CloseCode, Config, PreparedMessage, WebSocket};
+    use futures_util::StreamExt;
+    use tokio::net::TcpStream;
+    use tokio::sync::broadcast::Sender;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+    /// How long a lagged client's close may take.
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Accepts the handshake, then relays (see [`relay`]) in a task of its
+    /// own: the handshake's future is larger than the relay's, and a task
+    /// keeps its future's largest size for its whole life.
+    pub(super) async fn serve(
+        tcp: TcpStream,
+        channel: Sender<PreparedMessage>,
+        config: Arc<Config>,
+    ) {
+        let Ok(ws) = duplex::accept_with(tcp, &config, |_| Ok(Accept::default())).await else {
+            return;
+        };
+        drop(config);
+        drop(tokio::spawn(relay(ws, channel)));
+    }
+
+    /// Serves both halves in one task: every message read is prepared once
+    /// and sent into the channel; every message in the channel is queued to
+    /// the WebSocket (a batch at a time) and written by its next read.
+    ///
+    /// An `async move` block and not an `async fn`: the compiler keeps an
+    /// `async fn`'s arguments twice in its future (as given and as moved
+    /// into the body), here the 208-byte WebSocket (640 bytes where 424).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds its arguments twice"
+    )]
+    fn relay(
+        mut ws: WebSocket<TcpStream>,
+        channel: Sender<PreparedMessage>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let mut rx = channel.subscribe();
+            let lagged = loop {
+                tokio::select! {
+                    message = ws.next() => {
+                        let Some(Ok(message)) = message else { break false };
+                        // Err only when no receiver is left: nobody to send to.
+                        let _ = channel.send(PreparedMessage::new(&message));
+                    }
+                    received = rx.recv() => {
+                        match received {
+                            Ok(prepared) => {
+                                if ws.send_prepared(&prepared).is_err() {
+                                    break false;
+                                }
+                            }
+                            Err(RecvError::Lagged(_)) => break true,
+                            Err(RecvError::Closed) => break false,
+                        }
+                        let lagged = loop {
+                            match rx.try_recv() {
+                                Ok(prepared) => {
+                                    if ws.send_prepared(&prepared).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(TryRecvError::Empty) => break false,
+                                Err(TryRecvError::Lagged(_)) => break true,
+                                Err(TryRecvError::Closed) => return,
+                            }
+                        };
+                        if lagged {
+                            break true;
+                        }
+                        // A client that reads slower than the channel fills:
+                        // wait for it here (it lags, and is closed) rather than
+                        // queue without bound.
+                        if ws.buffered_amount() > ws.high_water() && ws.flush().await.is_err() {
+                            break false;
+                        }
+                    }
+                }
+            };
+            drop(rx);
+            if lagged {
+                // Boxed, as the handshake: a timer is large.
+                let close = ws.close(CloseCode::POLICY_VIOLATION, "lagged");
+                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
+            }
+        }
     }
 }
