@@ -684,7 +684,14 @@ impl Registry {
 
     /// The controls waiting for session `id`, oldest first.
     pub(crate) fn take(&self, id: u64) -> Vec<Control> {
-        self.lock().pending.remove(&id).unwrap_or_default()
+        let mut inner = self.lock();
+        let taken = inner.pending.remove(&id).unwrap_or_default();
+        if inner.pending.is_empty() {
+            // After a burst (every session of the node told to disconnect,
+            // say), the map's table goes back with its last entry.
+            inner.pending.shrink_to_fit();
+        }
+        taken
     }
 
     /// `user`'s sessions on this node, oldest first, at most
