@@ -50,7 +50,8 @@
 //!
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
 //! default worker count (one under `taskset -c 0`); one task per connection
-//! (two for `tungstenite-broadcast`: the reader and the writer);
+//! (two for `tungstenite-broadcast`: the reader and the writer; for
+//! `duplex-broadcast`, the handshake's, then the relay's);
 //! `TCP_NODELAY`; no compression; library default limits; errors end the
 //! connection silently. A connection is in the map (or holds a receiver of the
 //! broadcast channel) from the end of its handshake until its task ends; the

@@ -476,7 +476,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     };
     let n = args.subscribers;
     let server = args.target.server_pid.map(Proc::Pid);
-    let rss_before = server.map(Proc::memory).transpose()?;
+    let memory_before = server.map(Proc::memory).transpose()?;
 
     let shared = Arc::new(Shared {
         origin: std::time::Instant::now(),
@@ -575,8 +575,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|e| e.into_inner())
             .reset();
     }
-    let rss_subscribed = server.map(Proc::memory).transpose()?;
-    let rss_quiet = if args.quiet > 0.0 {
+    let memory_subscribed = server.map(Proc::memory).transpose()?;
+    let memory_quiet = if args.quiet > 0.0 {
         eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
         // The publisher keeps reading (and so answers the server's
         // keepalive pings) while it publishes nothing.
@@ -652,7 +652,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         .server_pid
         .and_then(|pid| waited(server_wait_start, Some(pid)));
     let client_waited = waited(client_wait_start, None);
-    let rss_end = server.map(Proc::memory).transpose()?;
+    let memory_end = server.map(Proc::memory).transpose()?;
     progress.abort();
 
     // Stop: probes after the deadline tell the subscribers to close.
@@ -712,17 +712,17 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
     // Per subscriber: the anonymous memory's growth (see `procfs`), and the
     // whole resident's beside it.
     let each = |before: u64, after: u64| (after as f64 - before as f64) / n as f64;
-    let per_subscriber = rss_before
-        .zip(rss_subscribed)
+    let per_subscriber = memory_before
+        .zip(memory_subscribed)
         .map(|(before, after)| each(before.anonymous, after.anonymous));
-    let rss_per_subscriber = rss_before
-        .zip(rss_subscribed)
+    let rss_per_subscriber = memory_before
+        .zip(memory_subscribed)
         .map(|(before, after)| each(before.resident, after.resident));
-    let per_quiet_subscriber = rss_before
-        .zip(rss_quiet)
+    let per_quiet_subscriber = memory_before
+        .zip(memory_quiet)
         .map(|(before, quiet)| each(before.anonymous, quiet.anonymous));
-    let rss_per_quiet_subscriber = rss_before
-        .zip(rss_quiet)
+    let rss_per_quiet_subscriber = memory_before
+        .zip(memory_quiet)
         .map(|(before, quiet)| each(before.resident, quiet.resident));
     let protocol = match (args.protocol, args.encoding) {
         (Protocol::Hub, Envelope::Json) => "hub",
@@ -784,16 +784,16 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "client_cpu_us_per_delivery": per_delivery(client_seconds),
             "server_runqueue_wait_s": server_waited,
             "client_runqueue_wait_s": client_waited,
-            "server_rss_before": rss_before.map(|m| m.resident),
-            "server_rss_subscribed": rss_subscribed.map(|m| m.resident),
-            "server_rss_end": rss_end.map(|m| m.resident),
-            "server_anon_before": rss_before.map(|m| m.anonymous),
-            "server_anon_subscribed": rss_subscribed.map(|m| m.anonymous),
+            "server_rss_before": memory_before.map(|m| m.resident),
+            "server_rss_subscribed": memory_subscribed.map(|m| m.resident),
+            "server_rss_end": memory_end.map(|m| m.resident),
+            "server_anon_before": memory_before.map(|m| m.anonymous),
+            "server_anon_subscribed": memory_subscribed.map(|m| m.anonymous),
             "server_bytes_per_subscriber": per_subscriber,
             "server_rss_bytes_per_subscriber": rss_per_subscriber,
             "quiet_s": args.quiet,
-            "server_rss_quiet": rss_quiet.map(|m| m.resident),
-            "server_anon_quiet": rss_quiet.map(|m| m.anonymous),
+            "server_rss_quiet": memory_quiet.map(|m| m.resident),
+            "server_anon_quiet": memory_quiet.map(|m| m.anonymous),
             "server_bytes_per_quiet_subscriber": per_quiet_subscriber,
             "server_rss_bytes_per_quiet_subscriber": rss_per_quiet_subscriber,
             "failed_subscribers": failed,
@@ -856,9 +856,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             seconds_or_dash(client_waited)
         );
         if let (Some(before), Some(subscribed), Some(end), Some(each), Some(each_rss)) = (
-            rss_before,
-            rss_subscribed,
-            rss_end,
+            memory_before,
+            memory_subscribed,
+            memory_end,
             per_subscriber,
             rss_per_subscriber,
         ) {
@@ -875,7 +875,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             );
         }
         if let (Some(quiet), Some(each), Some(each_rss)) =
-            (rss_quiet, per_quiet_subscriber, rss_per_quiet_subscriber)
+            (memory_quiet, per_quiet_subscriber, rss_per_quiet_subscriber)
         {
             println!(
                 "  server       {} anonymous after {} s quiet ({} per subscriber; RSS {}, {} \
