@@ -84,11 +84,11 @@ struct Args {
 }
 
 /// The default capacity of the broadcast channel (`tungstenite-broadcast`,
-/// `duplex-broadcast`): 256 times the
-/// benchmark's default in-flight count (64), so that no subscriber lags in a
-/// delivery-gated run, and room for a publisher that reads its own copies
-/// late (the generator's publisher reads them between publishes). The slots
-/// are allocated once, ~70 B each (~1.1 MiB), before any client connects.
+/// `duplex-broadcast`): 256 times the benchmark's default in-flight count
+/// (64), so that no subscriber lags in a delivery-gated run, and room for a
+/// publisher that reads its own copies late (the generator's publisher reads
+/// them between publishes). The slots are allocated once, ~70 B each (~1.1
+/// MiB), before any client connects.
 const BROADCAST_CAPACITY: usize = 16_384;
 
 /// The broadcast server implementations.
@@ -135,8 +135,14 @@ async fn main() -> anyhow::Result<()> {
         args.channel_capacity > 0,
         "--channel-capacity must be at least 1"
     );
-    let (channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
-    let (prepared_channel, _) = tokio::sync::broadcast::channel(args.channel_capacity);
+    // Only the channel of the implementation run holds its slots (the other
+    // one slot), so that no server's memory counts another's.
+    let capacity = |used: bool| if used { args.channel_capacity } else { 1 };
+    let (channel, _) = tokio::sync::broadcast::channel(capacity(
+        args.implementation == Impl::TungsteniteBroadcast,
+    ));
+    let (prepared_channel, _) =
+        tokio::sync::broadcast::channel(capacity(args.implementation == Impl::DuplexBroadcast));
     let duplex_config = Arc::new(duplex::Config::default().without_compression());
     let mut next_id = 0u64;
     loop {
