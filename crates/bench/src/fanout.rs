@@ -97,7 +97,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::net::{Conn, Scheme, Target};
-use super::procfs::{CpuWindow, Proc};
+use super::procfs::{CpuWindow, Memory, Proc};
 use super::report::{self, Latency};
 use super::sequence::{Arrival, Sequence};
 use super::{OutputArgs, TargetArgs};
@@ -711,19 +711,16 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
         server_written.and_then(|b| (deliveries > 0).then(|| b as f64 / deliveries as f64));
     // Per subscriber: the anonymous memory's growth (see `procfs`), and the
     // whole resident's beside it.
-    let each = |before: u64, after: u64| (after as f64 - before as f64) / n as f64;
-    let per_subscriber = memory_before
-        .zip(memory_subscribed)
-        .map(|(before, after)| each(before.anonymous, after.anonymous));
-    let rss_per_subscriber = memory_before
-        .zip(memory_subscribed)
-        .map(|(before, after)| each(before.resident, after.resident));
-    let per_quiet_subscriber = memory_before
-        .zip(memory_quiet)
-        .map(|(before, quiet)| each(before.anonymous, quiet.anonymous));
-    let rss_per_quiet_subscriber = memory_before
-        .zip(memory_quiet)
-        .map(|(before, quiet)| each(before.resident, quiet.resident));
+    let growth = |after: Option<Memory>| {
+        memory_before
+            .zip(after)
+            .map(|(before, after)| before.growth_per(after, n))
+    };
+    let (subscribed, quiet) = (growth(memory_subscribed), growth(memory_quiet));
+    let per_subscriber = subscribed.map(|growth| growth.anonymous);
+    let rss_per_subscriber = subscribed.map(|growth| growth.resident);
+    let per_quiet_subscriber = quiet.map(|growth| growth.anonymous);
+    let rss_per_quiet_subscriber = quiet.map(|growth| growth.resident);
     let protocol = match (args.protocol, args.encoding) {
         (Protocol::Hub, Envelope::Json) => "hub",
         (Protocol::Hub, Envelope::Binary) => "hub, duplex.v1.bin",

@@ -104,13 +104,12 @@ pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<ExitCode> {
     drop(conns);
 
     let per_conn = |before: u64, after: u64| (after as f64 - before as f64) / n.max(1) as f64;
-    let server_per_conn = server_before
+    let server_growth = server_before
         .zip(server_after)
-        .map(|(b, a)| per_conn(b.anonymous, a.anonymous));
-    let server_rss_per_conn = server_before
-        .zip(server_after)
-        .map(|(b, a)| per_conn(b.resident, a.resident));
-    let client_per_conn = per_conn(client_before.anonymous, client_after.anonymous);
+        .map(|(before, after)| before.growth_per(after, n));
+    let server_per_conn = server_growth.map(|growth| growth.anonymous);
+    let server_rss_per_conn = server_growth.map(|growth| growth.resident);
+    let client_per_conn = client_before.growth_per(client_after, n).anonymous;
     // Both ends of each connection are sockets here.
     let per_socket = |before: u64, after: u64| per_conn(before, after) / 2.0;
     let kernel_slab_per_socket = kernel_before

@@ -84,6 +84,28 @@ pub(super) struct Memory {
     pub(super) anonymous: u64,
 }
 
+impl Memory {
+    /// How much memory grew from this reading to `after`, divided by `n`
+    /// (connections, say; at least 1).
+    pub(super) fn growth_per(self, after: Memory, n: usize) -> Growth {
+        let per = |before: u64, after: u64| (after as f64 - before as f64) / n.max(1) as f64;
+        Growth {
+            anonymous: per(self.anonymous, after.anonymous),
+            resident: per(self.resident, after.resident),
+        }
+    }
+}
+
+/// The growth of a process's memory between two readings, per item, in
+/// bytes (negative when it shrank).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Growth {
+    /// Of the anonymous pages: what a per-connection figure reports.
+    pub(super) anonymous: f64,
+    /// Of all resident pages.
+    pub(super) resident: f64,
+}
+
 /// The unit of the CPU times in `/proc/PID/stat`.
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf reads a system constant; it has no preconditions and
@@ -204,6 +226,21 @@ mod tests {
             kmalloc-512       103087 141984    512   16    2 : tunables 0 0 0 : slabdata 1 1 0\n\
             filp                 945    945    192   21    1 : tunables 0 0 0 : slabdata 45 45 0\n";
         assert_eq!(slab_bytes(slabinfo), 104 * 2368 + 159 * 832 + 945 * 192);
+    }
+
+    #[test]
+    fn growth_is_divided_by_the_count_and_may_be_negative() {
+        let before = Memory {
+            resident: 10_000,
+            anonymous: 4_000,
+        };
+        let after = Memory {
+            resident: 30_000,
+            anonymous: 2_000,
+        };
+        let growth = before.growth_per(after, 10);
+        assert_eq!((growth.resident, growth.anonymous), (2_000.0, -200.0));
+        assert_eq!(before.growth_per(after, 0).resident, 20_000.0);
     }
 
     #[test]
