@@ -37,8 +37,14 @@
 //!   again on its next quiet poll.
 //! - One lot (the epoll set, the table and the task that waits on them) per
 //!   thread that parks, on the runtime of its first park. When that runtime
-//!   shuts down, the connections parked in it are dropped (sockets closed,
-//!   the application's state dropped) as its tasks are.
+//!   shuts down, the connections parked in it are dropped (sockets closed)
+//!   as its tasks are, each application state handed to
+//!   [`Resume::abandon`] first.
+//! - A parked connection either resumes or is abandoned: its application
+//!   state goes to exactly one of [`Resume::resume`] and
+//!   [`Resume::abandon`], whatever fails on the way (a socket the kernel
+//!   will not take back, the lot's poller failing, a runtime that will not
+//!   take the resumed task).
 //! - Only plain TCP parks: the socket is what leaves tokio's poller.
 
 use std::cell::RefCell;
@@ -84,10 +90,19 @@ pub trait Resume: Send + Sized + 'static {
 
     /// The connection's task again, with its WebSocket back on tokio's
     /// poller, as it was when it parked. It is spawned on the runtime the
-    /// connection parked on. (When the socket cannot go back, which only a
-    /// system out of resources does, the state is dropped instead, as a task
-    /// dropped at a runtime's shutdown is: the socket closes.)
+    /// connection parked on. (When the connection cannot go on, the state
+    /// goes to [`Resume::abandon`] instead.)
     fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The connection is gone without its task coming back: its socket is
+    /// closed without a close frame (the peer sees 1006) because it could
+    /// not go back to tokio's poller (a system out of resources), the lot's
+    /// poller failed, or the runtime it parked on shut down. What a task
+    /// would do when its connection ends (leave what it joined, count the
+    /// close) belongs here; it may be called outside any runtime, or in one
+    /// that is shutting down and takes no new task. The default drops the
+    /// state.
+    fn abandon(self) {}
 }
 
 /// Parks `ws` with the application's state `app` until the peer sends, a
@@ -111,6 +126,7 @@ pub fn park<A: Resume>(ws: WebSocket<TcpStream>, mut app: A) {
         Ok(tcp) => OwnedFd::from(tcp),
         Err(error) => {
             tracing::debug!(%error, "cannot park: the socket left tokio's poller badly; dropped");
+            app.abandon();
             return;
         }
     };
@@ -173,6 +189,15 @@ enum State<A> {
     Gone,
 }
 
+impl<A: Resume> Parked<A> {
+    /// Closes the socket and hands the application's state to
+    /// [`Resume::abandon`].
+    fn abandon(self) {
+        drop((self.ws, self.fd));
+        self.app.abandon();
+    }
+}
+
 /// A slot without its application type, as the lot's table holds it.
 trait Revive: Send + Sync {
     /// Resumes the connection if it is parked (see [`Slot::revive`]).
@@ -196,7 +221,20 @@ impl<A: Resume> Slot<A> {
             }
         };
         let lot = self.lot.clone();
-        drop(self.lot.handle.spawn(resume(lot, parked)));
+        drop(self.lot.handle.spawn(resume(lot, Unresumed(Some(parked)))));
+    }
+}
+
+/// A parked connection on its way to its new task: abandoned if the task
+/// is dropped before it starts (a runtime shutting down drops what is
+/// spawned on it).
+struct Unresumed<A: Resume>(Option<Parked<A>>);
+
+impl<A: Resume> Drop for Unresumed<A> {
+    fn drop(&mut self) {
+        if let Some(parked) = self.0.take() {
+            parked.abandon();
+        }
     }
 }
 
@@ -207,7 +245,9 @@ impl<A: Resume> Revive for Slot<A> {
 
     fn abandon(&self) {
         let state = std::mem::replace(&mut *lock(&self.state), State::Gone);
-        drop(state);
+        if let State::Parked(parked) = state {
+            parked.abandon();
+        }
     }
 }
 
@@ -223,8 +263,10 @@ impl<A: Resume> Wake for Slot<A> {
 
 /// The task of a resumed connection: the socket back on tokio's poller,
 /// then the application's task.
-async fn resume<A: Resume>(lot: Arc<Lot>, parked: Parked<A>) {
-    let Parked { ws, fd, key, app } = parked;
+async fn resume<A: Resume>(lot: Arc<Lot>, mut parked: Unresumed<A>) {
+    let Some(Parked { ws, fd, key, app }) = parked.0.take() else {
+        unreachable!("taken only here")
+    };
     if key != NO_KEY {
         lot.remove(key, fd.as_raw_fd());
     }
@@ -244,7 +286,10 @@ async fn resume<A: Resume>(lot: Arc<Lot>, parked: Parked<A>) {
             let ((), ws) = ws.replace_io(tcp);
             app.resume(ws).await
         }
-        Err(error) => tracing::debug!(%error, "cannot resume a parked connection; dropped"),
+        Err(error) => {
+            tracing::debug!(%error, "cannot resume a parked connection; dropped");
+            app.abandon();
+        }
     }
 }
 

@@ -905,6 +905,15 @@ impl Session {
 
     /// Leaves every channel (the session is ending).
     async fn leave_all(&mut self) {
+        let channels = self.quit();
+        leave_channels(&self.hub, &self.me, channels).await;
+    }
+
+    /// What leaving does at once: out of the node's registry and the
+    /// hooks' memory, the outbox closed (what it held freed), the channels
+    /// taken from the session and counted out. Returns the channels, for
+    /// the broker.
+    fn quit(&mut self) -> Vec<Arc<str>> {
         self.hub.registry.remove(&self.me);
         if let Some(hooks) = &self.hub.hooks {
             hooks.forget(self.me.id);
@@ -912,8 +921,27 @@ impl Session {
         self.me.outbox.close();
         let channels = self.state.take_all();
         self.hub.metrics.unsubscribed(channels.len());
-        for channel in channels {
-            self.hub.broker.unsubscribe(&channel, &self.me).await;
+        channels
+    }
+
+    /// Ends a session whose connection went without its task (a parked
+    /// one: see `duplex::park::Resume::abandon`) as [`Session::finish`]
+    /// would after a close without a close frame (1006). The registry, the
+    /// outbox and the gauges are settled at once; leaving the channels at
+    /// the broker and the disconnect event run in a task when the runtime
+    /// takes one (one shutting down takes none: its hub is going too).
+    fn abandon(mut self) {
+        let channels = self.quit();
+        self.hub.metrics.connection_closed(1006);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let connected = self.state.phase() == Phase::Connected;
+            let Self { hub, me, .. } = self;
+            drop(runtime.spawn(async move {
+                leave_channels(&hub, &me, channels).await;
+                if connected {
+                    hub.events.disconnected(&me, 1006).await;
+                }
+            }));
         }
     }
 
@@ -923,6 +951,14 @@ impl Session {
         may_for(&self.hub, self.identity.as_deref(), action, channel)
             .err()
             .map(|refusal| refusal.to_reply(id))
+    }
+}
+
+/// Takes session `me` out of `channels` at the broker. (Not a method: its
+/// future must not hold a `&Session`, which is not `Sync`.)
+async fn leave_channels(hub: &Hub, me: &Subscriber, channels: Vec<Arc<str>>) {
+    for channel in channels {
+        hub.broker.unsubscribe(&channel, me).await;
     }
 }
 

@@ -20,9 +20,14 @@ fn config() -> HubConfig {
 }
 
 fn parked(hub: &TestHub) -> i64 {
+    gauge(hub, "duplex_connections_parked")
+}
+
+/// The value of the hub's gauge `name`.
+fn gauge(hub: &TestHub, name: &str) -> i64 {
     let text = hub.hub.metrics().render();
     text.lines()
-        .find_map(|line| line.strip_prefix("duplex_connections_parked "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .expect("the gauge is rendered")
         .parse()
         .unwrap()
@@ -108,4 +113,32 @@ async fn sessions_do_not_park_when_parking_is_off() {
     client.connect(None).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(parked(&hub), 0);
+}
+
+#[test]
+fn a_parked_session_whose_runtime_shuts_down_leaves_the_hub() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (servers, clients) = (runtime(), runtime());
+    let hub = servers.block_on(TestHub::start(config()));
+    let client = clients.block_on(async {
+        let mut client = hub.client().await;
+        client.subscribe("chat:lobby").await;
+        until_parked(&hub, 1).await;
+        client
+    });
+    assert_eq!(gauge(&hub, "duplex_connections"), 1);
+    assert_eq!(gauge(&hub, "duplex_subscriptions"), 1);
+    // The hub's tasks and parked sessions go with their runtime; the hub
+    // itself (held here) stays, and counts the session gone.
+    drop(servers);
+    assert_eq!(gauge(&hub, "duplex_connections_parked"), 0);
+    assert_eq!(gauge(&hub, "duplex_connections"), 0);
+    assert_eq!(gauge(&hub, "duplex_subscriptions"), 0);
+    drop(client);
 }

@@ -20,6 +20,7 @@ use crate::{Accept, Config, Error, Message, Shutdown, WebSocket};
 struct Counts {
     parks: AtomicUsize,
     resumes: AtomicUsize,
+    abandons: AtomicUsize,
     /// The application's own wake source (a queue, in a real server).
     nudged: AtomicBool,
     nudge: AtomicWaker,
@@ -37,6 +38,10 @@ impl Resume for Echo {
     fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static {
         self.0.resumes.fetch_add(1, Ordering::SeqCst);
         serve(ws, self)
+    }
+
+    fn abandon(self) {
+        self.0.abandons.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -207,6 +212,31 @@ async fn a_peer_that_closes_resumes_its_parked_connection_to_end_it() {
     assert_eq!(client.close_info().unwrap().code, CloseCode::NORMAL);
     assert!(client.close_info().unwrap().was_clean);
     assert_eq!(resumes(&counts), 1);
+}
+
+#[test]
+fn a_runtime_that_shuts_down_abandons_its_parked_connections() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (servers, clients) = (runtime(), runtime());
+    let (url, counts, _shutdown) = servers.block_on(server(config()));
+    let mut client = clients.block_on(crate::connect(&url)).unwrap();
+    clients.block_on(until(|| parks(&counts) == 1));
+    assert_eq!(counts.abandons.load(Ordering::SeqCst), 0);
+    // Dropping a runtime drops its tasks, the lot's driver among them.
+    drop(servers);
+    assert_eq!(counts.abandons.load(Ordering::SeqCst), 1);
+    assert_eq!(resumes(&counts), 0);
+    // The socket closed with it: the peer sees the end without a close.
+    let next = clients
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), client.next()).await })
+        .expect("ended within 5 s");
+    assert!(!matches!(next, Some(Ok(_))), "{next:?}");
 }
 
 /// What a parked connection holds besides the kernel's socket and its wake-up

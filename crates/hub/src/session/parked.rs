@@ -8,6 +8,10 @@
 //! - Its outbox (frames, nudges), its phase timer and the hub's abort
 //!   resume it, besides what `duplex::park` watches (the socket, the
 //!   keepalive and shutdown).
+//! - A parked session that cannot come back (its socket refused by the
+//!   kernel, its runtime shutting down) still leaves the hub: out of the
+//!   registry, its channels and the gauges, as a connection closed with
+//!   1006 (`Session::abandon`).
 
 use std::any::Any;
 use std::future::Future;
@@ -91,6 +95,19 @@ impl duplex::park::Resume for Parked {
     }
 
     fn resume(self, ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send + 'static {
+        Box::pin(SessionTask {
+            state: TaskState::Waiting(ws, self.unpark()),
+        })
+    }
+
+    fn abandon(self) {
+        self.unpark().abandon();
+    }
+}
+
+impl Parked {
+    /// The session again, counted out of the parked gauge.
+    fn unpark(self) -> Session {
         self.hub.metrics.connection_resumed();
         let Self {
             hub,
@@ -101,7 +118,7 @@ impl duplex::park::Resume for Parked {
             rate,
             timer,
         } = self;
-        let session = Session {
+        Session {
             hub,
             ticket,
             me,
@@ -110,9 +127,6 @@ impl duplex::park::Resume for Parked {
             rate,
             timer,
             in_flight: None,
-        };
-        Box::pin(SessionTask {
-            state: TaskState::Waiting(ws, session),
-        })
+        }
     }
 }
