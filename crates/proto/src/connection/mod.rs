@@ -396,8 +396,18 @@ impl Connection {
                 rx.read_buf = BytesMut::new();
             }
         }
-        if self.out.as_ref().is_some_and(|out| out.is_empty()) {
-            self.out = None;
+        self.release_written();
+    }
+
+    /// Gives the write queue back once it is written out (nothing is
+    /// buffered): a connection holds one only while bytes wait in it, and
+    /// the drained one becomes the thread's spare, for the next connection
+    /// that queues bytes on the thread. Call after writing the queue out.
+    pub fn release_written(&mut self) {
+        if self.out.as_ref().is_some_and(|out| out.is_empty())
+            && let Some(out) = self.out.take()
+        {
+            OutBuf::recycle(out);
         }
     }
 

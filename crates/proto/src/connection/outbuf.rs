@@ -13,8 +13,14 @@
 //!   written yet. Queuing anything else, or writing any of its bytes, clears it.
 //! - `pongs` counts the automatic pongs queued since the queue was last empty
 //!   (see [`PONG_BURST`]).
+//! - A connection holds a queue only while bytes wait in it: a drained one
+//!   becomes its thread's spare ([`OutBuf::recycle`]), which the next
+//!   connection that queues bytes on the thread takes ([`OutBuf::take`]).
+//!   A spare is empty, with at most [`KEEP_CAPACITY`] bytes of tail and
+//!   [`KEEP_CHUNKS`] chunk slots: a thread keeps at most one, ~17 KiB.
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
@@ -23,6 +29,16 @@ pub(crate) const SHARE_THRESHOLD: usize = 4096;
 
 /// A tail buffer larger than this is given back when the queue drains.
 const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// A list of chunks with room for more than this many is given back when
+/// the queue drains.
+const KEEP_CHUNKS: usize = 64;
+
+thread_local! {
+    /// This thread's drained write queue, for the next connection that
+    /// queues bytes here.
+    static SPARE: Cell<Option<Box<OutBuf>>> = const { Cell::new(None) };
+}
 
 /// Automatic pongs that may queue up, each for its own ping, while the queue
 /// is not written out; past them, one more is queued, and then each new
@@ -47,6 +63,25 @@ pub struct OutBuf {
 }
 
 impl OutBuf {
+    /// An empty queue for a connection that has bytes to queue: this
+    /// thread's spare (with the room it grew before), else a new one.
+    pub(crate) fn take() -> Box<Self> {
+        SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Gives back a drained queue (`out` must be empty): it becomes this
+    /// thread's spare, in place of the one there (dropped).
+    pub(crate) fn recycle(mut out: Box<Self>) {
+        debug_assert!(out.is_empty());
+        (out.pongs, out.pong_len) = (0, 0);
+        // `Err` while the thread's locals are torn down: `out` is dropped.
+        let _ = SPARE.try_with(|spare| spare.replace(Some(out)));
+    }
+
     /// The tail buffer, to append small frames to. Call [`OutBuf::commit_tail`]
     /// after writing with the number of bytes appended.
     pub(crate) fn tail(&mut self) -> &mut BytesMut {
@@ -107,11 +142,16 @@ impl OutBuf {
         self.len == 0
     }
 
-    /// Drops the tail's spare capacity when it is large and nothing is queued,
-    /// so idle connections hold no write buffer.
+    /// Drops the tail's and the chunk list's room when it is large and
+    /// nothing is queued, so a drained queue (a thread's spare) stays small.
     fn give_back_memory(&mut self) {
-        if self.len == 0 && self.tail.capacity() > KEEP_CAPACITY {
-            self.tail = BytesMut::new();
+        if self.len == 0 {
+            if self.tail.capacity() > KEEP_CAPACITY {
+                self.tail = BytesMut::new();
+            }
+            if self.chunks.capacity() > KEEP_CHUNKS {
+                self.chunks = VecDeque::new();
+            }
         }
     }
 }

@@ -156,7 +156,7 @@ impl Connection {
     /// write of [`bytes::Buf::chunks_vectored`] sends every queued frame at
     /// once) and [`bytes::Buf::advance`] it by the number of bytes written.
     pub fn transmit(&mut self) -> &mut OutBuf {
-        self.out.get_or_insert_with(Box::default)
+        self.out.get_or_insert_with(OutBuf::take)
     }
 
     /// Sends a data message, compressed as [`Compress::Auto`] decides.
@@ -202,7 +202,7 @@ impl Connection {
             .and_then(|compression| compression.prepared_frame(message))
             .unwrap_or_else(|| message.frame().clone());
         push_payload(
-            self.out.get_or_insert_with(Box::default),
+            self.out.get_or_insert_with(OutBuf::take),
             &Payload::Shared(frame),
         );
         Ok(())
@@ -289,11 +289,11 @@ impl Connection {
     /// if that one is still wholly unwritten and nothing was queued after it
     /// (RFC 6455 §5.5.3; see [`super::outbuf::PONG_BURST`]).
     pub(super) fn queue_auto_pong(&mut self, payload: &[u8]) {
-        let out = self.out.get_or_insert_with(Box::default);
+        let out = self.out.get_or_insert_with(OutBuf::take);
         let replaced = out.replace_pong();
         let before = out.len();
         self.queue_control(OpCode::Pong, payload);
-        let out = self.out.get_or_insert_with(Box::default);
+        let out = self.out.get_or_insert_with(OutBuf::take);
         let n = out.len() - before;
         out.mark_pong(n, replaced);
     }
@@ -365,7 +365,7 @@ impl Connection {
             mask,
             payload_len: bytes.len() as u64,
         };
-        let out = self.out.get_or_insert_with(Box::default);
+        let out = self.out.get_or_insert_with(OutBuf::take);
         let tail = out.tail();
         let before = tail.len();
         match mask {

@@ -1396,3 +1396,50 @@ fn server_frames_encode_at_every_header_length() {
         assert_eq!(events, vec![expected.clone(), expected], "length {len}");
     }
 }
+
+#[test]
+fn a_written_out_queue_goes_to_the_next_connection_that_sends() {
+    let (mut first, mut second) = (server(), server());
+    first.send_text("a reply").unwrap();
+    let queue: *const OutBuf = &**first.out.as_ref().expect("a queue while bytes wait");
+    // Written but one byte: the queue stays.
+    let n = first.buffered_amount();
+    first.transmit().advance(n - 1);
+    first.release_written();
+    assert!(first.out.is_some());
+    assert_eq!(take_output(&mut first).len(), 1);
+    first.release_written();
+    assert!(
+        first.out.is_none(),
+        "a written-out connection holds no queue"
+    );
+    assert_eq!(first.buffered_amount(), 0);
+    // The next connection on this thread to send takes it, empty.
+    second.send_text("hi").unwrap();
+    let reused: *const OutBuf = &**second.out.as_ref().unwrap();
+    assert_eq!(reused, queue);
+    assert_eq!(
+        take_output(&mut second),
+        sframe(true, 0, OpCode::Text, b"hi")
+    );
+}
+
+#[test]
+fn a_spare_queue_forgets_its_connection_s_pongs() {
+    // A burst of automatic pongs, written out: the spare starts a new count.
+    let mut first = server();
+    let ping = cframe(true, 0, OpCode::Ping, b"p");
+    for _ in 0..PONG_BURST + 3 {
+        let _ = feed(&mut first, &ping);
+    }
+    let pongs = take_output(&mut first);
+    first.release_written();
+    assert!(first.out.is_none());
+    let mut second = server();
+    for _ in 0..PONG_BURST + 1 {
+        let _ = feed(&mut second, &ping);
+    }
+    let pong = sframe(true, 0, OpCode::Pong, b"p");
+    assert_eq!(take_output(&mut second), pong.repeat(PONG_BURST + 1));
+    assert!(pongs.len() < pong.len() * (PONG_BURST + 3));
+}
