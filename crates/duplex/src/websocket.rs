@@ -428,6 +428,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.set(WROTE, true);
             self.unread_pings = self.unread_pings.min(1);
         }
+        // Written out: the queue goes back to the thread's spare.
+        self.conn.release_written();
         self.unread_pings = 0;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
