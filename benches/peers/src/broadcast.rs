@@ -48,6 +48,13 @@
 //!   when polled, so one task serves both halves. A client that lags is
 //!   closed as in `tungstenite-broadcast` (1008, "lagged").
 //!
+//! The binary allocates with jemalloc, with the `duplex` binary's options
+//! (see `ALLOCATOR`): what a subscriber costs is then the libraries' blocks,
+//! not glibc's carving of tokio's 128-byte aligned blocks (each task, each
+//! socket registration) out of larger ones, which adds ~0.3 KiB per
+//! connection and changes from build to build. Every implementation here
+//! runs on it.
+//!
 //! Invariants, as for `peer-echo`: the multi-thread tokio runtime with its
 //! default worker count (one under `taskset -c 0`); one task per connection
 //! (two for `tungstenite-broadcast`: the reader and the writer; for
@@ -106,6 +113,20 @@ enum Impl {
     /// `tokio::sync::broadcast` channel for all clients.
     DuplexBroadcast,
 }
+
+/// Every allocation of the binary: jemalloc, as the `duplex` binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, the `duplex` binary's (`crates/cli/src/allocator.rs`):
+/// unused pages go back to the system within about a second.
+// SAFETY: the symbol is a pointer to a NUL-terminated string that lives for
+// the whole program, which is what jemalloc reads from it; nothing else in
+// the program defines `_rjem_malloc_conf`.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+#[used]
+static ALLOCATOR_OPTIONS: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// The connected clients: each one's id and the sending side of its queue.
 type Peers<T> = Arc<Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<T>>>>;
@@ -406,7 +427,7 @@ mod duplex_channel {
         clippy::manual_async_fn,
         reason = "an async fn's future holds its arguments twice"
     )]
-    fn relay(
+    pub(super) fn relay(
         mut ws: WebSocket<TcpStream>,
         channel: Sender<PreparedMessage>,
     ) -> impl Future<Output = ()> + Send {
@@ -444,13 +465,14 @@ mod duplex_channel {
                         if lagged {
                             break true;
                         }
-                        // A client that reads slower than the channel fills:
-                        // wait for it here (it lags, and is closed) rather than
-                        // queue without bound.
-                        if ws.buffered_amount() > ws.high_water() && ws.flush().await.is_err() {
-                            break false;
-                        }
                     }
+                }
+                // A client that reads slower than the channel fills: wait for
+                // it here (it lags, and is closed) rather than queue without
+                // bound. (Outside `select!`: its output, a read message's
+                // room, would stay in the future beside the flush.)
+                if ws.buffered_amount() > ws.high_water() && ws.flush().await.is_err() {
+                    break false;
                 }
             };
             drop(rx);
@@ -460,5 +482,34 @@ mod duplex_channel {
                 let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use duplex::{Accept, Config};
+    use tokio::net::TcpListener;
+
+    /// tokio's task header and trailer around a future, in bytes (its
+    /// version 1.54 without `tokio_unstable`): a task's block is the future
+    /// plus these, rounded up to 128 bytes.
+    const TASK_OVERHEAD: usize = 104;
+
+    #[tokio::test]
+    async fn a_relay_task_fits_a_512_byte_block() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}/", listener.local_addr().expect("address"));
+        let client = tokio::spawn(async move { duplex::connect(&url).await });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let ws = duplex::accept_with(tcp, &Config::default(), |_| Ok(Accept::default()))
+            .await
+            .expect("handshake");
+        let (channel, _) = tokio::sync::broadcast::channel(1);
+        let size = std::mem::size_of_val(&super::duplex_channel::relay(ws, channel));
+        assert!(
+            size + TASK_OVERHEAD <= 512,
+            "a relay's future: {size} bytes"
+        );
+        assert!(client.await.expect("client task").is_ok());
     }
 }
