@@ -200,7 +200,10 @@ pub(crate) fn client_connection(
     accepted: &Accepted,
     config: &Config,
 ) -> Result<(Connection, Option<Arc<str>>), Error> {
-    let mut conn = Connection::client(config.protocol.clone(), Box::new(rand::random::<[u8; 4]>));
+    let mut conn = Connection::client(
+        crate::shared::PROTOCOL.get(config.protocol.clone()),
+        Box::new(rand::random::<[u8; 4]>),
+    );
     if let Some(policy) = &config.deflate {
         let answer = accepted
             .extensions()

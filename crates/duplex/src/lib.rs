@@ -33,6 +33,7 @@ pub mod park;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;
+mod shared;
 pub mod shutdown;
 mod stamp;
 pub mod tls;

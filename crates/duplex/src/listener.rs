@@ -188,7 +188,9 @@ mod tests {
         let handler_future = handler(
             WebSocket::from_parts(
                 client.unwrap(),
-                duplex_proto::connection::Connection::server(Default::default()),
+                duplex_proto::connection::Connection::server(
+                    duplex_proto::connection::Config::default(),
+                ),
                 &Config::default(),
                 None,
             ),

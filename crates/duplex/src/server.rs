@@ -240,7 +240,7 @@ pub(crate) fn answer(
         extensions.as_deref(),
         &accept.headers,
     )?;
-    let mut conn = Connection::server(config.protocol.clone());
+    let mut conn = Connection::server(crate::shared::PROTOCOL.get(config.protocol.clone()));
     if let Some((params, policy)) = negotiated {
         conn = conn.with_deflate(params, policy);
     }

@@ -76,6 +76,7 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::config::Config;
+use crate::shared::Shared;
 use crate::shutdown::{ShutdownWatch, Watch};
 use crate::stamp::Stamp;
 
@@ -146,8 +147,9 @@ impl Millis {
     }
 }
 
-/// Timer settings copied out of [`Config`], kept per connection.
-#[derive(Debug, Clone, Copy)]
+/// Timer settings taken from [`Config`], shared by the connections made
+/// with the same ones (see `crate::shared`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Timing {
     ping_interval: Millis,
     pong_timeout: Millis,
@@ -165,6 +167,9 @@ impl Timing {
     }
 }
 
+/// The timer settings connections share.
+static TIMINGS: Shared<Timing> = Shared::new();
+
 /// What the one timer of a connection is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
@@ -180,7 +185,7 @@ enum Deadline {
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,
-    timing: Timing,
+    timing: Arc<Timing>,
     /// The wake-up node the timer wheel and the shutdown trigger mark: the
     /// shutdown watch, or our own, made when the first timer is armed.
     signal: Option<Arc<Watch>>,
@@ -304,7 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self {
             io,
             conn,
-            timing: Timing {
+            timing: TIMINGS.get(Timing {
                 ping_interval: Millis::from_option(config.ping_interval),
                 pong_timeout: Millis::new(config.pong_timeout),
                 idle_timeout: Millis::from_option(config.idle_timeout),
@@ -313,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 high_water: u32::try_from(config.write_buffer_high_water)
                     .unwrap_or(u32::MAX)
                     .max(1),
-            },
+            }),
             signal: None,
             deadline: Deadline::Keepalive,
             due: Stamp::NEVER,

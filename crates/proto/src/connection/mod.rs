@@ -37,6 +37,8 @@ mod outbuf;
 mod receive;
 mod send;
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 pub use compression::Compress;
@@ -65,7 +67,7 @@ pub enum ReceiveMode {
 
 /// Limits and behaviour of a connection. The defaults are safe on the open
 /// internet and let every legitimate message of up to 16 MiB through.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Largest payload of one received uncompressed frame (close 1009
     /// beyond). A frame of a compressed message (permessage-deflate) may be
@@ -250,7 +252,8 @@ pub struct Connection {
     sending: Option<MessageKind>,
     sent_close: bool,
     received_close: bool,
-    config: Config,
+    /// Shared: a server's connections hold the same limits.
+    config: Arc<Config>,
     /// The receive state, while there is one (see [`Rx`]).
     rx: Option<Box<Rx>>,
     /// The write queue, while there is one.
@@ -278,18 +281,19 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// A server-side connection.
-    pub fn server(config: Config) -> Self {
-        Self::new(Role::Server, config, None)
+    /// A server-side connection. Connections made from one
+    /// `Arc<Config>` share it.
+    pub fn server(config: impl Into<Arc<Config>>) -> Self {
+        Self::new(Role::Server, config.into(), None)
     }
 
     /// A client-side connection; `mask_source` supplies a fresh unpredictable
     /// masking key for every frame sent.
-    pub fn client(config: Config, mask_source: MaskSource) -> Self {
-        Self::new(Role::Client, config, Some(mask_source))
+    pub fn client(config: impl Into<Arc<Config>>, mask_source: MaskSource) -> Self {
+        Self::new(Role::Client, config.into(), Some(mask_source))
     }
 
-    fn new(role: Role, config: Config, mask_source: Option<MaskSource>) -> Self {
+    fn new(role: Role, config: Arc<Config>, mask_source: Option<MaskSource>) -> Self {
         Self {
             role,
             state: State::Open,
