@@ -1010,8 +1010,8 @@ mod tests {
     use super::*;
 
     /// A hub session's task holds its future for the connection's whole
-    /// life: the WebSocket and the session, nothing more, and within
-    /// jemalloc's 320-byte class (the next one is 384). The transport is a
+    /// life: the WebSocket and the session, nothing more, and with tokio's
+    /// header and trailer within a 384-byte task (the next is 512). The transport is a
     /// stand-in of the size of tokio's `TcpStream` in an optimized build
     /// (32 bytes; a debug build's has 8 more).
     #[tokio::test]
@@ -1065,8 +1065,10 @@ mod tests {
         };
         let size = std::mem::size_of_val(&task);
         eprintln!("session task: {size} bytes: WebSocket {websocket}, Session {session_size}");
+        // With tokio's task header and trailer (104 bytes) a busy session's
+        // task fits a 384-byte block (tokio rounds tasks to 128 bytes).
         assert!(
-            size <= websocket + session_size + 8 && size <= 320,
+            size <= websocket + session_size + 8 && size <= 280,
             "a session's future grew to {size} bytes"
         );
     }
