@@ -3,8 +3,9 @@
 //! A server makes its connections from one configuration, so each would
 //! carry its own copy of the same limits and timer settings (64 bytes, a
 //! quarter of an idle `WebSocket`, and enough to put a connection's task in
-//! tokio's next 128-byte size). Each holds a pointer to one shared copy
-//! instead, found by value when the connection is made.
+//! tokio's next 128-byte size), and of the subprotocol's name. Each holds a
+//! pointer to one shared copy instead, found by value when the connection
+//! is made.
 //!
 //! Invariants:
 //! - Equal values made into connections get the same `Arc`, for the first

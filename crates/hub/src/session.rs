@@ -1010,8 +1010,9 @@ mod tests {
     use super::*;
 
     /// A hub session's task holds its future for the connection's whole
-    /// life: the WebSocket and the session, nothing more, and with tokio's
-    /// header and trailer within a 384-byte task (the next is 512). The transport is a
+    /// life (boxed: see `server::serve_connection`): the WebSocket and the
+    /// session, nothing more, within jemalloc's 256-byte class (the next is
+    /// 320). The transport is a
     /// stand-in of the size of tokio's `TcpStream` in an optimized build
     /// (32 bytes; a debug build's has 8 more).
     #[tokio::test]
@@ -1065,22 +1066,20 @@ mod tests {
         };
         let size = std::mem::size_of_val(&task);
         eprintln!("session task: {size} bytes: WebSocket {websocket}, Session {session_size}");
-        // With tokio's task header and trailer (104 bytes) a busy session's
-        // task fits a 384-byte block (tokio rounds tasks to 128 bytes).
         assert!(
-            size <= websocket + session_size + 8 && size <= 280,
+            size <= websocket + session_size + 8 && size <= 256,
             "a session's future grew to {size} bytes"
         );
     }
 
     /// A parked session holds its slot (the WebSocket without its
     /// transport, the bare socket and the session) instead of its task and
-    /// tokio's registration (a boxed 320-byte future, a 128-byte task cell
-    /// and 256 bytes of registration): within jemalloc's 320-byte class.
+    /// tokio's registration (a boxed 256-byte future, a 128-byte task cell
+    /// and 256 bytes of registration): within jemalloc's 256-byte class.
     #[test]
     fn a_parked_session_stays_small() {
         let size = duplex::park::slot_size::<parked::Parked>();
         eprintln!("parked session: {size} bytes");
-        assert!(size <= 320, "a parked session grew to {size} bytes");
+        assert!(size <= 256, "a parked session grew to {size} bytes");
     }
 }

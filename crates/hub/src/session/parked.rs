@@ -4,7 +4,7 @@
 //! Invariants:
 //! - Only a session waiting on plain TCP with no publish in flight parks;
 //!   its parked form is the [`Session`] without the (empty) in-flight queue,
-//!   so a parked session fits jemalloc's 320-byte class with its WebSocket.
+//!   so a parked session fits jemalloc's 256-byte class with its WebSocket.
 //! - Its outbox (frames, nudges), its phase timer and the hub's abort
 //!   resume it, besides what `duplex::park` watches (the socket, the
 //!   keepalive and shutdown).
