@@ -75,9 +75,9 @@ impl OutBuf {
 
     /// Gives back a drained queue (`out` must be empty): it becomes this
     /// thread's spare, in place of the one there (dropped).
-    pub(crate) fn recycle(mut out: Box<Self>) {
-        debug_assert!(out.is_empty());
-        (out.pongs, out.pong_len) = (0, 0);
+    pub(crate) fn recycle(out: Box<Self>) {
+        // An empty queue counts no pongs (see the module's invariants).
+        debug_assert!(out.is_empty() && out.pongs == 0 && out.pong_len == 0);
         // `Err` while the thread's locals are torn down: `out` is dropped.
         let _ = SPARE.try_with(|spare| spare.replace(Some(out)));
     }
