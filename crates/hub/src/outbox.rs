@@ -19,8 +19,9 @@
 //!   takes the nudge with [`Outbox::take_nudge`]; nudges carry nothing
 //!   themselves, so they cost no memory however many arrive.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use duplex::PreparedMessage;
 use duplex_hub_proto::Encoding;
@@ -30,14 +31,52 @@ use tokio::time::Instant;
 use crate::frame::SharedMessage;
 
 /// A frame queued for a connection, with the time it was published (for the
-/// publish-to-delivery latency).
+/// publish-to-delivery latency). 16 bytes (an [`Instant`] alone takes 16):
+/// a queue's allocation is 16 bytes of header and 16 per frame.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued {
     /// The encoded frame, shared with every other subscriber.
     pub frame: PreparedMessage,
     /// When the hub accepted the publish.
-    pub published: Instant,
+    pub published: PublishTime,
 }
+
+/// A time on tokio's clock in 8 bytes where an [`Instant`] takes 16:
+/// nanoseconds since an origin an hour before the process first read this
+/// clock (so a publish time a little older than that reading, another
+/// node's, still counts from it), with 584 years of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct PublishTime(u64);
+
+impl PublishTime {
+    /// The clock's origin, set once.
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+        })
+    }
+
+    /// `instant` as a stamp (an instant before the origin counts as it).
+    pub(crate) fn at(instant: Instant) -> Self {
+        let since = instant.saturating_duration_since(Self::origin());
+        Self(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Now (a fan-out reads the clock once for all its pushes).
+    pub(crate) fn now() -> Self {
+        Self::at(Instant::now())
+    }
+
+    /// The time since this stamp.
+    pub(crate) fn elapsed(self) -> Duration {
+        Instant::now().saturating_duration_since(Self::origin() + Duration::from_nanos(self.0))
+    }
+}
+
+/// The room a queue gets once its reader has more than one frame waiting.
+const BEHIND_CAPACITY: usize = 16;
 
 /// One connection's queue. See the module docs.
 #[derive(Debug)]
@@ -118,7 +157,7 @@ impl Outbox {
     /// Queues `message`'s frame in the connection's envelope (encoding it if
     /// no connection of that envelope took it yet); returns `false` when it
     /// was not queued (overflowed or closed). Wakes the connection's task.
-    pub(crate) fn push(&self, message: &SharedMessage, published: Instant) -> bool {
+    pub(crate) fn push(&self, message: &SharedMessage, published: PublishTime) -> bool {
         let (queued, waker) = {
             let mut inner = self.lock();
             if inner.state != State::Open {
@@ -131,14 +170,15 @@ impl Outbox {
             if queued {
                 // At most `limit`, so it fits.
                 inner.bytes = total as u32;
-                // An idle reader gets one message at a time: room for one,
-                // not the default four (a fan-out to many idle readers
-                // allocates this for each of them). A reader that falls
-                // behind gets room for 16 at once, then doubles.
+                // An idle reader gets one message at a time: room for one
+                // (a 32-byte allocation), not the default four (a fan-out to
+                // many idle readers allocates this for each of them). A
+                // reader that falls behind gets room for 16 at once (272
+                // bytes), then doubles.
                 let queue = &mut inner.queue;
                 match queue.capacity() {
                     0 => queue.reserve_exact(1),
-                    1 => queue.reserve_exact(16 - queue.len()),
+                    1 => queue.reserve_exact(BEHIND_CAPACITY - queue.len()),
                     _ => {}
                 }
                 queue.push(Queued { frame, published });
@@ -303,7 +343,7 @@ mod tests {
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(outbox.poll_drain(&mut cx, usize::MAX, |_| {}).is_pending());
-        let now = Instant::now();
+        let now = PublishTime::now();
         assert!(outbox.push(&frame(1), now));
         assert!(outbox.push(&frame(2), now));
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
@@ -317,7 +357,7 @@ mod tests {
     #[test]
     fn take_respects_max_bytes_but_returns_at_least_one() {
         let outbox = Outbox::new(1 << 20);
-        let now = Instant::now();
+        let now = PublishTime::now();
         for _ in 0..3 {
             outbox.push(&frame(100), now);
         }
@@ -332,7 +372,7 @@ mod tests {
     #[test]
     fn overflow_drops_everything_and_refuses_more() {
         let outbox = Outbox::new(250);
-        let now = Instant::now();
+        let now = PublishTime::now();
         assert!(outbox.push(&frame(100), now));
         assert!(outbox.push(&frame(100), now));
         assert!(!outbox.push(&frame(100), now), "third frame overflows");
@@ -371,7 +411,7 @@ mod tests {
             epoch: "e".into(),
             offset: 3,
         });
-        let now = Instant::now();
+        let now = PublishTime::now();
         let binary = Outbox::with_encoding(1 << 20, Encoding::Binary);
         assert!(binary.push(&message, now));
         assert!(message.is_encoded(Encoding::Binary));
@@ -400,10 +440,27 @@ mod tests {
         assert_eq!(frames[2].frame()[0] & 0x0f, 1, "text frame");
     }
 
+    /// Queues live in every busy subscriber: an entry of 16 bytes puts the
+    /// header and one entry in a 32-byte allocation (48 with an `Instant`).
+    #[test]
+    fn a_queued_frame_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Queued>(), 16);
+    }
+
+    #[test]
+    fn a_published_stamp_measures_the_time_since() {
+        // Older than the clock's first reading: still measured from it.
+        let stamp = PublishTime::at(Instant::now() - Duration::from_millis(30));
+        let elapsed = stamp.elapsed();
+        assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+        assert!(PublishTime::now() > stamp);
+    }
+
     #[test]
     fn closed_outbox_refuses_pushes() {
         let outbox = Outbox::new(1000);
         outbox.close();
-        assert!(!outbox.push(&frame(1), Instant::now()));
+        assert!(!outbox.push(&frame(1), PublishTime::now()));
     }
 }

@@ -423,7 +423,9 @@ impl Session {
                         channel,
                         reason: Some("unsubscribed by the server".to_owned()),
                     });
-                    self.me.outbox.push(&push, tokio::time::Instant::now());
+                    self.me
+                        .outbox
+                        .push(&push, crate::outbox::PublishTime::now());
                 }
                 // The registry keeps these; they reach no session.
                 Control::Revoke { .. } | Control::Unrevoke { .. } => {}
@@ -835,7 +837,9 @@ impl Session {
                 channel: name.to_string(),
                 reason: Some(refusal.to_string()),
             });
-            self.me.outbox.push(&push, tokio::time::Instant::now());
+            self.me
+                .outbox
+                .push(&push, crate::outbox::PublishTime::now());
         }
         Ok(ServerMessage::Refreshed {
             id,

@@ -49,6 +49,7 @@ use super::{
 use crate::config::{HISTORY_ENTRY_OVERHEAD, HubConfig, NamespaceConfig};
 use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
+use crate::outbox::PublishTime;
 
 /// A single node's broker. See the module docs.
 #[derive(Debug)]
@@ -139,7 +140,7 @@ impl Channel {
 
     /// Pushes `frame` to every subscriber except `except`; returns how many
     /// it reached.
-    fn deliver(&self, frame: &SharedMessage, published: Instant, except: Option<u64>) -> usize {
+    fn deliver(&self, frame: &SharedMessage, published: PublishTime, except: Option<u64>) -> usize {
         let mut reached = 0;
         for sub in &self.subscribers {
             if Some(sub.id) != except && sub.outbox.push(frame, published) {
@@ -350,7 +351,7 @@ impl MemoryBroker {
                     duplicate: true,
                 },
                 Appended::New { offset, frame } => {
-                    let reached = channel.deliver(&frame.frame, now, None);
+                    let reached = channel.deliver(&frame.frame, PublishTime::at(now), None);
                     // The hub's own channels (`$sys:stats`, which the
                     // dashboard shows) are not the clients' publishes.
                     if !is_hub_channel(&name) {
@@ -387,8 +388,9 @@ impl MemoryBroker {
                 self.now_ms(now),
                 &self.history_limits(ns),
             );
+            let replayed = PublishTime::at(now);
             for kept in replay {
-                sub.outbox.push(&kept.frame, now);
+                sub.outbox.push(&kept.frame, replayed);
             }
             self.settle(&name, &shared, &channel, before);
             if ns.presence && ns.join_leave {
@@ -397,7 +399,7 @@ impl MemoryBroker {
                     user: sub.user().to_owned(),
                     client: sub.client(),
                 });
-                channel.deliver(&join, now, None);
+                channel.deliver(&join, PublishTime::at(now), None);
             }
             channel.subscribers.push(sub);
             return Subscribed {
@@ -425,7 +427,7 @@ impl MemoryBroker {
                 user: sub.user().to_owned(),
                 client: sub.client(),
             });
-            channel.deliver(&leave, Instant::now(), None);
+            channel.deliver(&leave, PublishTime::now(), None);
         }
         if channel.subscribers.is_empty() && channel.subscribers.capacity() > 4 {
             channel.subscribers = Vec::new();
@@ -525,7 +527,7 @@ impl MemoryBroker {
             from: from.info(),
             data,
         });
-        channel.deliver(&frame, Instant::now(), Some(from.id));
+        channel.deliver(&frame, PublishTime::now(), Some(from.id));
     }
 }
 

@@ -208,6 +208,7 @@ use crate::config::HubConfig;
 use crate::control::{Listed, Lookup, NodeMessage, Registry};
 use crate::frame::{SharedMessage, prepare};
 use crate::metrics::Metrics;
+use crate::outbox::PublishTime;
 
 /// Tuning of the Redis broker. The defaults suit production; tests shorten
 /// the heartbeat to see a dead node leave quickly.
@@ -393,14 +394,14 @@ struct SlotState {
 #[derive(Clone)]
 struct Delivery {
     frame: SharedMessage,
-    published: Instant,
+    published: PublishTime,
 }
 
 /// Queues a fan-out's pushes into subscribers' outboxes, encoding a gap
 /// frame once for every subscriber that gets the same one.
 struct Pusher<'a> {
     channel: &'a str,
-    now: Instant,
+    now: PublishTime,
     gap: Option<(Arc<str>, u64, SharedMessage)>,
     /// How many message frames an outbox took.
     reached: usize,
@@ -410,7 +411,7 @@ impl<'a> Pusher<'a> {
     fn new(channel: &'a str) -> Self {
         Self {
             channel,
-            now: Instant::now(),
+            now: PublishTime::now(),
             gap: None,
             reached: 0,
         }
@@ -634,10 +635,10 @@ fn now_us() -> u64 {
 
 /// The local instant of a publish stamped `sent_us` by its node's wall clock
 /// (for the publish-to-delivery latency across nodes).
-fn published_at(sent_us: u64) -> Instant {
+fn published_at(sent_us: u64) -> PublishTime {
     let now = Instant::now();
     let age = Duration::from_micros(now_us().saturating_sub(sent_us)).min(Duration::from_secs(60));
-    now.checked_sub(age).unwrap_or(now)
+    PublishTime::at(now.checked_sub(age).unwrap_or(now))
 }
 
 /// The longest a command may wait for its reply (see
@@ -1026,7 +1027,7 @@ impl Shared {
             },
         );
         if let Some(range) = &plan.replay {
-            let now = Instant::now();
+            let now = PublishTime::now();
             for raw in &read.entries {
                 let Some(entry) = parse_entry(raw) else {
                     continue;
@@ -1453,12 +1454,12 @@ mod tests {
     #[test]
     fn latency_stamps_map_to_past_instants() {
         let at = published_at(now_us() - 5_000);
-        let age = Instant::now() - at;
+        let age = at.elapsed();
         assert!(
             age >= Duration::from_millis(5) && age < Duration::from_secs(1),
             "{age:?}"
         );
         // A clock ahead of ours is not in the future.
-        assert!(published_at(now_us() + 10_000_000) <= Instant::now());
+        assert!(published_at(now_us() + 10_000_000) <= PublishTime::now());
     }
 }

@@ -380,7 +380,7 @@ impl Shared {
         epoch: &str,
         offset: u64,
         frame: SharedMessage,
-        published: Instant,
+        published: PublishTime,
     ) {
         let bytes = frame.weight();
         let delivery = Delivery { frame, published };
