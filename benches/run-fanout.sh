@@ -48,9 +48,11 @@
 # *.log. SERVER_CPU / CLIENT_CPU: cores (default 0 and 1). PORT_BASE: the
 # servers listen on PORT_BASE .. PORT_BASE+8 (default 9610). Every run
 # reports the server's memory per subscriber (the growth of its anonymous
-# memory, RssAnon, once all are connected, over before the first; of its
-# whole RSS beside it) and its RSS at the end; results.md also gives hub ÷
-# each peer.
+# memory, RssAnon, once all are subscribed and 2 s have passed after the
+# warm-up with nothing published — `duplex bench fanout --settle` — over
+# before the first; of its whole RSS beside it; and the growth at the
+# warm-up's end, with its backlog's freed pages still held) and its RSS at the
+# end; results.md also gives hub ÷ each peer.
 #
 # QUIET (seconds, default 0: none): first, one run per server and size that
 # holds every subscriber quiet that long after the warm-up before it reads
@@ -301,6 +303,8 @@ for paced in (False, True):
              lambda r: r["server_bytes_per_subscriber"] and r["server_bytes_per_subscriber"] / 1024, "min", 2)
         line("… its RSS per subscriber, KiB",
              lambda r: r.get("server_rss_bytes_per_subscriber") and r["server_rss_bytes_per_subscriber"] / 1024, None, 2)
+        line("… anonymous at the warm-up's end, KiB",
+             lambda r: r.get("server_bytes_per_subscriber_warm") and r["server_bytes_per_subscriber_warm"] / 1024, None, 2)
         line("server RSS at the end, MiB", lambda r: r["server_rss_end"] and r["server_rss_end"] / 2**20, None, 1)
         line("bytes per delivered message", lambda r: r["delivered_bytes_avg"], None)
 

@@ -55,8 +55,11 @@
 //! `tcp_sent`: the frames as they went out, compressed when `--deflate` got
 //! permessage-deflate negotiated, whatever call wrote them), and its
 //! resident memory before the subscribers connect,
-//! once they are all subscribed (the difference per subscriber is its memory
-//! per subscribed connection), and at the end of the window. On a shared
+//! once they are all subscribed and `--settle` seconds (2 by default) have
+//! passed after the warm-up with nothing published (the difference per
+//! subscriber is its memory per subscribed connection; the reading at the
+//! warm-up's end, with what its backlog freed still held, is kept beside
+//! it), and at the end of the window. On a shared
 //! machine, the time the server's and the generator's threads spent runnable
 //! but waiting for a core (`/proc/PID/task/*/schedstat`) tells a starved run
 //! from an idle one.
@@ -64,7 +67,8 @@
 //! Sequence of a run: open N subscribers (and, for the hub, wait for every
 //! `subscribed`), open the publisher, publish warm-up probes (sequence 0) until
 //! every subscriber has received one (so no subscriber misses the first
-//! measured message), measure for `--duration`, then publish stop probes
+//! measured message), wait `--settle` and read the server's memory, measure
+//! for `--duration`, then publish stop probes
 //! until every subscriber has seen one after the deadline and closed.
 //!
 //! Invariants:
@@ -169,6 +173,16 @@ pub(crate) struct FanoutArgs {
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// After the warm-up, wait this long with nothing published before
+    /// reading the server's memory per subscriber
+    /// (`server_anon_subscribed`): the warm-up's backlog (frames queued while
+    /// thousands of subscribers caught up) is freed by then, and an
+    /// allocator that keeps freed pages for a while (the `duplex` binary's
+    /// jemalloc gives them back after about a second) has given them back,
+    /// so the reading is what the connections hold. The reading at the end
+    /// of the warm-up itself is `server_anon_warm`. 0: read at once.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
     /// After the warm-up, hold every subscriber this long with nothing
     /// published, then read the server's memory again (`server_anon_quiet`):
     /// what a subscribed client costs once it is quiet (a hub parks quiet
@@ -575,6 +589,17 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|e| e.into_inner())
             .reset();
     }
+    let memory_warm = server.map(Proc::memory).transpose()?;
+    if args.settle > 0.0 {
+        // The publisher keeps reading (and so answers keepalive pings).
+        drain_until(
+            &mut publisher,
+            encoding,
+            Instant::now() + Duration::from_secs_f64(args.settle),
+        )
+        .await?;
+        check_failures(&shared)?;
+    }
     let memory_subscribed = server.map(Proc::memory).transpose()?;
     let memory_quiet = if args.quiet > 0.0 {
         eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
@@ -786,6 +811,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             "server_rss_end": memory_end.map(|m| m.resident),
             "server_anon_before": memory_before.map(|m| m.anonymous),
             "server_anon_subscribed": memory_subscribed.map(|m| m.anonymous),
+            "settle_s": args.settle,
+            "server_anon_warm": memory_warm.map(|m| m.anonymous),
+            "server_bytes_per_subscriber_warm": growth(memory_warm).map(|g| g.anonymous),
             "server_bytes_per_subscriber": per_subscriber,
             "server_rss_bytes_per_subscriber": rss_per_subscriber,
             "quiet_s": args.quiet,
@@ -860,10 +888,11 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             rss_per_subscriber,
         ) {
             println!(
-                "  server       {} → {} anonymous subscribed ({} per subscriber; RSS {} → {}, \
-                 {} per subscriber), RSS {} at the end",
+                "  server       {} → {} anonymous subscribed, {} s after the warm-up ({} per \
+                 subscriber; RSS {} → {}, {} per subscriber), RSS {} at the end",
                 report::bytes(before.anonymous as f64),
                 report::bytes(subscribed.anonymous as f64),
+                args.settle,
                 report::bytes(each),
                 report::bytes(before.resident as f64),
                 report::bytes(subscribed.resident as f64),
