@@ -590,29 +590,11 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<ExitCode> {
             .reset();
     }
     let memory_warm = server.map(Proc::memory).transpose()?;
-    if args.settle > 0.0 {
-        // The publisher keeps reading (and so answers keepalive pings).
-        drain_until(
-            &mut publisher,
-            encoding,
-            Instant::now() + Duration::from_secs_f64(args.settle),
-        )
-        .await?;
-        check_failures(&shared)?;
-    }
-    let memory_subscribed = server.map(Proc::memory).transpose()?;
+    let memory_subscribed =
+        hold_then_read(&mut publisher, encoding, args.settle, &shared, server).await?;
     let memory_quiet = if args.quiet > 0.0 {
         eprintln!("holding {n} subscribers quiet for {} s", args.quiet);
-        // The publisher keeps reading (and so answers the server's
-        // keepalive pings) while it publishes nothing.
-        drain_until(
-            &mut publisher,
-            encoding,
-            Instant::now() + Duration::from_secs_f64(args.quiet),
-        )
-        .await?;
-        check_failures(&shared)?;
-        server.map(Proc::memory).transpose()?
+        hold_then_read(&mut publisher, encoding, args.quiet, &shared, server).await?
     } else {
         None
     };
@@ -971,6 +953,23 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Publishes nothing for `seconds` (the publisher keeps reading, and so
+/// answers the server's keepalive pings), then reads the server's memory.
+async fn hold_then_read(
+    publisher: &mut Conn,
+    encoding: Encoding,
+    seconds: f64,
+    shared: &Shared,
+    server: Option<Proc>,
+) -> anyhow::Result<Option<Memory>> {
+    if seconds > 0.0 {
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        drain_until(publisher, encoding, until).await?;
+        check_failures(shared)?;
+    }
+    server.map(Proc::memory).transpose()
 }
 
 /// Fails when any subscriber has failed.
