@@ -59,6 +59,17 @@ fn is_valid_prefix(bytes: &[u8]) -> bool {
     }
 }
 
+/// Validates a whole string at once (a message that arrived in one piece).
+#[inline]
+pub fn validate(data: &[u8]) -> Result<(), InvalidUtf8> {
+    // Short ASCII (most chat and JSON messages): a word-wide check beats
+    // the validator's set-up, which hands short inputs to `core::str`.
+    if data.len() < 64 && data.is_ascii() {
+        return Ok(());
+    }
+    simdutf8::basic::from_utf8(data).map_or(Err(InvalidUtf8), |_| Ok(()))
+}
+
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub fn new() -> Self {
@@ -67,9 +78,8 @@ impl Utf8Validator {
 
     /// Validates the next chunk of the message.
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), InvalidUtf8> {
-        // Short ASCII (most chat and JSON messages): a word-wide check beats
-        // the validator's set-up, which hands short inputs to `core::str`.
         if self.pending_len == 0 && data.len() < 64 && data.is_ascii() {
+            // See `validate`.
             return Ok(());
         }
         if self.pending_len > 0 {
@@ -178,6 +188,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn whole_validation_agrees_with_std(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(validate(&data).is_ok(), std::str::from_utf8(&data).is_ok());
+        }
+
         #[test]
         fn agrees_with_std_for_any_split(data in proptest::collection::vec(any::<u8>(), 0..64),
                                          chunk in 1usize..10) {

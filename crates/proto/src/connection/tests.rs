@@ -732,6 +732,43 @@ fn idle_connection_gives_buffers_back() {
     assert_eq!(conn.read_buf().capacity(), 0);
 }
 
+/// Feeds `input` a byte at a time: the general path, a frame never whole.
+fn feed_bytewise(conn: &mut Connection, input: &[u8]) -> (Vec<Event>, Option<ProtocolError>) {
+    let mut events = Vec::new();
+    for byte in input {
+        let (more, error) = feed(conn, std::slice::from_ref(byte));
+        events.extend(more);
+        if error.is_some() {
+            return (events, error);
+        }
+    }
+    (events, None)
+}
+
+/// A frame of at most 125 payload bytes with a first byte the one-pass path
+/// takes (final text or binary) or one beside it (not final, compressed,
+/// control, reserved), masked or not, with any payload or a UTF-8 one.
+fn small_frame() -> impl Strategy<Value = Vec<u8>> {
+    let first = prop::sample::select(vec![
+        0x81u8, 0x82, 0x81, 0x82, 0x01, 0x80, 0x89, 0xC1, 0x91, 0x83,
+    ]);
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..126),
+        "\\PC{0,30}".prop_map(String::into_bytes),
+    ];
+    (first, any::<bool>(), any::<[u8; 4]>(), payload).prop_map(
+        |(first, masked, key, mut payload)| {
+            let mut frame = vec![first, (u8::from(masked) << 7) | payload.len() as u8];
+            if masked {
+                frame.extend_from_slice(&key);
+                crate::mask::apply_mask(&mut payload, key, 0);
+            }
+            frame.extend(payload);
+            frame
+        },
+    )
+}
+
 fn any_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         "\\PC{0,300}".prop_map(Message::text),
@@ -775,6 +812,25 @@ proptest! {
     }
 
     #[test]
+    fn small_frames_whole_equal_small_frames_bytewise(
+        frames in proptest::collection::vec(small_frame(), 1..6),
+        as_client in any::<bool>(),
+        limit in prop::sample::select(vec![0usize, 1, 20, 125, 1 << 20]),
+    ) {
+        let input = frames.concat();
+        let config = Config { max_frame_size: limit, max_message_size: limit.max(4), ..Config::default() };
+        let make = || if as_client {
+            Connection::client(config.clone(), Box::new(|| [1, 2, 3, 4]))
+        } else {
+            Connection::server(config.clone())
+        };
+        let (mut whole, mut bytewise) = (make(), make());
+        prop_assert_eq!(feed(&mut whole, &input), feed_bytewise(&mut bytewise, &input));
+        prop_assert_eq!(take_output(&mut whole), take_output(&mut bytewise));
+        prop_assert_eq!(whole.state(), bytewise.state());
+    }
+
+    #[test]
     fn byte_at_a_time_equals_whole(bytes in proptest::collection::vec(any::<u8>(), 0..400),
                                    prefix in proptest::collection::vec(any_message(), 0..3)) {
         // Valid frames followed by arbitrary bytes: same events and same error.
@@ -785,18 +841,7 @@ proptest! {
         let mut input = take_output(&mut sender);
         input.extend(bytes);
         let whole = feed(&mut server(), &input);
-        let mut conn = server();
-        let mut events = Vec::new();
-        let mut error = None;
-        for byte in &input {
-            let (more, err) = feed(&mut conn, std::slice::from_ref(byte));
-            events.extend(more);
-            if err.is_some() {
-                error = err;
-                break;
-            }
-        }
-        prop_assert_eq!(whole, (events, error));
+        prop_assert_eq!(whole, feed_bytewise(&mut server(), &input));
     }
 }
 
