@@ -27,18 +27,12 @@ use super::{Connection, Event, InFrame, InMessage, ReceiveMode, Rx, State};
 use crate::Role;
 use crate::close::CloseFrame;
 use crate::error::ProtocolError;
-use crate::frame::{FrameHeader, OpCode, RSV1, parse_header};
+use crate::frame::{
+    FINAL_BINARY, FINAL_TEXT, FrameHeader, MAX_SHORT_PAYLOAD, OpCode, RSV1, parse_header,
+};
 use crate::mask::apply_mask;
 use crate::message::{Message, MessageKind, Utf8Bytes};
 use crate::utf8;
-
-/// The first header byte of a final, uncompressed text frame.
-const FINAL_TEXT: u8 = 0x81;
-/// The first header byte of a final, uncompressed binary frame.
-const FINAL_BINARY: u8 = 0x82;
-/// The largest payload a 7-bit length encodes: the most a small message
-/// taken in one pass holds.
-const MAX_SMALL_PAYLOAD: usize = 125;
 
 impl Connection {
     /// The buffer received bytes go into: a transport may read straight into
@@ -225,7 +219,7 @@ impl Connection {
         let len = usize::from(second & 0x7F);
         if !matches!(first, FINAL_TEXT | FINAL_BINARY)
             || (second & 0x80 != 0) != masked
-            || len > MAX_SMALL_PAYLOAD
+            || len > MAX_SHORT_PAYLOAD
             || len > self.config.max_frame_size
             || len > self.config.max_message_size
             || self.config.receive_mode != ReceiveMode::Whole

@@ -15,7 +15,8 @@ use crate::Role;
 use crate::close::{CloseCode, CloseFrame};
 use crate::deflate::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 use crate::frame::{
-    FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_header, encode_unmasked,
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_SHORT_PAYLOAD, OpCode, RSV1, encode_header,
+    encode_unmasked, short_data_header,
 };
 use crate::mask::apply_mask;
 use crate::message::{Message, MessageKind};
@@ -326,6 +327,23 @@ impl Connection {
         compress: Compress,
     ) -> Result<(), SendError> {
         self.check_can_send_message()?;
+        let max = self.config.max_send_frame_size.max(1);
+        let len = payload.as_slice().len();
+        if len <= MAX_SHORT_PAYLOAD
+            && len <= max
+            && self.compression.is_none()
+            && self.mask_source.is_none()
+        {
+            // A server's small message without compression, the common
+            // case: two header bytes and the payload, one capacity check.
+            let out = self.out.get_or_insert_with(OutBuf::take);
+            let tail = out.tail();
+            tail.reserve(2 + len);
+            tail.extend_from_slice(&short_data_header(data_opcode(kind), len as u8));
+            tail.extend_from_slice(payload.as_slice());
+            out.commit_tail(2 + len);
+            return Ok(());
+        }
         let compressed = match self.compression.as_mut() {
             Some(compression) => compression.compress(payload.as_slice(), compress),
             None => None,
@@ -335,7 +353,6 @@ impl Connection {
             None => (0, payload),
         };
         let bytes = body.as_slice();
-        let max = self.config.max_send_frame_size.max(1);
         if bytes.len() <= max {
             self.write_frame(true, rsv, data_opcode(kind), &body);
             return Ok(());

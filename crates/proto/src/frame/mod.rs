@@ -69,6 +69,24 @@ impl OpCode {
     }
 }
 
+/// The largest payload a header's 7-bit length holds: a frame up to this
+/// size has a 2-byte header (6 when masked).
+pub const MAX_SHORT_PAYLOAD: usize = 125;
+
+/// The first header byte of a final, uncompressed text frame.
+pub const FINAL_TEXT: u8 = 0x80 | 0x1;
+
+/// The first header byte of a final, uncompressed binary frame.
+pub const FINAL_BINARY: u8 = 0x80 | 0x2;
+
+/// The two header bytes [`encode_header`] writes for a final, uncompressed,
+/// unmasked data frame of `len` ≤ [`MAX_SHORT_PAYLOAD`] bytes.
+#[inline]
+pub fn short_data_header(opcode: OpCode, len: u8) -> [u8; 2] {
+    debug_assert!(usize::from(len) <= MAX_SHORT_PAYLOAD && !opcode.is_control());
+    [0x80 | opcode.as_u8(), len]
+}
+
 /// Bit value of RSV1 in [`FrameHeader::rsv`].
 pub const RSV1: u8 = 0b100;
 /// Bit value of RSV2 in [`FrameHeader::rsv`].
@@ -240,6 +258,29 @@ mod tests {
 
     fn parse_all(bytes: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         parse_header(bytes)
+    }
+
+    #[test]
+    fn short_data_headers_are_what_the_encoder_writes() {
+        for (opcode, first) in [(OpCode::Text, FINAL_TEXT), (OpCode::Binary, FINAL_BINARY)] {
+            for len in 0..=MAX_SHORT_PAYLOAD as u8 {
+                let header = FrameHeader {
+                    fin: true,
+                    rsv: 0,
+                    opcode,
+                    mask: None,
+                    payload_len: u64::from(len),
+                };
+                let mut encoded = BytesMut::new();
+                encode_header(&header, &mut encoded);
+                assert_eq!(
+                    short_data_header(opcode, len),
+                    encoded[..],
+                    "{opcode:?} {len}"
+                );
+                assert_eq!(encoded[0], first);
+            }
+        }
     }
 
     #[test]
