@@ -12,9 +12,9 @@
 //! queue is only for steps that make more than one event, or none the caller
 //! asked for), and its header and payload leave the read buffer in one split.
 //!
-//! A small message that is already whole in the read buffer (one uncompressed
-//! final frame of at most 125 bytes, between messages, in whole mode) is taken
-//! in one pass instead: header checked from its two bytes, payload unmasked
+//! A message that is already whole in the read buffer (one uncompressed
+//! final frame of under 64 KiB, between messages, in whole mode) is taken in
+//! one pass instead: header checked from its first bytes, payload unmasked
 //! and text validated at once, then split off like the others (a copy into
 //! its own allocation measured more instructions than the split). A frame
 //! that would break any rule or limit is left to the general path, which
@@ -119,7 +119,7 @@ impl Connection {
             Some(frame) => frame,
             None => {
                 if rx.message.is_none()
-                    && let Some(message) = self.small_message(rx)
+                    && let Some(message) = self.whole_message(rx)
                 {
                     return message.map(Step::Message);
                 }
@@ -205,32 +205,46 @@ impl Connection {
         Ok(Step::Progress)
     }
 
-    /// Takes a small message that is whole at the front of the read buffer,
-    /// between messages, in one pass (see the module docs). `None` for
-    /// anything else, or a frame that breaks a rule or limit: the general
-    /// path takes those, with every check and its error.
+    /// Takes a message of one frame that is whole at the front of the read
+    /// buffer, between messages, in one pass (see the module docs). `None`
+    /// for anything else, or a frame that breaks a rule or limit: the
+    /// general path takes those, with every check and its error.
     #[inline]
-    fn small_message(&self, rx: &mut Rx) -> Option<Result<Message, ProtocolError>> {
+    fn whole_message(&self, rx: &mut Rx) -> Option<Result<Message, ProtocolError>> {
         let [first, second, ..] = *rx.read_buf else {
             return None;
         };
         // A client masks every frame; a server none (RFC 6455 §5.1).
         let masked = self.role == Role::Server;
-        let len = usize::from(second & 0x7F);
         if !matches!(first, FINAL_TEXT | FINAL_BINARY)
             || (second & 0x80 != 0) != masked
-            || len > MAX_SHORT_PAYLOAD
-            || len > self.config.max_frame_size
-            || len > self.config.max_message_size
             || self.config.receive_mode != ReceiveMode::Whole
         {
             return None;
         }
-        let header_len = if masked { 6 } else { 2 };
+        let (len, key_at) = match second & 0x7F {
+            126 => {
+                let [_, _, high, low, ..] = *rx.read_buf else {
+                    return None;
+                };
+                match usize::from(u16::from_be_bytes([high, low])) {
+                    // Not the minimal encoding: the general path fails it.
+                    ..=MAX_SHORT_PAYLOAD => return None,
+                    len => (len, 4),
+                }
+            }
+            127 => return None,
+            len => (usize::from(len), 2),
+        };
+        if len > self.config.max_frame_size || len > self.config.max_message_size {
+            return None;
+        }
+        let header_len = if masked { key_at + 4 } else { key_at };
         let frame = rx.read_buf.get_mut(..header_len + len)?;
         let (header, payload) = frame.split_at_mut(header_len);
         if masked {
-            apply_mask(payload, [header[2], header[3], header[4], header[5]], 0);
+            let key = &header[key_at..];
+            apply_mask(payload, [key[0], key[1], key[2], key[3]], 0);
         }
         if first == FINAL_TEXT && utf8::validate(payload).is_err() {
             return Some(Err(ProtocolError::InvalidUtf8));

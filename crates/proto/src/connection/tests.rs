@@ -745,28 +745,42 @@ fn feed_bytewise(conn: &mut Connection, input: &[u8]) -> (Vec<Event>, Option<Pro
     (events, None)
 }
 
-/// A frame of at most 125 payload bytes with a first byte the one-pass path
+/// A frame of up to 300 payload bytes with a first byte the one-pass path
 /// takes (final text or binary) or one beside it (not final, compressed,
-/// control, reserved), masked or not, with any payload or a UTF-8 one.
-fn small_frame() -> impl Strategy<Value = Vec<u8>> {
+/// control, reserved), masked or not, with any payload or a UTF-8 one, its
+/// length in 7 bits or in 16 (minimal or not).
+fn single_frame() -> impl Strategy<Value = Vec<u8>> {
     let first = prop::sample::select(vec![
         0x81u8, 0x82, 0x81, 0x82, 0x01, 0x80, 0x89, 0xC1, 0x91, 0x83,
     ]);
     let payload = prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..126),
-        "\\PC{0,30}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..300),
+        "\\PC{0,80}".prop_map(String::into_bytes),
     ];
-    (first, any::<bool>(), any::<[u8; 4]>(), payload).prop_map(
-        |(first, masked, key, mut payload)| {
-            let mut frame = vec![first, (u8::from(masked) << 7) | payload.len() as u8];
+    (
+        first,
+        any::<bool>(),
+        any::<[u8; 4]>(),
+        payload,
+        any::<bool>(),
+    )
+        .prop_map(|(first, masked, key, mut payload, wide)| {
+            let mask_bit = u8::from(masked) << 7;
+            let mut frame = vec![first];
+            match u16::try_from(payload.len()) {
+                Ok(len) if len > 125 || wide => {
+                    frame.push(mask_bit | 126);
+                    frame.extend_from_slice(&len.to_be_bytes());
+                }
+                _ => frame.push(mask_bit | payload.len() as u8),
+            }
             if masked {
                 frame.extend_from_slice(&key);
                 crate::mask::apply_mask(&mut payload, key, 0);
             }
             frame.extend(payload);
             frame
-        },
-    )
+        })
 }
 
 fn any_message() -> impl Strategy<Value = Message> {
@@ -812,10 +826,10 @@ proptest! {
     }
 
     #[test]
-    fn small_frames_whole_equal_small_frames_bytewise(
-        frames in proptest::collection::vec(small_frame(), 1..6),
+    fn single_frames_whole_equal_single_frames_bytewise(
+        frames in proptest::collection::vec(single_frame(), 1..6),
         as_client in any::<bool>(),
-        limit in prop::sample::select(vec![0usize, 1, 20, 125, 1 << 20]),
+        limit in prop::sample::select(vec![0usize, 1, 20, 125, 200, 1 << 20]),
     ) {
         let input = frames.concat();
         let config = Config { max_frame_size: limit, max_message_size: limit.max(4), ..Config::default() };
