@@ -667,12 +667,15 @@ async fn a_silent_link_is_found_by_the_ping_and_recovered_when_back_online() {
 
         // The next ping goes unanswered (2 s here instead of 10 s).
         eval(&alice, "chat.client.ping(2000); true").await;
-        wait(&alice, "chat.hubState() === 'reconnecting'", SHORT).await;
-        assert_eq!(
-            eval(&alice, "document.querySelector('#state').dataset.state").await,
-            "offline",
-            "the dot says offline while the browser is"
-        );
+        // The dot read in the same evaluation that finds the state: a retry
+        // may begin (connecting) between two evaluations.
+        let dot = wait(
+            &alice,
+            "chat.hubState() === 'reconnecting' && document.querySelector('#state').dataset.state",
+            SHORT,
+        )
+        .await;
+        assert_eq!(dot, "offline", "the dot says offline while the browser is");
         // Reconnect attempts fail while offline.
         wait(&alice, "chat.delays.length >= 2", RECONNECT).await;
         assert_cut_off(&alice).await;
