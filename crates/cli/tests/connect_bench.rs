@@ -242,3 +242,65 @@ async fn bench_fanout_says_what_to_change_when_rate_limited() {
     assert_eq!(status, 0, "{stderr}");
     assert!(value["publishes_per_s"].as_f64().unwrap() > 0.0, "{value}");
 }
+
+/// A whole fan-out run against a hub reports what it measured: the load, the
+/// counts (every completed message at every subscriber, nothing lost), the
+/// latency, and, with `--server-pid`, the server's CPU and memory readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fanout_reports_what_it_measured() {
+    let hub = start_hub(&[]);
+    let url = format!("ws://{}/ws", hub.addr);
+    let pid = hub.child.id().to_string();
+    let (status, value, stderr) = bench_output(&[
+        "fanout",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--subscribers",
+        "4",
+        "--duration",
+        "1",
+        "--publish-rate",
+        "20",
+        "--settle",
+        "0.2",
+        "--quiet",
+        "0.2",
+    ])
+    .await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(value["bench"], "fanout", "{value}");
+    assert_eq!(value["protocol"], "hub", "{value}");
+    assert_eq!(value["window"], "paced", "{value}");
+    assert_eq!(value["subscribers"], 4, "{value}");
+    let completed = value["completed"].as_u64().unwrap();
+    assert!(completed > 0, "{value}");
+    assert!(
+        value["deliveries"].as_u64().unwrap() >= 4 * completed,
+        "{value}"
+    );
+    for key in ["lost", "reordered", "duplicates", "failed_subscribers"] {
+        assert_eq!(value[key], 0, "{key}: {value}");
+    }
+    // A 100-byte payload in the hub's JSON envelope.
+    assert!(
+        value["delivered_bytes_avg"].as_f64().unwrap() > 100.0,
+        "{value}"
+    );
+    assert!(
+        value["latency_last"]["p50_us"].as_f64().unwrap() > 0.0,
+        "{value}"
+    );
+    assert!(value["server_cpu_s"].as_f64().is_some(), "{value}");
+    for key in [
+        "server_bytes_per_subscriber",
+        "server_bytes_per_subscriber_warm",
+        "server_bytes_per_quiet_subscriber",
+    ] {
+        assert!(value[key].is_number(), "{key}: {value}");
+    }
+    assert!(value["server_rss_end"].as_u64().unwrap() > 0, "{value}");
+    assert_eq!(value["quiet_s"], 0.2, "{value}");
+    assert!(value["first_error"].is_null(), "{value}");
+}
